@@ -1,0 +1,134 @@
+"""Herald's own HTTP surface: `/healthz` and the `/api/v1/stream` WebSocket (live updates and commands).
+
+The stream is authenticated with the local API token (`<data>/api-token`, written at start, mode 0600). It sends a
+snapshot, then every update; a client may send commands, which run as the principal it names (`as`) or the
+configured `api_principal`, and whose progress and result come back as `reply` frames on the same socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import WSMsgType, web
+
+from engine.events import Actor, CommandData, Event, ReplyTo
+from engine.ids import new_id
+from engine.outlets import Audience, Notification, OutMessage, Progress, Result, Text
+from engine.snapshots import AuditView, EventView, RunView, TaskView
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+log = logging.getLogger("herald.api")
+
+_UPDATE_TYPES = {EventView: "event", RunView: "run", TaskView: "task", AuditView: "audit"}
+
+
+def parse_command(text: str) -> CommandData | None:
+    """`/backup now` -> CommandData(name="backup", args=("now",)); None when the text is not a command."""
+    text = text.strip()
+    if not text.startswith("/") or len(text) < 2:
+        return None
+    name, *args = text[1:].split()
+    return CommandData(name=name.lower(), args=tuple(args), text=text)
+
+
+def json_error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+class StreamOutlet:
+    """Delivers replies to commands sent over `/api/v1/stream` back to the socket that sent them."""
+
+    platform = "api"
+
+    def __init__(self) -> None:
+        self.sockets: dict[str, web.WebSocketResponse] = {}
+
+    async def notify(self, audience: Audience, message: Notification | Text) -> int:
+        return 0  # observers see notifications as events; the stream is not a team member
+
+    async def reply(self, to: ReplyTo, message: OutMessage) -> bool:
+        ws = self.sockets.get(to.chat)
+        if ws is None or ws.closed:
+            return False
+        if isinstance(message, Progress):
+            text = f"{message.rule}: {message.state}{' - ' + message.detail if message.detail else ''}"
+        elif isinstance(message, Result):
+            text = message.text + (f"\n{message.output.rstrip()}" if message.output.strip() else "")
+        else:
+            text = message.text
+        # Progress is followed by more; a result or a plain answer ends the exchange for this rule.
+        final = not isinstance(message, Progress)
+        await ws.send_json({"type": "reply", "id": to.message_id, "text": text, "final": final})
+        return True
+
+
+def add_routes(app: web.Application, engine: Engine, outlet: StreamOutlet) -> None:
+    async def healthz(request: web.Request) -> web.Response:
+        if engine.state != "running":
+            return web.json_response({"status": engine.state}, status=503)
+        return web.json_response({"status": "running", "rules": len(engine.graph.rules)})
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not supplied or not hmac.compare_digest(supplied.encode(), engine.api_token.encode()):
+            return json_error(401, "missing or wrong API token (see <data dir>/api-token)")
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        sub, unsubscribe = engine.bus.subscribe()
+        conn_id = new_id()
+        outlet.sockets[conn_id] = ws
+        sender = asyncio.ensure_future(_pump(ws, engine, sub))
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    await _inbound(ws, engine, conn_id, msg.data)
+        finally:
+            unsubscribe()
+            outlet.sockets.pop(conn_id, None)
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        return ws
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/v1/stream", stream)
+
+
+async def _pump(ws: web.WebSocketResponse, engine: Engine, sub) -> None:  # type: ignore[no-untyped-def]
+    await ws.send_json({"type": "snapshot", "snapshot": engine.bus.snapshot().model_dump(mode="json")})
+    while not ws.closed:
+        update = await sub.queue.get()
+        if sub.overflowed:
+            await ws.close(code=1013, message=b"too slow: reconnect for a fresh snapshot")
+            return
+        await ws.send_json({"type": _UPDATE_TYPES[type(update)], "item": update.model_dump(mode="json")})
+
+
+async def _inbound(ws: web.WebSocketResponse, engine: Engine, conn_id: str, raw: str) -> None:
+    try:
+        frame = json.loads(raw)
+        if not isinstance(frame, dict) or frame.get("type") != "command" or not isinstance(frame.get("text"), str):
+            raise ValueError('expected {"type": "command", "text": "/..."}')
+    except ValueError as exc:
+        await ws.send_json({"type": "error", "message": str(exc)})
+        return
+    client_id = str(frame.get("id") or new_id())
+    command = parse_command(frame["text"])
+    if command is None:
+        await ws.send_json({"type": "reply", "id": client_id, "text": "Commands start with '/'; try /help."})
+        return
+    principal = frame.get("as") or engine.config.api_principal
+    if principal is not None and not engine.directory.exists(str(principal)):
+        await ws.send_json({"type": "reply", "id": client_id, "text": f"Unknown principal {principal!r}."})
+        return
+    event = Event(
+        source="api", data=command,
+        actor=Actor(platform="api", account="local-operator", principal=principal),
+        reply_to=ReplyTo(platform="api", chat=conn_id, message_id=client_id),
+    )
+    await engine.submit([event])

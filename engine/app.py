@@ -1,0 +1,184 @@
+"""The engine: owns the database, the runtime, the workers, the web server and the integrations.
+
+Lifecycle: starting -> running -> stopping -> stopped. Every background task is created through `_spawn` and kept
+in a registry that `stop()` cancels and awaits; nothing is fire-and-forget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Literal
+
+from aiohttp import web
+
+from dsl import EventGraph
+from engine import alerts, audit, journal, runtime, tasks
+from engine.alerts import AlertState
+from engine.api import StreamOutlet, add_routes
+from engine.audit import AuditLog
+from engine.bus import Bus
+from engine.config import Config
+from engine.events import Actor, ButtonData, Event, ReplyTo
+from engine.identity import Directory
+from engine.journal import Journal
+from engine.outlets import Outlet, Outlets
+from engine.plugins import Acknowledge, Busy, Integration, UnknownButton, Unload, discover
+from engine.runtime import Runtime, summarize
+from engine.sandbox import Sandbox
+from engine.snapshots import EventView
+from engine.store import Database
+from engine.tasks import TaskQueue, TaskWorkers
+
+log = logging.getLogger("herald.engine")
+
+State = Literal["new", "starting", "running", "stopping", "stopped"]
+API_TOKEN_FILE = "api-token"
+EVENT_QUEUE_SIZE = 10_000
+RECENT_ON_START = 200
+
+
+class Engine:
+    def __init__(self, config: Config, graph: EventGraph, *, integrations: Sequence[Integration] | None = None):
+        self.config = config
+        self.graph = graph
+        self.state: State = "new"
+        self.directory = Directory(config)
+        self.bus = Bus()
+        self.db = Database(config.data_dir)
+        self.outlets = Outlets()
+        self.api_token = secrets.token_urlsafe(32)
+        self.port: int | None = None
+        self._integrations = list(integrations) if integrations is not None else discover()
+        self._unloads: list[Unload] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE_SIZE)
+        self._app = web.Application(client_max_size=config.http.max_body_bytes)
+        self._runner: web.AppRunner | None = None
+        self.journal = Journal(self.db)
+        self.audit = AuditLog(self.db)
+        self.alerts = AlertState(self.db)
+        self.tasks = TaskQueue(self.db, on_change=lambda task: self.bus.publish(task.view()))
+        self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_dir)
+        self.runtime = Runtime(
+            graph=graph, config=config, directory=self.directory, db=self.db, journal=self.journal,
+            audit=self.audit, tasks=self.tasks, alerts=self.alerts, outlets=self.outlets, bus=self.bus,
+        )
+        self._workers = TaskWorkers(queue=self.tasks, sandbox=self.sandbox, on_finished=self.runtime.task_finished)
+
+    # -- IntegrationContext ------------------------------------------------------------------------------------
+
+    @property
+    def routes(self) -> web.UrlDispatcher:
+        return self._app.router
+
+    async def submit(self, events: Sequence[Event], *, acknowledge: Acknowledge | None = None) -> None:
+        if self.state != "running":
+            raise Busy(f"engine is {self.state}, not accepting events")
+        await self.journal.accept(events)
+        if acknowledge is not None:
+            await acknowledge(events)
+        for event in events:
+            await self._queue.put(event)
+
+    async def press(
+        self, button_id: str, actor: Actor, reply_to: ReplyTo | None, *, acknowledge: Acknowledge | None = None
+    ) -> Event:
+        binding = await self.alerts.binding(button_id)
+        if binding is None:
+            raise UnknownButton(button_id)
+        event = Event(
+            source=actor.platform, actor=actor, reply_to=reply_to,
+            data=ButtonData(button_id=binding.id, action=binding.action, arg=binding.arg, rule=binding.rule,
+                            source_event=binding.event_id, alert_fingerprint=binding.fingerprint),
+        )
+        await self.submit([event], acknowledge=acknowledge)
+        return event
+
+    def register_outlet(self, outlet: Outlet) -> Callable[[], None]:
+        return self.outlets.register(outlet)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.state = "starting"
+        self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, runtime.SCHEMA, alerts.SCHEMA])
+        await self._load_recent()
+        await self.sandbox.start()
+        stream_outlet = StreamOutlet()
+        self.outlets.register(stream_outlet)
+        add_routes(self._app, self, stream_outlet)
+        for integration in self._integrations:
+            self._unloads.append(await integration.setup(self))
+            log.info("integration %s loaded", integration.manifest.name)
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self._write_api_token()
+        for task in await self.tasks.recover():
+            await self.runtime.task_finished(task)
+        self._spawn("dispatcher", self._dispatch)
+        for n in range(self.config.workers):
+            self._spawn(f"worker-{n}", self._workers.work)
+        self._spawn("task-monitor", self._workers.monitor)
+        self.state = "running"
+        for event in await self.journal.unfinished():
+            await self._queue.put(event)  # accepted before a stop or crash: handle it now
+        self.bus.publish(await self.audit.append("engine.started", "system", rules=len(self.graph.rules),
+                                                 port=self.port))
+        log.info("Herald is running on http://%s:%s with %d rules", self.config.http.host, self.port,
+                 len(self.graph.rules))
+
+    async def stop(self) -> None:
+        if self.state in ("stopping", "stopped", "new"):
+            return
+        self.state = "stopping"
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for unload in reversed(self._unloads):
+            await unload()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.sandbox.close()
+        await self.db.close()
+        self.state = "stopped"
+
+    def _spawn(self, name: str, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = asyncio.create_task(fn(), name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s crashed", task.get_name(), exc_info=task.exception())
+
+    async def _dispatch(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                await self.runtime.handle(event)
+            except Exception:
+                log.exception("handling event %s failed; it stays in the journal for replay", event.id)
+
+    async def _load_recent(self) -> None:
+        for event in await self.journal.recent(RECENT_ON_START):
+            self.bus.publish(EventView(id=event.id, kind=event.kind, source=event.source,
+                                       time=event.time.isoformat(), summary=summarize(event)))
+        for task in await self.tasks.recent(RECENT_ON_START):
+            self.bus.publish(task.view())
+        for entry in await self.audit.recent(RECENT_ON_START):
+            self.bus.publish(entry)
+
+    def _write_api_token(self) -> None:
+        path = self.config.data_dir / API_TOKEN_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.api_token + "\n")

@@ -1,0 +1,66 @@
+"""Live updates for observers (the TUI stream, tests): recent snapshot records plus fan-out to subscribers.
+
+Subscribing returns the function that unsubscribes. Each subscriber has a bounded queue: an observer too slow to
+keep up is dropped (it reconnects and gets a fresh snapshot) instead of making the engine hold unbounded memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable
+
+from engine.snapshots import AuditView, EventView, RunView, Snapshot, TaskView
+
+Update = EventView | RunView | TaskView | AuditView
+
+_KEYS: dict[type, Callable[[Update], object]] = {
+    EventView: lambda v: v.id,  # type: ignore[union-attr]
+    RunView: lambda v: v.run_id,  # type: ignore[union-attr]
+    TaskView: lambda v: v.task_id,  # type: ignore[union-attr]
+    AuditView: lambda v: v.seq,  # type: ignore[union-attr]
+}
+
+
+class Subscription:
+    def __init__(self, capacity: int) -> None:
+        self.queue: asyncio.Queue[Update | None] = asyncio.Queue(capacity)
+        self.overflowed = False
+
+    def offer(self, update: Update) -> None:
+        try:
+            self.queue.put_nowait(update)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+
+class Bus:
+    def __init__(self, keep: int = 200) -> None:
+        self._keep = keep
+        self._recent: dict[type, OrderedDict[object, Update]] = {kind: OrderedDict() for kind in _KEYS}
+        self._subscribers: set[Subscription] = set()
+
+    def publish(self, update: Update) -> None:
+        recent = self._recent[type(update)]
+        key = _KEYS[type(update)](update)
+        recent.pop(key, None)
+        recent[key] = update
+        while len(recent) > self._keep:
+            recent.popitem(last=False)
+        for sub in list(self._subscribers):
+            sub.offer(update)
+
+    def snapshot(self) -> Snapshot:
+        def items(kind: type) -> list:
+            return list(self._recent[kind].values())
+
+        return Snapshot(events=items(EventView), runs=items(RunView), tasks=items(TaskView), audit=items(AuditView))
+
+    def subscribe(self, capacity: int = 1000) -> tuple[Subscription, Callable[[], None]]:
+        sub = Subscription(capacity)
+        self._subscribers.add(sub)
+        return sub, lambda: self._subscribers.discard(sub)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)

@@ -1,0 +1,213 @@
+"""The `herald` command line. Only this module decides exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.config import Config, load_config
+from engine.errors import ConfigError, HeraldError, RulesError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="config file (default: ./herald.toml if it exists, else built-in defaults)")
+    parser.add_argument("--data", type=Path, metavar="DIR", help="data folder (default: .herald)")
+
+
+def _load(args: argparse.Namespace, *, rules: Path | None = None) -> Config:
+    config = load_config(args.config)
+    updates: dict[str, object] = {}
+    if getattr(args, "data", None):
+        updates["data_dir"] = args.data.resolve()
+    if rules is not None:
+        updates["rules_dir"] = rules.resolve()
+        if config.scripts_dir == config.rules_dir / "scripts":
+            updates["scripts_dir"] = rules.resolve() / "scripts"
+    return config.model_copy(update=updates)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="herald",
+        description="Herald turns rule files into a running automation: alerts and chat commands in, "
+                    "notifications, replies and sandboxed scripts out, everything audited.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="run the engine (webhooks, chat, rules, tasks)",
+                         description="Run Herald: serve webhooks at /hooks/..., chat at /chat and the API; "
+                                     "compile the rules and act on them. Stops on Ctrl-C or SIGTERM.")
+    _config_args(run)
+    run.add_argument("--rules", type=Path, metavar="DIR", help="rules folder (default: rules)")
+    run.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
+    run.add_argument("--port", type=int, help="port to listen on (default: 8470; 0 picks a free one)")
+    run.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+
+    check = sub.add_parser("check", help="compile rule files and print every problem",
+                           description="Check every *.rules file under PATH (default: the rules folder). "
+                                       "Exit 0 when all compile, 1 otherwise.")
+    check.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    check.add_argument("--config", type=Path, metavar="FILE", help="config file naming teams and roles")
+
+    init = sub.add_parser("init", help="write a starter herald.toml with an admin and a chat token")
+    init.add_argument("--config", type=Path, default=Path("herald.toml"), metavar="FILE")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    audit = sub.add_parser("audit", help="inspect the audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    verify = audit_sub.add_parser("verify", help="check the hash chain; exit 1 naming the first bad entry")
+    _config_args(verify)
+    show = audit_sub.add_parser("show", help="print the audit log")
+    _config_args(show)
+    show.add_argument("--last", type=int, default=50, metavar="N", help="how many of the newest entries")
+
+    tui = sub.add_parser("tui", help="open the terminal UI on a running engine")
+    _config_args(tui)
+    tui.add_argument("--url", help="engine address (default: from the config, http://127.0.0.1:8470)")
+
+    send = sub.add_parser("send", help="send a test alert or command to a running engine",
+                          description="Examples:  herald send alert severity=critical service=database\n"
+                                      "           herald send command '/backup now' --as alice",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    _config_args(send)
+    send.add_argument("--url", help="engine address (default: from the config)")
+    send_sub = send.add_subparsers(dest="send_kind", metavar="KIND", required=True)
+    alert = send_sub.add_parser("alert", help="post an Alertmanager-style alert to /hooks/alertmanager")
+    alert.add_argument("labels", nargs="*", metavar="LABEL=VALUE",
+                       help="labels, e.g. severity=critical service=database (alertname defaults to TestAlert)")
+    alert.add_argument("--summary", default="Test alert sent by herald send")
+    alert.add_argument("--resolved", action="store_true", help="send it as resolved")
+    command = send_sub.add_parser("command", help="run a chat command through the API and print its progress")
+    command.add_argument("text", help="the command, e.g. '/backup now'")
+    command.add_argument("--as", dest="principal", metavar="PRINCIPAL",
+                         help="act as this principal (default: api_principal from the config)")
+    command.add_argument("--timeout", type=float, default=600, help="seconds to wait for the result")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "check":
+            return _check(args)
+        if args.command == "init":
+            from engine.scaffold import write_starter_config
+            print(write_starter_config(args.config, force=args.force))
+            return EXIT_OK
+        if args.command == "audit":
+            return _audit(args)
+        if args.command == "tui":
+            from engine.cli_client import run_tui
+            return run_tui(_load(args), args.url)
+        if args.command == "send":
+            from engine.cli_client import send
+            return send(_load(args), args)
+    except RulesError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except HeraldError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+def _check(args: argparse.Namespace) -> int:
+    from engine.rules import compile_paths
+
+    config = load_config(args.config)
+    paths = args.paths or [config.rules_dir]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        for path in missing:
+            print(f"{path}: no such file or folder", file=sys.stderr)
+        return EXIT_FAILED
+    if args.paths and len(args.paths) == 1 and args.paths[0].is_dir():
+        config = config.model_copy(update={"scripts_dir": args.paths[0].resolve() / "scripts"})
+    result = compile_paths(paths, config)
+    if result.diagnostics:
+        print(result.render_all(), file=sys.stderr)
+    if result.graph is None:
+        errors = sum(1 for d in result.diagnostics if d.severity == "error")
+        print(f"{errors} error{'s' if errors != 1 else ''} in {len(result.sources)} file(s)", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"ok: {len(result.graph.rules)} rules in {len(result.sources)} file(s)")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine.app import Engine
+    from engine.rules import compile_paths
+
+    config = _load(args, rules=args.rules)
+    http = config.http.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
+    config = config.model_copy(update={"http": http})
+    result = compile_paths([config.rules_dir], config)
+    if result.graph is None:
+        print(result.render_all(), file=sys.stderr)
+        print("herald: not starting: the rules above do not compile", file=sys.stderr)
+        return EXIT_FAILED
+
+    async def serve() -> None:
+        engine = Engine(config, result.graph)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await engine.start()
+            print(f"Herald is ready: http://{config.http.host}:{engine.port}  (chat: ws://{config.http.host}:"
+                  f"{engine.port}/chat, rules: {len(result.graph.rules)}, data: {config.data_dir})", flush=True)
+            await stop.wait()
+        finally:
+            await engine.stop()
+
+    asyncio.run(serve())
+    return EXIT_OK
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from engine.audit import verify_chain
+    from engine.store import DB_NAME, connect
+
+    config = _load(args)
+    path = config.data_dir / DB_NAME
+    if not path.exists():
+        print(f"no Herald database at {path}", file=sys.stderr)
+        return EXIT_FAILED
+    conn = connect(path)
+    try:
+        if args.audit_command == "verify":
+            result = verify_chain(conn)
+            if result.ok:
+                print(f"audit log intact: {result.entries} entries, head {result.head[:16]}")
+                return EXIT_OK
+            print(f"audit log BROKEN at entry {result.first_bad_seq}: {result.reason} "
+                  f"({result.entries} entries verified before it)", file=sys.stderr)
+            return EXIT_FAILED
+        rows = conn.execute("SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?", (args.last,)).fetchall()
+        for row in reversed(rows):
+            print(f"{row['seq']:>6} {row['time']} {row['action']:<18} {row['actor']:<14} {row['data']}")
+        return EXIT_OK
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The engine's exception hierarchy.
+
+    HeraldError
+    ├── ConfigError          the config file is missing keys, has unknown ones, or bad values
+    ├── RulesError           the rules do not compile (carries the diagnostics)
+    ├── SandboxError         a sandboxed run could not be carried out
+    │   └── SandboxUnavailable   Podman, its service, the sandbox user or the image is missing
+    └── AuditError           the audit chain is broken (carries the first bad entry)
+"""
+
+from __future__ import annotations
+
+
+class HeraldError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+
+class ConfigError(HeraldError):
+    """The config file could not be read or validated."""
+
+
+class RulesError(HeraldError):
+    """The rule files did not compile; `diagnostics` holds every problem found."""
+
+    def __init__(self, message: str, diagnostics: list) -> None:
+        super().__init__(message)
+        self.diagnostics = diagnostics
+
+
+class SandboxError(HeraldError):
+    """A sandboxed run failed for a reason other than the script's own exit code."""
+
+
+class SandboxUnavailable(SandboxError):
+    """The sandbox cannot run anything; the message says what is missing and how to fix it."""
+
+
+class AuditError(HeraldError):
+    """The audit chain does not verify."""

@@ -1,0 +1,110 @@
+"""One `Event` model for every source (DESIGN §2): alerts, chat commands and button presses.
+
+The `data` of an event is a typed model chosen by its `kind`; `fields()` flattens it into the dotted names the rule
+language uses (`alert.severity`, `command.name`, ...), which is all the pure event graph ever sees.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.ids import new_id
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Actor(_Model):
+    """Who caused the event: a platform account and, once resolved, the principal (person) behind it."""
+
+    platform: str
+    account: str
+    principal: str | None = None
+
+
+class ReplyTo(_Model):
+    """Where answers to this event go."""
+
+    platform: str
+    chat: str
+    thread: str | None = None
+    message_id: str | None = None
+
+
+class Cause(_Model):
+    """The chain of events that led here; depth limits loops through outside systems."""
+
+    root: str | None = None
+    parent: str | None = None
+    depth: int = 0
+
+
+class AlertData(_Model):
+    kind: Literal["alert"] = "alert"
+    fingerprint: str
+    status: Literal["firing", "resolved"]
+    name: str | None = None
+    severity: str | None = None
+    service: str | None = None
+    summary: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    url: str | None = None
+
+
+class CommandData(_Model):
+    kind: Literal["command"] = "command"
+    name: str
+    args: tuple[str, ...] = ()
+    text: str
+
+
+class ButtonData(_Model):
+    kind: Literal["button"] = "button"
+    button_id: str
+    action: str
+    arg: str | None = None
+    rule: str
+    source_event: str
+    alert_fingerprint: str | None = None
+
+
+EventData = Annotated[Union[AlertData, CommandData, ButtonData], Field(discriminator="kind")]
+
+
+class Event(_Model):
+    id: str = Field(default_factory=new_id)
+    source: str
+    time: datetime = Field(default_factory=utcnow)
+    actor: Actor | None = None
+    reply_to: ReplyTo | None = None
+    data: EventData
+    cause: Cause = Field(default_factory=Cause)
+
+    @property
+    def kind(self) -> str:
+        return self.data.kind
+
+    def fields(self) -> dict[str, object]:
+        """The event as the rule language names it: `<kind>.<field>` plus `actor.*`; missing fields are absent."""
+        prefix = self.kind
+        flat: dict[str, object] = {
+            f"{prefix}.{key}": value
+            for key, value in self.data.model_dump(exclude={"kind"}, exclude_none=True).items()
+        }
+        if self.actor is not None:
+            flat["actor.platform"] = self.actor.platform
+            flat["actor.account"] = self.actor.account
+            if self.actor.principal is not None:
+                flat["actor.principal"] = self.actor.principal
+        return flat

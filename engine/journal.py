@@ -1,0 +1,60 @@
+"""The event journal: an accepted event is committed to SQLite before its sender hears "accepted".
+
+Events are stored whole (JSON) with a status: `accepted` until every rule run it started has been handed off, then
+`handled`. On start, events still `accepted` are replayed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from engine.events import Event
+from engine.store import Database, transaction
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    time TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'accepted',
+    handled_time TEXT
+);
+CREATE INDEX IF NOT EXISTS events_status ON events(status) WHERE status = 'accepted';
+"""
+
+
+class Journal:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def accept(self, events: Sequence[Event]) -> None:
+        """Commit all of `events` in one transaction (all or none), durably."""
+        rows = [(e.id, e.kind, e.source, e.time.isoformat(), e.model_dump_json()) for e in events]
+
+        def _insert(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT INTO events (id, kind, source, time, body) VALUES (?, ?, ?, ?, ?)", rows)
+
+        await self._db.call(lambda conn: transaction(conn, _insert))
+
+    async def mark_handled(self, event_id: str, when: str) -> None:
+        await self._db.call(
+            lambda conn: conn.execute(
+                "UPDATE events SET status = 'handled', handled_time = ? WHERE id = ?", (when, event_id)
+            )
+        )
+
+    async def unfinished(self) -> list[Event]:
+        """Events accepted but not yet handled, oldest first (replayed on start)."""
+        rows = await self._db.call(
+            lambda conn: conn.execute("SELECT body FROM events WHERE status = 'accepted' ORDER BY id").fetchall()
+        )
+        return [Event.model_validate_json(row["body"]) for row in rows]
+
+    async def recent(self, limit: int) -> list[Event]:
+        rows = await self._db.call(
+            lambda conn: conn.execute("SELECT body FROM events ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        )
+        return [Event.model_validate_json(row["body"]) for row in reversed(rows)]

@@ -1,0 +1,196 @@
+"""Herald's own chat over WebSocket at `/chat` (protocol: docs/chat-protocol.md).
+
+A client authenticates with a principal's chat token, may join rooms, sends commands (`/backup now`) and button
+presses, and receives notifications with buttons, progress of each rule run and results on the same connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass, field
+
+from aiohttp import WSMsgType, web
+
+from engine.api import parse_command
+from engine.events import Actor, Event, ReplyTo
+from engine.ids import new_id
+from engine.outlets import Audience, Notification, OutMessage, Progress, Result, Text
+from engine.plugins import Busy, IntegrationContext, Manifest, UnknownButton, Unload
+
+AUTH_TIMEOUT_S = 10.0
+MAX_FRAME_BYTES = 64 * 1024
+_ROOM = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+MAX_ROOMS = 32
+
+
+@dataclass
+class Session:
+    id: str
+    principal: str
+    rooms: frozenset[str]
+    ws: web.WebSocketResponse = field(repr=False)
+
+    async def send(self, frame: dict[str, object]) -> bool:
+        if self.ws.closed:
+            return False
+        try:
+            await self.ws.send_json(frame)
+        except (ConnectionError, RuntimeError):
+            return False
+        return True
+
+
+class ChatOutlet:
+    platform = "chat"
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, Session] = {}
+
+    async def notify(self, audience: Audience, message: Notification | Text) -> int:
+        frame = _notification_frame(message) if isinstance(message, Notification) else _text_frame(message, None)
+        targets = [s for s in self.sessions.values()
+                   if s.principal in audience.members or s.rooms.intersection(audience.rooms)]
+        results = await asyncio.gather(*(s.send(frame) for s in targets))
+        return sum(results)
+
+    async def reply(self, to: ReplyTo, message: OutMessage) -> bool:
+        session = self.sessions.get(to.chat)
+        if session is None:
+            return False
+        if isinstance(message, Progress):
+            frame: dict[str, object] = {"type": "progress", "in_reply_to": to.message_id, "run": message.run_id,
+                                        "rule": message.rule, "state": message.state, "detail": message.detail}
+        elif isinstance(message, Result):
+            frame = {"type": "result", "in_reply_to": to.message_id, "run": message.run_id, "rule": message.rule,
+                     "ok": message.ok, "text": message.text, "task": message.task_id,
+                     "exit_code": message.exit_code, "output": message.output}
+        else:
+            frame = _text_frame(message, to.message_id)
+        return await session.send(frame)
+
+
+def _notification_frame(note: Notification) -> dict[str, object]:
+    return {"type": "notification", "event": note.event_id, "rule": note.rule, "severity": note.severity,
+            "text": note.text,
+            "buttons": [{"id": b.id, "label": b.label, "action": b.action, "arg": b.arg} for b in note.buttons]}
+
+
+def _text_frame(message: Text, in_reply_to: str | None) -> dict[str, object]:
+    return {"type": "reply", "in_reply_to": in_reply_to, "text": message.text}
+
+
+def _error(code: str, message: str, in_reply_to: object = None) -> dict[str, object]:
+    return {"type": "error", "code": code, "message": message, "in_reply_to": in_reply_to}
+
+
+class ChatIntegration:
+    manifest = Manifest(name="chat", description="Herald's own WebSocket chat at /chat",
+                        provides=("chat", "trigger:command", "trigger:button"))
+
+    async def setup(self, ctx: IntegrationContext) -> Unload:
+        outlet = ChatOutlet()
+        detach = ctx.register_outlet(outlet)
+
+        async def chat(request: web.Request) -> web.StreamResponse:
+            ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME_BYTES)
+            await ws.prepare(request)
+            session = await _authenticate(ws, ctx)
+            if session is None:
+                return ws
+            outlet.sessions[session.id] = session
+            try:
+                async for msg in ws:
+                    if msg.type == WSMsgType.TEXT:
+                        await _handle_frame(session, ctx, msg.data)
+            finally:
+                outlet.sessions.pop(session.id, None)
+            return ws
+
+        ctx.routes.add_get("/chat", chat)
+
+        async def unload() -> None:
+            detach()
+            for session in list(outlet.sessions.values()):
+                await session.ws.close(code=1001, message=b"Herald is stopping")
+
+        return unload
+
+
+async def _authenticate(ws: web.WebSocketResponse, ctx: IntegrationContext) -> Session | None:
+    try:
+        msg = await ws.receive(timeout=AUTH_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        await ws.send_json(_error("unauthorized", f"send an auth frame within {AUTH_TIMEOUT_S:.0f} s"))
+        await ws.close(code=4401, message=b"unauthorized")
+        return None
+    problem, frame = "", {}
+    if msg.type != WSMsgType.TEXT:
+        problem = "the first frame must be a JSON auth frame"
+    else:
+        try:
+            frame = json.loads(msg.data)
+        except ValueError:
+            problem = "the first frame is not valid JSON"
+    if not problem and (not isinstance(frame, dict) or frame.get("type") != "auth"
+                        or not isinstance(frame.get("token"), str)):
+        problem = 'the first frame must be {"type": "auth", "token": "..."}'
+    rooms = frame.get("rooms", []) if isinstance(frame, dict) else []
+    if not problem and (not isinstance(rooms, list) or len(rooms) > MAX_ROOMS
+                        or not all(isinstance(r, str) and _ROOM.fullmatch(r) for r in rooms)):
+        problem = f"rooms must be a list of at most {MAX_ROOMS} names like 'ops' (a-z, 0-9, _ and -)"
+    principal = None if problem else ctx.directory.authenticate_chat(frame["token"])
+    if principal is None:
+        await ws.send_json(_error("unauthorized", problem or "unknown chat token"))
+        await ws.close(code=4401, message=b"unauthorized")
+        return None
+    session = Session(id=new_id(), principal=principal, rooms=frozenset(rooms), ws=ws)
+    await ws.send_json({"type": "welcome", "session": session.id, "principal": principal,
+                        "roles": sorted(ctx.directory.roles_of(principal)), "rooms": sorted(session.rooms)})
+    return session
+
+
+async def _handle_frame(session: Session, ctx: IntegrationContext, raw: str) -> None:
+    try:
+        frame = json.loads(raw)
+    except ValueError:
+        await session.send(_error("bad_request", "frame is not valid JSON"))
+        return
+    if not isinstance(frame, dict):
+        await session.send(_error("bad_request", "frame must be a JSON object"))
+        return
+    client_id = frame.get("id")
+    if client_id is not None and not (isinstance(client_id, str) and len(client_id) <= 128):
+        await session.send(_error("bad_request", "id must be a string of at most 128 characters"))
+        return
+    actor = Actor(platform="chat", account=session.id, principal=session.principal)
+    reply_to = ReplyTo(platform="chat", chat=session.id, message_id=client_id)
+    kind = frame.get("type")
+
+    async def acknowledge(events: object) -> None:
+        [event] = events  # type: ignore[misc]
+        await session.send({"type": "ack", "id": client_id, "event": event.id})
+
+    try:
+        if kind == "message" and isinstance(frame.get("text"), str):
+            command = parse_command(frame["text"])
+            if command is None:
+                await session.send(_text_frame(Text("I only understand commands, like /help."), client_id))
+                return
+            event = Event(source="chat", actor=actor, reply_to=reply_to, data=command)
+            await ctx.submit([event], acknowledge=acknowledge)
+        elif kind == "press" and isinstance(frame.get("button"), str):
+            await ctx.press(frame["button"], actor, reply_to, acknowledge=acknowledge)
+        else:
+            await session.send(_error("bad_request", 'expected a "message" frame with "text" or a "press" frame '
+                                                     'with "button"', client_id))
+            return
+    except UnknownButton:
+        await session.send(_error("unknown_button", "that button is not one Herald sent", client_id))
+        return
+    except Busy:
+        await session.send(_error("busy", "Herald is busy; try again in a moment", client_id))
+
+
+integration = ChatIntegration()

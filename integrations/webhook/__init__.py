@@ -1,0 +1,64 @@
+"""Webhooks that turn monitoring alerts into events: `POST /hooks/alertmanager` (Alertmanager payload v4).
+
+A body is accepted whole or not at all: it is parsed and validated first, then every alert in it is journaled in one
+transaction, and only then does the sender get 200. Bad input gets a 4xx with a JSON reason and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from engine.plugins import IntegrationContext, Manifest, Unload
+from integrations.webhook.alertmanager import AmPayload, to_events
+
+log = logging.getLogger("herald.webhook")
+
+
+def _reject(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+class WebhookIntegration:
+    manifest = Manifest(name="webhook", description="Alerts from Prometheus Alertmanager by webhook",
+                        provides=("trigger:alert",))
+
+    async def setup(self, ctx: IntegrationContext) -> Unload:
+        async def alertmanager(request: web.Request) -> web.Response:
+            if request.content_type != "application/json":
+                return _reject(415, f"expected Content-Type application/json, got {request.content_type or 'none'}")
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return _reject(413, f"body larger than {ctx.config.http.max_body_bytes} bytes")
+            try:
+                raw = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as exc:
+                return _reject(400, f"body is not valid JSON: {exc}")
+            try:
+                payload = AmPayload.model_validate(raw)
+            except ValidationError as exc:
+                return _reject(400, f"not an Alertmanager webhook payload (version 4): {_describe(exc)}")
+            events = to_events(payload, source="alertmanager")
+            await ctx.submit(events)
+            return web.json_response({"accepted": len(events), "events": [e.id for e in events]})
+
+        ctx.routes.add_post("/hooks/alertmanager", alertmanager)
+
+        async def unload() -> None:
+            return None  # routes go away with the web application
+
+        return unload
+
+
+integration = WebhookIntegration()

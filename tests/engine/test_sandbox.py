@@ -1,0 +1,258 @@
+"""The sandbox against the real rootless Podman of user `sandboxer` (run `bash .ci/setup-sandbox` first).
+
+Every test runs real scripts in real containers and asserts on what a user would see: exit codes,
+output, and that each protection holds from inside the container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from podman import PodmanClient
+
+from engine.errors import SandboxUnavailable
+from engine.sandbox import Sandbox, SandboxConfig, SandboxResult
+
+SCRIPTS = {
+    "exit.sh": 'echo "exiting with $1"\nexit "$1"\n',
+    "args.sh": 'echo "argc=$#"\nfor a in "$@"; do printf "ARG[%s]\\n" "$a"; done\n',
+    "lines.sh": "echo one\necho two\nsleep 1\necho three\n",
+    "net.sh": "ls /sys/class/net\nnc -w 2 1.1.1.1 53 </dev/null 2>&1\necho \"nc rc=$?\"\n",
+    "rootfs.sh": "touch /written 2>&1\necho \"touch rc=$?\"\n",
+    "tmp.sh": (
+        "printf '#!/bin/sh\\necho EXECUTED\\n' > /tmp/x && chmod 755 /tmp/x && echo WROTE\n"
+        "/tmp/x 2>&1\necho \"exec rc=$?\"\n"
+    ),
+    "caps.sh": "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status\n",
+    "env.sh": 'echo "task=$HERALD_TASK_ID lang=$LANG"\necho "nofile=$(ulimit -n) nproc=$(ulimit -u)"\n',
+    "sleep.sh": "echo sleeping\nsleep 30\necho woke\n",
+    "big.sh": "i=0\nwhile [ $i -lt 500 ]; do echo 0123456789; i=$((i+1)); done\n",
+    ".hidden": "echo hidden\n",
+}
+
+
+@pytest.fixture(scope="module")
+def scripts_dir() -> Iterator[Path]:
+    """Test scripts in a folder under /tmp that the sandbox user can read (pytest's tmp_path is 700)."""
+    folder = Path(tempfile.mkdtemp(prefix="herald-sandbox-test-", dir="/tmp"))
+    folder.chmod(0o755)
+    for name, body in SCRIPTS.items():
+        (folder / name).write_text(body)
+        (folder / name).chmod(0o644)
+    (folder / "sub").mkdir(mode=0o755)
+    (folder / "sub" / "x.sh").write_text("echo sub\n")
+    (folder / "sub" / "x.sh").chmod(0o644)
+    (folder / "link-in.sh").symlink_to(folder / "exit.sh")  # absolute target, inside the folder
+    (folder / "link-out.sh").symlink_to("/etc/passwd")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+def _config(podman_url: str, **overrides: Any) -> SandboxConfig:
+    return SandboxConfig(podman_url=podman_url, autostart=False, **overrides)
+
+
+@pytest.fixture
+async def sandbox(podman_url: str, scripts_dir: Path) -> AsyncIterator[Sandbox]:
+    sb = Sandbox(config=_config(podman_url), scripts_dir=scripts_dir)
+    await sb.start()
+    assert sb.problem is None, sb.problem
+    try:
+        yield sb
+    finally:
+        await sb.close()
+
+
+async def _containers_of(podman_url: str, task_id: str) -> list[Any]:
+    def list_them() -> list[Any]:
+        with PodmanClient(base_url=podman_url, timeout=30) as client:
+            return client.containers.list(all=True, filters={"label": f"herald.task={task_id}"})
+
+    return await asyncio.to_thread(list_them)
+
+
+async def _run(sb: Sandbox, script: str, *args: str, timeout_s: float = 20) -> SandboxResult:
+    return await sb.run(script, args, timeout_s=timeout_s, task_id=f"test-{uuid.uuid4().hex[:8]}")
+
+
+async def test_exit_code_is_passed_through(sandbox: Sandbox) -> None:
+    assert (await _run(sandbox, "exit.sh", "7")).exit_code == 7
+    ok = await _run(sandbox, "exit.sh", "0")
+    assert ok.exit_code == 0 and not ok.timed_out
+    assert ok.output == "exiting with 0\n"
+
+
+async def test_output_is_captured_and_streamed_line_by_line(sandbox: Sandbox) -> None:
+    seen: list[tuple[str, float, str]] = []
+
+    def on_output(line: str) -> None:
+        seen.append((line, time.monotonic(), threading.current_thread().name))
+
+    result = await sandbox.run("lines.sh", [], timeout_s=20, task_id="test-stream", on_output=on_output)
+    finished = time.monotonic()
+
+    assert result.exit_code == 0
+    assert result.output == "one\ntwo\nthree\n"
+    assert [line for line, _, _ in seen] == ["one", "two", "three"]
+    # "one" came live, about a second before the script ended, not replayed at the end.
+    assert finished - seen[0][1] > 0.5
+    # The callback runs on the event loop's thread, not in a worker.
+    assert {thread for _, _, thread in seen} == {threading.current_thread().name}
+
+
+@pytest.mark.parametrize(
+    "arg",
+    ["; rm -rf /", "$(id)", "`id`", "with  two spaces", "*", "", "a\"quote'mix", "--help"],
+)
+async def test_args_arrive_as_literal_single_arguments(sandbox: Sandbox, arg: str) -> None:
+    result = await _run(sandbox, "args.sh", arg, "second")
+    assert result.output == f"argc=2\nARG[{arg}]\nARG[second]\n"
+
+
+async def test_no_network_only_loopback(sandbox: Sandbox) -> None:
+    result = await _run(sandbox, "net.sh")
+    lines = result.output.splitlines()
+    assert lines[0] == "lo" and not any(line.startswith(("eth", "tap", "en")) for line in lines)
+    assert "Network is unreachable" in result.output
+    assert "nc rc=1" in result.output
+
+
+async def test_root_filesystem_is_read_only(sandbox: Sandbox) -> None:
+    result = await _run(sandbox, "rootfs.sh")
+    assert "Read-only file system" in result.output
+    assert "touch rc=1" in result.output
+
+
+async def test_tmp_is_writable_but_noexec(sandbox: Sandbox) -> None:
+    result = await _run(sandbox, "tmp.sh")
+    assert "WROTE" in result.output
+    assert "EXECUTED" not in result.output
+    assert "Permission denied" in result.output
+
+
+async def test_no_capabilities_and_no_new_privileges(sandbox: Sandbox) -> None:
+    result = await _run(sandbox, "caps.sh")
+    assert "CapEff:\t0000000000000000" in result.output
+    assert "NoNewPrivs:\t1" in result.output
+    for protection in ("network=none", "cap_drop=ALL", "read_only_root", "no_new_privileges",
+                       "scripts:ro"):
+        assert protection in result.enforced
+    assert any(p.startswith("tmpfs:/tmp noexec,nosuid,nodev") for p in result.enforced)
+    assert any(p.startswith("rlimits nproc=256,nofile=256,fsize=16777216,cpu=") for p in result.enforced)
+
+
+async def test_env_and_rlimits_inside(sandbox: Sandbox) -> None:
+    result = await sandbox.run("env.sh", [], timeout_s=20, task_id="task-42")
+    assert "task=task-42 lang=C" in result.output
+    assert "nofile=256 nproc=256" in result.output
+
+
+async def test_timeout_kills_the_script(sandbox: Sandbox, podman_url: str) -> None:
+    lines: list[str] = []
+    started = time.monotonic()
+    result = await sandbox.run("sleep.sh", [], timeout_s=1.5, task_id="test-timeout", on_output=lines.append)
+    elapsed = time.monotonic() - started
+    assert result.timed_out
+    assert result.exit_code is None
+    assert 1.4 < result.duration_s < 5 and elapsed < 6
+    assert result.output == "sleeping\n" and lines == ["sleeping"]
+    assert await _containers_of(podman_url, "test-timeout") == []
+
+
+async def test_cancelled_run_still_removes_its_container(sandbox: Sandbox, podman_url: str) -> None:
+    run = asyncio.create_task(sandbox.run("sleep.sh", [], timeout_s=30, task_id="test-cancel"))
+    await asyncio.sleep(1.0)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert await _containers_of(podman_url, "test-cancel") == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../etc/passwd", "sub/x.sh", "/etc/passwd", ".hidden", "..", "missing.sh", "sub", "link-out.sh", ""],
+)
+async def test_bad_script_names_are_rejected(sandbox: Sandbox, name: str) -> None:
+    with pytest.raises(ValueError):
+        await _run(sandbox, name)
+
+
+async def test_symlink_inside_the_folder_is_followed(sandbox: Sandbox) -> None:
+    assert (await _run(sandbox, "link-in.sh", "3")).exit_code == 3
+
+
+async def test_a_string_as_args_is_rejected(sandbox: Sandbox) -> None:
+    with pytest.raises(ValueError):
+        await sandbox.run("args.sh", "oops", timeout_s=5, task_id="t")
+
+
+async def test_containers_are_removed_after_each_run(sandbox: Sandbox, podman_url: str) -> None:
+    for code in ("0", "5"):
+        await sandbox.run("exit.sh", [code], timeout_s=20, task_id="test-cleanup")
+    assert await _containers_of(podman_url, "test-cleanup") == []
+
+
+async def test_output_is_capped(podman_url: str, scripts_dir: Path) -> None:
+    sb = Sandbox(config=_config(podman_url, output_limit_bytes=1000), scripts_dir=scripts_dir)
+    lines: list[str] = []
+    try:
+        result = await sb.run("big.sh", [], timeout_s=20, task_id="test-cap", on_output=lines.append)
+    finally:
+        await sb.close()
+    body, note = result.output.rsplit("\n[herald:", 1)
+    assert len(body.encode()) == 1000 and "truncated at 1000 bytes" in note
+    assert lines[:90] == ["0123456789"] * 90 and lines[-1].startswith("[herald: output truncated")
+    assert sum(len(line) + 1 for line in lines[:-1]) <= 1001
+
+
+async def test_missing_image_is_unavailable_with_the_fix(podman_url: str, scripts_dir: Path) -> None:
+    sb = Sandbox(config=_config(podman_url, image="localhost/herald-no-such-image:latest"),
+                 scripts_dir=scripts_dir)
+    try:
+        await sb.start()  # must not raise: herald still starts
+        assert sb.problem is not None and "herald-no-such-image" in sb.problem
+        with pytest.raises(SandboxUnavailable, match=r"missing.*setup-sandbox"):
+            await _run(sb, "exit.sh", "0")
+    finally:
+        await sb.close()
+
+
+async def test_missing_user_is_unavailable_with_the_fix(scripts_dir: Path) -> None:
+    sb = Sandbox(config=SandboxConfig(user="herald-no-such-user"), scripts_dir=scripts_dir)
+    try:
+        await sb.start()
+        assert sb.problem is not None
+        with pytest.raises(SandboxUnavailable, match=r"does not exist.*setup-sandbox"):
+            await _run(sb, "exit.sh", "0")
+    finally:
+        await sb.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a folder the sandbox user cannot enter")
+async def test_unreadable_scripts_folder_is_explained(podman_url: str) -> None:
+    private = Path(tempfile.mkdtemp(prefix="herald-private-", dir="/tmp"))  # mode 700, owned by root
+    try:
+        (private / "scripts").mkdir(mode=0o755)
+        (private / "scripts" / "ok.sh").write_text("echo ok\n")
+        sb = Sandbox(config=_config(podman_url), scripts_dir=private / "scripts")
+        try:
+            await sb.start()
+            assert sb.problem is not None and str(private) in sb.problem
+            with pytest.raises(SandboxUnavailable, match=r"cannot enter .*herald-private.*chmod 755"):
+                await _run(sb, "ok.sh")
+        finally:
+            await sb.close()
+    finally:
+        shutil.rmtree(private)

@@ -1,0 +1,338 @@
+"""Herald's terminal console: live tables of events, runs, tasks and audit entries, plus a command line.
+
+The app is built by `make_app(client)` around an `EngineClient` and holds only snapshot records from
+`engine.snapshots`. A background worker reads `client.updates()` and posts `EngineUpdate` messages; the app
+routes each one to the table for its record type. Every table is keyed by the record's stable id, so an update
+for a row already shown (a task going from running to succeeded) replaces that row in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
+
+from engine.client import EngineClient, EngineClientError, Reply, Update
+from engine.snapshots import AuditView, EventView, RunView, Snapshot, TaskView
+
+ROW_CAP = 500
+"""Rows kept per table; the oldest go first, so a busy engine cannot grow the console without bound."""
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def clock(time: str) -> str:
+    """Shorten an ISO timestamp to month-day and wall-clock time; anything else is shown as given."""
+    try:
+        return datetime.fromisoformat(time).strftime("%m-%d %H:%M:%S")
+    except ValueError:
+        return time
+
+
+def last_line(text: str, width: int = 60) -> str:
+    """The last non-empty line of `text`, cut to `width` cells: a table row has room for one line."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    tail = lines[-1] if lines else ""
+    return tail if len(tail) <= width else tail[: width - 1] + "…"
+
+
+class RecordTable(DataTable, Generic[R]):  # type: ignore[type-arg]
+    """A DataTable showing one record type, oldest at the top, one row per stable key, at most ROW_CAP rows."""
+
+    COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """(column key, label) pairs, in display order."""
+
+    def __init__(self, *, id: str, cap: int = ROW_CAP) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self.cap = cap
+        for key, label in self.COLUMNS:
+            self.add_column(label, key=key)
+
+    def key_of(self, record: R) -> str:
+        """The record's stable id, used as the row key."""
+        raise NotImplementedError
+
+    def cells_of(self, record: R) -> tuple[str, ...]:
+        """The record's cells, in COLUMNS order."""
+        raise NotImplementedError
+
+    def load(self, records: Iterable[R]) -> None:
+        """Replace every row with `records` (a fresh snapshot after a (re)connect)."""
+        self.clear()
+        for record in list(records)[-self.cap :]:
+            self.upsert(record)
+
+    def upsert(self, record: R) -> None:
+        """Replace the row with the record's key, or append a new row and drop the oldest past the cap."""
+        key = self.key_of(record)
+        cells = self.cells_of(record)
+        if key in self.rows:
+            for (column, _), value in zip(self.COLUMNS, cells):
+                self.update_cell(key, column, value, update_width=True)
+            return
+        following = self.row_count == 0 or self.cursor_row >= self.row_count - 1
+        self.add_row(*cells, key=key)
+        while self.row_count > self.cap:
+            self.remove_row(next(iter(self.rows)))
+        if following:  # keep the newest row in view unless the user has moved up to read older ones
+            self.move_cursor(row=self.row_count - 1, animate=False)
+
+
+class EventsTable(RecordTable[EventView]):
+    """Events in arrival order."""
+
+    COLUMNS = (("time", "Time"), ("kind", "Kind"), ("source", "Source"), ("summary", "Summary"))
+
+    def key_of(self, record: EventView) -> str:
+        return record.id
+
+    def cells_of(self, record: EventView) -> tuple[str, ...]:
+        return (clock(record.time), record.kind, record.source, record.summary)
+
+
+class RunsTable(RecordTable[RunView]):
+    """Rule runs; a run's row changes state in place."""
+
+    COLUMNS = (
+        ("time", "Time"),
+        ("rule", "Rule"),
+        ("state", "State"),
+        ("event", "Event"),
+        ("detail", "Detail"),
+    )
+
+    def key_of(self, record: RunView) -> str:
+        return record.run_id
+
+    def cells_of(self, record: RunView) -> tuple[str, ...]:
+        return (clock(record.time), record.rule, record.state, short_id(record.event_id), record.detail)
+
+
+class TasksTable(RecordTable[TaskView]):
+    """Sandboxed script runs; a task's row changes status, exit code and output in place."""
+
+    COLUMNS = (
+        ("task", "Task"),
+        ("command", "Command"),
+        ("script", "Script"),
+        ("status", "Status"),
+        ("exit", "Exit"),
+        ("output", "Output"),
+    )
+
+    def key_of(self, record: TaskView) -> str:
+        return record.task_id
+
+    def cells_of(self, record: TaskView) -> tuple[str, ...]:
+        exit_code = "" if record.exit_code is None else str(record.exit_code)
+        return (
+            short_id(record.task_id),
+            record.command,
+            record.script,
+            record.status,
+            exit_code,
+            last_line(record.output_tail),
+        )
+
+
+class AuditTable(RecordTable[AuditView]):
+    """The audit trail, by sequence number."""
+
+    COLUMNS = (
+        ("seq", "Seq"),
+        ("time", "Time"),
+        ("action", "Action"),
+        ("actor", "Actor"),
+        ("summary", "Summary"),
+    )
+
+    def key_of(self, record: AuditView) -> str:
+        return str(record.seq)
+
+    def cells_of(self, record: AuditView) -> tuple[str, ...]:
+        return (str(record.seq), clock(record.time), record.action, record.actor, record.summary)
+
+
+def short_id(value: str) -> str:
+    """The last 8 characters of an id: ids are time-sortable, so their heads repeat and their tails differ."""
+    return value[-8:]
+
+
+class EngineUpdate(Message):
+    """One update from the engine stream, carried from the stream worker to the app."""
+
+    def __init__(self, update: Update) -> None:
+        super().__init__()
+        self.update = update
+
+    def can_replace(self, message: Message) -> bool:
+        """A queued run or task update is superseded by a newer one for the same row; snapshots by snapshots."""
+        if not isinstance(message, EngineUpdate):
+            return False
+        old, new = self.update, message.update
+        if isinstance(old, Snapshot):
+            return isinstance(new, Snapshot)
+        if isinstance(old, TaskView) and isinstance(new, TaskView):
+            return old.task_id == new.task_id
+        if isinstance(old, RunView) and isinstance(new, RunView):
+            return old.run_id == new.run_id
+        return False
+
+
+class StreamEnded(Message):
+    """The update stream stopped for good (the engine refused us, or the client was closed)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+class ConnectionBar(Static):
+    """The one-line header: app title and the client's connection status, coloured by health.
+
+    It polls `read_status` on its own timer because a reconnecting client changes status between updates; the
+    timer belongs to this widget, so it stops when the widget is removed at exit.
+    """
+
+    def __init__(self, title: str, read_status: Callable[[], str], *, id: str) -> None:
+        super().__init__(id=id)
+        self._title = title
+        self._read_status = read_status
+
+    def on_mount(self) -> None:
+        self.refresh_status()
+        self.set_interval(0.25, self.refresh_status)
+
+    def refresh_status(self) -> None:
+        """Show the current status; cheap enough to call after every update."""
+        status = self._read_status()
+        self.update(f"{self._title} │ engine: {status}")
+        self.set_class(status.startswith("connected"), "-ok")
+        self.set_class(status.startswith(("failed", "closed")), "-failed")
+
+
+VIEWS = ("events", "runs", "tasks", "audit")
+
+
+class HeraldApp(App[None]):
+    """The console: a connection header, one tab per record type, a reply line and a command input."""
+
+    TITLE = "Herald"
+    CSS_PATH = "app.tcss"
+    AUTO_FOCUS = None  # an auto-focused Input would swallow q, 1-4 and / as text
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        *(Binding(str(n), f"show_view('{view}')", view.title()) for n, view in enumerate(VIEWS, start=1)),
+        Binding("slash", "focus_command", "Command"),
+        Binding("escape", "leave_command", "Back to table", show=False),
+    ]
+
+    def __init__(self, client: EngineClient) -> None:
+        super().__init__()
+        self.client = client
+        self._tables: dict[type[BaseModel], RecordTable] = {}  # type: ignore[type-arg]
+
+    def compose(self) -> ComposeResult:
+        # Widgets are built here, not in __init__: a DataTable needs the running app to add its columns.
+        self._header = ConnectionBar(self.TITLE, lambda: self.client.status, id="header")
+        self._reply = Static("type a command such as /backup now and press enter", id="reply")
+        self._tables = {
+            EventView: EventsTable(id="events-table"),
+            RunView: RunsTable(id="runs-table"),
+            TaskView: TasksTable(id="tasks-table"),
+            AuditView: AuditTable(id="audit-table"),
+        }
+        yield self._header
+        with TabbedContent(initial="events"):
+            for view, table in zip(VIEWS, self._tables.values()):
+                with TabPane(view.title(), id=view):
+                    yield table
+        yield self._reply
+        yield Input(placeholder="/command  (press / to type)", id="command", select_on_focus=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.consume_updates()
+
+    async def on_unmount(self) -> None:
+        await self.client.close()
+
+    @work(group="stream", exclusive=True)
+    async def consume_updates(self) -> None:
+        """Read the client's update stream for the life of the app and hand each update to the UI."""
+        try:
+            async for update in self.client.updates():
+                self.post_message(EngineUpdate(update))
+        except EngineClientError as exc:
+            self.post_message(StreamEnded(str(exc)))
+        else:
+            self.post_message(StreamEnded("the update stream ended"))
+
+    def on_engine_update(self, message: EngineUpdate) -> None:
+        update = message.update
+        if isinstance(update, Snapshot):
+            self._tables[EventView].load(update.events)
+            self._tables[RunView].load(update.runs)
+            self._tables[TaskView].load(update.tasks)
+            self._tables[AuditView].load(update.audit)
+        elif isinstance(update, Reply):
+            self.show_reply(update.text)
+        else:
+            self._tables[type(update)].upsert(update)
+        self._header.refresh_status()
+
+    def on_stream_ended(self, message: StreamEnded) -> None:
+        self._header.refresh_status()
+        self.show_reply(message.reason, error=True)
+
+    def show_reply(self, text: str, *, error: bool = False) -> None:
+        """Show a command's reply (or why it was not sent) on the line above the input."""
+        self._reply.update(text)
+        self._reply.set_class(error, "-error")
+
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        event.input.value = ""
+        if text:
+            self.show_reply(f"sent: {text}")
+            self.send_command(text)
+
+    @work(group="commands")
+    async def send_command(self, text: str) -> None:
+        """Send one command without blocking the UI; the answer arrives later as a Reply update."""
+        try:
+            await self.client.send_command(text)
+        except EngineClientError as exc:
+            self.show_reply(f"not sent: {exc}", error=True)
+
+    def action_show_view(self, view: str) -> None:
+        """Switch to a tab and focus its table so arrow keys scroll it."""
+        self.query_one(TabbedContent).active = view
+        self.query_one(f"#{view}-table", DataTable).focus()
+
+    def action_focus_command(self) -> None:
+        """Focus the command input, starting the command with the '/' just typed."""
+        command = self.query_one("#command", Input)
+        if not command.value:
+            command.value = "/"
+        command.focus()
+        command.cursor_position = len(command.value)
+
+    def action_leave_command(self) -> None:
+        """Leave the command input for the current tab's table."""
+        active = self.query_one(TabbedContent).active
+        if active:
+            self.query_one(f"#{active}-table", DataTable).focus()
+
+
+def make_app(client: EngineClient) -> HeraldApp:
+    """Build the console around `client`; the app closes the client when it exits."""
+    return HeraldApp(client)

@@ -1,0 +1,100 @@
+"""The package's promises: public names, purity (no I/O, no asyncio, nothing of ours), stable fingerprints."""
+
+from __future__ import annotations
+
+import builtins
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import dsl
+from dsl import CompileResult, compile_sources
+from tests.dsl.support import CATALOG, CUSTOMER_ALERT_LINE, CUSTOMER_COMMAND_LINE, compile_ok, compile_text
+
+
+def test_public_names() -> None:
+    assert set(dsl.__all__) == {
+        "Catalog", "CompileResult", "CompiledRule", "Diagnostic", "EventGraph", "NotifyAction", "RunAction",
+        "compile_sources", "parse", "render",
+    }  # fmt: skip
+    for name in dsl.__all__:
+        assert getattr(dsl, name) is not None
+
+
+def test_importing_and_compiling_pulls_in_no_asyncio_network_or_other_herald_package() -> None:
+    code = (
+        "import sys, dsl\n"
+        "r = dsl.compile_sources([('a.rules', 'on command x run y.sh')], "
+        "dsl.Catalog(teams=frozenset(), roles=frozenset(), scripts=frozenset({'y.sh'})))\n"
+        "assert r.graph is not None\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('asyncio', 'socket', 'engine', 'integrations', 'tui', 'aiohttp', 'pydantic'))\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_compiling_does_no_file_or_network_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    compile_ok(CUSTOMER_ALERT_LINE)  # the grammar (package data) is read once, on first use
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("dsl did I/O")
+
+    monkeypatch.setattr(builtins, "open", refuse)
+    monkeypatch.setattr(socket, "socket", refuse)
+    result = compile_text(f"{CUSTOMER_ALERT_LINE}\n{CUSTOMER_COMMAND_LINE}\non alert notfy x\n")
+    assert len(result.diagnostics) == 1
+
+
+def test_compile_result_keeps_the_sources_and_renders_nothing_when_clean() -> None:
+    result = compile_ok(CUSTOMER_ALERT_LINE)
+    assert isinstance(result, CompileResult)
+    assert dict(result.sources) == {"rules/ops.rules": CUSTOMER_ALERT_LINE}
+    assert result.render_all() == ""
+
+
+def test_the_same_path_twice_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="given twice"):
+        compile_sources([("a.rules", ""), ("a.rules", "")], CATALOG)
+
+
+def test_empty_and_comment_only_files_compile_to_an_empty_graph() -> None:
+    result = compile_sources([("a.rules", ""), ("b.rules", "# nothing yet\n\n   \n")], CATALOG)
+    assert result.graph is not None
+    assert result.graph.rules == ()
+
+
+def prints(text: str) -> list[str]:
+    graph = compile_ok(text).graph
+    assert graph is not None
+    return [rule.fingerprint for rule in graph.rules]
+
+
+def test_fingerprint_ignores_place_comments_spelling_and_name() -> None:
+    one_liner = prints(f"{CUSTOMER_COMMAND_LINE}\n")[0]
+    assert len(one_liner) == 64 and int(one_liner, 16) >= 0
+    assert prints(f"# moved down, with comments\n\n\n{CUSTOMER_COMMAND_LINE}   # here\n")[0] == one_liner
+    assert prints("rule b:\n  on command backup\n  require role admin\n  run backup.sh\n")[0] == one_liner
+    assert prints("on alert firing from db notify ops") == prints("on alert from db notify ops")
+
+
+def test_fingerprint_changes_with_what_the_rule_does() -> None:
+    base = prints(CUSTOMER_COMMAND_LINE)[0]
+    variants = [
+        "on command backups require role admin run backup.sh",
+        "on command backup require role operator run backup.sh",
+        "on command backup run backup.sh",
+        "on command backup require role admin run backup.sh timeout 1h",
+        "on command backup require role admin run restart-db.sh",
+        "on command backup require role admin run backup.sh notify ops",
+    ]
+    seen = {base}
+    for text in variants:
+        (fingerprint,) = prints(text)
+        assert fingerprint not in seen, text
+        seen.add(fingerprint)
+    # the order of actions is the order they run in, so it counts
+    assert prints("on command x notify ops notify dba") != prints("on command x notify dba notify ops")

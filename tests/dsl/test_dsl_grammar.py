@@ -1,0 +1,99 @@
+"""The grammar itself: conflict-free LALR(1), every terminal described in words, keywords whole words only."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+import pytest
+from lark.common import ParserConf
+from lark.parsers.lalr_analysis import LALR_Analyzer
+
+from dsl import parse
+from dsl.ast import AlertTrigger, CommandTrigger, Notify, RunScript
+from dsl.parser import build_parser
+from dsl.syntax_errors import KEYWORDS, TERMINAL_WORDS
+from tests.dsl.support import CUSTOMER_ALERT_LINE, compile_text
+
+
+def test_grammar_has_no_lalr_conflicts() -> None:
+    """lark's own strict analysis (what `strict=True` runs), which needs nothing beyond lark itself."""
+    lark = build_parser()
+    analyzer = LALR_Analyzer(ParserConf(lark.rules, {}, lark.options.start), strict=True)
+    analyzer.compute_lalr()  # raises GrammarError on a shift/reduce or reduce/reduce conflict
+
+
+@pytest.mark.skipif(importlib.util.find_spec("interegular") is None, reason="strict=True needs interegular")
+def test_grammar_builds_with_full_strict_mode() -> None:
+    """Also checks that no two terminals the lexer may meet in one state can match the same text."""
+    build_parser(strict=True)
+
+
+def test_every_terminal_has_words_and_every_keyword_is_a_terminal() -> None:
+    lark = build_parser()
+    names = {t.name for t in lark.terminals} - set(lark.ignore_tokens)
+    assert names <= set(TERMINAL_WORDS), names - set(TERMINAL_WORDS)
+    assert {word.upper() for word in KEYWORDS} <= names
+    for word in KEYWORDS:
+        assert re.fullmatch(lark.get_terminal(word.upper()).pattern.to_regexp(), word), word
+
+
+def test_keywords_are_whole_words() -> None:
+    (result,) = [compile_text("on command x run runner.sh").diagnostics]
+    # 'runner.sh' is a script name, not 'run' followed by 'ner.sh'
+    assert [d.message for d in result] == ["unknown script 'runner.sh'"]
+    diags = compile_text("on alert notifyops").diagnostics
+    assert [d.message for d in diags] == ["unexpected 'notifyops' after 'alert'; did you mean 'notify'?"]
+
+
+def test_parse_returns_the_ast_with_spans() -> None:
+    text = f"{CUSTOMER_ALERT_LINE}\nrule b:\n  on command backup\n  run backup.sh sandboxed timeout 10m\n"
+    rule_file, diags = parse(text, "rules/ops.rules")
+    assert diags == []
+    assert rule_file is not None
+    first, second = rule_file.rules
+    assert first.name is None
+    assert isinstance(first.trigger, AlertTrigger)
+    assert (first.trigger.status, first.trigger.severity, first.trigger.service) == (
+        "firing",
+        "critical",
+        "database",
+    )
+    assert (first.span.line, first.span.col, first.span.end_line, first.span.end_col) == (
+        1,
+        1,
+        1,
+        len(CUSTOMER_ALERT_LINE) + 1,
+    )
+    assert isinstance(first.actions[0], Notify) and first.actions[0].buttons
+    assert second.name == "b"
+    assert isinstance(second.trigger, CommandTrigger) and second.trigger.span.line == 3
+    run = second.actions[0]
+    assert isinstance(run, RunScript)
+    assert (run.script, run.sandboxed, run.timeout_s) == ("backup.sh", True, 600.0)
+    assert (second.span.line, second.span.end_line) == (2, 4)
+
+
+def test_parse_returns_none_and_every_error_for_bad_text() -> None:
+    rule_file, diags = parse("on alert notfy ops\non command\non alert notify ops\n", "x.rules")
+    assert rule_file is None
+    assert [d.span.line for d in diags] == [1, 2]
+
+
+def test_no_message_ever_shows_a_lark_terminal_name() -> None:
+    lark = build_parser()
+    names = {t.name for t in lark.terminals} | {"$END", "_INDENT", "_DEDENT", "__ANON"}
+    pattern = re.compile("|".join(rf"(?<![\w$]){re.escape(n)}(?!\w)" for n in sorted(names)))
+    samples = [
+        "on", "on alert severity", "on alert notify", "on alert notify ops with", "on command", "rule",
+        "rule x", "rule x:", "rule x:\non alert notify ops", "rule x:\n  notify ops", "on alert from",
+        "on command x run", "on command x run y timeout", "on command x run y timeout 5", "notify ops",
+        "on alert notify ops\n  run x", "rule x:\n    on command x\n  run y", "on alert notify ops !",
+        "on alert notify ops sandboxed", "on command x require", "on command x require role", "  on alert",
+        "on alert\x00", "on alert firing firing notify ops", "on command x run y.sh sandboxed sandboxed",
+    ]  # fmt: skip
+    for text in samples:
+        for diag in compile_text(text).diagnostics:
+            shown = f"{diag.message} {diag.hint or ''}"
+            assert not pattern.search(shown), (text, shown)
+            assert diag.message, text

@@ -1,0 +1,104 @@
+"""Fixtures: a rules folder the sandbox user can read, a config with people and a team, a running engine on a
+free loopback port, and a real Prometheus Alertmanager posting to it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from engine.app import Engine
+from engine.config import Config
+from engine.testing import running_engine
+from tests.support import ALICE_TOKEN, BOB_TOKEN, REPO, Alertmanager, free_port, http_url
+
+
+@pytest.fixture
+def rules_dir() -> Iterator[Path]:
+    """A copy of the default rules folder in a place the unprivileged sandbox user can read (pytest's tmp_path
+    is mode 0700 under root)."""
+    path = Path(tempfile.mkdtemp(prefix="herald-rules-", dir="/tmp"))
+    try:
+        shutil.copytree(REPO / "rules", path, dirs_exist_ok=True)
+        for p in [path, *path.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() or p.suffix == ".sh" else 0o644)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def config(tmp_path: Path, rules_dir: Path) -> Config:
+    return Config.model_validate({
+        "data_dir": str(tmp_path / "data"),
+        "rules_dir": str(rules_dir),
+        "http": {"port": 0},
+        "principals": {
+            "alice": {"roles": ["admin"], "chat_tokens": [ALICE_TOKEN]},
+            "bob": {"roles": ["viewer"], "chat_tokens": [BOB_TOKEN]},
+        },
+        "teams": {"ops": {"members": ["alice"], "chat_rooms": ["ops"]}},
+    }).resolved(tmp_path)
+
+
+@pytest.fixture
+async def engine(config: Config) -> AsyncIterator[Engine]:
+    async with running_engine(config) as engine:
+        yield engine
+
+
+ALERTMANAGER_CONFIG = """\
+global: {{resolve_timeout: 5m}}
+route:
+  receiver: herald
+  group_by: ['alertname', 'instance']
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: herald
+    webhook_configs:
+      - url: {hook}
+        send_resolved: true
+"""
+
+
+@pytest.fixture
+async def alertmanager(tmp_path: Path, engine: Engine) -> AsyncIterator[Alertmanager]:
+    """A real Prometheus Alertmanager whose webhook receiver is the engine's /hooks/alertmanager."""
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    assert binary, "prometheus-alertmanager is not installed (bash .ci/setup installs it)"
+    folder = tmp_path / "alertmanager"
+    (folder / "data").mkdir(parents=True)
+    (folder / "am.yml").write_text(ALERTMANAGER_CONFIG.format(hook=f"{http_url(engine)}/hooks/alertmanager"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(folder / "am.log", "wb")
+    process = subprocess.Popen(
+        [binary, f"--config.file={folder / 'am.yml'}", f"--storage.path={folder / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", f"--web.external-url={url}"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(f"{url}/-/ready") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert process.poll() is None, (folder / "am.log").read_text()
+                await asyncio.sleep(0.05)
+        yield Alertmanager(url, process)
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()

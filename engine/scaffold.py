@@ -6,7 +6,6 @@ import os
 import secrets
 from pathlib import Path
 
-from engine.errors import ConfigError
 
 STARTER = """\
 # Herald configuration (TOML). Every key is optional; unknown keys are errors. See docs/configuration.md.
@@ -28,7 +27,7 @@ chat_rooms = ["ops"]
 def write_starter_config(path: Path, *, force: bool = False) -> str:
     """Write the starter config; return a message saying where and how to connect a chat client."""
     if path.exists() and not force:
-        raise ConfigError(f"{path} already exists (use --force to overwrite it)")
+        return f"{path} already exists; left as it is (use --force to replace it)"
     token = secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:

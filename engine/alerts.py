@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from engine.outlets import Button
 from engine.store import Database
@@ -52,7 +52,7 @@ class AlertState:
         self._db = db
 
     async def make_buttons(self, *, event_id: str, rule: str, fingerprint: str | None) -> tuple[Button, ...]:
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         buttons = tuple(
             Button(id=secrets.token_urlsafe(16), label=label, action=action, arg=arg)
             for label, action, arg in ALERT_BUTTONS
@@ -86,14 +86,14 @@ class AlertState:
                 "INSERT INTO alert_state (fingerprint, acknowledged_by, acknowledged_at) VALUES (?, ?, ?) "
                 "ON CONFLICT(fingerprint) DO UPDATE SET acknowledged_by = excluded.acknowledged_by, "
                 "acknowledged_at = excluded.acknowledged_at",
-                (fingerprint, by, datetime.now(timezone.utc).isoformat()),
+                (fingerprint, by, datetime.now(UTC).isoformat()),
             )
             return None
 
         return await self._db.call(_ack)
 
     async def mute(self, fingerprint: str, by: str, duration: timedelta) -> datetime:
-        until = datetime.now(timezone.utc) + duration
+        until = datetime.now(UTC) + duration
         await self._db.call(
             lambda conn: conn.execute(
                 "INSERT INTO alert_state (fingerprint, muted_until, muted_by) VALUES (?, ?, ?) "
@@ -112,7 +112,7 @@ class AlertState:
         if row is None or row["muted_until"] is None:
             return None
         until = datetime.fromisoformat(row["muted_until"])
-        return until if until > datetime.now(timezone.utc) else None
+        return until if until > datetime.now(UTC) else None
 
     async def resolved(self, fingerprint: str) -> None:
         """A resolved alert forgets its acknowledgement and mute, so the next firing is news again."""

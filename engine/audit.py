@@ -13,7 +13,7 @@ import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from engine.snapshots import AuditView
@@ -56,7 +56,7 @@ def append_row(conn: sqlite3.Connection, action: str, actor: str, data: dict[str
     def _append(conn: sqlite3.Connection) -> AuditView:
         last = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (last["seq"] + 1, last["hash"]) if last else (1, GENESIS)
-        time = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        time = datetime.now(UTC).isoformat(timespec="microseconds")
         body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
         digest = _digest(prev, seq, time, action, actor, body)
         conn.execute(

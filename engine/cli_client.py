@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import aiohttp
 
@@ -35,7 +35,7 @@ def read_token(config: Config) -> str:
 def alert_payload(labels: dict[str, str], *, summary: str, resolved: bool) -> dict[str, object]:
     """An Alertmanager webhook payload (version 4) carrying one alert, as Alertmanager would send it."""
     labels = {"alertname": "TestAlert", **labels}
-    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     status = "resolved" if resolved else "firing"
     fingerprint = hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest()[:16]
     alert = {"status": status, "labels": labels, "annotations": {"summary": summary}, "startsAt": now,
@@ -83,7 +83,7 @@ async def _run_command(url: str, token: str, text: str, principal: str | None, t
             raise HeraldError(f"Herald refused the API token ({exc.status}): is the data folder right?") from None
         except aiohttp.ClientError as exc:
             raise HeraldError(f"cannot reach Herald at {url}: {exc}") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise HeraldError(f"no result within {timeout:.0f} s") from None
 
 

@@ -6,8 +6,8 @@ language uses (`alert.severity`, `command.name`, ...), which is all the pure eve
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Annotated, Literal, Union
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,7 +15,7 @@ from engine.ids import new_id
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class _Model(BaseModel):
@@ -79,7 +79,7 @@ class ButtonData(_Model):
     alert_fingerprint: str | None = None
 
 
-EventData = Annotated[Union[AlertData, CommandData, ButtonData], Field(discriminator="kind")]
+EventData = Annotated[AlertData | CommandData | ButtonData, Field(discriminator="kind")]
 
 
 class Event(_Model):

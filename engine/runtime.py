@@ -13,7 +13,7 @@ import logging
 import re
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from dsl import CompiledRule, EventGraph, NotifyAction, RunAction
@@ -87,7 +87,7 @@ def _who(event: Event) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def validate_args(args: tuple[str, ...]) -> str | None:

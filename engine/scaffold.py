@@ -6,7 +6,6 @@ import os
 import secrets
 from pathlib import Path
 
-
 STARTER = """\
 # Herald configuration (TOML). Every key is optional; unknown keys are errors. See docs/configuration.md.
 # This file holds a chat token: keep it private (it was written with mode 0600).

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -208,7 +208,7 @@ class TaskWorkers:
         """Cancel any run that outlived its timeout plus a grace period (a stuck sandbox call)."""
         while True:
             await asyncio.sleep(interval_s)
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             for task_id, (deadline, run) in list(self._deadlines.items()):
                 if now > deadline and not run.done():
                     log.warning("task %s passed its deadline; cancelling it", task_id)

@@ -74,7 +74,7 @@ class RecordTable(DataTable, Generic[R]):  # type: ignore[type-arg]
         key = self.key_of(record)
         cells = self.cells_of(record)
         if key in self.rows:
-            for (column, _), value in zip(self.COLUMNS, cells):
+            for (column, _), value in zip(self.COLUMNS, cells, strict=True):
                 self.update_cell(key, column, value, update_width=True)
             return
         following = self.row_count == 0 or self.cursor_row >= self.row_count - 1
@@ -252,7 +252,7 @@ class HeraldApp(App[None]):
         }
         yield self._header
         with TabbedContent(initial="events"):
-            for view, table in zip(VIEWS, self._tables.values()):
+            for view, table in zip(VIEWS, self._tables.values(), strict=True):
                 with TabPane(view.title(), id=view):
                     yield table
         yield self._reply

@@ -121,7 +121,7 @@ class ChatIntegration:
 async def _authenticate(ws: web.WebSocketResponse, ctx: IntegrationContext) -> Session | None:
     try:
         msg = await ws.receive(timeout=AUTH_TIMEOUT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         await ws.send_json(_error("unauthorized", f"send an auth frame within {AUTH_TIMEOUT_S:.0f} s"))
         await ws.close(code=4401, message=b"unauthorized")
         return None

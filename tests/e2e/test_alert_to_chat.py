@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from engine.app import Engine
 from engine.testing import ChatClient
@@ -15,7 +15,7 @@ def _alert(severity: str, service: str, name: str = "DiskFull") -> dict[str, obj
     return {
         "labels": {"alertname": name, "instance": "db1:9100", "severity": severity, "service": service},
         "annotations": {"summary": "Disk / on db1 is 97% full"},
-        "startsAt": datetime.now(timezone.utc).isoformat(),
+        "startsAt": datetime.now(UTC).isoformat(),
         "generatorURL": "http://prometheus.local/graph",
     }
 

@@ -207,7 +207,8 @@ def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
     high = list(itertools.islice(backoff(initial=1, cap=8, rng=lambda: 1.0), 6))
     assert low == [0.5, 1, 2, 4, 4, 4]
     assert high == [1, 2, 4, 8, 8, 8]
-    assert all(lo <= d <= hi for lo, d, hi in zip(low, itertools.islice(backoff(initial=1, cap=8), 6), high))
+    delays = itertools.islice(backoff(initial=1, cap=8), 6)
+    assert all(lo <= d <= hi for lo, d, hi in zip(low, delays, high, strict=True))
 
 
 def test_classify_and_parse_frame() -> None:

@@ -4,34 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.config import Config, load_config
+from engine.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_args, load_for
+from engine.config import load_config
 from engine.errors import ConfigError, HeraldError, RulesError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def _config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="config file (default: ./herald.toml if it exists, else built-in defaults)")
-    parser.add_argument("--data", type=Path, metavar="DIR", help="data folder (default: .herald)")
-
-
-def _load(args: argparse.Namespace, *, rules: Path | None = None) -> Config:
-    config = load_config(args.config)
-    updates: dict[str, object] = {}
-    if getattr(args, "data", None):
-        updates["data_dir"] = args.data.resolve()
-    if rules is not None:
-        updates["rules_dir"] = rules.resolve()
-        if config.scripts_dir == config.rules_dir / "scripts":
-            updates["scripts_dir"] = rules.resolve() / "scripts"
-    return config.model_copy(update=updates)
+# Command groups that live in modules of their own: each has `add_parsers(sub)`, and every parser it adds sets
+# `handler=` (a function taking the parsed args and returning the exit code) through `set_defaults`.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the engine (webhooks, chat, rules, tasks)",
                          description="Run Herald: serve webhooks at /hooks/..., chat at /chat and the API; "
                                      "compile the rules and act on them. Stops on Ctrl-C or SIGTERM.")
-    _config_args(run)
+    add_config_args(run)
     run.add_argument("--rules", type=Path, metavar="DIR", help="rules folder (default: rules)")
     run.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
     run.add_argument("--port", type=int, help="port to listen on (default: 8470; 0 picks a free one)")
@@ -64,20 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="inspect the audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     verify = audit_sub.add_parser("verify", help="check the hash chain; exit 1 naming the first bad entry")
-    _config_args(verify)
+    add_config_args(verify)
     show = audit_sub.add_parser("show", help="print the audit log")
-    _config_args(show)
+    add_config_args(show)
     show.add_argument("--last", type=int, default=50, metavar="N", help="how many of the newest entries")
 
     tui = sub.add_parser("tui", help="open the terminal UI on a running engine")
-    _config_args(tui)
+    add_config_args(tui)
     tui.add_argument("--url", help="engine address (default: from the config, http://127.0.0.1:8470)")
 
     send = sub.add_parser("send", help="send a test alert or command to a running engine",
                           description="Examples:  herald send alert severity=critical service=database\n"
                                       "           herald send command '/backup now' --as alice",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    _config_args(send)
+    add_config_args(send)
     send.add_argument("--url", help="engine address (default: from the config)")
     send_sub = send.add_subparsers(dest="send_kind", metavar="KIND", required=True)
     alert = send_sub.add_parser("alert", help="post an Alertmanager-style alert to /hooks/alertmanager")
@@ -90,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--as", dest="principal", metavar="PRINCIPAL",
                          help="act as this principal (default: api_principal from the config)")
     command.add_argument("--timeout", type=float, default=600, help="seconds to wait for the result")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_parsers(sub)
     return parser
 
 
@@ -98,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
+        if hasattr(args, "handler"):
+            return int(args.handler(args))
         if args.command == "run":
             return _run(args)
         if args.command == "check":
@@ -110,10 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _audit(args)
         if args.command == "tui":
             from engine.cli_client import run_tui
-            return run_tui(_load(args), args.url)
+            return run_tui(load_for(args), args.url)
         if args.command == "send":
             from engine.cli_client import send
-            return send(_load(args), args)
+            return send(load_for(args), args)
     except RulesError as exc:
         print(exc, file=sys.stderr)
         return EXIT_FAILED
@@ -155,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
     from engine.app import Engine
     from engine.rules import compile_paths
 
-    config = _load(args, rules=args.rules)
+    config = load_for(args, rules=args.rules)
     http = config.http.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
     config = config.model_copy(update={"http": http})
     result = compile_paths([config.rules_dir], config)
@@ -186,7 +176,7 @@ def _audit(args: argparse.Namespace) -> int:
     from engine.audit import verify_chain
     from engine.store import DB_NAME, connect
 
-    config = _load(args)
+    config = load_for(args)
     path = config.data_dir / DB_NAME
     if not path.exists():
         print(f"no Herald database at {path}", file=sys.stderr)

@@ -1,29 +1,25 @@
 """Alert-side state: the buttons sent with notifications, acknowledgements and mutes (silences).
 
-A button id is an unguessable random token bound server-side to (event, rule, action, arg, alert): a press only
-names the id, so a client cannot alter what the button does. (Signed, expiring buttons come with the security work.)
+A button's id is a signed value (engine.keys): an HMAC covers the rule, event, action, argument, alert and expiry,
+so a forged or altered press is refused, an expired one too, and each button works once (a replay is refused).
 """
 
 from __future__ import annotations
 
 import secrets
 import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from engine import keys
+from engine.errors import AuthError
 from engine.outlets import Button
 from engine.store import Database
 
+BUTTON_TTL_S = 24 * 3600
+
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS buttons (
-    id TEXT PRIMARY KEY,
-    event_id TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    action TEXT NOT NULL,
-    arg TEXT,
-    fingerprint TEXT,
-    created TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS alert_state (
     fingerprint TEXT PRIMARY KEY,
     acknowledged_by TEXT,
@@ -52,27 +48,38 @@ class AlertState:
         self._db = db
 
     async def make_buttons(self, *, event_id: str, rule: str, fingerprint: str | None) -> tuple[Button, ...]:
-        now = datetime.now(UTC).isoformat()
-        buttons = tuple(
-            Button(id=secrets.token_urlsafe(16), label=label, action=action, arg=arg)
-            for label, action, arg in ALERT_BUTTONS
-        )
-        rows = [(b.id, event_id, rule, b.action, b.arg, fingerprint, now) for b in buttons]
-        await self._db.call(
-            lambda conn: conn.executemany(
-                "INSERT INTO buttons (id, event_id, rule, action, arg, fingerprint, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)", rows
-            )
-        )
-        return buttons
+        expires = int(time.time()) + BUTTON_TTL_S
 
-    async def binding(self, button_id: str) -> ButtonBinding | None:
-        row = await self._db.call(
-            lambda conn: conn.execute("SELECT * FROM buttons WHERE id = ?", (button_id,)).fetchone()
-        )
-        if row is None:
-            return None
-        return ButtonBinding(row["id"], row["event_id"], row["rule"], row["action"], row["arg"], row["fingerprint"])
+        def _sign(conn: sqlite3.Connection) -> tuple[Button, ...]:
+            return tuple(
+                Button(id=keys.sign_value(conn, {"r": rule, "e": event_id, "a": action, "g": arg, "f": fingerprint,
+                                                 "x": expires, "n": secrets.token_hex(8)}),
+                       label=label, action=action, arg=arg)
+                for label, action, arg in ALERT_BUTTONS
+            )
+
+        return await self._db.call(_sign)
+
+    async def redeem(self, button_id: str) -> ButtonBinding:
+        """Verify a pressed button and use it up; AuthError (forged, altered, expired, replayed) otherwise."""
+
+        def _redeem(conn: sqlite3.Connection) -> ButtonBinding:
+            payload = keys.open_value(conn, button_id)
+            try:
+                binding = ButtonBinding(str(payload["n"]), str(payload["e"]), str(payload["r"]), str(payload["a"]),
+                                        payload["g"], payload["f"])
+                expires = int(payload["x"])
+            except (KeyError, TypeError, ValueError):
+                raise AuthError("malformed button") from None
+            if expires < time.time():
+                raise AuthError("this button has expired")
+            try:
+                keys.consume(conn, f"button:{binding.id}", expires)
+            except AuthError:
+                raise AuthError("this button was already pressed") from None
+            return binding
+
+        return await self._db.call(_redeem)
 
     async def acknowledge(self, fingerprint: str, by: str) -> str | None:
         """Record an acknowledgement; return who had already acknowledged it, if anyone."""

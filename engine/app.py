@@ -16,17 +16,18 @@ from typing import Any, Literal
 from aiohttp import web
 
 from dsl import EventGraph
-from engine import alerts, audit, journal, runtime, tasks
+from engine import alerts, audit, journal, keys, runtime, tasks
 from engine.alerts import AlertState
 from engine.api import StreamOutlet, add_routes
 from engine.audit import AuditLog
 from engine.bus import Bus
 from engine.config import Config
+from engine.errors import AuthError
 from engine.events import Actor, ButtonData, Event, ReplyTo
 from engine.identity import Directory
 from engine.journal import Journal
 from engine.outlets import Outlet, Outlets
-from engine.plugins import Acknowledge, Busy, Integration, UnknownButton, Unload, discover
+from engine.plugins import Acknowledge, Busy, Integration, Unload, discover
 from engine.runtime import Runtime, summarize
 from engine.sandbox import Sandbox
 from engine.snapshots import EventView
@@ -87,9 +88,12 @@ class Engine:
     async def press(
         self, button_id: str, actor: Actor, reply_to: ReplyTo | None, *, acknowledge: Acknowledge | None = None
     ) -> Event:
-        binding = await self.alerts.binding(button_id)
-        if binding is None:
-            raise UnknownButton(button_id)
+        try:
+            binding = await self.alerts.redeem(button_id)
+        except AuthError as exc:  # forged, altered, expired or replayed
+            who = actor.principal or f"{actor.platform}:{actor.account}"
+            self.bus.publish(await self.audit.append("button.refused", who, reason=str(exc)))
+            raise
         event = Event(
             source=actor.platform, actor=actor, reply_to=reply_to,
             data=ButtonData(button_id=binding.id, action=binding.action, arg=binding.arg, rule=binding.rule,
@@ -106,7 +110,7 @@ class Engine:
     async def start(self) -> None:
         self.state = "starting"
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, runtime.SCHEMA, alerts.SCHEMA])
+        await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, runtime.SCHEMA, alerts.SCHEMA, keys.SCHEMA])
         await self._load_recent()
         await self.sandbox.start()
         stream_outlet = StreamOutlet()

@@ -5,7 +5,8 @@
     ├── RulesError           the rules do not compile (carries the diagnostics)
     ├── SandboxError         a sandboxed run could not be carried out
     │   └── SandboxUnavailable   Podman, its service, the sandbox user or the image is missing
-    └── AuditError           the audit chain is broken (carries the first bad entry)
+    ├── AuditError           the audit chain is broken (carries the first bad entry)
+    └── AuthError            a token, signature or button did not verify (the message says why)
 """
 
 from __future__ import annotations
@@ -37,3 +38,7 @@ class SandboxUnavailable(SandboxError):
 
 class AuditError(HeraldError):
     """The audit chain does not verify."""
+
+
+class AuthError(HeraldError):
+    """A credential was refused: expired, forged, replayed, revoked or for another purpose."""

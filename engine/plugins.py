@@ -34,10 +34,6 @@ class Manifest:
     provides: tuple[str, ...]  # e.g. ("trigger:alert",) or ("chat", "trigger:command", "trigger:button")
 
 
-class UnknownButton(LookupError):
-    """A press named a button Herald never sent (or one that no longer exists)."""
-
-
 class Busy(RuntimeError):
     """The engine cannot accept more work right now; the sender should retry later."""
 
@@ -60,7 +56,10 @@ class IntegrationContext(Protocol):
     async def press(
         self, button_id: str, actor: Actor, reply_to: ReplyTo | None, *, acknowledge: Acknowledge | None = None
     ) -> Event:
-        """Turn a press of a button Herald sent into an accepted button event; raises UnknownButton."""
+        """Turn a press of a button Herald sent into an accepted button event.
+
+        Raises engine.errors.AuthError (audited) for a forged, altered, expired or replayed button.
+        """
         ...
 
     def register_outlet(self, outlet: Outlet) -> Callable[[], None]:

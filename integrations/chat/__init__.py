@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from aiohttp import WSMsgType, web
 
 from engine.api import parse_command
+from engine.errors import AuthError
 from engine.events import Actor, Event, ReplyTo
 from engine.ids import new_id
 from engine.outlets import Audience, Notification, OutMessage, Progress, Result, Text
-from engine.plugins import Busy, IntegrationContext, Manifest, UnknownButton, Unload
+from engine.plugins import Busy, IntegrationContext, Manifest, Unload
 
 AUTH_TIMEOUT_S = 10.0
 MAX_FRAME_BYTES = 64 * 1024
@@ -186,8 +187,8 @@ async def _handle_frame(session: Session, ctx: IntegrationContext, raw: str) -> 
             await session.send(_error("bad_request", 'expected a "message" frame with "text" or a "press" frame '
                                                      'with "button"', client_id))
             return
-    except UnknownButton:
-        await session.send(_error("unknown_button", "that button is not one Herald sent", client_id))
+    except AuthError as exc:
+        await session.send(_error("button_refused", f"button refused: {exc}", client_id))
         return
     except Busy:
         await session.send(_error("busy", "Herald is busy; try again in a moment", client_id))

@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def machine() -> dict[str, object]:
@@ -31,7 +31,7 @@ def machine() -> dict[str, object]:
         "memory_gib": round(mem_kib / 1024 / 1024, 1),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -36,7 +36,7 @@ def free_port() -> int:
 def am_alert(i: int, run: str) -> dict[str, object]:
     return {"labels": {"alertname": f"Bench{run}", "instance": f"host{i}", "severity": "warning", "service": "bench"},
             "annotations": {"summary": f"benchmark alert {i}"},
-            "startsAt": datetime.now(timezone.utc).isoformat()}
+            "startsAt": datetime.now(UTC).isoformat()}
 
 
 def herald_payload(alerts: list[dict[str, object]], offset: int) -> dict[str, object]:

@@ -1,20 +1,22 @@
 """Herald's own HTTP surface: `/healthz` and the `/api/v1/stream` WebSocket (live updates and commands).
 
-The stream is authenticated with the local API token (`<data>/api-token`, written at start, mode 0600). It sends a
-snapshot, then every update; a client may send commands, which run as the principal it names (`as`) or the
-configured `api_principal`, and whose progress and result come back as `reply` frames on the same socket.
+The stream is authenticated with an API token: a JWT for purpose "api" (`herald token issue`), or the engine's local
+token in `<data>/api-token` (mode 0600). It sends a snapshot, then every update; a client may send commands, which
+run as the token's subject (the local token may name another principal with `as`), and whose progress and result
+come back as `reply` frames on the same socket.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from engine import keys
+from engine.errors import AuthError
 from engine.events import Actor, CommandData, Event, ReplyTo
 from engine.ids import new_id
 from engine.outlets import Audience, Notification, OutMessage, Progress, Result, Text
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("herald.api")
 
+API_PURPOSE = "api"
 _UPDATE_TYPES = {EventView: "event", RunView: "run", TaskView: "task", AuditView: "audit"}
 
 
@@ -76,8 +79,12 @@ def add_routes(app: web.Application, engine: Engine, outlet: StreamOutlet) -> No
 
     async def stream(request: web.Request) -> web.StreamResponse:
         supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not supplied or not hmac.compare_digest(supplied.encode(), engine.api_token.encode()):
-            return json_error(401, "missing or wrong API token (see <data dir>/api-token)")
+        if not supplied:
+            return json_error(401, "missing API token (Authorization: Bearer ...; see herald token issue)")
+        try:
+            claims = await engine.db.call(keys.verify, supplied, purpose=API_PURPOSE)
+        except AuthError as exc:
+            return json_error(401, f"API token refused: {exc}")
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
         sub, unsubscribe = engine.bus.subscribe()
@@ -87,7 +94,7 @@ def add_routes(app: web.Application, engine: Engine, outlet: StreamOutlet) -> No
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    await _inbound(ws, engine, conn_id, msg.data)
+                    await _inbound(ws, engine, conn_id, claims, msg.data)
         finally:
             unsubscribe()
             outlet.sockets.pop(conn_id, None)
@@ -109,7 +116,9 @@ async def _pump(ws: web.WebSocketResponse, engine: Engine, sub) -> None:  # type
         await ws.send_json({"type": _UPDATE_TYPES[type(update)], "item": update.model_dump(mode="json")})
 
 
-async def _inbound(ws: web.WebSocketResponse, engine: Engine, conn_id: str, raw: str) -> None:
+async def _inbound(
+    ws: web.WebSocketResponse, engine: Engine, conn_id: str, claims: dict[str, Any], raw: str
+) -> None:
     try:
         frame = json.loads(raw)
         if not isinstance(frame, dict) or frame.get("type") != "command" or not isinstance(frame.get("text"), str):
@@ -122,13 +131,14 @@ async def _inbound(ws: web.WebSocketResponse, engine: Engine, conn_id: str, raw:
     if command is None:
         await ws.send_json({"type": "reply", "id": client_id, "text": "Commands start with '/'; try /help."})
         return
-    principal = frame.get("as") or engine.config.api_principal
-    if principal is not None and not engine.directory.exists(str(principal)):
+    # Only the engine's own local token (readable by whoever runs Herald) may act for someone else.
+    principal = frame.get("as") if claims.get("local") and frame.get("as") else claims["sub"]
+    if not engine.directory.exists(str(principal)):
         await ws.send_json({"type": "reply", "id": client_id, "text": f"Unknown principal {principal!r}."})
         return
     event = Event(
         source="api", data=command,
-        actor=Actor(platform="api", account="local-operator", principal=principal),
+        actor=Actor(platform="api", account=f"token:{claims['jti']}", principal=principal),
         reply_to=ReplyTo(platform="api", chat=conn_id, message_id=client_id),
     )
     await engine.submit([event])

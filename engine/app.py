@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
 from aiohttp import web
 
 from dsl import EventGraph
-from engine import alerts, audit, journal, keys, runtime, tasks
+from engine import alerts, audit, identity, journal, keys, runtime, tasks
 from engine.alerts import AlertState
-from engine.api import StreamOutlet, add_routes
+from engine.api import API_PURPOSE, StreamOutlet, add_routes
 from engine.audit import AuditLog
 from engine.bus import Bus
 from engine.config import Config
@@ -38,6 +37,8 @@ log = logging.getLogger("herald.engine")
 
 State = Literal["new", "starting", "running", "stopping", "stopped"]
 API_TOKEN_FILE = "api-token"
+LOCAL_OPERATOR = "local-operator"
+LOCAL_TOKEN_TTL_S = 30 * 24 * 3600
 EVENT_QUEUE_SIZE = 10_000
 RECENT_ON_START = 200
 
@@ -47,11 +48,11 @@ class Engine:
         self.config = config
         self.graph = graph
         self.state: State = "new"
-        self.directory = Directory(config)
         self.bus = Bus()
         self.db = Database(config.data_dir)
+        self.directory = Directory(config, self.db)
         self.outlets = Outlets()
-        self.api_token = secrets.token_urlsafe(32)
+        self.api_token = ""  # the local operator's API token, issued at start
         self.port: int | None = None
         self._integrations = list(integrations) if integrations is not None else discover()
         self._unloads: list[Unload] = []
@@ -110,7 +111,8 @@ class Engine:
     async def start(self) -> None:
         self.state = "starting"
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, runtime.SCHEMA, alerts.SCHEMA, keys.SCHEMA])
+        await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, runtime.SCHEMA, alerts.SCHEMA, keys.SCHEMA,
+                            identity.SCHEMA])
         await self._load_recent()
         await self.sandbox.start()
         stream_outlet = StreamOutlet()
@@ -124,7 +126,7 @@ class Engine:
         site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        self._write_api_token()
+        await self._issue_local_api_token()
         for task in await self.tasks.recover():
             await self.runtime.task_finished(task)
         self._spawn("dispatcher", self._dispatch)
@@ -181,7 +183,12 @@ class Engine:
         for entry in await self.audit.recent(RECENT_ON_START):
             self.bus.publish(entry)
 
-    def _write_api_token(self) -> None:
+    async def _issue_local_api_token(self) -> None:
+        """A token for whoever runs Herald (the TUI, `herald send`), readable only by them."""
+        subject = self.config.api_principal or LOCAL_OPERATOR
+        self.api_token, _ = await self.db.call(
+            keys.issue, sub=subject, purpose=API_PURPOSE, ttl_s=LOCAL_TOKEN_TTL_S,
+            roles=tuple(sorted(self.directory.roles_of(subject))), extra={"local": True})
         path = self.config.data_dir / API_TOKEN_FILE
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

@@ -17,7 +17,9 @@ from engine.errors import ConfigError, HeraldError, RulesError
 
 # Command groups that live in modules of their own: each has `add_parsers(sub)`, and every parser it adds sets
 # `handler=` (a function taking the parsed args and returning the exit code) through `set_defaults`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "engine.cli_security",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

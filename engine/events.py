@@ -62,11 +62,20 @@ class AlertData(_Model):
     url: str | None = None
 
 
+# Commands whose arguments are secrets: their text is never shown, logged or audited.
+SECRET_COMMANDS = frozenset({"link"})
+
+
 class CommandData(_Model):
     kind: Literal["command"] = "command"
     name: str
     args: tuple[str, ...] = ()
     text: str
+
+    @property
+    def safe_text(self) -> str:
+        """The command as it may be shown: arguments of secret-bearing commands are redacted."""
+        return f"/{self.name} [redacted]" if self.name in SECRET_COMMANDS and self.args else self.text
 
 
 class ButtonData(_Model):

@@ -21,6 +21,7 @@ from engine.alerts import MUTE_DURATIONS, AlertState
 from engine.audit import AuditLog
 from engine.bus import Bus
 from engine.config import Config
+from engine.errors import AuthError
 from engine.events import AlertData, ButtonData, CommandData, Event
 from engine.identity import Directory
 from engine.ids import new_id
@@ -44,7 +45,11 @@ CREATE TABLE IF NOT EXISTS run_trace (
 CREATE INDEX IF NOT EXISTS run_trace_run ON run_trace(run_id);
 """
 
-BUILTIN_COMMANDS = {"help": "list the commands you may run"}
+BUILTIN_COMMANDS = {
+    "help": "list the commands you may run",
+    "whoami": "say which person this account acts for",
+    "link": "bind this account to a person with a one-time token from `herald identity link NAME`",
+}
 # Until commands declare typed arguments, an argument must be a plain word: no shell metacharacters, no option-like
 # leading '-', bounded length. It still reaches the script as one argv element, never through a shell.
 _PLAIN_ARG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/=@+,-]{0,127}")
@@ -76,7 +81,7 @@ def summarize(event: Event) -> str:
         what = " ".join(part for part in (data.name, data.summary and f"— {data.summary}") if part)
         return f"{head} {data.service or '?'}: {what or data.fingerprint}"
     if isinstance(data, CommandData):
-        return f"{_who(event)}: {data.text}"
+        return f"{_who(event)}: {data.safe_text}"
     return f"{_who(event)} pressed {data.action}{' ' + data.arg if data.arg else ''}"
 
 
@@ -123,7 +128,7 @@ class Runtime:
                                     time=event.time.isoformat(), summary=summarize(event)))
         data = event.data
         if isinstance(data, CommandData):
-            await self._audit_publish("command.received", _who(event), event=event.id, text=data.text)
+            await self._audit_publish("command.received", _who(event), event=event.id, text=data.safe_text)
             if data.name in BUILTIN_COMMANDS:
                 await self._builtin(event, data)
                 await self._journal.mark_handled(event.id, _now())
@@ -187,7 +192,8 @@ class Runtime:
             return None
         principal = event.actor.principal if event.actor else None
         if principal is None:
-            return f"/{event.data.name} needs a known person; this account is not linked to one"
+            return (f"/{event.data.name} needs an account linked to a person: ask an admin for a token "
+                    "(`herald identity link NAME`), then send /link TOKEN")
         missing = [role for role in rule.required_roles if role not in self._directory.roles_of(principal)]
         if missing:
             return f"/{event.data.name} requires role {', '.join(missing)}, which {principal} does not have"
@@ -265,6 +271,39 @@ class Runtime:
     async def _builtin(self, event: Event, data: CommandData) -> None:
         if data.name == "help":
             await self._outlets.reply(event.reply_to, Text(self._help_for(event)))
+        elif data.name == "whoami":
+            await self._outlets.reply(event.reply_to, Text(self._whoami(event)))
+        elif data.name == "link":
+            await self._link(event, data)
+
+    def _whoami(self, event: Event) -> str:
+        if event.actor is None:
+            return "This event has no sender."
+        where = f"{event.actor.platform} account {event.actor.account}"
+        principal = event.actor.principal
+        if principal is None:
+            return f"Your {where} is not linked to a person. Ask an admin for `herald identity link NAME`, " \
+                   "then send /link TOKEN."
+        roles = ", ".join(sorted(self._directory.roles_of(principal))) or "none"
+        return f"You are {principal} (roles: {roles}) on {where}."
+
+    async def _link(self, event: Event, data: CommandData) -> None:
+        if event.actor is None or len(data.args) != 1:
+            await self._outlets.reply(event.reply_to, Text("Usage: /link TOKEN (the token from "
+                                                           "`herald identity link NAME`)."))
+            return
+        actor = event.actor
+        try:
+            principal = await self._directory.link(data.args[0], actor.platform, actor.account)
+        except AuthError as exc:
+            await self._audit_publish("identity.link_refused", _who(event), platform=actor.platform,
+                                      account=actor.account, reason=str(exc))
+            await self._outlets.reply(event.reply_to, Text(f"Link refused: {exc}."))
+            return
+        await self._audit_publish("identity.linked", principal, platform=actor.platform, account=actor.account)
+        roles = ", ".join(sorted(self._directory.roles_of(principal))) or "none"
+        await self._outlets.reply(event.reply_to, Text(f"Linked: this {actor.platform} account now acts for "
+                                                       f"{principal} (roles: {roles})."))
 
     def _help_for(self, event: Event) -> str:
         principal = event.actor.principal if event.actor else None
@@ -273,7 +312,7 @@ class Runtime:
             name for name, rules in self.graph.commands().items()
             if principal is not None and any(set(rule.required_roles) <= roles for rule in rules)
         )
-        names = ", ".join(f"/{name}" for name in [*allowed, *BUILTIN_COMMANDS])
+        names = ", ".join(f"/{name}" for name in sorted({*allowed, *BUILTIN_COMMANDS}))
         return f"You can run: {names}."
 
     async def _press(self, event: Event, data: ButtonData) -> None:

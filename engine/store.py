@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -46,9 +46,9 @@ class Database:
 
         await self.call_raw(_open)
 
-    async def call(self, fn: Callable[..., T], *args: object) -> T:
-        """Run `fn(conn, *args)` on the database thread and return its result."""
-        return await self.call_raw(lambda: fn(self._require(), *args))
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(conn, *args, **kwargs)` on the database thread and return its result."""
+        return await self.call_raw(lambda: fn(self._require(), *args, **kwargs))
 
     async def call_raw(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from engine.app import Engine
-from engine.config import Config
+from engine.config import Config, load_config
 from engine.testing import running_engine
 from tests.support import ALICE_TOKEN, BOB_TOKEN, REPO, Alertmanager, free_port, http_url
 
@@ -34,18 +34,41 @@ def rules_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+CONFIG_TOML = f"""
+data_dir = "data"
+rules_dir = "{{rules}}"
+
+[http]
+port = 0
+
+[principals.alice]
+roles = ["admin"]
+chat_tokens = ["{ALICE_TOKEN}"]
+
+[principals.bob]
+roles = ["viewer"]
+chat_tokens = ["{BOB_TOKEN}"]
+
+[principals.carol]
+roles = ["operator"]
+
+[teams.ops]
+members = ["alice"]
+chat_rooms = ["ops"]
+"""
+
+
 @pytest.fixture
-def config(tmp_path: Path, rules_dir: Path) -> Config:
-    return Config.model_validate({
-        "data_dir": str(tmp_path / "data"),
-        "rules_dir": str(rules_dir),
-        "http": {"port": 0},
-        "principals": {
-            "alice": {"roles": ["admin"], "chat_tokens": [ALICE_TOKEN]},
-            "bob": {"roles": ["viewer"], "chat_tokens": [BOB_TOKEN]},
-        },
-        "teams": {"ops": {"members": ["alice"], "chat_rooms": ["ops"]}},
-    }).resolved(tmp_path)
+def config_file(tmp_path: Path, rules_dir: Path) -> Path:
+    """The test installation's config as a real file, for CLI commands run against the same data folder."""
+    path = tmp_path / "herald.toml"
+    path.write_text(CONFIG_TOML.replace("{rules}", str(rules_dir)))
+    return path
+
+
+@pytest.fixture
+def config(config_file: Path) -> Config:
+    return load_config(config_file)
 
 
 @pytest.fixture

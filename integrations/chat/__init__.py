@@ -16,11 +16,13 @@ from aiohttp import WSMsgType, web
 from engine.api import parse_command
 from engine.errors import AuthError
 from engine.events import Actor, Event, ReplyTo
+from engine.identity import CONFIG_ACCOUNT_PREFIX, Directory, device_account
 from engine.ids import new_id
 from engine.outlets import Audience, Notification, OutMessage, Progress, Result, Text
 from engine.plugins import Busy, IntegrationContext, Manifest, Unload
 
 AUTH_TIMEOUT_S = 10.0
+MIN_TOKEN_CHARS = 16
 MAX_FRAME_BYTES = 64 * 1024
 _ROOM = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MAX_ROOMS = 32
@@ -29,7 +31,8 @@ MAX_ROOMS = 32
 @dataclass
 class Session:
     id: str
-    principal: str
+    account: str  # "config:<principal>" for a configured token, else a device account (see engine.identity)
+    principal: str | None  # who the account acted for when last checked; refreshed on every frame
     rooms: frozenset[str]
     ws: web.WebSocketResponse = field(repr=False)
 
@@ -46,13 +49,19 @@ class Session:
 class ChatOutlet:
     platform = "chat"
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Directory) -> None:
         self.sessions: dict[str, Session] = {}
+        self._directory = directory
 
     async def notify(self, audience: Audience, message: Notification | Text) -> int:
         frame = _notification_frame(message) if isinstance(message, Notification) else _text_frame(message, None)
-        targets = [s for s in self.sessions.values()
-                   if s.principal in audience.members or s.rooms.intersection(audience.rooms)]
+        targets = []
+        for session in list(self.sessions.values()):
+            # Rooms are open to linked people only; an unlinked device sees nothing but its own replies.
+            session.principal = await self._directory.resolve("chat", session.account)
+            if session.principal is not None and (
+                    session.principal in audience.members or session.rooms.intersection(audience.rooms)):
+                targets.append(session)
         results = await asyncio.gather(*(s.send(frame) for s in targets))
         return sum(results)
 
@@ -91,7 +100,7 @@ class ChatIntegration:
                         provides=("chat", "trigger:command", "trigger:button"))
 
     async def setup(self, ctx: IntegrationContext) -> Unload:
-        outlet = ChatOutlet()
+        outlet = ChatOutlet(ctx.directory)
         detach = ctx.register_outlet(outlet)
 
         async def chat(request: web.Request) -> web.StreamResponse:
@@ -141,13 +150,20 @@ async def _authenticate(ws: web.WebSocketResponse, ctx: IntegrationContext) -> S
     if not problem and (not isinstance(rooms, list) or len(rooms) > MAX_ROOMS
                         or not all(isinstance(r, str) and _ROOM.fullmatch(r) for r in rooms)):
         problem = f"rooms must be a list of at most {MAX_ROOMS} names like 'ops' (a-z, 0-9, _ and -)"
-    principal = None if problem else ctx.directory.authenticate_chat(frame["token"])
-    if principal is None:
-        await ws.send_json(_error("unauthorized", problem or "unknown chat token"))
+    token = "" if problem else frame["token"]
+    if not problem and len(token) < MIN_TOKEN_CHARS:
+        problem = f"a token has at least {MIN_TOKEN_CHARS} characters"
+    if problem:
+        await ws.send_json(_error("unauthorized", problem))
         await ws.close(code=4401, message=b"unauthorized")
         return None
-    session = Session(id=new_id(), principal=principal, rooms=frozenset(rooms), ws=ws)
-    await ws.send_json({"type": "welcome", "session": session.id, "principal": principal,
+    configured = ctx.directory.authenticate_chat(token)
+    # A configured token is that principal's account; any other secret is a device account of its own, which
+    # can /link itself to a person.
+    account = CONFIG_ACCOUNT_PREFIX + configured if configured else device_account(token)
+    principal = await ctx.directory.resolve("chat", account)
+    session = Session(id=new_id(), account=account, principal=principal, rooms=frozenset(rooms), ws=ws)
+    await ws.send_json({"type": "welcome", "session": session.id, "account": account, "principal": principal,
                         "roles": sorted(ctx.directory.roles_of(principal)), "rooms": sorted(session.rooms)})
     return session
 
@@ -165,7 +181,8 @@ async def _handle_frame(session: Session, ctx: IntegrationContext, raw: str) -> 
     if client_id is not None and not (isinstance(client_id, str) and len(client_id) <= 128):
         await session.send(_error("bad_request", "id must be a string of at most 128 characters"))
         return
-    actor = Actor(platform="chat", account=session.id, principal=session.principal)
+    session.principal = await ctx.directory.resolve("chat", session.account)
+    actor = Actor(platform="chat", account=session.account, principal=session.principal)
     reply_to = ReplyTo(platform="chat", chat=session.id, message_id=client_id)
     kind = frame.get("type")
 

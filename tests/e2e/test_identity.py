@@ -1,0 +1,95 @@
+"""One identity across accounts: an unlinked chat account can only /help, /whoami and /link; a one-time token from
+`herald identity link` binds it to a person; replays, expired tokens and unlinking behave."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from engine import identity
+from engine.app import Engine
+from engine.cli import main as herald
+from engine.testing import ChatClient
+from tests.support import chat_url
+
+DEVICE = "my-laptop-secret-0123456789"
+OTHER_DEVICE = "other-phone-secret-9876543210"
+
+
+def _link_token(config_file: Path, principal: str, capsys: pytest.CaptureFixture[str]) -> str:
+    assert herald(["identity", "link", principal, "--config", str(config_file)]) == 0
+    match = re.search(r"^/link (\S+)$", capsys.readouterr().out, re.MULTILINE)
+    assert match, "herald identity link printed no /link line"
+    return match.group(1)
+
+
+async def _ask(client: ChatClient, text: str) -> str:
+    msg = await client.say(text)
+    frame = await client.wait_for(lambda f: f["type"] in ("reply", "result") and f.get("in_reply_to") == msg)
+    return str(frame["text"])
+
+
+async def test_an_unlinked_account_links_once_with_a_one_time_token(
+    engine: Engine, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with ChatClient.connect(chat_url(engine), DEVICE, rooms=["ops"]) as device:
+        assert device.welcome["principal"] is None and device.welcome["account"].startswith("dev-")
+        assert "not linked" in await _ask(device, "/whoami")
+        assert (await _ask(device, "/backup now")).startswith("Denied: /backup needs an account linked to a person")
+        assert await _ask(device, "/help") == "You can run: /help, /link, /whoami."
+
+        token = _link_token(config_file, "alice", capsys)
+        assert await _ask(device, f"/link {token}") == \
+            "Linked: this chat account now acts for alice (roles: admin)."
+        assert (await _ask(device, "/whoami")).startswith("You are alice (roles: admin)")
+        assert await _ask(device, "/help") == "You can run: /backup, /help, /link, /whoami."
+
+        async with ChatClient.connect(chat_url(engine), OTHER_DEVICE) as other:
+            assert await _ask(other, f"/link {token}") == "Link refused: already used."
+            assert "not linked" in await _ask(other, "/whoami")
+
+    audit = await engine.db.call(lambda c: c.execute("SELECT action, actor, data FROM audit_log").fetchall())
+    assert token not in json.dumps([tuple(row) for row in audit])  # the token itself is never audited
+    actions = [(row["action"], row["actor"]) for row in audit]
+    assert ("identity.linked", "alice") in actions and ("identity.link_issued", "cli") in actions
+    assert any(a == "identity.link_refused" for a, _ in actions)
+
+
+async def test_unlinking_takes_effect_at_once(
+    engine: Engine, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with ChatClient.connect(chat_url(engine), DEVICE) as device:
+        await _ask(device, f"/link {_link_token(config_file, 'bob', capsys)}")
+        assert (await _ask(device, "/whoami")).startswith("You are bob")
+        assert herald(["identity", "unlink", "bob", "--config", str(config_file)]) == 0
+        assert "not linked" in await _ask(device, "/whoami")
+
+
+async def test_expired_forged_and_misdirected_link_tokens_are_refused(engine: Engine) -> None:
+    from engine import keys
+
+    expired, _ = await engine.db.call(identity.issue_link_token, "alice", -5)
+    api_token, _ = await engine.db.call(keys.issue, sub="alice", purpose="api", ttl_s=60)
+    async with ChatClient.connect(chat_url(engine), DEVICE) as device:
+        assert await _ask(device, f"/link {expired}") == "Link refused: token expired."
+        assert await _ask(device, f"/link {expired[:-4]}AAAA") == "Link refused: token is invalid " \
+            "(Signature verification failed)."
+        assert await _ask(device, f"/link {api_token}") == "Link refused: token is not for link."
+        assert "not linked" in await _ask(device, "/whoami")
+
+
+async def test_an_unlinked_account_in_a_team_room_gets_no_notifications(engine: Engine) -> None:
+    from engine.cli_client import alert_payload
+    from tests.integrations.test_webhook import _post
+
+    async with ChatClient.connect(chat_url(engine), DEVICE, rooms=["ops"]) as device, \
+            ChatClient.connect(chat_url(engine), "alice-chat-token-0123456789") as alice:
+        payload = alert_payload({"severity": "critical", "service": "database"}, summary="x", resolved=False)
+        status, _ = await _post(engine, json.dumps(payload).encode())
+        assert status == 200
+        await alice.wait_for(lambda f: f["type"] == "notification")
+        assert await _ask(device, "/whoami")  # a round trip after the notification went out
+    assert not any(f["type"] == "notification" for f in device.frames)

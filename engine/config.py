@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -53,7 +54,8 @@ class Config(_Strict):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     workers: int = Field(default=2, ge=1, le=64)
     api_principal: str | None = None  # whom commands sent with the local API token act as, unless they say
-
+    # Each integration's own section, validated by that integration's config model when it is set up.
+    integrations: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:

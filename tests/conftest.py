@@ -3,21 +3,18 @@ free loopback port, and a real Prometheus Alertmanager posting to it."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from engine.app import Engine
 from engine.config import Config, load_config
 from engine.testing import running_engine
-from tests.support import ALICE_TOKEN, BOB_TOKEN, REPO, Alertmanager, free_port, http_url
+from tests.support import ALICE_TOKEN, BOB_TOKEN, REPO, Alertmanager, http_url, start_alertmanager
 
 
 @pytest.fixture
@@ -96,32 +93,6 @@ receivers:
 @pytest.fixture
 async def alertmanager(tmp_path: Path, engine: Engine) -> AsyncIterator[Alertmanager]:
     """A real Prometheus Alertmanager whose webhook receiver is the engine's /hooks/alertmanager."""
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    assert binary, "prometheus-alertmanager is not installed (bash .ci/setup installs it)"
-    folder = tmp_path / "alertmanager"
-    (folder / "data").mkdir(parents=True)
-    (folder / "am.yml").write_text(ALERTMANAGER_CONFIG.format(hook=f"{http_url(engine)}/hooks/alertmanager"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(folder / "am.log", "wb")
-    process = subprocess.Popen(
-        [binary, f"--config.file={folder / 'am.yml'}", f"--storage.path={folder / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", f"--web.external-url={url}"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
-    try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(200):
-                try:
-                    async with session.get(f"{url}/-/ready") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert process.poll() is None, (folder / "am.log").read_text()
-                await asyncio.sleep(0.05)
-        yield Alertmanager(url, process)
-    finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
+    config = ALERTMANAGER_CONFIG.format(hook=f"{http_url(engine)}/hooks/alertmanager")
+    async with start_alertmanager(tmp_path, config) as am:
+        yield am

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import socket
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -39,3 +44,36 @@ class Alertmanager:
         async with aiohttp.ClientSession() as session:
             async with session.post(f"{self.url}/api/v2/alerts", json=alerts) as response:
                 assert response.status == 200, await response.text()
+
+
+@asynccontextmanager
+async def start_alertmanager(folder: Path, config_yaml: str) -> AsyncIterator[Alertmanager]:
+    """Run a real Prometheus Alertmanager (clustering off, a free port) with this config until the block ends."""
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    assert binary, "prometheus-alertmanager is not installed (bash .ci/setup installs it)"
+    folder = folder / "alertmanager"
+    (folder / "data").mkdir(parents=True)
+    (folder / "am.yml").write_text(config_yaml)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(folder / "am.log", "wb") as log:
+        process = subprocess.Popen(
+            [binary, f"--config.file={folder / 'am.yml'}", f"--storage.path={folder / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", f"--web.external-url={url}"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                for _ in range(200):
+                    try:
+                        async with session.get(f"{url}/-/ready") as response:
+                            if response.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    assert process.poll() is None, (folder / "am.log").read_text()
+                    await asyncio.sleep(0.05)
+            yield Alertmanager(url, process)
+        finally:
+            process.terminate()
+            process.wait(10)

@@ -1,7 +1,9 @@
 """Webhooks that turn monitoring alerts into events: `POST /hooks/alertmanager` (Alertmanager payload v4).
 
-A body is accepted whole or not at all: it is parsed and validated first, then every alert in it is journaled in one
-transaction, and only then does the sender get 200. Bad input gets a 4xx with a JSON reason and nothing is stored.
+A sender is authenticated first (integrations/webhook/auth.py). A body is accepted whole or not at all: it is
+parsed and validated, then every alert in it is journaled in one transaction, and only then does the sender get 200.
+Bad input gets a 4xx with a JSON reason and nothing is stored: 401/403 (authentication), 413 (too large), 415 (not
+JSON), 400 (not parseable JSON), 422 (JSON, but not an Alertmanager payload).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import logging
 from aiohttp import web
 from pydantic import ValidationError
 
+from engine.errors import ConfigError
 from engine.plugins import IntegrationContext, Manifest, Unload
 from integrations.webhook.alertmanager import AmPayload, to_events
+from integrations.webhook.auth import Authenticator, Refused, WebhookConfig
 
 log = logging.getLogger("herald.webhook")
 
@@ -34,7 +38,17 @@ class WebhookIntegration:
                         provides=("trigger:alert",))
 
     async def setup(self, ctx: IntegrationContext) -> Unload:
+        try:
+            config = WebhookConfig.model_validate(ctx.config.integrations.get("webhook", {}))
+        except ValidationError as exc:
+            raise ConfigError(f"integrations.webhook: {_describe(exc)}") from None
+        authenticator = Authenticator(config.alertmanager, allow_loopback=config.allow_unauthenticated_loopback)
+
         async def alertmanager(request: web.Request) -> web.Response:
+            try:
+                authenticator.check_headers(request.headers, request.remote)
+            except Refused as exc:
+                return _reject(exc.status, exc.reason)
             if request.content_type != "application/json":
                 return _reject(415, f"expected Content-Type application/json, got {request.content_type or 'none'}")
             try:
@@ -42,13 +56,17 @@ class WebhookIntegration:
             except web.HTTPRequestEntityTooLarge:
                 return _reject(413, f"body larger than {ctx.config.http.max_body_bytes} bytes")
             try:
+                authenticator.check_body(request.headers, body)
+            except Refused as exc:
+                return _reject(exc.status, exc.reason)
+            try:
                 raw = json.loads(body)
             except (ValueError, UnicodeDecodeError) as exc:
                 return _reject(400, f"body is not valid JSON: {exc}")
             try:
                 payload = AmPayload.model_validate(raw)
             except ValidationError as exc:
-                return _reject(400, f"not an Alertmanager webhook payload (version 4): {_describe(exc)}")
+                return _reject(422, f"not an Alertmanager webhook payload (version 4): {_describe(exc)}")
             events = to_events(payload, source="alertmanager")
             await ctx.submit(events)
             return web.json_response({"accepted": len(events), "events": [e.id for e in events]})

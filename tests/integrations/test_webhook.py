@@ -56,10 +56,10 @@ async def test_every_alert_in_a_payload_is_one_event(engine: Engine) -> None:
 
 @pytest.mark.parametrize(("body", "content_type", "status", "reason"), [
     (b"{not json", "application/json", 400, "not valid JSON"),
-    (b'{"version": "4", "status": "firing", "alerts": []}', "application/json", 400, "alerts"),
-    (b'{"version": "3", "status": "firing", "alerts": [{}]}', "application/json", 400, "version"),
-    (b"[1, 2]", "application/json", 400, "Alertmanager"),
-    (FIRING.replace(b'"fingerprint":"1751650d45bf7d6b"', b'"fingerprint":""'), "application/json", 400,
+    (b'{"version": "4", "status": "firing", "alerts": []}', "application/json", 422, "alerts"),
+    (b'{"version": "3", "status": "firing", "alerts": [{}]}', "application/json", 422, "version"),
+    (b"[1, 2]", "application/json", 422, "Alertmanager"),
+    (FIRING.replace(b'"fingerprint":"1751650d45bf7d6b"', b'"fingerprint":""'), "application/json", 422,
      "fingerprint"),
     (FIRING, "text/plain", 415, "application/json"),
 ])

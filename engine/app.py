@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
@@ -20,8 +21,8 @@ from engine.alerts import AlertState
 from engine.api import API_PURPOSE, StreamOutlet, add_routes
 from engine.audit import AuditLog
 from engine.bus import Bus
-from engine.config import Config
-from engine.errors import AuthError
+from engine.config import Config, HttpConfig
+from engine.errors import AuthError, ConfigError
 from engine.events import Actor, ButtonData, Event, ReplyTo
 from engine.identity import Directory
 from engine.journal import Journal
@@ -41,6 +42,19 @@ LOCAL_OPERATOR = "local-operator"
 LOCAL_TOKEN_TTL_S = 30 * 24 * 3600
 EVENT_QUEUE_SIZE = 10_000
 RECENT_ON_START = 200
+
+
+def tls_context(http: HttpConfig) -> ssl.SSLContext | None:
+    """TLS 1.2 or newer with the configured certificate, or None for plain HTTP."""
+    if http.tls_cert is None or http.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(http.tls_cert, http.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot use TLS certificate {http.tls_cert} / key {http.tls_key}: {exc}") from None
+    return context
 
 
 class Engine:
@@ -123,7 +137,8 @@ class Engine:
             log.info("integration %s loaded", integration.manifest.name)
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port)
+        site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port,
+                           ssl_context=tls_context(self.config.http))
         await site.start()
         self.port = self._runner.addresses[0][1]
         await self._issue_local_api_token()

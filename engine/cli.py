@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rules", type=Path, metavar="DIR", help="rules folder (default: rules)")
     run.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
     run.add_argument("--port", type=int, help="port to listen on (default: 8470; 0 picks a free one)")
+    run.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve HTTPS/WSS with this certificate (PEM)")
+    run.add_argument("--tls-key", type=Path, metavar="FILE", help="the certificate's private key (PEM)")
     run.add_argument("-v", "--verbose", action="store_true", help="log debug details")
 
     check = sub.add_parser("check", help="compile rule files and print every problem",
@@ -148,7 +150,12 @@ def _run(args: argparse.Namespace) -> int:
     from engine.rules import compile_paths
 
     config = load_for(args, rules=args.rules)
-    http = config.http.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
+    overrides = (("host", args.host), ("port", args.port), ("tls_cert", args.tls_cert and args.tls_cert.resolve()),
+                 ("tls_key", args.tls_key and args.tls_key.resolve()))
+    http = config.http.model_copy(update={k: v for k, v in overrides if v is not None})
+    if (http.tls_cert is None) != (http.tls_key is None):
+        print("herald: --tls-cert and --tls-key go together", file=sys.stderr)
+        return EXIT_USAGE
     config = config.model_copy(update={"http": http})
     result = compile_paths([config.rules_dir], config)
     if result.graph is None:
@@ -164,8 +171,10 @@ def _run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         try:
             await engine.start()
-            print(f"Herald is ready: http://{config.http.host}:{engine.port}  (chat: ws://{config.http.host}:"
-                  f"{engine.port}/chat, rules: {len(result.graph.rules)}, data: {config.data_dir})", flush=True)
+            scheme = "https" if http.tls_cert else "http"
+            print(f"Herald is ready: {scheme}://{http.host}:{engine.port}  (chat: {scheme.replace('http', 'ws')}://"
+                  f"{http.host}:{engine.port}/chat, rules: {len(result.graph.rules)}, data: {config.data_dir})",
+                  flush=True)
             await stop.wait()
         finally:
             await engine.stop()

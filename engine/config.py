@@ -41,6 +41,15 @@ class HttpConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8470, ge=0, le=65535)
     max_body_bytes: int = Field(default=1 << 20, gt=0)
+    # Serve HTTPS and WSS (TLS 1.2 or newer) with this certificate chain and key (PEM files).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("http.tls_cert and http.tls_key go together")
+        return self
 
 
 class Config(_Strict):
@@ -88,8 +97,13 @@ class Config(_Strict):
         """Return a copy whose paths are absolute, relative ones taken from `base`."""
         rules = (base / self.rules_dir).resolve()
         scripts = (base / self.scripts_dir).resolve() if self.scripts_dir else rules / "scripts"
+        http = self.http
+        if http.tls_cert is not None and http.tls_key is not None:
+            http = http.model_copy(update={"tls_cert": (base / http.tls_cert).resolve(),
+                                           "tls_key": (base / http.tls_key).resolve()})
         return self.model_copy(
-            update={"data_dir": (base / self.data_dir).resolve(), "rules_dir": rules, "scripts_dir": scripts}
+            update={"data_dir": (base / self.data_dir).resolve(), "rules_dir": rules, "scripts_dir": scripts,
+                    "http": http}
         )
 
 

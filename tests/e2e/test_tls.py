@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -54,7 +55,7 @@ async def test_https_and_wss_work_with_tls_1_2_and_newer(tls_engine: Engine, cer
                 assert response.status == 200
                 assert (await response.json())["status"] == "running"
     async with websockets.connect(f"wss://127.0.0.1:{tls_engine.port}/chat", ssl=_client_context(cert)) as ws:
-        await ws.send('{"type": "auth", "token": "%s"}' % ALICE_TOKEN)
+        await ws.send(json.dumps({"type": "auth", "token": ALICE_TOKEN}))
         assert '"welcome"' in await ws.recv()
 
 

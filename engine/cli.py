@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from engine.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_args, load_for
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     show = audit_sub.add_parser("show", help="print the audit log")
     add_config_args(show)
     show.add_argument("--last", type=int, default=50, metavar="N", help="how many of the newest entries")
+    show.add_argument("--since", type=_since, metavar="WHEN",
+                      help="only entries from this time on: an ISO time (2026-11-27T10:00) or an age (30m, 2h, 7d)")
 
     tui = sub.add_parser("tui", help="open the terminal UI on a running engine")
     add_config_args(tui)
@@ -183,6 +186,19 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _since(text: str) -> str:
+    """An ISO time or an age like 30m / 2h / 7d, as the UTC ISO string audit times compare against."""
+    from engine.cli_security import parse_duration
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        when = datetime.now(UTC) - timedelta(seconds=parse_duration(text))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 def _audit(args: argparse.Namespace) -> int:
     from engine.audit import verify_chain
     from engine.store import DB_NAME, connect
@@ -202,7 +218,9 @@ def _audit(args: argparse.Namespace) -> int:
             print(f"audit log BROKEN at entry {result.first_bad_seq}: {result.reason} "
                   f"({result.entries} entries verified before it)", file=sys.stderr)
             return EXIT_FAILED
-        rows = conn.execute("SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?", (args.last,)).fetchall()
+        since = args.since or "0000"
+        rows = conn.execute("SELECT * FROM audit_log WHERE time >= ? ORDER BY seq DESC LIMIT ?",
+                            (since, args.last)).fetchall()
         for row in reversed(rows):
             print(f"{row['seq']:>6} {row['time']} {row['action']:<18} {row['actor']:<14} {row['data']}")
         return EXIT_OK

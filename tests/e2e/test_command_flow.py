@@ -114,3 +114,15 @@ async def test_audit_verify_notices_a_deleted_entry(engine: Engine, config: Conf
         conn.execute("DELETE FROM audit_log WHERE seq = 2")
     broken = _herald("audit", "verify", "--data", str(config.data_dir))
     assert broken.returncode == 1 and "entry 2 is missing" in broken.stderr
+
+
+async def test_audit_show_since_filters_by_time(engine: Engine, config: Config) -> None:
+    async with ChatClient.connect(chat_url(engine), BOB_TOKEN) as bob:
+        msg = await bob.say("/help")
+        await bob.wait_for(lambda f: f["type"] == "reply" and f["in_reply_to"] == msg)
+    recent = _herald("audit", "show", "--since", "10m", "--data", str(config.data_dir))
+    assert recent.returncode == 0 and "command.received" in recent.stdout and "engine.started" in recent.stdout
+    future = _herald("audit", "show", "--since", "2999-01-01T00:00", "--data", str(config.data_dir))
+    assert future.returncode == 0 and future.stdout == ""
+    bad = _herald("audit", "show", "--since", "yesterday", "--data", str(config.data_dir))
+    assert bad.returncode == 2 and "not a duration" in bad.stderr

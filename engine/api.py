@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from engine import keys
+from engine.commands import CommandTextError, parse_command
 from engine.errors import AuthError
-from engine.events import Actor, CommandData, Event, ReplyTo
+from engine.events import Actor, Event, ReplyTo
 from engine.ids import new_id
 from engine.outlets import Audience, Notification, OutMessage, Progress, Result, Text
 from engine.snapshots import AuditView, EventView, RunView, TaskView
@@ -29,15 +30,6 @@ log = logging.getLogger("herald.api")
 
 API_PURPOSE = "api"
 _UPDATE_TYPES = {EventView: "event", RunView: "run", TaskView: "task", AuditView: "audit"}
-
-
-def parse_command(text: str) -> CommandData | None:
-    """`/backup now` -> CommandData(name="backup", args=("now",)); None when the text is not a command."""
-    text = text.strip()
-    if not text.startswith("/") or len(text) < 2:
-        return None
-    name, *args = text[1:].split()
-    return CommandData(name=name.lower(), args=tuple(args), text=text)
 
 
 def json_error(status: int, reason: str) -> web.Response:
@@ -127,7 +119,11 @@ async def _inbound(
         await ws.send_json({"type": "error", "message": str(exc)})
         return
     client_id = str(frame.get("id") or new_id())
-    command = parse_command(frame["text"])
+    try:
+        command = parse_command(frame["text"])
+    except CommandTextError as exc:
+        await ws.send_json({"type": "reply", "id": client_id, "text": f"Refused: {exc}.", "final": True})
+        return
     if command is None:
         await ws.send_json({"type": "reply", "id": client_id, "text": "Commands start with '/'; try /help."})
         return

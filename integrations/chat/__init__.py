@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
-from engine.api import parse_command
+from engine.commands import CommandTextError, parse_command
 from engine.errors import AuthError
 from engine.events import Actor, Event, ReplyTo
 from engine.identity import CONFIG_ACCOUNT_PREFIX, Directory, device_account
@@ -192,7 +192,11 @@ async def _handle_frame(session: Session, ctx: IntegrationContext, raw: str) -> 
 
     try:
         if kind == "message" and isinstance(frame.get("text"), str):
-            command = parse_command(frame["text"])
+            try:
+                command = parse_command(frame["text"])
+            except CommandTextError as exc:
+                await session.send(_error("bad_request", str(exc), client_id))
+                return
             if command is None:
                 await session.send(_text_frame(Text("I only understand commands, like /help."), client_id))
                 return

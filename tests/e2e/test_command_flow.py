@@ -7,6 +7,8 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
+
 from engine.app import Engine
 from engine.config import Config
 from engine.store import DB_NAME
@@ -126,3 +128,19 @@ async def test_audit_show_since_filters_by_time(engine: Engine, config: Config) 
     assert future.returncode == 0 and future.stdout == ""
     bad = _herald("audit", "show", "--since", "yesterday", "--data", str(config.data_dir))
     assert bad.returncode == 2 and "not a duration" in bad.stderr
+
+
+@pytest.mark.parametrize(("text", "refusal"), [
+    ("/backup ; rm -rf /", "Rejected: argument ';' is not allowed"),
+    ("/backup $(id)", "Rejected: argument '$(id)' is not allowed"),
+    ("/backup `id`", "Rejected: argument '`id`' is not allowed"),
+    ("/backup --force", "Rejected: argument '--force' is not allowed"),
+    ("/backup now\nrm -rf /", "a command is one line of printable text"),
+    ("/backup now\x00x", "a command is one line of printable text"),
+])
+async def test_injection_attempts_are_refused_before_anything_runs(engine: Engine, text: str, refusal: str) -> None:
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        msg = await alice.say(text)
+        answer = await alice.wait_for(lambda f: f.get("in_reply_to") == msg and f["type"] in ("reply", "error"))
+    assert refusal in (answer.get("text") or answer.get("message"))
+    assert await engine.tasks.recent(10) == []

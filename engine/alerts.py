@@ -58,7 +58,7 @@ class AlertState:
                 for label, action, arg in ALERT_BUTTONS
             )
 
-        return await self._db.call(_sign)
+        return await self._db.write(_sign)
 
     async def redeem(self, button_id: str) -> ButtonBinding:
         """Verify a pressed button and use it up; AuthError (forged, altered, expired, replayed) otherwise."""
@@ -79,7 +79,7 @@ class AlertState:
                 raise AuthError("this button was already pressed") from None
             return binding
 
-        return await self._db.call(_redeem)
+        return await self._db.write(_redeem)
 
     async def acknowledge(self, fingerprint: str, by: str) -> str | None:
         """Record an acknowledgement; return who had already acknowledged it, if anyone."""
@@ -97,11 +97,11 @@ class AlertState:
             )
             return None
 
-        return await self._db.call(_ack)
+        return await self._db.write(_ack)
 
     async def mute(self, fingerprint: str, by: str, duration: timedelta) -> datetime:
         until = datetime.now(UTC) + duration
-        await self._db.call(
+        await self._db.write(
             lambda conn: conn.execute(
                 "INSERT INTO alert_state (fingerprint, muted_until, muted_by) VALUES (?, ?, ?) "
                 "ON CONFLICT(fingerprint) DO UPDATE SET muted_until = excluded.muted_until, "
@@ -123,6 +123,6 @@ class AlertState:
 
     async def resolved(self, fingerprint: str) -> None:
         """A resolved alert forgets its acknowledgement and mute, so the next firing is news again."""
-        await self._db.call(
+        await self._db.write(
             lambda conn: conn.execute("DELETE FROM alert_state WHERE fingerprint = ?", (fingerprint,))
         )

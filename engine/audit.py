@@ -51,21 +51,22 @@ def _view(row: sqlite3.Row) -> AuditView:
 
 
 def append_row(conn: sqlite3.Connection, action: str, actor: str, data: dict[str, Any]) -> AuditView:
-    """Append one entry inside its own transaction (the caller must be on the database thread)."""
+    """Append one entry inside its own transaction (for the CLI, which has no group writer)."""
+    return transaction(conn, lambda c: append_entry(c, action, actor, data))
 
-    def _append(conn: sqlite3.Connection) -> AuditView:
-        last = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (last["seq"] + 1, last["hash"]) if last else (1, GENESIS)
-        time = datetime.now(UTC).isoformat(timespec="microseconds")
-        body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-        digest = _digest(prev, seq, time, action, actor, body)
-        conn.execute(
-            "INSERT INTO audit_log (seq, time, action, actor, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (seq, time, action, actor, body, prev, digest),
-        )
-        return AuditView(seq=seq, time=time, action=action, actor=actor, summary=_summary(data))
 
-    return transaction(conn, _append)
+def append_entry(conn: sqlite3.Connection, action: str, actor: str, data: dict[str, Any]) -> AuditView:
+    """Append one entry within the caller's transaction (reading the head and writing the next link together)."""
+    last = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev = (last["seq"] + 1, last["hash"]) if last else (1, GENESIS)
+    time = datetime.now(UTC).isoformat(timespec="microseconds")
+    body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    digest = _digest(prev, seq, time, action, actor, body)
+    conn.execute(
+        "INSERT INTO audit_log (seq, time, action, actor, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (seq, time, action, actor, body, prev, digest),
+    )
+    return AuditView(seq=seq, time=time, action=action, actor=actor, summary=_summary(data))
 
 
 class AuditLog:
@@ -73,7 +74,7 @@ class AuditLog:
         self._db = db
 
     async def append(self, action: str, actor: str, **data: Any) -> AuditView:
-        return await self._db.call(append_row, action, actor, data)
+        return await self._db.write(append_entry, action, actor, data)
 
     async def recent(self, limit: int) -> list[AuditView]:
         rows = await self._db.call(

@@ -16,7 +16,7 @@ from typing import Any
 from engine import keys
 from engine.config import Config
 from engine.errors import AuthError
-from engine.store import Database, transaction
+from engine.store import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS linked_accounts (
@@ -117,8 +117,7 @@ class Directory:
         if account.startswith(CONFIG_ACCOUNT_PREFIX):
             raise AuthError("this account is bound by the config and cannot be relinked")
         known = frozenset(self._roles)
-        return await self._db.call(
-            lambda conn: transaction(conn, lambda c: redeem_link_token(c, token, platform, account, known)))
+        return await self._db.write(redeem_link_token, token, platform, account, known)
 
     def roles_of(self, principal: str | None) -> frozenset[str]:
         if principal is None:

@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from engine.events import Event
-from engine.store import Database, transaction
+from engine.store import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -31,16 +31,16 @@ class Journal:
         self._db = db
 
     async def accept(self, events: Sequence[Event]) -> None:
-        """Commit all of `events` in one transaction (all or none), durably."""
+        """Commit all of `events` together (all or none), durably; concurrent accepts share one commit."""
         rows = [(e.id, e.kind, e.source, e.time.isoformat(), e.model_dump_json()) for e in events]
 
         def _insert(conn: sqlite3.Connection) -> None:
             conn.executemany("INSERT INTO events (id, kind, source, time, body) VALUES (?, ?, ?, ?, ?)", rows)
 
-        await self._db.call(lambda conn: transaction(conn, _insert))
+        await self._db.write(_insert)
 
     async def mark_handled(self, event_id: str, when: str) -> None:
-        await self._db.call(
+        await self._db.write(
             lambda conn: conn.execute(
                 "UPDATE events SET status = 'handled', handled_time = ? WHERE id = ?", (when, event_id)
             )

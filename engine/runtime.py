@@ -202,7 +202,7 @@ class Runtime:
     async def _enter(self, run: RuleRun, state: RunState, detail: str = "") -> None:
         time = _now()
         row = (run.run_id, state.value, time, run.event.id, run.rule.name, detail)
-        await self._db.call(lambda conn: conn.execute("INSERT INTO run_trace VALUES (?, ?, ?, ?, ?, ?)", row))
+        await self._db.write(lambda conn: conn.execute("INSERT INTO run_trace VALUES (?, ?, ?, ?, ?, ?)", row))
         self._bus.publish(RunView(run_id=run.run_id, event_id=run.event.id, rule=run.rule.name,
                                   state=state.value, time=time, detail=detail))
         if isinstance(run.event.data, CommandData):
@@ -259,7 +259,7 @@ class Runtime:
             text += f": {task.error}"
         time = _now()
         row = (task.run_id, RunState.REPORT_RESULT.value, time, task.event_id, task.rule, text)
-        await self._db.call(lambda conn: conn.execute("INSERT INTO run_trace VALUES (?, ?, ?, ?, ?, ?)", row))
+        await self._db.write(lambda conn: conn.execute("INSERT INTO run_trace VALUES (?, ?, ?, ?, ?, ?)", row))
         self._bus.publish(RunView(run_id=task.run_id, event_id=task.event_id, rule=task.rule,
                                   state=RunState.REPORT_RESULT.value, time=time, detail=text))
         await self._outlets.reply(task.reply_to, Progress(task.run_id, task.rule, RunState.REPORT_RESULT.value, text))

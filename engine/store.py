@@ -1,7 +1,9 @@
-"""The one door to SQLite: a single connection owned by a single thread.
+"""The one door to SQLite: a single connection owned by a single thread, with group commit.
 
-sqlite3 is blocking, so every query runs through `Database.call` on a dedicated worker thread; the event loop never
-touches the connection. One writer also means transactions never contend with each other.
+sqlite3 is blocking, so every query runs on a dedicated worker thread; the event loop never touches the connection.
+Writes go through `Database.write`: writes that arrive while a commit is in progress are gathered and committed
+together in the next transaction, so under load one fsync makes many writes durable (group commit), and each caller
+still learns only after its own write is durable.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class Database:
         self.path = data_dir / DB_NAME
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="herald-db")
         self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._committer: asyncio.Future[None] | None = None
+        self.commits = 0  # transactions committed by `write` (for benchmarks and tests)
 
     async def open(self, schemas: Iterable[str]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +54,50 @@ class Database:
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(conn, *args, **kwargs)` on the database thread and return its result."""
         return await self.call_raw(lambda: fn(self._require(), *args, **kwargs))
+
+    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn(conn, ...)` inside a transaction, grouped with concurrent writes; return once it is durable.
+
+        `fn` must not open a transaction itself. If a grouped transaction fails, each of its writes is retried on its
+        own, so one bad write fails only its own caller.
+        """
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((lambda conn: fn(conn, *args, **kwargs), future))
+        if self._committer is None or self._committer.done():
+            # A task of its own, not the caller's: a cancelled caller must not strand the writes gathered behind it.
+            self._committer = asyncio.ensure_future(self._commit_pending())
+        return await future
+
+    async def _commit_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            works = [work for work, _ in batch]
+            outcomes = await self.call_raw(lambda: self._commit_batch(works))  # noqa: B023 - awaited right here
+            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    def _commit_batch(self, works: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
+        conn = self._require()
+        try:
+            results = transaction(conn, lambda c: [work(c) for work in works])
+            self.commits += 1
+            return [(True, result) for result in results]
+        except Exception as exc:
+            if len(works) == 1:
+                return [(False, exc)]
+        outcomes: list[tuple[bool, Any]] = []
+        for work in works:  # isolate the failing write(s)
+            try:
+                outcomes.append((True, transaction(conn, work)))
+                self.commits += 1
+            except Exception as exc:
+                outcomes.append((False, exc))
+        return outcomes
 
     async def call_raw(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)

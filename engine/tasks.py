@@ -92,7 +92,7 @@ class TaskQueue:
         self._wakeup = asyncio.Event()
 
     async def enqueue(self, task: TaskRecord) -> None:
-        await self._db.call(_save, task)
+        await self._db.write(_save, task)
         self._on_change(task)
         self._wakeup.set()
 
@@ -100,7 +100,7 @@ class TaskQueue:
         """Wait for the oldest pending task and mark it running (atomically on the database thread)."""
         while True:
             self._wakeup.clear()
-            task = await self._db.call(self._claim_oldest)
+            task = await self._db.write(self._claim_oldest)
             if task is not None:
                 self._on_change(task)
                 return task
@@ -119,7 +119,7 @@ class TaskQueue:
         return task
 
     async def update(self, task: TaskRecord) -> None:
-        await self._db.call(_save, task)
+        await self._db.write(_save, task)
         self._on_change(task)
 
     async def get(self, task_id: str) -> TaskRecord | None:
@@ -143,7 +143,7 @@ class TaskQueue:
                 failed.append(task)
             return failed
 
-        return await self._db.call(_recover)
+        return await self._db.write(_recover)
 
     async def recent(self, limit: int) -> list[TaskRecord]:
         rows = await self._db.call(

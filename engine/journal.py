@@ -39,8 +39,10 @@ class Journal:
 
         await self._db.write(_insert)
 
-    async def mark_handled(self, event_id: str, when: str) -> None:
-        await self._db.write(
+    def mark_handled(self, event_id: str, when: str) -> None:
+        """Record that every rule run of the event was handed off. It rides along with the next commit instead of
+        waiting for one: losing it in a crash means the event is replayed on start."""
+        self._db.write_soon(
             lambda conn: conn.execute(
                 "UPDATE events SET status = 'handled', handled_time = ? WHERE id = ?", (when, event_id)
             )

@@ -131,7 +131,7 @@ class Runtime:
             await self._audit_publish("command.received", _who(event), event=event.id, text=data.safe_text)
             if data.name in BUILTIN_COMMANDS:
                 await self._builtin(event, data)
-                await self._journal.mark_handled(event.id, _now())
+                self._journal.mark_handled(event.id, _now())
                 return
         elif isinstance(data, ButtonData):
             await self._press(event, data)
@@ -146,7 +146,7 @@ class Runtime:
                 await self._run(RuleRun(new_id(), rule, event))
             except Exception:
                 log.exception("rule %s failed on event %s", rule.name, event.id)
-        await self._journal.mark_handled(event.id, _now())
+        self._journal.mark_handled(event.id, _now())
 
     # -- the state machine -------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ still learns only after its own write is durable.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 DB_NAME = "herald.db"
+log = logging.getLogger("herald.store")
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -68,6 +70,16 @@ class Database:
             self._committer = asyncio.ensure_future(self._commit_pending())
         return await future
 
+    def write_soon(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Queue a write for the next group commit without waiting for it (bookkeeping nobody waits on, such as
+        marking an event handled). A failure is logged; the returned future may be awaited or ignored."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_log_failure)
+        self._pending.append((lambda conn: fn(conn, *args), future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.ensure_future(self._commit_pending())
+        return future
+
     async def _commit_pending(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
@@ -112,6 +124,11 @@ class Database:
             await self.call_raw(self._conn.close)
             self._conn = None
         self._executor.shutdown(wait=True)
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("a deferred database write failed", exc_info=future.exception())
 
 
 def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:

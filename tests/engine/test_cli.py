@@ -74,8 +74,9 @@ def test_run_serves_healthz_accepts_a_sent_alert_and_stops_on_sigterm(workdir: P
     try:
         deadline = time.monotonic() + 30
         while True:
-            probe = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/healthz"], capture_output=True, text=True)
-            if probe.stdout:
+            probe = subprocess.run(["curl", "-s", "-f", f"http://127.0.0.1:{port}/healthz"], capture_output=True,
+                                   text=True)
+            if probe.returncode == 0:  # 200: running (it answers 503 "starting" before that)
                 break
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
             assert time.monotonic() < deadline, "herald run did not become healthy"

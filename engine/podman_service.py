@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import os
 import pwd
@@ -20,6 +21,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,11 +31,18 @@ from podman import PodmanClient
 
 from engine.errors import SandboxUnavailable
 
-__all__ = ["PodmanService", "UserInfo", "ping", "socket_url_for", "user_info"]
+__all__ = ["PodmanService", "UserInfo", "build_image", "image_exists", "ping", "podman_as", "socket_url_for",
+           "user_info"]
 
 log = logging.getLogger(__name__)
 
 SETUP_HINT = "run `bash .ci/setup-sandbox` as root"
+IMAGE_HINT = "run `herald sandbox image build` as root"
+BUSYBOX = "/bin/busybox"  # busybox-static: one file, no libraries, so the image needs nothing else
+# The applets a shell script commonly needs; busybox sh runs its other applets internally anyway, but
+# `command -v`, `env foo` and exec-by-path need a real file.
+APPLETS = ("sh cat echo ls id date sleep head tail wc grep sed tr printf env mkdir rm cp mv df du touch true "
+           "false test expr cut sort uniq").split()
 INSTALL_HINT = "apt-get install podman runc uidmap slirp4netns"
 ROOTFUL_SOCKET = "/run/podman/podman.sock"
 _SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -291,3 +300,63 @@ class PodmanService:
         if self._stderr is not None:
             self._stderr.close()
         self._proc, self._stderr = None, None
+
+
+def podman_as(user: str | None, args: list[str], *, stdin: bytes | None = None,
+              timeout_s: float = 120) -> subprocess.CompletedProcess[bytes]:
+    """Blocking: run the podman CLI as `user` (None = us) with the same environment the service gets."""
+    info = user_info(user)
+    env = {"PATH": _SAFE_PATH, "HOME": info.home, "USER": info.name, "LOGNAME": info.name}
+    if info.uid != 0:
+        sock = _socket_path(socket_url_for(user))
+        runtime_dir = os.path.dirname(os.path.dirname(sock))
+        _ensure_private_dir(runtime_dir, info)
+        env["XDG_RUNTIME_DIR"] = runtime_dir
+    switch = not info.is_current
+    return subprocess.run(
+        ["podman", *args], input=stdin, capture_output=True, env=env, cwd="/", timeout=timeout_s, check=False,
+        user=info.uid if switch else None, group=info.gid if switch else None, extra_groups=[] if switch else None,
+    )
+
+
+def image_exists(user: str | None, image: str) -> bool:
+    return podman_as(user, ["image", "exists", image]).returncode == 0
+
+
+def build_image(user: str | None, image: str, *, force: bool = False) -> str:
+    """Blocking: import the minimal sandbox image (static busybox + applet links) into `user`'s store.
+
+    The one place the image is made: `herald sandbox image build` and .ci/setup-sandbox both call this.
+    Returns what was done, for people; raises SandboxUnavailable with the fix when it cannot.
+    """
+    if shutil.which("podman", path=_SAFE_PATH) is None:
+        raise SandboxUnavailable(f"podman is not installed: {INSTALL_HINT}")
+    if not os.path.isfile(BUSYBOX):
+        raise SandboxUnavailable(f"{BUSYBOX} is missing: apt-get install busybox-static")
+    info = user_info(user)
+    if not info.is_current and os.geteuid() != 0:
+        raise SandboxUnavailable(f"building the image in the store of {info.name!r} needs root: {IMAGE_HINT}")
+    if not force and image_exists(user, image):
+        return f"image {image} exists in the store of {info.name} (use --force to rebuild it)"
+    with open(BUSYBOX, "rb") as fh:
+        busybox = fh.read()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        # uid/gid 0: inside the user namespace that is container root (= the sandbox user on the host).
+        for name, mode in (("bin", 0o755), ("tmp", 0o1777), ("scripts", 0o755)):
+            entry = tarfile.TarInfo(name)
+            entry.type, entry.mode = tarfile.DIRTYPE, mode
+            tar.addfile(entry)
+        entry = tarfile.TarInfo("bin/busybox")
+        entry.size, entry.mode = len(busybox), 0o755
+        tar.addfile(entry, io.BytesIO(busybox))
+        for applet in APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    done = podman_as(user, ["import", "--quiet", "--change", 'CMD ["/bin/sh"]', "-", image], stdin=buf.getvalue())
+    if done.returncode != 0:
+        raise SandboxUnavailable(
+            f"podman import of {image} as {info.name} failed: {done.stderr.decode(errors='replace').strip()[-600:]}"
+        )
+    return f"image {image} built in the store of {info.name}: busybox-static and {len(APPLETS)} applet links"

@@ -1,9 +1,14 @@
 """Run an operator's shell script in a locked-down, throw-away rootless Podman container.
 
-Each run gets a fresh container from a tiny busybox image: no network, no capabilities, a read-only
-root, a small noexec /tmp, the scripts folder mounted read-only, rlimits, and a wall-clock timeout
-that SIGKILLs it. The container runs under an unprivileged host user (`sandboxer`), so even an
-escape lands in an account that owns nothing.
+Each run gets a fresh container from a tiny busybox image: no network (unless the run opts in), no
+capabilities, a read-only root, a small noexec /tmp, the scripts folder mounted read-only, memory, pids
+and CPU limits (cgroups where the host allows them, rlimits otherwise: see `plan_limits`), and a
+wall-clock timeout that SIGKILLs it. The container runs under an unprivileged host user (`sandboxer`),
+and within it as a uid of its own (from that user's subordinate range), so even an escape lands in an
+account that owns nothing, and a fork bomb counts against its run only.
+
+Output comes from the container's attach stream, which carries every byte the script writes: the
+first `output_limit_bytes` are kept (and streamed line by line to `on_output`), the rest is counted.
 
 podman-py is synchronous. Every call into it goes through `Sandbox._call`, which runs it on the
 sandbox's own small thread pool; the event loop never blocks on Podman.
@@ -20,7 +25,9 @@ import functools
 import json
 import logging
 import pwd
-import threading
+import random
+import socket
+import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,11 +46,17 @@ from engine.podman_service import SETUP_HINT, PodmanService, ping, socket_url_fo
 from engine.sandbox_policy import (
     DEFAULT_IMAGE,
     NOBODY,
+    HostLimits,
+    LimitPlan,
+    RunLimits,
     SandboxConfig,
     access_problem,
     build_spec,
     check_args,
+    host_id,
+    plan_limits,
     resolve_script,
+    run_uid_range,
     verify_applied,
 )
 
@@ -52,11 +65,13 @@ __all__ = ["DEFAULT_IMAGE", "Sandbox", "SandboxConfig", "SandboxResult"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Each run holds up to three pool threads (wait, live log, kill); the semaphore keeps the pool from
-# starving. Rootless nproc counts all of the sandbox user's tasks anyway, so more would not help.
+# Each run holds up to three pool threads (wait, attach reader, kill); the semaphore keeps the pool from
+# starving. Two cores gain nothing from more containers starting at once.
 _MAX_PARALLEL_RUNS = 8
 _CONTROL_TIMEOUT_S = 30.0  # HTTP timeout of create/start/kill/remove/inspect
 _WAIT_SLACK_S = 30.0  # HTTP read timeout of wait/logs beyond the run's own timeout
+_DRAIN_S = 5.0  # after exit, how long the attach stream may take to deliver its last bytes
+_ATTACH_PATH = "/v4.0.0/libpod/containers/{id}/attach?stream=true&stdout=true&stderr=true&logs=false"
 
 
 @dataclass(frozen=True)
@@ -67,7 +82,10 @@ class SandboxResult:
     output: str  # stdout and stderr interleaved, capped at output_limit_bytes (+ a truncation note)
     timed_out: bool
     duration_s: float  # container start to exit
-    enforced: tuple[str, ...]  # protections read back from the created container, not just requested
+    enforced: tuple[str, ...]  # protections read back from the created container, and each limit's mechanism
+    output_bytes: int = 0  # everything the script printed, kept or not
+    not_enforced: tuple[str, ...] = ()  # limits this host could not apply, and why
+    limits_note: str = ""  # one line for people: each limit's mechanism, then what the host could not enforce
 
 
 @dataclass(frozen=True)
@@ -76,12 +94,26 @@ class _Connection:
 
     client: PodmanClient
     url: str
-    rootless: bool
+    host: HostLimits
     seccomp: bool
-    uid: int  # host uid the script's files are read as
-    gid: int
-    who: str  # whose rights the scripts are read with, for messages: "sandboxer (uid 1001)"
+    uidmap: tuple[dict[str, int], ...]  # rootless: container id -> host id
+    gidmap: tuple[dict[str, int], ...]
+    run_uids: range  # rootless: container uids handed out one per run; empty when rootful
+    owner: str  # who runs podman, for messages: "sandboxer (uid 1001)"
     store: str  # whose image store the image must be in, for messages
+
+    @property
+    def rootless(self) -> bool:
+        return self.host.rootless
+
+    def reader(self, run_uid: int | None) -> tuple[int, int, str]:
+        """Host uid and gid the script's files are read as, and who that is, for messages."""
+        if run_uid is None:
+            return NOBODY, NOBODY, f"nobody (uid {NOBODY}, rootful podman)"
+        uid = host_id(self.uidmap, run_uid)
+        gid = host_id(self.gidmap, run_uid)
+        assert uid is not None and gid is not None  # run_uids only holds mapped ids
+        return uid, gid, f"a per-run uid of {self.owner} (host uid {uid}, a subordinate id)"
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -90,46 +122,120 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(cause, (requests.ConnectionError, ConnectionError, FileNotFoundError))
 
 
-class _LiveOutput:
-    """Cuts the follow-log byte stream into lines for `on_output`: each line once, in order, capped.
+class _OutputSink:
+    """Keeps the first `limit` bytes of a run's output, counts all of it, and cuts the kept part into lines.
 
-    Fed from the log-follow thread while the script runs; `finish()` then delivers whatever that
-    stream had not reached yet from the final log, so nothing is lost or repeated.
+    Fed by one thread (the attach reader); `finish()` runs after that thread is done. Lines go to `emit`
+    (which hands them to the event loop) as they complete, so a chat sees progress while the script runs.
     """
 
-    def __init__(self, limit: int, emit: Callable[[str], None]) -> None:
+    def __init__(self, limit: int, emit: Callable[[str], None] | None) -> None:
         self._limit = limit
         self._emit = emit
-        self._lock = threading.Lock()
-        self._buf = b""
-        self._taken = 0  # bytes of the log consumed so far
-        self._done = False
+        self._chunks: list[bytes] = []
+        self._kept = 0
+        self._line = b""
+        self.total = 0
 
-    def feed(self, data: bytes) -> bool:
-        """Take a chunk of the live stream; False once the caller should stop reading."""
-        with self._lock:
-            if self._done:
-                return False
-            self._take(data)
-            return self._taken < self._limit
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        data = data[: self._limit - self._kept]
+        if not data:
+            return
+        self._kept += len(data)
+        self._chunks.append(data)
+        if self._emit is not None:
+            *lines, self._line = (self._line + data).split(b"\n")
+            for line in lines:
+                self._emit(line.decode(errors="replace"))
 
-    def finish(self, final_log: bytes, truncated: bool) -> None:
-        """Deliver the rest from the complete log, the unterminated last line, and a truncation note."""
-        with self._lock:
-            self._done = True
-            self._take(final_log[self._taken:])
-            if self._buf:
-                self._emit(self._buf.decode(errors="replace"))
-                self._buf = b""
-            if truncated:
-                self._emit(f"[herald: output truncated at {self._limit} bytes]")
+    @property
+    def head(self) -> bytes:
+        return b"".join(self._chunks)
 
-    def _take(self, data: bytes) -> None:
-        data = data[: max(0, self._limit - self._taken)]
-        self._taken += len(data)
-        *lines, self._buf = (self._buf + data).split(b"\n")
-        for line in lines:
-            self._emit(line.decode(errors="replace"))
+    @property
+    def truncated(self) -> bool:
+        return self.total > self._kept
+
+    def truncation_note(self) -> str:
+        return f"[herald: output truncated at {self._limit} bytes of {self.total}]"
+
+    def finish(self) -> None:
+        """Deliver the unterminated last line and, if output was cut, the truncation note."""
+        if self._emit is None:
+            return
+        if self._line:
+            self._emit(self._line.decode(errors="replace"))
+            self._line = b""
+        if self.truncated:
+            self._emit(self.truncation_note())
+
+
+def _open_attach(url: str, ctr_id: str, timeout_s: float) -> socket.socket | None:
+    """Blocking: attach to the created container's stdout and stderr; None if the service is not local.
+
+    Attaching before start means nothing the script writes is missed: podman initialises the container
+    (runc create, conmon, network) and connects to conmon's attach socket before it answers 101. podman-py
+    has no attach, so this speaks the one HTTP exchange itself.
+    """
+    if not url.startswith("unix://"):
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(_CONTROL_TIMEOUT_S)
+        sock.connect(url.removeprefix("unix://"))
+        sock.sendall(
+            f"POST {_ATTACH_PATH.format(id=ctr_id)} HTTP/1.1\r\nHost: podman\r\nUpgrade: tcp\r\n"
+            "Connection: Upgrade\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(1)  # byte by byte: whatever follows the headers is already the stream
+            if not chunk or len(head) > 8192:
+                raise SandboxError(f"podman closed the attach request: {head[:200]!r}")
+            head += chunk
+        status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+        if " 101 " not in status and " 200 " not in status:
+            # An error here is podman failing to initialise the container (e.g. its network): say why.
+            sock.settimeout(2)
+            try:
+                body = sock.recv(4096).decode(errors="replace")
+            except OSError:
+                body = ""
+            try:
+                message = json.loads(body)["message"]
+            except (ValueError, KeyError, TypeError):
+                message = body.strip() or status
+            raise SandboxError(f"podman could not start the container ({status}): {_explain(message)}")
+        sock.settimeout(timeout_s + _WAIT_SLACK_S)
+        return sock
+    except OSError as exc:
+        sock.close()
+        raise SandboxError(f"could not attach to the container through {url}: {exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _pump(sock: socket.socket, sink: _OutputSink) -> None:
+    """Blocking, worker thread: feed the attach stream's frames to `sink` until the container closes it."""
+    reader = sock.makefile("rb")
+    try:
+        while True:
+            header = reader.read(8)
+            if len(header) < 8:
+                return
+            (size,) = struct.unpack(">I", header[4:])
+            while size:
+                data = reader.read1(min(size, 65536))
+                if not data:
+                    return
+                size -= len(data)
+                sink.feed(data)
+    except (OSError, ValueError) as exc:  # closed under us (a cancelled run), or a read timeout
+        log.debug("attach stream ended: %r", exc)
+    finally:
+        reader.close()
 
 
 # --- the runner --------------------------------------------------------------------------------------
@@ -148,7 +254,7 @@ class Sandbox:
         self._service = PodmanService()
         self._conn: _Connection | None = None
         self._problem: str | None = "not started"
-        self._followers: set[asyncio.Future[None]] = set()
+        self._uids_in_use: set[int] = set()
         self._closed = False
 
     @property
@@ -165,7 +271,8 @@ class Sandbox:
         try:
             conn = await self._ensure_connected()
             folder = self._scripts_folder()
-            self._problem = access_problem(folder, None, conn.uid, conn.gid, conn.who)
+            first = conn.run_uids[0] if conn.run_uids else None
+            self._problem = access_problem(folder, None, *conn.reader(first))
         except SandboxUnavailable as exc:
             self._problem = str(exc)
         except Exception as exc:  # never let a broken host stop herald from starting
@@ -173,6 +280,12 @@ class Sandbox:
             self._problem = f"sandbox check failed unexpectedly: {exc!r}"
         if self._problem:
             log.warning("sandbox unavailable: %s", self._problem)
+
+    async def host_limits(self) -> tuple[HostLimits, LimitPlan]:
+        """What this host lets Podman limit, and how a run with the configured defaults is limited on it."""
+        conn = await self._ensure_connected()
+        limits = RunLimits.for_run(self._config, timeout_s=self._config.default_timeout_s, memory=None, network=None)
+        return conn.host, plan_limits(limits, conn.host)
 
     async def run(
         self,
@@ -182,12 +295,17 @@ class Sandbox:
         timeout_s: float,
         task_id: str,
         on_output: Callable[[str], None] | None = None,
+        memory: str | int | None = None,
+        network: str | None = None,
     ) -> SandboxResult:
         """Run `script` from the scripts folder with `args` as literal argv entries.
 
         `on_output` gets each output line (no trailing newline) as it is printed, on the event loop
         thread, and every line has been delivered when this returns. The output it sees and the
-        result's `output` are capped alike.
+        result's `output` are capped alike; `output_bytes` counts everything printed.
+
+        `memory` (bytes, or a size such as "512m"; default `[sandbox] memory`) and `network` ("none",
+        the default, or "default": the rootless user-mode network, slirp4netns) apply to this run only.
         """
         if self._closed:
             raise SandboxError("the sandbox is closed")
@@ -196,14 +314,15 @@ class Sandbox:
             raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
         if not isinstance(task_id, str) or "\x00" in task_id:
             raise ValueError(f"task_id must be a str without NUL bytes, got {task_id!r}")
+        limits = RunLimits.for_run(self._config, timeout_s=timeout_s, memory=memory, network=network)
         folder = self._scripts_folder()
         script_rel = resolve_script(folder, script)
         argv = ["/bin/sh", f"/scripts/{script_rel}", *argv_args]
         async with self._slots:
-            conn, ctr, enforced = await self._create(folder, script_rel, argv, timeout_s, task_id)
+            conn, ctr, enforced, plan, run_uid = await self._create(folder, script_rel, argv, limits, task_id)
             exited = False
             try:
-                result = await self._execute(conn, ctr, enforced, timeout_s, on_output)
+                result = await self._execute(conn, ctr, enforced, plan, timeout_s, on_output)
                 exited = True
                 return result
             except APIError as exc:
@@ -212,6 +331,7 @@ class Sandbox:
                 # Shielded: a cancelled run must still not leave its container behind; the pool
                 # thread finishes the removal even if nobody awaits it any more.
                 await asyncio.shield(self._call(self._discard, ctr, not exited))
+                self._uids_in_use.discard(run_uid)  # only once its container (and processes) are gone
 
     async def close(self) -> None:
         """Stop the Podman service if we started it and release the worker threads.
@@ -222,8 +342,6 @@ class Sandbox:
         if self._closed:
             return
         self._closed = True
-        if self._followers:
-            await asyncio.wait(self._followers, timeout=5)
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._call(conn.client.close)
@@ -267,20 +385,31 @@ class Sandbox:
             )
         client = PodmanClient(base_url=url, timeout=_CONTROL_TIMEOUT_S)
         try:
-            host = client.info()["host"]
-            rootless = bool(host["security"]["rootless"])
-            if rootless:
-                # Container root is this host uid; the scripts are read with its rights.
-                uid = _host_id(host["idMappings"]["uidmap"])
-                gid = _host_id(host["idMappings"]["gidmap"])
+            info = client.info()["host"]
+            host = HostLimits.from_info(info)
+            uidmap: tuple[dict[str, int], ...] = ()
+            gidmap: tuple[dict[str, int], ...] = ()
+            run_uids = range(0)
+            if host.rootless:
+                uidmap = tuple(info["idMappings"]["uidmap"])
+                gidmap = tuple(info["idMappings"]["gidmap"])
+                run_uids = run_uid_range(uidmap, gidmap)
+                owner_uid = host_id(uidmap, 0)
+                try:
+                    name = pwd.getpwuid(owner_uid).pw_name if owner_uid is not None else "?"
+                except KeyError:
+                    name = "?"
+                owner = f"{name} (uid {owner_uid})"
+                if len(run_uids) < 2 * _MAX_PARALLEL_RUNS:
+                    raise SandboxUnavailable(
+                        f"the subordinate uid/gid ranges of {owner} do not reach container ids "
+                        f"{run_uids.start}-{run_uids.start + 1000} (each run gets a uid of its own): give it "
+                        f"65536 ids (`usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name}`, "
+                        "then `podman system migrate` as that user)"
+                    )
+                store = owner
             else:
-                uid = gid = NOBODY
-            try:
-                name = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                name = "?"
-            who = f"{name} (uid {uid})"
-            store = who if rootless else "root (rootful podman)"
+                owner = store = "root (rootful podman)"
             if not client.images.exists(cfg.image):
                 raise SandboxUnavailable(_image_missing(cfg.image, store))
         except SandboxUnavailable:
@@ -289,9 +418,10 @@ class Sandbox:
         except Exception as exc:
             client.close()
             raise SandboxUnavailable(f"the podman service at {url} answers but misbehaves: {exc}") from exc
-        log.info("sandbox ready: %s, %s, image %s", url, "rootless" if rootless else "rootful", cfg.image)
-        seccomp = bool(host["security"].get("seccompEnabled"))
-        return _Connection(client, url, rootless, seccomp, uid, gid, who, store)
+        log.info("sandbox ready: %s, %s, cgroup %s, image %s", url, "rootless" if host.rootless else "rootful",
+                 host.cgroup_version, cfg.image)
+        seccomp = bool(info["security"].get("seccompEnabled"))
+        return _Connection(client, url, host, seccomp, uidmap, gidmap, run_uids, owner, store)
 
     async def _classify(self, conn: _Connection, exc: APIError) -> SandboxError:
         """Turn a podman-py error into ours; a dead service is dropped so the next run reconnects."""
@@ -303,33 +433,52 @@ class Sandbox:
             problem = f"the podman service at {conn.url} stopped answering ({exc.__cause__!r}): {fix}"
             self._problem = problem
             return SandboxUnavailable(problem)
-        return SandboxError(f"podman failed during the run: {exc}")
+        return SandboxError(f"podman failed during the run: {_explain(str(exc))}")
+
+    def _take_uid(self, conn: _Connection) -> int | None:
+        """A container uid no other run of ours is using (rootless), or None (rootful: nobody)."""
+        if not conn.run_uids:
+            return None
+        # Random, so two herald processes sharing the sandbox user are unlikely to pick the same one.
+        while True:
+            uid = random.choice(conn.run_uids)
+            if uid not in self._uids_in_use:
+                self._uids_in_use.add(uid)
+                return uid
 
     async def _create(
-        self, folder: Path, script_rel: str, argv: list[str], timeout_s: float, task_id: str
-    ) -> tuple[_Connection, Container, tuple[str, ...]]:
+        self, folder: Path, script_rel: str, argv: list[str], limits: RunLimits, task_id: str
+    ) -> tuple[_Connection, Container, tuple[str, ...], LimitPlan, int | None]:
         """Create the run's container on a live connection; reconnect once if the service had died."""
         for attempt in (1, 2):
             conn = await self._ensure_connected()
-            problem = access_problem(folder, script_rel, conn.uid, conn.gid, conn.who)
-            if problem:
-                self._problem = problem
-                raise SandboxUnavailable(problem)
-            spec = build_spec(config=self._config, argv=argv, scripts_src=str(folder),
-                               timeout_s=timeout_s, task_id=task_id, rootless=conn.rootless)
+            run_uid = self._take_uid(conn)
             try:
-                ctr, enforced = await self._call(self._create_blocking, conn, spec)
-                return conn, ctr, enforced
+                problem = access_problem(folder, script_rel, *conn.reader(run_uid))
+                if problem:
+                    self._problem = problem
+                    raise SandboxUnavailable(problem)
+                plan = plan_limits(limits, conn.host)
+                spec = build_spec(config=self._config, argv=argv, scripts_src=str(folder), task_id=task_id,
+                                  limits=limits, plan=plan, host=conn.host, run_uid=run_uid)
+                ctr, enforced = await self._call(self._create_blocking, conn, spec, plan, run_uid)
+                return conn, ctr, enforced, plan, run_uid
             except APIError as exc:
+                self._uids_in_use.discard(run_uid)
                 error = await self._classify(conn, exc)
                 # Nothing was created yet, so trying again on a fresh connection is safe.
                 if attempt == 1 and isinstance(error, SandboxUnavailable) and self._config.autostart:
                     log.warning("%s; reconnecting", error)
                     continue
                 raise error from exc
+            except BaseException:
+                self._uids_in_use.discard(run_uid)
+                raise
         raise AssertionError("unreachable")
 
-    def _create_blocking(self, conn: _Connection, spec: dict[str, Any]) -> tuple[Container, tuple[str, ...]]:
+    def _create_blocking(
+        self, conn: _Connection, spec: dict[str, Any], plan: LimitPlan, run_uid: int | None
+    ) -> tuple[Container, tuple[str, ...]]:
         """Blocking: create the container and verify what podman really applied."""
         try:
             resp = conn.client.api.post("/containers/create", data=json.dumps(spec),
@@ -342,7 +491,8 @@ class Sandbox:
                 raise SandboxUnavailable(_image_missing(spec["image"], conn.store)) from exc
             raise
         try:
-            return ctr, verify_applied(ctr.attrs, spec, rootless=conn.rootless, who=conn.who, seccomp=conn.seccomp)
+            _, _, who = conn.reader(run_uid)
+            return ctr, verify_applied(ctr.attrs, spec, plan=plan, who=who, seccomp=conn.seccomp)
         except BaseException:
             self._discard(ctr, False)
             raise
@@ -352,76 +502,75 @@ class Sandbox:
         conn: _Connection,
         ctr: Container,
         enforced: tuple[str, ...],
+        plan: LimitPlan,
         timeout_s: float,
         on_output: Callable[[str], None] | None,
     ) -> SandboxResult:
         loop = asyncio.get_running_loop()
-        live: _LiveOutput | None = None
+        emit: Callable[[str], None] | None = None
         if on_output is not None:
             callback = on_output
 
-            def emit(line: str) -> None:  # called from the follow thread, and from finish() here
+            def emit(line: str) -> None:  # called from the attach thread, and from finish() here
                 loop.call_soon_threadsafe(_deliver, callback, line)
 
-            live = _LiveOutput(self._config.output_limit_bytes, emit)
-        started = time.perf_counter()
-        await self._call(ctr.start)
-        if live is not None:
-            follower = loop.run_in_executor(self._pool, self._follow, conn, ctr.id, live, timeout_s)
-            # Not awaited here (its stream ends ~250 ms after exit); close() waits for stragglers.
-            self._followers.add(follower)
-            follower.add_done_callback(self._followers.discard)
-        waiter = loop.run_in_executor(
-            self._pool,
-            # interval: podman polls the state at this rate; its 250 ms default is most of a short run.
-            functools.partial(ctr.wait, condition="exited", interval="10ms",
-                              timeout=timeout_s + _WAIT_SLACK_S),
-        )
-        # If this run is cancelled, nobody awaits the waiter; its late error must not be logged as lost.
-        waiter.add_done_callback(_consume_result)
-        done, _ = await asyncio.wait({waiter}, timeout=timeout_s)
-        timed_out = False
-        if not done:
-            timed_out = await self._call(_kill, ctr)
-        exit_code: int | None = int(await waiter)
-        duration = time.perf_counter() - started
-        raw, truncated = await self._call(self._read_log, conn, ctr.id)
-        if live is not None:
-            live.finish(raw, truncated)
+        sink = _OutputSink(self._config.output_limit_bytes, emit)
+        sock = await self._call(_open_attach, conn.url, ctr.id, timeout_s)
+        pump: asyncio.Future[None] | None = None
+        try:
+            if sock is not None:
+                pump = loop.run_in_executor(self._pool, _pump, sock, sink)
+            started = time.perf_counter()
+            await self._call(ctr.start)
+            waiter = loop.run_in_executor(
+                self._pool,
+                # interval: podman polls the state at this rate; its 250 ms default is most of a short run.
+                functools.partial(ctr.wait, condition="exited", interval="10ms",
+                                  timeout=timeout_s + _WAIT_SLACK_S),
+            )
+            # If this run is cancelled, nobody awaits the waiter; its late error must not be logged as lost.
+            waiter.add_done_callback(_consume_result)
+            done, _ = await asyncio.wait({waiter}, timeout=timeout_s)
+            timed_out = False
+            if not done:
+                timed_out = await self._call(_kill, ctr)
+            exit_code: int | None = int(await waiter)
+            duration = time.perf_counter() - started
+            if pump is not None:
+                # conmon closes the stream once the container's stdio is drained: normally at once.
+                _, pending = await asyncio.wait({pump}, timeout=_DRAIN_S)
+                if pending:
+                    log.warning("attach stream of %s did not end %.0f s after exit", ctr.id[:12], _DRAIN_S)
+            else:
+                sink.feed(await self._call(self._read_log, conn, ctr.id))
+        finally:
+            if sock is not None:
+                sock.close()  # also ends a pump still blocked on it (a cancelled or stuck run)
+        sink.finish()
+        if emit is not None:
             # call_soon_threadsafe keeps FIFO order: once this sentinel runs, every line has been delivered.
             flushed = loop.create_future()
             loop.call_soon_threadsafe(flushed.set_result, None)
             await flushed
-        output = raw.decode(errors="replace")
-        if truncated:
-            output += f"\n[herald: output truncated at {self._config.output_limit_bytes} bytes]"
+        output = sink.head.decode(errors="replace")
+        if sink.truncated:
+            output += "\n" + sink.truncation_note()
         return SandboxResult(
             exit_code=None if timed_out else exit_code,
             output=output,
             timed_out=timed_out,
             duration_s=duration,
             enforced=enforced,
+            output_bytes=sink.total,
+            not_enforced=plan.missing,
+            limits_note=plan.note,
         )
 
-    def _follow(self, conn: _Connection, ctr_id: str, live: _LiveOutput, timeout_s: float) -> None:
-        """Blocking, worker thread: feed the live log stream to `live` until it ends or is not wanted."""
-        resp = None
-        try:
-            resp = conn.client.api.get(f"/containers/{ctr_id}/logs",
-                                       params={"follow": True, "stdout": True, "stderr": True},
-                                       stream=True, timeout=timeout_s + _WAIT_SLACK_S)
-            resp.raise_for_status()
-            for frame in _frames(resp):
-                if not live.feed(frame):
-                    break
-        except Exception as exc:  # the final log is authoritative; losing the live view is not an error
-            log.debug("live log of %s ended: %r", ctr_id[:12], exc)
-        finally:
-            if resp is not None:
-                resp.close()
+    def _read_log(self, conn: _Connection, ctr_id: str) -> bytes:
+        """Blocking fallback for a service we cannot attach to (not a local socket): the on-disk log.
 
-    def _read_log(self, conn: _Connection, ctr_id: str) -> tuple[bytes, bool]:
-        """Blocking: the complete log after exit, at most output_limit_bytes of it, and whether it was cut."""
+        conmon keeps at most log_size of it, so a larger output is counted only up to that.
+        """
         limit = self._config.output_limit_bytes
         resp = conn.client.api.get(f"/containers/{ctr_id}/logs",
                                    params={"follow": False, "stdout": True, "stderr": True},
@@ -437,8 +586,7 @@ class Sandbox:
                     break  # no need to read the rest
         finally:
             resp.close()
-        raw = b"".join(chunks)
-        return raw[:limit], size > limit
+        return b"".join(chunks)
 
     def _discard(self, ctr: Container, may_run: bool) -> None:
         """Blocking: remove the container; SIGKILL first if it may still run (sh ignores SIGTERM)."""
@@ -480,8 +628,10 @@ def _deliver(on_output: Callable[[str], None], line: str) -> None:
         log.exception("on_output callback failed")
 
 
-def _host_id(mapping: list[dict[str, int]]) -> int:
-    return next(m["host_id"] for m in mapping if m["container_id"] == 0)
+def _explain(text: str) -> str:
+    if "slirp4netns" in text and "/dev/net/tun" in text:
+        text += " (network default needs /dev/net/tun usable by the sandbox user: chmod 666 /dev/net/tun)"
+    return text
 
 
 def _image_missing(image: str, who: str) -> str:

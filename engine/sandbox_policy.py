@@ -1,29 +1,76 @@
 """What a sandboxed run may do, and the proof that Podman applied it.
 
 The `[sandbox]` config model, the checks on a script name and on the scripts folder's permissions (as the sandbox
-user sees them), the libpod container spec, and `verify_applied`, which reads the protections back from the created
-container. Pure functions: no Podman calls here (engine/sandbox.py makes those).
+user sees them), what the host lets Podman limit (`HostLimits`) and how each resource limit is enforced on it
+(`plan_limits`: a cgroup where the host allows one, an rlimit otherwise), the libpod container spec, and
+`verify_applied`, which reads the protections back from the created container. Pure functions: no Podman calls
+here (engine/sandbox.py makes those).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine.errors import SandboxError
 
 DEFAULT_IMAGE = "localhost/herald-sandbox:latest"
 NOBODY = 65534
-_NPROC = 256  # counts every task of the sandbox user (service, conmon, all containers): keep headroom
+Network = Literal["none", "default"]
+NETWORKS: tuple[str, ...] = ("none", "default")
+_ROOTFUL_NPROC = 1024  # rootful runs share host uid nobody; the pids cgroup is the real per-run limit there
 _NOFILE = 256
 _FSIZE = 16 * 1024 * 1024
 _CPU_SLACK_S = 5
+_CPU_PERIOD_US = 100_000
+# runc's own start-up (a Go program) runs under the run's RLIMIT_DATA before it execs the script; below ~80 MiB
+# it fails with "cannot allocate memory" on this Podman (measured), so a smaller limit could never start.
+MIN_MEMORY = 128 * 1024 * 1024
+# Rootless runs each get their own container uid from this part of the user's subordinate range, so the
+# per-uid RLIMIT_NPROC counts that run's processes only (not the service, conmon or other runs).
+RUN_UID_FIRST = 10_000
+RUN_UID_COUNT = 50_000
+_SIZE_RE = r"^[1-9][0-9]*[kmg]?$"
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(size: str | int) -> int:
+    """Bytes in `size`: an int, or a string such as 256m, 1g, 65536 (binary units)."""
+    if isinstance(size, bool):
+        raise ValueError(f"not a size: {size!r}")
+    if isinstance(size, int):
+        if size <= 0:
+            raise ValueError(f"a size must be positive, got {size}")
+        return size
+    text = str(size).strip().lower()
+    if not re.match(_SIZE_RE, text):
+        raise ValueError(f"not a size: {size!r} (use e.g. 256m, 1g or a number of bytes)")
+    unit = text[-1] if text[-1] in "kmg" else ""
+    return int(text.removesuffix(unit)) * _UNITS[unit]
+
+
+def format_size(size: int) -> str:
+    for unit in ("g", "m", "k"):
+        if size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return str(size)
+
+
+def check_memory(size: str | int) -> int:
+    """Bytes of a memory limit; ValueError below the floor runc itself needs to start."""
+    value = parse_size(size)
+    if value < MIN_MEMORY:
+        raise ValueError(f"memory {size!r} is below the minimum of {format_size(MIN_MEMORY)} "
+                         "(runc needs about 80 MiB to start the container under the limit)")
+    return value
 
 
 class SandboxConfig(BaseModel):
@@ -36,8 +83,143 @@ class SandboxConfig(BaseModel):
     autostart: bool = True  # start `podman system service` if nothing answers
     image: str = Field(default=DEFAULT_IMAGE, min_length=1)
     default_timeout_s: float = Field(default=300, gt=0)
-    tmpfs_size: str = Field(default="16m", pattern=r"^[1-9][0-9]*[kmg]?$")
+    tmpfs_size: str = Field(default="16m", pattern=_SIZE_RE)
     output_limit_bytes: int = Field(default=1_000_000, gt=0)
+    memory: str = Field(default="256m", pattern=_SIZE_RE)  # per run; a rule may ask for another amount
+    pids: int = Field(default=64, ge=16, le=4096)  # processes and threads of one run
+    cpus: float = Field(default=1.0, gt=0, le=64)  # CPU share; needs a cpu cgroup (see HostLimits)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_floor(cls, value: str) -> str:
+        check_memory(value)
+        return value
+
+
+@dataclass(frozen=True)
+class HostLimits:
+    """Which cgroup controllers this Podman can use for a container, from `podman info`.
+
+    Rootful Podman can use every controller. Rootless Podman can use only those delegated to the user, and
+    on cgroup v1 none at all (podman ignores the limits there with a warning), so rlimits stand in.
+    """
+
+    cgroup_version: str  # "v1" or "v2"
+    rootless: bool
+    controllers: frozenset[str]
+
+    @classmethod
+    def from_info(cls, host: dict[str, Any]) -> HostLimits:
+        rootless = bool(host["security"]["rootless"])
+        version = str(host.get("cgroupVersion") or "v1")
+        if rootless:
+            controllers = frozenset(host.get("cgroupControllers") or ())
+        else:
+            controllers = frozenset({"memory", "pids", "cpu"})
+        return cls(version, rootless, controllers)
+
+    def has(self, controller: str) -> bool:
+        return controller in self.controllers
+
+    def why_not(self, controller: str) -> str:
+        """Why the host cannot limit through `controller`, and what would change that."""
+        if self.rootless and self.cgroup_version == "v1":
+            return ("rootless Podman cannot use cgroups on cgroup v1; boot with cgroup v2 "
+                    "(systemd.unified_cgroup_hierarchy=1) and delegate memory, pids and cpu to the user")
+        return (f"the {controller} cgroup controller is not delegated to the sandbox user; systemd: "
+                "Delegate=memory pids cpu in user@.service.d")
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """The resource limits asked for one run."""
+
+    memory: int  # bytes
+    pids: int
+    cpus: float
+    cpu_seconds: int  # per process (RLIMIT_CPU); the wall-clock timeout is the real bound
+    network: Network
+
+    @classmethod
+    def for_run(cls, config: SandboxConfig, *, timeout_s: float, memory: str | int | None,
+                network: str | None) -> RunLimits:
+        net = "none" if network is None else network
+        if net not in NETWORKS:
+            raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
+        return cls(
+            memory=check_memory(config.memory if memory is None else memory),
+            pids=config.pids,
+            cpus=config.cpus,
+            cpu_seconds=math.ceil(timeout_s) + _CPU_SLACK_S,
+            network=net,  # type: ignore[arg-type]  # checked just above
+        )
+
+
+@dataclass(frozen=True)
+class LimitPlan:
+    """How each limit is enforced on this host (`applied`), and what the host could not enforce (`missing`)."""
+
+    applied: tuple[str, ...]
+    missing: tuple[str, ...]  # each with why, in short; `reason` says what the host lacks and how to get it
+    reason: str
+    memory_cgroup: bool
+    pids_cgroup: bool
+    cpu_cgroup: bool
+
+    @property
+    def note(self) -> str:
+        text = "limits: " + "; ".join(self.applied)
+        if self.missing:
+            text += f". Not enforced on this host: {'; '.join(self.missing)} ({self.reason})"
+        return text
+
+
+def plan_limits(limits: RunLimits, host: HostLimits) -> LimitPlan:
+    """Pick the mechanism for each limit: the cgroup if the host has it, else the nearest rlimit."""
+    applied: list[str] = []
+    missing: list[str] = []
+    mem = format_size(limits.memory)
+    memory_cgroup, pids_cgroup, cpu_cgroup = host.has("memory"), host.has("pids"), host.has("cpu")
+    if memory_cgroup:
+        applied.append(f"memory={mem} for the whole run (memory cgroup; OOM kill)")
+    else:
+        applied.append(f"memory={mem} per process (RLIMIT_DATA; allocations beyond it fail)")
+        missing.append("a memory total for the run: per process only, at most pids x memory in all")
+    if pids_cgroup:
+        applied.append(f"pids={limits.pids} (pids cgroup)")
+    elif host.rootless:
+        applied.append(f"pids={limits.pids} (RLIMIT_NPROC of the run's own uid)")
+    else:
+        applied.append(f"pids<={_ROOTFUL_NPROC} (RLIMIT_NPROC of uid nobody, shared)")
+        missing.append("a per-run pids limit")
+    applied.append(f"cpu_time={limits.cpu_seconds}s per process (RLIMIT_CPU)")
+    if cpu_cgroup:
+        applied.append(f"cpus={limits.cpus:g} (cpu cgroup quota)")
+    else:
+        missing.append(f"a CPU share of {limits.cpus:g} cpus")
+    lacking = next((c for c in ("memory", "pids", "cpu") if not host.has(c)), "")
+    reason = host.why_not(lacking) if lacking else ""
+    return LimitPlan(tuple(applied), tuple(missing), reason, memory_cgroup, pids_cgroup, cpu_cgroup)
+
+
+def host_id(mapping: Sequence[dict[str, int]], container_id: int) -> int | None:
+    """The host id a container id maps to under a rootless user namespace's id map, or None if unmapped."""
+    for m in mapping:
+        if m["container_id"] <= container_id < m["container_id"] + m["size"]:
+            return m["host_id"] + container_id - m["container_id"]
+    return None
+
+
+def run_uid_range(uidmap: Sequence[dict[str, int]], gidmap: Sequence[dict[str, int]]) -> range:
+    """Container ids to give runs their own uid (= gid); empty if the subordinate ranges do not reach them."""
+
+    def mapped_end(mapping: Sequence[dict[str, int]]) -> int:
+        for m in mapping:
+            if m["container_id"] <= RUN_UID_FIRST < m["container_id"] + m["size"]:
+                return m["container_id"] + m["size"]
+        return RUN_UID_FIRST
+
+    return range(RUN_UID_FIRST, min(mapped_end(uidmap), mapped_end(gidmap), RUN_UID_FIRST + RUN_UID_COUNT))
 
 
 def check_args(args: Sequence[str]) -> list[str]:
@@ -120,18 +302,37 @@ def build_spec(
     config: SandboxConfig,
     argv: list[str],
     scripts_src: str,
-    timeout_s: float,
     task_id: str,
-    rootless: bool,
+    limits: RunLimits,
+    plan: LimitPlan,
+    host: HostLimits,
+    run_uid: int | None,
 ) -> dict[str, Any]:
-    """The libpod SpecGenerator; raw, because podman-py cannot express a noexec tmpfs."""
-    cpu = math.ceil(timeout_s) + _CPU_SLACK_S
+    """The libpod SpecGenerator; raw, because podman-py cannot express a noexec tmpfs.
+
+    `run_uid` is the container uid the script runs as (rootless: a fresh one per run; None = rootful, nobody).
+    """
+    rlimits = [
+        {"type": "nproc", "soft": limits.pids, "hard": limits.pids},
+        {"type": "nofile", "soft": _NOFILE, "hard": _NOFILE},
+        {"type": "fsize", "soft": _FSIZE, "hard": _FSIZE},
+        {"type": "cpu", "soft": limits.cpu_seconds, "hard": limits.cpu_seconds},
+    ]
+    if not host.rootless:
+        rlimits[0] = {"type": "nproc", "soft": _ROOTFUL_NPROC, "hard": _ROOTFUL_NPROC}
+    if not plan.memory_cgroup:
+        # RLIMIT_DATA, not RLIMIT_AS: runc's Go start-up reserves far more address space than it uses.
+        rlimits.append({"type": "data", "soft": limits.memory, "hard": limits.memory})
+    if limits.network == "none":
+        netns = "none"
+    else:
+        netns = "slirp4netns" if host.rootless else "bridge"
     spec: dict[str, Any] = {
         "image": config.image,
         "command": argv,  # an argument vector: nothing here is ever parsed by a shell
-        "env": {"LANG": "C", "HERALD_TASK_ID": task_id},
+        "env": {"LANG": "C", "HERALD_TASK_ID": task_id, "HOME": "/tmp"},
         "labels": {"app": "herald", "herald.task": task_id},
-        "netns": {"nsmode": "none"},
+        "netns": {"nsmode": netns},
         "cap_drop": ["ALL"],
         "read_only_filesystem": True,
         "no_new_privileges": True,
@@ -141,19 +342,27 @@ def build_spec(
             {"destination": "/scripts", "type": "bind", "source": scripts_src,
              "options": ["ro", "rbind", "noexec", "nosuid", "nodev"]},
         ],
-        "r_limits": [
-            {"type": "nproc", "soft": _NPROC, "hard": _NPROC},
-            {"type": "nofile", "soft": _NOFILE, "hard": _NOFILE},
-            {"type": "fsize", "soft": _FSIZE, "hard": _FSIZE},
-            {"type": "cpu", "soft": cpu, "hard": cpu},
-        ],
+        "r_limits": rlimits,
         # conmon truncates the on-disk log past this size, so a script spewing output cannot fill the
-        # sandbox user's disk; we only ever keep output_limit_bytes of it.
+        # sandbox user's disk; the output itself is read (and counted) from the attach stream.
         "log_configuration": {"size": log_size(config)},
     }
-    if not rootless:
+    resources: dict[str, Any] = {}
+    if plan.memory_cgroup:
+        resources["memory"] = {"limit": limits.memory, "swap": limits.memory}
+    if plan.pids_cgroup:
+        resources["pids"] = {"limit": limits.pids}
+    if plan.cpu_cgroup:
+        resources["cpu"] = {"quota": round(limits.cpus * _CPU_PERIOD_US), "period": _CPU_PERIOD_US}
+    if resources:
+        spec["resource_limits"] = resources
+    if run_uid is None:
         # Rootful: container root would be host root (minus capabilities). Run as nobody instead.
         spec["user"] = f"{NOBODY}:{NOBODY}"
+    else:
+        # Not container root: that is the sandbox user itself on the host, shared with the service.
+        spec["user"] = f"{run_uid}:{run_uid}"
+        spec["labels"]["herald.uid"] = str(run_uid)
     return spec
 
 
@@ -162,7 +371,7 @@ def log_size(config: SandboxConfig) -> int:
 
 
 def verify_applied(
-    attrs: dict[str, Any], spec: dict[str, Any], *, rootless: bool, who: str, seccomp: bool
+    attrs: dict[str, Any], spec: dict[str, Any], *, plan: LimitPlan, who: str, seccomp: bool
 ) -> tuple[str, ...]:
     """Read the protections back from `podman inspect`; SandboxError if any was not applied.
 
@@ -176,8 +385,10 @@ def verify_applied(
     ulimits = {u.get("Name"): (u.get("Soft"), u.get("Hard")) for u in hc.get("Ulimits") or []}
     want_ulimits = {f"RLIMIT_{r['type'].upper()}": (r["soft"], r["hard"]) for r in spec["r_limits"]}
     size = next(o for o in spec["mounts"][0]["options"] if o.startswith("size="))
+    netns = spec["netns"]["nsmode"]
+    resources = spec.get("resource_limits") or {}
     checks = [
-        ("network=none", hc.get("NetworkMode") == "none"),
+        (f"network={netns}", hc.get("NetworkMode") == netns),
         ("cap_drop=ALL",
          not hc.get("Privileged") and not hc.get("CapAdd") and not attrs.get("EffectiveCaps")),
         ("read_only_root", hc.get("ReadonlyRootfs") is True),
@@ -189,16 +400,22 @@ def verify_applied(
          all(ulimits.get(k) == v for k, v in want_ulimits.items())),
         ("command as argv", cfg.get("Cmd") == spec["command"]),
         (f"log_size_max={spec['log_configuration']['size']}", bool((hc.get("LogConfig") or {}).get("Size"))),
+        (f"user={spec['user']} ({who})", cfg.get("User") == spec["user"]),
     ]
-    if rootless:
-        checks.append((f"rootless as {who}", True))
-    else:
-        checks.append((f"user={NOBODY}:{NOBODY}", cfg.get("User") == spec.get("user")))
+    if "memory" in resources:
+        limit = resources["memory"]["limit"]
+        checks.append((f"memory cgroup={limit}", hc.get("Memory") == limit))
+    if "pids" in resources:
+        limit = resources["pids"]["limit"]
+        checks.append((f"pids cgroup={limit}", hc.get("PidsLimit") == limit))
+    if "cpu" in resources:
+        checks.append((f"cpu cgroup quota={resources['cpu']['quota']}/{resources['cpu']['period']}",
+                       hc.get("CpuQuota") == resources["cpu"]["quota"]))
     if seccomp and "seccomp=unconfined" not in secopt:
         checks.append(("seccomp=default", True))
     missing = [name for name, ok in checks if not ok]
     if missing:
         raise SandboxError(f"podman did not apply {', '.join(missing)} to the container; refusing to run")
-    return tuple(name for name, _ in checks if name != "command as argv")
+    return tuple(name for name, _ in checks if name != "command as argv") + plan.applied
 
 

@@ -150,13 +150,13 @@ async def test_no_capabilities_and_no_new_privileges(sandbox: Sandbox) -> None:
                        "scripts:ro"):
         assert protection in result.enforced
     assert any(p.startswith("tmpfs:/tmp noexec,nosuid,nodev") for p in result.enforced)
-    assert any(p.startswith("rlimits nproc=256,nofile=256,fsize=16777216,cpu=") for p in result.enforced)
+    assert any(p.startswith("rlimits nproc=64,nofile=256,fsize=16777216,cpu=") for p in result.enforced)
 
 
 async def test_env_and_rlimits_inside(sandbox: Sandbox) -> None:
     result = await sandbox.run("env.sh", [], timeout_s=20, task_id="task-42")
     assert "task=task-42 lang=C" in result.output
-    assert "nofile=256 nproc=256" in result.output
+    assert "nofile=256 nproc=64" in result.output
 
 
 async def test_timeout_kills_the_script(sandbox: Sandbox, podman_url: str) -> None:
@@ -212,7 +212,8 @@ async def test_output_is_capped(podman_url: str, scripts_dir: Path) -> None:
     finally:
         await sb.close()
     body, note = result.output.rsplit("\n[herald:", 1)
-    assert len(body.encode()) == 1000 and "truncated at 1000 bytes" in note
+    assert len(body.encode()) == 1000 and "truncated at 1000 bytes of 5500" in note
+    assert result.output_bytes == 5500  # 500 lines of 11 bytes: the rest was counted, not kept
     assert lines[:90] == ["0123456789"] * 90 and lines[-1].startswith("[herald: output truncated")
     assert sum(len(line) + 1 for line in lines[:-1]) <= 1001
 

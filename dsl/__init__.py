@@ -1,34 +1,78 @@
 """Herald's rules compiler: rule files in, a compiled event graph (or every problem found) out.
 
 Pure on purpose (DESIGN §1, STYLE "A pure core"): no asyncio, no file or network I/O, and nothing imported
-from `engine` or `integrations`. The engine reads the rule files, builds a `Catalog` of its teams, roles and
-scripts, and calls `compile_sources`; the CLI, the TUI and hot reload all show the same diagnostics.
+from `engine` or `integrations`. The engine reads the rule files, builds a `Catalog` of what it provides (teams,
+roles, scripts, trigger kinds and their fields, actions, stages), and calls `compile_sources`; the CLI, the TUI
+and hot reload all show the same diagnostics.
 
-Bad rules never raise: every problem, syntax or meaning, is a `Diagnostic` in the result, so this package
-defines no exceptions of its own. Misuse of the API (the same path given twice) raises `ValueError`.
+Bad rules never raise: every problem, syntax or meaning, is a `Diagnostic` in the result. Exceptions:
 
-    compile_sources(sources, catalog) -> CompileResult(graph | None, diagnostics, sources)
+    ValueError            misuse of the API (the same path given twice)
+      FormatError         format_source on text with syntax errors (carries the diagnostics)
+
+    compile_sources(sources, catalog) -> CompileResult(graph | None, diagnostics, sources, teams)
     parse(text, path) -> (RuleFile | None, diagnostics)
+    format_source(text, path) -> str
     render(diagnostic, source_text) -> str
+    render_template(template, fields) -> str
+    CompiledRule.matches(fields) / .explain(fields) / .bind_args(args)
 """
 
 from __future__ import annotations
 
-from dsl.catalog import Catalog
+from dsl.args import CommandParam
+from dsl.catalog import ACTION_KINDS, STAGE_KINDS, TRIGGER_FIELDS, Catalog
 from dsl.compiler import CompileResult, compile_sources
 from dsl.diagnostics import Diagnostic, render
-from dsl.graph import CompiledRule, EventGraph, NotifyAction, RunAction
+from dsl.formatter import FormatError, format_source
+from dsl.graph import CompiledRule, EventGraph
 from dsl.parser import parse
+from dsl.plan import (
+    ButtonSpec,
+    CheckDiskStage,
+    ConfirmStage,
+    DedupeStage,
+    EmitAction,
+    EscalateAction,
+    GroupStage,
+    NotifyAction,
+    RateLimitStage,
+    ReplyAction,
+    RequireRoleStage,
+    RunAction,
+    ScheduleSpec,
+    SilenceAction,
+)
+from dsl.templates import render_template
 
 __all__ = [
+    "ACTION_KINDS",
+    "STAGE_KINDS",
+    "TRIGGER_FIELDS",
+    "ButtonSpec",
     "Catalog",
+    "CheckDiskStage",
+    "CommandParam",
     "CompileResult",
     "CompiledRule",
+    "ConfirmStage",
+    "DedupeStage",
     "Diagnostic",
+    "EmitAction",
+    "EscalateAction",
     "EventGraph",
+    "FormatError",
+    "GroupStage",
     "NotifyAction",
+    "RateLimitStage",
+    "ReplyAction",
+    "RequireRoleStage",
     "RunAction",
+    "ScheduleSpec",
+    "SilenceAction",
     "compile_sources",
+    "format_source",
     "parse",
     "render",
+    "render_template",
 ]

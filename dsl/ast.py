@@ -1,11 +1,12 @@
 """The rule language's syntax tree: frozen dataclasses, each node with the `Span` it came from.
 
-The parser builds these from lark's tree and nothing else; the checks and the compiler read them. Keeping the
-AST free of lark types means checks, formatter and compiler never depend on how the text was parsed.
+The parser builds these from lark's tree and nothing else; the checks, the formatter and the compiler read them.
+Keeping the AST free of lark types means none of them depends on how the text was parsed.
 
 Besides `span` (the whole construct), a node keeps the span of each name it holds (`team_span`, `role_span`,
 ...) so that a message about an unknown name points at the name, not at the whole line. They default to None
-so tests and tools can build nodes by hand.
+so tests and tools can build nodes by hand. Values are kept as written (a duration as its seconds, a literal as
+its text); what a literal must be depends on the field it is compared with, which only the checks know.
 """
 
 from __future__ import annotations
@@ -31,21 +32,229 @@ class Span:
 
 
 @dataclass(frozen=True, slots=True)
+class Value:
+    """A literal as written: `kind` is "word" (bare: a word, number or duration), "text" (quoted) or "person"."""
+
+    text: str
+    kind: str
+    span: Span | None = None
+
+
+# ---- team declarations --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member of a team: a chat room on a platform (`chat "ops"`) or a person (`@alice`, platform None)."""
+
+    platform: str | None
+    address: str
+    span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TeamDecl:
+    """`team NAME = MEMBER, ...`: a notification target declared in a rule file."""
+
+    name: str
+    members: tuple[Member, ...]
+    span: Span
+    name_span: Span | None = None
+
+
+# ---- triggers -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LabelMatch:
+    """`label NAME = "v"` / `!=` / `=~ /re/` / `!~ /re/`."""
+
+    name: str
+    op: str
+    value: str
+    span: Span | None = None
+    value_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AlertTrigger:
-    """`on alert [firing|resolved] [severity WORD] [from WORD]`; status defaults to "firing"."""
+    """`on alert [firing|resolved] [severity [OP] WORD] [from WORD] [label ...]`; status defaults to "firing".
+
+    `severity critical` is equality; `severity >= warning` compares on the catalog's ordered scale.
+    """
 
     status: str
     severity: str | None
     service: str | None
     span: Span
     severity_span: Span | None = None
+    severity_op: str = "="
+    labels: tuple[LabelMatch, ...] = ()
+    kind_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """`<NAME: TYPE>` or, optional, `[<NAME: TYPE = DEFAULT>]`; a choice type lists its words (`db|files`)."""
+
+    name: str
+    type: str
+    choices: tuple[str, ...] = ()
+    optional: bool = False
+    default: Value | None = None
+    span: Span | None = None
+    type_span: Span | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CommandTrigger:
-    """`on command NAME`."""
+    """`on command NAME PARAM...`."""
 
     name: str
+    span: Span
+    params: tuple[Param, ...] = ()
+    kind_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonTrigger:
+    """`on button NAME`: someone pressed a button of that name."""
+
+    name: str
+    span: Span
+    name_span: Span | None = None
+    kind_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTrigger:
+    """`on task SCRIPT [succeeded|failed|timed_out]`; no status means any finished task."""
+
+    script: str
+    status: str | None
+    span: Span
+    script_span: Span | None = None
+    kind_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleTrigger:
+    """`on schedule every D` | `every day at HH:MM` | `cron "m h dom mon dow"`, optionally `in ZONE`.
+
+    `how` is "every", "daily" or "cron"; `every_s` the period, `at` the time of day, `cron` the expression.
+    """
+
+    how: str
+    span: Span
+    every_s: float | None = None
+    at: str | None = None
+    cron: str | None = None
+    zone: str | None = None
+    spec_span: Span | None = None
+    zone_span: Span | None = None
+    kind_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventTrigger:
+    """`on event NAME`: another rule said `emit NAME`."""
+
+    name: str
+    span: Span
+    name_span: Span | None = None
+    kind_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTrigger:
+    """`on message matching /REGEX/`: a chat message that the regex finds something in."""
+
+    pattern: str
+    span: Span
+    pattern_span: Span | None = None
+    kind_span: Span | None = None
+
+
+Trigger: TypeAlias = (
+    AlertTrigger | CommandTrigger | ButtonTrigger | TaskTrigger | ScheduleTrigger | EventTrigger | MessageTrigger
+)
+
+# ---- conditions ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """`FIELD OP VALUE` with OP one of = != < <= > >=."""
+
+    field: str
+    op: str
+    value: Value
+    span: Span | None = None
+    field_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberOf:
+    """`FIELD in [V, ...]`."""
+
+    field: str
+    values: tuple[Value, ...]
+    span: Span | None = None
+    field_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Matches:
+    """`FIELD matches /REGEX/`: the regex finds something in the field's text."""
+
+    field: str
+    pattern: str
+    span: Span | None = None
+    field_span: Span | None = None
+    pattern_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IsSet:
+    """`FIELD is set`: the event has the field (missing is not empty)."""
+
+    field: str
+    span: Span | None = None
+    field_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    operand: Condition
+    span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    """`a and b and ...` (parentheses say where a nested `or` starts)."""
+
+    operands: tuple[Condition, ...]
+    span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """`a or b or ...`."""
+
+    operands: tuple[Condition, ...]
+    span: Span | None = None
+
+
+Condition: TypeAlias = Compare | MemberOf | Matches | IsSet | Not | AllOf | AnyOf
+
+# ---- clauses ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class When:
+    """`when CONDITION`: more to match than the trigger says; several `when` lines all have to hold."""
+
+    condition: Condition
     span: Span
 
 
@@ -59,18 +268,98 @@ class RequireRole:
 
 
 @dataclass(frozen=True, slots=True)
+class RequireConfirmation:
+    """`require confirmation [by another ROLE] within D`: a second press confirms, by the caller or another."""
+
+    role: str | None
+    within_s: float
+    span: Span
+    role_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dedupe:
+    """`dedupe by FIELD for D`: an event with the same value of FIELD within D is dropped."""
+
+    field: str
+    for_s: float
+    span: Span
+    field_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """`group by FIELD within D`: events with the same FIELD within D are handled as one batch."""
+
+    field: str
+    within_s: float
+    span: Span
+    field_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """`at most N per D [per FIELD]`."""
+
+    count: int
+    per_s: float
+    key: str | None
+    span: Span
+    key_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckDisk:
+    """`check disk "PATH" has SIZE free`: a pre-step; the actions do not run when the disk is fuller."""
+
+    path: str
+    free_bytes: int
+    span: Span
+    size_text: str = ""
+
+
+Clause: TypeAlias = When | RequireRole | RequireConfirmation | Dedupe | Group | RateLimit | CheckDisk
+
+# ---- actions ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonRef:
+    """A button sent with a notification: `ack`, `mute 1h` (name and optional duration argument)."""
+
+    name: str
+    arg: str | None = None
+    span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Notify:
-    """`notify TEAM [with buttons]`."""
+    """`notify TARGET [saying "TEMPLATE"] [with buttons [B, ...]]`; TARGET is a team or `@person`."""
 
     team: str
     buttons: bool
     span: Span
     team_span: Span | None = None
+    template: str | None = None
+    template_span: Span | None = None
+    button_list: tuple[ButtonRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """`reply "TEMPLATE"`: answer in the conversation the event came from."""
+
+    template: str
+    span: Span
+    template_span: Span | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RunScript:
-    """`run SCRIPT [sandboxed] [timeout DURATION]`; `run` is always sandboxed, the word only says so."""
+    """`run SCRIPT [sandboxed] [timeout D] [memory M] [network none|default] [args "T" ...]`.
+
+    `run` is always sandboxed; the word only says so.
+    """
 
     script: str
     sandboxed: bool
@@ -78,11 +367,45 @@ class RunScript:
     span: Span
     script_span: Span | None = None
     timeout_span: Span | None = None
+    memory_bytes: int | None = None
+    memory_text: str | None = None
+    network: str | None = None
+    args: tuple[str, ...] = ()
+    args_spans: tuple[Span, ...] = ()
 
 
-Trigger: TypeAlias = AlertTrigger | CommandTrigger
-Clause: TypeAlias = RequireRole
-Action: TypeAlias = Notify | RunScript
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """`emit NAME`: raise the event `NAME` for rules `on event NAME`."""
+
+    event: str
+    span: Span
+    event_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """`silence alert by FIELD for D` or `for {FIELD}` (a duration known when the rule runs)."""
+
+    field: str
+    for_s: float | None
+    for_field: str | None
+    span: Span
+    field_span: Span | None = None
+    for_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Escalate:
+    """`escalate to TARGET after D unless acknowledged`."""
+
+    target: str
+    after_s: float
+    span: Span
+    target_span: Span | None = None
+
+
+Action: TypeAlias = Notify | Reply | RunScript | Emit | Silence | Escalate
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +422,8 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class RuleFile:
-    """The rules of one file, in file order."""
+    """The team declarations and rules of one file, in file order."""
 
     path: str
     rules: tuple[Rule, ...]
+    teams: tuple[TeamDecl, ...] = ()

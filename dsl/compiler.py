@@ -8,30 +8,30 @@ result with any error has no graph, so the engine keeps running the graph it has
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from dsl.ast import AlertTrigger, Notify, Rule, RuleFile
+from dsl.ast import CommandTrigger, Param, RuleFile, TeamDecl
 from dsl.catalog import Catalog
 from dsl.checks import check_files
 from dsl.diagnostics import Diagnostic, render_many
-from dsl.graph import Action, CompiledRule, Condition, EventGraph, NotifyAction, RunAction
+from dsl.graph import EventGraph
+from dsl.lower import FINGERPRINT_VERSION, lower_rule, rule_fingerprint
 from dsl.parser import parse_recovering
 
-# Bump when the canonical form changes meaning, so old and new fingerprints never compare equal by accident.
-_FINGERPRINT_VERSION = 1
+__all__ = ["FINGERPRINT_VERSION", "CompileResult", "compile_sources", "rule_fingerprint"]
 
 
 @dataclass(frozen=True)
 class CompileResult:
-    """The graph (None when anything is an error), every diagnostic sorted by place, and the texts."""
+    """The graph (None when anything is an error), every diagnostic sorted by place, the texts and the teams
+    declared in rule files (the engine adds them to its targets)."""
 
     graph: EventGraph | None
     diagnostics: tuple[Diagnostic, ...]
     sources: Mapping[str, str]
+    teams: tuple[TeamDecl, ...] = field(default=())
 
     @property
     def ok(self) -> bool:
@@ -57,59 +57,13 @@ def compile_sources(sources: Sequence[tuple[str, str]], catalog: Catalog) -> Com
     diags.extend(check_files(files, catalog))
     diags.sort(key=lambda d: (d.span.path, d.span.line, d.span.col))
     failed = any(d.severity == "error" for d in diags)
-    graph = None if failed else EventGraph(lower_rule(rule) for f in files for rule in f.rules)
-    return CompileResult(graph=graph, diagnostics=tuple(diags), sources=MappingProxyType(texts))
-
-
-def lower_rule(rule: Rule) -> CompiledRule:
-    """The runnable form of a checked rule."""
-    trigger = rule.trigger
-    if isinstance(trigger, AlertTrigger):
-        kind, command = "alert", None
-        # Most selective first: the matcher stops at the first condition that fails.
-        conditions = [Condition("alert.service", trigger.service)] if trigger.service is not None else []
-        if trigger.severity is not None:
-            conditions.append(Condition("alert.severity", trigger.severity))
-        conditions.append(Condition("alert.status", trigger.status))
-    else:
-        kind, command = "command", trigger.name
-        conditions = [Condition("command.name", trigger.name)]
-    roles = tuple(clause.role for clause in rule.clauses)
-    actions: tuple[Action, ...] = tuple(
-        NotifyAction(team=a.team, buttons=a.buttons)
-        if isinstance(a, Notify)
-        else RunAction(a.script, a.timeout_s)
-        for a in rule.actions
-    )
-    return CompiledRule(
-        name=rule.name if rule.name is not None else rule.span.location,
-        location=rule.span.location,
-        kind=kind,
-        command=command,
-        required_roles=roles,
-        actions=actions,
-        fingerprint=fingerprint(kind, conditions, roles, actions),
-        conditions=tuple(conditions),
-    )
-
-
-def fingerprint(
-    kind: str, conditions: Sequence[Condition], roles: Sequence[str], actions: Sequence[Action]
-) -> str:
-    """sha256 of a canonical form of what a rule does: not its name, place, comments, or how it was spelt.
-
-    Conditions and roles are sets (their order means nothing); actions keep their order (it is the run order).
-    `firing` written or left out, and `sandboxed` written or not (`run` is always sandboxed), print the same.
-    """
-    canonical = {
-        "v": _FINGERPRINT_VERSION,
-        "kind": kind,
-        "when": sorted([c.field, str(c.value)] for c in conditions),
-        "roles": sorted(set(roles)),
-        "do": [
-            ["notify", a.team, a.buttons] if isinstance(a, NotifyAction) else ["run", a.script, a.timeout_s]
-            for a in actions
-        ],
-    }
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    graph = None
+    if not failed:
+        specs: dict[str, tuple[Param, ...]] = {}
+        for rule_file in files:
+            for rule in rule_file.rules:
+                if isinstance(rule.trigger, CommandTrigger) and rule.trigger.params:
+                    specs.setdefault(rule.trigger.name, rule.trigger.params)
+        graph = EventGraph(lower_rule(rule, catalog, specs) for f in files for rule in f.rules)
+    teams = tuple(team for f in files for team in f.teams)
+    return CompileResult(graph=graph, diagnostics=tuple(diags), sources=MappingProxyType(texts), teams=teams)

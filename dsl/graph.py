@@ -1,10 +1,11 @@
 """The compiled event graph: which rules an event triggers, found in flat time however many rules there are.
 
-Pure and immutable: the engine swaps a whole new graph in on reload. Each rule's trigger is a tuple of
-equality `Condition`s on the event's fields, compiled once into a closure (`CompiledRule.matches`). The graph
-routes an event by kind, then looks up an index on one selective literal per rule (`alert.service` when the
-rule names a service, else `alert.severity`; `command.name` for commands), so an event only meets the rules
-that could match it; rules with no indexable literal wait in a per-kind residual list. Candidates are then
+Pure and immutable: the engine swaps a whole new graph in on reload. A rule's trigger is a tuple of equality
+`Condition`s on the event's fields plus residual `Check`s (severity ranges, labels, `when` conditions, regexes),
+all compiled once into one closure (`CompiledRule.matches`). The graph routes an event by kind, then looks up
+an index on one selective literal per rule (`alert.service` when the rule names a service, else
+`alert.severity`; `command.name` for commands, `button.action` for buttons, ...), so an event only meets the
+rules that could match it; rules with no indexable literal wait in a per-kind residual list. Candidates are then
 tested with the rest of their conditions and returned in file order, because every matching rule fires in file
 order (DESIGN §3).
 
@@ -13,55 +14,81 @@ A missing field never matches: `alert.service` absent from the fields is not equ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, TypeAlias
+from typing import NamedTuple
 
-Fields: TypeAlias = Mapping[str, object]
-Matcher: TypeAlias = Callable[[Fields], bool]
+from dsl.args import BoundArgs, CommandParam, bind_args
+from dsl.matching import Check, Fields, Matcher, all_of
+from dsl.plan import (
+    Action,
+    ButtonSpec,
+    ConfirmStage,
+    EmitAction,
+    EscalateAction,
+    NotifyAction,
+    ReplyAction,
+    RunAction,
+    ScheduleSpec,
+    SilenceAction,
+    Stage,
+)
+
+__all__ = [
+    "Action",
+    "ButtonSpec",
+    "Check",
+    "CompiledRule",
+    "Condition",
+    "ConfirmStage",
+    "EmitAction",
+    "EscalateAction",
+    "EventGraph",
+    "INDEX_FIELDS",
+    "NotifyAction",
+    "ReplyAction",
+    "RunAction",
+    "SilenceAction",
+    "compile_conditions",
+]
 
 # The fields an index may use per event kind, most selective first; a rule is indexed on the first it tests.
 INDEX_FIELDS: Mapping[str, tuple[str, ...]] = {
     "alert": ("alert.service", "alert.severity"),
     "command": ("command.name",),
+    "button": ("button.action",),
+    "task": ("task.script",),
+    "schedule": ("schedule.rule",),
+    "event": ("event.name",),
 }
 
 _MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
-class NotifyAction:
-    """Send a notification to a team, optionally with buttons."""
-
-    team: str
-    buttons: bool
-
-
-@dataclass(frozen=True, slots=True)
-class RunAction:
-    """Run a whitelisted script, always sandboxed; `timeout_s` None means the engine's default."""
-
-    script: str
-    timeout_s: float | None
-
-
-Action: TypeAlias = NotifyAction | RunAction
-
-
-@dataclass(frozen=True, slots=True)
 class Condition:
-    """The event's `field` must be present and equal to `value`."""
+    """The event's `field` must be present and equal to `value`; `text` is how the rule says it."""
 
     field: str
     value: object
+    text: str = field(default="", compare=False)
+
+    def as_check(self) -> Check:
+        name, want = self.field, self.value
+
+        def equal(fields: Fields) -> bool:
+            return bool(fields.get(name, _MISSING) == want)
+
+        return Check(self.text or f"{name} = {want}", equal)
 
 
-def compile_conditions(conditions: Iterable[Condition]) -> Matcher:
-    """One closure testing all `conditions`, so matching an event is a call, not a walk over data."""
+def compile_conditions(conditions: Iterable[Condition], checks: Sequence[Check] = ()) -> Matcher:
+    """One closure testing all `conditions` then all `checks`, so matching an event is a call, not a walk."""
     pairs = tuple((c.field, c.value) for c in conditions)
-    if not pairs:
+    rest = all_of(checks) if checks else None
+    if not pairs and rest is None:
         return _always
-    if len(pairs) == 1:
+    if len(pairs) == 1 and rest is None:
         ((name, want),) = pairs
 
         def matches_one(fields: Fields) -> bool:
@@ -74,7 +101,7 @@ def compile_conditions(conditions: Iterable[Condition]) -> Matcher:
         for name, want in pairs:
             if get(name, _MISSING) != want:
                 return False
-        return True
+        return rest is None or rest(fields)
 
     return matches_all
 
@@ -85,11 +112,12 @@ def _always(fields: Fields) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
-    """One rule, ready to run: what triggers it, who may trigger it, and what it does.
+    """One rule, ready to run: what triggers it, who may trigger it, its stages and what it does.
 
     `name` is the rule's own name or `PATH:LINE` for an unnamed one; `fingerprint` is a hash of what the rule
-    does (not where it is written), so a reload can tell an unchanged rule from a changed one.
-    `matches(fields)` is built from `conditions` when the rule is made.
+    does (not where it is written or its comments), so a reload can tell an unchanged rule from a changed one.
+    `matches(fields)` is built from `conditions` and `checks` when the rule is made; `explain(fields)` names the
+    first of them that fails. `stages` are the clauses the engine runs before the actions, in written order.
     """
 
     name: str
@@ -100,10 +128,30 @@ class CompiledRule:
     actions: tuple[Action, ...]
     fingerprint: str
     conditions: tuple[Condition, ...] = ()
+    checks: tuple[Check, ...] = ()
+    stages: tuple[Stage, ...] = ()
+    params: tuple[CommandParam, ...] = ()
+    schedule: ScheduleSpec | None = None
     matches: Matcher = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "matches", compile_conditions(self.conditions))
+        object.__setattr__(self, "matches", compile_conditions(self.conditions, self.checks))
+
+    def explain(self, fields: Fields) -> str | None:
+        """The first clause of the trigger that `fields` fail, as written; None when the rule matches."""
+        for check in (*(c.as_check() for c in self.conditions), *self.checks):
+            if not check.test(fields):
+                return check.text
+        return None
+
+    def bind_args(self, args: Sequence[str]) -> BoundArgs | str:
+        """A command's words typed by its spec (name -> value), or why they do not fit (a str)."""
+        return bind_args(self.params, args, self.command or "")
+
+    @property
+    def button_specs(self) -> tuple[ButtonSpec, ...]:
+        """Every button this rule's notifications send."""
+        return tuple(b for a in self.actions if isinstance(a, NotifyAction) for b in a.button_list)
 
 
 class _Entry(NamedTuple):
@@ -127,7 +175,7 @@ class _Route:
         if key is None:
             self.residual.append(_Entry(position, rule, rule.matches))
             return
-        rest = compile_conditions(c for c in rule.conditions if c is not by_field[key])
+        rest = compile_conditions((c for c in rule.conditions if c is not by_field[key]), rule.checks)
         bucket = self.indexes.setdefault(key, {}).setdefault(by_field[key].value, [])
         bucket.append(_Entry(position, rule, rest))
 
@@ -145,6 +193,8 @@ class _Route:
                 groups.append(bucket)
         if self.residual:
             groups.append(self.residual)
+        if len(groups) == 1:
+            return [entry.rule for entry in groups[0] if entry.rest(fields)]
         hits = [entry for group in groups for entry in group if entry.rest(fields)]
         if len(groups) > 1:
             hits.sort(key=lambda entry: entry.position)
@@ -175,6 +225,10 @@ class EventGraph:
     def commands(self) -> dict[str, tuple[CompiledRule, ...]]:
         """Command name to the rules it triggers, in file order."""
         return dict(self._commands)
+
+    def of_kind(self, kind: str) -> tuple[CompiledRule, ...]:
+        """Every rule of one trigger kind, in file order (for a dry run's "why not")."""
+        return tuple(rule for rule in self.rules if rule.kind == kind)
 
     def __repr__(self) -> str:
         return f"EventGraph({len(self.rules)} rules)"

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 
+import lark.lexer as lark_lexer
 from lark import Lark, Token, UnexpectedInput
 from lark.lark import PostLex
 
@@ -76,15 +77,24 @@ def _marker(kind: str, indent: str, line: int) -> Token:
 def build_parser(*, strict: bool = False) -> Lark:
     """A new lark parser for `grammar.lark` (`strict=True` needs `interegular`; the tests use it)."""
     grammar = resources.files("dsl").joinpath("grammar.lark").read_text(encoding="utf-8")
-    return Lark(
-        grammar,
-        parser="lalr",
-        lexer="contextual",
-        postlex=_Indenter(),
-        propagate_positions=True,
-        maybe_placeholders=False,
-        strict=strict,
-    )
+    # With interegular installed, lark checks every lexer state's terminals for collisions even when not strict:
+    # about a second per process for this grammar. The tests build with strict=True, so the check still runs
+    # there; the everyday parser skips it. (Built once per process, under functools.cache.)
+    saved = lark_lexer.has_interegular
+    if not strict:
+        lark_lexer.has_interegular = False
+    try:
+        return Lark(
+            grammar,
+            parser="lalr",
+            lexer="contextual",
+            postlex=_Indenter(),
+            propagate_positions=True,
+            maybe_placeholders=False,
+            strict=strict,
+        )
+    finally:
+        lark_lexer.has_interegular = saved
 
 
 @functools.cache
@@ -117,6 +127,7 @@ def _chunks(text: str) -> list[_Chunk]:
 def parse_recovering(text: str, path: str) -> tuple[RuleFile, list[Diagnostic]]:
     """Parse every rule that can be parsed; return them with a diagnostic for each chunk that could not."""
     rules = []
+    teams = []
     diags: list[Diagnostic] = []
     chunks = _chunks(text.removeprefix("\ufeff"))  # editors hide a byte-order mark; so do columns
     for index, chunk in enumerate(chunks):
@@ -143,10 +154,11 @@ def parse_recovering(text: str, path: str) -> tuple[RuleFile, list[Diagnostic]]:
                 )
             )
             continue
-        built, problems = build_rules(tree, path=path, line_offset=offset)
+        built, declared, problems = build_rules(tree, path=path, line_offset=offset)
         rules.extend(built)
+        teams.extend(declared)
         diags.extend(problems)
-    return RuleFile(path=path, rules=tuple(rules)), diags
+    return RuleFile(path=path, rules=tuple(rules), teams=tuple(teams)), diags
 
 
 def parse(text: str, path: str) -> tuple[RuleFile | None, list[Diagnostic]]:

@@ -19,26 +19,64 @@ from dsl.diagnostics import Diagnostic, did_you_mean, join_words
 
 # Keyword terminals are named after their word; this order is the order alternatives are listed in.
 KEYWORDS = (
-    "on", "rule", "alert", "command", "firing", "resolved", "severity", "from",
-    "require", "role", "notify", "with", "buttons", "run", "sandboxed", "timeout",
+    "on", "rule", "team", "alert", "command", "button", "task", "schedule", "event", "message",
+    "firing", "resolved", "severity", "from", "label", "succeeded", "failed", "timed_out",
+    "every", "day", "at", "cron", "in", "matching", "when", "and", "or", "not", "matches", "is", "set",
+    "require", "role", "confirmation", "by", "another", "within", "dedupe", "for", "group", "most", "per",
+    "check", "disk", "has", "free", "notify", "saying", "with", "buttons", "reply", "run", "sandboxed",
+    "timeout", "memory", "network", "args", "emit", "silence", "escalate", "to", "after", "unless",
+    "acknowledged",
 )  # fmt: skip
 
 # What a NAME stands for depends on the word before it.
 _NAME_AFTER = {
     "rule": "a rule name",
+    "team": "a team name",
     "command": "a command name",
+    "button": "a button name",
+    "event": "an event name",
+    "emit": "an event name",
     "severity": "a severity such as warning or critical",
     "from": "a service name",
+    "label": "a label name",
     "role": "a role name",
+    "another": "a role name",
     "notify": "a team name",
+    "to": "a team name",
+    "network": "'none' or 'default'",
+    ":": "a type such as word, text, int, duration, user or a|b|c",
 }
 
 # Keywords first: alternatives are listed in this order.
 TERMINAL_WORDS = {word.upper(): f"'{word}'" for word in KEYWORDS} | {
     "NAME": "a name",
     "SCRIPT": "a script name such as backup.sh",
+    "FIELD": "a field such as alert.service",
+    "LITERAL": "a value",
+    "PERSON": "a person such as @alice",
+    "STRING": "a quoted text",
+    "REGEX": "a regular expression such as /disk .* full/",
+    "PLACEHOLDER": "a {field}",
     "DURATION": "a duration such as 30s, 10m or 1h",
+    "SIZE": "a size such as 512m or 5gb",
+    "INT": "a whole number",
+    "CLOCK": "a time of day such as 03:00",
+    "ZONE": "a time zone such as UTC or Europe/Berlin",
     "COLON": "':'",
+    "COMMA": "','",
+    "PIPE": "'|'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "EQ": "'='",
+    "NE": "'!='",
+    "LT": "'<'",
+    "LE": "'<='",
+    "GT": "'>'",
+    "GE": "'>='",
+    "TILDE_EQ": "'=~'",
+    "TILDE_NE": "'!~'",
     "_NL": "the end of the line",
     "_INDENT": "an indented line",
     "_DEDENT": "the end of the rule block",
@@ -50,8 +88,24 @@ _RANK = {name: rank for rank, name in enumerate(TERMINAL_WORDS)}
 # Said only when nothing else fits: "expected 'on' or 'rule'" reads better without "or the end of the file".
 _STRUCTURAL = {"$END", "_DEDENT"}
 _MAX_LISTED = 4
+# Many alternatives of one sort read better as the sort: "expected a trigger such as ...".
+_GROUP_AT = 3
+_GROUPS = (
+    (
+        frozenset({"ALERT", "COMMAND", "BUTTON", "TASK", "SCHEDULE", "EVENT", "MESSAGE"}),
+        "a trigger such as alert, command or schedule",
+    ),
+    (
+        frozenset({"WHEN", "REQUIRE", "DEDUPE", "GROUP", "AT", "CHECK", "NOTIFY", "REPLY", "RUN", "EMIT", "SILENCE",
+                   "ESCALATE"}),
+        "a clause or an action such as 'notify' or 'run'",
+    ),
+    (frozenset({"EQ", "NE", "LT", "LE", "GT", "GE"}), "a comparison such as >="),
+)
 # Words that start a line of a rule block; one of them in column 1 is most likely a line that lost its indent.
-_BODY_WORDS = frozenset({"require", "notify", "run"})
+_BODY_WORDS = frozenset(
+    {"when", "require", "dedupe", "group", "at", "check", "notify", "reply", "run", "emit", "silence", "escalate"}
+)
 _WORD_BEFORE = re.compile(r"[A-Za-z0-9_.\-]+|:")
 
 
@@ -79,6 +133,8 @@ def describe_syntax_error(
     src = _Source(path, lines, offset, after_rule)
     expected = _expected(err)
     if isinstance(err, UnexpectedCharacters):
+        if err.char in "\"/" and _unclosed(lines, err.line, err.column):
+            return _unclosed_quote(src, err.line, err.column, err.char)
         char = err.char if err.char.isprintable() else repr(err.char)[1:-1]
         return _unexpected(src, err.line, err.column, 1, expected, found=f"character '{char}'", word=None)
     token = err.token if isinstance(err, UnexpectedToken) else None
@@ -136,6 +192,29 @@ def _unexpected(
     return Diagnostic(src.span(line, col, width), message, hint=hint)
 
 
+def _unclosed(lines: list[str], line: int, col: int) -> bool:
+    """Whether the quote or slash at (line, col) has no partner later on its line."""
+    text = lines[line - 1] if 0 < line <= len(lines) else ""
+    mark = text[col - 1 : col]
+    return bool(mark) and mark not in text[col:]
+
+
+def _unclosed_quote(src: _Source, line: int, col: int, mark: str) -> Diagnostic:
+    """A quoted text or regex that runs to the end of its line: they never span lines."""
+    width = len(src.lines[line - 1]) - col + 1 if 0 < line <= len(src.lines) else 1
+    if mark == '"':
+        return Diagnostic(
+            src.span(line, col, width),
+            "this quoted text has no closing '\"' on its line",
+            hint='a quoted text ends on the line it starts on; write \\" for a quote inside it',
+        )
+    return Diagnostic(
+        src.span(line, col, width),
+        "this regular expression has no closing '/' on its line",
+        hint="a regular expression ends on the line it starts on; write \\/ for a slash inside it",
+    )
+
+
 def _at_end(src: _Source, expected: set[str], next_line: NextLine | None) -> Diagnostic:
     """The chunk ended too soon: point at the next rule's first word, or just after the file's last text."""
     if expected == {"_INDENT"}:
@@ -157,14 +236,19 @@ def _describe(expected: Collection[str], previous: str | None) -> list[str]:
     if any(name not in _STRUCTURAL for name in names):
         names = [name for name in names if name not in _STRUCTURAL]
     names.sort(key=lambda name: _RANK[name])
-    words = []
+    words: list[str] = []
+    phrases = []
+    for members, phrase in _GROUPS:
+        if len(members & set(names)) >= _GROUP_AT:
+            phrases.append(phrase)
+            names = [name for name in names if name not in members]
     for name in names:
         text = TERMINAL_WORDS[name]
         if name == "NAME":
             text = _NAME_AFTER.get(previous or "", text)
         if text not in words:
             words.append(text)
-    return words
+    return words + phrases
 
 
 def _expected(err: UnexpectedInput) -> set[str]:

@@ -21,6 +21,7 @@ from engine.errors import ConfigError, HeraldError, RulesError
 COMMAND_MODULES: tuple[str, ...] = (
     "engine.cli_security",
     "engine.cli_sandbox",
+    "engine.cli_rules",
 )
 
 

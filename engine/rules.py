@@ -12,6 +12,11 @@ from engine.errors import RulesError
 
 RULE_SUFFIX = ".rules"
 
+# What the runtime can run today; a rule using anything else is a compile error naming it, not a silent no-op.
+ENGINE_TRIGGERS = ("alert", "command", "button")
+ENGINE_ACTIONS = ("notify", "run")
+ENGINE_STAGES = ("require role",)
+
 
 def catalog_for(config: Config) -> Catalog:
     """What rules may name: configured teams and roles, and the scripts in the scripts folder (the whitelist)."""
@@ -19,7 +24,8 @@ def catalog_for(config: Config) -> Catalog:
     scripts: frozenset[str] = frozenset()
     if scripts_dir is not None and scripts_dir.is_dir():
         scripts = frozenset(p.name for p in scripts_dir.iterdir() if p.is_file() and not p.name.startswith("."))
-    return Catalog(teams=frozenset(config.teams), roles=frozenset(config.roles), scripts=scripts)
+    catalog = Catalog(teams=frozenset(config.teams), roles=frozenset(config.roles), scripts=scripts)
+    return catalog.restricted_to(triggers=ENGINE_TRIGGERS, actions=ENGINE_ACTIONS, stages=ENGINE_STAGES)
 
 
 def rule_files(paths: Sequence[Path]) -> list[Path]:

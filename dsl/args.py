@@ -1,0 +1,90 @@
+"""Typed command arguments: the spec a command declares, and binding what a chat user typed to it.
+
+`bind_args(params, args)` is pure and returns either a dict (argument name -> typed value) or a message that
+says, in the user's words, what is wrong. Types: word (one word), text (the rest of the line), int, duration
+(to seconds), choice (one of the listed words), user (`@name` or `name`, to `name`). Optional arguments take
+their default, or are absent when they have none (missing is not empty).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dsl.values import duration_seconds, is_duration, is_int
+
+BoundArgs = dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandParam:
+    """One declared argument: `<name: type>`, or optional with a default (already typed)."""
+
+    name: str
+    type: str
+    choices: tuple[str, ...] = ()
+    optional: bool = False
+    default: object = None
+
+    def usage(self) -> str:
+        kind = "|".join(self.choices) if self.type == "choice" else self.type
+        return f"[<{self.name}: {kind}>]" if self.optional else f"<{self.name}: {kind}>"
+
+
+def convert(param: CommandParam, text: str) -> object | str:
+    """`text` as a value of `param`'s type; on failure a `_Refusal` message (a str subclass)."""
+    if param.type == "int":
+        return int(text) if is_int(text) else _Refusal(f"{param.name} must be a whole number, not '{text}'")
+    if param.type == "duration":
+        if is_duration(text):
+            return duration_seconds(text)
+        return _Refusal(f"{param.name} must be a duration such as 30s, 10m or 1h, not '{text}'")
+    if param.type == "choice":
+        if text in param.choices:
+            return text
+        return _Refusal(f"{param.name} must be one of {', '.join(param.choices)}, not '{text}'")
+    if param.type == "user":
+        name = text[1:] if text.startswith("@") else text
+        return name if name else _Refusal(f"{param.name} must name a person, such as @alice")
+    return text
+
+
+class _Refusal(str):
+    """A conversion failure; a distinct type so a word argument that happens to be text is never mistaken."""
+
+
+def bind_args(params: Sequence[CommandParam], args: Sequence[str], command: str = "") -> BoundArgs | str:
+    """Bind the words after the command to `params`; a str result is why they do not fit.
+
+    A command whose rules declare no arguments at all is untyped: its words are not bound here (the result is
+    empty) and stay in `command.args`, as before typed arguments existed.
+    """
+    if not params:
+        return {}
+    usage = " ".join(["/" + command if command else "usage:", *(p.usage() for p in params)])
+    bound: BoundArgs = {}
+    words = list(args)
+    for param in params:
+        if param.type == "text":
+            if words:
+                bound[param.name] = " ".join(words)
+                words = []
+            elif not param.optional:
+                return f"missing {param.name}; usage: {usage}"
+            elif param.default is not None:
+                bound[param.name] = param.default
+            continue
+        if not words:
+            if not param.optional:
+                return f"missing {param.name}; usage: {usage}"
+            if param.default is not None:
+                bound[param.name] = param.default
+            continue
+        value = convert(param, words.pop(0))
+        if isinstance(value, _Refusal):
+            return str(value)
+        bound[param.name] = value
+    if words:
+        extra = " ".join(words)
+        return f"unexpected '{extra}'; usage: {usage}"
+    return bound

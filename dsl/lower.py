@@ -1,0 +1,216 @@
+"""Lowering: a checked rule's AST to its runnable form (`CompiledRule`): index conditions, residual checks,
+stages, action plan, typed command parameters and fingerprints.
+
+Fingerprints hash the canonical text (`dsl.printer`) of what the rule does, never its name, place, comments or
+spelling, so `firing` written or left out, `sandboxed` written or not, a block or a one-liner, all hash alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+
+from dsl.args import CommandParam
+from dsl.ast import (
+    AlertTrigger,
+    ButtonTrigger,
+    CheckDisk,
+    CommandTrigger,
+    Dedupe,
+    Emit,
+    Escalate,
+    EventTrigger,
+    Group,
+    MessageTrigger,
+    Notify,
+    Param,
+    RateLimit,
+    Reply,
+    RequireConfirmation,
+    RequireRole,
+    Rule,
+    RunScript,
+    ScheduleTrigger,
+    Silence,
+    TaskTrigger,
+    Value,
+    When,
+)
+from dsl.catalog import Catalog
+from dsl.checks_rule import PARAM_FIELD_TYPES
+from dsl.fields import MISSING, Getter, getter
+from dsl.graph import CompiledRule, Condition
+from dsl.kinds import trigger_kind
+from dsl.matching import Check, Fields, Matcher, TypeInfo, compile_condition, regex_test, value_test
+from dsl.plan import (
+    Action,
+    ButtonSpec,
+    CheckDiskStage,
+    ConfirmStage,
+    DedupeStage,
+    EmitAction,
+    EscalateAction,
+    GroupStage,
+    NotifyAction,
+    RateLimitStage,
+    ReplyAction,
+    RequireRoleStage,
+    RunAction,
+    ScheduleSpec,
+    SilenceAction,
+    Stage,
+)
+from dsl.printer import body_lines, print_action, print_clause, print_param, print_trigger
+from dsl.values import duration_seconds, is_duration, is_int, slash
+
+# Bump when the canonical form changes meaning, so old and new fingerprints never compare equal by accident.
+FINGERPRINT_VERSION = 2
+
+
+def lower_rule(rule: Rule, catalog: Catalog, specs: Mapping[str, tuple[Param, ...]] | None = None) -> CompiledRule:
+    """The runnable form of a checked rule; `specs` holds each command's argument spec (shared by its rules)."""
+    trigger = rule.trigger
+    kind = trigger_kind(trigger)
+    name = rule.name if rule.name is not None else rule.span.location
+    params: tuple[Param, ...] = ()
+    if isinstance(trigger, CommandTrigger):
+        params = (specs or {}).get(trigger.name, trigger.params) or trigger.params
+    known = dict(catalog.fields_of(kind))
+    for param in params:
+        known[f"command.{param.name}"] = PARAM_FIELD_TYPES.get(param.type, "text")
+    info = TypeInfo(known, catalog.severities)
+    conditions, checks = _trigger_tests(rule, name, info)
+    for clause in rule.clauses:
+        if isinstance(clause, When):
+            checks.append(Check(print_clause(clause), compile_condition(clause.condition, info)))
+    stages = tuple(_stage(c) for c in rule.clauses if not isinstance(c, When))
+    return CompiledRule(
+        name=name,
+        location=rule.span.location,
+        kind=kind,
+        command=trigger.name if isinstance(trigger, CommandTrigger) else None,
+        required_roles=tuple(c.role for c in rule.clauses if isinstance(c, RequireRole)),
+        actions=tuple(_action(a) for a in rule.actions),
+        fingerprint=rule_fingerprint(rule, params),
+        conditions=tuple(conditions),
+        checks=tuple(checks),
+        stages=stages,
+        params=tuple(_param(p) for p in params),
+        schedule=_schedule(trigger) if isinstance(trigger, ScheduleTrigger) else None,
+    )
+
+
+def _trigger_tests(rule: Rule, name: str, info: TypeInfo) -> tuple[list[Condition], list[Check]]:
+    """Equality conditions (the index picks one) and residual checks, most selective first."""
+    t = rule.trigger
+    conditions: list[Condition] = []
+    checks: list[Check] = []
+    if isinstance(t, AlertTrigger):
+        if t.service is not None:
+            conditions.append(Condition("alert.service", t.service, f"from {t.service}"))
+        if t.severity is not None and t.severity_op == "=":
+            conditions.append(Condition("alert.severity", t.severity, f"severity {t.severity}"))
+        conditions.append(Condition("alert.status", t.status, t.status))
+        if t.severity is not None and t.severity_op != "=":
+            test = value_test(getter("alert.severity"), t.severity_op, Value(t.severity, "word"), "severity",
+                              info.severities)
+            checks.append(Check(f"severity {t.severity_op} {t.severity}", test))
+        for label in t.labels:
+            get = getter(f"alert.labels.{label.name}")
+            if label.op in ("=~", "!~"):
+                found = regex_test(get, label.value)
+                text = f"label {label.name} {label.op} {slash(label.value)}"
+                checks.append(Check(text, found if label.op == "=~" else _present_and_not(get, found)))
+            else:
+                test = value_test(get, label.op, Value(label.value, "text"), "text", info.severities)
+                checks.append(Check(f"label {label.name} {label.op} {label.value}", test))
+    elif isinstance(t, CommandTrigger):
+        conditions.append(Condition("command.name", t.name, f"command {t.name}"))
+    elif isinstance(t, ButtonTrigger):
+        conditions.append(Condition("button.action", t.name, f"button {t.name}"))
+    elif isinstance(t, TaskTrigger):
+        conditions.append(Condition("task.script", t.script, f"task {t.script}"))
+        if t.status is not None:
+            conditions.append(Condition("task.status", t.status, t.status))
+    elif isinstance(t, ScheduleTrigger):
+        conditions.append(Condition("schedule.rule", name, print_trigger(t)))
+    elif isinstance(t, EventTrigger):
+        conditions.append(Condition("event.name", t.name, f"event {t.name}"))
+    elif isinstance(t, MessageTrigger):
+        checks.append(Check(f"matching {slash(t.pattern)}", regex_test(getter("message.text"), t.pattern)))
+    return conditions, checks
+
+
+def _present_and_not(get: Getter, found: Matcher) -> Matcher:
+    """`!~`: the label is present and the regex finds nothing in it (missing is not empty)."""
+
+    def test(fields: Fields) -> bool:
+        value = get(fields)
+        return value is not MISSING and value is not None and not found(fields)
+
+    return test
+
+
+def _stage(clause: object) -> Stage:
+    print_ = clause_fingerprint(clause)
+    if isinstance(clause, RequireRole):
+        return RequireRoleStage(clause.role, print_)
+    if isinstance(clause, RequireConfirmation):
+        return ConfirmStage(clause.role, clause.within_s, print_)
+    if isinstance(clause, Dedupe):
+        return DedupeStage(clause.field, clause.for_s, print_)
+    if isinstance(clause, Group):
+        return GroupStage(clause.field, clause.within_s, print_)
+    if isinstance(clause, RateLimit):
+        return RateLimitStage(clause.count, clause.per_s, clause.key, print_)
+    assert isinstance(clause, CheckDisk)
+    return CheckDiskStage(clause.path, clause.free_bytes, print_)
+
+
+def _action(action: object) -> Action:
+    if isinstance(action, Notify):
+        buttons = tuple(ButtonSpec(b.name, b.arg) for b in action.button_list)
+        return NotifyAction(action.team, action.buttons, action.template, buttons)
+    if isinstance(action, Reply):
+        return ReplyAction(action.template)
+    if isinstance(action, RunScript):
+        return RunAction(action.script, action.timeout_s, action.memory_bytes, action.network or "none", action.args)
+    if isinstance(action, Emit):
+        return EmitAction(action.event)
+    if isinstance(action, Silence):
+        return SilenceAction(action.field, action.for_s, action.for_field, _hash(print_action(action)))
+    assert isinstance(action, Escalate)
+    return EscalateAction(action.target, action.after_s, _hash(print_action(action)))
+
+
+def _param(param: Param) -> CommandParam:
+    default: object = None
+    if param.default is not None:
+        text = param.default.text
+        if param.type == "int" and is_int(text):
+            default = int(text)
+        elif param.type == "duration" and is_duration(text):
+            default = duration_seconds(text)
+        else:
+            default = text
+    return CommandParam(param.name, param.type, param.choices, param.optional, default)
+
+
+def _schedule(t: ScheduleTrigger) -> ScheduleSpec:
+    return ScheduleSpec(how=t.how, every_s=t.every_s, at=t.at, cron=t.cron, zone=t.zone)
+
+
+def rule_fingerprint(rule: Rule, params: Sequence[Param] = ()) -> str:
+    """sha256 of the canonical text of what a rule does (and its command's argument spec)."""
+    lines = [f"v{FINGERPRINT_VERSION}", *body_lines(rule), *(print_param(p) for p in params)]
+    return _hash("\n".join(lines))
+
+
+def clause_fingerprint(clause: object) -> str:
+    """sha256 of one clause's canonical text: the key of its state across reloads."""
+    return _hash(f"v{FINGERPRINT_VERSION}\n{print_clause(clause)}")
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+

@@ -60,6 +60,10 @@ PARAM_FIELD_TYPES = {"word": "text", "text": "text", "int": "number", "duration"
                      "choice": "text"}  # fmt: skip
 # Triggers whose events come from a person in a conversation: roles can be checked and a reply has somewhere to go.
 CONVERSATIONAL = frozenset({"command", "button", "message"})
+# Triggers whose events may carry the conversation of the event that caused them (an emit from a command, a task
+# a command started): a reply goes there, or nowhere when the cause had no conversation (DESIGN §3's example
+# `on event deploy-done reply ...`).
+MAYBE_CONVERSATIONAL = frozenset({"event", "task"})
 _CLOCK = re.compile(r"([0-9]{1,2}):([0-9]{2})")
 _CRON_FIELD = re.compile(r"(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?(,(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?)*|[A-Za-z]{3}")
 
@@ -228,7 +232,7 @@ def _check_clause(clause: object, kind: str, known: Mapping[str, str], ctx: Rule
         yield from check_condition(clause.condition, kind, known, ctx)
     elif isinstance(clause, RequireRole):
         yield from known_name("role", clause.role, clause.role_span or clause.span, catalog.roles)
-        if kind not in CONVERSATIONAL:
+        if kind not in CONVERSATIONAL | MAYBE_CONVERSATIONAL:
             yield Diagnostic(span, f"{_an(kind)} comes from no person, so there are no roles to check",
                              hint="'require role' fits command, button and message rules")
     elif isinstance(clause, RequireConfirmation):
@@ -293,7 +297,7 @@ def _check_action(action: object, kind: str, known: Mapping[str, str], ctx: Rule
         if action.template is not None:
             yield from check_template(action.template, action.template_span, known, kind)
     elif isinstance(action, Reply):
-        if kind not in CONVERSATIONAL:
+        if kind not in CONVERSATIONAL | MAYBE_CONVERSATIONAL:
             yield Diagnostic(span, f"{_an(kind)} has no conversation to reply to",
                              hint="use 'notify <team>' to send it somewhere")
         yield from check_template(action.template, action.template_span, known, kind)

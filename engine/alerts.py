@@ -30,6 +30,13 @@ CREATE TABLE IF NOT EXISTS alert_state (
 """
 
 ALERT_BUTTONS = (("Acknowledge", "ack", None), ("Mute 1h", "mute", "1h"))
+_LABELS = {"ack": "Acknowledge"}
+
+
+def button_label(action: str, arg: str | None) -> str:
+    """What a button says: `ack` -> Acknowledge, `mute 1h` -> Mute 1h, `retry` -> Retry."""
+    label = _LABELS.get(action, action.replace("-", " ").replace("_", " ").capitalize())
+    return f"{label} {arg}" if arg else label
 MUTE_DURATIONS = {"1h": timedelta(hours=1)}
 
 
@@ -47,15 +54,19 @@ class AlertState:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def make_buttons(self, *, event_id: str, rule: str, fingerprint: str | None) -> tuple[Button, ...]:
+    async def make_buttons(
+        self, *, event_id: str, rule: str, fingerprint: str | None,
+        specs: tuple[tuple[str, str | None], ...] = tuple((a, g) for _, a, g in ALERT_BUTTONS),
+    ) -> tuple[Button, ...]:
+        """Sign one button per (action, arg) for this notification."""
         expires = int(time.time()) + BUTTON_TTL_S
 
         def _sign(conn: sqlite3.Connection) -> tuple[Button, ...]:
             return tuple(
                 Button(id=keys.sign_value(conn, {"r": rule, "e": event_id, "a": action, "g": arg, "f": fingerprint,
                                                  "x": expires, "n": secrets.token_hex(8)}),
-                       label=label, action=action, arg=arg)
-                for label, action, arg in ALERT_BUTTONS
+                       label=button_label(action, arg), action=action, arg=arg)
+                for action, arg in specs
             )
 
         return await self._db.write(_sign)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from dsl import EventGraph
+from dsl.ast import TeamDecl
 from engine import alerts, audit, identity, journal, keys, runtime, tasks
 from engine.alerts import AlertState
 from engine.api import API_PURPOSE, StreamOutlet, add_routes
@@ -26,9 +27,10 @@ from engine.errors import AuthError, ConfigError
 from engine.events import Actor, ButtonData, Event, ReplyTo
 from engine.identity import Directory
 from engine.journal import Journal
-from engine.outlets import Outlet, Outlets
+from engine.outlets import Audience, Outlet, Outlets
 from engine.plugins import Acknowledge, Busy, Integration, Unload, discover
-from engine.runtime import Runtime, summarize
+from engine.runs import Services, summarize
+from engine.runtime import Runtime
 from engine.sandbox import Sandbox
 from engine.snapshots import EventView
 from engine.store import Database
@@ -42,6 +44,17 @@ LOCAL_OPERATOR = "local-operator"
 LOCAL_TOKEN_TTL_S = 30 * 24 * 3600
 EVENT_QUEUE_SIZE = 10_000
 RECENT_ON_START = 200
+
+
+def declared_audiences(teams: Sequence[TeamDecl]) -> dict[str, Audience]:
+    """Teams declared in rule files as audiences: `@person` members and `chat "room"` rooms (other platforms'
+    addresses wait for their integrations)."""
+    audiences = {}
+    for team in teams:
+        members = tuple(m.address for m in team.members if m.platform is None)
+        rooms = tuple(m.address for m in team.members if m.platform == "chat")
+        audiences[team.name] = Audience(team.name, members, rooms)
+    return audiences
 
 
 def tls_context(http: HttpConfig) -> ssl.SSLContext | None:
@@ -58,7 +71,8 @@ def tls_context(http: HttpConfig) -> ssl.SSLContext | None:
 
 
 class Engine:
-    def __init__(self, config: Config, graph: EventGraph, *, integrations: Sequence[Integration] | None = None):
+    def __init__(self, config: Config, graph: EventGraph, *, teams: Sequence[TeamDecl] = (),
+                 integrations: Sequence[Integration] | None = None):
         self.config = config
         self.graph = graph
         self.state: State = "new"
@@ -79,10 +93,10 @@ class Engine:
         self.alerts = AlertState(self.db)
         self.tasks = TaskQueue(self.db, on_change=lambda task: self.bus.publish(task.view()))
         self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_dir)
-        self.runtime = Runtime(
-            graph=graph, config=config, directory=self.directory, db=self.db, journal=self.journal,
-            audit=self.audit, tasks=self.tasks, alerts=self.alerts, outlets=self.outlets, bus=self.bus,
-        )
+        services = Services(config=config, directory=self.directory, db=self.db, audit=self.audit, tasks=self.tasks,
+                            alerts=self.alerts, outlets=self.outlets, bus=self.bus, submit=self.submit)
+        self.runtime = Runtime(graph=graph, services=services, journal=self.journal,
+                               declared_teams=declared_audiences(teams))
         self._workers = TaskWorkers(queue=self.tasks, sandbox=self.sandbox, on_finished=self.runtime.task_finished)
 
     # -- IntegrationContext ------------------------------------------------------------------------------------

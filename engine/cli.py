@@ -169,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
     async def serve() -> None:
-        engine = Engine(config, result.graph)
+        engine = Engine(config, result.graph, teams=result.teams)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -7,7 +7,7 @@ language uses (`alert.severity`, `command.name`, ...), which is all the pure eve
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -88,7 +88,47 @@ class ButtonData(_Model):
     alert_fingerprint: str | None = None
 
 
-EventData = Annotated[AlertData | CommandData | ButtonData, Field(discriminator="kind")]
+class TaskData(_Model):
+    """A task finished (the `on task SCRIPT succeeded|failed|timed_out` trigger)."""
+
+    kind: Literal["task"] = "task"
+    task_id: str
+    script: str
+    status: str
+    exit_code: int | None = None
+    duration: float | None = None
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    rule: str
+
+
+class EmittedData(_Model):
+    """An event a rule raised with `emit NAME`; `values` are the emitting event's own fields (`event.<key>`)."""
+
+    kind: Literal["event"] = "event"
+    name: str
+    values: dict[str, Any] = Field(default_factory=dict)
+
+
+class MessageData(_Model):
+    """Chat text that is not a command (the `on message matching /re/` trigger)."""
+
+    kind: Literal["message"] = "message"
+    text: str
+    user: str | None = None
+    chat: str | None = None
+
+
+class ScheduleData(_Model):
+    kind: Literal["schedule"] = "schedule"
+    rule: str
+    time: str
+
+
+EventData = Annotated[
+    AlertData | CommandData | ButtonData | TaskData | EmittedData | MessageData | ScheduleData,
+    Field(discriminator="kind"),
+]
 
 
 class Event(_Model):
@@ -107,10 +147,10 @@ class Event(_Model):
     def fields(self) -> dict[str, object]:
         """The event as the rule language names it: `<kind>.<field>` plus `actor.*`; missing fields are absent."""
         prefix = self.kind
-        flat: dict[str, object] = {
-            f"{prefix}.{key}": value
-            for key, value in self.data.model_dump(exclude={"kind"}, exclude_none=True).items()
-        }
+        data = self.data.model_dump(exclude={"kind"}, exclude_none=True)
+        if isinstance(self.data, EmittedData):
+            data = {**data.pop("values"), "name": self.data.name}
+        flat: dict[str, object] = {f"{prefix}.{key}": value for key, value in data.items()}
         if self.actor is not None:
             flat["actor.platform"] = self.actor.platform
             flat["actor.account"] = self.actor.account

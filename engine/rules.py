@@ -13,9 +13,10 @@ from engine.errors import RulesError
 RULE_SUFFIX = ".rules"
 
 # What the runtime can run today; a rule using anything else is a compile error naming it, not a silent no-op.
-ENGINE_TRIGGERS = ("alert", "command", "button")
-ENGINE_ACTIONS = ("notify", "run")
-ENGINE_STAGES = ("require role",)
+ENGINE_TRIGGERS = ("alert", "command", "button", "task", "event", "message")
+ENGINE_ACTIONS = ("notify", "reply", "run", "emit")
+ENGINE_STAGES = ("require role", "check disk")
+ENGINE_PLATFORMS = frozenset({"chat"})  # chat platforms with an integration that can deliver to a room
 
 
 def catalog_for(config: Config) -> Catalog:
@@ -24,7 +25,8 @@ def catalog_for(config: Config) -> Catalog:
     scripts: frozenset[str] = frozenset()
     if scripts_dir is not None and scripts_dir.is_dir():
         scripts = frozenset(p.name for p in scripts_dir.iterdir() if p.is_file() and not p.name.startswith("."))
-    catalog = Catalog(teams=frozenset(config.teams), roles=frozenset(config.roles), scripts=scripts)
+    catalog = Catalog(teams=frozenset(config.teams), roles=frozenset(config.roles), scripts=scripts,
+                      platforms=ENGINE_PLATFORMS)
     return catalog.restricted_to(triggers=ENGINE_TRIGGERS, actions=ENGINE_ACTIONS, stages=ENGINE_STAGES)
 
 

@@ -1,35 +1,28 @@
 """Rule runs: what happens to one accepted event.
 
-For each rule the compiled graph matches, a RuleRun walks INIT -> CHECK_PERMISSION -> VALIDATE_PARAMS -> EXECUTE ->
-REPORT_RESULT (or stops at DENIED / REJECTED). Every transition is stored in `run_trace`, published to observers and,
-for commands, sent back to the conversation as progress. A `run` action hands a task to the queue; the run reaches
+For each rule the compiled graph matches, a RuleRun walks INIT -> CHECK_PERMISSION -> VALIDATE_PARAMS -> [stages,
+CONFIRM] -> EXECUTE -> REPORT_RESULT, or stops at DENIED, REJECTED or SKIPPED. Every transition is stored in
+`run_trace`, published to observers and, for commands, sent back to the conversation as progress. Actions and stages
+are dispatched by type (engine.actions, engine.stages). A `run` action hands a task to the queue; the run reaches
 REPORT_RESULT when a worker reports the task finished, from the task record itself, so a restart in between still
-reports.
+reports; the finished task is then an event of its own (`on task ...`).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
 
-from dsl import CompiledRule, EventGraph, NotifyAction, RunAction
-from engine.alerts import MUTE_DURATIONS, AlertState
-from engine.audit import AuditLog
-from engine.bus import Bus
-from engine.config import Config
-from engine.errors import AuthError
-from engine.events import AlertData, ButtonData, CommandData, Event
-from engine.identity import Directory
+from dsl import EventGraph
+from engine import actions, stages
+from engine.builtins import BUILTIN_COMMANDS, help_text, press, run_builtin
+from engine.events import AlertData, ButtonData, Cause, CommandData, Event, MessageData, TaskData
 from engine.ids import new_id
 from engine.journal import Journal
-from engine.outlets import Audience, Notification, Outlets, Progress, Result, Text
+from engine.outlets import Audience, Progress, Result, Text
+from engine.runs import RuleRun, RunState, Services, now_iso, summarize, who
 from engine.snapshots import EventView, RunView
-from engine.store import Database
-from engine.tasks import TaskParams, TaskQueue, TaskRecord
+from engine.tasks import TaskRecord
 
 log = logging.getLogger("herald.runtime")
 
@@ -45,294 +38,196 @@ CREATE TABLE IF NOT EXISTS run_trace (
 CREATE INDEX IF NOT EXISTS run_trace_run ON run_trace(run_id);
 """
 
-BUILTIN_COMMANDS = {
-    "help": "list the commands you may run",
-    "whoami": "say which person this account acts for",
-    "link": "bind this account to a person with a one-time token from `herald identity link NAME`",
-}
-# Until commands declare typed arguments, an argument must be a plain word: no shell metacharacters, no option-like
-# leading '-', bounded length. It still reaches the script as one argv element, never through a shell.
-_PLAIN_ARG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/=@+,-]{0,127}")
-MAX_ARGS = 16
-
-
-class RunState(StrEnum):
-    INIT = "INIT"
-    CHECK_PERMISSION = "CHECK_PERMISSION"
-    VALIDATE_PARAMS = "VALIDATE_PARAMS"
-    EXECUTE = "EXECUTE"
-    REPORT_RESULT = "REPORT_RESULT"
-    DENIED = "DENIED"
-    REJECTED = "REJECTED"
-
-
-@dataclass(frozen=True)
-class RuleRun:
-    run_id: str
-    rule: CompiledRule
-    event: Event
-
-
-def summarize(event: Event) -> str:
-    """One line describing an event, for views and default notification texts."""
-    data = event.data
-    if isinstance(data, AlertData):
-        head = f"[{(data.severity or 'unknown').upper()}]" if data.status == "firing" else "[RESOLVED]"
-        what = " ".join(part for part in (data.name, data.summary and f"— {data.summary}") if part)
-        return f"{head} {data.service or '?'}: {what or data.fingerprint}"
-    if isinstance(data, CommandData):
-        return f"{_who(event)}: {data.safe_text}"
-    return f"{_who(event)} pressed {data.action}{' ' + data.arg if data.arg else ''}"
-
-
-def _who(event: Event) -> str:
-    if event.actor is None:
-        return event.source
-    return event.actor.principal or f"{event.actor.platform}:{event.actor.account}"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def validate_args(args: tuple[str, ...]) -> str | None:
-    """Return why the arguments are refused, or None when every one is acceptable."""
-    if len(args) > MAX_ARGS:
-        return f"too many arguments ({len(args)}; at most {MAX_ARGS})"
-    for arg in args:
-        if not _PLAIN_ARG.fullmatch(arg):
-            return (f"argument {arg!r} is not allowed: use letters, digits and . _ : / = @ + , - "
-                    "(not starting with a symbol, at most 128 characters)")
-    return None
+TAIL_CHARS = 2000
 
 
 class Runtime:
-    def __init__(
-        self, *, graph: EventGraph, config: Config, directory: Directory, db: Database, journal: Journal,
-        audit: AuditLog, tasks: TaskQueue, alerts: AlertState, outlets: Outlets, bus: Bus,
-    ) -> None:
-        self.graph = graph
-        self._config = config
-        self._directory = directory
-        self._db = db
+    def __init__(self, *, graph: EventGraph, services: Services, journal: Journal,
+                 declared_teams: dict[str, Audience] | None = None) -> None:
+        self.services = services
         self._journal = journal
-        self._audit = audit
-        self._tasks = tasks
-        self._alerts = alerts
-        self._outlets = outlets
-        self._bus = bus
+        self.graph = graph
+        services.declared_teams.clear()
+        services.declared_teams.update(declared_teams or {})
 
     async def handle(self, event: Event) -> None:
         """Run every matching rule for an accepted event, then mark it handled in the journal."""
-        self._bus.publish(EventView(id=event.id, kind=event.kind, source=event.source,
-                                    time=event.time.isoformat(), summary=summarize(event)))
+        services = self.services
+        services.bus.publish(EventView(id=event.id, kind=event.kind, source=event.source,
+                                       time=event.time.isoformat(), summary=summarize(event)))
+        graph = self.graph  # one graph version for the whole event, even if a reload swaps it meanwhile
         data = event.data
+        fields = event.fields()
         if isinstance(data, CommandData):
-            await self._audit_publish("command.received", _who(event), event=event.id, text=data.safe_text)
+            await services.audit_publish("command.received", who(event), event=event.id, text=data.safe_text)
             if data.name in BUILTIN_COMMANDS:
-                await self._builtin(event, data)
-                self._journal.mark_handled(event.id, _now())
+                await run_builtin(event, data, graph, services)
+                self._journal.mark_handled(event.id, now_iso())
                 return
+            fields.update(self._command_fields(event, data, graph))
         elif isinstance(data, ButtonData):
-            await self._press(event, data)
+            await press(event, data, services)
         elif isinstance(data, AlertData) and data.status == "resolved":
-            await self._alerts.resolved(data.fingerprint)
+            await services.alerts.resolved(data.fingerprint)
 
-        rules = self.graph.match(event.kind, event.fields())
-        if isinstance(data, CommandData) and not rules:
-            await self._outlets.reply(event.reply_to, Text(f"Unknown command /{data.name}. {self._help_for(event)}"))
+        rules = graph.match(event.kind, fields)
+        if not rules:
+            await self._nothing_matched(event, graph)
         for rule in rules:
             try:
-                await self._run(RuleRun(new_id(), rule, event))
+                await self._run(RuleRun(new_id(), rule, event, dict(fields)))
             except Exception:
                 log.exception("rule %s failed on event %s", rule.name, event.id)
-        self._journal.mark_handled(event.id, _now())
+        self._journal.mark_handled(event.id, now_iso())
+
+    def _command_fields(self, event: Event, data: CommandData, graph: EventGraph) -> dict[str, object]:
+        """`command.user` and the typed arguments, so conditions and templates can use them."""
+        extra: dict[str, object] = {}
+        if event.actor is not None and event.actor.principal is not None:
+            extra["command.user"] = event.actor.principal
+        rules = graph.commands().get(data.name, ())
+        if rules:  # every rule of one command has the same argument spec (a compile check)
+            bound = rules[0].bind_args(data.args)
+            if not isinstance(bound, str):
+                extra.update({f"command.{name}": value for name, value in bound.items()})
+        return extra
+
+    async def _nothing_matched(self, event: Event, graph: EventGraph) -> None:
+        data, outlets = event.data, self.services.outlets
+        if isinstance(data, CommandData):
+            text = f"Unknown command /{data.name}. {help_text(event, graph, self.services)}"
+        elif isinstance(data, MessageData):
+            text = "I only understand commands, like /help."
+        elif isinstance(data, ButtonData) and data.action not in ("ack", "mute"):
+            text = f"Nothing is set up for the button {data.action!r}."
+        else:
+            return
+        await outlets.reply(event.reply_to, Text(text))
 
     # -- the state machine -------------------------------------------------------------------------------------
 
     async def _run(self, run: RuleRun) -> None:
-        event, rule = run.event, run.rule
+        services, event, rule = self.services, run.event, run.rule
         await self._enter(run, RunState.INIT)
         await self._enter(run, RunState.CHECK_PERMISSION)
-        refusal = self._refusal(rule, event)
+        refusal = self._refusal(run)
         if refusal is not None:
-            await self._audit_publish("command.denied", _who(event), event=event.id, rule=rule.name, reason=refusal)
+            await services.audit_publish("command.denied" if run.is_command else "run.denied", who(event),
+                                         event=event.id, rule=rule.name, reason=refusal)
             await self._enter(run, RunState.DENIED, refusal)
-            await self._outlets.reply(event.reply_to, Text(f"Denied: {refusal}."))
+            await services.outlets.reply(event.reply_to, Text(f"Denied: {refusal}."))
             return
-        if isinstance(event.data, CommandData):
-            await self._audit_publish("command.allowed", _who(event), event=event.id, rule=rule.name)
+        if run.is_command:
+            await services.audit_publish("command.allowed", who(event), event=event.id, rule=rule.name)
 
         await self._enter(run, RunState.VALIDATE_PARAMS)
-        args = event.data.args if isinstance(event.data, CommandData) else ()
-        problem = validate_args(args)
+        problem = self._invalid_params(run)
         if problem is not None:
-            await self._audit_publish("command.rejected", _who(event), event=event.id, rule=rule.name, reason=problem)
+            await services.audit_publish("command.rejected", who(event), event=event.id, rule=rule.name,
+                                         reason=problem)
             await self._enter(run, RunState.REJECTED, problem)
-            await self._outlets.reply(event.reply_to, Text(f"Rejected: {problem}."))
+            await services.outlets.reply(event.reply_to, Text(f"Rejected: {problem}."))
+            return
+        await self.continue_run(run, first_stage=0)
+
+    async def continue_run(self, run: RuleRun, *, first_stage: int) -> None:
+        """Run the stages from `first_stage` on, then the actions. A parked stage (a confirmation) calls this
+        again, with the stage after it, when it is released."""
+        services, event, rule = self.services, run.event, run.rule
+        for index in range(first_stage, len(rule.stages)):
+            outcome = await stages.evaluate(rule.stages[index], run, services, index)
+            if outcome.proceed:
+                continue
+            await self._enter(run, outcome.state, outcome.reason)
+            if not outcome.parked:
+                await services.outlets.reply(event.reply_to, Text(f"Not run: {outcome.reason}."))
             return
 
         await self._enter(run, RunState.EXECUTE)
-        waiting_for_tasks = False
-        notes = []
+        notes, waiting = [], False
         for action in rule.actions:
-            if isinstance(action, NotifyAction):
-                notes.append(await self._notify(run, action))
-            elif isinstance(action, RunAction):
-                await self._enqueue(run, action, args)
-                waiting_for_tasks = True
-        if not waiting_for_tasks:
+            result = await actions.perform(action, run, services)
+            notes.append(result.note)
+            if result.task_id is not None:
+                waiting = True
+                if event.reply_to is not None:
+                    await services.outlets.reply(event.reply_to, Progress(run.run_id, rule.name,
+                                                                          RunState.EXECUTE.value, result.note))
+        if not waiting:
             text = "; ".join(notes) or "done"
             await self._enter(run, RunState.REPORT_RESULT, text)
-            if isinstance(event.data, CommandData):
-                await self._outlets.reply(event.reply_to, Result(run.run_id, rule.name, True, text))
+            if run.is_command:
+                await services.outlets.reply(event.reply_to, Result(run.run_id, rule.name, True, text))
 
-    def _refusal(self, rule: CompiledRule, event: Event) -> str | None:
-        if not isinstance(event.data, CommandData):
+    def _refusal(self, run: RuleRun) -> str | None:
+        """Deny by default: a command, or any rule that requires a role, needs a known person with the roles."""
+        event, rule = run.event, run.rule
+        if not run.is_command and not rule.required_roles:
             return None
+        what = f"/{event.data.name}" if isinstance(event.data, CommandData) else f"rule {rule.name}"
         principal = event.actor.principal if event.actor else None
         if principal is None:
-            return (f"/{event.data.name} needs an account linked to a person: ask an admin for a token "
+            return (f"{what} needs an account linked to a person: ask an admin for a token "
                     "(`herald identity link NAME`), then send /link TOKEN")
-        missing = [role for role in rule.required_roles if role not in self._directory.roles_of(principal)]
+        roles = self.services.directory.roles_of(principal)
+        missing = [role for role in rule.required_roles if role not in roles]
         if missing:
-            return f"/{event.data.name} requires role {', '.join(missing)}, which {principal} does not have"
+            return f"{what} requires role {', '.join(missing)}, which {principal} does not have"
+        return None
+
+    def _invalid_params(self, run: RuleRun) -> str | None:
+        data = run.event.data
+        if not isinstance(data, CommandData):
+            return None
+        if not run.rule.params:  # untyped: the words go to a script as they are, so they must be plain
+            return actions.plain_args_problem(data.args)
+        bound = run.rule.bind_args(data.args)
+        if isinstance(bound, str):
+            return bound
+        run.fields.update({f"command.{name}": value for name, value in bound.items()})
         return None
 
     async def _enter(self, run: RuleRun, state: RunState, detail: str = "") -> None:
-        time = _now()
-        row = (run.run_id, state.value, time, run.event.id, run.rule.name, detail)
-        await self._db.write(lambda conn: conn.execute("INSERT INTO run_trace VALUES (?, ?, ?, ?, ?, ?)", row))
-        self._bus.publish(RunView(run_id=run.run_id, event_id=run.event.id, rule=run.rule.name,
-                                  state=state.value, time=time, detail=detail))
-        if isinstance(run.event.data, CommandData):
-            await self._outlets.reply(run.event.reply_to, Progress(run.run_id, run.rule.name, state.value, detail))
+        await self._trace(run.run_id, run.event.id, run.rule.name, state, detail)
+        if run.is_command:
+            await self.services.outlets.reply(run.event.reply_to, Progress(run.run_id, run.rule.name, state.value,
+                                                                           detail))
 
-    # -- actions -----------------------------------------------------------------------------------------------
+    async def _trace(self, run_id: str, event_id: str, rule: str, state: RunState, detail: str) -> None:
+        time = now_iso()
+        row = (run_id, state.value, time, event_id, rule, detail)
+        await self.services.db.write(lambda conn: conn.execute("INSERT INTO run_trace VALUES (?, ?, ?, ?, ?, ?)", row))
+        self.services.bus.publish(RunView(run_id=run_id, event_id=event_id, rule=rule, state=state.value, time=time,
+                                          detail=detail))
 
-    async def _notify(self, run: RuleRun, action: NotifyAction) -> str:
-        event, data = run.event, run.event.data
-        team = self._config.teams.get(action.team)
-        if team is None:  # the compiler checks teams; a config reload could still remove one
-            return f"team {action.team} is not configured"
-        fingerprint = data.fingerprint if isinstance(data, AlertData) else None
-        if fingerprint is not None:
-            until = await self._alerts.muted_until(fingerprint)
-            if until is not None:
-                return f"muted until {until.isoformat(timespec='minutes')}"
-        buttons = ()
-        if action.buttons and fingerprint is not None:
-            buttons = await self._alerts.make_buttons(event_id=event.id, rule=run.rule.name, fingerprint=fingerprint)
-        note = Notification(event_id=event.id, rule=run.rule.name, text=summarize(event), buttons=buttons,
-                            severity=data.severity if isinstance(data, AlertData) else None)
-        audience = Audience(action.team, tuple(team.members), tuple(team.chat_rooms))
-        delivered = await self._outlets.notify(audience, note)
-        return f"notified {action.team} ({delivered} session{'s' if delivered != 1 else ''})"
-
-    async def _enqueue(self, run: RuleRun, action: RunAction, args: tuple[str, ...]) -> None:
-        event = run.event
-        command = event.data.text if isinstance(event.data, CommandData) else event.kind
-        task = TaskRecord(
-            platform=event.reply_to.platform if event.reply_to else event.source,
-            command=command,
-            params=TaskParams(script=action.script, args=list(args),
-                              timeout=action.timeout_s or self._config.sandbox.default_timeout_s),
-            run_id=run.run_id, rule=run.rule.name, event_id=event.id,
-            requested_by=event.actor.principal if event.actor else None, reply_to=event.reply_to,
-        )
-        await self._tasks.enqueue(task)
-        await self._audit_publish("task.queued", _who(event), task=task.task_id, script=action.script,
-                                  args=list(args), rule=run.rule.name)
-        if event.reply_to is not None:
-            await self._outlets.reply(event.reply_to, Progress(run.run_id, run.rule.name, RunState.EXECUTE.value,
-                                                               f"task {task.task_id} queued: {action.script}"))
+    # -- task results ------------------------------------------------------------------------------------------
 
     async def task_finished(self, task: TaskRecord) -> None:
-        """Called by the workers: record the result and finish the run that asked for the task."""
-        await self._audit_publish("task.finished", task.requested_by or "system", task=task.task_id,
-                                  status=task.status, exit_code=task.exit_code, script=task.params.script)
-        ok = task.status == "succeeded"
+        """Called by the workers: record the result, finish the run that asked for it, raise the task event."""
+        services = self.services
+        await services.audit_publish("task.finished", task.requested_by or "system", task=task.task_id,
+                                     status=task.status, exit_code=task.exit_code, script=task.params.script)
         text = f"{task.params.script} {task.status}"
         if task.exit_code is not None:
             text += f" (exit code {task.exit_code})"
         if task.error:
             text += f": {task.error}"
-        time = _now()
-        row = (task.run_id, RunState.REPORT_RESULT.value, time, task.event_id, task.rule, text)
-        await self._db.write(lambda conn: conn.execute("INSERT INTO run_trace VALUES (?, ?, ?, ?, ?, ?)", row))
-        self._bus.publish(RunView(run_id=task.run_id, event_id=task.event_id, rule=task.rule,
-                                  state=RunState.REPORT_RESULT.value, time=time, detail=text))
-        await self._outlets.reply(task.reply_to, Progress(task.run_id, task.rule, RunState.REPORT_RESULT.value, text))
-        await self._outlets.reply(task.reply_to, Result(task.run_id, task.rule, ok, text, task.task_id,
-                                                        task.exit_code, task.output))
-
-    # -- built-ins ---------------------------------------------------------------------------------------------
-
-    async def _builtin(self, event: Event, data: CommandData) -> None:
-        if data.name == "help":
-            await self._outlets.reply(event.reply_to, Text(self._help_for(event)))
-        elif data.name == "whoami":
-            await self._outlets.reply(event.reply_to, Text(self._whoami(event)))
-        elif data.name == "link":
-            await self._link(event, data)
-
-    def _whoami(self, event: Event) -> str:
-        if event.actor is None:
-            return "This event has no sender."
-        where = f"{event.actor.platform} account {event.actor.account}"
-        principal = event.actor.principal
-        if principal is None:
-            return f"Your {where} is not linked to a person. Ask an admin for `herald identity link NAME`, " \
-                   "then send /link TOKEN."
-        roles = ", ".join(sorted(self._directory.roles_of(principal))) or "none"
-        return f"You are {principal} (roles: {roles}) on {where}."
-
-    async def _link(self, event: Event, data: CommandData) -> None:
-        if event.actor is None or len(data.args) != 1:
-            await self._outlets.reply(event.reply_to, Text("Usage: /link TOKEN (the token from "
-                                                           "`herald identity link NAME`)."))
+        await self._trace(task.run_id, task.event_id, task.rule, RunState.REPORT_RESULT, text)
+        await services.outlets.reply(task.reply_to, Progress(task.run_id, task.rule, RunState.REPORT_RESULT.value,
+                                                             text))
+        await services.outlets.reply(task.reply_to, Result(task.run_id, task.rule, task.status == "succeeded", text,
+                                                           task.task_id, task.exit_code, task.output))
+        if task.depth + 1 > actions.MAX_EMIT_DEPTH:
             return
-        actor = event.actor
-        try:
-            principal = await self._directory.link(data.args[0], actor.platform, actor.account)
-        except AuthError as exc:
-            await self._audit_publish("identity.link_refused", _who(event), platform=actor.platform,
-                                      account=actor.account, reason=str(exc))
-            await self._outlets.reply(event.reply_to, Text(f"Link refused: {exc}."))
-            return
-        await self._audit_publish("identity.linked", principal, platform=actor.platform, account=actor.account)
-        roles = ", ".join(sorted(self._directory.roles_of(principal))) or "none"
-        await self._outlets.reply(event.reply_to, Text(f"Linked: this {actor.platform} account now acts for "
-                                                       f"{principal} (roles: {roles})."))
-
-    def _help_for(self, event: Event) -> str:
-        principal = event.actor.principal if event.actor else None
-        roles = self._directory.roles_of(principal)
-        allowed = sorted(
-            name for name, rules in self.graph.commands().items()
-            if principal is not None and any(set(rule.required_roles) <= roles for rule in rules)
-        )
-        names = ", ".join(f"/{name}" for name in sorted({*allowed, *BUILTIN_COMMANDS}))
-        return f"You can run: {names}."
-
-    async def _press(self, event: Event, data: ButtonData) -> None:
-        who = _who(event)
-        await self._audit_publish("button.pressed", who, event=event.id, button=data.action, arg=data.arg,
-                                  alert=data.alert_fingerprint, source_event=data.source_event, rule=data.rule)
-        if data.alert_fingerprint is None:
-            return
-        if data.action == "ack":
-            earlier = await self._alerts.acknowledge(data.alert_fingerprint, who)
-            text = (f"Already acknowledged by {earlier}." if earlier else f"Acknowledged by {who}.")
-        elif data.action == "mute" and data.arg in MUTE_DURATIONS:
-            until = await self._alerts.mute(data.alert_fingerprint, who, MUTE_DURATIONS[data.arg])
-            text = f"Muted by {who} until {until.isoformat(timespec='minutes')}."
-        else:
-            text = f"Button {data.action!r} does nothing here."
-        await self._outlets.reply(event.reply_to, Text(text))
-
-    async def _audit_publish(self, action: str, actor: str, **data: object) -> None:
-        self._bus.publish(await self._audit.append(action, actor, **data))
+        duration = (task.end_time - task.start_time).total_seconds() if task.end_time and task.start_time else None
+        tail = task.output[-TAIL_CHARS:]
+        await services.submit([Event(
+            source="tasks", reply_to=task.reply_to,
+            data=TaskData(task_id=task.task_id, script=task.params.script, status=task.status,
+                          exit_code=task.exit_code, duration=duration, stdout_tail=tail,
+                          stderr_tail=(task.error or tail)[-TAIL_CHARS:], rule=task.rule),
+            cause=Cause(root=task.event_id, parent=task.event_id, depth=task.depth + 1),
+        )])
 
 
 def trace_of(conn: sqlite3.Connection, run_id: str) -> list[str]:

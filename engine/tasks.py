@@ -45,6 +45,8 @@ class TaskParams(BaseModel):
     script: str
     args: list[str] = Field(default_factory=list)
     timeout: float
+    memory_bytes: int | None = None  # None: the sandbox's default
+    network: Literal["none", "default"] = "none"
 
 
 class TaskRecord(BaseModel):
@@ -66,6 +68,9 @@ class TaskRecord(BaseModel):
     event_id: str
     requested_by: str | None = None
     reply_to: ReplyTo | None = None
+    depth: int = 0  # of the event that asked for it; the task's own event is one deeper
+    output_bytes: int | None = None
+    limits_note: str = ""
 
     def view(self) -> TaskView:
         return TaskView(
@@ -191,7 +196,8 @@ class TaskWorkers:
     async def _run(self, task: TaskRecord) -> TaskRecord:
         try:
             result = await self._sandbox.run(
-                task.params.script, task.params.args, timeout_s=task.params.timeout, task_id=task.task_id
+                task.params.script, task.params.args, timeout_s=task.params.timeout, task_id=task.task_id,
+                memory=task.params.memory_bytes, network=task.params.network,
             )
         except (SandboxError, ValueError) as exc:
             return task.model_copy(update={"status": "failed", "end_time": utcnow(), "error": str(exc)})
@@ -201,7 +207,8 @@ class TaskWorkers:
             status = "succeeded" if result.exit_code == 0 else "failed"
         return task.model_copy(
             update={"status": status, "end_time": utcnow(), "exit_code": result.exit_code,
-                    "output": result.output, "enforced": list(result.enforced)}
+                    "output": result.output, "enforced": list(result.enforced),
+                    "output_bytes": result.output_bytes, "limits_note": result.limits_note}
         )
 
     async def monitor(self, interval_s: float = 1.0) -> None:

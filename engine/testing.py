@@ -73,12 +73,13 @@ class ChatClient:
 @asynccontextmanager
 async def running_engine(config: Config, graph: EventGraph | None = None) -> AsyncIterator[Engine]:
     """Start an engine (compiling the config's rules folder unless a graph is given); stop it afterwards."""
+    teams: tuple = ()
     if graph is None:
         result = compile_paths([config.rules_dir], config)
         if result.graph is None:
             raise AssertionError("rules do not compile:\n" + result.render_all())
-        graph = result.graph
-    engine = Engine(config, graph)
+        graph, teams = result.graph, result.teams
+    engine = Engine(config, graph, teams=teams)
     await engine.start()
     try:
         yield engine

@@ -15,7 +15,7 @@ from aiohttp import WSMsgType, web
 
 from engine.commands import CommandTextError, parse_command
 from engine.errors import AuthError
-from engine.events import Actor, Event, ReplyTo
+from engine.events import Actor, CommandData, Event, MessageData, ReplyTo
 from engine.identity import CONFIG_ACCOUNT_PREFIX, Directory, device_account
 from engine.ids import new_id
 from engine.outlets import Audience, Notification, OutMessage, Progress, Result, Text
@@ -23,6 +23,7 @@ from engine.plugins import Busy, IntegrationContext, Manifest, Unload
 
 AUTH_TIMEOUT_S = 10.0
 MIN_TOKEN_CHARS = 16
+MAX_MESSAGE_CHARS = 4096
 MAX_FRAME_BYTES = 64 * 1024
 _ROOM = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MAX_ROOMS = 32
@@ -197,10 +198,9 @@ async def _handle_frame(session: Session, ctx: IntegrationContext, raw: str) -> 
             except CommandTextError as exc:
                 await session.send(_error("bad_request", str(exc), client_id))
                 return
-            if command is None:
-                await session.send(_text_frame(Text("I only understand commands, like /help."), client_id))
-                return
-            event = Event(source="chat", actor=actor, reply_to=reply_to, data=command)
+            data: CommandData | MessageData = command or MessageData(
+                text=frame["text"][:MAX_MESSAGE_CHARS], user=session.principal, chat=session.id)
+            event = Event(source="chat", actor=actor, reply_to=reply_to, data=data)
             await ctx.submit([event], acknowledge=acknowledge)
         elif kind == "press" and isinstance(frame.get("button"), str):
             await ctx.press(frame["button"], actor, reply_to, acknowledge=acknowledge)

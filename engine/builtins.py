@@ -1,0 +1,83 @@
+"""What Herald does by itself, whatever the rules say: the /help, /whoami and /link commands, and the alert
+buttons Acknowledge and Mute."""
+
+from __future__ import annotations
+
+from dsl import EventGraph
+from engine.alerts import MUTE_DURATIONS
+from engine.errors import AuthError
+from engine.events import ButtonData, CommandData, Event
+from engine.outlets import Text
+from engine.runs import Services, who
+
+BUILTIN_COMMANDS = {
+    "help": "list the commands you may run",
+    "whoami": "say which person this account acts for",
+    "link": "bind this account to a person with a one-time token from `herald identity link NAME`",
+}
+
+
+async def run_builtin(event: Event, data: CommandData, graph: EventGraph, services: Services) -> None:
+    if data.name == "help":
+        text = help_text(event, graph, services)
+    elif data.name == "whoami":
+        text = whoami(event, services)
+    else:
+        text = await link(event, data, services)
+    await services.outlets.reply(event.reply_to, Text(text))
+
+
+def help_text(event: Event, graph: EventGraph, services: Services) -> str:
+    """The commands this caller may run: a rule allows them and the caller has the roles it requires."""
+    principal = event.actor.principal if event.actor else None
+    roles = services.directory.roles_of(principal)
+    allowed = {
+        name for name, rules in graph.commands().items()
+        if principal is not None and any(set(rule.required_roles) <= roles for rule in rules)
+    }
+    return "You can run: " + ", ".join(f"/{name}" for name in sorted({*allowed, *BUILTIN_COMMANDS})) + "."
+
+
+def whoami(event: Event, services: Services) -> str:
+    if event.actor is None:
+        return "This event has no sender."
+    where = f"{event.actor.platform} account {event.actor.account}"
+    principal = event.actor.principal
+    if principal is None:
+        return f"Your {where} is not linked to a person. Ask an admin for `herald identity link NAME`, " \
+               "then send /link TOKEN."
+    roles = ", ".join(sorted(services.directory.roles_of(principal))) or "none"
+    return f"You are {principal} (roles: {roles}) on {where}."
+
+
+async def link(event: Event, data: CommandData, services: Services) -> str:
+    if event.actor is None or len(data.args) != 1:
+        return "Usage: /link TOKEN (the token from `herald identity link NAME`)."
+    actor = event.actor
+    try:
+        principal = await services.directory.link(data.args[0], actor.platform, actor.account)
+    except AuthError as exc:
+        await services.audit_publish("identity.link_refused", who(event), platform=actor.platform,
+                                     account=actor.account, reason=str(exc))
+        return f"Link refused: {exc}."
+    await services.audit_publish("identity.linked", principal, platform=actor.platform, account=actor.account)
+    roles = ", ".join(sorted(services.directory.roles_of(principal))) or "none"
+    return f"Linked: this {actor.platform} account now acts for {principal} (roles: {roles})."
+
+
+async def press(event: Event, data: ButtonData, services: Services) -> None:
+    """Every press is audited; Acknowledge and Mute act on the alert the button came with."""
+    presser = who(event)
+    await services.audit_publish("button.pressed", presser, event=event.id, button=data.action, arg=data.arg,
+                                 alert=data.alert_fingerprint, source_event=data.source_event, rule=data.rule)
+    if data.alert_fingerprint is None or data.action not in ("ack", "mute"):
+        return  # rules `on button NAME` give it meaning
+    if data.action == "ack":
+        earlier = await services.alerts.acknowledge(data.alert_fingerprint, presser)
+        text = f"Already acknowledged by {earlier}." if earlier else f"Acknowledged by {presser}."
+    elif data.arg in MUTE_DURATIONS:
+        until = await services.alerts.mute(data.alert_fingerprint, presser, MUTE_DURATIONS[data.arg])
+        text = f"Muted by {presser} until {until.isoformat(timespec='minutes')}."
+    else:
+        text = f"Mute for {data.arg!r} is not offered; try one of {', '.join(MUTE_DURATIONS)}."
+    await services.outlets.reply(event.reply_to, Text(text))

@@ -1,0 +1,111 @@
+"""What a rule run carries and what it may use: the RuleRun record, the services handed to actions and stages, and
+small helpers for describing events."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from dsl import CompiledRule
+from engine.alerts import AlertState
+from engine.audit import AuditLog
+from engine.bus import Bus
+from engine.config import Config
+from engine.events import (
+    AlertData,
+    ButtonData,
+    CommandData,
+    EmittedData,
+    Event,
+    MessageData,
+    ScheduleData,
+    TaskData,
+)
+from engine.identity import Directory
+from engine.outlets import Audience, Outlets
+from engine.store import Database
+from engine.tasks import TaskQueue
+
+
+class RunState(StrEnum):
+    INIT = "INIT"
+    CHECK_PERMISSION = "CHECK_PERMISSION"
+    VALIDATE_PARAMS = "VALIDATE_PARAMS"
+    CONFIRM = "CONFIRM"
+    EXECUTE = "EXECUTE"
+    REPORT_RESULT = "REPORT_RESULT"
+    DENIED = "DENIED"
+    REJECTED = "REJECTED"
+    SKIPPED = "SKIPPED"  # a stage (dedupe, rate limit, disk check...) decided the actions do not run
+
+
+@dataclass(frozen=True)
+class RuleRun:
+    """One rule acting on one event. `fields` are the event's fields plus what the run learned (bound arguments,
+    the caller); templates and stages read them."""
+
+    run_id: str
+    rule: CompiledRule
+    event: Event
+    fields: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def is_command(self) -> bool:
+        return isinstance(self.event.data, CommandData)
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything an action or a stage may use; one instance per engine."""
+
+    config: Config
+    directory: Directory
+    db: Database
+    audit: AuditLog
+    tasks: TaskQueue
+    alerts: AlertState
+    outlets: Outlets
+    bus: Bus
+    submit: Callable[[Sequence[Event]], Awaitable[None]]
+    # Teams declared in rule files, by name; the runtime refills it whenever a graph is loaded.
+    declared_teams: dict[str, Audience] = field(default_factory=dict)
+
+    async def audit_publish(self, action: str, actor: str, **data: Any) -> None:
+        self.bus.publish(await self.audit.append(action, actor, **data))
+
+
+def who(event: Event) -> str:
+    """The principal behind an event, else its platform account, else its source."""
+    if event.actor is None:
+        return event.source
+    return event.actor.principal or f"{event.actor.platform}:{event.actor.account}"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def summarize(event: Event) -> str:
+    """One line describing an event, for views and default notification texts."""
+    data = event.data
+    if isinstance(data, AlertData):
+        head = f"[{(data.severity or 'unknown').upper()}]" if data.status == "firing" else "[RESOLVED]"
+        what = " ".join(part for part in (data.name, data.summary and f"— {data.summary}") if part)
+        return f"{head} {data.service or '?'}: {what or data.fingerprint}"
+    if isinstance(data, CommandData):
+        return f"{who(event)}: {data.safe_text}"
+    if isinstance(data, ButtonData):
+        return f"{who(event)} pressed {data.action}{' ' + data.arg if data.arg else ''}"
+    if isinstance(data, TaskData):
+        code = f" (exit code {data.exit_code})" if data.exit_code is not None else ""
+        return f"task {data.script} {data.status}{code}"
+    if isinstance(data, EmittedData):
+        return f"event {data.name}"
+    if isinstance(data, MessageData):
+        return f"{who(event)}: {data.text[:200]}"
+    if isinstance(data, ScheduleData):
+        return f"schedule of {data.rule}"
+    return event.kind

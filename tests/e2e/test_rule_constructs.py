@@ -1,0 +1,128 @@
+"""Rule-language constructs run through the engine with real events over real connections: typed arguments,
+templates, custom buttons and `on button`, `emit`/`on event`, `on message`, `when` conditions, `check disk`,
+script arguments from templates, `on task`, and teams declared in rule files."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from engine.app import Engine
+from engine.cli_client import alert_payload
+from engine.config import Config
+from engine.testing import ChatClient, running_engine
+from tests.support import ALICE_TOKEN, BOB_TOKEN, chat_url, http_url
+
+RULES = r'''
+rule deploy:
+  on command deploy <env: prod|staging> [<delay: duration = 0s>]
+  require role admin
+  reply "deploying to {command.env} after {command.delay}s by {command.user}"
+
+on command note <words: text> reply "noted: {command.words}"
+rule prod-alerts:
+  on alert when alert.labels.env = prod
+  notify ops saying "{alert.service} is {alert.severity} in prod" with buttons ack, retry
+
+on button retry require role admin reply "retrying {button.alert_fingerprint}"
+on command ship require role admin emit shipped
+on event shipped reply "shipped by {event.user}"
+on message matching /^hello\b/ reply "hi {message.user}"
+on command big require role admin check disk "/" has 999999tb free run backup.sh
+on command echo <first: word> <rest: text> require role admin run echo.sh args "{command.first}" "{command.rest}"
+on task echo.sh succeeded reply "echo finished: {task.status} {task.exit_code}"
+team people = @bob
+on command page require role admin notify people saying "paged by {command.user}"
+'''
+
+
+@pytest.fixture
+async def engine(config: Config) -> AsyncIterator[Engine]:
+    (config.rules_dir / "constructs.rules").write_text(RULES)
+    echo = config.scripts_dir / "echo.sh"
+    echo.write_text('#!/bin/sh\nfor a in "$@"; do echo "arg=[$a]"; done\n')
+    os.chmod(echo, 0o755)
+    async with running_engine(config) as engine:
+        yield engine
+
+
+async def _answers(client: ChatClient, text: str, *, until: str = "reply") -> list[dict]:
+    msg = await client.say(text)
+    await client.wait_for(lambda f: f.get("in_reply_to") == msg and f["type"] == until, timeout=60)
+    return [f for f in client.frames if f.get("in_reply_to") == msg]
+
+
+def _texts(frames: list[dict], kind: str = "reply") -> list[str]:
+    return [f["text"] for f in frames if f["type"] == kind]
+
+
+async def test_typed_arguments_are_bound_or_rejected(engine: Engine) -> None:
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        assert _texts(await _answers(alice, "/deploy staging 2m")) == ["deploying to staging after 120.0s by alice"]
+        assert _texts(await _answers(alice, "/deploy prod")) == ["deploying to prod after 0.0s by alice"]
+        rejected = _texts(await _answers(alice, "/deploy qa"))
+        assert len(rejected) == 1 and rejected[0].startswith("Rejected:") and "prod" in rejected[0]
+        assert _texts(await _answers(alice, "/note the disk; is $(full)")) == ["noted: the disk; is $(full)"]
+
+
+async def test_alert_condition_template_custom_buttons_and_a_button_rule(engine: Engine) -> None:
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice, \
+            ChatClient.connect(chat_url(engine), BOB_TOKEN) as bob:
+        async with aiohttp.ClientSession() as session:
+            for env in ("staging", "prod"):
+                payload = alert_payload({"severity": "warning", "service": "web", "env": env}, summary="s",
+                                        resolved=False)
+                async with session.post(f"{http_url(engine)}/hooks/alertmanager", json=payload) as response:
+                    assert response.status == 200
+        note = await alice.wait_for(lambda f: f["type"] == "notification")
+        assert note["text"] == "web is warning in prod"
+        assert [(b["label"], b["action"]) for b in note["buttons"]] == [("Acknowledge", "ack"), ("Retry", "retry")]
+        retry = next(b["id"] for b in note["buttons"] if b["action"] == "retry")
+        press = await alice.press(retry)
+        reply = await alice.wait_for(lambda f: f.get("in_reply_to") == press and f["type"] == "reply")
+        assert reply["text"].startswith("retrying ")
+        msg = await bob.say("/whoami")
+        await bob.wait_for(lambda f: f.get("in_reply_to") == msg)
+    assert len([f for f in alice.frames if f["type"] == "notification"]) == 1  # the staging alert matched nothing
+
+
+async def test_emit_raises_an_event_that_another_rule_answers(engine: Engine) -> None:
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        msg = await alice.say("/ship")
+        reply = await alice.wait_for(lambda f: f.get("in_reply_to") == msg and f["type"] == "reply")
+    assert reply["text"] == "shipped by alice"
+    rows = await engine.db.call(lambda c: c.execute("SELECT body FROM events WHERE kind = 'event'").fetchall())
+    [emitted] = [json.loads(r["body"]) for r in rows]
+    assert emitted["data"]["name"] == "shipped" and emitted["cause"]["depth"] == 1
+
+
+async def test_messages_and_disk_checks(engine: Engine) -> None:
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        assert _texts(await _answers(alice, "hello there")) == ["hi alice"]
+        assert _texts(await _answers(alice, "what is this")) == ["I only understand commands, like /help."]
+        frames = await _answers(alice, "/big")
+    assert [f["state"] for f in frames if f["type"] == "progress"][-1] == "SKIPPED"
+    assert _texts(frames)[0].startswith("Not run: not enough disk space: / has ")
+    assert await engine.tasks.recent(5) == []
+
+
+async def test_script_arguments_from_templates_and_the_task_trigger(engine: Engine) -> None:
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        frames = await _answers(alice, "/echo one two; $(three)", until="result")
+        result = next(f for f in frames if f["type"] == "result")
+        follow_up = await alice.wait_for(lambda f: f["type"] == "reply" and "echo finished" in f["text"])
+    assert result["ok"] and result["output"].splitlines() == ["arg=[one]", "arg=[two; $(three)]"]
+    assert follow_up["text"] == "echo finished: succeeded 0"
+
+
+async def test_a_team_declared_in_a_rule_file_reaches_its_person(engine: Engine) -> None:
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice, \
+            ChatClient.connect(chat_url(engine), BOB_TOKEN) as bob:
+        await _answers(alice, "/page", until="result")
+        note = await bob.wait_for(lambda f: f["type"] == "notification")
+    assert note["text"] == "paged by alice"
+    assert not any(f["type"] == "notification" for f in alice.frames)

@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS events (
     time TEXT NOT NULL,
     body TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'accepted',
-    handled_time TEXT
+    handled_time TEXT,
+    graph_version INTEGER  -- the rules version that handled it (hot reload swaps versions)
 );
 CREATE INDEX IF NOT EXISTS events_status ON events(status) WHERE status = 'accepted';
 """
@@ -39,12 +40,13 @@ class Journal:
 
         await self._db.write(_insert)
 
-    def mark_handled(self, event_id: str, when: str) -> None:
+    def mark_handled(self, event_id: str, when: str, graph_version: int | None = None) -> None:
         """Record that every rule run of the event was handed off. It rides along with the next commit instead of
         waiting for one: losing it in a crash means the event is replayed on start."""
         self._db.write_soon(
             lambda conn: conn.execute(
-                "UPDATE events SET status = 'handled', handled_time = ? WHERE id = ?", (when, event_id)
+                "UPDATE events SET status = 'handled', handled_time = ?, graph_version = ? WHERE id = ?",
+                (when, graph_version, event_id),
             )
         )
 

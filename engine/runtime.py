@@ -47,22 +47,32 @@ class Runtime:
         self.services = services
         self._journal = journal
         self.graph = graph
+        self.graph_version = 1
         services.declared_teams.clear()
         services.declared_teams.update(declared_teams or {})
+
+    def swap_graph(self, graph: EventGraph, declared_teams: dict[str, Audience]) -> int:
+        """Make `graph` the one new events are matched against, in one step (no await: no event sees half of it).
+        Runs already under way finish with the graph they started with. Returns the new version number."""
+        self.graph = graph
+        self.graph_version += 1
+        self.services.declared_teams.clear()
+        self.services.declared_teams.update(declared_teams)
+        return self.graph_version
 
     async def handle(self, event: Event) -> None:
         """Run every matching rule for an accepted event, then mark it handled in the journal."""
         services = self.services
         services.bus.publish(EventView(id=event.id, kind=event.kind, source=event.source,
                                        time=event.time.isoformat(), summary=summarize(event)))
-        graph = self.graph  # one graph version for the whole event, even if a reload swaps it meanwhile
+        graph, version = self.graph, self.graph_version  # one version for the whole event, even across a swap
         data = event.data
         fields = event.fields()
         if isinstance(data, CommandData):
             await services.audit_publish("command.received", who(event), event=event.id, text=data.safe_text)
             if data.name in BUILTIN_COMMANDS:
                 await run_builtin(event, data, graph, services)
-                self._journal.mark_handled(event.id, now_iso())
+                self._journal.mark_handled(event.id, now_iso(), version)
                 return
             fields.update(self._command_fields(event, data, graph))
         elif isinstance(data, ButtonData):
@@ -78,7 +88,7 @@ class Runtime:
                 await self._run(RuleRun(new_id(), rule, event, dict(fields)))
             except Exception:
                 log.exception("rule %s failed on event %s", rule.name, event.id)
-        self._journal.mark_handled(event.id, now_iso())
+        self._journal.mark_handled(event.id, now_iso(), version)
 
     def _command_fields(self, event: Event, data: CommandData, graph: EventGraph) -> dict[str, object]:
         """`command.user` and the typed arguments, so conditions and templates can use them."""

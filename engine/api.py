@@ -20,7 +20,7 @@ from engine.commands import CommandTextError, parse_command
 from engine.errors import AuthError
 from engine.events import Actor, Event, ReplyTo
 from engine.ids import new_id
-from engine.outlets import Audience, Notification, OutMessage, Progress, Result, Text
+from engine.outlets import Audience, Notification, OutMessage, Output, Progress, Result, Text
 from engine.snapshots import AuditView, EventView, RunView, TaskView
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class StreamOutlet:
         else:
             text = message.text
         # Progress is followed by more; a result or a plain answer ends the exchange for this rule.
-        final = not isinstance(message, Progress)
+        final = not isinstance(message, Progress | Output)
         await ws.send_json({"type": "reply", "id": to.message_id, "text": text, "final": final})
         return True
 

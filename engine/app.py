@@ -29,6 +29,7 @@ from engine.identity import Directory
 from engine.journal import Journal
 from engine.outlets import Audience, Outlet, Outlets
 from engine.plugins import Acknowledge, Busy, Integration, Unload, discover
+from engine.progress import OutputRelay
 from engine.runs import Services, summarize
 from engine.runtime import Runtime
 from engine.sandbox import Sandbox
@@ -97,7 +98,9 @@ class Engine:
                             alerts=self.alerts, outlets=self.outlets, bus=self.bus, submit=self.submit)
         self.runtime = Runtime(graph=graph, services=services, journal=self.journal,
                                declared_teams=declared_audiences(teams))
-        self._workers = TaskWorkers(queue=self.tasks, sandbox=self.sandbox, on_finished=self.runtime.task_finished)
+        self.output_relay = OutputRelay(self.outlets, self.bus)
+        self._workers = TaskWorkers(queue=self.tasks, sandbox=self.sandbox, on_finished=self.runtime.task_finished,
+                                    on_output=self.output_relay.line)
 
     # -- IntegrationContext ------------------------------------------------------------------------------------
 
@@ -162,6 +165,7 @@ class Engine:
         for n in range(self.config.workers):
             self._spawn(f"worker-{n}", self._workers.work)
         self._spawn("task-monitor", self._workers.monitor)
+        self._spawn("output-relay", self.output_relay.run)
         self.state = "running"
         for event in await self.journal.unfinished():
             await self._queue.put(event)  # accepted before a stop or crash: handle it now

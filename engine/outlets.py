@@ -66,7 +66,21 @@ class Text:
     text: str
 
 
-OutMessage = Progress | Result | Text
+@dataclass(frozen=True)
+class Output:
+    """Lines a running task printed since the last update."""
+
+    run_id: str
+    rule: str
+    task_id: str
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+OutMessage = Progress | Result | Output | Text
 
 
 class Outlet(Protocol):

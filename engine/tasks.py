@@ -161,11 +161,13 @@ class TaskWorkers:
     """Consumers: each claims a task, runs it in the sandbox, stores the outcome and reports it."""
 
     def __init__(
-        self, *, queue: TaskQueue, sandbox: Sandbox, on_finished: Callable[[TaskRecord], Awaitable[None]]
+        self, *, queue: TaskQueue, sandbox: Sandbox, on_finished: Callable[[TaskRecord], Awaitable[None]],
+        on_output: Callable[[TaskRecord, str], None] | None = None,
     ) -> None:
         self._queue = queue
         self._sandbox = sandbox
         self._on_finished = on_finished
+        self._on_output = on_output
         self._deadlines: dict[str, tuple[datetime, asyncio.Task[TaskRecord]]] = {}
 
     async def work(self) -> None:
@@ -198,6 +200,7 @@ class TaskWorkers:
             result = await self._sandbox.run(
                 task.params.script, task.params.args, timeout_s=task.params.timeout, task_id=task.task_id,
                 memory=task.params.memory_bytes, network=task.params.network,
+                on_output=(lambda line: self._on_output(task, line)) if self._on_output else None,
             )
         except (SandboxError, ValueError) as exc:
             return task.model_copy(update={"status": "failed", "end_time": utcnow(), "error": str(exc)})

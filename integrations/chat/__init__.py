@@ -18,7 +18,7 @@ from engine.errors import AuthError
 from engine.events import Actor, CommandData, Event, MessageData, ReplyTo
 from engine.identity import CONFIG_ACCOUNT_PREFIX, Directory, device_account
 from engine.ids import new_id
-from engine.outlets import Audience, Notification, OutMessage, Progress, Result, Text
+from engine.outlets import Audience, Notification, OutMessage, Output, Progress, Result, Text
 from engine.plugins import Busy, IntegrationContext, Manifest, Unload
 
 AUTH_TIMEOUT_S = 10.0
@@ -73,6 +73,9 @@ class ChatOutlet:
         if isinstance(message, Progress):
             frame: dict[str, object] = {"type": "progress", "in_reply_to": to.message_id, "run": message.run_id,
                                         "rule": message.rule, "state": message.state, "detail": message.detail}
+        elif isinstance(message, Output):
+            frame = {"type": "output", "in_reply_to": to.message_id, "run": message.run_id, "rule": message.rule,
+                     "task": message.task_id, "lines": list(message.lines)}
         elif isinstance(message, Result):
             frame = {"type": "result", "in_reply_to": to.message_id, "run": message.run_id, "rule": message.rule,
                      "ok": message.ok, "text": message.text, "task": message.task_id,

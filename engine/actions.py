@@ -14,6 +14,7 @@ from typing import Any
 from dsl import render_template
 from dsl.plan import DEFAULT_BUTTONS, EmitAction, NotifyAction, ReplyAction, RunAction
 from engine.events import AlertData, Cause, CommandData, EmittedData, Event
+from engine.ids import derived_id
 from engine.outlets import Audience, Notification, Text
 from engine.runs import RuleRun, Services, summarize, who
 from engine.tasks import TaskParams, TaskRecord
@@ -43,10 +44,24 @@ def handles(kind: type) -> Callable[[ActionHandler], ActionHandler]:
     return register
 
 
+EFFECTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, time TEXT NOT NULL);
+"""
+# Actions whose effect is made idempotent by a derived id instead (a task id, an emitted event's id).
+_SELF_IDEMPOTENT = (RunAction, EmitAction)
+
+
 async def perform(action: object, run: RuleRun, services: Services) -> ActionOutcome:
+    """Carry out one action at most once per (run, action): a replay after a crash skips what was done."""
     handler = HANDLERS.get(type(action))
     if handler is None:  # the catalog only admits actions the engine provides; this is a wiring bug
         raise RuntimeError(f"no handler for action {type(action).__name__}")
+    if not isinstance(action, _SELF_IDEMPOTENT):
+        key = f"{run.run_id}/{run.rule.actions.index(action)}"
+        first = await services.db.write(lambda conn: conn.execute(
+            "INSERT OR IGNORE INTO effects (key, time) VALUES (?, datetime('now'))", (key,)).rowcount == 1)
+        if not first:  # recorded before it was done: at most once, never twice
+            return ActionOutcome(f"{type(action).__name__} already done before a restart")
     return await handler(action, run, services)
 
 
@@ -108,6 +123,7 @@ async def run_script(action: RunAction, run: RuleRun, services: Services) -> Act
     else:  # no `args`: the command's own words (already checked to be plain in VALIDATE_PARAMS)
         args = list(event.data.args) if isinstance(event.data, CommandData) and not run.rule.params else []
     task = TaskRecord(
+        task_id=derived_id(event.time, "task", run.run_id, str(run.rule.actions.index(action))),
         platform=event.reply_to.platform if event.reply_to else event.source,
         command=event.data.safe_text if isinstance(event.data, CommandData) else summarize(event),
         params=TaskParams(script=action.script, args=args,
@@ -117,7 +133,8 @@ async def run_script(action: RunAction, run: RuleRun, services: Services) -> Act
         requested_by=event.actor.principal if event.actor else None, reply_to=event.reply_to,
         depth=event.cause.depth,
     )
-    await services.tasks.enqueue(task)
+    if not await services.tasks.enqueue(task):
+        return ActionOutcome(f"task {task.task_id} was queued before a restart", task_id=task.task_id)
     await services.audit_publish("task.queued", who(event), task=task.task_id, script=action.script,
                                  args=args, rule=run.rule.name)
     return ActionOutcome(f"task {task.task_id} queued: {action.script}", task_id=task.task_id)
@@ -132,7 +149,8 @@ async def emit(action: EmitAction, run: RuleRun, services: Services) -> ActionOu
         return ActionOutcome(f"not emitted: {action.event} would be {MAX_EMIT_DEPTH + 1} events deep (a loop?)")
     prefix = f"{parent.kind}."
     values = {k[len(prefix):]: v for k, v in run.fields.items() if k.startswith(prefix) and "." not in k[len(prefix):]}
-    child = Event(source=f"rule:{run.rule.name}", actor=parent.actor, reply_to=parent.reply_to,
+    child = Event(id=derived_id(parent.time, "emit", run.run_id, str(run.rule.actions.index(action))),
+                  source=f"rule:{run.rule.name}", actor=parent.actor, reply_to=parent.reply_to,
                   data=EmittedData(name=action.event, values=_json_safe(values)),
                   cause=Cause(root=parent.cause.root or parent.id, parent=parent.id, depth=parent.cause.depth + 1))
     await services.submit([child])

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from dsl import EventGraph
 from dsl.ast import TeamDecl
-from engine import alerts, audit, identity, journal, keys, runtime, tasks
+from engine import actions, alerts, audit, identity, journal, keys, runtime, tasks
 from engine.alerts import AlertState
 from engine.api import API_PURPOSE, StreamOutlet, add_routes
 from engine.audit import AuditLog
@@ -111,10 +111,10 @@ class Engine:
     async def submit(self, events: Sequence[Event], *, acknowledge: Acknowledge | None = None) -> None:
         if self.state != "running":
             raise Busy(f"engine is {self.state}, not accepting events")
-        await self.journal.accept(events)
+        new = await self.journal.accept(events)
         if acknowledge is not None:
             await acknowledge(events)
-        for event in events:
+        for event in new:
             await self._queue.put(event)
 
     async def press(
@@ -143,7 +143,7 @@ class Engine:
         self.state = "starting"
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, runtime.SCHEMA, alerts.SCHEMA, keys.SCHEMA,
-                            identity.SCHEMA])
+                            actions.EFFECTS_SCHEMA, identity.SCHEMA])
         await self._load_recent()
         await self.sandbox.start()
         stream_outlet = StreamOutlet()

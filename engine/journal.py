@@ -31,14 +31,19 @@ class Journal:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def accept(self, events: Sequence[Event]) -> None:
-        """Commit all of `events` together (all or none), durably; concurrent accepts share one commit."""
+    async def accept(self, events: Sequence[Event]) -> list[Event]:
+        """Commit all of `events` together (all or none), durably; concurrent accepts share one commit.
+
+        Returns the events that are new: an event whose id is already journaled (a derived event raised again by a
+        replay after a crash) is not stored or dispatched twice."""
         rows = [(e.id, e.kind, e.source, e.time.isoformat(), e.model_dump_json()) for e in events]
 
-        def _insert(conn: sqlite3.Connection) -> None:
-            conn.executemany("INSERT INTO events (id, kind, source, time, body) VALUES (?, ?, ?, ?, ?)", rows)
+        def _insert(conn: sqlite3.Connection) -> list[bool]:
+            return [conn.execute("INSERT OR IGNORE INTO events (id, kind, source, time, body) VALUES (?, ?, ?, ?, ?)",
+                                 row).rowcount == 1 for row in rows]
 
-        await self._db.write(_insert)
+        inserted = await self._db.write(_insert)
+        return [event for event, new in zip(events, inserted, strict=True) if new]
 
     def mark_handled(self, event_id: str, when: str, graph_version: int | None = None) -> None:
         """Record that every rule run of the event was handed off. It rides along with the next commit instead of

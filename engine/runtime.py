@@ -17,7 +17,7 @@ from dsl import EventGraph
 from engine import actions, stages
 from engine.builtins import BUILTIN_COMMANDS, help_text, press, run_builtin
 from engine.events import AlertData, ButtonData, Cause, CommandData, Event, MessageData, TaskData
-from engine.ids import new_id
+from engine.ids import derived_id
 from engine.journal import Journal
 from engine.outlets import Audience, Progress, Result, Text
 from engine.runs import RuleRun, RunState, Services, now_iso, summarize, who
@@ -85,7 +85,8 @@ class Runtime:
             await self._nothing_matched(event, graph)
         for rule in rules:
             try:
-                await self._run(RuleRun(new_id(), rule, event, dict(fields)))
+                # The run's id is derived, so a replay after a crash is the same run and its effects are not redone.
+                await self._run(RuleRun(derived_id(event.time, "run", event.id, rule.name), rule, event, dict(fields)))
             except Exception:
                 log.exception("rule %s failed on event %s", rule.name, event.id)
         self._journal.mark_handled(event.id, now_iso(), version)
@@ -206,7 +207,8 @@ class Runtime:
     async def _trace(self, run_id: str, event_id: str, rule: str, state: RunState, detail: str) -> None:
         time = now_iso()
         row = (run_id, state.value, time, event_id, rule, detail)
-        await self.services.db.write(lambda conn: conn.execute("INSERT INTO run_trace VALUES (?, ?, ?, ?, ?, ?)", row))
+        # A trace is a record, not an effect: it rides along with the next commit instead of waiting for one.
+        self.services.db.write_soon(lambda conn: conn.execute("INSERT INTO run_trace VALUES (?, ?, ?, ?, ?, ?)", row))
         self.services.bus.publish(RunView(run_id=run_id, event_id=event_id, rule=rule, state=state.value, time=time,
                                           detail=detail))
 
@@ -232,7 +234,7 @@ class Runtime:
         duration = (task.end_time - task.start_time).total_seconds() if task.end_time and task.start_time else None
         tail = task.output[-TAIL_CHARS:]
         await services.submit([Event(
-            source="tasks", reply_to=task.reply_to,
+            id=derived_id(task.create_time, "task-event", task.task_id), source="tasks", reply_to=task.reply_to,
             data=TaskData(task_id=task.task_id, script=task.params.script, status=task.status,
                           exit_code=task.exit_code, duration=duration, stdout_tail=tail,
                           stderr_tail=(task.error or tail)[-TAIL_CHARS:], rule=task.rule),

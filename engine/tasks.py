@@ -96,10 +96,19 @@ class TaskQueue:
         self._on_change = on_change
         self._wakeup = asyncio.Event()
 
-    async def enqueue(self, task: TaskRecord) -> None:
-        await self._db.write(_save, task)
+    async def enqueue(self, task: TaskRecord) -> bool:
+        """Queue a new task; False (and nothing queued) when a task with this id exists already: task ids are
+        derived from the run and the action, so a replay after a crash never starts a task twice."""
+        def _insert(conn: sqlite3.Connection) -> bool:
+            return conn.execute("INSERT OR IGNORE INTO tasks (task_id, status, create_time, body) VALUES (?, ?, ?, ?)",
+                                (task.task_id, task.status, task.create_time.isoformat(),
+                                 task.model_dump_json())).rowcount == 1
+
+        if not await self._db.write(_insert):
+            return False
         self._on_change(task)
         self._wakeup.set()
+        return True
 
     async def claim(self) -> TaskRecord:
         """Wait for the oldest pending task and mark it running (atomically on the database thread)."""

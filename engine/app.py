@@ -159,14 +159,14 @@ class Engine:
         await site.start()
         self.port = self._runner.addresses[0][1]
         await self._issue_local_api_token()
-        for task in await self.tasks.recover():
-            await self.runtime.task_finished(task)
         self._spawn("dispatcher", self._dispatch)
         for n in range(self.config.workers):
             self._spawn(f"worker-{n}", self._workers.work)
         self._spawn("task-monitor", self._workers.monitor)
         self._spawn("output-relay", self.output_relay.run)
         self.state = "running"
+        for task in await self.tasks.recover():  # left running by a crash: report them failed (never rerun)
+            await self.runtime.task_finished(task)
         for event in await self.journal.unfinished():
             await self._queue.put(event)  # accepted before a stop or crash: handle it now
         self.bus.publish(await self.audit.append("engine.started", "system", rules=len(self.graph.rules),

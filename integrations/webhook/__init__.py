@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from engine.errors import ConfigError
-from engine.plugins import IntegrationContext, Manifest, Unload
+from engine.plugins import Busy, IntegrationContext, Manifest, Unload
 from integrations.webhook.alertmanager import AmPayload, to_events
 from integrations.webhook.auth import Authenticator, Refused, WebhookConfig
 
@@ -68,7 +68,11 @@ class WebhookIntegration:
             except ValidationError as exc:
                 return _reject(422, f"not an Alertmanager webhook payload (version 4): {_describe(exc)}")
             events = to_events(payload, source="alertmanager")
-            await ctx.submit(events)
+            try:
+                await ctx.submit(events)
+            except Busy as exc:
+                return web.json_response({"error": f"try again later: {exc}"}, status=503,
+                                         headers={"Retry-After": "1"})
             return web.json_response({"accepted": len(events), "events": [e.id for e in events]})
 
         ctx.routes.add_post("/hooks/alertmanager", alertmanager)

@@ -11,7 +11,7 @@ import logging
 import os
 import ssl
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
@@ -36,6 +36,9 @@ from engine.sandbox import Sandbox
 from engine.snapshots import EventView
 from engine.store import Database
 from engine.tasks import TaskQueue, TaskWorkers
+
+if TYPE_CHECKING:
+    from engine.redis_queue import RedisTaskBus
 
 log = logging.getLogger("herald.engine")
 
@@ -89,6 +92,7 @@ class Engine:
         self._queue: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE_SIZE)
         self._app = web.Application(client_max_size=config.http.max_body_bytes)
         self._runner: web.AppRunner | None = None
+        self._redis: RedisTaskBus | None = None
         self.journal = Journal(self.db)
         self.audit = AuditLog(self.db)
         self.alerts = AlertState(self.db)
@@ -160,9 +164,12 @@ class Engine:
         self.port = self._runner.addresses[0][1]
         await self._issue_local_api_token()
         self._spawn("dispatcher", self._dispatch)
-        for n in range(self.config.workers):
-            self._spawn(f"worker-{n}", self._workers.work)
-        self._spawn("task-monitor", self._workers.monitor)
+        if self.config.queue.redis_url:  # tasks run in `herald worker` processes
+            await self._start_remote_tasks()
+        else:
+            for n in range(self.config.workers):
+                self._spawn(f"worker-{n}", self._workers.work)
+            self._spawn("task-monitor", self._workers.monitor)
         self._spawn("output-relay", self.output_relay.run)
         self.state = "running"
         for task in await self.tasks.recover():  # left running by a crash: report them failed (never rerun)
@@ -185,9 +192,20 @@ class Engine:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._redis is not None:
+            await self._redis.close()
         await self.sandbox.close()
         await self.db.close()
         self.state = "stopped"
+
+    async def _start_remote_tasks(self) -> None:
+        from engine.redis_queue import RedisTaskBus, RemoteTasks  # only with a Redis URL configured
+
+        self._redis = RedisTaskBus(self.config.queue)
+        await self._redis.start()
+        remote = RemoteTasks(self._redis, self.tasks, self.runtime.task_finished)
+        self._spawn("task-publisher", remote.publish_pending)
+        self._spawn("task-results", remote.record_results)
 
     def _spawn(self, name: str, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         task = asyncio.create_task(fn(), name=name)

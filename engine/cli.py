@@ -20,6 +20,7 @@ from engine.errors import ConfigError, HeraldError, RulesError
 # `handler=` (a function taking the parsed args and returning the exit code) through `set_defaults`.
 COMMAND_MODULES: tuple[str, ...] = (
     "engine.cli_security",
+    "engine.cli_worker",
     "engine.cli_sandbox",
     "engine.cli_rules",
 )

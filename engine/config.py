@@ -52,6 +52,15 @@ class HttpConfig(_Strict):
         return self
 
 
+class QueueConfig(_Strict):
+    """`[queue]`: with a Redis URL, tasks run in `herald worker` processes instead of inside the engine."""
+
+    redis_url: str | None = None
+    tasks_stream: str = "herald:tasks"
+    results_stream: str = "herald:results"
+    claim_idle_s: float = Field(default=30.0, gt=0)
+
+
 class Config(_Strict):
     data_dir: Path = Path(".herald")
     rules_dir: Path = Path("rules")
@@ -62,6 +71,7 @@ class Config(_Strict):
     http: HttpConfig = Field(default_factory=HttpConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     workers: int = Field(default=2, ge=1, le=64)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
     api_principal: str | None = None  # whom commands sent with the local API token act as, unless they say
     # Each integration's own section, validated by that integration's config model when it is set up.
     integrations: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -71,6 +71,7 @@ class TaskRecord(BaseModel):
     depth: int = 0  # of the event that asked for it; the task's own event is one deeper
     output_bytes: int | None = None
     limits_note: str = ""
+    worker: str | None = None  # the `herald worker` that ran it, when tasks go through Redis
 
     def view(self) -> TaskView:
         return TaskView(
@@ -132,6 +133,14 @@ class TaskQueue:
         _save(conn, task)
         return task
 
+    async def wait_enqueued(self, timeout_s: float) -> None:
+        """Wait until a task is enqueued (or `timeout_s` passes): for a dispatcher that is not a local worker."""
+        self._wakeup.clear()
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout_s)
+        except TimeoutError:
+            pass
+
     async def update(self, task: TaskRecord) -> None:
         await self._db.write(_save, task)
         self._on_change(task)
@@ -159,6 +168,11 @@ class TaskQueue:
 
         return await self._db.write(_recover)
 
+    async def pending(self) -> list[TaskRecord]:
+        rows = await self._db.call(lambda conn: conn.execute(
+            "SELECT body FROM tasks WHERE status = 'pending' ORDER BY create_time").fetchall())
+        return [TaskRecord.model_validate_json(row["body"]) for row in rows]
+
     async def recent(self, limit: int) -> list[TaskRecord]:
         rows = await self._db.call(
             lambda conn: conn.execute("SELECT body FROM tasks ORDER BY create_time DESC LIMIT ?", (limit,)).fetchall()
@@ -170,7 +184,7 @@ class TaskWorkers:
     """Consumers: each claims a task, runs it in the sandbox, stores the outcome and reports it."""
 
     def __init__(
-        self, *, queue: TaskQueue, sandbox: Sandbox, on_finished: Callable[[TaskRecord], Awaitable[None]],
+        self, *, queue: TaskQueue | None, sandbox: Sandbox, on_finished: Callable[[TaskRecord], Awaitable[None]],
         on_output: Callable[[TaskRecord, str], None] | None = None,
     ) -> None:
         self._queue = queue
@@ -180,16 +194,19 @@ class TaskWorkers:
         self._deadlines: dict[str, tuple[datetime, asyncio.Task[TaskRecord]]] = {}
 
     async def work(self) -> None:
+        """Consume the local queue (embedded mode); `herald worker` uses `execute` directly."""
+        assert self._queue is not None
         while True:
             task = await self._queue.claim()
-            finished = await self._execute(task)
+            finished = await self.execute(task)
             await self._queue.update(finished)
             try:
                 await self._on_finished(finished)
             except Exception:
                 log.exception("reporting the result of task %s failed", finished.task_id)
 
-    async def _execute(self, task: TaskRecord) -> TaskRecord:
+    async def execute(self, task: TaskRecord) -> TaskRecord:
+        """Run one task in the sandbox under the monitor's deadline; return it finished."""
         deadline = utcnow() + timedelta(seconds=task.params.timeout + MONITOR_GRACE_S)
         run = asyncio.ensure_future(self._run(task))
         self._deadlines[task.task_id] = (deadline, run)

@@ -1,0 +1,106 @@
+"""Scale-out on a real redis-server: `herald worker` processes take tasks from a Redis stream; when one is killed
+mid-task, another takes the task over and it completes exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from engine.app import Engine
+from engine.config import load_config
+from engine.testing import ChatClient, running_engine
+from tests.support import ALICE_TOKEN, REPO, chat_url, free_port
+
+SCRIPT = '#!/bin/sh\necho "start $1"\nsleep 4\necho "done $1"\n'
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed (bash .ci/setup installs it)"
+    port = free_port()
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    try:
+        for _ in range(100):
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                pass
+            subprocess.run(["sleep", "0.05"], check=True)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture
+def queue_config(config_file: Path, rules_dir: Path, redis_url: str) -> Path:
+    rule = "on command work <n: word> require role admin run work.sh args \"{command.n}\"\n"
+    (rules_dir / "work.rules").write_text(rule)
+    script = rules_dir / "scripts" / "work.sh"
+    script.write_text(SCRIPT)
+    os.chmod(script, 0o755)
+    config_file.write_text(config_file.read_text() + f'\n[queue]\nredis_url = "{redis_url}"\nclaim_idle_s = 2\n')
+    return config_file
+
+
+@pytest.fixture
+async def engine(queue_config: Path) -> AsyncIterator[Engine]:
+    async with running_engine(load_config(queue_config)) as engine:
+        yield engine
+
+
+def _worker(config: Path, name: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", "worker", "--config", str(config), "--name", name],
+                            cwd=config.parent, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=open(config.parent / f"{name}.log", "wb"))  # noqa: SIM115
+
+
+async def _task_of(engine: Engine, n: str, status: str, timeout: float = 60):  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        for task in await engine.tasks.recent(50):
+            if task.params.args == [n] and task.status == status:
+                return task
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"task {n} never became {status}")
+
+
+async def test_workers_share_tasks_and_a_killed_workers_task_completes_once(engine: Engine,
+                                                                          queue_config: Path) -> None:
+    workers = {name: _worker(queue_config, name) for name in ("w1", "w2")}
+    try:
+        async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+            msg = await alice.say("/work victim")
+            running = await _task_of(engine, "victim", "running")
+            assert running.worker in workers
+            workers.pop(running.worker).send_signal(signal.SIGKILL)  # dies mid-task
+            survivor = next(iter(workers))
+            result = await alice.wait_for(lambda f: f["type"] == "result" and f["in_reply_to"] == msg, timeout=60)
+            others = [await alice.say(f"/work n{i}") for i in range(3)]
+            for other in others:
+                await alice.wait_for(lambda f, o=other: f["type"] == "result" and f["in_reply_to"] == o, timeout=60)
+            await asyncio.sleep(2.5)  # time for a duplicate result to show up, if there were one
+        finished = await _task_of(engine, "victim", "succeeded")
+        assert result["ok"] and finished.worker == survivor and "done victim" in finished.output
+        assert [f for f in alice.frames if f["type"] == "result" and f["in_reply_to"] == msg] == [result]
+        rows = await engine.db.call(lambda c: c.execute(
+            "SELECT count(*) FROM audit_log WHERE action = 'task.finished'").fetchone()[0])
+        assert rows == 4  # the victim once, and the three others
+    finally:
+        for process in workers.values():
+            process.terminate()
+            process.wait(20)

@@ -46,6 +46,25 @@ class Alertmanager:
                 assert response.status == 200, await response.text()
 
 
+async def wait_until_ok(url: str, *, process: subprocess.Popen[bytes] | None = None, timeout_s: float = 20,
+                        log: Path | None = None) -> None:
+    """Poll `url` until it answers 200; fail early (with the log's tail) if `process` exits first."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if process is not None and process.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+    tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+    raise AssertionError(f"{url} did not answer 200 in time\n{tail}")
+
+
 @asynccontextmanager
 async def start_alertmanager(folder: Path, config_yaml: str) -> AsyncIterator[Alertmanager]:
     """Run a real Prometheus Alertmanager (clustering off, a free port) with this config until the block ends."""
@@ -63,16 +82,7 @@ async def start_alertmanager(folder: Path, config_yaml: str) -> AsyncIterator[Al
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         try:
-            async with aiohttp.ClientSession() as session:
-                for _ in range(200):
-                    try:
-                        async with session.get(f"{url}/-/ready") as response:
-                            if response.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    assert process.poll() is None, (folder / "am.log").read_text()
-                    await asyncio.sleep(0.05)
+            await wait_until_ok(f"{url}/-/ready", process=process, log=folder / "am.log")
             yield Alertmanager(url, process)
         finally:
             process.terminate()

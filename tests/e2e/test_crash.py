@@ -21,7 +21,7 @@ import websockets
 
 from engine.cli_client import alert_payload
 from engine.store import DB_NAME
-from tests.support import ALICE_TOKEN, REPO, free_port
+from tests.support import ALICE_TOKEN, REPO, free_port, wait_until_ok
 
 ALERTS = int(os.environ.get("HERALD_CRASH_ALERTS", "5000"))
 COMMANDS = int(os.environ.get("HERALD_CRASH_COMMANDS", "500"))
@@ -39,16 +39,8 @@ class Herald:
             [sys.executable, "-m", "engine.cli", "run", "--config", str(self.config), "--port", str(self.port)],
             cwd=self.config.parent, env={**os.environ, "PYTHONPATH": str(REPO)},
             stdout=subprocess.DEVNULL, stderr=open(self.config.parent / "herald.log", "ab"))  # noqa: SIM115
-        async with aiohttp.ClientSession() as session:
-            for _ in range(400):
-                try:
-                    async with session.get(f"http://127.0.0.1:{self.port}/healthz") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise AssertionError("herald run did not come up:\n" + (self.config.parent / "herald.log").read_text()[-3000:])
+        await wait_until_ok(f"http://127.0.0.1:{self.port}/healthz", process=self.process,
+                            log=self.config.parent / "herald.log")
 
     def kill(self) -> None:
         assert self.process is not None

@@ -3,7 +3,6 @@ the engine's log output, in the audit log or in `herald audit show`."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
@@ -20,7 +19,7 @@ import pytest
 from engine.cli_client import alert_payload
 from engine.store import DB_NAME
 from engine.testing import ChatClient
-from tests.support import ALICE_TOKEN, BOB_TOKEN, REPO, free_port
+from tests.support import ALICE_TOKEN, BOB_TOKEN, REPO, free_port, wait_until_ok
 
 BEARER = "webhook-bearer-secret-42424242"
 DEVICE = "device-secret-for-linking-1234"
@@ -41,19 +40,6 @@ def secured_config(config_file: Path) -> Path:
     return config_file
 
 
-async def _wait_healthy(url: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            try:
-                async with session.get(f"{url}/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("herald run did not become healthy")
-
-
 async def _post_alert(url: str, bearer: str) -> int:
     payload = alert_payload({"severity": "critical", "service": "database"}, summary="s", resolved=False)
     async with aiohttp.ClientSession() as session:
@@ -71,7 +57,7 @@ async def test_no_secret_reaches_logs_or_audit(tmp_path: Path, secured_config: P
     secrets = [ALICE_TOKEN, BOB_TOKEN, BEARER, DEVICE]
     cli_output = []
     try:
-        await _wait_healthy(url)
+        await wait_until_ok(f"{url}/healthz", process=engine)
         link_out = _herald("identity", "link", "bob", "--config", str(secured_config), cwd=tmp_path)
         link_token = re.search(r"^/link (\S+)$", link_out, re.MULTILINE).group(1)  # type: ignore[union-attr]
         api_token = _herald("token", "issue", "alice", "--config", str(secured_config), cwd=tmp_path).strip()

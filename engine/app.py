@@ -46,7 +46,6 @@ State = Literal["new", "starting", "running", "stopping", "stopped"]
 API_TOKEN_FILE = "api-token"
 LOCAL_OPERATOR = "local-operator"
 LOCAL_TOKEN_TTL_S = 30 * 24 * 3600
-EVENT_QUEUE_SIZE = 10_000
 RECENT_ON_START = 200
 
 
@@ -89,7 +88,10 @@ class Engine:
         self._integrations = list(integrations) if integrations is not None else discover()
         self._unloads: list[Unload] = []
         self._background: set[asyncio.Task[None]] = set()
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE_SIZE)
+        # Unbounded as a data structure, bounded by admission: outside senders are refused (503 / "busy") once
+        # `max_queued_events` wait, while events raised inside (emit, task results, timers) always get in, so the
+        # dispatcher can never block on its own queue.
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._app = web.Application(client_max_size=config.http.max_body_bytes)
         self._runner: web.AppRunner | None = None
         self._redis: RedisTaskBus | None = None
@@ -99,7 +101,8 @@ class Engine:
         self.tasks = TaskQueue(self.db, on_change=lambda task: self.bus.publish(task.view()))
         self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_dir)
         services = Services(config=config, directory=self.directory, db=self.db, audit=self.audit, tasks=self.tasks,
-                            alerts=self.alerts, outlets=self.outlets, bus=self.bus, submit=self.submit)
+                            alerts=self.alerts, outlets=self.outlets, bus=self.bus,
+                            submit=self._submit_internal)
         self.runtime = Runtime(graph=graph, services=services, journal=self.journal,
                                declared_teams=declared_audiences(teams))
         self.output_relay = OutputRelay(self.outlets, self.bus)
@@ -115,6 +118,15 @@ class Engine:
     async def submit(self, events: Sequence[Event], *, acknowledge: Acknowledge | None = None) -> None:
         if self.state != "running":
             raise Busy(f"engine is {self.state}, not accepting events")
+        if self._queue.qsize() + len(events) > self.config.max_queued_events:
+            raise Busy(f"{self._queue.qsize()} events are waiting to be handled")
+        await self._accept(events, acknowledge)
+
+    async def _submit_internal(self, events: Sequence[Event]) -> None:
+        """Events raised by rules, tasks and timers: never refused for load (see the queue's comment)."""
+        await self._accept(events, None)
+
+    async def _accept(self, events: Sequence[Event], acknowledge: Acknowledge | None) -> None:
         new = await self.journal.accept(events)
         if acknowledge is not None:
             await acknowledge(events)

@@ -72,6 +72,8 @@ class Config(_Strict):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     workers: int = Field(default=2, ge=1, le=64)
     queue: QueueConfig = Field(default_factory=QueueConfig)
+    # Accepted events waiting for the dispatcher; beyond this, webhooks get 503 + Retry-After and chat "busy".
+    max_queued_events: int = Field(default=10_000, ge=1)
     api_principal: str | None = None  # whom commands sent with the local API token act as, unless they say
     # Each integration's own section, validated by that integration's config model when it is set up.
     integrations: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -1,0 +1,63 @@
+"""Bounded admission: when `max_queued_events` accepted events wait for the dispatcher, webhooks get 503 with
+Retry-After and chat gets "busy"; nothing refused is journaled, and everything accepted is handled later."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from engine.app import Engine
+from engine.cli_client import alert_payload
+from engine.config import Config
+from engine.testing import ChatClient, running_engine
+from tests.support import ALICE_TOKEN, chat_url, http_url
+
+
+@pytest.fixture
+async def stalled(config: Config) -> AsyncIterator[tuple[Engine, asyncio.Event]]:
+    async with running_engine(config.model_copy(update={"max_queued_events": 3})) as engine:
+        gate = asyncio.Event()
+        handle = engine.runtime.handle
+
+        async def slow_handle(event):  # type: ignore[no-untyped-def]
+            await gate.wait()
+            await handle(event)
+
+        engine.runtime.handle = slow_handle  # type: ignore[method-assign]
+        yield engine, gate
+
+
+async def _post(engine: Engine, n: int) -> tuple[int, dict, str | None]:
+    payload = alert_payload({"severity": "info", "service": f"s{n}"}, summary="x", resolved=False)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{http_url(engine)}/hooks/alertmanager", json=payload) as response:
+            return response.status, await response.json(), response.headers.get("Retry-After")
+
+
+async def test_a_full_queue_refuses_new_work_and_loses_nothing_accepted(stalled: tuple[Engine, asyncio.Event]) -> None:
+    engine, gate = stalled
+    # The first event is taken by the (stalled) dispatcher; three more fill the queue.
+    statuses = [(await _post(engine, n))[0] for n in range(4)]
+    assert statuses == [200, 200, 200, 200]
+    status, body, retry_after = await _post(engine, 99)
+    assert status == 503 and retry_after == "1" and "waiting" in body["error"]
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        msg = await alice.say("/help")
+        busy = await alice.wait_for(lambda f: f.get("in_reply_to") == msg)
+    assert busy["type"] == "error" and busy["code"] == "busy"
+    rows = await engine.db.call(lambda c: c.execute("SELECT body FROM events").fetchall())
+    assert sorted(json.loads(r["body"])["data"]["service"] for r in rows) == ["s0", "s1", "s2", "s3"]
+
+    gate.set()
+    for _ in range(100):
+        if not await engine.db.call(lambda c: c.execute(
+                "SELECT count(*) FROM events WHERE status != 'handled'").fetchone()[0]):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("accepted events were not all handled")
+    assert (await _post(engine, 100))[0] == 200  # room again

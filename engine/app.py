@@ -35,7 +35,7 @@ from engine.runtime import Runtime
 from engine.sandbox import Sandbox
 from engine.snapshots import EventView
 from engine.store import Database
-from engine.tasks import TaskQueue, TaskWorkers
+from engine.tasks import FINAL, TaskQueue, TaskWorkers
 
 if TYPE_CHECKING:
     from engine.redis_queue import RedisTaskBus
@@ -102,7 +102,7 @@ class Engine:
         self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_dir)
         services = Services(config=config, directory=self.directory, db=self.db, audit=self.audit, tasks=self.tasks,
                             alerts=self.alerts, outlets=self.outlets, bus=self.bus,
-                            submit=self._submit_internal)
+                            submit=self._submit_internal, cancel_task=self.cancel_task)
         self.runtime = Runtime(graph=graph, services=services, journal=self.journal,
                                declared_teams=declared_audiences(teams))
         self.output_relay = OutputRelay(self.outlets, self.bus)
@@ -149,6 +149,23 @@ class Engine:
         )
         await self.submit([event], acknowledge=acknowledge)
         return event
+
+    async def cancel_task(self, task_id: str, by: str) -> str:
+        """Cancel a pending task, or stop one this engine is running; say what happened."""
+        task = await self.tasks.get(task_id)
+        if task is None:
+            return f"There is no task {task_id!r}."
+        if task.status in FINAL:
+            return f"Task {task_id} already {task.status}."
+        cancelled = await self.tasks.cancel_pending(task_id, by)
+        if cancelled is not None:
+            self.bus.publish(await self.audit.append("task.cancelled", by, task=task_id, was="pending"))
+            await self.runtime.task_finished(cancelled)
+            return f"Cancelled task {task_id} before it started."
+        if self._workers.cancel(task_id, by):
+            self.bus.publish(await self.audit.append("task.cancelled", by, task=task_id, was="running"))
+            return f"Stopping task {task_id}: its container is being removed."
+        return f"Task {task_id} runs on {task.worker or 'another process'}; it cannot be cancelled from here yet."
 
     def register_outlet(self, outlet: Outlet) -> Callable[[], None]:
         return self.outlets.register(outlet)

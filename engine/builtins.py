@@ -14,6 +14,7 @@ BUILTIN_COMMANDS = {
     "help": "list the commands you may run",
     "whoami": "say which person this account acts for",
     "link": "bind this account to a person with a one-time token from `herald identity link NAME`",
+    "cancel": "stop a task you started (admins: any task): /cancel TASK_ID",
 }
 
 
@@ -22,6 +23,8 @@ async def run_builtin(event: Event, data: CommandData, graph: EventGraph, servic
         text = help_text(event, graph, services)
     elif data.name == "whoami":
         text = whoami(event, services)
+    elif data.name == "cancel":
+        text = await cancel(event, data, services)
     else:
         text = await link(event, data, services)
     await services.outlets.reply(event.reply_to, Text(text))
@@ -63,6 +66,22 @@ async def link(event: Event, data: CommandData, services: Services) -> str:
     await services.audit_publish("identity.linked", principal, platform=actor.platform, account=actor.account)
     roles = ", ".join(sorted(services.directory.roles_of(principal))) or "none"
     return f"Linked: this {actor.platform} account now acts for {principal} (roles: {roles})."
+
+
+async def cancel(event: Event, data: CommandData, services: Services) -> str:
+    """Deny by default: only the person who asked for the task, or an admin, may cancel it."""
+    if len(data.args) != 1:
+        return "Usage: /cancel TASK_ID (the id in the task's progress messages)."
+    principal = event.actor.principal if event.actor else None
+    task = await services.tasks.get(data.args[0])
+    if task is None:
+        return f"There is no task {data.args[0]!r}."
+    if principal is None or (principal != task.requested_by
+                             and "admin" not in services.directory.roles_of(principal)):
+        await services.audit_publish("task.cancel_denied", who(event), task=task.task_id)
+        return "Denied: only the person who started a task, or an admin, may cancel it."
+    assert services.cancel_task is not None
+    return await services.cancel_task(task.task_id, principal)
 
 
 async def press(event: Event, data: ButtonData, services: Services) -> None:

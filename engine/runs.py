@@ -72,6 +72,8 @@ class Services:
     submit: Callable[[Sequence[Event]], Awaitable[None]]
     # Teams declared in rule files, by name; the runtime refills it whenever a graph is loaded.
     declared_teams: dict[str, Audience] = field(default_factory=dict)
+    # (task id, who asks) -> what happened, in words; the engine provides it (it owns the workers).
+    cancel_task: Callable[[str, str], Awaitable[str]] | None = None
 
     async def audit_publish(self, action: str, actor: str, **data: Any) -> None:
         self.bus.publish(await self.audit.append(action, actor, **data))

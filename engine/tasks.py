@@ -151,6 +151,24 @@ class TaskQueue:
         )
         return TaskRecord.model_validate_json(row["body"]) if row else None
 
+    async def cancel_pending(self, task_id: str, by: str) -> TaskRecord | None:
+        """Cancel a task that has not started; the cancelled record, or None if it is not pending."""
+
+        def _cancel(conn: sqlite3.Connection) -> TaskRecord | None:
+            row = conn.execute("SELECT body FROM tasks WHERE task_id = ? AND status = 'pending'",
+                               (task_id,)).fetchone()
+            if row is None:
+                return None
+            task = TaskRecord.model_validate_json(row["body"]).model_copy(
+                update={"status": "cancelled", "end_time": utcnow(), "error": f"cancelled by {by}"})
+            _save(conn, task)
+            return task
+
+        task = await self._db.write(_cancel)
+        if task is not None:
+            self._on_change(task)
+        return task
+
     async def recover(self) -> list[TaskRecord]:
         """Tasks left running by a previous process cannot be trusted to have finished: fail them, visibly."""
 
@@ -192,6 +210,7 @@ class TaskWorkers:
         self._on_finished = on_finished
         self._on_output = on_output
         self._deadlines: dict[str, tuple[datetime, asyncio.Task[TaskRecord]]] = {}
+        self._cancelled: dict[str, str] = {}  # task id -> who asked
 
     async def work(self) -> None:
         """Consume the local queue (embedded mode); `herald worker` uses `execute` directly."""
@@ -215,11 +234,24 @@ class TaskWorkers:
         except asyncio.CancelledError:
             if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 raise  # the engine is stopping
+            by = self._cancelled.pop(task.task_id, None)
+            if by is not None:
+                return task.model_copy(update={"status": "cancelled", "end_time": utcnow(),
+                                               "error": f"cancelled by {by}"})
             return task.model_copy(
                 update={"status": "timed_out", "end_time": utcnow(), "error": "killed by the task monitor"}
             )
         finally:
             self._deadlines.pop(task.task_id, None)
+
+    def cancel(self, task_id: str, by: str) -> bool:
+        """Stop a task this process is running (its container is removed); False if it runs nowhere here."""
+        entry = self._deadlines.get(task_id)
+        if entry is None or entry[1].done():
+            return False
+        self._cancelled[task_id] = by
+        entry[1].cancel()
+        return True
 
     async def _run(self, task: TaskRecord) -> TaskRecord:
         try:

@@ -16,6 +16,8 @@ BUILTIN_COMMANDS = {
     "link": "bind this account to a person with a one-time token from `herald identity link NAME`",
     "cancel": "stop a task you started (admins: any task): /cancel TASK_ID",
 }
+# All an account that is not linked to a person may do.
+UNLINKED_COMMANDS = frozenset({"help", "whoami", "link"})
 
 
 async def run_builtin(event: Event, data: CommandData, graph: EventGraph, services: Services) -> None:
@@ -38,7 +40,8 @@ def help_text(event: Event, graph: EventGraph, services: Services) -> str:
         name for name, rules in graph.commands().items()
         if principal is not None and any(set(rule.required_roles) <= roles for rule in rules)
     }
-    return "You can run: " + ", ".join(f"/{name}" for name in sorted({*allowed, *BUILTIN_COMMANDS})) + "."
+    builtins = BUILTIN_COMMANDS if principal is not None else UNLINKED_COMMANDS
+    return "You can run: " + ", ".join(f"/{name}" for name in sorted({*allowed, *builtins})) + "."
 
 
 def whoami(event: Event, services: Services) -> str:

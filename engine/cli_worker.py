@@ -41,7 +41,7 @@ async def _serve(config, name: str) -> None:  # type: ignore[no-untyped-def]
     from engine.sandbox import Sandbox
     from engine.tasks import TaskWorkers
 
-    sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_dir)
+    sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_dir, owner=f"worker-{name}")
     await sandbox.start()
     runner = TaskWorkers(queue=None, sandbox=sandbox, on_finished=_nothing)
     worker = RedisWorker(config.queue, name=name, run_task=runner.execute)

@@ -244,8 +244,12 @@ def _pump(sock: socket.socket, sink: _OutputSink) -> None:
 class Sandbox:
     """Runs scripts from one folder in throw-away containers; one per engine, `start()`ed and `close()`d."""
 
-    def __init__(self, *, config: SandboxConfig, scripts_dir: Path) -> None:
+    def __init__(self, *, config: SandboxConfig, scripts_dir: Path, owner: str | None = None) -> None:
         self._config = config
+        # Labels this process's containers, so the next start can remove what a crash left behind: a container
+        # created but never started keeps a runc process of the sandbox user alive, and those add up against the
+        # user's process limit until no new run can start.
+        self._owner = owner
         self._scripts_dir = Path(scripts_dir).absolute()
         self._pool = ThreadPoolExecutor(max_workers=3 * _MAX_PARALLEL_RUNS + 2,
                                         thread_name_prefix="herald-sandbox")
@@ -270,6 +274,8 @@ class Sandbox:
         """
         try:
             conn = await self._ensure_connected()
+            if self._owner:
+                await self._call(self._remove_leftovers, conn)
             folder = self._scripts_folder()
             first = conn.run_uids[0] if conn.run_uids else None
             self._problem = access_problem(folder, None, *conn.reader(first))
@@ -280,6 +286,16 @@ class Sandbox:
             self._problem = f"sandbox check failed unexpectedly: {exc!r}"
         if self._problem:
             log.warning("sandbox unavailable: %s", self._problem)
+
+    def _remove_leftovers(self, conn: _Connection) -> None:
+        leftovers = conn.client.containers.list(all=True, filters={"label": [f"herald.owner={self._owner}"]})
+        for ctr in leftovers:
+            try:
+                ctr.remove(force=True)
+            except APIError as exc:
+                log.warning("could not remove leftover container %s: %s", ctr.id[:12], exc)
+        if leftovers:
+            log.warning("removed %d container(s) left behind by an earlier run of this engine", len(leftovers))
 
     async def host_limits(self) -> tuple[HostLimits, LimitPlan]:
         """What this host lets Podman limit, and how a run with the configured defaults is limited on it."""
@@ -461,6 +477,8 @@ class Sandbox:
                 plan = plan_limits(limits, conn.host)
                 spec = build_spec(config=self._config, argv=argv, scripts_src=str(folder), task_id=task_id,
                                   limits=limits, plan=plan, host=conn.host, run_uid=run_uid)
+                if self._owner:
+                    spec["labels"]["herald.owner"] = self._owner
                 ctr, enforced = await self._call(self._create_blocking, conn, spec, plan, run_uid)
                 return conn, ctr, enforced, plan, run_uid
             except APIError as exc:

@@ -86,7 +86,10 @@ class SandboxConfig(BaseModel):
     tmpfs_size: str = Field(default="16m", pattern=_SIZE_RE)
     output_limit_bytes: int = Field(default=1_000_000, gt=0)
     memory: str = Field(default="256m", pattern=_SIZE_RE)  # per run; a rule may ask for another amount
-    pids: int = Field(default=64, ge=16, le=4096)  # processes and threads of one run
+    # Processes and threads of one run. RLIMIT_NPROC also binds runc's own start-up, which runs as the sandbox user
+    # and counts all of that user's threads (the Podman service, conmon, other runs' start-ups): 64 left too little
+    # room when several runs started at once, so runs failed with "pthread_create failed".
+    pids: int = Field(default=256, ge=16, le=4096)
     cpus: float = Field(default=1.0, gt=0, le=64)  # CPU share; needs a cpu cgroup (see HostLimits)
 
     @field_validator("memory")

@@ -150,13 +150,14 @@ async def test_no_capabilities_and_no_new_privileges(sandbox: Sandbox) -> None:
                        "scripts:ro"):
         assert protection in result.enforced
     assert any(p.startswith("tmpfs:/tmp noexec,nosuid,nodev") for p in result.enforced)
-    assert any(p.startswith("rlimits nproc=64,nofile=256,fsize=16777216,cpu=") for p in result.enforced)
+    pids = SandboxConfig().pids
+    assert any(p.startswith(f"rlimits nproc={pids},nofile=256,fsize=16777216,cpu=") for p in result.enforced)
 
 
 async def test_env_and_rlimits_inside(sandbox: Sandbox) -> None:
     result = await sandbox.run("env.sh", [], timeout_s=20, task_id="task-42")
     assert "task=task-42 lang=C" in result.output
-    assert "nofile=256 nproc=64" in result.output
+    assert f"nofile=256 nproc={SandboxConfig().pids}" in result.output
 
 
 async def test_timeout_kills_the_script(sandbox: Sandbox, podman_url: str) -> None:

@@ -1,7 +1,9 @@
 """Herald's own HTTP surface: `/healthz` and the `/api/v1/stream` WebSocket (live updates and commands).
 
 The stream is authenticated with an API token: a JWT for purpose "api" (`herald token issue`), or the engine's local
-token in `<data>/api-token` (mode 0600). It sends a snapshot, then every update; a client may send commands, which
+token in `<data>/api-token` (mode 0600). `POST /api/v1/reload` (same tokens; the local token or a person with the
+admin role) reloads rules and config now and answers with the outcome: 200 with the diff, or 422 with every
+diagnostic (engine.reload). It sends a snapshot, then every update; a client may send commands, which
 run as the token's subject (the local token may name another principal with `as`), and whose progress and result
 come back as `reply` frames on the same socket.
 """
@@ -21,7 +23,7 @@ from engine.errors import AuthError
 from engine.events import Actor, Event, ReplyTo
 from engine.ids import new_id
 from engine.outlets import Audience, Notification, OutMessage, Output, Progress, Result, Text
-from engine.snapshots import AuditView, EventView, RunView, TaskView
+from engine.snapshots import AuditView, EventView, RulesView, RunView, TaskView
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -29,7 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("herald.api")
 
 API_PURPOSE = "api"
-_UPDATE_TYPES = {EventView: "event", RunView: "run", TaskView: "task", AuditView: "audit"}
+_UPDATE_TYPES = {EventView: "event", RunView: "run", TaskView: "task", AuditView: "audit", RulesView: "rules"}
+RELOAD_ROLE = "admin"
 
 
 def json_error(status: int, reason: str) -> web.Response:
@@ -69,14 +72,31 @@ def add_routes(app: web.Application, engine: Engine, outlet: StreamOutlet) -> No
             return web.json_response({"status": engine.state}, status=503)
         return web.json_response({"status": "running", "rules": len(engine.graph.rules)})
 
-    async def stream(request: web.Request) -> web.StreamResponse:
+    async def authenticate(request: web.Request) -> dict[str, Any] | web.Response:
         supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not supplied:
             return json_error(401, "missing API token (Authorization: Bearer ...; see herald token issue)")
         try:
-            claims = await engine.db.call(keys.verify, supplied, purpose=API_PURPOSE)
+            claims: dict[str, Any] = await engine.db.call(keys.verify, supplied, purpose=API_PURPOSE)
         except AuthError as exc:
             return json_error(401, f"API token refused: {exc}")
+        return claims
+
+    async def reload(request: web.Request) -> web.Response:
+        claims = await authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
+        if not claims.get("local") and RELOAD_ROLE not in engine.directory.roles_of(str(claims["sub"])):
+            return json_error(403, f"reloading needs the engine's local token or the {RELOAD_ROLE} role")
+        if engine.state != "running":
+            return json_error(503, f"engine is {engine.state}")
+        outcome = await engine.reload(trigger="api", actor=str(claims["sub"]))
+        return web.json_response(outcome.model_dump(mode="json"), status=422 if outcome.status == "rejected" else 200)
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        claims = await authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
         sub, unsubscribe = engine.bus.subscribe()
@@ -96,6 +116,7 @@ def add_routes(app: web.Application, engine: Engine, outlet: StreamOutlet) -> No
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/stream", stream)
+    app.router.add_post("/api/v1/reload", reload)
 
 
 async def _pump(ws: web.WebSocketResponse, engine: Engine, sub) -> None:  # type: ignore[no-untyped-def]

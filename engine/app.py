@@ -1,12 +1,14 @@
 """The engine: owns the database, the runtime, the workers, the web server and the integrations.
 
 Lifecycle: starting -> running -> stopping -> stopped. Every background task is created through `_spawn` and kept
-in a registry that `stop()` cancels and awaits; nothing is fire-and-forget.
+in a registry that `stop()` cancels and awaits; nothing is fire-and-forget. Hot reload (engine.reload) watches the
+rules folder and the config file; `reload()` and `request_reload()` trigger the same transaction by hand.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import ssl
@@ -17,7 +19,7 @@ from aiohttp import web
 
 from dsl import EventGraph
 from dsl.ast import TeamDecl
-from engine import actions, alerts, audit, identity, journal, keys, runtime, tasks
+from engine import actions, alerts, audit, confirm, identity, journal, keys, runtime, stateful, tasks, timers
 from engine.alerts import AlertState
 from engine.api import API_PURPOSE, StreamOutlet, add_routes
 from engine.audit import AuditLog
@@ -30,10 +32,11 @@ from engine.journal import Journal
 from engine.outlets import Audience, Outlet, Outlets
 from engine.plugins import Acknowledge, Busy, Integration, Unload, discover
 from engine.progress import OutputRelay
+from engine.reload import ConfigSource, Reloader, adopt_config
 from engine.runs import Services, summarize
 from engine.runtime import Runtime
 from engine.sandbox import Sandbox
-from engine.snapshots import EventView
+from engine.snapshots import EventView, ReloadView
 from engine.store import Database
 from engine.tasks import FINAL, TaskQueue, TaskWorkers
 
@@ -75,9 +78,11 @@ def tls_context(http: HttpConfig) -> ssl.SSLContext | None:
 
 class Engine:
     def __init__(self, config: Config, graph: EventGraph, *, teams: Sequence[TeamDecl] = (),
-                 integrations: Sequence[Integration] | None = None):
+                 integrations: Sequence[Integration] | None = None, config_source: ConfigSource | None = None,
+                 watch: bool = True, clock: timers.Clock | None = None):
+        """`config_source` lets a reload re-read the config file (without it only rules reload); `watch` turns
+        the file watcher on (reload() and request_reload() work either way)."""
         self.config = config
-        self.graph = graph
         self.state: State = "new"
         self.bus = Bus()
         self.db = Database(config.data_dir)
@@ -99,7 +104,8 @@ class Engine:
         self.audit = AuditLog(self.db)
         self.alerts = AlertState(self.db)
         self.tasks = TaskQueue(self.db, on_change=lambda task: self.bus.publish(task.view()))
-        self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_dir)
+        owner = "engine-" + hashlib.sha256(str(config.data_dir).encode()).hexdigest()[:12]  # one per data folder
+        self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_dir, owner=owner)
         services = Services(config=config, directory=self.directory, db=self.db, audit=self.audit, tasks=self.tasks,
                             alerts=self.alerts, outlets=self.outlets, bus=self.bus,
                             submit=self._submit_internal, cancel_task=self.cancel_task)
@@ -108,6 +114,16 @@ class Engine:
         self.output_relay = OutputRelay(self.outlets, self.bus)
         self._workers = TaskWorkers(queue=self.tasks, sandbox=self.sandbox, on_finished=self.runtime.task_finished,
                                     on_output=self.output_relay.line)
+        self.reloader = Reloader(self, config_source=config_source)
+        self.timers = timers.Timers(self.db, clock=clock)  # `clock`: tests move time instead of sleeping
+        self.stateful = stateful.Stateful(runtime=self.runtime, timers=self.timers)
+        self._detach_stateful: Callable[[], None] | None = None
+        self._watch = watch
+
+    @property
+    def graph(self) -> EventGraph:
+        """The rules new events are matched against (hot reload swaps it)."""
+        return self.runtime.graph
 
     # -- IntegrationContext ------------------------------------------------------------------------------------
 
@@ -176,7 +192,7 @@ class Engine:
         self.state = "starting"
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, runtime.SCHEMA, alerts.SCHEMA, keys.SCHEMA,
-                            actions.EFFECTS_SCHEMA, identity.SCHEMA])
+                            actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA, confirm.SCHEMA])
         await self._load_recent()
         await self.sandbox.start()
         stream_outlet = StreamOutlet()
@@ -192,6 +208,13 @@ class Engine:
         await site.start()
         self.port = self._runner.addresses[0][1]
         await self._issue_local_api_token()
+        await self.reloader.start()
+        self._spawn("reloader", self.reloader.run)
+        if self._watch:
+            self._spawn("rules-watcher", self.reloader.watch)
+        # before any event is handled: stateful clauses need their state; schedules are planned, stale state dropped
+        self._detach_stateful = self.stateful.attach()
+        await self.stateful.on_graph_swapped(None, self.runtime.graph)
         self._spawn("dispatcher", self._dispatch)
         if self.config.queue.redis_url:  # tasks run in `herald worker` processes
             await self._start_remote_tasks()
@@ -205,6 +228,7 @@ class Engine:
             await self.runtime.task_finished(task)
         for event in await self.journal.unfinished():
             await self._queue.put(event)  # accepted before a stop or crash: handle it now
+        self._spawn("timers", self.timers.run)  # timers that came due while Herald was down fire once, now
         self.bus.publish(await self.audit.append("engine.started", "system", rules=len(self.graph.rules),
                                                  port=self.port))
         log.info("Herald is running on http://%s:%s with %d rules", self.config.http.host, self.port,
@@ -218,14 +242,38 @@ class Engine:
             await self._runner.cleanup()
         for unload in reversed(self._unloads):
             await unload()
+        self.reloader.close()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._redis is not None:
             await self._redis.close()
+        if self._detach_stateful is not None:
+            self._detach_stateful()
         await self.sandbox.close()
         await self.db.close()
         self.state = "stopped"
+
+    # -- hot reload ----------------------------------------------------------------------------------------------
+
+    async def reload(self, *, trigger: str = "api", actor: str = "system") -> ReloadView:
+        """Reload rules and config now (the path `herald reload`, SIGHUP and the watcher take); see engine.reload."""
+        return await self.reloader.reload(trigger=trigger, actor=actor)
+
+    def request_reload(self, trigger: str = "signal") -> None:
+        """Queue a reload from synchronous code (a signal handler); the reload loop runs it."""
+        self.reloader.request(trigger)
+
+    def swap(self, graph: EventGraph, teams: Sequence[TeamDecl], config: Config) -> int:
+        """Put a new graph, and a new config with its people, in place in one step (no await); returns the
+        version. Only the reloader calls this, after everything compiled and validated."""
+        if config is not self.config:
+            adopt_config(self.runtime.services, self.directory, config)
+            self.config = config
+        return self.runtime.swap_graph(graph, declared_audiences(teams))
+
+    async def audit_publish(self, action: str, actor: str, **data: Any) -> None:
+        self.bus.publish(await self.audit.append(action, actor, **data))
 
     async def _start_remote_tasks(self) -> None:
         from engine.redis_queue import RedisTaskBus, RemoteTasks  # only with a Redis URL configured

@@ -1,9 +1,10 @@
-"""What Herald does by itself, whatever the rules say: the /help, /whoami and /link commands, and the alert
-buttons Acknowledge and Mute."""
+"""What Herald does by itself, whatever the rules say: the /help, /whoami and /link commands, the alert
+buttons Acknowledge and Mute, and the Confirm button of `require confirmation` (engine.confirm)."""
 
 from __future__ import annotations
 
 from dsl import EventGraph
+from engine import confirm
 from engine.alerts import MUTE_DURATIONS
 from engine.errors import AuthError
 from engine.events import ButtonData, CommandData, Event
@@ -18,6 +19,8 @@ BUILTIN_COMMANDS = {
 }
 # All an account that is not linked to a person may do.
 UNLINKED_COMMANDS = frozenset({"help", "whoami", "link"})
+# Buttons Herald gives a meaning to without any rule.
+BUILTIN_BUTTONS = frozenset({"ack", "mute", confirm.BUTTON})
 
 
 async def run_builtin(event: Event, data: CommandData, graph: EventGraph, services: Services) -> None:
@@ -88,10 +91,14 @@ async def cancel(event: Event, data: CommandData, services: Services) -> str:
 
 
 async def press(event: Event, data: ButtonData, services: Services) -> None:
-    """Every press is audited; Acknowledge and Mute act on the alert the button came with."""
+    """Every press is audited; Acknowledge and Mute act on the alert the button came with, Confirm on the request
+    it was sent for."""
     presser = who(event)
     await services.audit_publish("button.pressed", presser, event=event.id, button=data.action, arg=data.arg,
                                  alert=data.alert_fingerprint, source_event=data.source_event, rule=data.rule)
+    if data.action == confirm.BUTTON:
+        await confirm.pressed(event, data, services)
+        return
     if data.alert_fingerprint is None or data.action not in ("ack", "mute"):
         return  # rules `on button NAME` give it meaning
     if data.action == "ack":

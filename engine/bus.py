@@ -10,15 +10,16 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 
-from engine.snapshots import AuditView, EventView, RunView, Snapshot, TaskView
+from engine.snapshots import AuditView, EventView, RulesView, RunView, Snapshot, TaskView
 
-Update = EventView | RunView | TaskView | AuditView
+Update = EventView | RunView | TaskView | AuditView | RulesView
 
 _KEYS: dict[type, Callable[[Update], object]] = {
     EventView: lambda v: v.id,  # type: ignore[union-attr]
     RunView: lambda v: v.run_id,  # type: ignore[union-attr]
     TaskView: lambda v: v.task_id,  # type: ignore[union-attr]
     AuditView: lambda v: v.seq,  # type: ignore[union-attr]
+    RulesView: lambda v: "rules",  # one at a time: the newest replaces the last
 }
 
 
@@ -54,7 +55,9 @@ class Bus:
         def items(kind: type) -> list:
             return list(self._recent[kind].values())
 
-        return Snapshot(events=items(EventView), runs=items(RunView), tasks=items(TaskView), audit=items(AuditView))
+        rules = items(RulesView)
+        return Snapshot(events=items(EventView), runs=items(RunView), tasks=items(TaskView), audit=items(AuditView),
+                        rules=rules[-1] if rules else None)
 
     def subscribe(self, capacity: int = 1000) -> tuple[Subscription, Callable[[], None]]:
         sub = Subscription(capacity)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from engine.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_args, load_for
-from engine.config import load_config
+from engine.config import DEFAULT_CONFIG_NAME, Config, load_config
 from engine.errors import ConfigError, HeraldError, RulesError
 
 # Command groups that live in modules of their own: each has `add_parsers(sub)`, and every parser it adds sets
@@ -43,7 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="port to listen on (default: 8470; 0 picks a free one)")
     run.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve HTTPS/WSS with this certificate (PEM)")
     run.add_argument("--tls-key", type=Path, metavar="FILE", help="the certificate's private key (PEM)")
+    run.add_argument("--no-watch", action="store_true",
+                     help="do not watch the rules folder and config; reload only on SIGHUP or `herald reload`")
     run.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+
+    reload = sub.add_parser("reload", help="reload rules and config in a running engine now",
+                            description="Ask the running engine to re-read the rules folder and the config (the "
+                                        "same as saving a file, or SIGHUP). Prints the diff (+added -removed "
+                                        "~changed =same), or every problem as path:line:col: message and exits 1; "
+                                        "the running rules stay then.")
+    add_config_args(reload)
+    reload.add_argument("--url", help="engine address (default: from the config)")
 
     check = sub.add_parser("check", help="compile rule files and print every problem",
                            description="Check every *.rules file under PATH (default: the rules folder). "
@@ -114,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "send":
             from engine.cli_client import send
             return send(load_for(args), args)
+        if args.command == "reload":
+            return _reload(args)
     except RulesError as exc:
         print(exc, file=sys.stderr)
         return EXIT_FAILED
@@ -151,18 +163,35 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run(args: argparse.Namespace) -> int:
-    from engine.app import Engine
-    from engine.rules import compile_paths
-
+def _run_config(args: argparse.Namespace) -> Config:
+    """The config as `herald run` uses it: the file, then the command line's overrides (also on every reload)."""
     config = load_for(args, rules=args.rules)
     overrides = (("host", args.host), ("port", args.port), ("tls_cert", args.tls_cert and args.tls_cert.resolve()),
                  ("tls_key", args.tls_key and args.tls_key.resolve()))
     http = config.http.model_copy(update={k: v for k, v in overrides if v is not None})
+    return config.model_copy(update={"http": http})
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    """The config file `load_config` reads: --config, else ./herald.toml when it exists."""
+    if args.config is not None:
+        return Path(args.config).resolve()
+    default = Path.cwd() / DEFAULT_CONFIG_NAME
+    return default if default.exists() else None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine.app import Engine
+    from engine.reload import ConfigSource
+    from engine.rules import compile_paths
+
+    config = _run_config(args)
+    http = config.http
     if (http.tls_cert is None) != (http.tls_key is None):
         print("herald: --tls-cert and --tls-key go together", file=sys.stderr)
         return EXIT_USAGE
-    config = config.model_copy(update={"http": http})
+    config_path = _config_path(args)
+    source = ConfigSource(config_path, lambda: _run_config(args)) if config_path is not None else None
     result = compile_paths([config.rules_dir], config)
     if result.graph is None:
         print(result.render_all(), file=sys.stderr)
@@ -170,11 +199,12 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
     async def serve() -> None:
-        engine = Engine(config, result.graph, teams=result.teams)
+        engine = Engine(config, result.graph, teams=result.teams, config_source=source, watch=not args.no_watch)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, engine.request_reload, "SIGHUP")  # the same path as herald reload
         try:
             await engine.start()
             scheme = "https" if http.tls_cert else "http"
@@ -187,6 +217,45 @@ def _run(args: argparse.Namespace) -> int:
 
     asyncio.run(serve())
     return EXIT_OK
+
+
+def _reload(args: argparse.Namespace) -> int:
+    """POST /api/v1/reload with the engine's local token; print the diff or every diagnostic."""
+    import aiohttp
+
+    from engine.cli_client import engine_url, read_token
+
+    config = load_for(args)
+    url, token = engine_url(config, args.url), read_token(config)
+
+    async def call() -> tuple[int, dict[str, object]]:
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.post(f"{url}/api/v1/reload", headers={"Authorization": f"Bearer {token}"}) as r:
+                    return r.status, await r.json(content_type=None)
+            except aiohttp.ClientError as exc:
+                raise HeraldError(f"cannot reach Herald at {url}: {exc}") from None
+            except ValueError:
+                raise HeraldError(f"Herald at {url} answered {r.status} without JSON") from None
+
+    status, body = asyncio.run(call())
+    if status == 200:
+        print(f"{body['message']} (version {body['version']})")
+        for key in ("added", "removed", "changed"):
+            names = body.get(key) or []
+            if names:
+                print(f"  {key}: {', '.join(map(str, names))}")
+        for key in body.get("needs_restart") or []:
+            print(f"  not applied, needs a restart: {key}", file=sys.stderr)
+        return EXIT_OK
+    if status == 422:
+        from engine.snapshots import DiagnosticView
+
+        for item in body.get("diagnostics") or []:  # type: ignore[union-attr]
+            print(DiagnosticView.model_validate(item), file=sys.stderr)
+        print(body["message"], file=sys.stderr)
+        return EXIT_FAILED
+    raise HeraldError(f"Herald refused the reload ({status}): {body.get('error', body)}")
 
 
 def _since(text: str) -> str:

@@ -4,7 +4,7 @@ The TUI imports only this module and `engine.snapshots`, so it holds plain snaps
 objects. `RemoteEngineClient` speaks the `/api/v1/stream` protocol:
 
     server -> {"type": "snapshot", "snapshot": Snapshot}         first frame after every connect
-    server -> {"type": "event" | "run" | "task" | "audit", "item": ...}   live updates
+    server -> {"type": "event" | "run" | "task" | "audit" | "rules", "item": ...}   live updates
     client -> {"type": "command", "text": "/backup now", "id": "<client id>"}
     server -> {"type": "reply", "id": "<client id>", "text": "..."}
 
@@ -32,7 +32,7 @@ from yarl import URL
 
 from engine.errors import HeraldError
 from engine.ids import new_id
-from engine.snapshots import AuditView, EventView, RunView, Snapshot, TaskView
+from engine.snapshots import AuditView, EventView, RulesView, RunView, Snapshot, TaskView
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Reply(BaseModel):
     text: str
 
 
-Update = Snapshot | EventView | RunView | TaskView | AuditView | Reply
+Update = Snapshot | EventView | RunView | TaskView | AuditView | RulesView | Reply
 
 # Frame "type" -> record class, for the frames that carry one record under "item".
 _ITEM_TYPES: dict[str, type[BaseModel]] = {
@@ -57,6 +57,7 @@ _ITEM_TYPES: dict[str, type[BaseModel]] = {
     "run": RunView,
     "task": TaskView,
     "audit": AuditView,
+    "rules": RulesView,
 }
 
 

@@ -80,6 +80,10 @@ def links(conn: sqlite3.Connection) -> list[sqlite3.Row]:
 class Directory:
     def __init__(self, config: Config, db: Database | None = None) -> None:
         self._db = db
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        """Take principals, roles and chat tokens from a new config (a reload); links stay in the database."""
         self._roles = {name: frozenset(p.roles) for name, p in config.principals.items()}
         # Keep digests, not tokens, in memory; compare in constant time.
         self._chat_tokens = [

@@ -13,9 +13,9 @@ from engine.errors import RulesError
 RULE_SUFFIX = ".rules"
 
 # What the runtime can run today; a rule using anything else is a compile error naming it, not a silent no-op.
-ENGINE_TRIGGERS = ("alert", "command", "button", "task", "event", "message")
-ENGINE_ACTIONS = ("notify", "reply", "run", "emit")
-ENGINE_STAGES = ("require role", "check disk")
+ENGINE_TRIGGERS = ("alert", "command", "button", "task", "event", "message", "schedule")
+ENGINE_ACTIONS = ("notify", "reply", "run", "emit", "silence", "escalate")
+ENGINE_STAGES = ("require role", "check disk", "require confirmation", "dedupe", "group", "rate limit")
 ENGINE_PLATFORMS = frozenset({"chat"})  # chat platforms with an integration that can deliver to a room
 
 

@@ -57,9 +57,10 @@ class RuleRun:
         return isinstance(self.event.data, CommandData)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Services:
-    """Everything an action or a stage may use; one instance per engine."""
+    """Everything an action or a stage may use; one instance per engine. A config reload replaces `config` (and
+    reconfigures the directory) in place, between two events."""
 
     config: Config
     directory: Directory

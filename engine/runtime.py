@@ -15,7 +15,7 @@ import sqlite3
 
 from dsl import EventGraph
 from engine import actions, stages
-from engine.builtins import BUILTIN_COMMANDS, help_text, press, run_builtin
+from engine.builtins import BUILTIN_BUTTONS, BUILTIN_COMMANDS, help_text, press, run_builtin
 from engine.events import AlertData, ButtonData, Cause, CommandData, Event, MessageData, TaskData
 from engine.ids import derived_id
 from engine.journal import Journal
@@ -109,7 +109,7 @@ class Runtime:
             text = f"Unknown command /{data.name}. {help_text(event, graph, self.services)}"
         elif isinstance(data, MessageData):
             text = "I only understand commands, like /help."
-        elif isinstance(data, ButtonData) and data.action not in ("ack", "mute"):
+        elif isinstance(data, ButtonData) and data.action not in BUILTIN_BUTTONS:
             text = f"Nothing is set up for the button {data.action!r}."
         else:
             return

@@ -51,8 +51,57 @@ class AuditView(_View):
     summary: str
 
 
+class RuleEntry(_View):
+    name: str
+    location: str  # file:line
+
+
+class DiagnosticView(_View):
+    """One problem that stopped a reload; `line`/`col` are 0 when the source does not say (a config value)."""
+
+    path: str
+    line: int
+    col: int
+    message: str
+    severity: str = "error"
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}" if self.line else self.path
+
+    def __str__(self) -> str:
+        label = "" if self.severity == "error" else f"{self.severity}: "
+        return f"{self.where}: {label}{self.message}"
+
+
+class ReloadView(_View):
+    """The outcome of one reload: `loaded` (at start), `reloaded`, `unchanged` or `rejected` (the running version
+    stays; `diagnostics` say why). `version` is the version running afterwards; `diff` reads `+1 -0 ~2 =117`."""
+
+    status: Literal["loaded", "reloaded", "unchanged", "rejected"]
+    time: str
+    trigger: str
+    version: int
+    message: str
+    diff: str = ""
+    added: list[str] = []
+    removed: list[str] = []
+    changed: list[str] = []
+    diagnostics: list[DiagnosticView] = []
+    needs_restart: list[str] = []
+
+
+class RulesView(_View):
+    """The rules running now (name and file:line, in file order), their version, and the last reload's outcome."""
+
+    version: int
+    rules: list[RuleEntry]
+    last: ReloadView
+
+
 class Snapshot(_View):
     events: list[EventView] = []
     runs: list[RunView] = []
     tasks: list[TaskView] = []
     audit: list[AuditView] = []
+    rules: RulesView | None = None

@@ -1,9 +1,11 @@
-"""Herald's terminal console: live tables of events, runs, tasks and audit entries, plus a command line.
+"""Herald's terminal console: live tables of events, runs, tasks and audit entries, the running rules, plus a
+command line.
 
 The app is built by `make_app(client)` around an `EngineClient` and holds only snapshot records from
 `engine.snapshots`. A background worker reads `client.updates()` and posts `EngineUpdate` messages; the app
 routes each one to the table for its record type. Every table is keyed by the record's stable id, so an update
-for a row already shown (a task going from running to succeeded) replaces that row in place.
+for a row already shown (a task going from running to succeeded) replaces that row in place. The Rules tab shows
+the running version's rules and the last reload; when a reload was rejected, every problem as file:line:col.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
 from engine.client import EngineClient, EngineClientError, Reply, Update
-from engine.snapshots import AuditView, EventView, RunView, Snapshot, TaskView
+from engine.snapshots import AuditView, EventView, RuleEntry, RulesView, RunView, Snapshot, TaskView
 
 ROW_CAP = 500
 """Rows kept per table; the oldest go first, so a busy engine cannot grow the console without bound."""
+RULES_CAP = 20_000
+"""Rules shown: the whole rule set of any realistic installation."""
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -160,6 +164,63 @@ class AuditTable(RecordTable[AuditView]):
         return (str(record.seq), clock(record.time), record.action, record.actor, record.summary)
 
 
+class RulesTable(RecordTable[RuleEntry]):
+    """The running rules in file order, by name, with where each is written."""
+
+    COLUMNS = (("name", "Rule"), ("location", "Where"))
+
+    def key_of(self, record: RuleEntry) -> str:
+        return record.name
+
+    def cells_of(self, record: RuleEntry) -> tuple[str, ...]:
+        return (record.name, record.location)
+
+    def load(self, records: Iterable[RuleEntry]) -> None:
+        """Show a whole rule set at once, the cursor staying at the top (rules are read, not followed)."""
+        self.clear()
+        for record in list(records)[: self.cap]:
+            self.add_row(*self.cells_of(record), key=self.key_of(record))
+
+
+def rules_status(view: RulesView) -> str:
+    """One line: the running version, how many rules, and what the last reload did."""
+    last = view.last
+    when = f"{last.trigger}, {clock(last.time)}"
+    return f"version {view.version} · {len(view.rules)} rules · {last.message} ({when})"
+
+
+def rules_problems(view: RulesView) -> str:
+    """Every diagnostic of a rejected reload as `file:line:col: message`, one a line ("" when it was accepted)."""
+    if view.last.status != "rejected":
+        return ""
+    lines = [str(diag) for diag in view.last.diagnostics]
+    return "\n".join(lines)
+
+
+class RulesPane(TabPane):
+    """The Rules tab: a status line, the last reload's problems (only when it was rejected), the rules."""
+
+    def __init__(self) -> None:
+        super().__init__("Rules", id="rules")
+        self.status = Static("no rules yet", id="rules-status", markup=False)
+        self.problems = Static("", id="rules-problems", markup=False)
+        self.table = RulesTable(id="rules-table", cap=RULES_CAP)
+
+    def compose(self) -> ComposeResult:
+        yield self.status
+        yield self.problems
+        yield self.table
+
+    def show(self, view: RulesView) -> None:
+        self.status.update(rules_status(view))
+        self.status.set_class(view.last.status == "rejected", "-error")
+        self.problems.update(rules_problems(view))
+        self.problems.display = view.last.status == "rejected"
+        names = [entry.name for entry in view.rules]
+        if names != [str(key.value) for key in self.table.rows]:
+            self.table.load(view.rules)
+
+
 def short_id(value: str) -> str:
     """The last 8 characters of an id: ids are time-sortable, so their heads repeat and their tails differ."""
     return value[-8:]
@@ -183,7 +244,7 @@ class EngineUpdate(Message):
             return old.task_id == new.task_id
         if isinstance(old, RunView) and isinstance(new, RunView):
             return old.run_id == new.run_id
-        return False
+        return isinstance(old, RulesView) and isinstance(new, RulesView)
 
 
 class StreamEnded(Message):
@@ -218,7 +279,7 @@ class ConnectionBar(Static):
         self.set_class(status.startswith(("failed", "closed")), "-failed")
 
 
-VIEWS = ("events", "runs", "tasks", "audit")
+VIEWS = ("events", "runs", "tasks", "audit", "rules")
 
 
 class HeraldApp(App[None]):
@@ -226,7 +287,7 @@ class HeraldApp(App[None]):
 
     TITLE = "Herald"
     CSS_PATH = "app.tcss"
-    AUTO_FOCUS = None  # an auto-focused Input would swallow q, 1-4 and / as text
+    AUTO_FOCUS = None  # an auto-focused Input would swallow q, 1-5 and / as text
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
@@ -251,10 +312,12 @@ class HeraldApp(App[None]):
             AuditView: AuditTable(id="audit-table"),
         }
         yield self._header
+        self._rules = RulesPane()
         with TabbedContent(initial="events"):
-            for view, table in zip(VIEWS, self._tables.values(), strict=True):
+            for view, table in zip(VIEWS[: len(self._tables)], self._tables.values(), strict=True):
                 with TabPane(view.title(), id=view):
                     yield table
+            yield self._rules
         yield self._reply
         yield Input(placeholder="/command  (press / to type)", id="command", select_on_focus=False)
         yield Footer()
@@ -283,6 +346,10 @@ class HeraldApp(App[None]):
             self._tables[RunView].load(update.runs)
             self._tables[TaskView].load(update.tasks)
             self._tables[AuditView].load(update.audit)
+            if update.rules is not None:
+                self._rules.show(update.rules)
+        elif isinstance(update, RulesView):
+            self._rules.show(update)
         elif isinstance(update, Reply):
             self.show_reply(update.text)
         else:

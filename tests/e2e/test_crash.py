@@ -92,7 +92,9 @@ class Load:
                     async for raw in ws:
                         frame = json.loads(raw)
                         if frame["type"] == "notification":
-                            self.notifications[frame["text"]] += 1
+                            # By event: a sender that lost its 200 to a crash posts the same alert again, which is
+                            # a new event (Alertmanager does the same); one event must never notify twice.
+                            self.notifications[frame["event"]] += 1
                         elif frame["type"] == "ack":
                             self.accepted_commands.add(frame["event"])
                 finally:

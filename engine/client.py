@@ -235,7 +235,8 @@ class RemoteEngineClient:
     async def _sleep_unless_closed(self, delay: float) -> None:
         """Wait `delay` seconds, returning early if `close()` is called meanwhile."""
         try:
-            await asyncio.wait_for(self._closed.wait(), timeout=delay)
+            async with asyncio.timeout(delay):  # not wait_for: on 3.11 it can swallow a cancellation
+                await self._closed.wait()
         except TimeoutError:
             pass
 

@@ -75,6 +75,8 @@ class Services:
     declared_teams: dict[str, Audience] = field(default_factory=dict)
     # (task id, who asks) -> what happened, in words; the engine provides it (it owns the workers).
     cancel_task: Callable[[str, str], Awaitable[str]] | None = None
+    # The engine's stateful clauses (engine.stateful.Stateful), set while they are attached.
+    stateful: Any = None
 
     async def audit_publish(self, action: str, actor: str, **data: Any) -> None:
         self.bus.publish(await self.audit.append(action, actor, **data))

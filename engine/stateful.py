@@ -62,16 +62,13 @@ CREATE TABLE IF NOT EXISTS group_state (
 
 ESCALATE, GROUP, SILENCE_END, SWEEP = "escalate", "group", "silence.end", "stateful.sweep"
 SWEEP_EVERY_S = 600.0
-_MANAGERS: dict[int, Stateful] = {}
 
 
 def manager(services: Services) -> Stateful:
-    """The `Stateful` of the engine these services belong to (stage and action handlers get only services; a
-    config reload may hand the runtime a new Services, but the database is the engine's for its lifetime)."""
-    try:
-        return _MANAGERS[id(services.db)]
-    except KeyError:
-        raise RuntimeError("stateful clauses are not attached to this engine") from None
+    """The `Stateful` of the engine these services belong to (stage and action handlers get only services)."""
+    if not isinstance(services.stateful, Stateful):
+        raise RuntimeError("stateful clauses are not attached to this engine")
+    return services.stateful
 
 
 def value_of(run: RuleRun, field: str) -> str | None:
@@ -102,15 +99,14 @@ class Stateful:
         """Register this engine's handlers and timer kinds; the returned function detaches them."""
         from engine import confirm, schedules  # they import this module
 
-        db_key = id(self.services.db)
-        _MANAGERS[db_key] = self
+        self.services.stateful = self
         detaches = [self.timers.on(ESCALATE, self._escalate_due), self.timers.on(GROUP, self._group_due),
                     self.timers.on(SILENCE_END, self._silence_end), self.timers.on(SWEEP, self._sweep),
                     self.timers.on(confirm.EXPIRE, lambda t: confirm.expired(self, t)),
                     self.timers.on(schedules.FIRE, lambda t: schedules.fire(self, t))]
 
         def detach() -> None:
-            _MANAGERS.pop(db_key, None)
+            self.services.stateful = None
             for undo in detaches:
                 undo()
 
@@ -387,11 +383,4 @@ async def silence(action: SilenceAction, run: RuleRun, services: Services) -> ac
     return actions.ActionOutcome(f"silenced {fingerprint} for {format_duration(seconds)}")
 
 
-__all__ = ["Stateful", "key_prefix", "manager", "on_graph_swapped"]
-
-
-async def on_graph_swapped(old: EventGraph | None, new: EventGraph) -> None:
-    """For the reload coordinator: re-plan the stateful clauses of every engine now running `new`."""
-    for state in list(_MANAGERS.values()):
-        if state.runtime.graph is new:
-            await state.on_graph_swapped(old, new)
+__all__ = ["Stateful", "key_prefix", "manager"]

@@ -137,7 +137,8 @@ class TaskQueue:
         """Wait until a task is enqueued (or `timeout_s` passes): for a dispatcher that is not a local worker."""
         self._wakeup.clear()
         try:
-            await asyncio.wait_for(self._wakeup.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for: see engine/timers.py
+                await self._wakeup.wait()
         except TimeoutError:
             pass
 

@@ -178,8 +178,11 @@ class Timers:
                 lambda conn: conn.execute("SELECT min(due) FROM timers").fetchone()[0])
             delay = MAX_SLEEP_S if next_due is None else min(MAX_SLEEP_S, max(0.0, next_due - now))
             if delay > 0:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives as
+                # the timeout expires, and this loop would then wait forever while the engine stops.
                 try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
 

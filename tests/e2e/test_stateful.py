@@ -19,7 +19,6 @@ import aiohttp
 import pytest
 
 from dsl import EventGraph
-from engine import stateful
 from engine.app import Engine
 from engine.cli_client import alert_payload
 from engine.config import Config, load_config
@@ -342,7 +341,7 @@ async def test_a_pending_confirmation_of_a_changed_rule_is_cancelled(config: Con
         old = engine.runtime.graph
         new, teams = compile_rules(config, CONFIRM_RULES.replace('reply "dropped"', 'reply "dropped!"'))
         engine.runtime.swap_graph(new, {})
-        await stateful.on_graph_swapped(old, new)
+        await engine.stateful.on_graph_swapped(old, new)
         told = await dave.wait_for(lambda f: f["type"] == "reply" and "cancelled" in f["text"])
         assert told["text"] == "The confirmation for /drop was cancelled: rule drop changed."
         assert (await press(dave, confirm_button(dave)))["text"] == \
@@ -463,7 +462,7 @@ async def test_a_schedule_fires_repeatedly_and_stops_when_its_rule_is_removed(co
         old = engine.runtime.graph
         new, _ = compile_rules(config, "")
         engine.runtime.swap_graph(new, {})
-        await stateful.on_graph_swapped(old, new)
+        await engine.stateful.on_graph_swapped(old, new)
         await drain(alice, 0.5)
         count = len(notes(alice, "tick"))
         await drain(alice, 2.0)
@@ -481,11 +480,11 @@ async def test_an_unchanged_schedule_keeps_its_timer_across_a_reload(config: Con
         old = engine.runtime.graph
         new, _ = compile_rules(config, rules + 'rule other:\n  on command other\n  reply "x"\n')
         engine.runtime.swap_graph(new, {})
-        await stateful.on_graph_swapped(old, new)
+        await engine.stateful.on_graph_swapped(old, new)
         [after] = [t for t in await engine.timers.pending() if t.kind == "schedule"]
         assert after == before and after.due == datetime(2026, 6, 2, 1, 0, tzinfo=UTC)
         newer, _ = compile_rules(config, rules.replace("03:00", "04:00"))
         engine.runtime.swap_graph(newer, {})
-        await stateful.on_graph_swapped(new, newer)
+        await engine.stateful.on_graph_swapped(new, newer)
         [moved] = [t for t in await engine.timers.pending() if t.kind == "schedule"]
         assert moved.due == datetime(2026, 6, 2, 2, 0, tzinfo=UTC)

@@ -256,7 +256,7 @@ class Reloader:
         engine = self._engine
         self._last_attempt = None
         outcome = ReloadView(status="unchanged", time=now_iso(), trigger=trigger, version=engine.runtime.graph_version,
-                             message=f"rules unchanged (version {engine.runtime.graph_version})")
+                             message="rules unchanged")
         if self.view is not None and self.view.last.status == "rejected":
             self._publish(outcome)
         return outcome

@@ -26,8 +26,6 @@ import json
 import logging
 import pwd
 import random
-import socket
-import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +41,8 @@ from podman.errors import APIError, NotFound
 
 from engine.errors import SandboxError, SandboxUnavailable
 from engine.podman_service import SETUP_HINT, PodmanService, ping, socket_url_for
+from engine.sandbox_output import CONTROL_TIMEOUT_S, WAIT_SLACK_S, OutputSink, explain, open_attach
+from engine.sandbox_output import pump as pump_stream
 from engine.sandbox_policy import (
     DEFAULT_IMAGE,
     NOBODY,
@@ -68,10 +68,7 @@ T = TypeVar("T")
 # Each run holds up to three pool threads (wait, attach reader, kill); the semaphore keeps the pool from
 # starving. Two cores gain nothing from more containers starting at once.
 _MAX_PARALLEL_RUNS = 8
-_CONTROL_TIMEOUT_S = 30.0  # HTTP timeout of create/start/kill/remove/inspect
-_WAIT_SLACK_S = 30.0  # HTTP read timeout of wait/logs beyond the run's own timeout
 _DRAIN_S = 5.0  # after exit, how long the attach stream may take to deliver its last bytes
-_ATTACH_PATH = "/v4.0.0/libpod/containers/{id}/attach?stream=true&stdout=true&stderr=true&logs=false"
 
 
 @dataclass(frozen=True)
@@ -120,122 +117,6 @@ def _is_connection_error(exc: BaseException) -> bool:
     # podman-py wraps every OSError (requests' included) in APIError; the cause tells a dead service apart.
     cause = exc.__cause__ if isinstance(exc, APIError) else exc
     return isinstance(cause, (requests.ConnectionError, ConnectionError, FileNotFoundError))
-
-
-class _OutputSink:
-    """Keeps the first `limit` bytes of a run's output, counts all of it, and cuts the kept part into lines.
-
-    Fed by one thread (the attach reader); `finish()` runs after that thread is done. Lines go to `emit`
-    (which hands them to the event loop) as they complete, so a chat sees progress while the script runs.
-    """
-
-    def __init__(self, limit: int, emit: Callable[[str], None] | None) -> None:
-        self._limit = limit
-        self._emit = emit
-        self._chunks: list[bytes] = []
-        self._kept = 0
-        self._line = b""
-        self.total = 0
-
-    def feed(self, data: bytes) -> None:
-        self.total += len(data)
-        data = data[: self._limit - self._kept]
-        if not data:
-            return
-        self._kept += len(data)
-        self._chunks.append(data)
-        if self._emit is not None:
-            *lines, self._line = (self._line + data).split(b"\n")
-            for line in lines:
-                self._emit(line.decode(errors="replace"))
-
-    @property
-    def head(self) -> bytes:
-        return b"".join(self._chunks)
-
-    @property
-    def truncated(self) -> bool:
-        return self.total > self._kept
-
-    def truncation_note(self) -> str:
-        return f"[herald: output truncated at {self._limit} bytes of {self.total}]"
-
-    def finish(self) -> None:
-        """Deliver the unterminated last line and, if output was cut, the truncation note."""
-        if self._emit is None:
-            return
-        if self._line:
-            self._emit(self._line.decode(errors="replace"))
-            self._line = b""
-        if self.truncated:
-            self._emit(self.truncation_note())
-
-
-def _open_attach(url: str, ctr_id: str, timeout_s: float) -> socket.socket | None:
-    """Blocking: attach to the created container's stdout and stderr; None if the service is not local.
-
-    Attaching before start means nothing the script writes is missed: podman initialises the container
-    (runc create, conmon, network) and connects to conmon's attach socket before it answers 101. podman-py
-    has no attach, so this speaks the one HTTP exchange itself.
-    """
-    if not url.startswith("unix://"):
-        return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(_CONTROL_TIMEOUT_S)
-        sock.connect(url.removeprefix("unix://"))
-        sock.sendall(
-            f"POST {_ATTACH_PATH.format(id=ctr_id)} HTTP/1.1\r\nHost: podman\r\nUpgrade: tcp\r\n"
-            "Connection: Upgrade\r\nContent-Length: 0\r\n\r\n".encode()
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(1)  # byte by byte: whatever follows the headers is already the stream
-            if not chunk or len(head) > 8192:
-                raise SandboxError(f"podman closed the attach request: {head[:200]!r}")
-            head += chunk
-        status = head.split(b"\r\n", 1)[0].decode(errors="replace")
-        if " 101 " not in status and " 200 " not in status:
-            # An error here is podman failing to initialise the container (e.g. its network): say why.
-            sock.settimeout(2)
-            try:
-                body = sock.recv(4096).decode(errors="replace")
-            except OSError:
-                body = ""
-            try:
-                message = json.loads(body)["message"]
-            except (ValueError, KeyError, TypeError):
-                message = body.strip() or status
-            raise SandboxError(f"podman could not start the container ({status}): {_explain(message)}")
-        sock.settimeout(timeout_s + _WAIT_SLACK_S)
-        return sock
-    except OSError as exc:
-        sock.close()
-        raise SandboxError(f"could not attach to the container through {url}: {exc}") from exc
-    except BaseException:
-        sock.close()
-        raise
-
-
-def _pump(sock: socket.socket, sink: _OutputSink) -> None:
-    """Blocking, worker thread: feed the attach stream's frames to `sink` until the container closes it."""
-    reader = sock.makefile("rb")
-    try:
-        while True:
-            header = reader.read(8)
-            if len(header) < 8:
-                return
-            (size,) = struct.unpack(">I", header[4:])
-            while size:
-                data = reader.read1(min(size, 65536))
-                if not data:
-                    return
-                size -= len(data)
-                sink.feed(data)
-    except (OSError, ValueError) as exc:  # closed under us (a cancelled run), or a read timeout
-        log.debug("attach stream ended: %r", exc)
-    finally:
-        reader.close()
 
 
 # --- the runner --------------------------------------------------------------------------------------
@@ -399,7 +280,7 @@ class Sandbox:
                 f"no podman service answers at {url}: start it (`podman system service --time=0 {url}` "
                 f"as {cfg.user or 'the current user'}) or set autostart = true"
             )
-        client = PodmanClient(base_url=url, timeout=_CONTROL_TIMEOUT_S)
+        client = PodmanClient(base_url=url, timeout=CONTROL_TIMEOUT_S)
         try:
             info = client.info()["host"]
             host = HostLimits.from_info(info)
@@ -449,7 +330,7 @@ class Sandbox:
             problem = f"the podman service at {conn.url} stopped answering ({exc.__cause__!r}): {fix}"
             self._problem = problem
             return SandboxUnavailable(problem)
-        return SandboxError(f"podman failed during the run: {_explain(str(exc))}")
+        return SandboxError(f"podman failed during the run: {explain(str(exc))}")
 
     def _take_uid(self, conn: _Connection) -> int | None:
         """A container uid no other run of ours is using (rootless), or None (rootful: nobody)."""
@@ -532,19 +413,19 @@ class Sandbox:
             def emit(line: str) -> None:  # called from the attach thread, and from finish() here
                 loop.call_soon_threadsafe(_deliver, callback, line)
 
-        sink = _OutputSink(self._config.output_limit_bytes, emit)
-        sock = await self._call(_open_attach, conn.url, ctr.id, timeout_s)
+        sink = OutputSink(self._config.output_limit_bytes, emit)
+        sock = await self._call(open_attach, conn.url, ctr.id, timeout_s)
         pump: asyncio.Future[None] | None = None
         try:
             if sock is not None:
-                pump = loop.run_in_executor(self._pool, _pump, sock, sink)
+                pump = loop.run_in_executor(self._pool, pump_stream, sock, sink)
             started = time.perf_counter()
             await self._call(ctr.start)
             waiter = loop.run_in_executor(
                 self._pool,
                 # interval: podman polls the state at this rate; its 250 ms default is most of a short run.
                 functools.partial(ctr.wait, condition="exited", interval="10ms",
-                                  timeout=timeout_s + _WAIT_SLACK_S),
+                                  timeout=timeout_s + WAIT_SLACK_S),
             )
             # If this run is cancelled, nobody awaits the waiter; its late error must not be logged as lost.
             waiter.add_done_callback(_consume_result)
@@ -592,7 +473,7 @@ class Sandbox:
         limit = self._config.output_limit_bytes
         resp = conn.client.api.get(f"/containers/{ctr_id}/logs",
                                    params={"follow": False, "stdout": True, "stderr": True},
-                                   stream=True, timeout=_CONTROL_TIMEOUT_S)
+                                   stream=True, timeout=CONTROL_TIMEOUT_S)
         try:
             resp.raise_for_status()
             chunks: list[bytes] = []
@@ -644,12 +525,6 @@ def _deliver(on_output: Callable[[str], None], line: str) -> None:
         on_output(line)
     except Exception:  # a broken listener must not break the run
         log.exception("on_output callback failed")
-
-
-def _explain(text: str) -> str:
-    if "slirp4netns" in text and "/dev/net/tun" in text:
-        text += " (network default needs /dev/net/tun usable by the sandbox user: chmod 666 /dev/net/tun)"
-    return text
 
 
 def _image_missing(image: str, who: str) -> str:

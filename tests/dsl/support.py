@@ -7,7 +7,7 @@ from dsl import Catalog, CompileResult, compile_sources
 CATALOG = Catalog(
     teams=frozenset({"ops", "dba", "oncall"}),
     roles=frozenset({"admin", "operator"}),
-    scripts=frozenset({"backup.sh", "restart-db.sh", "rotate_logs.py"}),
+    scripts=frozenset({"backup.sh", "restart-db.sh", "rotate-logs.sh"}),
 )
 
 CUSTOMER_ALERT_LINE = "on alert severity critical from database notify ops with buttons"

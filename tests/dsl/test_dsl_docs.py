@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOC_CATALOG = Catalog(
     teams=frozenset({"ops", "dba"}),
     roles=frozenset({"admin", "oncall"}),
-    scripts=frozenset({"backup.sh", "restart-db.sh", "rotate_logs.py"}),
+    scripts=frozenset({"backup.sh", "restart-db.sh", "rotate-logs.sh"}),
 )
 EXAMPLES = re.findall(r"```rules\n(.*?)```", (REPO / "docs" / "rules.md").read_text(encoding="utf-8"), re.S)
 

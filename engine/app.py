@@ -8,10 +8,12 @@ rules folder and the config file; `reload()` and `request_reload()` trigger the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
 import ssl
+import zlib
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,7 +28,7 @@ from engine.audit import AuditLog
 from engine.bus import Bus
 from engine.config import Config, HttpConfig
 from engine.errors import AuthError, ConfigError
-from engine.events import Actor, ButtonData, Event, ReplyTo
+from engine.events import Actor, AlertData, ButtonData, Event, ReplyTo
 from engine.identity import Directory
 from engine.journal import Journal
 from engine.outlets import Audience, Outlet, Outlets
@@ -50,6 +52,18 @@ API_TOKEN_FILE = "api-token"
 LOCAL_OPERATOR = "local-operator"
 LOCAL_TOKEN_TTL_S = 30 * 24 * 3600
 RECENT_ON_START = 200
+DISPATCH_LANES = 8
+
+
+def lane_of(event: Event) -> int:
+    """The dispatch lane of an event: by conversation, else by alert, else by the chain of events it belongs to."""
+    if event.reply_to is not None:
+        key = f"{event.reply_to.platform}/{event.reply_to.chat}"
+    elif isinstance(event.data, AlertData):
+        key = event.data.fingerprint
+    else:
+        key = event.cause.root or event.id
+    return zlib.crc32(key.encode()) % DISPATCH_LANES
 
 
 def declared_audiences(teams: Sequence[TeamDecl]) -> dict[str, Audience]:
@@ -93,10 +107,13 @@ class Engine:
         self._integrations = list(integrations) if integrations is not None else discover()
         self._unloads: list[Unload] = []
         self._background: set[asyncio.Task[None]] = set()
-        # Unbounded as a data structure, bounded by admission: outside senders are refused (503 / "busy") once
-        # `max_queued_events` wait, while events raised inside (emit, task results, timers) always get in, so the
-        # dispatcher can never block on its own queue.
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        # Accepted events wait in lanes, one dispatcher each: events of one conversation or one alert always take
+        # the same lane (so they are handled in order), different ones run side by side (so their writes share
+        # group commits). Unbounded as data structures, bounded by admission: outside senders are refused
+        # (503 / "busy") once `max_queued_events` wait, while events raised inside (emit, task results, timers)
+        # always get in, so a dispatcher can never block on its own lane.
+        self._lanes: list[asyncio.Queue[Event]] = [asyncio.Queue() for _ in range(DISPATCH_LANES)]
+        self._waiting = 0
         self._app = web.Application(client_max_size=config.http.max_body_bytes)
         self._runner: web.AppRunner | None = None
         self._redis: RedisTaskBus | None = None
@@ -134,8 +151,8 @@ class Engine:
     async def submit(self, events: Sequence[Event], *, acknowledge: Acknowledge | None = None) -> None:
         if self.state != "running":
             raise Busy(f"engine is {self.state}, not accepting events")
-        if self._queue.qsize() + len(events) > self.config.max_queued_events:
-            raise Busy(f"{self._queue.qsize()} events are waiting to be handled")
+        if self._waiting + len(events) > self.config.max_queued_events:
+            raise Busy(f"{self._waiting} events are waiting to be handled")
         await self._accept(events, acknowledge)
 
     async def _submit_internal(self, events: Sequence[Event]) -> None:
@@ -147,7 +164,7 @@ class Engine:
         if acknowledge is not None:
             await acknowledge(events)
         for event in new:
-            await self._queue.put(event)
+            self._enqueue(event)
 
     async def press(
         self, button_id: str, actor: Actor, reply_to: ReplyTo | None, *, acknowledge: Acknowledge | None = None
@@ -215,7 +232,8 @@ class Engine:
         # before any event is handled: stateful clauses need their state; schedules are planned, stale state dropped
         self._detach_stateful = self.stateful.attach()
         await self.stateful.on_graph_swapped(None, self.runtime.graph)
-        self._spawn("dispatcher", self._dispatch)
+        for n, lane in enumerate(self._lanes):
+            self._spawn(f"dispatcher-{n}", functools.partial(self._dispatch, lane))
         if self.config.queue.redis_url:  # tasks run in `herald worker` processes
             await self._start_remote_tasks()
         else:
@@ -227,7 +245,7 @@ class Engine:
         for task in await self.tasks.recover():  # left running by a crash: report them failed (never rerun)
             await self.runtime.task_finished(task)
         for event in await self.journal.unfinished():
-            await self._queue.put(event)  # accepted before a stop or crash: handle it now
+            self._enqueue(event)  # accepted before a stop or crash: handle it now
         self._spawn("timers", self.timers.run)  # timers that came due while Herald was down fire once, now
         self.bus.publish(await self.audit.append("engine.started", "system", rules=len(self.graph.rules),
                                                  port=self.port))
@@ -294,13 +312,19 @@ class Engine:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s crashed", task.get_name(), exc_info=task.exception())
 
-    async def _dispatch(self) -> None:
+    def _enqueue(self, event: Event) -> None:
+        self._waiting += 1
+        self._lanes[lane_of(event)].put_nowait(event)
+
+    async def _dispatch(self, lane: asyncio.Queue[Event]) -> None:
         while True:
-            event = await self._queue.get()
+            event = await lane.get()
             try:
                 await self.runtime.handle(event)
             except Exception:
                 log.exception("handling event %s failed; it stays in the journal for replay", event.id)
+            finally:
+                self._waiting -= 1
 
     async def _load_recent(self) -> None:
         for event in await self.journal.recent(RECENT_ON_START):

@@ -53,6 +53,7 @@ class ButtonBinding:
 class AlertState:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._muted: dict[str, datetime] = {}  # fingerprint -> until; the table is the record, this the cache
 
     async def make_buttons(
         self, *, event_id: str, rule: str, fingerprint: str | None,
@@ -120,20 +121,22 @@ class AlertState:
                 (fingerprint, until.isoformat(), by),
             )
         )
+        self._muted[fingerprint] = until
         return until
 
+    async def load(self) -> None:
+        """Read the mutes into memory: every notification asks, so the answer must not cost a database trip."""
+        rows = await self._db.call(lambda conn: conn.execute(
+            "SELECT fingerprint, muted_until FROM alert_state WHERE muted_until IS NOT NULL").fetchall())
+        self._muted = {row["fingerprint"]: datetime.fromisoformat(row["muted_until"]) for row in rows}
+
     async def muted_until(self, fingerprint: str) -> datetime | None:
-        row = await self._db.call(
-            lambda conn: conn.execute("SELECT muted_until FROM alert_state WHERE fingerprint = ?",
-                                      (fingerprint,)).fetchone()
-        )
-        if row is None or row["muted_until"] is None:
-            return None
-        until = datetime.fromisoformat(row["muted_until"])
-        return until if until > datetime.now(UTC) else None
+        until = self._muted.get(fingerprint)
+        return until if until is not None and until > datetime.now(UTC) else None
 
     async def resolved(self, fingerprint: str) -> None:
         """A resolved alert forgets its acknowledgement and mute, so the next firing is news again."""
+        self._muted.pop(fingerprint, None)
         await self._db.write(
             lambda conn: conn.execute("DELETE FROM alert_state WHERE fingerprint = ?", (fingerprint,))
         )

@@ -211,6 +211,7 @@ class Engine:
         await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, runtime.SCHEMA, alerts.SCHEMA, keys.SCHEMA,
                             actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA, confirm.SCHEMA])
         await self._load_recent()
+        await self.alerts.load()
         await self.sandbox.start()
         stream_outlet = StreamOutlet()
         self.outlets.register(stream_outlet)

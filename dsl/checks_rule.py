@@ -95,6 +95,9 @@ def check_rule(rule: Rule, ctx: RuleContext) -> Iterator[Diagnostic]:
     if isinstance(trigger, CommandTrigger):
         for param in ctx.command_params.get(trigger.name, trigger.params):
             known[f"command.{param.name}"] = PARAM_FIELD_TYPES.get(param.type, "text")
+    if any(isinstance(clause, Group) for clause in rule.clauses):
+        # The run of a released group carries the batch's size and the value it was grouped by.
+        known.update({"group.count": "number", "group.key": "text"})
     yield from _check_trigger(rule, ctx)
     for clause in rule.clauses:
         yield from _check_clause(clause, kind, known, ctx)

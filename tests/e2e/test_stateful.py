@@ -193,7 +193,7 @@ async def test_rate_limit_per_user_answers_with_when_to_retry(config: Config) ->
 
 async def test_group_runs_once_for_the_batch_with_the_first_events_fields(config: Config) -> None:
     rules = ('rule gr:\n  on alert from web\n  group by alert.service within 30s\n'
-             '  notify ops saying "group starting with {alert.summary}"\n')
+             '  notify ops saying "group starting with {alert.summary} ({group.count} alerts)"\n')
     clock = ManualClock(START)
     async with engine_for(config, rules, clock) as engine, \
             ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
@@ -208,7 +208,8 @@ async def test_group_runs_once_for_the_batch_with_the_first_events_fields(config
         await settle(engine)
         await tick(engine, clock, 31)
         await alice.wait_for(lambda f: f["type"] == "notification" and "Fourth" in f["text"])
-        assert [n["text"] for n in notes(alice, "gr")] == ["group starting with First", "group starting with Fourth"]
+        assert [n["text"] for n in notes(alice, "gr")] == ["group starting with First (3 alerts)",
+                                                           "group starting with Fourth (1 alerts)"]
         trace = await runs(engine, "gr")
         assert [s for s, _ in trace] == ["SKIPPED", "SKIPPED", "SKIPPED", "REPORT_RESULT", "SKIPPED", "REPORT_RESULT"]
         assert all("grouped" in detail for state, detail in trace if state == "SKIPPED")

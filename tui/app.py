@@ -120,7 +120,19 @@ class RunsTable(RecordTable[RunView]):
 
 
 class TasksTable(RecordTable[TaskView]):
-    """Sandboxed script runs; a task's row changes status, exit code and output in place."""
+    """Sandboxed script runs; a task's row changes status, exit code and output in place. `c` cancels the task
+    under the cursor (through `/cancel`, so the engine decides whether you may)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("c", "cancel_task", "Cancel task")]
+
+    def action_cancel_task(self) -> None:
+        if self.row_count == 0:
+            return
+        row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
+        app = self.app
+        if isinstance(app, HeraldApp) and row_key.value is not None:
+            app.show_reply(f"sent: /cancel {row_key.value}")
+            app.send_command(f"/cancel {row_key.value}")
 
     COLUMNS = (
         ("task", "Task"),

@@ -166,3 +166,14 @@ async def test_number_keys_switch_views_and_q_quits() -> None:
         await pilot.press("q")
         await pilot.pause()
     assert client.closed  # the app closes its client on exit
+
+
+async def test_c_on_the_tasks_table_cancels_the_task_under_the_cursor() -> None:
+    client = StaticEngineClient([SNAPSHOT])
+    app = make_app(client)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("3")  # the Tasks view, its table focused
+        await pilot.press("c")
+        await pilot.pause()
+        assert client.sent == [f"/cancel {TASK.task_id}"]

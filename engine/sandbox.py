@@ -24,7 +24,6 @@ import asyncio
 import functools
 import json
 import logging
-import pwd
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,19 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import requests
-from podman import PodmanClient
 from podman.api import stream_frames
 from podman.domain.containers import Container
 from podman.errors import APIError, NotFound
 
 from engine.errors import SandboxError, SandboxUnavailable
-from engine.podman_service import SETUP_HINT, PodmanService, ping, socket_url_for
+from engine.podman_service import PodmanService
+from engine.sandbox_host import Connection, connect, image_missing, is_connection_error
 from engine.sandbox_output import CONTROL_TIMEOUT_S, WAIT_SLACK_S, OutputSink, explain, open_attach
 from engine.sandbox_output import pump as pump_stream
 from engine.sandbox_policy import (
     DEFAULT_IMAGE,
-    NOBODY,
     HostLimits,
     LimitPlan,
     RunLimits,
@@ -53,10 +50,8 @@ from engine.sandbox_policy import (
     access_problem,
     build_spec,
     check_args,
-    host_id,
     plan_limits,
     resolve_script,
-    run_uid_range,
     verify_applied,
 )
 
@@ -85,40 +80,6 @@ class SandboxResult:
     limits_note: str = ""  # one line for people: each limit's mechanism, then what the host could not enforce
 
 
-@dataclass(frozen=True)
-class _Connection:
-    """A live client plus what the service told us about itself."""
-
-    client: PodmanClient
-    url: str
-    host: HostLimits
-    seccomp: bool
-    uidmap: tuple[dict[str, int], ...]  # rootless: container id -> host id
-    gidmap: tuple[dict[str, int], ...]
-    run_uids: range  # rootless: container uids handed out one per run; empty when rootful
-    owner: str  # who runs podman, for messages: "sandboxer (uid 1001)"
-    store: str  # whose image store the image must be in, for messages
-
-    @property
-    def rootless(self) -> bool:
-        return self.host.rootless
-
-    def reader(self, run_uid: int | None) -> tuple[int, int, str]:
-        """Host uid and gid the script's files are read as, and who that is, for messages."""
-        if run_uid is None:
-            return NOBODY, NOBODY, f"nobody (uid {NOBODY}, rootful podman)"
-        uid = host_id(self.uidmap, run_uid)
-        gid = host_id(self.gidmap, run_uid)
-        assert uid is not None and gid is not None  # run_uids only holds mapped ids
-        return uid, gid, f"a per-run uid of {self.owner} (host uid {uid}, a subordinate id)"
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    # podman-py wraps every OSError (requests' included) in APIError; the cause tells a dead service apart.
-    cause = exc.__cause__ if isinstance(exc, APIError) else exc
-    return isinstance(cause, (requests.ConnectionError, ConnectionError, FileNotFoundError))
-
-
 # --- the runner --------------------------------------------------------------------------------------
 
 
@@ -137,7 +98,7 @@ class Sandbox:
         self._slots = asyncio.Semaphore(_MAX_PARALLEL_RUNS)
         self._connect_lock = asyncio.Lock()
         self._service = PodmanService()
-        self._conn: _Connection | None = None
+        self._conn: Connection | None = None
         self._problem: str | None = "not started"
         self._uids_in_use: set[int] = set()
         self._closed = False
@@ -168,7 +129,7 @@ class Sandbox:
         if self._problem:
             log.warning("sandbox unavailable: %s", self._problem)
 
-    def _remove_leftovers(self, conn: _Connection) -> None:
+    def _remove_leftovers(self, conn: Connection) -> None:
         leftovers = conn.client.containers.list(all=True, filters={"label": [f"herald.owner={self._owner}"]})
         for ctr in leftovers:
             try:
@@ -258,7 +219,7 @@ class Sandbox:
             raise SandboxUnavailable(f"the scripts folder {folder} does not exist: create it (mode 755)")
         return folder
 
-    async def _ensure_connected(self) -> _Connection:
+    async def _ensure_connected(self) -> Connection:
         async with self._connect_lock:
             if self._conn is None:
                 try:
@@ -269,60 +230,13 @@ class Sandbox:
                 self._problem = None
             return self._conn
 
-    def _connect(self) -> _Connection:
+    def _connect(self) -> Connection:
         """Blocking: reach the service (maybe starting it), learn who it runs as, check the image."""
-        cfg = self._config
-        url = cfg.podman_url or socket_url_for(cfg.user)
-        if cfg.autostart:
-            url = self._service.start(cfg.user, url)
-        elif not ping(url):
-            raise SandboxUnavailable(
-                f"no podman service answers at {url}: start it (`podman system service --time=0 {url}` "
-                f"as {cfg.user or 'the current user'}) or set autostart = true"
-            )
-        client = PodmanClient(base_url=url, timeout=CONTROL_TIMEOUT_S)
-        try:
-            info = client.info()["host"]
-            host = HostLimits.from_info(info)
-            uidmap: tuple[dict[str, int], ...] = ()
-            gidmap: tuple[dict[str, int], ...] = ()
-            run_uids = range(0)
-            if host.rootless:
-                uidmap = tuple(info["idMappings"]["uidmap"])
-                gidmap = tuple(info["idMappings"]["gidmap"])
-                run_uids = run_uid_range(uidmap, gidmap)
-                owner_uid = host_id(uidmap, 0)
-                try:
-                    name = pwd.getpwuid(owner_uid).pw_name if owner_uid is not None else "?"
-                except KeyError:
-                    name = "?"
-                owner = f"{name} (uid {owner_uid})"
-                if len(run_uids) < 2 * _MAX_PARALLEL_RUNS:
-                    raise SandboxUnavailable(
-                        f"the subordinate uid/gid ranges of {owner} do not reach container ids "
-                        f"{run_uids.start}-{run_uids.start + 1000} (each run gets a uid of its own): give it "
-                        f"65536 ids (`usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name}`, "
-                        "then `podman system migrate` as that user)"
-                    )
-                store = owner
-            else:
-                owner = store = "root (rootful podman)"
-            if not client.images.exists(cfg.image):
-                raise SandboxUnavailable(_image_missing(cfg.image, store))
-        except SandboxUnavailable:
-            client.close()
-            raise
-        except Exception as exc:
-            client.close()
-            raise SandboxUnavailable(f"the podman service at {url} answers but misbehaves: {exc}") from exc
-        log.info("sandbox ready: %s, %s, cgroup %s, image %s", url, "rootless" if host.rootless else "rootful",
-                 host.cgroup_version, cfg.image)
-        seccomp = bool(info["security"].get("seccompEnabled"))
-        return _Connection(client, url, host, seccomp, uidmap, gidmap, run_uids, owner, store)
+        return connect(self._config, self._service, parallel_runs=_MAX_PARALLEL_RUNS)
 
-    async def _classify(self, conn: _Connection, exc: APIError) -> SandboxError:
+    async def _classify(self, conn: Connection, exc: APIError) -> SandboxError:
         """Turn a podman-py error into ours; a dead service is dropped so the next run reconnects."""
-        if _is_connection_error(exc):
+        if is_connection_error(exc):
             if self._conn is conn:
                 self._conn = None
                 await self._call(conn.client.close)
@@ -332,7 +246,7 @@ class Sandbox:
             return SandboxUnavailable(problem)
         return SandboxError(f"podman failed during the run: {explain(str(exc))}")
 
-    def _take_uid(self, conn: _Connection) -> int | None:
+    def _take_uid(self, conn: Connection) -> int | None:
         """A container uid no other run of ours is using (rootless), or None (rootful: nobody)."""
         if not conn.run_uids:
             return None
@@ -345,7 +259,7 @@ class Sandbox:
 
     async def _create(
         self, folder: Path, script_rel: str, argv: list[str], limits: RunLimits, task_id: str
-    ) -> tuple[_Connection, Container, tuple[str, ...], LimitPlan, int | None]:
+    ) -> tuple[Connection, Container, tuple[str, ...], LimitPlan, int | None]:
         """Create the run's container on a live connection; reconnect once if the service had died."""
         for attempt in (1, 2):
             conn = await self._ensure_connected()
@@ -376,7 +290,7 @@ class Sandbox:
         raise AssertionError("unreachable")
 
     def _create_blocking(
-        self, conn: _Connection, spec: dict[str, Any], plan: LimitPlan, run_uid: int | None
+        self, conn: Connection, spec: dict[str, Any], plan: LimitPlan, run_uid: int | None
     ) -> tuple[Container, tuple[str, ...]]:
         """Blocking: create the container and verify what podman really applied."""
         try:
@@ -386,8 +300,8 @@ class Sandbox:
             ctr = conn.client.containers.get(resp.json()["Id"])
         except APIError as exc:
             # Re-checked on every run: removing the image later gives the same clear message.
-            if not _is_connection_error(exc) and "image not known" in str(exc).lower():
-                raise SandboxUnavailable(_image_missing(spec["image"], conn.store)) from exc
+            if not is_connection_error(exc) and "image not known" in str(exc).lower():
+                raise SandboxUnavailable(image_missing(spec["image"], conn.store)) from exc
             raise
         try:
             _, _, who = conn.reader(run_uid)
@@ -398,7 +312,7 @@ class Sandbox:
 
     async def _execute(
         self,
-        conn: _Connection,
+        conn: Connection,
         ctr: Container,
         enforced: tuple[str, ...],
         plan: LimitPlan,
@@ -465,7 +379,7 @@ class Sandbox:
             limits_note=plan.note,
         )
 
-    def _read_log(self, conn: _Connection, ctr_id: str) -> bytes:
+    def _read_log(self, conn: Connection, ctr_id: str) -> bytes:
         """Blocking fallback for a service we cannot attach to (not a local socket): the on-disk log.
 
         conmon keeps at most log_size of it, so a larger output is counted only up to that.
@@ -525,11 +439,3 @@ def _deliver(on_output: Callable[[str], None], line: str) -> None:
         on_output(line)
     except Exception:  # a broken listener must not break the run
         log.exception("on_output callback failed")
-
-
-def _image_missing(image: str, who: str) -> str:
-    if image == DEFAULT_IMAGE:
-        fix = SETUP_HINT
-    else:
-        fix = f"build or pull it as that user (.ci/setup-sandbox builds only {DEFAULT_IMAGE})"
-    return f"the image {image} is missing from the podman store of {who}: {fix}"

@@ -309,7 +309,9 @@ async def test_running_past_the_timeout_is_killed(sandbox: Sandbox, podman_url: 
     elapsed = time.monotonic() - started
     assert result.timed_out and result.exit_code is None
     assert result.output == "started\n"
-    assert 1.9 < result.duration_s < 4 and elapsed < 5
+    # Killed at the timeout, not earlier; the upper bounds are loose because a loaded machine starts containers
+    # slowly (the script loops forever, so a missing kill fails this anyway).
+    assert 1.9 < result.duration_s < 15 and elapsed < 20
     with PodmanClient(base_url=podman_url, timeout=30) as client:
         assert client.containers.list(all=True, filters={"label": "herald.task=escape-timeout"}) == []
     record("run past the timeout (2 s)", f"killed after {result.duration_s:.1f} s, timed_out",

@@ -292,6 +292,8 @@ class Reloader:
                              diff=diff.summary, added=list(diff.added[:NAMES_IN_AUDIT]),
                              removed=list(diff.removed[:NAMES_IN_AUDIT]), changed=list(diff.changed[:NAMES_IN_AUDIT]),
                              needs_restart=restart)
+        # Observers see the new version and its outcome together, in the same step as the swap (no await before).
+        self._publish(outcome)
         try:
             await self._engine.stateful.on_graph_swapped(old, new)
         except Exception:
@@ -299,7 +301,6 @@ class Reloader:
         extra: dict[str, object] = {"needs_restart": restart} if restart else {}
         await engine.audit_publish("rules.reloaded", actor, trigger=trigger, version=version, diff=diff.summary,
                                    added=outcome.added, removed=outcome.removed, changed=outcome.changed, **extra)
-        self._publish(outcome)
         return outcome
 
     def _publish(self, last: ReloadView) -> None:

@@ -232,8 +232,13 @@ async def test_config_reloads_as_a_whole(config_file: Path, rules_dir: Path) -> 
                     and engine.runtime.graph_version == 4, what="the restart-only change")
         assert engine.reloader.view.last.needs_restart == ["http.port"]
         assert engine.config.http.port == 0 and not engine.directory.exists("dave")
-        [*_, last] = await audit_rows(engine, "rules.reloaded")
-        assert last["needs_restart"] == ["http.port"]
+        # The audit entry is written just after the swap is published; wait for it rather than race it.
+        for _ in range(100):
+            [*_, last] = await audit_rows(engine, "rules.reloaded")
+            if last["version"] == 4:
+                break
+            await asyncio.sleep(0.02)
+        assert last["version"] == 4 and last["needs_restart"] == ["http.port"]
 
 
 # -- the same path: API roles -------------------------------------------------------------------------------------

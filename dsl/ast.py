@@ -356,9 +356,11 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class RunScript:
-    """`run SCRIPT [sandboxed] [timeout D] [memory M] [network none|default] [args "T" ...]`.
+    """`run SCRIPT [sandboxed] [timeout D] [retry N [times]] [backoff D] [memory M] [network none|default]
+    [args "T" ...]`.
 
-    `run` is always sandboxed; the word only says so.
+    `run` is always sandboxed; the word only says so. `retries` 0 means no retry; `backoff_s` None means the
+    engine's default first delay.
     """
 
     script: str
@@ -372,6 +374,10 @@ class RunScript:
     network: str | None = None
     args: tuple[str, ...] = ()
     args_spans: tuple[Span, ...] = ()
+    retries: int = 0
+    retries_span: Span | None = None
+    backoff_s: float | None = None
+    backoff_span: Span | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -307,6 +307,8 @@ class _Builder:
             {
                 "sandboxed": "'sandboxed'",
                 "timeout": "'timeout'",
+                "retry": "'retry'",
+                "backoff": "'backoff'",
                 "memory": "'memory'",
                 "network": "'network'",
                 "args": "'args'",
@@ -324,6 +326,10 @@ class _Builder:
                 f"expected 'none' or 'default' after 'network', found '{network_word}'",
                 hint="'network none' (the default) gives the script no network; 'network default' gives it one",
             )
+        retry = options.get("retry")
+        retries = _token(retry, "INT") if retry is not None else None
+        backoff = options.get("backoff")
+        backoff_duration = _token(backoff, "DURATION") if backoff is not None else None
         args = options.get("args")
         arg_tokens = [t for t in args.children[1:] if isinstance(t, Token)] if args is not None else []
         script = _token(node, "SCRIPT")
@@ -339,6 +345,10 @@ class _Builder:
             network=str(network_word) if network_word is not None else None,
             args=tuple(unquote(t) for t in arg_tokens),
             args_spans=tuple(self.span(t) for t in arg_tokens),
+            retries=int(retries) if retries is not None else 0,
+            retries_span=self.span(retries) if retries is not None else None,
+            backoff_s=duration_seconds(backoff_duration) if backoff_duration is not None else None,
+            backoff_span=self.span(backoff_duration) if backoff_duration is not None else None,
         )
 
     def emit(self, node: Tree[Token]) -> Emit:

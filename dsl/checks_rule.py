@@ -46,7 +46,7 @@ from dsl.checks_values import check_regex, check_template, check_value, unknown_
 from dsl.diagnostics import Diagnostic, did_you_mean
 from dsl.fields import field_type
 from dsl.kinds import action_kind, clause_kind, trigger_kind
-from dsl.values import is_duration, is_int
+from dsl.values import format_duration, is_duration, is_int
 
 _MAX_LISTED = 6
 _KINDS = {
@@ -64,6 +64,9 @@ CONVERSATIONAL = frozenset({"command", "button", "message"})
 # a command started): a reply goes there, or nowhere when the cause had no conversation (DESIGN §3's example
 # `on event deploy-done reply ...`).
 MAYBE_CONVERSATIONAL = frozenset({"event", "task"})
+# `run ... retry N times backoff D`: the engine doubles the delay per attempt (and caps it at the longest backoff).
+MIN_RETRIES, MAX_RETRIES = 1, 10
+MIN_BACKOFF_S, MAX_BACKOFF_S = 1.0, 3600.0
 _CLOCK = re.compile(r"([0-9]{1,2}):([0-9]{2})")
 _CRON_FIELD = re.compile(r"(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?(,(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?)*|[A-Za-z]{3}")
 
@@ -315,6 +318,7 @@ def _check_action(action: object, kind: str, known: Mapping[str, str], ctx: Rule
         if action.memory_bytes is not None and action.memory_bytes < 4 * 1024 * 1024:
             yield Diagnostic(span, f"a memory limit of {action.memory_text} is too small to start a container",
                              hint="give at least 4m")
+        yield from _check_retry(action, span)
         for arg, arg_span in zip(action.args, action.args_spans, strict=False):
             yield from check_template(arg, arg_span, known, kind)
     elif isinstance(action, Silence):
@@ -329,6 +333,32 @@ def _check_action(action: object, kind: str, known: Mapping[str, str], ctx: Rule
             yield Diagnostic(span, "only an alert can be acknowledged, so 'escalate' fits alert rules only")
     elif isinstance(action, Emit):
         return
+
+
+def _check_retry(action: RunScript, span: Span) -> Iterator[Diagnostic]:
+    """`retry N times` takes 1 to 10; `backoff D` takes 1s to 1h and only goes with a retry."""
+    if action.retries_span is not None and not MIN_RETRIES <= action.retries <= MAX_RETRIES:
+        yield Diagnostic(
+            action.retries_span,
+            f"retry takes {MIN_RETRIES} to {MAX_RETRIES} times, found {action.retries}",
+            hint="leave 'retry' out for a single attempt" if action.retries == 0 else None,
+        )
+    if action.backoff_s is None:
+        return
+    backoff_span = action.backoff_span or span
+    if action.retries_span is None:
+        yield Diagnostic(
+            backoff_span,
+            "'backoff' without 'retry' has nothing to wait for",
+            hint="say how often to try again, such as 'retry 3 times backoff 30s'",
+        )
+    if not MIN_BACKOFF_S <= action.backoff_s <= MAX_BACKOFF_S:
+        yield Diagnostic(
+            backoff_span,
+            f"backoff takes {format_duration(MIN_BACKOFF_S)} to {format_duration(MAX_BACKOFF_S)}, "
+            f"found {format_duration(action.backoff_s)}",
+            hint="the delay before the first retry; it doubles for each retry after it",
+        )
 
 
 def _target(target: str, span: Span, ctx: RuleContext) -> Iterator[Diagnostic]:

@@ -174,7 +174,15 @@ def _action(action: object) -> Action:
     if isinstance(action, Reply):
         return ReplyAction(action.template)
     if isinstance(action, RunScript):
-        return RunAction(action.script, action.timeout_s, action.memory_bytes, action.network or "none", action.args)
+        return RunAction(
+            action.script,
+            action.timeout_s,
+            action.memory_bytes,
+            action.network or "none",
+            action.args,
+            retries=action.retries,
+            backoff_s=action.backoff_s,
+        )
     if isinstance(action, Emit):
         return EmitAction(action.event)
     if isinstance(action, Silence):

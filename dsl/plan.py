@@ -48,6 +48,8 @@ class RunAction:
     """Run a whitelisted script, always sandboxed; None means the engine's default for that limit.
 
     `args` are templates, one argv element each (never through a shell). `network` is "none" or "default".
+    `retries` is how many more attempts a failed or timed-out run gets (0: none); the delay before the first
+    retry is `backoff_s` (None: the engine's default) and doubles for each attempt after it.
     """
 
     script: str
@@ -55,6 +57,8 @@ class RunAction:
     memory_bytes: int | None = None
     network: str = "none"
     args: tuple[str, ...] = ()
+    retries: int = 0
+    backoff_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """The canonical text of each construct: what the formatter prints and what fingerprints hash.
 
 One spelling per construct: keywords in a fixed order (alert filters: status, severity, from, labels; run
-options: sandboxed, timeout, memory, network, args), single spaces, durations in canonical units (`90m` ->
-`1h30m`), `firing` left out (it is the default), `sandboxed` always written (run is always sandboxed), and
-parentheses around every `and`/`or` nested in another or under `not` (the grammar requires them when they mix).
+options: sandboxed, timeout, retry, backoff, memory, network, args), single spaces, durations in canonical units
+(`90m` -> `1h30m`), `firing` left out (it is the default), `sandboxed` always written (run is always sandboxed),
+`retry N times` with its `times`, and parentheses around every `and`/`or` nested in another or under `not` (the
+grammar requires them when they mix).
 """
 
 from __future__ import annotations
@@ -178,6 +179,10 @@ def print_action(action: object) -> str:
         words = [f"run {action.script} sandboxed"]
         if action.timeout_s is not None:
             words.append(f"timeout {_d(action.timeout_s)}")
+        if action.retries:
+            words.append(f"retry {action.retries} times")
+        if action.backoff_s is not None:
+            words.append(f"backoff {_d(action.backoff_s)}")
         if action.memory_text is not None:
             words.append(f"memory {action.memory_text}")
         if action.network is not None:

@@ -24,8 +24,8 @@ KEYWORDS = (
     "every", "day", "at", "cron", "in", "matching", "when", "and", "or", "not", "matches", "is", "set",
     "require", "role", "confirmation", "by", "another", "within", "dedupe", "for", "group", "most", "per",
     "check", "disk", "has", "free", "notify", "saying", "with", "buttons", "reply", "run", "sandboxed",
-    "timeout", "memory", "network", "args", "emit", "silence", "escalate", "to", "after", "unless",
-    "acknowledged",
+    "timeout", "retry", "times", "backoff", "memory", "network", "args", "emit", "silence", "escalate", "to",
+    "after", "unless", "acknowledged",
 )  # fmt: skip
 
 # What a NAME stands for depends on the word before it.

@@ -24,7 +24,8 @@ def test_the_reference_has_examples_of_every_construct() -> None:
     for word in ("team ", "on alert", "on command", "on button", "on task", "on schedule", "on event",
                  "on message", "when ", "require role", "require confirmation", "dedupe by", "group by",
                  "at most", "check disk", "notify", "reply", "run ", "emit", "silence", "escalate", "label ",
-                 "cron", "every day at", "matches", " in [", "is set", "memory", "network", "args"):
+                 "cron", "every day at", "matches", " in [", "is set", "memory", "network", "args",
+                 "retry", "backoff"):
         assert word in text, word
 
 

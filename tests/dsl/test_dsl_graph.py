@@ -50,7 +50,9 @@ def random_rule(rng: random.Random, number: int) -> tuple[str, Spec]:
             required["alert.service"] = service
         rng.shuffle(words)
         trigger, spec = " ".join(["on alert", *words]), Spec("alert", required)
-    action = rng.choice(["notify ops", "notify ops with buttons", "run job.sh timeout 5m"])
+    action = rng.choice(
+        ["notify ops", "notify ops with buttons", "run job.sh timeout 5m", "run job.sh retry 2 backoff 1m"]
+    )
     if rng.random() < 0.5:
         return f"{trigger} {action}\n", spec
     return f"rule r{number}:\n  {trigger}\n  {action}\n\n", spec

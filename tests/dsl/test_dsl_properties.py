@@ -35,14 +35,26 @@ ACTIONS = [
     "silence alert by alert.fingerprint for 1h", "silence alert by button.arg for {button.arg}",
     "escalate to oncall after 15m unless acknowledged",
 ]  # fmt: skip
+# The options of `run`, each written in the ways the grammar takes; `run_actions` picks some in any order.
+RUN_OPTIONS = [
+    ["sandboxed"], ["timeout 1h", "timeout 90s"], ["memory 512m", "memory 1GiB"], ["network none", "network default"],
+    ['args "a" "{x.y}"', 'args "-v"'], ["retry 3 times", "retry 1", "retry 10 times"], ["backoff 30s", "backoff 2m"],
+]  # fmt: skip
 COMMENTS = ["", "  # a comment", "\t# another: \"quoted\" /slashed/"]
+
+
+@st.composite
+def run_actions(draw: st.DrawFn) -> str:
+    """`run backup.sh` with a random subset of its options in a random order (the printer puts them in one)."""
+    kinds = draw(st.permutations(RUN_OPTIONS))[: draw(st.integers(0, len(RUN_OPTIONS)))]
+    return " ".join(["run backup.sh", *(draw(st.sampled_from(spellings)) for spellings in kinds)])
 
 
 @st.composite
 def rule_texts(draw: st.DrawFn) -> str:
     trigger = draw(st.sampled_from(TRIGGERS))
     clauses = draw(st.lists(st.sampled_from(CLAUSES), max_size=3))
-    actions = draw(st.lists(st.sampled_from(ACTIONS), min_size=1, max_size=3))
+    actions = draw(st.lists(st.sampled_from(ACTIONS) | run_actions(), min_size=1, max_size=3))
     comment = draw(st.sampled_from(COMMENTS))
     if draw(st.booleans()):
         return " ".join([trigger, *clauses, *actions]) + comment

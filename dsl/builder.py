@@ -1,27 +1,32 @@
-"""lark's parse tree to the AST (`dsl.ast`), with a `Span` on every node.
+"""The AST (`dsl.ast`), built while lark parses: a `Span` on every node, and no parse tree in between.
 
-This is a plain walk over the tree, not a lark `Transformer`, and it never raises: exceptions raised inside
-a transformer come out wrapped in lark's `VisitError`. The only problems found here are those the grammar
-leaves to it on purpose: a filter or option written twice ("each at most once" is clearer as a message than
-as a grammar that spells out every order), `and` mixed with `or` without parentheses, and a word that has to
-be one of a few (`network none|default`). Everything about meaning (unknown teams, field types) is in
-`dsl.checks`. Conditions are built in `dsl.builder_conditions`.
+`AstBuilder` is a lark `Transformer` given to the LALR parser (`transformer=`), so each grammar rule's callback
+runs when the parser reduces it and lark never builds a tree or its position metadata (most of the old cost of
+a parse). Positions come from the tokens: a node spans from its first token to the end of its last child.
+Rules whose names start with `_` are inlined by lark (the transformer's default keeps a small tree for that).
+
+It never raises: an exception raised in a callback would come out of the middle of the parser. The only
+problems found here are those the grammar leaves to it on purpose: a filter or option written twice ("each at
+most once" is clearer as a message than as a grammar that spells out every order), `and` mixed with `or`
+without parentheses, and a word that has to be one of a few (`network none|default`). Everything about meaning
+(unknown teams, field types, ranges) is in `dsl.checks`. Conditions are built in `dsl.builder_conditions`.
+
+lark looks callbacks up by rule name, and inlined rules are named `_...` too (`_param`, `_part`): helpers here
+are named `_build_...` so that none is taken for one. One builder serves every parse of its parser: `begin`
+sets the file and line offset and empties the results, and the parser module runs one parse at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from typing import Any
 
-from lark import Token, Tree
+from lark import Token, Transformer
 
 from dsl.ast import (
-    Action,
     AlertTrigger,
     ButtonRef,
     ButtonTrigger,
     CheckDisk,
-    Clause,
     CommandTrigger,
     Dedupe,
     Emit,
@@ -44,282 +49,330 @@ from dsl.ast import (
     Span,
     TaskTrigger,
     TeamDecl,
-    Trigger,
     When,
 )
-from dsl.builder_conditions import build_condition, value_of
+from dsl.builder_conditions import ConditionCallbacks, Extent, value_of
 from dsl.diagnostics import Diagnostic
 from dsl.values import duration_seconds, size_bytes, unquote, unslash
 
 # Re-exported: older callers import it from here.
-__all__ = ["build_rules", "duration_seconds"]
+__all__ = ["AstBuilder", "duration_seconds"]
 
 NETWORKS = ("none", "default")
+_CLAUSES = (When, RequireRole, RequireConfirmation, Dedupe, Group, RateLimit, CheckDisk)
+_ALERT_FILTERS = {"status": "the alert status", "severity": "'severity'", "service": "'from'"}
+_RUN_OPTIONS = {
+    "sandboxed": "'sandboxed'",
+    "timeout": "'timeout'",
+    "retry": "'retry'",
+    "backoff": "'backoff'",
+    "memory": "'memory'",
+    "network": "'network'",
+    "args": "'args'",
+}
 
 
-def build_rules(
-    tree: Tree[Token], *, path: str, line_offset: int
-) -> tuple[list[Rule], list[TeamDecl], list[Diagnostic]]:
-    """The rules and teams in `tree` (parsed from the lines after `line_offset`), and problems found on the way."""
-    builder = _Builder(path, line_offset)
-    rules: list[Rule] = []
-    teams: list[TeamDecl] = []
-    for node in _subtrees(tree):
-        if node.data == "team":
-            teams.append(builder.team(node))
+class Piece:
+    """A part of a construct on its way up (an option, a filter, a clause's `saying`): its kind, the text it
+    covers and what it holds (a token, a list of tokens or of nodes)."""
+
+    __slots__ = ("kind", "span", "value")
+
+    def __init__(self, kind: str, span: Span, value: Any) -> None:
+        self.kind = kind
+        self.span = span
+        self.value = value
+
+
+class AstBuilder(ConditionCallbacks, Transformer[Token, Any]):
+    """lark callbacks, one per grammar rule, building the AST of the text being parsed."""
+
+    def __init__(self) -> None:
+        super().__init__(visit_tokens=False)
+        self.begin("", 0)
+
+    def begin(self, path: str, line_offset: int) -> None:
+        """Start on the text of `path` whose first line is line `line_offset + 1` of the file."""
+        self.path = path
+        self.line_offset = line_offset
+        self.items: list[Rule | TeamDecl] = []
+        self.diagnostics: list[Diagnostic] = []
+
+    # ---- positions ---------------------------------------------------------------------------------------
+
+    # lark's tokens type their positions `int | None`; the lexer sets all of them on every token it makes.
+
+    def span(self, token: Token) -> Span:
+        offset = self.line_offset
+        return Span(
+            self.path, token.line + offset, token.column, token.end_line + offset, token.end_column  # type: ignore[operator,arg-type]
+        )
+
+    def cover(self, first: Token | Extent, last: object) -> Span:
+        """From the start of `first` to the end of `last` (a token, or anything with a span)."""
+        offset = self.line_offset
+        if isinstance(first, Token):
+            line: int = first.line + offset  # type: ignore[operator]
+            col: int = first.column  # type: ignore[assignment]
         else:
-            rules.append(builder.rule(node))
-    return rules, teams, builder.diagnostics
-
-
-@dataclass
-class _Builder:
-    path: str
-    line_offset: int
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-
-    def span(self, node: Tree[Token] | Token) -> Span:
-        if isinstance(node, Token):
-            line, col, end_line, end_col = node.line, node.column, node.end_line, node.end_column
-        else:
-            meta = node.meta
-            line, col, end_line, end_col = meta.line, meta.column, meta.end_line, meta.end_column
-        assert line is not None and col is not None and end_line is not None and end_col is not None
-        return Span(self.path, line + self.line_offset, col, end_line + self.line_offset, end_col)
-
-    def cover(self, first: Tree[Token] | Token, last: Tree[Token] | Token) -> Span:
-        """From the start of `first` to the end of `last`: a rule's span without the line end lark adds."""
-        start, end = self.span(first), self.span(last)
-        return Span(self.path, start.line, start.col, end.end_line, end.end_col)
+            line, col = first.span.line, first.span.col
+        if isinstance(last, Token):
+            return Span(self.path, line, col, last.end_line + offset, last.end_column)  # type: ignore[operator,arg-type]
+        end: Span = last.span  # type: ignore[attr-defined]
+        return Span(self.path, line, col, end.end_line, end.end_col)
 
     def error(self, span: Span, message: str, hint: str | None = None) -> None:
         self.diagnostics.append(Diagnostic(span, message, hint=hint))
 
     # ---- top level ---------------------------------------------------------------------------------------
 
-    def team(self, node: Tree[Token]) -> TeamDecl:
-        name = _token(node, "NAME")
-        members = []
-        for member in _subtrees(node):
-            first = member.children[0]
-            assert isinstance(first, Token)
-            if first.type == "PERSON":
-                members.append(Member(None, str(first)[1:], self.span(member)))
-            else:
-                members.append(Member(str(first), unquote(str(_token(member, "STRING"))), self.span(member)))
-        last = node.children[-1]
-        return TeamDecl(str(name), tuple(members), self.cover(node.children[0], last), self.span(name))
+    def start(self, children: list[Rule | TeamDecl]) -> list[Rule | TeamDecl]:
+        return children
 
-    def rule(self, node: Tree[Token]) -> Rule:
-        name_token = _token(node, "NAME") if node.data == "block_rule" else None
-        parts = list(_subtrees(node))
-        trigger = self.trigger(parts[0])
-        clauses: list[Clause] = []
-        actions: list[Action] = []
-        for part in parts[1:]:
-            kind, build = _PARTS[str(part.data)]
-            built = build(self, part)
-            (clauses if kind == "clause" else actions).append(built)  # type: ignore[arg-type]
-        return Rule(
-            name=str(name_token) if name_token is not None else None,
-            trigger=trigger,
-            clauses=tuple(clauses),
-            actions=tuple(actions),
-            span=self.cover(node.children[0], _last_child(node)),
-            name_span=self.span(name_token) if name_token is not None else None,
+    def team(self, children: list[Any]) -> TeamDecl:
+        name = children[1]
+        members = tuple(child for child in children[3:] if isinstance(child, Member))
+        team = TeamDecl(str(name), members, self.cover(children[0], children[-1]), self.span(name))
+        self.items.append(team)
+        return team
+
+    def member(self, children: list[Token]) -> Member:
+        first = children[0]
+        span = self.cover(first, children[-1])
+        if first.type == "PERSON":
+            return Member(None, str(first)[1:], span)
+        return Member(str(first), unquote(children[1]), span)
+
+    def line_rule(self, children: list[Any]) -> Rule:
+        return self._build_rule(None, children[0], children, 0)
+
+    def block_rule(self, children: list[Any]) -> Rule:
+        return self._build_rule(children[1], children[0], children, 3)
+
+    def _build_rule(self, name: Token | None, first: Any, children: list[Any], at: int) -> Rule:
+        parts = children[at + 1 :]
+        rule = Rule(
+            name=str(name) if name is not None else None,
+            trigger=children[at],
+            clauses=tuple(part for part in parts if isinstance(part, _CLAUSES)),
+            actions=tuple(part for part in parts if not isinstance(part, _CLAUSES)),
+            span=self.cover(first, children[-1]),
+            name_span=self.span(name) if name is not None else None,
         )
+        self.items.append(rule)
+        return rule
 
     # ---- triggers ----------------------------------------------------------------------------------------
 
-    def trigger(self, node: Tree[Token]) -> Trigger:
-        kind_span = self.span(node.children[1])  # the word after 'on'
-        return _TRIGGERS[str(node.data)](self, node, kind_span)
-
-    def alert(self, node: Tree[Token], kind_span: Span) -> AlertTrigger:
-        values = self._once(
-            node,
-            {"status": "the alert status", "severity": "'severity'", "service": "'from'"},
-            repeatable={"label"},
-        )
+    def alert_trigger(self, children: list[Any]) -> AlertTrigger:
+        values = self._once(children[2:], _ALERT_FILTERS, repeatable="label")
         status = values.get("status")
         severity = values.get("severity")
         service = values.get("service")
-        severity_name = _token(severity, "NAME") if severity is not None else None
-        op_node = _child(severity, "severity_op") if severity is not None else None
-        labels = tuple(self.label(child) for child in _subtrees(node) if child.data == "label")
+        severity_op, severity_name = severity.value if severity is not None else ("=", None)
         return AlertTrigger(
-            status=str(status.children[0]) if status is not None else "firing",
+            status=str(status.value) if status is not None else "firing",
             severity=str(severity_name) if severity_name is not None else None,
-            service=str(_token(service, "NAME")) if service is not None else None,
-            span=self.span(node),
+            service=str(service.value) if service is not None else None,
+            span=self.cover(children[0], children[-1]),
             severity_span=self.span(severity_name) if severity_name is not None else None,
-            severity_op=str(op_node.children[0]) if op_node is not None else "=",
-            labels=labels,
-            kind_span=kind_span,
+            severity_op=severity_op,
+            labels=tuple(child.value for child in children[2:] if child.kind == "label"),
+            kind_span=self.span(children[1]),
         )
 
-    def label(self, node: Tree[Token]) -> LabelMatch:
-        _, name, op, value = node.children
-        assert isinstance(value, Token) and isinstance(op, Token)
+    def status(self, children: list[Token]) -> Piece:
+        return Piece("status", self.span(children[0]), children[0])
+
+    def severity(self, children: list[Token]) -> Piece:
+        op = str(children[1]) if len(children) == 3 else "="
+        return Piece("severity", self.cover(children[0], children[-1]), (op, children[-1]))
+
+    def severity_op(self, children: list[Token]) -> Token:
+        return children[0]
+
+    def service(self, children: list[Token]) -> Piece:
+        return Piece("service", self.cover(children[0], children[1]), children[1])
+
+    def label(self, children: list[Token]) -> Piece:
+        _, name, op, value = children
+        span = self.cover(children[0], value)
         text = unslash(value) if value.type == "REGEX" else value_of(value).text
-        return LabelMatch(str(name), str(op), text, self.span(node), self.span(value))
+        return Piece("label", span, LabelMatch(str(name), str(op), text, span, self.span(value)))
 
-    def command(self, node: Tree[Token], kind_span: Span) -> CommandTrigger:
-        params = tuple(self.param(child) for child in _subtrees(node))
-        name = _token(node, "NAME")
-        return CommandTrigger(name=str(name), span=self.span(node), params=params, kind_span=kind_span)
+    def command_trigger(self, children: list[Any]) -> CommandTrigger:
+        return CommandTrigger(
+            name=str(children[2]),
+            span=self.cover(children[0], children[-1]),
+            params=tuple(children[3:]),
+            kind_span=self.span(children[1]),
+        )
 
-    def param(self, node: Tree[Token]) -> Param:
-        type_node = _child(node, "param_type")
-        assert type_node is not None
-        words = [str(t) for t in type_node.children if isinstance(t, Token) and t.type == "NAME"]
-        default_token = node.children[-3] if node.data == "optional_param" and len(node.children) > 7 else None
-        default = None
-        if isinstance(default_token, Token):
-            default = value_of(default_token, self.span(default_token))
+    def param(self, children: list[Any]) -> Param:
+        return self._build_param(children, children[1], children[3], None, optional=False)
+
+    def optional_param(self, children: list[Any]) -> Param:
+        default = children[-3] if len(children) > 7 else None
+        return self._build_param(children, children[2], children[4], default, optional=True)
+
+    def _build_param(
+        self, children: list[Any], name: Token, kind: Piece, default: Token | None, *, optional: bool
+    ) -> Param:
+        words = kind.value
         return Param(
-            name=str(_token(node, "NAME")),
+            name=str(name),
             type="choice" if len(words) > 1 else words[0],
             choices=tuple(words) if len(words) > 1 else (),
-            optional=node.data == "optional_param",
-            default=default,
-            span=self.span(node),
-            type_span=self.span(type_node),
+            optional=optional,
+            default=value_of(default, self.span(default)) if default is not None else None,
+            span=self.cover(children[0], children[-1]),
+            type_span=kind.span,
         )
 
-    def button(self, node: Tree[Token], kind_span: Span) -> ButtonTrigger:
-        name = _token(node, "NAME")
-        return ButtonTrigger(str(name), self.span(node), self.span(name), kind_span)
+    def param_type(self, children: list[Token]) -> Piece:
+        words = [str(t) for t in children if t.type == "NAME"]
+        return Piece("param_type", self.cover(children[0], children[-1]), words)
 
-    def task(self, node: Tree[Token], kind_span: Span) -> TaskTrigger:
-        script = _token(node, "SCRIPT")
-        status = _child(node, "task_status")
+    def button_trigger(self, children: list[Token]) -> ButtonTrigger:
+        name = children[2]
+        return ButtonTrigger(str(name), self.cover(children[0], name), self.span(name), self.span(children[1]))
+
+    def task_trigger(self, children: list[Any]) -> TaskTrigger:
+        script = children[2]
+        status = children[3] if len(children) > 3 else None
         return TaskTrigger(
             str(script),
-            str(status.children[0]) if status is not None else None,
-            self.span(node),
+            str(status) if status is not None else None,
+            self.cover(children[0], children[-1]),
             self.span(script),
-            kind_span,
+            self.span(children[1]),
         )
 
-    def schedule(self, node: Tree[Token], kind_span: Span) -> ScheduleTrigger:
-        spec = list(_subtrees(node))[0]
-        zone_node = _child(node, "zone")
-        zone = _token(zone_node, "ZONE") if zone_node is not None else None
-        how = {"every": "every", "daily": "daily", "cron": "cron"}[str(spec.data)]
-        last = spec.children[-1]
-        assert isinstance(last, Token)
+    def task_status(self, children: list[Token]) -> Token:
+        return children[0]
+
+    def schedule_trigger(self, children: list[Any]) -> ScheduleTrigger:
+        spec: Piece = children[2]
+        zone: Piece | None = children[3] if len(children) > 3 else None
+        how, last = spec.kind, spec.value
         return ScheduleTrigger(
             how=how,
-            span=self.span(node),
+            span=self.cover(children[0], children[-1]),
             every_s=duration_seconds(last) if how == "every" else None,
             at=str(last) if how == "daily" else None,
             cron=unquote(last) if how == "cron" else None,
-            zone=str(zone) if zone is not None else None,
+            zone=str(zone.value) if zone is not None else None,
             spec_span=self.span(last),
-            zone_span=self.span(zone) if zone is not None else None,
-            kind_span=kind_span,
+            zone_span=self.span(zone.value) if zone is not None else None,
+            kind_span=self.span(children[1]),
         )
 
-    def event(self, node: Tree[Token], kind_span: Span) -> EventTrigger:
-        name = _token(node, "NAME")
-        return EventTrigger(str(name), self.span(node), self.span(name), kind_span)
+    def every(self, children: list[Token]) -> Piece:
+        return Piece("every", self.cover(children[0], children[-1]), children[-1])
 
-    def message(self, node: Tree[Token], kind_span: Span) -> MessageTrigger:
-        regex = _token(node, "REGEX")
-        return MessageTrigger(unslash(regex), self.span(node), self.span(regex), kind_span)
+    def daily(self, children: list[Token]) -> Piece:
+        return Piece("daily", self.cover(children[0], children[-1]), children[-1])
+
+    def cron(self, children: list[Token]) -> Piece:
+        return Piece("cron", self.cover(children[0], children[-1]), children[-1])
+
+    def zone(self, children: list[Token]) -> Piece:
+        return Piece("zone", self.cover(children[0], children[-1]), children[-1])
+
+    def event_trigger(self, children: list[Token]) -> EventTrigger:
+        name = children[2]
+        return EventTrigger(str(name), self.cover(children[0], name), self.span(name), self.span(children[1]))
+
+    def message_trigger(self, children: list[Token]) -> MessageTrigger:
+        regex = children[3]
+        return MessageTrigger(unslash(regex), self.cover(children[0], regex), self.span(regex), self.span(children[1]))
 
     # ---- clauses -----------------------------------------------------------------------------------------
 
-    def when(self, node: Tree[Token]) -> When:
-        condition_node = _child(node, "condition")
-        assert condition_node is not None
-        return When(build_condition(condition_node, self.span, self.diagnostics), self.span(node))
+    def when(self, children: list[Any]) -> When:
+        condition: Extent = children[1]
+        return When(condition.node, self.cover(children[0], condition))
 
-    def require_role(self, node: Tree[Token]) -> RequireRole:
-        role = _token(node, "NAME")
-        return RequireRole(role=str(role), span=self.span(node), role_span=self.span(role))
+    def require_role(self, children: list[Token]) -> RequireRole:
+        role = children[2]
+        return RequireRole(role=str(role), span=self.cover(children[0], role), role_span=self.span(role))
 
-    def require_confirmation(self, node: Tree[Token]) -> RequireConfirmation:
-        role = _maybe_token(node, "NAME")
-        within = _token(node, "DURATION")
+    def require_confirmation(self, children: list[Token]) -> RequireConfirmation:
+        role = children[4] if len(children) > 4 else None
+        within = children[-1]
         return RequireConfirmation(
             str(role) if role is not None else None,
             duration_seconds(within),
-            self.span(node),
+            self.cover(children[0], within),
             self.span(role) if role is not None else None,
         )
 
-    def dedupe(self, node: Tree[Token]) -> Dedupe:
-        name = _token(node, "FIELD")
-        return Dedupe(str(name), duration_seconds(_token(node, "DURATION")), self.span(node), self.span(name))
+    def dedupe(self, children: list[Token]) -> Dedupe:
+        name, duration = children[2], children[4]
+        return Dedupe(str(name), duration_seconds(duration), self.cover(children[0], duration), self.span(name))
 
-    def group(self, node: Tree[Token]) -> Group:
-        name = _token(node, "FIELD")
-        return Group(str(name), duration_seconds(_token(node, "DURATION")), self.span(node), self.span(name))
+    def group(self, children: list[Token]) -> Group:
+        name, duration = children[2], children[4]
+        return Group(str(name), duration_seconds(duration), self.cover(children[0], duration), self.span(name))
 
-    def rate_limit(self, node: Tree[Token]) -> RateLimit:
-        key = _maybe_token(node, "FIELD")
+    def rate_limit(self, children: list[Token]) -> RateLimit:
+        key = children[6] if len(children) > 6 else None
         return RateLimit(
-            int(_token(node, "INT")),
-            duration_seconds(_token(node, "DURATION")),
+            int(children[2]),
+            duration_seconds(children[4]),
             str(key) if key is not None else None,
-            self.span(node),
+            self.cover(children[0], children[-1]),
             self.span(key) if key is not None else None,
         )
 
-    def check_disk(self, node: Tree[Token]) -> CheckDisk:
-        size = _token(node, "SIZE")
-        return CheckDisk(unquote(_token(node, "STRING")), size_bytes(size), self.span(node), str(size))
+    def check_disk(self, children: list[Token]) -> CheckDisk:
+        size = children[4]
+        return CheckDisk(unquote(children[2]), size_bytes(size), self.cover(children[0], children[-1]), str(size))
 
     # ---- actions -----------------------------------------------------------------------------------------
 
-    def notify(self, node: Tree[Token]) -> Notify:
-        buttons = _child(node, "buttons")
-        saying = _child(node, "saying")
-        target = node.children[1]
-        assert isinstance(target, Token)
-        template = _token(saying, "STRING") if saying is not None else None
-        button_list = ()
-        if buttons is not None:
-            button_list = tuple(self.button_ref(child) for child in _subtrees(buttons))
+    def notify(self, children: list[Any]) -> Notify:
+        target = children[1]
+        saying = buttons = None
+        for child in children[2:]:
+            if child.kind == "saying":
+                saying = saying or child
+            else:
+                buttons = buttons or child
+        template = saying.value if saying is not None else None
         return Notify(
             team=str(target),
             buttons=buttons is not None,
-            span=self.span(node),
+            span=self.cover(children[0], children[-1]),
             team_span=self.span(target),
             template=unquote(template) if template is not None else None,
             template_span=self.span(template) if template is not None else None,
-            button_list=button_list,
+            button_list=tuple(buttons.value) if buttons is not None else (),
         )
 
-    def button_ref(self, node: Tree[Token]) -> ButtonRef:
-        arg = _maybe_token(node, "DURATION")
-        return ButtonRef(str(_token(node, "NAME")), str(arg) if arg is not None else None, self.span(node))
+    def saying(self, children: list[Token]) -> Piece:
+        return Piece("saying", self.cover(children[0], children[1]), children[1])
 
-    def reply(self, node: Tree[Token]) -> Reply:
-        text = _token(node, "STRING")
-        return Reply(unquote(text), self.span(node), self.span(text))
+    def buttons(self, children: list[Any]) -> Piece:
+        refs = [child for child in children[2:] if isinstance(child, ButtonRef)]
+        return Piece("buttons", self.cover(children[0], children[-1]), refs)
 
-    def run(self, node: Tree[Token]) -> RunScript:
-        options = self._once(
-            node,
-            {
-                "sandboxed": "'sandboxed'",
-                "timeout": "'timeout'",
-                "retry": "'retry'",
-                "backoff": "'backoff'",
-                "memory": "'memory'",
-                "network": "'network'",
-                "args": "'args'",
-            },
-        )
+    def button(self, children: list[Token]) -> ButtonRef:
+        arg = children[1] if len(children) > 1 else None
+        return ButtonRef(str(children[0]), str(arg) if arg is not None else None, self.cover(children[0], children[-1]))
+
+    def reply(self, children: list[Token]) -> Reply:
+        text = children[1]
+        return Reply(unquote(text), self.cover(children[0], text), self.span(text))
+
+    def run(self, children: list[Any]) -> RunScript:
+        options = self._once(children[2:], _RUN_OPTIONS)
         timeout = options.get("timeout")
-        duration = _token(timeout, "DURATION") if timeout is not None else None
+        duration = timeout.value if timeout is not None else None
         memory = options.get("memory")
-        size = _token(memory, "SIZE") if memory is not None else None
+        size = memory.value if memory is not None else None
         network = options.get("network")
-        network_word = _token(network, "NAME") if network is not None else None
+        network_word = network.value if network is not None else None
         if network_word is not None and str(network_word) not in NETWORKS:
             self.error(
                 self.span(network_word),
@@ -327,17 +380,17 @@ class _Builder:
                 hint="'network none' (the default) gives the script no network; 'network default' gives it one",
             )
         retry = options.get("retry")
-        retries = _token(retry, "INT") if retry is not None else None
+        retries = retry.value if retry is not None else None
         backoff = options.get("backoff")
-        backoff_duration = _token(backoff, "DURATION") if backoff is not None else None
+        backoff_duration = backoff.value if backoff is not None else None
         args = options.get("args")
-        arg_tokens = [t for t in args.children[1:] if isinstance(t, Token)] if args is not None else []
-        script = _token(node, "SCRIPT")
+        arg_tokens = args.value if args is not None else []
+        script = children[1]
         return RunScript(
             script=str(script),
             sandboxed="sandboxed" in options,
             timeout_s=duration_seconds(duration) if duration is not None else None,
-            span=self.span(node),
+            span=self.cover(children[0], children[-1]),
             script_span=self.span(script),
             timeout_span=self.span(duration) if duration is not None else None,
             memory_bytes=size_bytes(size) if size is not None else None,
@@ -351,94 +404,59 @@ class _Builder:
             backoff_span=self.span(backoff_duration) if backoff_duration is not None else None,
         )
 
-    def emit(self, node: Tree[Token]) -> Emit:
-        name = _token(node, "NAME")
-        return Emit(str(name), self.span(node), self.span(name))
+    def sandboxed(self, children: list[Token]) -> Piece:
+        return Piece("sandboxed", self.span(children[0]), None)
 
-    def silence(self, node: Tree[Token]) -> Silence:
-        by = _token(node, "FIELD")
-        last = node.children[-1]
-        assert isinstance(last, Token)
+    def timeout(self, children: list[Token]) -> Piece:
+        return Piece("timeout", self.cover(children[0], children[1]), children[1])
+
+    def retry(self, children: list[Token]) -> Piece:
+        return Piece("retry", self.cover(children[0], children[-1]), children[1])
+
+    def backoff(self, children: list[Token]) -> Piece:
+        return Piece("backoff", self.cover(children[0], children[1]), children[1])
+
+    def memory(self, children: list[Token]) -> Piece:
+        return Piece("memory", self.cover(children[0], children[1]), children[1])
+
+    def network(self, children: list[Token]) -> Piece:
+        return Piece("network", self.cover(children[0], children[1]), children[1])
+
+    def args(self, children: list[Token]) -> Piece:
+        return Piece("args", self.cover(children[0], children[-1]), children[1:])
+
+    def emit(self, children: list[Token]) -> Emit:
+        name = children[1]
+        return Emit(str(name), self.cover(children[0], name), self.span(name))
+
+    def silence(self, children: list[Token]) -> Silence:
+        by, last = children[3], children[-1]
         is_field = last.type == "PLACEHOLDER"
         return Silence(
             str(by),
             None if is_field else duration_seconds(last),
             str(last)[1:-1] if is_field else None,
-            self.span(node),
+            self.cover(children[0], last),
             self.span(by),
             self.span(last),
         )
 
-    def escalate(self, node: Tree[Token]) -> Escalate:
-        target = node.children[2]
-        assert isinstance(target, Token)
-        after = _token(node, "DURATION")
-        return Escalate(str(target), duration_seconds(after), self.span(node), self.span(target))
+    def escalate(self, children: list[Token]) -> Escalate:
+        target = children[2]
+        return Escalate(
+            str(target), duration_seconds(children[4]), self.cover(children[0], children[-1]), self.span(target)
+        )
 
-    def _once(
-        self, node: Tree[Token], words: dict[str, str], repeatable: frozenset[str] | set[str] = frozenset()
-    ) -> dict[str, Tree[Token]]:
-        """The option subtrees of `node` by kind; a kind given twice is reported at its second place."""
-        seen: dict[str, Tree[Token]] = {}
-        for child in _subtrees(node):
-            kind = str(child.data)
-            if kind in repeatable:
+    def _once(self, pieces: list[Piece], words: dict[str, str], repeatable: str = "") -> dict[str, Piece]:
+        """The pieces by kind; a kind given twice is reported at its second place."""
+        seen: dict[str, Piece] = {}
+        for piece in pieces:
+            kind = piece.kind
+            if kind == repeatable:
                 continue
             if kind in seen:
-                first = self.span(seen[kind])
-                message = f"{words[kind]} is given twice; the first is at column {first.col}"
-                self.error(self.span(child), message, "keep one of them")
+                message = f"{words[kind]} is given twice; the first is at column {seen[kind].span.col}"
+                self.error(piece.span, message, "keep one of them")
                 continue
-            seen[kind] = child
+            seen[kind] = piece
         return seen
-
-
-# Triggers by grammar rule.
-_TRIGGERS: dict[str, Callable[[_Builder, Tree[Token], Span], Trigger]] = {
-    "alert_trigger": _Builder.alert,
-    "command_trigger": _Builder.command,
-    "button_trigger": _Builder.button,
-    "task_trigger": _Builder.task,
-    "schedule_trigger": _Builder.schedule,
-    "event_trigger": _Builder.event,
-    "message_trigger": _Builder.message,
-}
-
-# Clauses and actions by grammar rule; a new clause or action is one entry here and one method above.
-_PARTS: dict[str, tuple[str, Callable[[_Builder, Tree[Token]], Clause | Action]]] = {
-    "when": ("clause", _Builder.when),
-    "require_role": ("clause", _Builder.require_role),
-    "require_confirmation": ("clause", _Builder.require_confirmation),
-    "dedupe": ("clause", _Builder.dedupe),
-    "group": ("clause", _Builder.group),
-    "rate_limit": ("clause", _Builder.rate_limit),
-    "check_disk": ("clause", _Builder.check_disk),
-    "notify": ("action", _Builder.notify),
-    "reply": ("action", _Builder.reply),
-    "run": ("action", _Builder.run),
-    "emit": ("action", _Builder.emit),
-    "silence": ("action", _Builder.silence),
-    "escalate": ("action", _Builder.escalate),
-}
-
-
-def _subtrees(node: Tree[Token]) -> Iterator[Tree[Token]]:
-    return (child for child in node.children if isinstance(child, Tree))
-
-
-def _child(node: Tree[Token], data: str) -> Tree[Token] | None:
-    return next((child for child in _subtrees(node) if child.data == data), None)
-
-
-def _token(node: Tree[Token], kind: str) -> Token:
-    return next(child for child in node.children if isinstance(child, Token) and child.type == kind)
-
-
-def _maybe_token(node: Tree[Token], kind: str) -> Token | None:
-    return next((child for child in node.children if isinstance(child, Token) and child.type == kind), None)
-
-
-def _last_child(node: Tree[Token]) -> Tree[Token] | Token:
-    """The last node of a rule that is not a line end or a dedent (lark keeps neither, but be safe)."""
-    return node.children[-1]
-

@@ -1,10 +1,14 @@
 """Text to AST: the lark parser for `grammar.lark`, its indentation postlexer, and syntax-error recovery.
 
-A file is cut into *chunks* before parsing: a chunk starts at each line that begins in column 1 with something
-other than a comment, and runs until the next such line. Every rule starts a chunk, and the lines of a block
-are indented, so each chunk holds one rule (or one broken piece of text). Parsing chunk by chunk lets one bad
-rule produce one diagnostic while the rules around it still parse and still get their semantic checks; that is
-how several syntax errors in one file are all reported.
+A file is cut into *chunks*: a chunk starts at each line that begins in column 1 with something other than a
+comment, and runs until the next such line. Every rule starts a chunk, and the lines of a block are indented,
+so each chunk holds one rule (or one broken piece of text). The file is first parsed in one go (one parse is
+much cheaper than one per rule); only when that meets a syntax error is it parsed chunk by chunk, which lets one
+bad rule produce one diagnostic while the rules around it still parse and still get their semantic checks; that
+is how several syntax errors in one file are all reported.
+
+The parser builds the AST while it parses (`dsl.builder.AstBuilder` is its inline transformer): no parse tree,
+and no `propagate_positions`, since every span comes from the tokens themselves.
 
 The parser is built once, lazily, with `strict=False`: `strict=True` needs `interegular`, which is not a
 dependency, and only re-checks a grammar that does not change at run time. `tests/dsl/test_dsl_grammar.py`
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -26,8 +31,8 @@ import lark.lexer as lark_lexer
 from lark import Lark, Token, UnexpectedInput
 from lark.lark import PostLex
 
-from dsl.ast import RuleFile, Span
-from dsl.builder import build_rules
+from dsl.ast import Rule, RuleFile, Span, TeamDecl
+from dsl.builder import AstBuilder
 from dsl.diagnostics import Diagnostic
 from dsl.syntax_errors import NextLine, describe_syntax_error
 
@@ -75,7 +80,8 @@ def _marker(kind: str, indent: str, line: int) -> Token:
 
 
 def build_parser(*, strict: bool = False) -> Lark:
-    """A new lark parser for `grammar.lark` (`strict=True` needs `interegular`; the tests use it)."""
+    """A new lark parser for `grammar.lark` that builds the AST as it parses (`strict=True` needs `interegular`;
+    the tests use it). Its `options.transformer` is the `AstBuilder` the parse results are collected in."""
     grammar = resources.files("dsl").joinpath("grammar.lark").read_text(encoding="utf-8")
     # With interegular installed, lark checks every lexer state's terminals for collisions even when not strict:
     # about a second per process for this grammar. The tests build with strict=True, so the check still runs
@@ -89,7 +95,7 @@ def build_parser(*, strict: bool = False) -> Lark:
             parser="lalr",
             lexer="contextual",
             postlex=_Indenter(),
-            propagate_positions=True,
+            transformer=AstBuilder(),
             maybe_placeholders=False,
             strict=strict,
         )
@@ -100,6 +106,10 @@ def build_parser(*, strict: bool = False) -> Lark:
 @functools.cache
 def _parser() -> Lark:
     return build_parser()
+
+
+# The parser's AstBuilder holds the results of the parse under way, so parses take turns.
+_PARSING = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,21 +136,84 @@ def _chunks(text: str) -> list[_Chunk]:
 
 def parse_recovering(text: str, path: str) -> tuple[RuleFile, list[Diagnostic]]:
     """Parse every rule that can be parsed; return them with a diagnostic for each chunk that could not."""
-    rules = []
-    teams = []
-    diags: list[Diagnostic] = []
+    return _parse(text, path, one_by_one=False)
+
+
+def parse_chunk_by_chunk(text: str, path: str) -> tuple[RuleFile, list[Diagnostic]]:
+    """What `parse_recovering` returns, from one parse per chunk: the slow reference the tests hold it to."""
+    return _parse(text, path, one_by_one=True)
+
+
+def _parse(text: str, path: str, *, one_by_one: bool) -> tuple[RuleFile, list[Diagnostic]]:
     chunks = _chunks(text.removeprefix("\ufeff"))  # editors hide a byte-order mark; so do columns
-    for index, chunk in enumerate(chunks):
-        offset = chunk.first - 1
-        first_line = chunk.lines[0]
-        if first_line[:1].isspace():
-            diags.append(_indented_start(path, chunk.first, first_line))
-            continue
-        source = "\n".join(chunk.lines)
-        if not source.endswith("\n"):
-            source += "\n"
+    lark = _parser()
+    builder = lark.options.transformer
+    assert isinstance(builder, AstBuilder)
+    with _PARSING:
         try:
-            tree = _parser().parse(source)
+            items, diags = _parse_file(lark, builder, chunks, path, one_by_one=one_by_one)
+        finally:
+            builder.begin("", 0)  # let go of the results
+    rules = tuple(item for item in items if isinstance(item, Rule))
+    teams = tuple(item for item in items if isinstance(item, TeamDecl))
+    return RuleFile(path=path, rules=rules, teams=teams), diags
+
+
+def _parse_file(
+    lark: Lark, builder: AstBuilder, chunks: list[_Chunk], path: str, *, one_by_one: bool
+) -> tuple[list[Rule | TeamDecl], list[Diagnostic]]:
+    """The items and diagnostics of all chunks: as many chunks in one parse as parse without an error.
+
+    One parse of many chunks gives what parsing them one by one gives: the chunks' lines are consecutive and
+    each chunk holds whole items (a chunk starts at a line in column 1, which only an item can start), so the
+    one token stream is the chunks' streams one after the other and the parse reduces the same items. At a
+    syntax error, the items completed before the chunk of the last of them are kept, the chunks from there on
+    are parsed one by one up to the broken one (which gets its diagnostic), and one parse takes the rest.
+    """
+    items: list[Rule | TeamDecl] = []
+    diags: list[Diagnostic] = []
+    index = 0
+    if chunks and chunks[0].lines[0][:1].isspace():
+        diags.append(_indented_start(path, chunks[0].first, chunks[0].lines[0]))
+        index = 1
+    while one_by_one and index < len(chunks):
+        index = _parse_one_by_one(lark, builder, chunks, index, path, items, diags)
+    while index < len(chunks):
+        builder.begin(path, chunks[index].first - 1)
+        try:
+            lark.parse(_source(chunks[index:]))
+        except UnexpectedInput:
+            pass
+        else:
+            items.extend(builder.items)
+            diags.extend(builder.diagnostics)
+            break
+        resume = index
+        if builder.items:
+            last = builder.items[-1].span.line
+            resume = max(i for i in range(index, len(chunks)) if chunks[i].first <= last)
+            kept_before = chunks[resume].first
+            items.extend(item for item in builder.items if item.span.line < kept_before)
+            diags.extend(diag for diag in builder.diagnostics if diag.span.line < kept_before)
+        index = _parse_one_by_one(lark, builder, chunks, resume, path, items, diags)
+    return items, diags
+
+
+def _parse_one_by_one(
+    lark: Lark,
+    builder: AstBuilder,
+    chunks: list[_Chunk],
+    index: int,
+    path: str,
+    items: list[Rule | TeamDecl],
+    diags: list[Diagnostic],
+) -> int:
+    """Parse chunks alone from `index` up to and including the first that fails; the index after it."""
+    while index < len(chunks):
+        chunk = chunks[index]
+        builder.begin(path, chunk.first - 1)
+        try:
+            lark.parse(_source([chunk]))
         except UnexpectedInput as err:
             following = _next_line(chunks[index + 1]) if index + 1 < len(chunks) else None
             diags.append(
@@ -148,17 +221,21 @@ def parse_recovering(text: str, path: str) -> tuple[RuleFile, list[Diagnostic]]:
                     err,
                     path=path,
                     lines=chunk.lines,
-                    offset=offset,
+                    offset=chunk.first - 1,
                     next_line=following,
                     after_rule=index > 0,
                 )
             )
-            continue
-        built, declared, problems = build_rules(tree, path=path, line_offset=offset)
-        rules.extend(built)
-        teams.extend(declared)
-        diags.extend(problems)
-    return RuleFile(path=path, rules=tuple(rules), teams=tuple(teams)), diags
+            return index + 1
+        items.extend(builder.items)
+        diags.extend(builder.diagnostics)
+        index += 1
+    return index
+
+
+def _source(chunks: list[_Chunk]) -> str:
+    source = "\n".join(line for chunk in chunks for line in chunk.lines)
+    return source if source.endswith("\n") else source + "\n"
 
 
 def parse(text: str, path: str) -> tuple[RuleFile | None, list[Diagnostic]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsl import compile_sources, format_source, parse
+from dsl import compile_sources, format_source, parse, parser
 from dsl.ast import RunScript, Span
 from tests.dsl.support import CATALOG
 
@@ -129,6 +129,19 @@ def test_random_edits_never_crash_the_compiler(text: str, data: st.DataObject) -
     for diag in result.diagnostics:
         assert diag.message and diag.span.line >= 1
     result.render_all()
+
+
+@FAST
+@given(files(), st.data())
+def test_one_parse_of_the_file_agrees_with_parsing_chunk_by_chunk(text: str, data: st.DataObject) -> None:
+    """Parsing many chunks at once is a shortcut: rules, spans and diagnostics are those of one parse per chunk,
+    with or without syntax errors."""
+    for _ in range(data.draw(st.integers(0, 3))):
+        where = data.draw(st.integers(0, len(text)))
+        piece = data.draw(st.sampled_from(["\n", " ", "\f", "#", "x", "\n  ", "\r\n", "\t", "(", '"', "notify ops",
+                                           "\non alert notify ops\n", "\nrule x:\n", " retry 2 retry 3"]))
+        text = text[:where] + piece + text[where:]
+    assert parser.parse_recovering(text, "p.rules") == parser.parse_chunk_by_chunk(text, "p.rules")
 
 
 def test_formatting_the_shipped_files_changes_nothing() -> None:

@@ -8,7 +8,8 @@ bad rule produce one diagnostic while the rules around it still parse and still 
 is how several syntax errors in one file are all reported.
 
 The parser builds the AST while it parses (`dsl.builder.AstBuilder` is its inline transformer): no parse tree,
-and no `propagate_positions`, since every span comes from the tokens themselves.
+and no `propagate_positions`, since every span comes from the tokens themselves. Its contextual lexer is lark's
+with a quicker loop (`dsl.lexer`).
 
 The parser is built once, lazily, with `strict=False`: `strict=True` needs `interegular`, which is not a
 dependency, and only re-checks a grammar that does not change at run time. `tests/dsl/test_dsl_grammar.py`
@@ -34,6 +35,7 @@ from lark.lark import PostLex
 from dsl.ast import Rule, RuleFile, Span, TeamDecl
 from dsl.builder import AstBuilder
 from dsl.diagnostics import Diagnostic
+from dsl.lexer import QuickContextualLexer
 from dsl.syntax_errors import NextLine, describe_syntax_error
 
 _TAB_WIDTH = 8
@@ -79,9 +81,10 @@ def _marker(kind: str, indent: str, line: int) -> Token:
     return Token(kind, indent, line=line, column=1, end_line=line, end_column=len(indent) + 1)
 
 
-def build_parser(*, strict: bool = False) -> Lark:
+def build_parser(*, strict: bool = False, quick_lexer: bool = True) -> Lark:
     """A new lark parser for `grammar.lark` that builds the AST as it parses (`strict=True` needs `interegular`;
-    the tests use it). Its `options.transformer` is the `AstBuilder` the parse results are collected in."""
+    the tests use it). Its `options.transformer` is the `AstBuilder` the parse results are collected in;
+    `quick_lexer=False` keeps lark's own contextual lexer loop (the tests compare the two)."""
     grammar = resources.files("dsl").joinpath("grammar.lark").read_text(encoding="utf-8")
     # With interegular installed, lark checks every lexer state's terminals for collisions even when not strict:
     # about a second per process for this grammar. The tests build with strict=True, so the check still runs
@@ -98,6 +101,7 @@ def build_parser(*, strict: bool = False) -> Lark:
             transformer=AstBuilder(),
             maybe_placeholders=False,
             strict=strict,
+            _plugins={"ContextualLexer": QuickContextualLexer} if quick_lexer else {},
         )
     finally:
         lark_lexer.has_interegular = saved

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from pathlib import Path
 
 import pytest
+from lark import Lark, UnexpectedInput
 from lark.common import ParserConf
 from lark.parsers.lalr_analysis import LALR_Analyzer
 
@@ -14,6 +16,8 @@ from dsl.ast import AlertTrigger, CommandTrigger, Notify, RunScript
 from dsl.parser import build_parser
 from dsl.syntax_errors import KEYWORDS, TERMINAL_WORDS
 from tests.dsl.support import CUSTOMER_ALERT_LINE, compile_text
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_grammar_has_no_lalr_conflicts() -> None:
@@ -97,3 +101,34 @@ def test_no_message_ever_shows_a_lark_terminal_name() -> None:
             shown = f"{diag.message} {diag.hint or ''}"
             assert not pattern.search(shown), (text, shown)
             assert diag.message, text
+
+
+def _tokens(lark: Lark, text: str) -> list[tuple[object, ...]]:
+    """Every token the parser takes from its lexer, with all of its positions, then the error if there is one."""
+    out: list[tuple[object, ...]] = []
+    try:
+        for token in lark.parse_interactive(text).iter_parse():
+            out.append((token.type, str(token), token.start_pos, token.line, token.column, token.end_line,
+                        token.end_column, token.end_pos))
+    except UnexpectedInput as err:
+        expected = getattr(err, "expected", None) or getattr(err, "allowed", None) or ()
+        token = getattr(err, "token", None)
+        out.append((type(err).__name__, err.line, err.column, sorted(expected), str(token), getattr(token, "type", "")))
+    return out
+
+
+def test_the_quick_lexer_makes_lark_s_tokens_and_errors() -> None:
+    """dsl.lexer's loop against lark's own: same tokens, positions and errors on every text the tests know."""
+    quick, stock = build_parser(), build_parser(quick_lexer=False)
+    assert type(quick.parser.lexer.lexer).__name__ == "QuickContextualLexer"
+    texts = [path.read_text(encoding="utf-8") for path in sorted(REPO.glob("tests/dsl/golden/*.rules"))]
+    texts += [path.read_text(encoding="utf-8") for path in sorted(REPO.glob("examples/rules/*.rules"))]
+    texts += re.findall(r"```rules\n(.*?)```", (REPO / "docs" / "rules.md").read_text(encoding="utf-8"), re.S)
+    texts += [
+        "rule x:\n  on command x  # c\n\n\t\n  run y.sh retry 3 times backoff 1m args \"a b\" \"{command.user}\"\n",
+        "on alert when alert.service in [a, \"b\", @c] and not (alert.x matches /a\\/b/)\r\nnotify ops\r\n",
+        "on alert notify ops \x00", "on alert  \f notify ops saying \"unclosed\n", "  on alert", "on alert é",
+        "rule x:\n    on alert\n  notify ops\n", "on alert notify ops   ", "on alert notify ops\n   \n#x",
+    ]
+    for text in texts:
+        assert _tokens(quick, text) == _tokens(stock, text), text

@@ -4,11 +4,20 @@
 
 Pure: the engine reads the files and builds the catalog, then calls `compile_sources` (off the event loop); a
 result with any error has no graph, so the engine keeps running the graph it has.
+
+CPython's cyclic garbage collector is paused while a compile runs. A compile makes about a hundred objects
+per rule that live until it ends (AST, plan, closures), and the collector, which runs again each time the
+heap has grown by a quarter, would walk that growing heap over and over: 40-50% of the time of compiling
+10,000 rules. Nothing is leaked by the pause: reference counting frees as usual, and any reference cycle made
+meanwhile is found by the collector's next run after the compile. Compiles in several threads share one pause.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import gc
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -44,6 +53,11 @@ class CompileResult:
 
 def compile_sources(sources: Sequence[tuple[str, str]], catalog: Catalog) -> CompileResult:
     """Compile `(path, text)` pairs, in the order given, against `catalog`, collecting every diagnostic."""
+    with _collector_paused():
+        return _compile(sources, catalog)
+
+
+def _compile(sources: Sequence[tuple[str, str]], catalog: Catalog) -> CompileResult:
     texts: dict[str, str] = {}
     files: list[RuleFile] = []
     diags: list[Diagnostic] = []
@@ -67,3 +81,28 @@ def compile_sources(sources: Sequence[tuple[str, str]], catalog: Catalog) -> Com
         graph = EventGraph(lower_rule(rule, catalog, specs) for f in files for rule in f.rules)
     teams = tuple(team for f in files for team in f.teams)
     return CompileResult(graph=graph, diagnostics=tuple(diags), sources=MappingProxyType(texts), teams=teams)
+
+
+class _Pause:
+    """How many compiles are running, and whether the first of them turned the collector off."""
+
+    lock = threading.Lock()
+    running = 0
+    turned_off = False
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while the block runs (unless someone else had turned it off)."""
+    with _Pause.lock:
+        if _Pause.running == 0:
+            _Pause.turned_off = gc.isenabled()
+            gc.disable()
+        _Pause.running += 1
+    try:
+        yield
+    finally:
+        with _Pause.lock:
+            _Pause.running -= 1
+            if _Pause.running == 0 and _Pause.turned_off:
+                gc.enable()

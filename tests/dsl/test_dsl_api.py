@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import builtins
+import gc
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -98,3 +100,34 @@ def test_fingerprint_changes_with_what_the_rule_does() -> None:
         seen.add(fingerprint)
     # the order of actions is the order they run in, so it counts
     assert prints("on command x notify ops notify dba") != prints("on command x notify dba notify ops")
+
+
+def test_a_compile_pauses_the_cyclic_collector_and_leaves_it_as_it_found_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+    real = dsl.compiler.check_files
+
+    def check_files(*args: object) -> object:
+        seen.append(gc.isenabled())
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dsl.compiler, "check_files", check_files)
+    assert gc.isenabled()
+    compile_ok(CUSTOMER_ALERT_LINE)
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        compile_ok(CUSTOMER_ALERT_LINE)
+        assert not gc.isenabled()  # someone else's choice stays
+    finally:
+        gc.enable()
+    with pytest.raises(ValueError):
+        compile_sources([("a", ""), ("a", "")], CATALOG)
+    assert gc.isenabled()
+
+
+def test_compiles_in_threads_share_one_pause() -> None:
+    text = "\n".join(f"on alert from s{i} notify ops" for i in range(300))
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: compile_text(text), range(8)))
+    assert all(result.ok for result in results)
+    assert gc.isenabled()

@@ -17,7 +17,7 @@ from engine.events import AlertData, Cause, CommandData, EmittedData, Event
 from engine.ids import derived_id
 from engine.outlets import Audience, Notification, Text
 from engine.runs import RuleRun, Services, summarize, who
-from engine.tasks import TaskParams, TaskRecord
+from engine.tasks import DEFAULT_BACKOFF_S, TaskParams, TaskRecord
 
 MAX_EMIT_DEPTH = 8  # stops loops through outside systems; loops inside the rules are compile errors
 # Untyped command words passed to a script must be plain: no shell metacharacters, no option-like leading '-'.
@@ -128,7 +128,8 @@ async def run_script(action: RunAction, run: RuleRun, services: Services) -> Act
         command=event.data.safe_text if isinstance(event.data, CommandData) else summarize(event),
         params=TaskParams(script=action.script, args=args,
                           timeout=action.timeout_s or services.config.sandbox.default_timeout_s,
-                          memory_bytes=action.memory_bytes, network=action.network),
+                          memory_bytes=action.memory_bytes, network=action.network, retries=action.retries,
+                          backoff_s=action.backoff_s or DEFAULT_BACKOFF_S),
         run_id=run.run_id, rule=run.rule.name, event_id=event.id,
         requested_by=event.actor.principal if event.actor else None, reply_to=event.reply_to,
         depth=event.cause.depth,

@@ -208,8 +208,9 @@ class Engine:
     async def start(self) -> None:
         self.state = "starting"
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, runtime.SCHEMA, alerts.SCHEMA, keys.SCHEMA,
-                            actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA, confirm.SCHEMA])
+        await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA,
+                            keys.SCHEMA, actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA,
+                            confirm.SCHEMA])
         await self._load_recent()
         await self.alerts.load()
         await self.sandbox.start()
@@ -243,7 +244,7 @@ class Engine:
             self._spawn("task-monitor", self._workers.monitor)
         self._spawn("output-relay", self.output_relay.run)
         self.state = "running"
-        for task in await self.tasks.recover():  # left running by a crash: report them failed (never rerun)
+        for task in await self.tasks.recover():  # left running by a crash: failed (rerun only if the rule retries)
             await self.runtime.task_finished(task)
         for event in await self.journal.unfinished():
             self._enqueue(event)  # accepted before a stop or crash: handle it now

@@ -61,7 +61,7 @@ class RedisTaskBus:
     async def publish(self, task: TaskRecord) -> bool:
         """Hand a pending task to the workers, once; False when it had been handed over before."""
         added = await self._publish_once(
-            keys=[f"herald:published:{task.task_id}", self._config.tasks_stream],
+            keys=[f"herald:published:{task.task_id}:{task.attempt}", self._config.tasks_stream],
             args=[task.model_dump_json(), 7 * 24 * 3600],
         )
         return bool(added)
@@ -151,7 +151,8 @@ class RemoteTasks:
 
     A result is recorded once: "running" only moves a pending task on, and a "finished" for a task that is already
     final (a task a second worker took over from one that died, or a result delivered again after a restart) is
-    ignored, so each task finishes exactly once and `on_finished` runs once for it.
+    ignored, so each task finishes exactly once and `on_finished` runs once for it. A retry is a new attempt of
+    the same task: it is published again (the guard is per attempt), and results of an earlier attempt are ignored.
     """
 
     def __init__(self, bus: RedisTaskBus, queue: TaskQueue,
@@ -171,13 +172,13 @@ class RemoteTasks:
 
     async def _record(self, result: TaskRecord) -> None:
         current = await self._queue.get(result.task_id)
-        if current is None or current.status in FINAL:
+        if current is None or current.status in FINAL or current.attempt != result.attempt:
             if current is not None and result.status in FINAL:
-                log.info("task %s already finished; ignoring a second result from %s", result.task_id, result.worker)
+                log.info("task %s attempt %d already finished; ignoring a second result from %s", result.task_id,
+                         result.attempt, result.worker)
             return
         if result.status == "running":
             if current.status == "pending":
                 await self._queue.update(result)
             return
-        await self._queue.update(result)
-        await self._on_finished(result)
+        await self._on_finished(await self._queue.settle(result))

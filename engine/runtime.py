@@ -16,7 +16,7 @@ import sqlite3
 from dsl import EventGraph
 from engine import actions, stages
 from engine.builtins import BUILTIN_BUTTONS, BUILTIN_COMMANDS, help_text, press, run_builtin
-from engine.events import AlertData, ButtonData, Cause, CommandData, Event, MessageData, TaskData
+from engine.events import AlertData, ButtonData, Cause, CommandData, Event, MessageData, TaskData, utcnow
 from engine.ids import derived_id
 from engine.journal import Journal
 from engine.outlets import Audience, Progress, Result, Text
@@ -215,15 +215,18 @@ class Runtime:
     # -- task results ------------------------------------------------------------------------------------------
 
     async def task_finished(self, task: TaskRecord) -> None:
-        """Called by the workers: record the result, finish the run that asked for it, raise the task event."""
+        """Called by the workers with what the queue stored: a final record (record the result, finish the run that
+        asked for it, raise the task event) or, after a failed attempt with retries left, the waiting retry."""
         services = self.services
+        if task.status == "pending":
+            await self._retry_scheduled(task)
+            return
         await services.audit_publish("task.finished", task.requested_by or "system", task=task.task_id,
-                                     status=task.status, exit_code=task.exit_code, script=task.params.script)
-        text = f"{task.params.script} {task.status}"
-        if task.exit_code is not None:
-            text += f" (exit code {task.exit_code})"
-        if task.error:
-            text += f": {task.error}"
+                                     status=task.status, exit_code=task.exit_code, script=task.params.script,
+                                     attempt=task.attempt)
+        text = task.outcome()
+        if task.attempt > 1:
+            text += f" on attempt {task.attempt} of {task.attempts}"
         await self._trace(task.run_id, task.event_id, task.rule, RunState.REPORT_RESULT, text)
         await services.outlets.reply(task.reply_to, Progress(task.run_id, task.rule, RunState.REPORT_RESULT.value,
                                                              text))
@@ -240,6 +243,20 @@ class Runtime:
                           stderr_tail=(task.error or tail)[-TAIL_CHARS:], rule=task.rule),
             cause=Cause(root=task.event_id, parent=task.event_id, depth=task.depth + 1),
         )])
+
+
+    async def _retry_scheduled(self, task: TaskRecord) -> None:
+        """Say that an attempt failed and when the next one starts; the run stays open until the last attempt."""
+        assert task.not_before is not None
+        failed = task.earlier[-1]
+        delay_s = max(0.0, (task.not_before - utcnow()).total_seconds())
+        await self.services.audit_publish("task.retry", task.requested_by or "system", task=task.task_id,
+                                          script=task.params.script, failed=failed, attempt=task.attempt,
+                                          attempts=task.attempts, not_before=task.not_before.isoformat())
+        text = f"{failed.split(': ', 1)[1]}; retrying in {delay_s:.0f}s (attempt {task.attempt} of {task.attempts})"
+        await self._trace(task.run_id, task.event_id, task.rule, RunState.EXECUTE, text)
+        await self.services.outlets.reply(task.reply_to, Progress(task.run_id, task.rule, RunState.EXECUTE.value,
+                                                                  text))
 
 
 def trace_of(conn: sqlite3.Connection, run_id: str) -> list[str]:

@@ -155,6 +155,7 @@ class Sandbox:
         on_output: Callable[[str], None] | None = None,
         memory: str | int | None = None,
         network: str | None = None,
+        attempt: int = 1,
     ) -> SandboxResult:
         """Run `script` from the scripts folder with `args` as literal argv entries.
 
@@ -164,6 +165,7 @@ class Sandbox:
 
         `memory` (bytes, or a size such as "512m"; default `[sandbox] memory`) and `network` ("none",
         the default, or "default": the rootless user-mode network, slirp4netns) apply to this run only.
+        The script sees `HERALD_TASK_ID` and `HERALD_ATTEMPT` (1, then 2... when a rule retries it).
         """
         if self._closed:
             raise SandboxError("the sandbox is closed")
@@ -177,7 +179,8 @@ class Sandbox:
         script_rel = resolve_script(folder, script)
         argv = ["/bin/sh", f"/scripts/{script_rel}", *argv_args]
         async with self._slots:
-            conn, ctr, enforced, plan, run_uid = await self._create(folder, script_rel, argv, limits, task_id)
+            conn, ctr, enforced, plan, run_uid = await self._create(folder, script_rel, argv, limits, task_id,
+                                                                       attempt)
             exited = False
             try:
                 result = await self._execute(conn, ctr, enforced, plan, timeout_s, on_output)
@@ -258,7 +261,7 @@ class Sandbox:
                 return uid
 
     async def _create(
-        self, folder: Path, script_rel: str, argv: list[str], limits: RunLimits, task_id: str
+        self, folder: Path, script_rel: str, argv: list[str], limits: RunLimits, task_id: str, task_attempt: int
     ) -> tuple[Connection, Container, tuple[str, ...], LimitPlan, int | None]:
         """Create the run's container on a live connection; reconnect once if the service had died."""
         for attempt in (1, 2):
@@ -271,7 +274,7 @@ class Sandbox:
                     raise SandboxUnavailable(problem)
                 plan = plan_limits(limits, conn.host)
                 spec = build_spec(config=self._config, argv=argv, scripts_src=str(folder), task_id=task_id,
-                                  limits=limits, plan=plan, host=conn.host, run_uid=run_uid)
+                                  attempt=task_attempt, limits=limits, plan=plan, host=conn.host, run_uid=run_uid)
                 if self._owner:
                     spec["labels"]["herald.owner"] = self._owner
                 ctr, enforced = await self._call(self._create_blocking, conn, spec, plan, run_uid)

@@ -306,6 +306,7 @@ def build_spec(
     argv: list[str],
     scripts_src: str,
     task_id: str,
+    attempt: int = 1,
     limits: RunLimits,
     plan: LimitPlan,
     host: HostLimits,
@@ -333,7 +334,7 @@ def build_spec(
     spec: dict[str, Any] = {
         "image": config.image,
         "command": argv,  # an argument vector: nothing here is ever parsed by a shell
-        "env": {"LANG": "C", "HERALD_TASK_ID": task_id, "HOME": "/tmp"},
+        "env": {"LANG": "C", "HERALD_TASK_ID": task_id, "HERALD_ATTEMPT": str(attempt), "HOME": "/tmp"},
         "labels": {"app": "herald", "herald.task": task_id},
         "netns": {"nsmode": netns},
         "cap_drop": ["ALL"],

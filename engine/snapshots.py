@@ -41,6 +41,8 @@ class TaskView(_View):
     create_time: str
     exit_code: int | None = None
     output_tail: str = ""
+    attempt: int = 1
+    attempts: int = 1
 
 
 class AuditView(_View):

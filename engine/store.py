@@ -43,13 +43,17 @@ class Database:
         self._committer: asyncio.Future[None] | None = None
         self.commits = 0  # transactions committed by `write` (for benchmarks and tests)
 
-    async def open(self, schemas: Iterable[str]) -> None:
+    async def open(self, schemas: Iterable[str | Callable[[sqlite3.Connection], None]]) -> None:
+        """Open the file and apply each schema: SQL text, or a function (a migration of an older file)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
         def _open() -> None:
             self._conn = connect(self.path)
             for schema in schemas:
-                self._conn.executescript(schema)
+                if callable(schema):
+                    schema(self._conn)
+                else:
+                    self._conn.executescript(schema)
 
         await self.call_raw(_open)
 

@@ -3,6 +3,10 @@
 A task record has the customer's shape (DESIGN §2): `task_id, platform, command, params{script, args, timeout},
 status, create_time`, plus what is needed to report back (run, rule, event, reply_to) and the outcome. Records live
 in the `tasks` table; the in-memory wake-up is only a hint, so a restart loses nothing pending.
+
+Retries (`run ... retry 3 times backoff 30s`): a failed or timed-out attempt with retries left goes back to
+`pending` under the same task id with `attempt` + 1 and a `not_before` moment (the backoff doubles per attempt), so
+a waiting retry survives a restart like any pending task. Cancelled tasks are never retried.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -27,17 +32,34 @@ log = logging.getLogger("herald.tasks")
 
 Status = Literal["pending", "running", "succeeded", "failed", "timed_out", "cancelled"]
 FINAL: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
+RETRYABLE: frozenset[str] = frozenset({"failed", "timed_out"})
 MONITOR_GRACE_S = 30.0  # the sandbox kills at the timeout itself; the monitor is the backstop
+DEFAULT_BACKOFF_S = 10.0
+MAX_BACKOFF_S = 3600.0
+IDLE_POLL_S = 60.0  # a claim with nothing due re-checks at least this often
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
     status TEXT NOT NULL,
     create_time TEXT NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    not_before REAL  -- epoch seconds; a retry waiting for its backoff is not claimed before
 );
 CREATE INDEX IF NOT EXISTS tasks_open ON tasks(status, create_time) WHERE status IN ('pending', 'running');
 """
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Files written before retries existed lack `not_before`."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+    if "not_before" not in columns:
+        conn.execute("ALTER TABLE tasks ADD COLUMN not_before REAL")
+
+
+def retry_delay_s(backoff_s: float, attempt: int) -> float:
+    """The wait before attempt `attempt + 1`: `backoff_s` after the first attempt, doubling, at most an hour."""
+    return min(backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
 
 
 class TaskParams(BaseModel):
@@ -47,6 +69,8 @@ class TaskParams(BaseModel):
     timeout: float
     memory_bytes: int | None = None  # None: the sandbox's default
     network: Literal["none", "default"] = "none"
+    retries: int = Field(default=0, ge=0, le=10)  # further attempts after a failed or timed-out one
+    backoff_s: float = DEFAULT_BACKOFF_S
 
 
 class TaskRecord(BaseModel):
@@ -72,21 +96,68 @@ class TaskRecord(BaseModel):
     output_bytes: int | None = None
     limits_note: str = ""
     worker: str | None = None  # the `herald worker` that ran it, when tasks go through Redis
+    attempt: int = 1
+    not_before: datetime | None = None  # set while a retry waits for its backoff
+    earlier: list[str] = Field(default_factory=list)  # how each earlier attempt ended, one line each
+
+    @property
+    def attempts(self) -> int:
+        return 1 + self.params.retries
 
     def view(self) -> TaskView:
         return TaskView(
             task_id=self.task_id, platform=self.platform, command=self.command, script=self.params.script,
             args=self.params.args, status=self.status, create_time=self.create_time.isoformat(),
-            exit_code=self.exit_code, output_tail=(self.error or self.output)[-400:],
+            exit_code=self.exit_code, attempt=self.attempt, attempts=self.attempts,
+            output_tail=(self.error or self.output or (self.earlier[-1] if self.earlier else ""))[-400:],
         )
+
+    def outcome(self) -> str:
+        """One line: how this attempt ended."""
+        text = f"{self.params.script} {self.status}"
+        if self.exit_code is not None:
+            text += f" (exit code {self.exit_code})"
+        if self.error:
+            text += f": {self.error}"
+        return text
+
+    def next_attempt(self, now: datetime) -> TaskRecord | None:
+        """The pending record of the retry this finished attempt earns, or None when it earns none."""
+        if self.status not in RETRYABLE or self.attempt >= self.attempts:
+            return None
+        delay = retry_delay_s(self.params.backoff_s, self.attempt)
+        return self.model_copy(update={
+            "status": "pending", "attempt": self.attempt + 1, "not_before": now + timedelta(seconds=delay),
+            "earlier": [*self.earlier, f"attempt {self.attempt}: {self.outcome()}"],
+            "start_time": None, "end_time": None, "exit_code": None, "output": "", "error": None,
+            "output_bytes": None, "worker": None,
+        })
 
 
 def _save(conn: sqlite3.Connection, task: TaskRecord) -> None:
     conn.execute(
-        "INSERT INTO tasks (task_id, status, create_time, body) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, body = excluded.body",
-        (task.task_id, task.status, task.create_time.isoformat(), task.model_dump_json()),
+        "INSERT INTO tasks (task_id, status, create_time, body, not_before) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, body = excluded.body, "
+        "not_before = excluded.not_before",
+        (task.task_id, task.status, task.create_time.isoformat(), task.model_dump_json(),
+         task.not_before.timestamp() if task.not_before else None),
     )
+
+
+def _settle(conn: sqlite3.Connection, finished: TaskRecord) -> TaskRecord:
+    """Store a finished attempt: as final, or as the pending retry it earns. Returns what was stored."""
+    stored = finished.next_attempt(utcnow()) or finished
+    _save(conn, stored)
+    return stored
+
+
+def _next_due(conn: sqlite3.Connection) -> float | None:
+    """When the earliest retry still waiting falls due (epoch seconds), if one waits. Only future moments count: a
+    due retry is the caller's to take now, and counting it would make a waiter that cannot take it (a publisher
+    whose retry still sits in the stream for a busy worker) spin."""
+    row = conn.execute("SELECT min(not_before) FROM tasks WHERE status = 'pending' AND not_before > ?",
+                       (time.time(),)).fetchone()
+    return None if row is None else row[0]
 
 
 class TaskQueue:
@@ -112,39 +183,55 @@ class TaskQueue:
         return True
 
     async def claim(self) -> TaskRecord:
-        """Wait for the oldest pending task and mark it running (atomically on the database thread)."""
+        """Wait for the oldest pending task that is due and mark it running (atomically on the database thread)."""
         while True:
             self._wakeup.clear()
-            task = await self._db.write(self._claim_oldest)
+            task, next_due = await self._db.write(self._claim_oldest)
             if task is not None:
                 self._on_change(task)
                 return task
-            await self._wakeup.wait()
+            await self._sleep_until(next_due, IDLE_POLL_S)
 
     @staticmethod
-    def _claim_oldest(conn: sqlite3.Connection) -> TaskRecord | None:
+    def _claim_oldest(conn: sqlite3.Connection) -> tuple[TaskRecord | None, float | None]:
         row = conn.execute(
-            "SELECT body FROM tasks WHERE status = 'pending' ORDER BY create_time, task_id LIMIT 1"
+            "SELECT body FROM tasks WHERE status = 'pending' AND (not_before IS NULL OR not_before <= ?) "
+            "ORDER BY create_time, task_id LIMIT 1", (time.time(),)
         ).fetchone()
         if row is None:
-            return None
+            return None, _next_due(conn)
         task = TaskRecord.model_validate_json(row["body"])
-        task = task.model_copy(update={"status": "running", "start_time": utcnow()})
+        task = task.model_copy(update={"status": "running", "start_time": utcnow(), "not_before": None})
         _save(conn, task)
-        return task
+        return task, None
 
-    async def wait_enqueued(self, timeout_s: float) -> None:
-        """Wait until a task is enqueued (or `timeout_s` passes): for a dispatcher that is not a local worker."""
-        self._wakeup.clear()
+    async def _sleep_until(self, due: float | None, at_most_s: float) -> None:
+        """Wait for an enqueue (or a settled retry), the moment `due` (epoch seconds), or `at_most_s`."""
+        timeout_s = at_most_s if due is None else max(0.0, min(at_most_s, due - time.time()))
         try:
             async with asyncio.timeout(timeout_s):  # not wait_for: see engine/timers.py
                 await self._wakeup.wait()
         except TimeoutError:
             pass
 
+    async def wait_enqueued(self, timeout_s: float) -> None:
+        """Wait until a task is enqueued or a retry falls due (or `timeout_s` passes): for a dispatcher that is
+        not a local worker."""
+        self._wakeup.clear()
+        await self._sleep_until(await self._db.call(_next_due), timeout_s)
+
     async def update(self, task: TaskRecord) -> None:
         await self._db.write(_save, task)
         self._on_change(task)
+
+    async def settle(self, finished: TaskRecord) -> TaskRecord:
+        """Store a finished attempt; a failure with retries left comes back pending (see the module docstring).
+        Returns what was stored: the final record, or the waiting retry."""
+        stored = await self._db.write(_settle, finished)
+        self._on_change(stored)
+        if stored.status == "pending":
+            self._wakeup.set()  # a claimer asleep until a later moment recomputes its wait
+        return stored
 
     async def get(self, task_id: str) -> TaskRecord | None:
         row = await self._db.call(
@@ -171,25 +258,22 @@ class TaskQueue:
         return task
 
     async def recover(self) -> list[TaskRecord]:
-        """Tasks left running by a previous process cannot be trusted to have finished: fail them, visibly."""
+        """Tasks left running by a previous process cannot be trusted to have finished: fail them, visibly (an
+        attempt of a rule that asked for retries is retried, like any failed attempt). Returns what was stored."""
 
         def _recover(conn: sqlite3.Connection) -> list[TaskRecord]:
             rows = conn.execute("SELECT body FROM tasks WHERE status = 'running'").fetchall()
-            failed = []
-            for row in rows:
-                task = TaskRecord.model_validate_json(row["body"]).model_copy(
-                    update={"status": "failed", "end_time": utcnow(),
-                            "error": "interrupted: Herald stopped while this task was running"}
-                )
-                _save(conn, task)
-                failed.append(task)
-            return failed
+            return [_settle(conn, TaskRecord.model_validate_json(row["body"]).model_copy(
+                update={"status": "failed", "end_time": utcnow(),
+                        "error": "interrupted: Herald stopped while this task was running"})) for row in rows]
 
         return await self._db.write(_recover)
 
     async def pending(self) -> list[TaskRecord]:
+        """Pending tasks that are due (a retry waiting for its backoff is not)."""
         rows = await self._db.call(lambda conn: conn.execute(
-            "SELECT body FROM tasks WHERE status = 'pending' ORDER BY create_time").fetchall())
+            "SELECT body FROM tasks WHERE status = 'pending' AND (not_before IS NULL OR not_before <= ?) "
+            "ORDER BY create_time", (time.time(),)).fetchall())
         return [TaskRecord.model_validate_json(row["body"]) for row in rows]
 
     async def recent(self, limit: int) -> list[TaskRecord]:
@@ -218,12 +302,11 @@ class TaskWorkers:
         assert self._queue is not None
         while True:
             task = await self._queue.claim()
-            finished = await self.execute(task)
-            await self._queue.update(finished)
+            settled = await self._queue.settle(await self.execute(task))
             try:
-                await self._on_finished(finished)
+                await self._on_finished(settled)
             except Exception:
-                log.exception("reporting the result of task %s failed", finished.task_id)
+                log.exception("reporting the result of task %s failed", settled.task_id)
 
     async def execute(self, task: TaskRecord) -> TaskRecord:
         """Run one task in the sandbox under the monitor's deadline; return it finished."""
@@ -258,7 +341,7 @@ class TaskWorkers:
         try:
             result = await self._sandbox.run(
                 task.params.script, task.params.args, timeout_s=task.params.timeout, task_id=task.task_id,
-                memory=task.params.memory_bytes, network=task.params.network,
+                memory=task.params.memory_bytes, network=task.params.network, attempt=task.attempt,
                 on_output=(lambda line: self._on_output(task, line)) if self._on_output else None,
             )
         except (SandboxError, ValueError) as exc:

@@ -152,7 +152,7 @@ class TasksTable(RecordTable[TaskView]):
             short_id(record.task_id),
             record.command,
             record.script,
-            record.status,
+            record.status if record.attempts == 1 else f"{record.status} ({record.attempt}/{record.attempts})",
             exit_code,
             last_line(record.output_tail),
         )

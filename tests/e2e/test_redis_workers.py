@@ -21,6 +21,7 @@ from engine.testing import ChatClient, running_engine
 from tests.support import ALICE_TOKEN, REPO, chat_url, free_port
 
 SCRIPT = '#!/bin/sh\necho "start $1"\nsleep 4\necho "done $1"\n'
+FLAKY = '#!/bin/sh\necho "attempt $HERALD_ATTEMPT"\n[ "$HERALD_ATTEMPT" -ge "$1" ]\n'  # succeeds from attempt $1
 
 
 @pytest.fixture
@@ -48,11 +49,14 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def queue_config(config_file: Path, rules_dir: Path, redis_url: str) -> Path:
-    rule = "on command work <n: word> require role admin run work.sh args \"{command.n}\"\n"
+    rule = ("on command work <n: word> require role admin run work.sh args \"{command.n}\"\n"
+            "on command flaky <until: int> require role admin run flaky.sh args \"{command.until}\" "
+            "retry 2 times backoff 1s\n")
     (rules_dir / "work.rules").write_text(rule)
-    script = rules_dir / "scripts" / "work.sh"
-    script.write_text(SCRIPT)
-    os.chmod(script, 0o755)
+    for name, text in (("work.sh", SCRIPT), ("flaky.sh", FLAKY)):
+        script = rules_dir / "scripts" / name
+        script.write_text(text)
+        os.chmod(script, 0o755)
     config_file.write_text(config_file.read_text() + f'\n[queue]\nredis_url = "{redis_url}"\nclaim_idle_s = 2\n')
     return config_file
 
@@ -104,3 +108,20 @@ async def test_workers_share_tasks_and_a_killed_workers_task_completes_once(engi
         for process in workers.values():
             process.terminate()
             process.wait(20)
+
+
+async def test_a_worker_retries_a_failed_task_after_its_backoff(engine: Engine, queue_config: Path) -> None:
+    worker = _worker(queue_config, "w1")
+    try:
+        async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+            msg = await alice.say("/flaky 3")
+            result = await alice.wait_for(lambda f: f["type"] == "result" and f["in_reply_to"] == msg, timeout=90)
+        assert result["ok"] and result["text"] == "flaky.sh succeeded (exit code 0) on attempt 3 of 3"
+        finished = await _task_of(engine, "3", "succeeded")
+        assert finished.worker == "w1" and finished.output.strip() == "attempt 3" and len(finished.earlier) == 2
+        waits = await engine.db.call(lambda c: c.execute(
+            "SELECT count(*) FROM audit_log WHERE action = 'task.retry'").fetchone()[0])
+        assert waits == 2
+    finally:
+        worker.terminate()
+        worker.wait(20)

@@ -26,19 +26,32 @@ def derived_id(when: datetime, *parts: str) -> str:
     return _encode(int(when.timestamp() * 1000) << _RANDOM_BITS | digest)
 
 
+# Two base32 digits per 10 bits: 13 table lookups per id instead of 26 divisions (ids are made per event).
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_SHIFTS = tuple(range(120, -1, -10))
+_RANDOM_POOL_BYTES = 4096  # one getrandom() call serves ~400 ids
+_pool = b""
+_pool_at = 0
+
+
 def _encode(value: int) -> str:
-    chars = []
-    for _ in range(26):
-        value, digit = divmod(value, 32)
-        chars.append(_ALPHABET[digit])
-    return "".join(reversed(chars))
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
+
+
+def _random_bits() -> int:
+    """80 bits from the OS's CSPRNG, drawn in bulk (call with `_lock` held)."""
+    global _pool, _pool_at
+    if _pool_at + 10 > len(_pool):
+        _pool, _pool_at = os.urandom(_RANDOM_POOL_BYTES), 0
+    _pool_at += 10
+    return int.from_bytes(_pool[_pool_at - 10:_pool_at], "big")
 
 
 def new_id() -> str:
     """Return a 26-character id that sorts by creation time, and by creation order within this process."""
     global _last
     with _lock:
-        value = (time.time_ns() // 1_000_000) << _RANDOM_BITS | int.from_bytes(os.urandom(10), "big")
+        value = (time.time_ns() // 1_000_000) << _RANDOM_BITS | _random_bits()
         if value <= _last:  # same millisecond (or the clock stepped back): stay ordered
             value = _last + 1
         _last = value

@@ -84,8 +84,21 @@ class Piece:
         self.value = value
 
 
+class Inlined:
+    """What a rule lark inlines (`_part`, `__line_rule_star_2`) gives its parent: only its children."""
+
+    __slots__ = ("children",)
+
+    def __init__(self, children: list[Any]) -> None:
+        self.children = children
+
+
 class AstBuilder(ConditionCallbacks, Transformer[Token, Any]):
     """lark callbacks, one per grammar rule, building the AST of the text being parsed."""
+
+    # lark calls this for every rule without a callback of its own: the inlined ones (`_...`, `__..._star_N`).
+    def __default__(self, data: str, children: list[Any], meta: object) -> Inlined:
+        return Inlined(children)
 
     def __init__(self) -> None:
         super().__init__(visit_tokens=False)

@@ -7,8 +7,8 @@ spec of each command) so these checks stay per rule; `dsl.checks` does what need
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 from dsl.ast import (
     AlertTrigger,
@@ -79,6 +79,14 @@ class RuleContext:
     teams: frozenset[str]
     command_params: Mapping[str, tuple[Param, ...]]
     zones: frozenset[str] | None = None  # None: ask zoneinfo
+    # The catalog's fields of each trigger kind, asked once per kind rather than once per rule.
+    kind_fields: dict[str, Mapping[str, str]] = field(default_factory=dict, repr=False, compare=False)
+
+    def fields_of(self, kind: str) -> Mapping[str, str]:
+        found = self.kind_fields.get(kind)
+        if found is None:
+            found = self.kind_fields[kind] = self.catalog.fields_of(kind)
+        return found
 
 
 def check_rule(rule: Rule, ctx: RuleContext) -> Iterator[Diagnostic]:
@@ -94,13 +102,16 @@ def check_rule(rule: Rule, ctx: RuleContext) -> Iterator[Diagnostic]:
             f"no integration provides '{kind}' triggers",
             hint=_provides("trigger kinds", catalog.triggers),
         )
-    known = dict(catalog.fields_of(kind))
-    if isinstance(trigger, CommandTrigger):
-        for param in ctx.command_params.get(trigger.name, trigger.params):
+    known = ctx.fields_of(kind)
+    params = ctx.command_params.get(trigger.name, trigger.params) if isinstance(trigger, CommandTrigger) else ()
+    grouped = any(isinstance(clause, Group) for clause in rule.clauses)
+    if params or grouped:
+        known = dict(known)
+        for param in params:
             known[f"command.{param.name}"] = PARAM_FIELD_TYPES.get(param.type, "text")
-    if any(isinstance(clause, Group) for clause in rule.clauses):
-        # The run of a released group carries the batch's size and the value it was grouped by.
-        known.update({"group.count": "number", "group.key": "text"})
+        if grouped:
+            # The run of a released group carries the batch's size and the value it was grouped by.
+            known.update({"group.count": "number", "group.key": "text"})
     yield from _check_trigger(rule, ctx)
     for clause in rule.clauses:
         yield from _check_clause(clause, kind, known, ctx)
@@ -379,12 +390,12 @@ def _positive(seconds: float, span: Span, what: str) -> Iterator[Diagnostic]:
 
 
 def known_name(
-    what: str, name: str, span: Span, known: Iterable[str], *, ordered: bool = False
+    what: str, name: str, span: Span, known: Collection[str], *, ordered: bool = False
 ) -> Iterator[Diagnostic]:
     """An 'unknown <what>' diagnostic, with a suggestion and the known names when they are few."""
-    names = list(known) if ordered else sorted(known)
-    if name in names:
+    if name in known:  # the usual case, before any sorting
         return
+    names = list(known) if ordered else sorted(known)
     message = f"unknown {what} '{name}'"
     suggestion = did_you_mean(name, names)
     if suggestion is not None:

@@ -78,7 +78,10 @@ def _compile(sources: Sequence[tuple[str, str]], catalog: Catalog) -> CompileRes
             for rule in rule_file.rules:
                 if isinstance(rule.trigger, CommandTrigger) and rule.trigger.params:
                     specs.setdefault(rule.trigger.name, rule.trigger.params)
-        graph = EventGraph(lower_rule(rule, catalog, specs) for f in files for rule in f.rules)
+        kind_fields: dict[str, Mapping[str, str]] = {}
+        graph = EventGraph(
+            lower_rule(rule, catalog, specs, kind_fields=kind_fields) for f in files for rule in f.rules
+        )
     teams = tuple(team for f in files for team in f.teams)
     return CompileResult(graph=graph, diagnostics=tuple(diags), sources=MappingProxyType(texts), teams=teams)
 

@@ -67,34 +67,55 @@ from dsl.values import duration_seconds, is_duration, is_int, slash
 FINGERPRINT_VERSION = 2
 
 
-def lower_rule(rule: Rule, catalog: Catalog, specs: Mapping[str, tuple[Param, ...]] | None = None) -> CompiledRule:
-    """The runnable form of a checked rule; `specs` holds each command's argument spec (shared by its rules)."""
+def lower_rule(
+    rule: Rule,
+    catalog: Catalog,
+    specs: Mapping[str, tuple[Param, ...]] | None = None,
+    *,
+    kind_fields: dict[str, Mapping[str, str]] | None = None,
+) -> CompiledRule:
+    """The runnable form of a checked rule; `specs` holds each command's argument spec (shared by its rules).
+
+    `kind_fields` caches `catalog.fields_of(kind)` across the rules of one compile.
+    """
     trigger = rule.trigger
     kind = trigger_kind(trigger)
     name = rule.name if rule.name is not None else rule.span.location
     params: tuple[Param, ...] = ()
     if isinstance(trigger, CommandTrigger):
         params = (specs or {}).get(trigger.name, trigger.params) or trigger.params
-    known = dict(catalog.fields_of(kind))
-    for param in params:
-        known[f"command.{param.name}"] = PARAM_FIELD_TYPES.get(param.type, "text")
+    known = kind_fields.get(kind) if kind_fields is not None else None
+    if known is None:
+        known = catalog.fields_of(kind)
+        if kind_fields is not None:
+            kind_fields[kind] = known
+    if params:
+        known = dict(known)
+        for param in params:
+            known[f"command.{param.name}"] = PARAM_FIELD_TYPES.get(param.type, "text")
     info = TypeInfo(known, catalog.severities)
     conditions, checks = _trigger_tests(rule, name, info)
-    for clause in rule.clauses:
+    # Each clause and action printed once: for its check's text, its state's fingerprint and the rule's.
+    clause_texts = [print_clause(c) for c in rule.clauses]
+    action_texts = [print_action(a) for a in rule.actions]
+    stages = []
+    for clause, text in zip(rule.clauses, clause_texts, strict=True):
         if isinstance(clause, When):
-            checks.append(Check(print_clause(clause), compile_condition(clause.condition, info)))
-    stages = tuple(_stage(c) for c in rule.clauses if not isinstance(c, When))
+            checks.append(Check(text, compile_condition(clause.condition, info)))
+        else:
+            stages.append(_stage(clause, text))
+    lines = [print_trigger(trigger), *clause_texts, *action_texts]
     return CompiledRule(
         name=name,
         location=rule.span.location,
         kind=kind,
         command=trigger.name if isinstance(trigger, CommandTrigger) else None,
         required_roles=tuple(c.role for c in rule.clauses if isinstance(c, RequireRole)),
-        actions=tuple(_action(a) for a in rule.actions),
-        fingerprint=rule_fingerprint(rule, params),
+        actions=tuple(_action(a, text) for a, text in zip(rule.actions, action_texts, strict=True)),
+        fingerprint=_rule_hash(lines, params),
         conditions=tuple(conditions),
         checks=tuple(checks),
-        stages=stages,
+        stages=tuple(stages),
         params=tuple(_param(p) for p in params),
         schedule=_schedule(trigger) if isinstance(trigger, ScheduleTrigger) else None,
     )
@@ -151,8 +172,8 @@ def _present_and_not(get: Getter, found: Matcher) -> Matcher:
     return test
 
 
-def _stage(clause: object) -> Stage:
-    print_ = clause_fingerprint(clause)
+def _stage(clause: object, text: str) -> Stage:
+    print_ = _hash(f"v{FINGERPRINT_VERSION}\n{text}")  # clause_fingerprint(clause)
     if isinstance(clause, RequireRole):
         return RequireRoleStage(clause.role, print_)
     if isinstance(clause, RequireConfirmation):
@@ -167,7 +188,8 @@ def _stage(clause: object) -> Stage:
     return CheckDiskStage(clause.path, clause.free_bytes, print_)
 
 
-def _action(action: object) -> Action:
+def _action(action: object, text: str) -> Action:
+    """The plan of one action; `text` is its canonical text (what silence and escalate fingerprint)."""
     if isinstance(action, Notify):
         buttons = tuple(ButtonSpec(b.name, b.arg) for b in action.button_list)
         return NotifyAction(action.team, action.buttons, action.template, buttons)
@@ -186,9 +208,9 @@ def _action(action: object) -> Action:
     if isinstance(action, Emit):
         return EmitAction(action.event)
     if isinstance(action, Silence):
-        return SilenceAction(action.field, action.for_s, action.for_field, _hash(print_action(action)))
+        return SilenceAction(action.field, action.for_s, action.for_field, _hash(text))
     assert isinstance(action, Escalate)
-    return EscalateAction(action.target, action.after_s, _hash(print_action(action)))
+    return EscalateAction(action.target, action.after_s, _hash(text))
 
 
 def _param(param: Param) -> CommandParam:
@@ -210,8 +232,11 @@ def _schedule(t: ScheduleTrigger) -> ScheduleSpec:
 
 def rule_fingerprint(rule: Rule, params: Sequence[Param] = ()) -> str:
     """sha256 of the canonical text of what a rule does (and its command's argument spec)."""
-    lines = [f"v{FINGERPRINT_VERSION}", *body_lines(rule), *(print_param(p) for p in params)]
-    return _hash("\n".join(lines))
+    return _rule_hash(body_lines(rule), params)
+
+
+def _rule_hash(body: list[str], params: Sequence[Param]) -> str:
+    return _hash("\n".join([f"v{FINGERPRINT_VERSION}", *body, *(print_param(p) for p in params)]))
 
 
 def clause_fingerprint(clause: object) -> str:

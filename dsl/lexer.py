@@ -27,7 +27,6 @@ from lark.common import LexerConf
 from lark.lexer import ContextualLexer, LexerState
 
 _Match = Callable[[str, int, int], "re.Match[str] | None"]
-_new_token: Callable[..., Token] = getattr(Token, "_future_new", Token)
 
 
 class QuickContextualLexer(ContextualLexer):
@@ -75,6 +74,7 @@ class QuickContextualLexer(ContextualLexer):
         end = len(text) if isinstance(whole, str) else whole.end
         pos, line, line_start = counter.char_pos, counter.line, counter.line_start_pos
         last = lexer_state.last_token
+        new_str = str.__new__
         try:
             while pos < end:
                 entry = quick.get(parser_state.position)
@@ -85,17 +85,21 @@ class QuickContextualLexer(ContextualLexer):
                 if found is None:
                     break
                 kind = found.lastgroup
-                assert kind is not None
-                start, stop = found.span(kind)
+                start, stop = found.span(kind)  # type: ignore[arg-type]
                 value = text[start:stop]
-                column = start - line_start + 1
+                # What lark's Token(kind, value, start, line, column, end_line, end_column, stop) makes, made here.
+                token = new_str(Token, value)
+                token.type = kind  # type: ignore[assignment]
+                token.value = value
+                token.start_pos = start
+                token.line = line
+                token.column = start - line_start + 1
+                token.end_pos = stop
                 if kind in with_newlines and "\n" in value:
-                    end_line = line + value.count("\n")
-                    next_start = start + value.rindex("\n") + 1
-                    token = _new_token(kind, value, start, line, column, end_line, stop - next_start + 1, stop)
-                    line, line_start = end_line, next_start
-                else:
-                    token = _new_token(kind, value, start, line, column, line, column + stop - start, stop)
+                    line += value.count("\n")
+                    line_start = start + value.rindex("\n") + 1
+                token.end_line = line
+                token.end_column = stop - line_start + 1
                 pos = stop
                 last = token
                 yield token

@@ -9,7 +9,8 @@ is how several syntax errors in one file are all reported.
 
 The parser builds the AST while it parses (`dsl.builder.AstBuilder` is its inline transformer): no parse tree,
 and no `propagate_positions`, since every span comes from the tokens themselves. Its contextual lexer is lark's
-with a quicker loop (`dsl.lexer`).
+with a quicker loop (`dsl.lexer`), and a text is first run through a quicker loop over lark's LALR table
+(`dsl.lalr`); lark's own `Lark.parse` takes over at the first sign of a syntax error, so errors are lark's.
 
 The parser is built once, lazily, with `strict=False`: `strict=True` needs `interegular`, which is not a
 dependency, and only re-checks a grammar that does not change at run time. `tests/dsl/test_dsl_grammar.py`
@@ -35,6 +36,7 @@ from lark.lark import PostLex
 from dsl.ast import Rule, RuleFile, Span, TeamDecl
 from dsl.builder import AstBuilder
 from dsl.diagnostics import Diagnostic
+from dsl.lalr import NoQuickParse, QuickLALR
 from dsl.lexer import QuickContextualLexer
 from dsl.syntax_errors import NextLine, describe_syntax_error
 
@@ -112,6 +114,11 @@ def _parser() -> Lark:
     return build_parser()
 
 
+@functools.cache
+def _quick_lalr() -> QuickLALR | None:
+    return QuickLALR.for_parser(_parser())
+
+
 # The parser's AstBuilder holds the results of the parse under way, so parses take turns.
 _PARSING = threading.Lock()
 
@@ -182,10 +189,18 @@ def _parse_file(
         index = 1
     while one_by_one and index < len(chunks):
         index = _parse_one_by_one(lark, builder, chunks, index, path, items, diags)
+    quick = _quick_lalr()
     while index < len(chunks):
         builder.begin(path, chunks[index].first - 1)
+        source = _source(chunks[index:])
         try:
-            lark.parse(_source(chunks[index:]))
+            try:
+                if quick is None:
+                    raise NoQuickParse
+                quick.parse(source)
+            except NoQuickParse:
+                builder.begin(path, chunks[index].first - 1)  # what the quick loop built goes
+                lark.parse(source)  # lark's parser: its result, or its error
         except UnexpectedInput:
             pass
         else:

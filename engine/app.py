@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import io
 import logging
 import os
 import ssl
@@ -53,6 +54,7 @@ LOCAL_OPERATOR = "local-operator"
 LOCAL_TOKEN_TTL_S = 30 * 24 * 3600
 RECENT_ON_START = 200
 DISPATCH_LANES = 8
+STOP_GRACE_S = 10.0  # how long stopping waits for background tasks to end after cancelling them
 
 
 def lane_of(event: Event) -> int:
@@ -265,7 +267,13 @@ class Engine:
         self.reloader.close()
         for task in self._background:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._background:
+            _, stuck = await asyncio.wait(self._background, timeout=STOP_GRACE_S)
+            for task in stuck:  # a bug, but stopping must not hang on it: say where it is stuck and go on
+                where = io.StringIO()
+                task.print_stack(file=where)
+                log.error("background task %s did not stop within %.0f s; leaving it behind. It is at:\n%s",
+                          task.get_name(), STOP_GRACE_S, where.getvalue())
         if self._redis is not None:
             await self._redis.close()
         if self._detach_stateful is not None:

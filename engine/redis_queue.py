@@ -18,6 +18,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import redis.asyncio as aredis
 from redis.exceptions import ResponseError
@@ -26,6 +27,7 @@ from engine.config import QueueConfig
 from engine.tasks import FINAL, TaskQueue, TaskRecord
 
 log = logging.getLogger("herald.redis")
+T = TypeVar("T")
 
 WORKER_GROUP = "herald-workers"
 ENGINE_GROUP = "herald-engine"
@@ -35,6 +37,24 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
 end
 return false
 """
+
+
+def _quiet(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: an abandoned read's error is expected, not news
+
+
+async def _abandonable(call: Awaitable[T]) -> T:
+    """Await a redis-py call so that cancelling the caller takes effect at once. redis-py 5 can hold on to a
+    cancelled blocking read (XREADGROUP ... BLOCK) until its connection closes, which hung the engine's stop; the
+    read is left to end with the client instead."""
+    inner = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(inner)
+    except asyncio.CancelledError:
+        inner.cancel()
+        inner.add_done_callback(_quiet)
+        raise
 
 
 async def _ensure_group(client: aredis.Redis, stream: str, group: str) -> None:
@@ -72,8 +92,8 @@ class RedisTaskBus:
         stream = self._config.results_stream
         pending_first = True  # after a restart, first what this engine read but never acknowledged
         while True:
-            response = await self._client.xreadgroup(ENGINE_GROUP, consumer, {stream: "0" if pending_first else ">"},
-                                                     count=100, block=1000)
+            response = await _abandonable(self._client.xreadgroup(
+                ENGINE_GROUP, consumer, {stream: "0" if pending_first else ">"}, count=100, block=1000))
             entries = response[0][1] if response else []
             if pending_first and not entries:
                 pending_first = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,9 @@ from lark import Lark, UnexpectedInput
 from lark.common import ParserConf
 from lark.parsers.lalr_analysis import LALR_Analyzer
 
-from dsl import parse
+from dsl import parse, parser
 from dsl.ast import AlertTrigger, CommandTrigger, Notify, RunScript
+from dsl.lalr import NoQuickParse, QuickLALR
 from dsl.parser import build_parser
 from dsl.syntax_errors import KEYWORDS, TERMINAL_WORDS
 from tests.dsl.support import CUSTOMER_ALERT_LINE, compile_text
@@ -132,3 +134,36 @@ def test_the_quick_lexer_makes_lark_s_tokens_and_errors() -> None:
     ]
     for text in texts:
         assert _tokens(quick, text) == _tokens(stock, text), text
+
+
+def _built(lark: Lark, parse: Callable[[str], object], text: str) -> object:
+    builder = lark.options.transformer
+    builder.begin("p.rules", 0)
+    try:
+        parse(text)
+    except (UnexpectedInput, NoQuickParse) as err:
+        return type(err)
+    return builder.items, builder.diagnostics
+
+
+def test_the_quick_lalr_loop_builds_what_lark_s_parser_builds() -> None:
+    lark = build_parser()
+    quick = QuickLALR.for_parser(lark)
+    assert quick is not None
+    texts = [path.read_text(encoding="utf-8") for path in sorted(REPO.glob("examples/rules/*.rules"))]
+    texts += re.findall(r"```rules\n(.*?)```", (REPO / "docs" / "rules.md").read_text(encoding="utf-8"), re.S)
+    texts += ["on command x run y.sh retry 2 retry 3\non alert when a.b = 1 and a.c = 2 or a.d = 3 notify ops\n"]
+    for text in (parser._source(parser._chunks(text)) for text in texts):  # as parse_recovering feeds them
+        assert _built(lark, quick.parse, text) == _built(lark, lark.parse, text), text
+    for broken in ["on alert notfy ops\n", "rule x:\non alert notify ops\n", "on alert é\n", "on command\n"]:
+        assert _built(lark, quick.parse, broken) is NoQuickParse
+        assert _built(lark, lark.parse, broken) is not NoQuickParse
+
+
+def test_a_file_without_syntax_errors_never_needs_lark_s_own_parser_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    lark = parser._parser()
+    calls: list[str] = []
+    monkeypatch.setattr(lark, "parse", lambda text: calls.append(text))
+    text = (REPO / "examples" / "rules" / "ops.rules").read_text(encoding="utf-8")
+    rule_file, diags = parse(text, "ops.rules")
+    assert rule_file is not None and rule_file.rules and calls == []

@@ -9,6 +9,7 @@ Entries hold decisions and facts, never secrets: callers pass principals, comman
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -75,6 +76,12 @@ class AuditLog:
 
     async def append(self, action: str, actor: str, **data: Any) -> AuditView:
         return await self._db.write(append_entry, action, actor, data)
+
+    def append_soon(self, action: str, actor: str, **data: Any) -> asyncio.Future[AuditView]:
+        """Queue an entry for the next group commit without waiting for it. Commits keep their order, so the entry
+        is durable no later than any write awaited after this call (use it when an awaited write follows before
+        anything leaves the engine)."""
+        return self._db.write_soon(append_entry, action, actor, data)
 
     async def recent(self, limit: int) -> list[AuditView]:
         rows = await self._db.call(

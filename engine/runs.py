@@ -3,6 +3,7 @@ small helpers for describing events."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from engine.events import (
 )
 from engine.identity import Directory
 from engine.outlets import Audience, Outlets
+from engine.snapshots import AuditView
 from engine.store import Database
 from engine.tasks import TaskQueue
 
@@ -80,6 +82,14 @@ class Services:
 
     async def audit_publish(self, action: str, actor: str, **data: Any) -> None:
         self.bus.publish(await self.audit.append(action, actor, **data))
+
+    def audit_soon(self, action: str, actor: str, **data: Any) -> None:
+        """Audit without waiting for a commit of its own; see AuditLog.append_soon for when that is right."""
+        def _publish(entry: asyncio.Future[AuditView]) -> None:
+            if not entry.cancelled() and entry.exception() is None:
+                self.bus.publish(entry.result())
+
+        self.audit.append_soon(action, actor, **data).add_done_callback(_publish)
 
 
 def who(event: Event) -> str:

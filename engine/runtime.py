@@ -69,7 +69,10 @@ class Runtime:
         data = event.data
         fields = event.fields()
         if isinstance(data, CommandData):
-            await services.audit_publish("command.received", who(event), event=event.id, text=data.safe_text)
+            if data.name in BUILTIN_COMMANDS:  # a built-in may answer at once: its entry is durable first
+                await services.audit_publish("command.received", who(event), event=event.id, text=data.safe_text)
+            else:  # a rule run's next awaited write (an effect, a task, a refusal's entry) commits it too
+                services.audit_soon("command.received", who(event), event=event.id, text=data.safe_text)
             if data.name in BUILTIN_COMMANDS:
                 await run_builtin(event, data, graph, services)
                 self._journal.mark_handled(event.id, now_iso(), version)
@@ -128,8 +131,8 @@ class Runtime:
             await self._enter(run, RunState.DENIED, refusal)
             await services.outlets.reply(event.reply_to, Text(f"Denied: {refusal}."))
             return
-        if run.is_command:
-            await services.audit_publish("command.allowed", who(event), event=event.id, rule=rule.name)
+        if run.is_command:  # durable with the effect claim or task that follows (commits keep their order)
+            services.audit_soon("command.allowed", who(event), event=event.id, rule=rule.name)
 
         await self._enter(run, RunState.VALIDATE_PARAMS)
         problem = self._invalid_params(run)

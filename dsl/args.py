@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dsl.frozen import quick_init
 from dsl.values import duration_seconds, is_duration, is_int
 
 BoundArgs = dict[str, object]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CommandParam:
     """One declared argument: `<name: type>`, or optional with a default (already typed)."""

@@ -14,7 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from dsl.frozen import quick_init
 
+
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Span:
     """Where a node sits in its file: 1-based line and column; `end_col` is one past the last character."""
@@ -31,6 +34,7 @@ class Span:
         return f"{self.path}:{self.line}"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Value:
     """A literal as written: `kind` is "word" (bare: a word, number or duration), "text" (quoted) or "person"."""
@@ -43,6 +47,7 @@ class Value:
 # ---- team declarations --------------------------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Member:
     """One member of a team: a chat room on a platform (`chat "ops"`) or a person (`@alice`, platform None)."""
@@ -52,6 +57,7 @@ class Member:
     span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TeamDecl:
     """`team NAME = MEMBER, ...`: a notification target declared in a rule file."""
@@ -65,6 +71,7 @@ class TeamDecl:
 # ---- triggers -----------------------------------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class LabelMatch:
     """`label NAME = "v"` / `!=` / `=~ /re/` / `!~ /re/`."""
@@ -76,6 +83,7 @@ class LabelMatch:
     value_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AlertTrigger:
     """`on alert [firing|resolved] [severity [OP] WORD] [from WORD] [label ...]`; status defaults to "firing".
@@ -93,6 +101,7 @@ class AlertTrigger:
     kind_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Param:
     """`<NAME: TYPE>` or, optional, `[<NAME: TYPE = DEFAULT>]`; a choice type lists its words (`db|files`)."""
@@ -106,6 +115,7 @@ class Param:
     type_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CommandTrigger:
     """`on command NAME PARAM...`."""
@@ -116,6 +126,7 @@ class CommandTrigger:
     kind_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ButtonTrigger:
     """`on button NAME`: someone pressed a button of that name."""
@@ -126,6 +137,7 @@ class ButtonTrigger:
     kind_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TaskTrigger:
     """`on task SCRIPT [succeeded|failed|timed_out]`; no status means any finished task."""
@@ -137,6 +149,7 @@ class TaskTrigger:
     kind_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ScheduleTrigger:
     """`on schedule every D` | `every day at HH:MM` | `cron "m h dom mon dow"`, optionally `in ZONE`.
@@ -155,6 +168,7 @@ class ScheduleTrigger:
     kind_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class EventTrigger:
     """`on event NAME`: another rule said `emit NAME`."""
@@ -165,6 +179,7 @@ class EventTrigger:
     kind_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class MessageTrigger:
     """`on message matching /REGEX/`: a chat message that the regex finds something in."""
@@ -182,6 +197,7 @@ Trigger: TypeAlias = (
 # ---- conditions ---------------------------------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Compare:
     """`FIELD OP VALUE` with OP one of = != < <= > >=."""
@@ -193,6 +209,7 @@ class Compare:
     field_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class MemberOf:
     """`FIELD in [V, ...]`."""
@@ -203,6 +220,7 @@ class MemberOf:
     field_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Matches:
     """`FIELD matches /REGEX/`: the regex finds something in the field's text."""
@@ -214,6 +232,7 @@ class Matches:
     pattern_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class IsSet:
     """`FIELD is set`: the event has the field (missing is not empty)."""
@@ -223,12 +242,14 @@ class IsSet:
     field_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Not:
     operand: Condition
     span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AllOf:
     """`a and b and ...` (parentheses say where a nested `or` starts)."""
@@ -237,6 +258,7 @@ class AllOf:
     span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AnyOf:
     """`a or b or ...`."""
@@ -250,6 +272,7 @@ Condition: TypeAlias = Compare | MemberOf | Matches | IsSet | Not | AllOf | AnyO
 # ---- clauses ------------------------------------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class When:
     """`when CONDITION`: more to match than the trigger says; several `when` lines all have to hold."""
@@ -258,6 +281,7 @@ class When:
     span: Span
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RequireRole:
     """`require role NAME`: the caller must hold this role (checked by the engine before anything runs)."""
@@ -267,6 +291,7 @@ class RequireRole:
     role_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RequireConfirmation:
     """`require confirmation [by another ROLE] within D`: a second press confirms, by the caller or another."""
@@ -277,6 +302,7 @@ class RequireConfirmation:
     role_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Dedupe:
     """`dedupe by FIELD for D`: an event with the same value of FIELD within D is dropped."""
@@ -287,6 +313,7 @@ class Dedupe:
     field_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Group:
     """`group by FIELD within D`: events with the same FIELD within D are handled as one batch."""
@@ -297,6 +324,7 @@ class Group:
     field_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     """`at most N per D [per FIELD]`."""
@@ -308,6 +336,7 @@ class RateLimit:
     key_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CheckDisk:
     """`check disk "PATH" has SIZE free`: a pre-step; the actions do not run when the disk is fuller."""
@@ -323,6 +352,7 @@ Clause: TypeAlias = When | RequireRole | RequireConfirmation | Dedupe | Group | 
 # ---- actions ------------------------------------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ButtonRef:
     """A button sent with a notification: `ack`, `mute 1h` (name and optional duration argument)."""
@@ -332,6 +362,7 @@ class ButtonRef:
     span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Notify:
     """`notify TARGET [saying "TEMPLATE"] [with buttons [B, ...]]`; TARGET is a team or `@person`."""
@@ -345,6 +376,7 @@ class Notify:
     button_list: tuple[ButtonRef, ...] = ()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Reply:
     """`reply "TEMPLATE"`: answer in the conversation the event came from."""
@@ -354,6 +386,7 @@ class Reply:
     template_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RunScript:
     """`run SCRIPT [sandboxed] [timeout D] [retry N [times]] [backoff D] [memory M] [network none|default]
@@ -380,6 +413,7 @@ class RunScript:
     backoff_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Emit:
     """`emit NAME`: raise the event `NAME` for rules `on event NAME`."""
@@ -389,6 +423,7 @@ class Emit:
     event_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Silence:
     """`silence alert by FIELD for D` or `for {FIELD}` (a duration known when the rule runs)."""
@@ -401,6 +436,7 @@ class Silence:
     for_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Escalate:
     """`escalate to TARGET after D unless acknowledged`."""
@@ -414,6 +450,7 @@ class Escalate:
 Action: TypeAlias = Notify | Reply | RunScript | Emit | Silence | Escalate
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Rule:
     """One rule: a trigger, clauses that guard it, and the actions it takes, in the order written."""
@@ -426,6 +463,7 @@ class Rule:
     name_span: Span | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RuleFile:
     """The team declarations and rules of one file, in file order."""

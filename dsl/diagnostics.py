@@ -18,10 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dsl.ast import Span
+from dsl.frozen import quick_init
 
 _SHOW_INDENT = "   "
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
     """One problem found in the rules; `severity` is "error" (blocks the compile) or "warning"."""

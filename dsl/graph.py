@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from dsl.args import BoundArgs, CommandParam, bind_args
+from dsl.frozen import quick_init
 from dsl.matching import Check, Fields, Matcher, all_of
 from dsl.plan import (
     Action,
@@ -65,6 +66,7 @@ INDEX_FIELDS: Mapping[str, tuple[str, ...]] = {
 _MISSING = object()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Condition:
     """The event's `field` must be present and equal to `value`; `text` is how the rule says it."""
@@ -110,6 +112,7 @@ def _always(fields: Fields) -> bool:
     return True
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
     """One rule, ready to run: what triggers it, who may trigger it, its stages and what it does.

@@ -16,6 +16,7 @@ from typing import TypeAlias
 
 from dsl.ast import AllOf, AnyOf, Compare, Condition, IsSet, Matches, MemberOf, Not, Value
 from dsl.fields import MISSING, field_type, getter
+from dsl.frozen import quick_init
 from dsl.values import duration_seconds, is_duration, is_number, number
 
 Fields: TypeAlias = Mapping[str, object]
@@ -31,6 +32,7 @@ _OPS: dict[str, Callable[[object, object], bool]] = {
 }
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Check:
     """One residual test of a rule: `text` is the clause as written (canonical), `test` decides it."""
@@ -39,6 +41,7 @@ class Check:
     test: Matcher = field(compare=False, repr=False)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TypeInfo:
     """What the compiler knows to compile a comparison: each field's type and the severity scale."""

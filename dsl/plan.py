@@ -11,9 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from dsl.frozen import quick_init
+
 # ---- actions ------------------------------------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ButtonSpec:
     """A button to send: its name (the action a press carries) and an optional argument such as `1h`."""
@@ -26,6 +29,7 @@ class ButtonSpec:
 DEFAULT_BUTTONS = (ButtonSpec("ack"), ButtonSpec("mute", "1h"))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class NotifyAction:
     """Send a notification to a team (or `@person`), optionally with a text template and buttons."""
@@ -36,6 +40,7 @@ class NotifyAction:
     button_list: tuple[ButtonSpec, ...] = ()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ReplyAction:
     """Answer in the conversation the event came from."""
@@ -43,6 +48,7 @@ class ReplyAction:
     template: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RunAction:
     """Run a whitelisted script, always sandboxed; None means the engine's default for that limit.
@@ -61,6 +67,7 @@ class RunAction:
     backoff_s: float | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class EmitAction:
     """Raise the event `event` for the rules `on event <event>`."""
@@ -68,6 +75,7 @@ class EmitAction:
     event: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SilenceAction:
     """Silence alerts whose `by_field` equals this event's, for `duration_s` or the duration in `duration_field`."""
@@ -78,6 +86,7 @@ class SilenceAction:
     fingerprint: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class EscalateAction:
     """Notify `target` after `after_s` unless the alert is acknowledged by then."""
@@ -92,12 +101,14 @@ Action: TypeAlias = NotifyAction | ReplyAction | RunAction | EmitAction | Silenc
 # ---- stages -------------------------------------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RequireRoleStage:
     role: str
     fingerprint: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ConfirmStage:
     """Ask for a confirmation within `within_s`: by the caller, or by another person with `role`."""
@@ -107,6 +118,7 @@ class ConfirmStage:
     fingerprint: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DedupeStage:
     """Drop an event whose `field` value was seen within `for_s`."""
@@ -116,6 +128,7 @@ class DedupeStage:
     fingerprint: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class GroupStage:
     """Collect events with the same `field` value for `within_s`, then run once for the batch."""
@@ -125,6 +138,7 @@ class GroupStage:
     fingerprint: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RateLimitStage:
     """Run at most `count` times per `per_s` (per value of `key`, when given)."""
@@ -135,6 +149,7 @@ class RateLimitStage:
     fingerprint: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CheckDiskStage:
     """Before the actions: the disk holding `path` must have `free_bytes` free."""
@@ -147,6 +162,7 @@ class CheckDiskStage:
 Stage: TypeAlias = RequireRoleStage | ConfirmStage | DedupeStage | GroupStage | RateLimitStage | CheckDiskStage
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ScheduleSpec:
     """When a schedule rule fires: `how` is "every" (every_s), "daily" (at HH:MM) or "cron"; `zone` IANA or None."""

@@ -2,11 +2,19 @@
 
 lark's `ParserState.feed_token` is general (interactive parsing, `on_error` recovery, debug checks), and for each
 token and each reduction it pays for that in calls and checks. `QuickLALR` runs the same table with the same
-callbacks (lark's tree-builder wrappers around `dsl.builder.AstBuilder`) and the same lexer thread, in one loop:
-shift, reduce and goto, nothing more. It keeps no error handling at all: when the table has no action for a
-token, or the lexer raises, it raises `NoQuickParse`, and the caller parses the same text again with lark's own
-`Lark.parse`, which raises lark's error with lark's parser state (the one `dsl.syntax_errors` reads). So every
-syntax error is lark's, and a text either gets lark's error or the value lark's parser would have built.
+lexer thread and the same callbacks in one loop: shift, reduce and goto, nothing more. It keeps no error
+handling at all: when the table has no action for a token, or the lexer raises, it raises `NoQuickParse`, and
+the caller parses the same text again with lark's own `Lark.parse`, which raises lark's error with lark's parser
+state (the one `dsl.syntax_errors` reads). So every syntax error is lark's, and a text either gets lark's error
+or the value lark's parser would have built.
+
+The callbacks are lark's tree-builder chain for each rule: drop the filtered tokens (`_NL`, `_INDENT`, ...) and
+splice in the children of inlined rules (`_part`, `__line_rule_star_2`), return a `?rule`'s single child, else
+call the `AstBuilder` method. The loop reads that chain once per rule (lark's `ChildFilterLALR_NoPlaceholders`
+and `ExpandSingleChild` hold what to keep, what to splice and whether to pass a single child) and does those
+steps itself, with an inlined rule's children as a plain list, so a reduction costs one call (the builder's) or
+none (an inlined rule) instead of three to five. Where a chain holds anything else, the loop calls lark's
+callbacks as they are.
 
 It is set up only when the lark in use has the parts it reads (`parse_table`, `callbacks`, the frontend's lexer
 thread); otherwise `QuickLALR.for_parser` returns None and everything goes through `Lark.parse`.
@@ -17,12 +25,17 @@ thread); otherwise `QuickLALR.for_parser` returns None and everything goes throu
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from lark import Lark, Token
+from lark.parse_tree_builder import ChildFilterLALR_NoPlaceholders, ExpandSingleChild
 from lark.parsers.lalr_analysis import Shift
 
-_Reduce = tuple[int, str, Callable[[list[Any]], Any]]
+# What a reduction needs: how many values the rule takes, the name its goto is keyed by, which values to keep
+# (index, splice?) or None for all, whether a single kept child is the value, the callback (None: the rule is
+# inlined, its value is the list of its children).
+_Reduce = tuple[int, str, tuple[tuple[int, bool], ...] | None, bool, Callable[[list[Any]], Any] | None]
 
 
 class NoQuickParse(Exception):
@@ -50,20 +63,21 @@ class QuickLALR:
         self._end: int = table.end_states[start]
         self._make_thread: Callable[[str], Any] = frontend._make_lexer_thread
         self._token_callbacks = {name: f for name, f in callbacks.items() if isinstance(name, str)}
-        # The table with each reduction spelled out once: how many values the rule takes, the name its goto is
-        # keyed by and its callback (lark looks these up on the rule object at every reduction).
-        reductions: dict[Any, _Reduce] = {}
+        rules = {arg for actions in table.states.values() for action, arg in actions.values() if action is not Shift}
+        planned = {rule: _plan(rule, callbacks[rule], lark.options.transformer) for rule in rules}
+        # Whether the loop does the tree builder's steps itself; if a chain holds anything it does not know, it
+        # calls lark's callbacks as they are, for every rule (their inlined values are what lark's steps expect).
+        self.plans_own_steps = all(plan is not None for plan in planned.values())
+        plans = {
+            rule: plan if plan is not None and self.plans_own_steps else _as_is(rule, callbacks[rule])
+            for rule, plan in planned.items()
+        }
         self._states: dict[int, dict[str, tuple[bool, Any]]] = {}
-        for state, actions in table.states.items():
-            row: dict[str, tuple[bool, Any]] = {}
-            for kind, (action, arg) in actions.items():
-                if action is Shift:
-                    row[str(kind)] = (True, arg)
-                    continue
-                if arg not in reductions:
-                    reductions[arg] = (len(arg.expansion), str(arg.origin.name), callbacks[arg])
-                row[str(kind)] = (False, reductions[arg])
-            self._states[state] = row
+        for state, row in table.states.items():
+            self._states[state] = {
+                str(kind): (True, arg) if action is Shift else (False, plans[arg])
+                for kind, (action, arg) in row.items()
+            }
 
     @classmethod
     def for_parser(cls, lark: Lark) -> QuickLALR | None:
@@ -98,35 +112,94 @@ class QuickLALR:
                 if shift:
                     state_stack.append(arg)
                     where.position = arg
-                    value_stack.append(token_callbacks[kind](token) if kind in token_callbacks else token)
+                    value_stack.append(token if kind not in token_callbacks else token_callbacks[kind](token))
                     break
-                size, origin, callback = arg
+                # a reduction (as _reduce, written out here where it runs for every token)
+                size, origin, keep, single, callback = arg
                 if size:
                     values = value_stack[-size:]
                     del state_stack[-size:]
                     del value_stack[-size:]
                 else:
                     values = []
-                value = callback(values)
+                if keep is None:
+                    children = values
+                else:
+                    children = []
+                    for index, splice in keep:
+                        if not splice:
+                            children.append(values[index])
+                        elif children:
+                            children += values[index]
+                        else:
+                            children = values[index]
+                if callback is None:
+                    value = children
+                elif single and len(children) == 1:
+                    value = children[0]
+                else:
+                    value = callback(children)
                 goto = states[state_stack[-1]][origin][1]
                 state_stack.append(goto)
-                where.position = goto
                 value_stack.append(value)
+                where.position = goto
         end = Token.new_borrow_pos("$END", "", token) if token is not None else Token("$END", "", 0, 1, 1)
         while True:
             found = states[state_stack[-1]].get(end.type)
             if found is None or found[0]:
                 raise NoQuickParse
-            size, origin, callback = found[1]
-            if size:
-                values = value_stack[-size:]
-                del state_stack[-size:]
-                del value_stack[-size:]
-            else:
-                values = []
-            value = callback(values)
-            goto = states[state_stack[-1]][origin][1]
-            state_stack.append(goto)
-            value_stack.append(value)
-            if goto == self._end:
+            if self._reduce(found[1], state_stack, value_stack) == self._end:
                 return value_stack[-1]
+
+    def _reduce(self, plan: _Reduce, state_stack: list[int], value_stack: list[Any]) -> int:
+        size, origin, keep, single, callback = plan
+        if size:
+            values = value_stack[-size:]
+            del state_stack[-size:]
+            del value_stack[-size:]
+        else:
+            values = []
+        if keep is None:
+            children = values
+        else:
+            children = []
+            for index, splice in keep:
+                if not splice:
+                    children.append(values[index])
+                elif children:
+                    children += values[index]
+                else:  # the left-recursive list of a repetition: grow it in place, as lark does
+                    children = values[index]
+        if callback is None:
+            value: Any = children
+        elif single and len(children) == 1:
+            value = children[0]
+        else:
+            value = callback(children)
+        goto: int = self._states[state_stack[-1]][origin][1]
+        state_stack.append(goto)
+        value_stack.append(value)
+        return goto
+
+
+def _plan(rule: Any, callback: Any, transformer: object) -> _Reduce | None:
+    """What lark's callback chain for `rule` does, or None when it holds anything but the known steps."""
+    keep = None
+    if isinstance(callback, ChildFilterLALR_NoPlaceholders):
+        keep = tuple((index, bool(splice)) for index, splice in callback.to_include)
+        callback = callback.node_builder
+    single = isinstance(callback, ExpandSingleChild)
+    if single:
+        callback = callback.node_builder
+    own = getattr(callback, "__self__", None) is transformer  # the builder's method for this rule
+    default = isinstance(callback, partial)  # lark's default for a rule the builder has no method for
+    if not own and not default:
+        return None
+    size, origin = len(rule.expansion), str(rule.origin.name)
+    if default and origin.startswith("_") and not single:  # inlined: its children go into its parent's
+        return (size, origin, keep, False, None)
+    return (size, origin, keep, single, callback)
+
+
+def _as_is(rule: Any, callback: Callable[[list[Any]], Any]) -> _Reduce:
+    return (len(rule.expansion), str(rule.origin.name), None, False, callback)

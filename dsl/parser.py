@@ -156,13 +156,18 @@ def parse_chunk_by_chunk(text: str, path: str) -> tuple[RuleFile, list[Diagnosti
 
 
 def _parse(text: str, path: str, *, one_by_one: bool) -> tuple[RuleFile, list[Diagnostic]]:
-    chunks = _chunks(text.removeprefix("\ufeff"))  # editors hide a byte-order mark; so do columns
+    text = text.removeprefix("\ufeff")  # editors hide a byte-order mark; so do columns
     lark = _parser()
     builder = lark.options.transformer
     assert isinstance(builder, AstBuilder)
     with _PARSING:
         try:
-            items, diags = _parse_file(lark, builder, chunks, path, one_by_one=one_by_one)
+            done = None if one_by_one else _parse_at_once(builder, text, path)
+            if isinstance(done, tuple):
+                items, diags = done
+            else:  # a syntax error (what the parse completed before it is in the builder), or not tried
+                chunks = _chunks(text)
+                items, diags = _parse_file(lark, builder, chunks, path, one_by_one=one_by_one, tried=done is False)
         finally:
             builder.begin("", 0)  # let go of the results
     rules = tuple(item for item in items if isinstance(item, Rule))
@@ -170,8 +175,31 @@ def _parse(text: str, path: str, *, one_by_one: bool) -> tuple[RuleFile, list[Di
     return RuleFile(path=path, rules=rules, teams=teams), diags
 
 
+# The first line with something on it other than a comment: where the first chunk starts.
+_FIRST_CODE = re.compile(r"^[^\S\n]*[^\s#]", re.MULTILINE)
+
+
+def _parse_at_once(
+    builder: AstBuilder, text: str, path: str
+) -> tuple[list[Rule | TeamDecl], list[Diagnostic]] | bool | None:
+    """The whole text in one quick parse when it has no syntax error (the usual case, and no chunks needed:
+    the text from the first chunk on is what `_source(chunks)` joins). False: it met a syntax error, and what
+    it completed before is in the builder; None: not tried (no quick loop, nothing to parse, indented start)."""
+    quick = _quick_lalr()
+    first = _FIRST_CODE.search(text)
+    if quick is None or first is None or first.end() - first.start() > 1:
+        return None
+    source = text[first.start() :]
+    builder.begin(path, text.count("\n", 0, first.start()))
+    try:
+        quick.parse(source if source.endswith("\n") else source + "\n")
+    except NoQuickParse:
+        return False
+    return builder.items, builder.diagnostics
+
+
 def _parse_file(
-    lark: Lark, builder: AstBuilder, chunks: list[_Chunk], path: str, *, one_by_one: bool
+    lark: Lark, builder: AstBuilder, chunks: list[_Chunk], path: str, *, one_by_one: bool, tried: bool = False
 ) -> tuple[list[Rule | TeamDecl], list[Diagnostic]]:
     """The items and diagnostics of all chunks: as many chunks in one parse as parse without an error.
 
@@ -179,7 +207,8 @@ def _parse_file(
     each chunk holds whole items (a chunk starts at a line in column 1, which only an item can start), so the
     one token stream is the chunks' streams one after the other and the parse reduces the same items. At a
     syntax error, the items completed before the chunk of the last of them are kept, the chunks from there on
-    are parsed one by one up to the broken one (which gets its diagnostic), and one parse takes the rest.
+    are parsed one by one by lark's parser up to the broken one (which gets its diagnostic from lark's error),
+    and one parse takes the rest. `tried`: the builder holds a parse of all chunks that met a syntax error.
     """
     items: list[Rule | TeamDecl] = []
     diags: list[Diagnostic] = []
@@ -191,22 +220,13 @@ def _parse_file(
         index = _parse_one_by_one(lark, builder, chunks, index, path, items, diags)
     quick = _quick_lalr()
     while index < len(chunks):
-        builder.begin(path, chunks[index].first - 1)
-        source = _source(chunks[index:])
-        try:
-            try:
-                if quick is None:
-                    raise NoQuickParse
-                quick.parse(source)
-            except NoQuickParse:
-                builder.begin(path, chunks[index].first - 1)  # what the quick loop built goes
-                lark.parse(source)  # lark's parser: its result, or its error
-        except UnexpectedInput:
-            pass
-        else:
-            items.extend(builder.items)
-            diags.extend(builder.diagnostics)
-            break
+        if not tried:
+            builder.begin(path, chunks[index].first - 1)
+            if _parses(lark, quick, _source(chunks[index:])):
+                items.extend(builder.items)
+                diags.extend(builder.diagnostics)
+                break
+        tried = False
         resume = index
         if builder.items:
             last = builder.items[-1].span.line
@@ -216,6 +236,19 @@ def _parse_file(
             diags.extend(diag for diag in builder.diagnostics if diag.span.line < kept_before)
         index = _parse_one_by_one(lark, builder, chunks, resume, path, items, diags)
     return items, diags
+
+
+def _parses(lark: Lark, quick: QuickLALR | None, source: str) -> bool:
+    """Whether `source` parses; up to where it does not, the builder holds what either parser completed (the
+    quick loop stops at the token where lark's parser would raise, having made the same reductions)."""
+    try:
+        if quick is not None:
+            quick.parse(source)
+        else:
+            lark.parse(source)
+    except (NoQuickParse, UnexpectedInput):
+        return False
+    return True
 
 
 def _parse_one_by_one(

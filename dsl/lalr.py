@@ -102,16 +102,18 @@ class QuickLALR:
         value_stack: list[Any] = []
         where = _Position(self._start)
         token: Token | None = None
+        state = self._start
         for token in self._make_thread(text).lex(where):
             kind = token.type
             while True:
-                found = states[state_stack[-1]].get(kind)
+                found = states[state].get(kind)
                 if found is None:
                     raise NoQuickParse
                 shift, arg = found
                 if shift:
-                    state_stack.append(arg)
-                    where.position = arg
+                    state = arg
+                    state_stack.append(state)
+                    where.position = state  # the lexer asks for the next token only after a shift
                     value_stack.append(token if kind not in token_callbacks else token_callbacks[kind](token))
                     break
                 # a reduction (as _reduce, written out here where it runs for every token)
@@ -139,10 +141,9 @@ class QuickLALR:
                     value = children[0]
                 else:
                     value = callback(children)
-                goto = states[state_stack[-1]][origin][1]
-                state_stack.append(goto)
+                state = states[state_stack[-1]][origin][1]
+                state_stack.append(state)
                 value_stack.append(value)
-                where.position = goto
         end = Token.new_borrow_pos("$END", "", token) if token is not None else Token("$END", "", 0, 1, 1)
         while True:
             found = states[state_stack[-1]].get(end.type)

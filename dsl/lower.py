@@ -80,7 +80,8 @@ def lower_rule(
     """
     trigger = rule.trigger
     kind = trigger_kind(trigger)
-    name = rule.name if rule.name is not None else rule.span.location
+    location = rule.span.location
+    name = rule.name if rule.name is not None else location
     params: tuple[Param, ...] = ()
     if isinstance(trigger, CommandTrigger):
         params = (specs or {}).get(trigger.name, trigger.params) or trigger.params
@@ -106,18 +107,18 @@ def lower_rule(
             stages.append(_stage(clause, text))
     lines = [print_trigger(trigger), *clause_texts, *action_texts]
     return CompiledRule(
-        name=name,
-        location=rule.span.location,
-        kind=kind,
-        command=trigger.name if isinstance(trigger, CommandTrigger) else None,
-        required_roles=tuple(c.role for c in rule.clauses if isinstance(c, RequireRole)),
-        actions=tuple(_action(a, text) for a, text in zip(rule.actions, action_texts, strict=True)),
-        fingerprint=_rule_hash(lines, params),
-        conditions=tuple(conditions),
-        checks=tuple(checks),
-        stages=tuple(stages),
-        params=tuple(_param(p) for p in params),
-        schedule=_schedule(trigger) if isinstance(trigger, ScheduleTrigger) else None,
+        name,
+        location,
+        kind,
+        trigger.name if isinstance(trigger, CommandTrigger) else None,
+        tuple(c.role for c in rule.clauses if isinstance(c, RequireRole)) if stages else (),
+        tuple([_action(a, text) for a, text in zip(rule.actions, action_texts, strict=True)]),
+        _rule_hash(lines, params),
+        tuple(conditions),
+        tuple(checks),
+        tuple(stages),
+        tuple([_param(p) for p in params]) if params else (),
+        _schedule(trigger) if isinstance(trigger, ScheduleTrigger) else None,
     )
 
 

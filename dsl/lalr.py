@@ -34,8 +34,10 @@ from lark.parsers.lalr_analysis import Shift
 
 # What a reduction needs: how many values the rule takes, the name its goto is keyed by, which values to keep
 # (index, splice?) or None for all, whether a single kept child is the value, the callback (None: the rule is
-# inlined, its value is the list of its children).
-_Reduce = tuple[int, str, tuple[tuple[int, bool], ...] | None, bool, Callable[[list[Any]], Any] | None]
+# inlined, its value is the list of its children), and for an inlined rule of one child the short way to its
+# value (_WRAP: a list of that child; _SAME: the child's own list, spliced; 0: none).
+_Reduce = tuple[int, str, tuple[tuple[int, bool], ...] | None, bool, Callable[[list[Any]], Any] | None, int]
+_WRAP, _SAME = 1, 2
 
 
 class NoQuickParse(Exception):
@@ -117,7 +119,15 @@ class QuickLALR:
                     value_stack.append(token if kind not in token_callbacks else token_callbacks[kind](token))
                     break
                 # a reduction (as _reduce, written out here where it runs for every token)
-                size, origin, keep, single, callback = arg
+                size, origin, keep, single, callback, short = arg
+                if short:  # an inlined rule of one child (half the reductions): its value in place
+                    if short == _WRAP:
+                        value_stack[-1] = [value_stack[-1]]  # its children: that child
+                    # (_SAME: that child was spliced in, and its children are already a list)
+                    state_stack.pop()
+                    state = states[state_stack[-1]][origin][1]
+                    state_stack.append(state)
+                    continue
                 if size:
                     values = value_stack[-size:]
                     del state_stack[-size:]
@@ -153,7 +163,7 @@ class QuickLALR:
                 return value_stack[-1]
 
     def _reduce(self, plan: _Reduce, state_stack: list[int], value_stack: list[Any]) -> int:
-        size, origin, keep, single, callback = plan
+        size, origin, keep, single, callback, _ = plan
         if size:
             values = value_stack[-size:]
             del state_stack[-size:]
@@ -198,9 +208,12 @@ def _plan(rule: Any, callback: Any, transformer: object) -> _Reduce | None:
         return None
     size, origin = len(rule.expansion), str(rule.origin.name)
     if default and origin.startswith("_") and not single:  # inlined: its children go into its parent's
-        return (size, origin, keep, False, None)
-    return (size, origin, keep, single, callback)
+        short = 0
+        if size == 1:
+            short = _WRAP if keep is None else _SAME if keep == ((0, True),) else 0
+        return (size, origin, keep, False, None, short)
+    return (size, origin, keep, single, callback, 0)
 
 
 def _as_is(rule: Any, callback: Callable[[list[Any]], Any]) -> _Reduce:
-    return (len(rule.expansion), str(rule.origin.name), None, False, callback)
+    return (len(rule.expansion), str(rule.origin.name), None, False, callback, 0)

@@ -10,7 +10,8 @@ Bad rules never raise: every problem, syntax or meaning, is a `Diagnostic` in th
     ValueError            misuse of the API (the same path given twice)
       FormatError         format_source on text with syntax errors (carries the diagnostics)
 
-    compile_sources(sources, catalog) -> CompileResult(graph | None, diagnostics, sources, teams)
+    compile_sources(sources, catalog, cache=None) -> CompileResult(graph | None, diagnostics, sources, teams)
+    CompileCache()  (one per reloader: unchanged files are not parsed again, unchanged rules not lowered again)
     parse(text, path) -> (RuleFile | None, diagnostics)
     format_source(text, path) -> str
     render(diagnostic, source_text) -> str
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from dsl.args import CommandParam
 from dsl.catalog import ACTION_KINDS, STAGE_KINDS, TRIGGER_FIELDS, Catalog
-from dsl.compiler import CompileResult, compile_sources
+from dsl.compiler import CompileCache, CompileResult, compile_sources
 from dsl.diagnostics import Diagnostic, render
 from dsl.formatter import FormatError, format_source
 from dsl.graph import CompiledRule, EventGraph
@@ -53,6 +54,7 @@ __all__ = [
     "Catalog",
     "CheckDiskStage",
     "CommandParam",
+    "CompileCache",
     "CompileResult",
     "CompiledRule",
     "ConfirmStage",

@@ -21,15 +21,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from dsl.ast import CommandTrigger, Param, RuleFile, TeamDecl
+from dsl.ast import CommandTrigger, Param, Rule, RuleFile, TeamDecl
 from dsl.catalog import Catalog
 from dsl.checks import check_files
 from dsl.diagnostics import Diagnostic, render_many
-from dsl.graph import EventGraph
+from dsl.graph import CompiledRule, EventGraph
 from dsl.lower import FINGERPRINT_VERSION, lower_rule, rule_fingerprint
 from dsl.parser import parse_recovering
 
-__all__ = ["FINGERPRINT_VERSION", "CompileResult", "compile_sources", "rule_fingerprint"]
+__all__ = ["FINGERPRINT_VERSION", "CompileCache", "CompileResult", "compile_sources", "rule_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -51,23 +51,48 @@ class CompileResult:
         return render_many(self.diagnostics, dict(self.sources))
 
 
-def compile_sources(sources: Sequence[tuple[str, str]], catalog: Catalog) -> CompileResult:
-    """Compile `(path, text)` pairs, in the order given, against `catalog`, collecting every diagnostic."""
+def compile_sources(
+    sources: Sequence[tuple[str, str]], catalog: Catalog, *, cache: CompileCache | None = None
+) -> CompileResult:
+    """Compile `(path, text)` pairs, in the order given, against `catalog`, collecting every diagnostic.
+
+    With a `cache` (one per reloader, kept between its compiles), a file whose text is unchanged is not parsed
+    again and a rule that is unchanged (same file text, catalog and command arguments) is not lowered again;
+    the checks, which look across all files, always run.
+    """
     with _collector_paused():
-        return _compile(sources, catalog)
+        return _compile(sources, catalog, cache)
 
 
-def _compile(sources: Sequence[tuple[str, str]], catalog: Catalog) -> CompileResult:
+class CompileCache:
+    """What the next compile can reuse from the last: each file's parse by (path, text), and each rule's
+    lowering by the rule (the very object the kept parse holds), its command arguments and the catalog.
+
+    Holds only what the last compile used, so it is as big as one compile. Not for two threads at once.
+    """
+
+    def __init__(self) -> None:
+        self.parsed: dict[tuple[str, str], tuple[RuleFile, list[Diagnostic]]] = {}
+        self.catalog: Catalog | None = None
+        self.lowered: dict[int, tuple[Rule, tuple[Param, ...], CompiledRule]] = {}
+
+
+def _compile(sources: Sequence[tuple[str, str]], catalog: Catalog, cache: CompileCache | None) -> CompileResult:
     texts: dict[str, str] = {}
     files: list[RuleFile] = []
     diags: list[Diagnostic] = []
+    parsed: dict[tuple[str, str], tuple[RuleFile, list[Diagnostic]]] = {}
     for path, text in sources:
         if path in texts:
             raise ValueError(f"source path given twice: {path}")
         texts[path] = text
-        rule_file, problems = parse_recovering(text, path)
+        done = cache.parsed.get((path, text)) if cache is not None else None
+        rule_file, problems = done if done is not None else parse_recovering(text, path)
+        parsed[path, text] = (rule_file, problems)
         files.append(rule_file)
         diags.extend(problems)
+    if cache is not None:
+        cache.parsed = parsed
     diags.extend(check_files(files, catalog))
     diags.sort(key=lambda d: (d.span.path, d.span.line, d.span.col))
     failed = any(d.severity == "error" for d in diags)
@@ -79,11 +104,41 @@ def _compile(sources: Sequence[tuple[str, str]], catalog: Catalog) -> CompileRes
                 if isinstance(rule.trigger, CommandTrigger) and rule.trigger.params:
                     specs.setdefault(rule.trigger.name, rule.trigger.params)
         kind_fields: dict[str, Mapping[str, str]] = {}
-        graph = EventGraph(
-            lower_rule(rule, catalog, specs, kind_fields=kind_fields) for f in files for rule in f.rules
-        )
+        if cache is None:
+            graph = EventGraph(
+                lower_rule(rule, catalog, specs, kind_fields=kind_fields) for f in files for rule in f.rules
+            )
+        else:
+            graph = EventGraph(_lower_cached(files, catalog, specs, kind_fields, cache))
     teams = tuple(team for f in files for team in f.teams)
     return CompileResult(graph=graph, diagnostics=tuple(diags), sources=MappingProxyType(texts), teams=teams)
+
+
+def _lower_cached(
+    files: Sequence[RuleFile],
+    catalog: Catalog,
+    specs: Mapping[str, tuple[Param, ...]],
+    kind_fields: dict[str, Mapping[str, str]],
+    cache: CompileCache,
+) -> list[CompiledRule]:
+    """Each rule lowered, or taken from `cache` when its rule object, arguments and the catalog are the same."""
+    if cache.catalog != catalog:
+        cache.catalog, cache.lowered = catalog, {}
+    lowered: dict[int, tuple[Rule, tuple[Param, ...], CompiledRule]] = {}
+    out: list[CompiledRule] = []
+    for rule_file in files:
+        for rule in rule_file.rules:
+            trigger = rule.trigger
+            params = specs.get(trigger.name, trigger.params) if isinstance(trigger, CommandTrigger) else ()
+            kept = cache.lowered.get(id(rule))
+            if kept is not None and kept[0] is rule and kept[1] == params:
+                compiled = kept[2]
+            else:
+                compiled = lower_rule(rule, catalog, specs, kind_fields=kind_fields)
+            lowered[id(rule)] = (rule, params, compiled)
+            out.append(compiled)
+    cache.lowered = lowered
+    return out
 
 
 class _Pause:

@@ -64,6 +64,7 @@ CONVERSATIONAL = frozenset({"command", "button", "message"})
 # a command started): a reply goes there, or nowhere when the cause had no conversation (DESIGN §3's example
 # `on event deploy-done reply ...`).
 MAYBE_CONVERSATIONAL = frozenset({"event", "task"})
+_FROM_A_PERSON = CONVERSATIONAL | MAYBE_CONVERSATIONAL
 # `run ... retry N times backoff D`: the engine doubles the delay per attempt (and caps it at the longest backoff).
 MIN_RETRIES, MAX_RETRIES = 1, 10
 MIN_BACKOFF_S, MAX_BACKOFF_S = 1.0, 3600.0
@@ -128,7 +129,7 @@ def check_rule(rule: Rule, ctx: RuleContext) -> Iterator[Diagnostic]:
 def _check_trigger(rule: Rule, ctx: RuleContext) -> Iterator[Diagnostic]:
     trigger, catalog = rule.trigger, ctx.catalog
     if isinstance(trigger, AlertTrigger):
-        if trigger.severity is not None:
+        if trigger.severity is not None and trigger.severity not in catalog.severities:
             yield from known_name(
                 "severity", trigger.severity, trigger.severity_span or trigger.span, catalog.severities, ordered=True
             )
@@ -248,8 +249,9 @@ def _check_clause(clause: object, kind: str, known: Mapping[str, str], ctx: Rule
     if isinstance(clause, When):
         yield from check_condition(clause.condition, kind, known, ctx)
     elif isinstance(clause, RequireRole):
-        yield from known_name("role", clause.role, clause.role_span or clause.span, catalog.roles)
-        if kind not in CONVERSATIONAL | MAYBE_CONVERSATIONAL:
+        if clause.role not in catalog.roles:
+            yield from known_name("role", clause.role, clause.role_span or clause.span, catalog.roles)
+        if kind not in _FROM_A_PERSON:
             yield Diagnostic(span, f"{_an(kind)} comes from no person, so there are no roles to check",
                              hint="'require role' fits command, button and message rules")
     elif isinstance(clause, RequireConfirmation):
@@ -314,12 +316,13 @@ def _check_action(action: object, kind: str, known: Mapping[str, str], ctx: Rule
         if action.template is not None:
             yield from check_template(action.template, action.template_span, known, kind)
     elif isinstance(action, Reply):
-        if kind not in CONVERSATIONAL | MAYBE_CONVERSATIONAL:
+        if kind not in _FROM_A_PERSON:
             yield Diagnostic(span, f"{_an(kind)} has no conversation to reply to",
                              hint="use 'notify <team>' to send it somewhere")
         yield from check_template(action.template, action.template_span, known, kind)
     elif isinstance(action, RunScript):
-        yield from known_name("script", action.script, action.script_span or span, catalog.scripts)
+        if action.script not in catalog.scripts:
+            yield from known_name("script", action.script, action.script_span or span, catalog.scripts)
         if action.timeout_s is not None and action.timeout_s <= 0:
             yield Diagnostic(
                 action.timeout_span or span,
@@ -372,21 +375,25 @@ def _check_retry(action: RunScript, span: Span) -> Iterator[Diagnostic]:
         )
 
 
-def _target(target: str, span: Span, ctx: RuleContext) -> Iterator[Diagnostic]:
-    if target.startswith("@"):
-        return
-    yield from known_name("team", target, span, ctx.teams)
+# The helpers below run for nearly every clause and action of every rule and nearly always find nothing, so they
+# return a tuple (empty: nothing to say) rather than make a generator each time.
 
 
-def _field_used(name: str, span: Span, kind: str, known: Mapping[str, str]) -> Iterator[Diagnostic]:
+def _target(target: str, span: Span, ctx: RuleContext) -> tuple[Diagnostic, ...]:
+    if target.startswith("@") or target in ctx.teams:
+        return ()
+    return tuple(known_name("team", target, span, ctx.teams))
+
+
+def _field_used(name: str, span: Span, kind: str, known: Mapping[str, str]) -> tuple[Diagnostic, ...]:
     diag = unknown_field(name, span, known, kind)
-    if diag is not None:
-        yield diag
+    return () if diag is None else (diag,)
 
 
-def _positive(seconds: float, span: Span, what: str) -> Iterator[Diagnostic]:
-    if seconds <= 0:
-        yield Diagnostic(span, f"a {what} of zero seconds does nothing", hint="give a positive duration")
+def _positive(seconds: float, span: Span, what: str) -> tuple[Diagnostic, ...]:
+    if seconds > 0:
+        return ()
+    return (Diagnostic(span, f"a {what} of zero seconds does nothing", hint="give a positive duration"),)
 
 
 def known_name(

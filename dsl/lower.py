@@ -65,6 +65,7 @@ from dsl.values import duration_seconds, is_duration, is_int, slash
 
 # Bump when the canonical form changes meaning, so old and new fingerprints never compare equal by accident.
 FINGERPRINT_VERSION = 2
+_VERSION_LINE = f"v{FINGERPRINT_VERSION}"
 
 
 def lower_rule(
@@ -237,7 +238,10 @@ def rule_fingerprint(rule: Rule, params: Sequence[Param] = ()) -> str:
 
 
 def _rule_hash(body: list[str], params: Sequence[Param]) -> str:
-    return _hash("\n".join([f"v{FINGERPRINT_VERSION}", *body, *(print_param(p) for p in params)]))
+    lines = [_VERSION_LINE, *body]
+    if params:
+        lines.extend(print_param(p) for p in params)
+    return _hash("\n".join(lines))
 
 
 def clause_fingerprint(clause: object) -> str:

@@ -50,7 +50,8 @@ def size_bytes(text: str) -> int:
 
 def unquote(token: str) -> str:
     """The text inside `"..."`, with `\\"` and `\\\\` turned back into `"` and `\\`."""
-    return _ESCAPE.sub(r"\1", token[1:-1])
+    inside = token[1:-1]
+    return _ESCAPE.sub(r"\1", inside) if "\\" in inside else inside
 
 
 def quote(text: str) -> str:

@@ -36,9 +36,12 @@ def quick_init(cls: T) -> T:
     for index, spec in enumerate(dataclasses.fields(cls)):
         if spec.default_factory is not dataclasses.MISSING or spec.kw_only:
             raise TypeError(f"{cls.__name__}.{spec.name}: quick_init takes plain defaults only")
-        if not spec.init:
-            continue
         namespace[f"_set{index}"] = cls.__dict__[spec.name].__set__
+        if not spec.init:  # set to its default, if it has one, as the dataclass's __init__ does
+            if spec.default is not dataclasses.MISSING:
+                namespace[f"_default{index}"] = spec.default
+                body.append(f"    _set{index}(self, _default{index})")
+            continue
         if spec.default is dataclasses.MISSING:
             params.append(spec.name)
         else:

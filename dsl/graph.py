@@ -119,8 +119,9 @@ class CompiledRule:
 
     `name` is the rule's own name or `PATH:LINE` for an unnamed one; `fingerprint` is a hash of what the rule
     does (not where it is written or its comments), so a reload can tell an unchanged rule from a changed one.
-    `matches(fields)` is built from `conditions` and `checks` when the rule is made; `explain(fields)` names the
-    first of them that fails. `stages` are the clauses the engine runs before the actions, in written order.
+    `matches(fields)` is built from `conditions` and `checks` when it is first asked for (the graph's index
+    builds its own matcher for most rules, so most never need this one); `explain(fields)` names the first of
+    them that fails. `stages` are the clauses the engine runs before the actions, in written order.
     """
 
     name: str
@@ -135,10 +136,16 @@ class CompiledRule:
     stages: tuple[Stage, ...] = ()
     params: tuple[CommandParam, ...] = ()
     schedule: ScheduleSpec | None = None
-    matches: Matcher = field(init=False, repr=False, compare=False)
+    _matcher: Matcher | None = field(default=None, init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "matches", compile_conditions(self.conditions, self.checks))
+    @property
+    def matches(self) -> Matcher:
+        """One closure testing the whole trigger (`conditions`, then `checks`) against an event's fields."""
+        matcher = self._matcher
+        if matcher is None:  # made once; two threads making it at once make the same closure
+            matcher = compile_conditions(self.conditions, self.checks)
+            object.__setattr__(self, "_matcher", matcher)
+        return matcher
 
     def explain(self, fields: Fields) -> str | None:
         """The first clause of the trigger that `fields` fail, as written; None when the rule matches."""

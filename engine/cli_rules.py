@@ -134,17 +134,14 @@ def _plan(rule: CompiledRule) -> str:
 
 
 def _step(step: object) -> str:
-    """A stage or action in a few words: its kind and its settings (without fingerprints)."""
-    name = type(step).__name__.removesuffix("Stage").removesuffix("Action")
-    settings = {k: v for k, v in vars_of(step).items() if k != "fingerprint" and v not in (None, (), "")}
-    inner = " ".join(f"{k}={_show(v)}" for k, v in settings.items())
-    return f"{name.lower()}({inner})" if inner else name.lower()
-
-
-def vars_of(obj: object) -> dict[str, object]:
+    """A stage or action in a few words: its kind and the settings a rule gave it (no defaults, no fingerprints)."""
     from dataclasses import fields
 
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}  # type: ignore[arg-type]
+    name = type(step).__name__.removesuffix("Stage").removesuffix("Action")
+    settings = {f.name: getattr(step, f.name) for f in fields(step)  # type: ignore[arg-type]
+                if f.name != "fingerprint" and getattr(step, f.name) not in (None, (), "", f.default)}
+    inner = " ".join(f"{k}={_show(v)}" for k, v in settings.items())
+    return f"{name.lower()}({inner})" if inner else name.lower()
 
 
 def parse_event(words: Sequence[str]) -> tuple[str, dict[str, object], tuple[str, ...]]:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ValidationError
 from watchfiles import Change, awatch
 
-from dsl import CompileResult, EventGraph, compile_sources
+from dsl import CompileCache, CompileResult, EventGraph, compile_sources
 from engine.config import Config
 from engine.errors import ConfigError
 from engine.identity import Directory
@@ -138,6 +138,7 @@ class Reloader:
         self._requests: list[str] = []
         self._stop = asyncio.Event()
         self._running_digest: str | None = None
+        self._compile_cache = CompileCache()  # reloads run one at a time (under _lock), as the cache needs
         self._last_attempt: tuple[str, ReloadView] | None = None  # digest and outcome of the last rejected tree
         self.view: RulesView | None = None
         self.reloads = 0  # swaps done (for tests and benchmarks)
@@ -240,7 +241,7 @@ class Reloader:
                     problem = ConfigError(f"{self._config_source.path}: {exc.errors()[0]['msg']}")
                     return await self._reject(tree, [config_problem(self._config_source.path, problem)], trigger,
                                               actor)
-            result = await asyncio.to_thread(_compile, tree, config)
+            result = await asyncio.to_thread(_compile, tree, config, self._compile_cache)
             if result.graph is None:
                 return await self._reject(tree, diagnostic_views(result.diagnostics), trigger, actor)
             # From here to the swap: no await, so no event sees a mix of versions.
@@ -311,7 +312,7 @@ class Reloader:
         self._engine.bus.publish(self.view)
 
 
-def _compile(tree: TreeSnapshot, config: Config) -> CompileResult:
+def _compile(tree: TreeSnapshot, config: Config, cache: CompileCache) -> CompileResult:
     """Compile the snapshot's sources against the catalog `config` offers (runs in a worker thread)."""
-    return compile_sources(list(tree.sources), catalog_for(config))
+    return compile_sources(list(tree.sources), catalog_for(config), cache=cache)
 

@@ -256,7 +256,7 @@ class Runtime:
         await self.services.audit_publish("task.retry", task.requested_by or "system", task=task.task_id,
                                           script=task.params.script, failed=failed, attempt=task.attempt,
                                           attempts=task.attempts, not_before=task.not_before.isoformat())
-        text = f"{failed.split(': ', 1)[1]}; retrying in {delay_s:.0f}s (attempt {task.attempt} of {task.attempts})"
+        text = f"{failed}; retrying in {delay_s:.0f}s (attempt {task.attempt} of {task.attempts})"
         await self._trace(task.run_id, task.event_id, task.rule, RunState.EXECUTE, text)
         await self.services.outlets.reply(task.reply_to, Progress(task.run_id, task.rule, RunState.EXECUTE.value,
                                                                   text))

@@ -98,7 +98,7 @@ class TaskRecord(BaseModel):
     worker: str | None = None  # the `herald worker` that ran it, when tasks go through Redis
     attempt: int = 1
     not_before: datetime | None = None  # set while a retry waits for its backoff
-    earlier: list[str] = Field(default_factory=list)  # how each earlier attempt ended, one line each
+    earlier: list[str] = Field(default_factory=list)  # how attempt 1, 2, ... ended (`outcome()`), one line each
 
     @property
     def attempts(self) -> int:
@@ -128,7 +128,7 @@ class TaskRecord(BaseModel):
         delay = retry_delay_s(self.params.backoff_s, self.attempt)
         return self.model_copy(update={
             "status": "pending", "attempt": self.attempt + 1, "not_before": now + timedelta(seconds=delay),
-            "earlier": [*self.earlier, f"attempt {self.attempt}: {self.outcome()}"],
+            "earlier": [*self.earlier, self.outcome()],
             "start_time": None, "end_time": None, "exit_code": None, "output": "", "error": None,
             "output_bytes": None, "worker": None,
         })

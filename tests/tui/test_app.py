@@ -92,6 +92,13 @@ async def test_task_update_replaces_its_row() -> None:
         assert tasks.row_count == 1
         assert tasks.get_row(TASK.task_id)[3:] == ["succeeded", "0", "backup ok"]
 
+        # A rule that retries: the status says which attempt of how many, and why the last one failed.
+        waiting = TASK.model_copy(update={"status": "pending", "attempt": 2, "attempts": 3,
+                                          "output_tail": "backup.sh failed (exit code 1)"})
+        client.push(waiting)
+        await pilot.pause()
+        assert tasks.get_row(TASK.task_id)[3:] == ["pending (2/3)", "", "backup.sh failed (exit code 1)"]
+
 
 async def test_live_items_append_and_a_new_snapshot_replaces_everything() -> None:
     client = StaticEngineClient([SNAPSHOT])

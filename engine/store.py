@@ -3,7 +3,9 @@
 sqlite3 is blocking, so every query runs on a dedicated worker thread; the event loop never touches the connection.
 Writes go through `Database.write`: writes that arrive while a commit is in progress are gathered and committed
 together in the next transaction, so under load one fsync makes many writes durable (group commit), and each caller
-still learns only after its own write is durable.
+still learns only after its own write is durable. Bookkeeping nobody waits on (`write_soon`: an event marked handled,
+a trace row) does not start a commit of its own: it rides with the next awaited write, or is committed after at most
+`DEFERRED_S` when none comes, so it costs no fsync of its own under load.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 DB_NAME = "herald.db"
+DEFERRED_S = 0.02  # the longest a `write_soon` waits for a commit to ride with
 log = logging.getLogger("herald.store")
 
 
@@ -40,7 +43,9 @@ class Database:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="herald-db")
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._awaited = 0  # how many of `_pending` a caller waits on (`write`, not `write_soon`)
         self._committer: asyncio.Future[None] | None = None
+        self._deferred: asyncio.TimerHandle | None = None
         self.commits = 0  # transactions committed by `write` (for benchmarks and tests)
 
     async def open(self, schemas: Iterable[str | Callable[[sqlite3.Connection], None]]) -> None:
@@ -69,24 +74,45 @@ class Database:
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((lambda conn: fn(conn, *args, **kwargs), future))
-        if self._committer is None or self._committer.done():
-            # A task of its own, not the caller's: a cancelled caller must not strand the writes gathered behind it.
-            self._committer = asyncio.ensure_future(self._commit_pending())
+        self._awaited += 1
+        self._start_commit()
         return await future
 
     def write_soon(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        """Queue a write for the next group commit without waiting for it (bookkeeping nobody waits on, such as
-        marking an event handled). A failure is logged; the returned future may be awaited or ignored."""
+        """Queue a write without waiting for it (bookkeeping nobody waits on, such as marking an event handled): it
+        is committed with the next `write`, or within `DEFERRED_S`. Writes still commit in the order they were queued.
+        A failure is logged; the returned future may be awaited or ignored."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_log_failure)
         self._pending.append((lambda conn: fn(conn, *args), future))
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.ensure_future(self._commit_pending())
+        self._defer_commit()
         return future
+
+    async def flush(self) -> None:
+        """Commit every queued write now, deferred ones included."""
+        while self._pending or (self._committer is not None and not self._committer.done()):
+            self._start_commit()
+            assert self._committer is not None
+            await asyncio.shield(self._committer)
+
+    def _start_commit(self) -> None:
+        if self._committer is None or self._committer.done():
+            # A task of its own, not the caller's: a cancelled caller must not strand the writes gathered behind it.
+            self._committer = asyncio.ensure_future(self._commit_pending())
+
+    def _defer_commit(self) -> None:
+        if self._deferred is None:
+            self._deferred = asyncio.get_running_loop().call_later(DEFERRED_S, self._deferred_due)
+
+    def _deferred_due(self) -> None:
+        self._deferred = None
+        if self._pending:
+            self._start_commit()
 
     async def _commit_pending(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
+            self._awaited = 0
             works = [work for work, _ in batch]
             outcomes = await self.call_raw(lambda: self._commit_batch(works))  # noqa: B023 - awaited right here
             for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
@@ -96,6 +122,10 @@ class Database:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
+            if not self._awaited:  # only deferred writes are left: they wait for company (or their timer)
+                break
+        if self._pending:
+            self._defer_commit()
 
     def _commit_batch(self, works: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
         conn = self._require()
@@ -125,6 +155,10 @@ class Database:
 
     async def close(self) -> None:
         if self._conn is not None:
+            await self.flush()
+            if self._deferred is not None:
+                self._deferred.cancel()
+                self._deferred = None
             await self.call_raw(self._conn.close)
             self._conn = None
         self._executor.shutdown(wait=True)

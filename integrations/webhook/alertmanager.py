@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.events import AlertData, Event
+from engine.events import AlertData, Event, utcnow
 
 # Alertmanager marks "not ended" with Go's zero time.
-_ZERO_TIME_PREFIX = "0001-01-01"
+_GO_ZERO_YEAR = 1
 
 
 class AmAlert(BaseModel):
     model_config = ConfigDict(extra="ignore")  # Alertmanager may add fields; we read what we know
-    status: str = Field(pattern="^(firing|resolved)$")
+    status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: str | None = None
-    endsAt: str | None = None
+    startsAt: datetime | None = None  # RFC 3339; a bad time is a 422 like any other bad field
+    endsAt: datetime | None = None
     generatorURL: str | None = None
     fingerprint: str = Field(min_length=1, max_length=128)
 
@@ -32,28 +33,28 @@ class AmPayload(BaseModel):
     externalURL: str | None = None
 
 
-def _time(value: str | None) -> datetime | None:
-    if not value or value.startswith(_ZERO_TIME_PREFIX):
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+def _time(value: datetime | None) -> datetime | None:
+    return None if value is None or value.year == _GO_ZERO_YEAR else value
 
 
 def to_events(payload: AmPayload, *, source: str) -> list[Event]:
     """One alert event per alert in the payload. Service is the `service` label, else the `job` label."""
     events = []
+    now = utcnow()
     for alert in payload.alerts:
-        labels = alert.labels
-        events.append(Event(source=source, data=AlertData(
+        labels, annotations = alert.labels, alert.annotations
+        data = AlertData(
             fingerprint=alert.fingerprint,
-            status=alert.status,  # type: ignore[arg-type]
+            status=alert.status,
             name=labels.get("alertname"),
             severity=labels.get("severity"),
             service=labels.get("service") or labels.get("job"),
-            summary=alert.annotations.get("summary") or alert.annotations.get("description"),
+            summary=annotations.get("summary") or annotations.get("description"),
             labels=labels,
-            annotations=alert.annotations,
+            annotations=annotations,
             starts_at=_time(alert.startsAt),
             ends_at=_time(alert.endsAt),
             url=alert.generatorURL,
-        )))
+        )
+        events.append(Event(source=source, time=now, data=data))
     return events

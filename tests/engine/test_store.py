@@ -52,3 +52,27 @@ async def test_a_cancelled_caller_does_not_strand_the_others(db: Database) -> No
     await asyncio.sleep(0.05)
     rows = await db.call(lambda c: [r[0] for r in c.execute("SELECT k FROM t ORDER BY k")])
     assert 2 in rows
+
+
+async def test_deferred_writes_ride_with_the_next_awaited_write(db: Database) -> None:
+    soon = [db.write_soon(_insert, k) for k in range(5)]
+    assert await db.write(_insert, 5) == 5
+    assert all(f.done() and f.result() == k for k, f in enumerate(soon))
+    assert db.commits == 1  # the five deferred writes cost no transaction of their own
+    rows = await db.call(lambda c: [r[0] for r in c.execute("SELECT k FROM t ORDER BY rowid")])
+    assert rows == [0, 1, 2, 3, 4, 5]  # in the order they were queued
+
+
+async def test_a_deferred_write_alone_is_committed_soon(db: Database, tmp_path: Path) -> None:
+    assert await asyncio.wait_for(db.write_soon(_insert, 1), timeout=1) == 1
+    with sqlite3.connect(tmp_path / "herald.db") as other:
+        assert other.execute("SELECT k FROM t").fetchall() == [(1,)]
+
+
+async def test_closing_commits_what_is_deferred(tmp_path: Path) -> None:
+    database = Database(tmp_path)
+    await database.open(["CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)"])
+    database.write_soon(_insert, 1)
+    await database.close()
+    with sqlite3.connect(tmp_path / "herald.db") as other:
+        assert other.execute("SELECT k FROM t").fetchall() == [(1,)]

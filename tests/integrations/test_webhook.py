@@ -61,6 +61,8 @@ async def test_every_alert_in_a_payload_is_one_event(engine: Engine) -> None:
     (b"[1, 2]", "application/json", 422, "Alertmanager"),
     (FIRING.replace(b'"fingerprint":"1751650d45bf7d6b"', b'"fingerprint":""'), "application/json", 422,
      "fingerprint"),
+    (FIRING.replace(b'"startsAt":"2026-11-24T10:14:07.464855Z"', b'"startsAt":"yesterday"'), "application/json",
+     422, "startsAt"),
     (FIRING, "text/plain", 415, "application/json"),
 ])
 async def test_bad_bodies_get_a_reason_and_nothing_is_journaled(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import logging
 import signal
@@ -24,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.cli_sandbox",
     "engine.cli_rules",
 )
+GC_GEN0_THRESHOLD = 50_000  # allocations between young-generation collections (CPython's default: 700)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_parsers(sub)
     return parser
+
+
+def tune_gc_for_serving() -> None:
+    """Once started, the engine holds a large, long-lived object graph (modules, the compiled rules, pydantic
+    schemas) and then allocates many short-lived objects per request. Freezing what exists keeps the collector from
+    walking it again and again, and a larger first generation collects less often: at 100 alerts per POST about
+    +15% throughput, with no change in what is kept (measured in benchmarks/webhook_ingest.py)."""
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,6 +218,7 @@ def _run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGHUP, engine.request_reload, "SIGHUP")  # the same path as herald reload
         try:
             await engine.start()
+            tune_gc_for_serving()
             scheme = "https" if http.tls_cert else "http"
             print(f"Herald is ready: {scheme}://{http.host}:{engine.port}  (chat: {scheme.replace('http', 'ws')}://"
                   f"{http.host}:{engine.port}/chat, rules: {len(result.graph.rules)}, data: {config.data_dir})",

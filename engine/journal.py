@@ -48,12 +48,8 @@ class Journal:
     def mark_handled(self, event_id: str, when: str, graph_version: int | None = None) -> None:
         """Record that every rule run of the event was handed off. It rides along with the next commit instead of
         waiting for one: losing it in a crash means the event is replayed on start."""
-        self._db.write_soon(
-            lambda conn: conn.execute(
-                "UPDATE events SET status = 'handled', handled_time = ?, graph_version = ? WHERE id = ?",
-                (when, graph_version, event_id),
-            )
-        )
+        self._db.defer_row("UPDATE events SET status = 'handled', handled_time = ?, graph_version = ? WHERE id = ?",
+                           (when, graph_version, event_id))
 
     async def unfinished(self) -> list[Event]:
         """Events accepted but not yet handled, oldest first (replayed on start)."""

@@ -211,7 +211,7 @@ class Runtime:
         time = now_iso()
         row = (run_id, state.value, time, event_id, rule, detail)
         # A trace is a record, not an effect: it rides along with the next commit instead of waiting for one.
-        self.services.db.write_soon(lambda conn: conn.execute("INSERT INTO run_trace VALUES (?, ?, ?, ?, ?, ?)", row))
+        self.services.db.defer_row("INSERT INTO run_trace VALUES (?, ?, ?, ?, ?, ?)", row)
         self.services.bus.publish(RunView(run_id=run_id, event_id=event_id, rule=rule, state=state.value, time=time,
                                           detail=detail))
 

@@ -7,6 +7,7 @@ window, or a signature already seen inside it, is refused. With nothing configur
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -104,6 +105,7 @@ class Authenticator:
         self._seen[signature] = until
 
 
+@functools.lru_cache(maxsize=256)  # asked on every unauthenticated request; parsing an address is not free
 def _is_loopback(peer: str | None) -> bool:
     if not peer:
         return False

@@ -76,3 +76,17 @@ async def test_closing_commits_what_is_deferred(tmp_path: Path) -> None:
     await database.close()
     with sqlite3.connect(tmp_path / "herald.db") as other:
         assert other.execute("SELECT k FROM t").fetchall() == [(1,)]
+
+
+async def test_deferred_rows_go_in_with_the_next_commit(db: Database, tmp_path: Path) -> None:
+    for k in range(3):
+        db.defer_row("INSERT INTO t (k, v) VALUES (?, ?)", (k, "row"))
+    db.defer_row("UPDATE t SET v = ? WHERE k = ?", ("updated", 1))
+    assert await db.write(_insert, 10) == 10
+    assert db.commits == 1
+    with sqlite3.connect(tmp_path / "herald.db") as other:
+        assert other.execute("SELECT k, v FROM t ORDER BY k").fetchall() == [
+            (0, "row"), (1, "updated"), (2, "row"), (10, "x")]
+    db.defer_row("INSERT INTO t (k, v) VALUES (?, ?)", (11, "alone"))
+    await db.flush()
+    assert await db.call(lambda c: c.execute("SELECT v FROM t WHERE k = 11").fetchone()[0]) == "alone"

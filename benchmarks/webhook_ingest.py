@@ -6,7 +6,7 @@ clustering off. The load client (benchmarks/_load.py) pre-encodes every request 
 in its own process(es); its ceiling, the rate it reaches against a server that does no work with the same bodies,
 is reported next to each result, with the CPU the client and each server used: a rate close to the ceiling, or a
 client near 1 core per process, is bound by the client rather than by the server.
-Usage: python benchmarks/webhook_ingest.py [--alerts N] [--connections 4] [--client-procs 1] [--client raw]
+Usage: python benchmarks/webhook_ingest.py [--alerts N] [--rounds 3] [--connections 4] [--client-procs 1] [--client raw]
 """
 
 from __future__ import annotations
@@ -83,6 +83,25 @@ async def blast(bodies: list[object], url: str, *, connections: int = CONNECTION
     return (await post_all(url, bodies, connections=connections, procs=procs, client=client)).seconds
 
 
+async def _measure(server: subprocess.Popen[bytes], url: str, bodies: list[object],
+                   options: dict[str, object]) -> tuple[float, float, float]:
+    """Post `bodies`; return (seconds, server cores, client cores)."""
+    cpu0 = proc_cpu_s(server.pid)
+    load = await post_all(url, bodies, **options)  # type: ignore[arg-type]
+    return load.seconds, (proc_cpu_s(server.pid) - cpu0) / load.seconds, load.client_cores
+
+
+def _median(runs: list[tuple[float, float, float]], total: int) -> tuple[int, float, float]:
+    """The median round by rate: (alerts/s, server cores, client cores) of that round."""
+    seconds, cores, client = sorted(runs)[len(runs) // 2]
+    return round(total / seconds), round(cores, 2), round(client, 2)
+
+
+def _spread(runs: list[tuple[float, float, float]], total: int) -> str:
+    rates = sorted(round(total / seconds) for seconds, _, _ in runs)
+    return f"{rates[0]}-{rates[-1]}"
+
+
 async def main(args: argparse.Namespace) -> None:
     total, connections, procs, client = args.alerts, args.connections, args.client_procs, args.client
     work = Path(tempfile.mkdtemp(prefix="herald-bench-"))
@@ -95,43 +114,48 @@ async def main(args: argparse.Namespace) -> None:
     try:
         await wait_ready(f"{am_url}/-/ready", am)
         await wait_ready(f"http://127.0.0.1:{herald_port}/healthz", herald)
+        options = {"connections": connections, "procs": procs, "client": client}
         for batch in (1, 100):
-            run = f"b{batch}"
-            alerts = [am_alert(i, run) for i in range(total)]
-            chunks = [alerts[i:i + batch] for i in range(0, total, batch)]
-            herald_bodies = [herald_payload(c, n * batch) for n, c in enumerate(chunks)]
-            options = {"connections": connections, "procs": procs, "client": client}
-            am_ceiling = await client_ceiling(chunks, **options)
-            herald_ceiling = await client_ceiling(herald_bodies, **options)
-            cpu0 = proc_cpu_s(am.pid)
-            am_load = await post_all(f"{am_url}/api/v2/alerts", chunks, **options)
-            am_cores = (proc_cpu_s(am.pid) - cpu0) / am_load.seconds
-            cpu0 = proc_cpu_s(herald.pid)
-            herald_load = await post_all(f"http://127.0.0.1:{herald_port}/hooks/alertmanager", herald_bodies, **options)
-            herald_cores = (proc_cpu_s(herald.pid) - cpu0) / herald_load.seconds
-            am_s, herald_s = am_load.seconds, herald_load.seconds
-            rows.append((batch, total, round(total / am_s), round(total / herald_s), round(am_s / herald_s, 2),
+            am_runs, herald_runs = [], []
+            for r in range(args.rounds):  # interleaved, so a noisy minute hits both sides alike
+                run = f"b{batch}r{r}"
+                alerts = [am_alert(i, run) for i in range(total)]
+                chunks = [alerts[i:i + batch] for i in range(0, total, batch)]
+                herald_bodies = [herald_payload(c, (r * total) + n * batch) for n, c in enumerate(chunks)]
+                if r == 0:
+                    am_ceiling = await client_ceiling(chunks, **options)
+                    herald_ceiling = await client_ceiling(herald_bodies, **options)
+                am_runs.append(await _measure(am, f"{am_url}/api/v2/alerts", chunks, options))
+                herald_runs.append(await _measure(herald, f"http://127.0.0.1:{herald_port}/hooks/alertmanager",
+                                                  herald_bodies, options))
+            am_rate, am_cores, am_client = _median(am_runs, total)
+            herald_rate, herald_cores, herald_client = _median(herald_runs, total)
+            rows.append((batch, total, args.rounds, am_rate, _spread(am_runs, total), herald_rate,
+                         _spread(herald_runs, total), round(herald_rate / am_rate, 2),
                          round(total / am_ceiling.seconds), round(total / herald_ceiling.seconds),
-                         round(am_cores, 2), round(herald_cores, 2),
-                         round(am_load.client_cores, 2), round(herald_load.client_cores, 2)))
+                         am_cores, herald_cores, round(1e6 * herald_cores / herald_rate),
+                         am_client, herald_client))
     finally:
         for process in (herald, am):
             process.terminate()
             process.wait(30)
         shutil.rmtree(work, ignore_errors=True)
-    report(f"webhook ingest (alerts/s, durable before 2xx, {connections} connections)",
-           ["batch", "alerts", "alertmanager_per_s", "herald_per_s", "herald_vs_am",
-            "am_client_ceiling_per_s", "herald_client_ceiling_per_s", "am_cores", "herald_cores",
-            "client_cores_am", "client_cores_herald"], rows,
+    report(f"webhook ingest (alerts/s, durable before 2xx, {connections} connections, median of rounds)",
+           ["batch", "alerts", "rounds", "alertmanager_per_s", "am_range", "herald_per_s", "herald_range",
+            "herald_vs_am", "am_client_ceiling_per_s", "herald_client_ceiling_per_s", "am_cores", "herald_cores",
+            "herald_cpu_us_per_alert", "client_cores_am", "client_cores_herald"], rows,
            targets={"batch_1": 1.5, "batch_100": 2.0},
            client={"kind": client, "procs": procs, "connections": connections},
-           notes="*_client_ceiling_per_s: the same client posting the same bodies to a no-op server (another "
-                 "process); *_cores: CPU cores each process kept busy during its run")
+           notes="rates are the median of the rounds (each round posts fresh alerts to both, Alertmanager first), "
+                 "*_range the lowest-highest round; *_client_ceiling_per_s: the same client posting the same bodies "
+                 "to a no-op server (another process); *_cores: CPU cores each process kept busy during its median "
+                 "round; herald_cpu_us_per_alert: Herald's CPU time per alert")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--alerts", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per side and batch size (the median is kept)")
     parser.add_argument("--connections", type=int, default=CONNECTIONS, help="keep-alive connections, all processes")
     parser.add_argument("--client-procs", type=int, default=CLIENT_PROCS, help="load client processes")
     parser.add_argument("--client", choices=CLIENTS, default="raw",

@@ -6,7 +6,8 @@ Alertmanager 0.25 runs with no grouping (`group_by: ['...']`, group_wait 0s) and
 alerts (a no-op asyncio HTTP server in this process). The load client (benchmarks/_load.py) pre-encodes every request
 and runs in its own process(es), so it never shares an interpreter with the chat client or the webhook receiver; its
 ceiling with the same bodies against a no-op server is reported next to the result, with the CPU each server used.
-Usage: python benchmarks/end_to_end.py [--alerts N] [--connections 4] [--client-procs 1] [--client raw]
+Each batch size gets a row: one alert per POST, and 100 per POST (how Alertmanager and Prometheus send: in groups).
+Usage: python benchmarks/end_to_end.py [--alerts N] [--batch 1,100] [--connections 4] [--client-procs 1] [--client raw]
 """
 
 from __future__ import annotations
@@ -58,7 +59,11 @@ class Run:
         self.receiver_cores = receiver_cores  # this process: the chat client or the webhook receiver
 
 
-async def herald_run(work: Path, total: int, options: dict[str, Any]) -> Run:
+def _batches(items: list[Any], batch: int) -> list[list[Any]]:
+    return [items[i:i + batch] for i in range(0, len(items), batch)]
+
+
+async def herald_run(work: Path, total: int, batch: int, options: dict[str, Any]) -> Run:
     port = free_port()
     (work / "rules").mkdir()
     (work / "rules" / "all.rules").write_text("on alert notify ops\n")
@@ -85,7 +90,8 @@ async def herald_run(work: Path, total: int, options: dict[str, Any]) -> Run:
                             return
 
             counter = asyncio.ensure_future(count())
-            bodies = [herald_payload([am_alert(i, "e2e")], i) for i in range(total)]
+            bodies = [herald_payload(chunk, n * batch)
+                      for n, chunk in enumerate(_batches([am_alert(i, "e2e") for i in range(total)], batch))]
             cpu0, own0 = proc_cpu_s(process.pid), time.process_time()
             load = await post_all(f"http://127.0.0.1:{port}/hooks/alertmanager", bodies, **options)
             await asyncio.wait_for(done.wait(), 600)
@@ -98,14 +104,14 @@ async def herald_run(work: Path, total: int, options: dict[str, Any]) -> Run:
         process.wait(30)
 
 
-async def alertmanager_run(work: Path, total: int, options: dict[str, Any]) -> Run:
+async def alertmanager_run(work: Path, total: int, batch: int, options: dict[str, Any]) -> Run:
     hook_port = free_port()
     received = [0]  # alerts delivered to the webhook, counted by their "fingerprint" keys
     server = await serve_null(hook_port, received, b'"fingerprint":')
     process, url = start_alertmanager(work, AM_CONFIG.format(port=hook_port))
     try:
         await wait_ready(f"{url}/-/ready", process)
-        bodies = [[am_alert(i, "e2e")] for i in range(total)]
+        bodies = _batches([am_alert(i, "e2e") for i in range(total)], batch)
         cpu0, own0 = proc_cpu_s(process.pid), time.process_time()
         load = await post_all(f"{url}/api/v2/alerts", bodies, **options)
         while received[0] < total:
@@ -124,39 +130,46 @@ async def alertmanager_run(work: Path, total: int, options: dict[str, Any]) -> R
 async def main(args: argparse.Namespace) -> None:
     total = args.alerts
     options: dict[str, Any] = {"connections": args.connections, "procs": args.client_procs, "client": args.client}
-    herald_bodies = [herald_payload([am_alert(i, "ceiling")], i) for i in range(total)]
-    am_bodies = [[am_alert(i, "ceiling")] for i in range(total)]
-    herald_ceiling = await client_ceiling(herald_bodies, **options)
-    am_ceiling = await client_ceiling(am_bodies, **options)
-    work = Path(tempfile.mkdtemp(prefix="herald-e2e-bench-"))
-    try:
-        (work / "h").mkdir()
-        (work / "a").mkdir()
-        herald = await herald_run(work / "h", total, options)
-        am = await alertmanager_run(work / "a", total, options)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    report(f"end to end (alerts/s from POST to delivery, batch 1, {args.connections} connections)",
-           ["alerts", "alertmanager_post_to_webhook_per_s", "herald_post_to_chat_per_s", "herald_vs_am",
+    rows, post_only, receivers = [], {}, {}
+    for batch in args.batch:
+        alerts = [am_alert(i, "ceiling") for i in range(total)]
+        herald_bodies = [herald_payload(chunk, n * batch) for n, chunk in enumerate(_batches(alerts, batch))]
+        herald_ceiling = await client_ceiling(herald_bodies, **options)
+        am_ceiling = await client_ceiling(_batches(alerts, batch), **options)
+        work = Path(tempfile.mkdtemp(prefix="herald-e2e-bench-"))
+        try:
+            (work / "h").mkdir()
+            (work / "a").mkdir()
+            herald = await herald_run(work / "h", total, batch, options)
+            am = await alertmanager_run(work / "a", total, batch, options)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        rows.append((batch, total, round(am.rate), round(herald.rate), round(herald.rate / am.rate, 2),
+                     round(total / am_ceiling.seconds), round(total / herald_ceiling.seconds),
+                     round(am.server_cores, 2), round(herald.server_cores, 2),
+                     round(1e6 * herald.server_cores / herald.rate),
+                     round(am.load.client_cores, 2), round(herald.load.client_cores, 2)))
+        post_only[f"batch_{batch}"] = {"alertmanager": round(total / am.load.seconds),
+                                       "herald": round(total / herald.load.seconds)}
+        receivers[f"batch_{batch}"] = {"alertmanager_webhook": round(am.receiver_cores, 2),
+                                       "herald_chat_client": round(herald.receiver_cores, 2)}
+    report(f"end to end (alerts/s from POST to delivery, {args.connections} connections)",
+           ["batch", "alerts", "alertmanager_post_to_webhook_per_s", "herald_post_to_chat_per_s", "herald_vs_am",
             "am_client_ceiling_per_s", "herald_client_ceiling_per_s", "am_cores", "herald_cores",
-            "client_cores_am", "client_cores_herald"],
-           [(total, round(am.rate), round(herald.rate), round(herald.rate / am.rate, 2),
-             round(total / am_ceiling.seconds), round(total / herald_ceiling.seconds),
-             round(am.server_cores, 2), round(herald.server_cores, 2),
-             round(am.load.client_cores, 2), round(herald.load.client_cores, 2))],
+            "herald_cpu_us_per_alert", "client_cores_am", "client_cores_herald"],
+           rows,
            target=2.0, client={"kind": args.client, "procs": args.client_procs, "connections": args.connections},
            notes="*_client_ceiling_per_s: the same client posting the same bodies to a no-op server (another "
                  "process); the POST rates alone (posting done, delivery not awaited) are in post_only_per_s; "
                  "*_cores: CPU cores the server kept busy from the first POST to the last delivery",
-           post_only_per_s={"alertmanager": round(total / am.load.seconds),
-                            "herald": round(total / herald.load.seconds)},
-           receiver_cores={"alertmanager_webhook": round(am.receiver_cores, 2),
-                           "herald_chat_client": round(herald.receiver_cores, 2)})
+           post_only_per_s=post_only, receiver_cores=receivers)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--alerts", type=int, default=5000)
+    parser.add_argument("--batch", type=lambda text: [int(n) for n in text.split(",")], default=[1, 100],
+                        help="alerts per POST, comma-separated (default 1,100: one row each)")
     parser.add_argument("--connections", type=int, default=CONNECTIONS, help="keep-alive connections, all processes")
     parser.add_argument("--client-procs", type=int, default=CLIENT_PROCS, help="load client processes")
     parser.add_argument("--client", choices=CLIENTS, default="raw",

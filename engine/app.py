@@ -36,10 +36,10 @@ from engine.outlets import Audience, Outlet, Outlets
 from engine.plugins import Acknowledge, Busy, Integration, Unload, discover
 from engine.progress import OutputRelay
 from engine.reload import ConfigSource, Reloader, adopt_config
-from engine.runs import Services, summarize
+from engine.runs import Services, event_view
 from engine.runtime import Runtime
 from engine.sandbox import Sandbox
-from engine.snapshots import EventView, ReloadView
+from engine.snapshots import ReloadView
 from engine.store import Database
 from engine.tasks import FINAL, TaskQueue, TaskWorkers
 
@@ -338,8 +338,7 @@ class Engine:
 
     async def _load_recent(self) -> None:
         for event in await self.journal.recent(RECENT_ON_START):
-            self.bus.publish(EventView(id=event.id, kind=event.kind, source=event.source,
-                                       time=event.time.isoformat(), summary=summarize(event)))
+            self.bus.publish(event_view(event))
         for task in await self.tasks.recent(RECENT_ON_START):
             self.bus.publish(task.view())
         for entry in await self.audit.recent(RECENT_ON_START):

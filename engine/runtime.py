@@ -10,6 +10,7 @@ reports; the finished task is then an event of its own (`on task ...`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 
@@ -20,7 +21,7 @@ from engine.events import AlertData, ButtonData, Cause, CommandData, Event, Mess
 from engine.ids import derived_id
 from engine.journal import Journal
 from engine.outlets import Audience, Progress, Result, Text
-from engine.runs import RuleRun, RunState, Services, now_iso, summarize, who
+from engine.runs import RuleRun, RunState, Services, event_view, now_iso, who
 from engine.snapshots import EventView, RunView
 from engine.tasks import TaskRecord
 
@@ -63,8 +64,7 @@ class Runtime:
     async def handle(self, event: Event) -> None:
         """Run every matching rule for an accepted event, then mark it handled in the journal."""
         services = self.services
-        services.bus.publish(EventView(id=event.id, kind=event.kind, source=event.source,
-                                       time=event.time.isoformat(), summary=summarize(event)))
+        services.bus.publish_lazy(EventView, event.id, functools.partial(event_view, event))
         graph, version = self.graph, self.graph_version  # one version for the whole event, even across a swap
         data = event.data
         fields = event.fields()
@@ -212,8 +212,8 @@ class Runtime:
         row = (run_id, state.value, time, event_id, rule, detail)
         # A trace is a record, not an effect: it rides along with the next commit instead of waiting for one.
         self.services.db.defer_row("INSERT INTO run_trace VALUES (?, ?, ?, ?, ?, ?)", row)
-        self.services.bus.publish(RunView(run_id=run_id, event_id=event_id, rule=rule, state=state.value, time=time,
-                                          detail=detail))
+        self.services.bus.publish_lazy(RunView, run_id, functools.partial(
+            RunView, run_id=run_id, event_id=event_id, rule=rule, state=state.value, time=time, detail=detail))
 
     # -- task results ------------------------------------------------------------------------------------------
 

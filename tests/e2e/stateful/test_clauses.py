@@ -136,6 +136,30 @@ async def test_a_silence_from_a_button_holds_until_the_alert_resolves(config: Co
         assert added["actor"] == "alice"
 
 
+MUTE_RULES = 'rule shop-page:\n  on alert from shop\n  notify ops saying "shop {alert.summary}" with buttons\n'
+
+
+async def test_mute_1h_survives_a_restart_and_ends_when_the_alert_resolves(config: Config) -> None:
+    async with engine_for(config, MUTE_RULES) as engine, ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        await post_alert(engine, "Down", service="shop", summary="one")
+        note = await alice.wait_for(lambda f: f["type"] == "notification")
+        mute = next(b["id"] for b in note["buttons"] if (b["action"], b["arg"]) == ("mute", "1h"))
+        reply = await press(alice, mute)
+        assert reply["text"].startswith("Muted by alice until")
+    async with engine_for(config, MUTE_RULES) as engine, ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        await post_alert(engine, "Down", service="shop", summary="two")  # still muted after the restart
+        await settle(engine)
+        await post_alert(engine, "Down", service="shop", resolved=True)  # resolving ends the mute
+        await settle(engine)
+        await post_alert(engine, "Down", service="shop", summary="three")
+        await alice.wait_for(lambda f: f["type"] == "notification" and f["text"] == "shop three")
+        await drain(alice)
+        assert [n["text"] for n in notes(alice, "shop-page")] == ["shop three"]
+        details = [detail for _, detail in await runs(engine, "shop-page")]
+        assert details[1].startswith("muted until")  # "two" was dropped by the mute, not lost
+        assert [a["actor"] for a in await audit(engine, "button.pressed")] == ["alice"]
+
+
 ESCALATE_RULES = '''
 team pager = @bob
 

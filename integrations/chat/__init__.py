@@ -13,17 +13,15 @@ from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
-from engine.commands import CommandTextError, parse_command
-from engine.errors import AuthError
-from engine.events import Actor, CommandData, Event, MessageData, ReplyTo
+from engine.events import ReplyTo
 from engine.identity import CONFIG_ACCOUNT_PREFIX, Directory, device_account
 from engine.ids import new_id
 from engine.outlets import Audience, Notification, OutMessage, Output, Progress, Result, Text
-from engine.plugins import Busy, IntegrationContext, Manifest, Unload
+from engine.plugins import IntegrationContext, Manifest, Unload
+from integrations.chat.inbox import Inbox, error_frame, parse_frame
 
 AUTH_TIMEOUT_S = 10.0
 MIN_TOKEN_CHARS = 16
-MAX_MESSAGE_CHARS = 4096
 MAX_FRAME_BYTES = 64 * 1024
 _ROOM = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MAX_ROOMS = 32
@@ -96,10 +94,6 @@ def _text_frame(message: Text, in_reply_to: str | None) -> dict[str, object]:
     return {"type": "reply", "in_reply_to": in_reply_to, "text": message.text}
 
 
-def _error(code: str, message: str, in_reply_to: object = None) -> dict[str, object]:
-    return {"type": "error", "code": code, "message": message, "in_reply_to": in_reply_to}
-
-
 class ChatIntegration:
     manifest = Manifest(name="chat", description="Herald's own WebSocket chat at /chat",
                         provides=("chat", "trigger:command", "trigger:button"))
@@ -117,10 +111,16 @@ class ChatIntegration:
             if session is None:
                 return ws
             outlet.sessions[session.id] = session
+            inbox = Inbox(session, ctx)
             try:
                 async for msg in ws:
                     if msg.type == WSMsgType.TEXT:
-                        await _handle_frame(session, ctx, msg.data)
+                        await inbox.put(parse_frame(msg.data))
+            except BaseException:
+                inbox.abort()
+                raise
+            else:
+                await inbox.close()
             finally:
                 outlet.sessions.pop(session.id, None)
             return ws
@@ -139,7 +139,7 @@ async def _authenticate(ws: web.WebSocketResponse, ctx: IntegrationContext) -> S
     try:
         msg = await ws.receive(timeout=AUTH_TIMEOUT_S)
     except TimeoutError:
-        await ws.send_json(_error("unauthorized", f"send an auth frame within {AUTH_TIMEOUT_S:.0f} s"))
+        await ws.send_json(error_frame("unauthorized", f"send an auth frame within {AUTH_TIMEOUT_S:.0f} s"))
         await ws.close(code=4401, message=b"unauthorized")
         return None
     problem, frame = "", {}
@@ -161,7 +161,7 @@ async def _authenticate(ws: web.WebSocketResponse, ctx: IntegrationContext) -> S
     if not problem and len(token) < MIN_TOKEN_CHARS:
         problem = f"a token has at least {MIN_TOKEN_CHARS} characters"
     if problem:
-        await ws.send_json(_error("unauthorized", problem))
+        await ws.send_json(error_frame("unauthorized", problem))
         await ws.close(code=4401, message=b"unauthorized")
         return None
     configured = ctx.directory.authenticate_chat(token)
@@ -173,52 +173,6 @@ async def _authenticate(ws: web.WebSocketResponse, ctx: IntegrationContext) -> S
     await ws.send_json({"type": "welcome", "session": session.id, "account": account, "principal": principal,
                         "roles": sorted(ctx.directory.roles_of(principal)), "rooms": sorted(session.rooms)})
     return session
-
-
-async def _handle_frame(session: Session, ctx: IntegrationContext, raw: str) -> None:
-    try:
-        frame = json.loads(raw)
-    except ValueError:
-        await session.send(_error("bad_request", "frame is not valid JSON"))
-        return
-    if not isinstance(frame, dict):
-        await session.send(_error("bad_request", "frame must be a JSON object"))
-        return
-    client_id = frame.get("id")
-    if client_id is not None and not (isinstance(client_id, str) and len(client_id) <= 128):
-        await session.send(_error("bad_request", "id must be a string of at most 128 characters"))
-        return
-    session.principal = await ctx.directory.resolve("chat", session.account)
-    actor = Actor(platform="chat", account=session.account, principal=session.principal)
-    reply_to = ReplyTo(platform="chat", chat=session.id, message_id=client_id)
-    kind = frame.get("type")
-
-    async def acknowledge(events: object) -> None:
-        [event] = events  # type: ignore[misc]
-        await session.send({"type": "ack", "id": client_id, "event": event.id})
-
-    try:
-        if kind == "message" and isinstance(frame.get("text"), str):
-            try:
-                command = parse_command(frame["text"])
-            except CommandTextError as exc:
-                await session.send(_error("bad_request", str(exc), client_id))
-                return
-            data: CommandData | MessageData = command or MessageData(
-                text=frame["text"][:MAX_MESSAGE_CHARS], user=session.principal, chat=session.id)
-            event = Event(source="chat", actor=actor, reply_to=reply_to, data=data)
-            await ctx.submit([event], acknowledge=acknowledge)
-        elif kind == "press" and isinstance(frame.get("button"), str):
-            await ctx.press(frame["button"], actor, reply_to, acknowledge=acknowledge)
-        else:
-            await session.send(_error("bad_request", 'expected a "message" frame with "text" or a "press" frame '
-                                                     'with "button"', client_id))
-            return
-    except AuthError as exc:
-        await session.send(_error("button_refused", f"button refused: {exc}", client_id))
-        return
-    except Busy:
-        await session.send(_error("busy", "Herald is busy; try again in a moment", client_id))
 
 
 integration = ChatIntegration()

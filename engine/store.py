@@ -1,11 +1,15 @@
-"""The one door to SQLite: a single connection owned by a single thread, with group commit.
+"""The one door to SQLite: a single connection used on the event loop, with group commit and the fsync on a thread.
 
-sqlite3 is blocking, so every query runs on a dedicated worker thread; the event loop never touches the connection.
-Writes go through `Database.write`: writes that arrive while a commit is in progress are gathered and committed
-together in the next transaction, so under load one fsync makes many writes durable (group commit), and each caller
-still learns only after its own write is durable. Bookkeeping nobody waits on (`write_soon`; `defer_row` for single
-rows such as an event marked handled or a trace row) does not start a commit of its own: it rides with the next
-awaited write, or is committed after at most `DEFERRED_S` when none comes, so it costs no fsync of its own under load.
+Statements run on the loop itself (they take microseconds; a thread hop per commit cost more than the statements, and
+the hop's wait for the interpreter lock under load made every commit slow); only what blocks for long, the fsync that
+makes a commit durable, runs on a thread of its own, and the loop serves other requests meanwhile. The database is in
+WAL mode with synchronous=NORMAL, and every commit is followed by an fsync of the WAL before anyone is told it is
+done: the same guarantee as synchronous=FULL, with the wait moved off the loop. Writes go through `Database.write`:
+writes that arrive while a commit is in progress are gathered and committed together in the next transaction, so
+under load one fsync makes many writes durable (group commit), and each caller still learns only after its own write
+is durable. Bookkeeping nobody waits on (`write_soon`; `defer_row` for single rows such as an event marked handled or
+a trace row) does not start a commit of its own: it rides with the next awaited write, or is committed after at most
+`DEFERRED_S` when none comes, so it costs no fsync of its own under load.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +28,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 DB_NAME = "herald.db"
+CHECKPOINT_EVERY_S = 1.0  # how often, while writes go on, the fsync thread copies the WAL into the database file
 DEFERRED_S = 0.02  # the longest a `write_soon` waits for a commit to ride with
 log = logging.getLogger("herald.store")
 
@@ -37,11 +44,15 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 class Database:
-    """An SQLite file in the data folder, reached only through `call` from async code."""
+    """An SQLite file in the data folder, reached only through `call` and the writes from async code."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / DB_NAME
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="herald-db")
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="herald-fsync")
+        self._wal_fd: int | None = None  # used on the fsync thread only
+        self._checkpointer: sqlite3.Connection | None = None  # likewise
+        self._checkpointed = 0.0  # likewise: time.monotonic() of the last checkpoint
+        self._fsync_wal = False  # False when the file is not in WAL mode: then SQLite syncs each commit itself
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._awaited = 0  # how many of `_pending` a caller waits on (`write`, not `write_soon`)
@@ -54,19 +65,28 @@ class Database:
         """Open the file and apply each schema: SQL text, or a function (a migration of an older file)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
-        def _open() -> None:
-            self._conn = connect(self.path)
-            for schema in schemas:
-                if callable(schema):
-                    schema(self._conn)
-                else:
-                    self._conn.executescript(schema)
-
-        await self.call_raw(_open)
+        conn = self._conn = connect(self.path)
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            conn.execute("PRAGMA synchronous=NORMAL")  # each commit is made durable by `_sync` instead
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on the fsync thread, not inside a commit
+            self._fsync_wal = True
+        for schema in schemas:
+            if callable(schema):
+                schema(conn)
+            else:
+                conn.executescript(schema)
+        await self._sync()
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn(conn, *args, **kwargs)` on the database thread and return its result."""
-        return await self.call_raw(lambda: fn(self._require(), *args, **kwargs))
+        """Run `fn(conn, *args, **kwargs)` and return its result; if it changed the database, only once that change
+        is durable. For reads and for writes that manage their own transaction; keep them short (they run on the
+        loop)."""
+        conn = self._require()
+        changes = conn.total_changes
+        result = fn(conn, *args, **kwargs)
+        if conn.total_changes != changes:
+            await self._sync()
+        return result
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(conn, ...)` inside a transaction, grouped with concurrent writes; return once it is durable.
@@ -129,7 +149,8 @@ class Database:
             if rows:
                 works.append(functools.partial(_execute_rows, rows))
                 batch.append((works[-1], _logged_future()))
-            outcomes = await self.call_raw(lambda: self._commit_batch(works))  # noqa: B023 - awaited right here
+            outcomes = self._commit_batch(works)
+            await self._sync()  # meanwhile the loop goes on, and writes that arrive gather for the next commit
             for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
@@ -160,8 +181,26 @@ class Database:
                 outcomes.append((False, exc))
         return outcomes
 
-    async def call_raw(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+    async def _sync(self) -> None:
+        """Make every commit so far durable."""
+        if self._fsync_wal:
+            await asyncio.get_running_loop().run_in_executor(self._syncer, self._fsync_wal_file)
+
+    def _fsync_wal_file(self) -> None:  # on the fsync thread
+        path = f"{self.path}-wal"
+        if self._wal_fd is not None and os.fstat(self._wal_fd).st_ino != os.stat(path).st_ino:
+            os.close(self._wal_fd)  # the WAL was made anew (never while this connection is open, but be sure)
+            self._wal_fd = None
+        if self._wal_fd is None:
+            self._wal_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        os.fsync(self._wal_fd)
+        if time.monotonic() - self._checkpointed >= CHECKPOINT_EVERY_S:
+            # Copy the WAL into the database file from this thread's own connection; PASSIVE never waits for the
+            # writer, which goes on committing on the loop. The next commit after a full checkpoint rewinds the WAL.
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._checkpointed = time.monotonic()
 
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -174,9 +213,15 @@ class Database:
             if self._deferred is not None:
                 self._deferred.cancel()
                 self._deferred = None
-            await self.call_raw(self._conn.close)
+            self._conn.close()
             self._conn = None
-        self._executor.shutdown(wait=True)
+        self._syncer.shutdown(wait=True)
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
 
 
 def _execute_rows(rows: dict[str, list[tuple[Any, ...]]], conn: sqlite3.Connection) -> None:

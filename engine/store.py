@@ -29,6 +29,7 @@ T = TypeVar("T")
 
 DB_NAME = "herald.db"
 CHECKPOINT_EVERY_S = 1.0  # how often, while writes go on, the fsync thread copies the WAL into the database file
+WAL_LIMIT_BYTES = 16 << 20  # past this, the loop truncates the WAL between two commits
 DEFERRED_S = 0.02  # the longest a `write_soon` waits for a commit to ride with
 log = logging.getLogger("herald.store")
 
@@ -52,6 +53,7 @@ class Database:
         self._wal_fd: int | None = None  # used on the fsync thread only
         self._checkpointer: sqlite3.Connection | None = None  # likewise
         self._checkpointed = 0.0  # likewise: time.monotonic() of the last checkpoint
+        self._wal_bytes = 0  # the WAL's size at the last fsync (written by the fsync thread, read on the loop)
         self._fsync_wal = False  # False when the file is not in WAL mode: then SQLite syncs each commit itself
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
@@ -151,6 +153,8 @@ class Database:
                 batch.append((works[-1], _logged_future()))
             outcomes = self._commit_batch(works)
             await self._sync()  # meanwhile the loop goes on, and writes that arrive gather for the next commit
+            if self._wal_bytes > WAL_LIMIT_BYTES:
+                self._truncate_wal()
             for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
@@ -194,13 +198,27 @@ class Database:
         if self._wal_fd is None:
             self._wal_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         os.fsync(self._wal_fd)
-        if time.monotonic() - self._checkpointed >= CHECKPOINT_EVERY_S:
+        self._wal_bytes = os.fstat(self._wal_fd).st_size
+        every_s = CHECKPOINT_EVERY_S if self._wal_bytes < WAL_LIMIT_BYTES // 2 else CHECKPOINT_EVERY_S / 10
+        if time.monotonic() - self._checkpointed >= every_s:
             # Copy the WAL into the database file from this thread's own connection; PASSIVE never waits for the
             # writer, which goes on committing on the loop. The next commit after a full checkpoint rewinds the WAL.
-            if self._checkpointer is None:
-                self._checkpointer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            if self._checkpointer is None:  # timeout 0: if a checkpoint is already running, skip this one
+                self._checkpointer = sqlite3.connect(self.path, timeout=0, isolation_level=None,
+                                                     check_same_thread=False)
+            try:
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.OperationalError:  # busy: the loop is truncating the WAL
+                pass
             self._checkpointed = time.monotonic()
+
+    def _truncate_wal(self) -> None:
+        """Bring the WAL back to nothing. Under steady writes the passive checkpoints copy the frames but the WAL
+        never gets a quiet moment to start over, so it would keep growing; this pause on the loop is short, because
+        those checkpoints already copied nearly everything."""
+        row = self._require().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if row[0] == 0:
+            self._wal_bytes = 0
 
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:

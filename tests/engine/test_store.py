@@ -113,3 +113,19 @@ async def test_the_wal_is_copied_into_the_database_file_by_the_fsync_thread(
     assert (grown > 150_000) is copied, grown
     with sqlite3.connect(tmp_path / "herald.db") as other:  # and nothing is lost either way
         assert other.execute("SELECT count(*) FROM t").fetchone()[0] == 200
+
+
+async def test_the_wal_does_not_grow_past_its_limit_under_steady_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "WAL_LIMIT_BYTES", 256 * 1024)
+    database = Database(tmp_path)
+    await database.open(["CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)"])
+    sizes = []
+    for k in range(1000):  # ~1 MB of rows with no pause between commits
+        await database.write(_insert_kilobyte, k)
+        sizes.append((tmp_path / "herald.db-wal").stat().st_size)
+    await database.close()
+    assert max(sizes) < 256 * 1024 + 64 * 1024, max(sizes)  # the limit plus at most one commit
+    with sqlite3.connect(tmp_path / "herald.db") as other:
+        assert other.execute("SELECT count(*) FROM t").fetchone()[0] == 1000

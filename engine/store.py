@@ -21,14 +21,14 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 DB_NAME = "herald.db"
-CHECKPOINT_EVERY_S = 1.0  # how often, while writes go on, the fsync thread copies the WAL into the database file
+CHECKPOINT_EVERY_S = 1.0  # how often, while writes go on, the WAL is copied into the database file (off the loop)
 WAL_LIMIT_BYTES = 16 << 20  # past this, the loop truncates the WAL between two commits
 DEFERRED_S = 0.02  # the longest a `write_soon` waits for a commit to ride with
 log = logging.getLogger("herald.store")
@@ -51,8 +51,10 @@ class Database:
         self.path = data_dir / DB_NAME
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="herald-fsync")
         self._wal_fd: int | None = None  # used on the fsync thread only
-        self._checkpointer: sqlite3.Connection | None = None  # likewise
-        self._checkpointed = 0.0  # likewise: time.monotonic() of the last checkpoint
+        self._checkpoints = ThreadPoolExecutor(max_workers=1, thread_name_prefix="herald-checkpoint")
+        self._checkpointer: sqlite3.Connection | None = None  # used on the checkpoint thread only
+        self._checkpointed = 0.0  # fsync thread: time.monotonic() of the last checkpoint asked for
+        self._checkpoint_done: Future[None] | None = None  # fsync thread: the last checkpoint asked for
         self._wal_bytes = 0  # the WAL's size at the last fsync (written by the fsync thread, read on the loop)
         self._fsync_wal = False  # False when the file is not in WAL mode: then SQLite syncs each commit itself
         self._conn: sqlite3.Connection | None = None
@@ -70,7 +72,7 @@ class Database:
         conn = self._conn = connect(self.path)
         if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
             conn.execute("PRAGMA synchronous=NORMAL")  # each commit is made durable by `_sync` instead
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on the fsync thread, not inside a commit
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on a thread, not inside a commit
             self._fsync_wal = True
         for schema in schemas:
             if callable(schema):
@@ -201,16 +203,19 @@ class Database:
         self._wal_bytes = os.fstat(self._wal_fd).st_size
         every_s = CHECKPOINT_EVERY_S if self._wal_bytes < WAL_LIMIT_BYTES // 2 else CHECKPOINT_EVERY_S / 10
         if time.monotonic() - self._checkpointed >= every_s:
-            # Copy the WAL into the database file from this thread's own connection; PASSIVE never waits for the
-            # writer, which goes on committing on the loop. The next commit after a full checkpoint rewinds the WAL.
-            if self._checkpointer is None:  # timeout 0: if a checkpoint is already running, skip this one
-                self._checkpointer = sqlite3.connect(self.path, timeout=0, isolation_level=None,
-                                                     check_same_thread=False)
-            try:
-                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.OperationalError:  # busy: the loop is truncating the WAL
-                pass
             self._checkpointed = time.monotonic()
+            if self._checkpoint_done is None or self._checkpoint_done.done():
+                self._checkpoint_done = self._checkpoints.submit(self._checkpoint)  # fsyncs never wait behind it
+
+    def _checkpoint(self) -> None:  # on the checkpoint thread
+        """Copy the WAL into the database file from this thread's own connection. PASSIVE never waits for the writer,
+        which goes on committing on the loop; the next commit after a full checkpoint rewinds the WAL."""
+        if self._checkpointer is None:  # timeout 0: if another checkpoint is running, skip this one
+            self._checkpointer = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+        try:
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.OperationalError:  # busy: the loop is truncating the WAL
+            pass
 
     def _truncate_wal(self) -> None:
         """Bring the WAL back to nothing. Under steady writes the passive checkpoints copy the frames but the WAL
@@ -234,6 +239,7 @@ class Database:
             self._conn.close()
             self._conn = None
         self._syncer.shutdown(wait=True)
+        self._checkpoints.shutdown(wait=True)
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None

@@ -98,7 +98,7 @@ def _insert_kilobyte(conn: sqlite3.Connection, key: int) -> None:
 
 
 @pytest.mark.parametrize(("every_s", "copied"), [(0.0, True), (3600.0, False)])
-async def test_the_wal_is_copied_into_the_database_file_by_the_fsync_thread(
+async def test_the_wal_is_copied_into_the_database_file_off_the_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every_s: float, copied: bool
 ) -> None:
     monkeypatch.setattr(store, "CHECKPOINT_EVERY_S", every_s)
@@ -109,8 +109,8 @@ async def test_the_wal_is_copied_into_the_database_file_by_the_fsync_thread(
         await database.write(_insert_kilobyte, k)
     grown = (tmp_path / "herald.db").stat().st_size - before
     await database.close()
-    # Commits never checkpoint by themselves (that would block the loop); the fsync thread does, on its schedule.
-    assert (grown > 150_000) is copied, grown
+    # Commits never checkpoint by themselves (that would block the loop); a thread of its own does, on a schedule.
+    assert (grown > 50_000) is copied, grown
     with sqlite3.connect(tmp_path / "herald.db") as other:  # and nothing is lost either way
         assert other.execute("SELECT count(*) FROM t").fetchone()[0] == 200
 

@@ -2,14 +2,14 @@
 
 Statements run on the loop itself (they take microseconds; a thread hop per commit cost more than the statements, and
 the hop's wait for the interpreter lock under load made every commit slow); only what blocks for long, the fsync that
-makes a commit durable, runs on a thread of its own, and the loop serves other requests meanwhile. The database is in
-WAL mode with synchronous=NORMAL, and every commit is followed by an fsync of the WAL before anyone is told it is
-done: the same guarantee as synchronous=FULL, with the wait moved off the loop. Writes go through `Database.write`:
-writes that arrive while a commit is in progress are gathered and committed together in the next transaction, so
-under load one fsync makes many writes durable (group commit), and each caller still learns only after its own write
-is durable. Bookkeeping nobody waits on (`write_soon`; `defer_row` for single rows such as an event marked handled or
-a trace row) does not start a commit of its own: it rides with the next awaited write, or is committed after at most
-`DEFERRED_S` when none comes, so it costs no fsync of its own under load.
+makes a commit durable, runs on a thread of its own (and checkpoints on another), and the loop serves other requests
+meanwhile. The database is in WAL mode with synchronous=NORMAL, and every commit is followed by an fsync of the WAL
+before anyone is told it is done: the same guarantee as synchronous=FULL, with the wait moved off the loop. Writes go
+through `Database.write`: writes that arrive while a commit is in progress are gathered and committed together in the
+next transaction, so under load one fsync makes many writes durable (group commit), and each caller still learns only
+after its own write is durable. Bookkeeping nobody waits on (`write_soon`; `defer_row` for single rows such as an
+event marked handled or a trace row) does not start a commit of its own: it rides with the next awaited write, or is
+committed after at most `DEFERRED_S` when none comes, so it costs no fsync of its own under load.
 """
 
 from __future__ import annotations

@@ -13,12 +13,15 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from engine.commands import CommandTextError, parse_command
 from engine.errors import AuthError
 from engine.events import Actor, CommandData, Event, MessageData, ReplyTo
 from engine.plugins import Busy, IntegrationContext
+
+if TYPE_CHECKING:  # the session lives in the package's __init__, which imports this module
+    from integrations.chat import Session
 
 log = logging.getLogger("herald.chat")
 
@@ -82,8 +85,8 @@ def parse_frame(raw: str) -> Item:
 class Inbox:
     """The queue between a session's reader and the engine, with the one task that empties it in order."""
 
-    def __init__(self, session: Any, ctx: IntegrationContext) -> None:
-        self._session = session  # integrations.chat.Session: id, account, principal, send()
+    def __init__(self, session: Session, ctx: IntegrationContext) -> None:
+        self._session = session
         self._ctx = ctx
         self._queue: asyncio.Queue[Item | None] = asyncio.Queue(QUEUE_LIMIT)
         self._task = asyncio.ensure_future(self._run())

@@ -14,7 +14,10 @@ Clients (`client=`):
 
 `null_server()` runs a server in its own process that answers every POST with 200 and does no work (`kind="raw"`:
 an asyncio protocol; `kind="aiohttp"`: a trivial aiohttp app). Posting the same bodies to it gives the client's
-ceiling on this machine (a lower bound: the no-op server's own cost is included).
+ceiling on this machine (a lower bound: the no-op server's own cost is included). `kind="durable"` is the raw
+server plus group commit and nothing else: each body is appended to a file and answered only after an fdatasync
+that covers it. It is the ceiling of any server that is durable before its 2xx, with this client, disk and
+number of connections.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import json
 import multiprocessing
 import os
 import resource
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -259,7 +264,53 @@ class _NullProtocol(asyncio.Protocol):
             del buffer[:end + 4 + length]
             answers += 1
         if answers and self._transport is not None:
-            self._transport.write(self.ANSWER * answers)
+            self._answer(answers, data)
+
+    def _answer(self, answers: int, data: bytes) -> None:
+        assert self._transport is not None
+        self._transport.write(self.ANSWER * answers)
+
+
+class _GroupSync:
+    """Group commit and nothing else: bodies are appended to one file, and a request is answered only once an
+    fdatasync that began after its body was written has returned. At most one fdatasync runs (on a thread); the
+    requests that arrive meanwhile wait for the next one, together."""
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._waiting: list[tuple[asyncio.Transport, int]] = []
+        self._syncing = False
+
+    def add(self, transport: asyncio.Transport, answers: int, data: bytes) -> None:
+        os.write(self._fd, data)
+        self._waiting.append((transport, answers))
+        if not self._syncing:
+            self._start()
+
+    def _start(self) -> None:
+        self._syncing = True
+        group, self._waiting = self._waiting, []
+        future = asyncio.get_running_loop().run_in_executor(None, os.fdatasync, self._fd)
+        future.add_done_callback(lambda _: self._done(group))
+
+    def _done(self, group: list[tuple[asyncio.Transport, int]]) -> None:
+        for transport, answers in group:
+            transport.write(_NullProtocol.ANSWER * answers)
+        self._syncing = False
+        if self._waiting:
+            self._start()
+
+
+class _DurableNullProtocol(_NullProtocol):
+    """The no-op server's parsing, with every answer held back until its bytes are on disk (see _GroupSync)."""
+
+    def __init__(self, sync: _GroupSync) -> None:
+        super().__init__()
+        self._sync = sync
+
+    def _answer(self, answers: int, data: bytes) -> None:
+        assert self._transport is not None
+        self._sync.add(self._transport, answers, data)
 
 
 async def serve_null(port: int, counter: list[int] | None = None, needle: bytes = b"") -> asyncio.Server:
@@ -269,10 +320,14 @@ async def serve_null(port: int, counter: list[int] | None = None, needle: bytes 
     return await loop.create_server(lambda: _NullProtocol(counter, needle), "127.0.0.1", port, reuse_address=True)
 
 
-def _null_main(port: int, kind: str, ready: Any) -> None:
+def _null_main(port: int, kind: str, ready: Any, data_path: str) -> None:
     async def run() -> None:
         if kind == "raw":
             server = await serve_null(port)
+        elif kind == "durable":
+            sync = _GroupSync(data_path)
+            server = await asyncio.get_running_loop().create_server(
+                lambda: _DurableNullProtocol(sync), "127.0.0.1", port, reuse_address=True)
         else:
             from aiohttp import web
 
@@ -297,7 +352,8 @@ def _null_main(port: int, kind: str, ready: Any) -> None:
 async def null_server(kind: str = "raw") -> AsyncIterator[str]:
     """A no-op HTTP server in its own process; yields its base URL."""
     port, ready = free_port(), _SPAWN.Event()
-    process = _SPAWN.Process(target=_null_main, args=(port, kind, ready), daemon=True)
+    folder = tempfile.mkdtemp(prefix="herald-null-")  # the temporary folder, where the benchmarks keep Herald's data
+    process = _SPAWN.Process(target=_null_main, args=(port, kind, ready, os.path.join(folder, "data")), daemon=True)
     process.start()
     try:
         if not await asyncio.to_thread(ready.wait, 30):
@@ -306,12 +362,13 @@ async def null_server(kind: str = "raw") -> AsyncIterator[str]:
     finally:
         process.terminate()
         process.join(5)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def client_ceiling(bodies: Sequence[object], *, connections: int = 4, procs: int = 1,
-                         client: str = "raw") -> Load:
-    """The client's rate posting `bodies` to the raw no-op server in another process."""
-    async with null_server("raw") as base:
+                         client: str = "raw", server: str = "raw") -> Load:
+    """The client's rate posting `bodies` to a no-op server (`server`: a null_server kind) in another process."""
+    async with null_server(server) as base:
         return await post_all(f"{base}/hooks/alertmanager", bodies, connections=connections, procs=procs,
                               client=client)
 

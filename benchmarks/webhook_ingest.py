@@ -5,7 +5,9 @@ Herald runs as its own process (`herald run`, SQLite journal with synchronous=FU
 clustering off. The load client (benchmarks/_load.py) pre-encodes every request before the clock starts and runs
 in its own process(es); its ceiling, the rate it reaches against a server that does no work with the same bodies,
 is reported next to each result, with the CPU the client and each server used: a rate close to the ceiling, or a
-client near 1 core per process, is bound by the client rather than by the server.
+client near 1 core per process, is bound by the client rather than by the server. So is the durable ceiling: the
+same client against a server that does nothing but group commit (append the body, fdatasync, answer), which bounds
+any server that is durable before its 2xx on this disk with this many connections.
 Usage: python benchmarks/webhook_ingest.py [--alerts N] [--rounds 3] [--connections 4] [--client-procs 1] [--client raw]
 """
 
@@ -125,6 +127,7 @@ async def main(args: argparse.Namespace) -> None:
                 if r == 0:
                     am_ceiling = await client_ceiling(chunks, **options)
                     herald_ceiling = await client_ceiling(herald_bodies, **options)
+                    durable_ceiling = await client_ceiling(herald_bodies, **options, server="durable")
                 am_runs.append(await _measure(am, f"{am_url}/api/v2/alerts", chunks, options))
                 herald_runs.append(await _measure(herald, f"http://127.0.0.1:{herald_port}/hooks/alertmanager",
                                                   herald_bodies, options))
@@ -133,6 +136,7 @@ async def main(args: argparse.Namespace) -> None:
             rows.append((batch, total, args.rounds, am_rate, _spread(am_runs, total), herald_rate,
                          _spread(herald_runs, total), round(herald_rate / am_rate, 2),
                          round(total / am_ceiling.seconds), round(total / herald_ceiling.seconds),
+                         round(total / durable_ceiling.seconds),
                          am_cores, herald_cores, round(1e6 * herald_cores / herald_rate),
                          am_client, herald_client))
     finally:
@@ -142,13 +146,16 @@ async def main(args: argparse.Namespace) -> None:
         shutil.rmtree(work, ignore_errors=True)
     report(f"webhook ingest (alerts/s, durable before 2xx, {connections} connections, median of rounds)",
            ["batch", "alerts", "rounds", "alertmanager_per_s", "am_range", "herald_per_s", "herald_range",
-            "herald_vs_am", "am_client_ceiling_per_s", "herald_client_ceiling_per_s", "am_cores", "herald_cores",
+            "herald_vs_am", "am_client_ceiling_per_s", "herald_client_ceiling_per_s", "durable_noop_per_s",
+            "am_cores", "herald_cores",
             "herald_cpu_us_per_alert", "client_cores_am", "client_cores_herald"], rows,
            targets={"batch_1": 1.5, "batch_100": 2.0},
            client={"kind": client, "procs": procs, "connections": connections},
            notes="rates are the median of the rounds (each round posts fresh alerts to both, Alertmanager first), "
                  "*_range the lowest-highest round; *_client_ceiling_per_s: the same client posting the same bodies "
-                 "to a no-op server (another process); *_cores: CPU cores each process kept busy during its median "
+                 "to a no-op server (another process); durable_noop_per_s: the same client and bodies against a "
+                 "no-op server that only appends each body to a file and answers after an fdatasync covering it "
+                 "(group commit, nothing else): the ceiling of any server durable before its 2xx; *_cores: CPU cores each process kept busy during its median "
                  "round; herald_cpu_us_per_alert: Herald's CPU time per alert")
 
 

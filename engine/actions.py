@@ -102,6 +102,8 @@ async def notify(action: NotifyAction, run: RuleRun, services: Services) -> Acti
         specs = tuple((b.name, b.arg) for b in (action.button_list or DEFAULT_BUTTONS))
         buttons = await services.alerts.make_buttons(event_id=event.id, rule=run.rule.name,
                                                      fingerprint=fingerprint, specs=specs)
+        if fingerprint is not None:
+            services.board.offered(fingerprint, buttons)
     text = render_template(action.template, run.fields) if action.template else summarize(event)
     note = Notification(event_id=event.id, rule=run.rule.name, text=text, buttons=buttons,
                         severity=data.severity if isinstance(data, AlertData) else None)

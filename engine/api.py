@@ -3,9 +3,10 @@
 The stream is authenticated with an API token: a JWT for purpose "api" (`herald token issue`), or the engine's local
 token in `<data>/api-token` (mode 0600). `POST /api/v1/reload` (same tokens; the local token or a person with the
 admin role) reloads rules and config now and answers with the outcome: 200 with the diff, or 422 with every
-diagnostic (engine.reload). It sends a snapshot, then every update; a client may send commands, which
-run as the token's subject (the local token may name another principal with `as`), and whose progress and result
-come back as `reply` frames on the same socket.
+diagnostic (engine.reload). It sends a snapshot, then every update; a client may send commands and press the
+buttons of alerts (`{"type": "press", "button": "<the button's id from an alert update>"}`), which act as the
+token's subject (the local token may name another principal with `as`) exactly as a chat user's would, and whose
+progress and result come back as `reply` frames on the same socket.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from engine.errors import AuthError
 from engine.events import Actor, Event, ReplyTo
 from engine.ids import new_id
 from engine.outlets import Audience, Notification, OutMessage, Output, Progress, Result, Text
-from engine.snapshots import AuditView, EventView, RulesView, RunView, TaskView
+from engine.plugins import Busy
+from engine.snapshots import AlertView, AuditView, EventView, RulesView, RunView, TaskView
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -31,7 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("herald.api")
 
 API_PURPOSE = "api"
-_UPDATE_TYPES = {EventView: "event", RunView: "run", TaskView: "task", AuditView: "audit", RulesView: "rules"}
+_UPDATE_TYPES = {EventView: "event", RunView: "run", TaskView: "task", AuditView: "audit", RulesView: "rules",
+                 AlertView: "alert"}
+_FRAME_HELP = 'expected {"type": "command", "text": "/..."} or {"type": "press", "button": "<button id>"}'
 RELOAD_ROLE = "admin"
 
 
@@ -134,12 +138,29 @@ async def _inbound(
 ) -> None:
     try:
         frame = json.loads(raw)
-        if not isinstance(frame, dict) or frame.get("type") != "command" or not isinstance(frame.get("text"), str):
-            raise ValueError('expected {"type": "command", "text": "/..."}')
+        kind = frame.get("type") if isinstance(frame, dict) else None
+        if not ((kind == "command" and isinstance(frame.get("text"), str))
+                or (kind == "press" and isinstance(frame.get("button"), str))):
+            raise ValueError(_FRAME_HELP)
     except ValueError as exc:
         await ws.send_json({"type": "error", "message": str(exc)})
         return
     client_id = str(frame.get("id") or new_id())
+    # Only the engine's own local token (readable by whoever runs Herald) may act for someone else.
+    principal = frame.get("as") if claims.get("local") and frame.get("as") else claims["sub"]
+    if not engine.directory.exists(str(principal)):
+        await ws.send_json({"type": "reply", "id": client_id, "text": f"Unknown principal {principal!r}."})
+        return
+    actor = Actor(platform="api", account=f"token:{claims['jti']}", principal=principal)
+    reply_to = ReplyTo(platform="api", chat=conn_id, message_id=client_id)
+    if kind == "press":
+        try:  # audited, then handled like a press in chat: the button's rule and the presser's roles decide
+            await engine.press(frame["button"], actor, reply_to)
+        except AuthError as exc:
+            await ws.send_json({"type": "reply", "id": client_id, "text": f"Refused: {exc}.", "final": True})
+        except Busy as exc:
+            await ws.send_json({"type": "reply", "id": client_id, "text": f"Busy, try again: {exc}.", "final": True})
+        return
     try:
         command = parse_command(frame["text"])
     except CommandTextError as exc:
@@ -148,14 +169,7 @@ async def _inbound(
     if command is None:
         await ws.send_json({"type": "reply", "id": client_id, "text": "Commands start with '/'; try /help."})
         return
-    # Only the engine's own local token (readable by whoever runs Herald) may act for someone else.
-    principal = frame.get("as") if claims.get("local") and frame.get("as") else claims["sub"]
-    if not engine.directory.exists(str(principal)):
-        await ws.send_json({"type": "reply", "id": client_id, "text": f"Unknown principal {principal!r}."})
-        return
-    event = Event(
-        source="api", data=command,
-        actor=Actor(platform="api", account=f"token:{claims['jti']}", principal=principal),
-        reply_to=ReplyTo(platform="api", chat=conn_id, message_id=client_id),
-    )
-    await engine.submit([event])
+    try:
+        await engine.submit([Event(source="api", data=command, actor=actor, reply_to=reply_to)])
+    except Busy as exc:
+        await ws.send_json({"type": "reply", "id": client_id, "text": f"Busy, try again: {exc}.", "final": True})

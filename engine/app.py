@@ -23,6 +23,7 @@ from aiohttp import web
 from dsl import EventGraph
 from dsl.ast import TeamDecl
 from engine import actions, alerts, audit, confirm, identity, journal, keys, runtime, stateful, tasks, timers
+from engine.alert_board import AlertBoard
 from engine.alerts import AlertState
 from engine.api import API_PURPOSE, StreamOutlet, add_routes
 from engine.audit import AuditLog
@@ -127,7 +128,7 @@ class Engine:
         self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_dir, owner=owner)
         services = Services(config=config, directory=self.directory, db=self.db, audit=self.audit, tasks=self.tasks,
                             alerts=self.alerts, outlets=self.outlets, bus=self.bus,
-                            submit=self._submit_internal, cancel_task=self.cancel_task)
+                            submit=self._submit_internal, board=AlertBoard(self.bus), cancel_task=self.cancel_task)
         self.runtime = Runtime(graph=graph, services=services, journal=self.journal,
                                declared_teams=declared_audiences(teams))
         self.output_relay = OutputRelay(self.outlets, self.bus)
@@ -339,6 +340,7 @@ class Engine:
     async def _load_recent(self) -> None:
         for event in await self.journal.recent(RECENT_ON_START):
             self.bus.publish(event_view(event))
+            self.runtime.services.board.seen(event)  # alerts as last heard of (their buttons are not kept)
         for task in await self.tasks.recent(RECENT_ON_START):
             self.bus.publish(task.view())
         for entry in await self.audit.recent(RECENT_ON_START):

@@ -104,9 +104,11 @@ async def press(event: Event, data: ButtonData, services: Services) -> None:
     if data.action == "ack":
         earlier = await services.alerts.acknowledge(data.alert_fingerprint, presser)
         text = f"Already acknowledged by {earlier}." if earlier else f"Acknowledged by {presser}."
+        services.board.pressed(data.alert_fingerprint, "ack", acknowledged_by=earlier or presser)
     elif data.arg in MUTE_DURATIONS:
         until = await services.alerts.mute(data.alert_fingerprint, presser, MUTE_DURATIONS[data.arg])
         text = f"Muted by {presser} until {until.isoformat(timespec='minutes')}."
+        services.board.pressed(data.alert_fingerprint, "mute", muted_until=until)
     else:
         text = f"Mute for {data.arg!r} is not offered; try one of {', '.join(MUTE_DURATIONS)}."
     await services.outlets.reply(event.reply_to, Text(text))

@@ -14,9 +14,9 @@ import functools
 from collections import OrderedDict
 from collections.abc import Callable
 
-from engine.snapshots import AuditView, EventView, RulesView, RunView, Snapshot, TaskView
+from engine.snapshots import AlertView, AuditView, EventView, RulesView, RunView, Snapshot, TaskView
 
-Update = EventView | RunView | TaskView | AuditView | RulesView
+Update = EventView | RunView | TaskView | AuditView | RulesView | AlertView
 
 _KEYS: dict[type, Callable[[Update], object]] = {
     EventView: lambda v: v.id,  # type: ignore[union-attr]
@@ -24,6 +24,7 @@ _KEYS: dict[type, Callable[[Update], object]] = {
     TaskView: lambda v: v.task_id,  # type: ignore[union-attr]
     AuditView: lambda v: v.seq,  # type: ignore[union-attr]
     RulesView: lambda v: "rules",  # one at a time: the newest replaces the last
+    AlertView: lambda v: v.fingerprint,  # type: ignore[union-attr]
 }
 
 
@@ -71,7 +72,7 @@ class Bus:
 
         rules = items(RulesView)
         return Snapshot(events=items(EventView), runs=items(RunView), tasks=items(TaskView), audit=items(AuditView),
-                        rules=rules[-1] if rules else None)
+                        alerts=items(AlertView), rules=rules[-1] if rules else None)
 
     def subscribe(self, capacity: int = 1000) -> tuple[Subscription, Callable[[], None]]:
         sub = Subscription(capacity)

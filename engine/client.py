@@ -4,8 +4,9 @@ The TUI imports only this module and `engine.snapshots`, so it holds plain snaps
 objects. `RemoteEngineClient` speaks the `/api/v1/stream` protocol:
 
     server -> {"type": "snapshot", "snapshot": Snapshot}         first frame after every connect
-    server -> {"type": "event" | "run" | "task" | "audit" | "rules", "item": ...}   live updates
+    server -> {"type": "event" | "run" | "task" | "audit" | "rules" | "alert", "item": ...}   live updates
     client -> {"type": "command", "text": "/backup now", "id": "<client id>"}
+    client -> {"type": "press", "button": "<a button id from an alert>", "id": "<client id>"}
     server -> {"type": "reply", "id": "<client id>", "text": "..."}
 
 Exceptions (all derive from `engine.errors.HeraldError`):
@@ -32,7 +33,7 @@ from yarl import URL
 
 from engine.errors import HeraldError
 from engine.ids import new_id
-from engine.snapshots import AuditView, EventView, RulesView, RunView, Snapshot, TaskView
+from engine.snapshots import AlertView, AuditView, EventView, RulesView, RunView, Snapshot, TaskView
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class Reply(BaseModel):
     text: str
 
 
-Update = Snapshot | EventView | RunView | TaskView | AuditView | RulesView | Reply
+Update = Snapshot | EventView | RunView | TaskView | AuditView | RulesView | AlertView | Reply
 
 # Frame "type" -> record class, for the frames that carry one record under "item".
 _ITEM_TYPES: dict[str, type[BaseModel]] = {
@@ -58,6 +59,7 @@ _ITEM_TYPES: dict[str, type[BaseModel]] = {
     "task": TaskView,
     "audit": AuditView,
     "rules": RulesView,
+    "alert": AlertView,
 }
 
 
@@ -89,6 +91,10 @@ class EngineClient(Protocol):
 
     async def send_command(self, text: str) -> None:
         """Run a chat-style command as the token's principal; the answer arrives as a `Reply` update."""
+        ...
+
+    async def press(self, button_id: str) -> None:
+        """Press an alert's button (an id from an `AlertView`) as the token's principal; answered like a command."""
         ...
 
     async def close(self) -> None:
@@ -242,11 +248,18 @@ class RemoteEngineClient:
 
     async def send_command(self, text: str) -> None:
         """Send a command frame on the open connection; its Reply comes back through `updates()`."""
+        await self._send({"type": "command", "text": text, "id": new_id()})
+
+    async def press(self, button_id: str) -> None:
+        """Send a press frame on the open connection; the engine's answer comes back through `updates()`."""
+        await self._send({"type": "press", "button": button_id, "id": new_id()})
+
+    async def _send(self, frame: dict[str, str]) -> None:
         ws = self._ws
         if ws is None or ws.closed:
             raise NotConnected(f"not connected to the engine ({self.status})")
         try:
-            await ws.send_json({"type": "command", "text": text, "id": new_id()})
+            await ws.send_json(frame)
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise NotConnected(f"the connection to the engine dropped: {_describe(exc)}") from exc
 
@@ -305,6 +318,7 @@ class StaticEngineClient:
     ) -> None:
         self.status = status
         self.sent: list[str] = []
+        self.pressed: list[str] = []
         self.closed = False
         self._reply = reply
         self._queue: asyncio.Queue[Update | None] = asyncio.Queue()
@@ -325,6 +339,10 @@ class StaticEngineClient:
         self.sent.append(text)
         if self._reply is not None:
             self.push(Reply(id=f"static-{len(self.sent)}", text=self._reply(text)))
+
+    async def press(self, button_id: str) -> None:
+        """Record the press."""
+        self.pressed.append(button_id)
 
     async def close(self) -> None:
         """End `updates()`."""

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from dsl import CompiledRule
+from engine.alert_board import AlertBoard
 from engine.alerts import AlertState
 from engine.audit import AuditLog
 from engine.bus import Bus
@@ -74,6 +75,7 @@ class Services:
     outlets: Outlets
     bus: Bus
     submit: Callable[[Sequence[Event]], Awaitable[None]]
+    board: AlertBoard  # what operators see of alerts (the TUI's Alerts tab)
     # Teams declared in rule files, by name; the runtime refills it whenever a graph is loaded.
     declared_teams: dict[str, Audience] = field(default_factory=dict)
     # (task id, who asks) -> what happened, in words; the engine provides it (it owns the workers).

@@ -80,8 +80,10 @@ class Runtime:
             fields.update(self._command_fields(event, data, graph))
         elif isinstance(data, ButtonData):
             await press(event, data, services)
-        elif isinstance(data, AlertData) and data.status == "resolved":
-            await services.alerts.resolved(data.fingerprint)
+        elif isinstance(data, AlertData):
+            services.board.seen(event)
+            if data.status == "resolved":
+                await services.alerts.resolved(data.fingerprint)
 
         rules = graph.match(event.kind, fields)
         if not rules:

@@ -45,6 +45,32 @@ class TaskView(_View):
     attempts: int = 1
 
 
+class ButtonView(_View):
+    """A button offered with an alert's notification: `id` is the signed value a press sends back (single use)."""
+
+    id: str
+    label: str
+    action: str
+    arg: str | None = None
+
+
+class AlertView(_View):
+    """An alert as an operator sees it: its latest state, who acknowledged or muted it, and the buttons of its
+    latest notification that nobody has pressed yet (none once it resolved)."""
+
+    fingerprint: str
+    status: Literal["firing", "resolved"]
+    time: str  # of the latest event about it
+    name: str = ""
+    severity: str = ""
+    service: str = ""
+    summary: str = ""
+    event_id: str = ""
+    acknowledged_by: str | None = None
+    muted_until: str | None = None
+    buttons: list[ButtonView] = []
+
+
 class AuditView(_View):
     seq: int
     time: str
@@ -106,4 +132,5 @@ class Snapshot(_View):
     runs: list[RunView] = []
     tasks: list[TaskView] = []
     audit: list[AuditView] = []
+    alerts: list[AlertView] = []
     rules: RulesView | None = None

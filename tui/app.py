@@ -1,5 +1,5 @@
-"""Herald's terminal console: live tables of events, runs, tasks and audit entries, the running rules, plus a
-command line.
+"""Herald's terminal console: live tables of events, runs, tasks and audit entries, the running rules, the alerts
+with their buttons (tui.alerts), plus a command line.
 
 The app is built by `make_app(client)` around an `EngineClient` and holds only snapshot records from
 `engine.snapshots`. A background worker reads `client.updates()` and posts `EngineUpdate` messages; the app
@@ -11,8 +11,7 @@ the running version's rules and the last reload; when a reload was rejected, eve
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar
 
 from pydantic import BaseModel
 from textual import work
@@ -22,71 +21,12 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
 from engine.client import EngineClient, EngineClientError, Reply, Update
-from engine.snapshots import AuditView, EventView, RuleEntry, RulesView, RunView, Snapshot, TaskView
+from engine.snapshots import AlertView, AuditView, EventView, RuleEntry, RulesView, RunView, Snapshot, TaskView
+from tui.alerts import AlertsTable
+from tui.tables import RecordTable, clock, last_line, short_id
 
-ROW_CAP = 500
-"""Rows kept per table; the oldest go first, so a busy engine cannot grow the console without bound."""
 RULES_CAP = 20_000
 """Rules shown: the whole rule set of any realistic installation."""
-
-R = TypeVar("R", bound=BaseModel)
-
-
-def clock(time: str) -> str:
-    """Shorten an ISO timestamp to month-day and wall-clock time; anything else is shown as given."""
-    try:
-        return datetime.fromisoformat(time).strftime("%m-%d %H:%M:%S")
-    except ValueError:
-        return time
-
-
-def last_line(text: str, width: int = 60) -> str:
-    """The last non-empty line of `text`, cut to `width` cells: a table row has room for one line."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    tail = lines[-1] if lines else ""
-    return tail if len(tail) <= width else tail[: width - 1] + "…"
-
-
-class RecordTable(DataTable, Generic[R]):  # type: ignore[type-arg]
-    """A DataTable showing one record type, oldest at the top, one row per stable key, at most ROW_CAP rows."""
-
-    COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = ()
-    """(column key, label) pairs, in display order."""
-
-    def __init__(self, *, id: str, cap: int = ROW_CAP) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
-        self.cap = cap
-        for key, label in self.COLUMNS:
-            self.add_column(label, key=key)
-
-    def key_of(self, record: R) -> str:
-        """The record's stable id, used as the row key."""
-        raise NotImplementedError
-
-    def cells_of(self, record: R) -> tuple[str, ...]:
-        """The record's cells, in COLUMNS order."""
-        raise NotImplementedError
-
-    def load(self, records: Iterable[R]) -> None:
-        """Replace every row with `records` (a fresh snapshot after a (re)connect)."""
-        self.clear()
-        for record in list(records)[-self.cap :]:
-            self.upsert(record)
-
-    def upsert(self, record: R) -> None:
-        """Replace the row with the record's key, or append a new row and drop the oldest past the cap."""
-        key = self.key_of(record)
-        cells = self.cells_of(record)
-        if key in self.rows:
-            for (column, _), value in zip(self.COLUMNS, cells, strict=True):
-                self.update_cell(key, column, value, update_width=True)
-            return
-        following = self.row_count == 0 or self.cursor_row >= self.row_count - 1
-        self.add_row(*cells, key=key)
-        while self.row_count > self.cap:
-            self.remove_row(next(iter(self.rows)))
-        if following:  # keep the newest row in view unless the user has moved up to read older ones
-            self.move_cursor(row=self.row_count - 1, animate=False)
 
 
 class EventsTable(RecordTable[EventView]):
@@ -233,11 +173,6 @@ class RulesPane(TabPane):
             self.table.load(view.rules)
 
 
-def short_id(value: str) -> str:
-    """The last 8 characters of an id: ids are time-sortable, so their heads repeat and their tails differ."""
-    return value[-8:]
-
-
 class EngineUpdate(Message):
     """One update from the engine stream, carried from the stream worker to the app."""
 
@@ -256,6 +191,8 @@ class EngineUpdate(Message):
             return old.task_id == new.task_id
         if isinstance(old, RunView) and isinstance(new, RunView):
             return old.run_id == new.run_id
+        if isinstance(old, AlertView) and isinstance(new, AlertView):
+            return old.fingerprint == new.fingerprint
         return isinstance(old, RulesView) and isinstance(new, RulesView)
 
 
@@ -291,7 +228,7 @@ class ConnectionBar(Static):
         self.set_class(status.startswith(("failed", "closed")), "-failed")
 
 
-VIEWS = ("events", "runs", "tasks", "audit", "rules")
+VIEWS = ("events", "runs", "tasks", "audit", "rules", "alerts")  # keys 1-6
 
 
 class HeraldApp(App[None]):
@@ -322,14 +259,18 @@ class HeraldApp(App[None]):
             RunView: RunsTable(id="runs-table"),
             TaskView: TasksTable(id="tasks-table"),
             AuditView: AuditTable(id="audit-table"),
+            AlertView: AlertsTable(id="alerts-table"),
         }
         yield self._header
         self._rules = RulesPane()
+        tabs = dict(zip(("events", "runs", "tasks", "audit", "alerts"), self._tables.values(), strict=True))
         with TabbedContent(initial="events"):
-            for view, table in zip(VIEWS[: len(self._tables)], self._tables.values(), strict=True):
+            for view in VIEWS:
+                if view == "rules":
+                    yield self._rules
+                    continue
                 with TabPane(view.title(), id=view):
-                    yield table
-            yield self._rules
+                    yield tabs[view]
         yield self._reply
         yield Input(placeholder="/command  (press / to type)", id="command", select_on_focus=False)
         yield Footer()
@@ -358,6 +299,7 @@ class HeraldApp(App[None]):
             self._tables[RunView].load(update.runs)
             self._tables[TaskView].load(update.tasks)
             self._tables[AuditView].load(update.audit)
+            self._tables[AlertView].load(update.alerts)
             if update.rules is not None:
                 self._rules.show(update.rules)
         elif isinstance(update, RulesView):
@@ -367,6 +309,22 @@ class HeraldApp(App[None]):
         else:
             self._tables[type(update)].upsert(update)
         self._header.refresh_status()
+
+    def on_alerts_table_press(self, message: AlertsTable.Press) -> None:
+        if message.button is None:
+            self.show_reply(f"{message.alert}: no {message.action} button to press (already pressed, resolved, "
+                            "or sent without buttons)", error=True)
+            return
+        self.show_reply(f"pressed: {message.button.label} on {message.alert}")
+        self.press_button(message.button.id)
+
+    @work(group="commands")
+    async def press_button(self, button_id: str) -> None:
+        """Press an alert's button without blocking the UI; the engine's answer arrives as a Reply update."""
+        try:
+            await self.client.press(button_id)
+        except EngineClientError as exc:
+            self.show_reply(f"not pressed: {exc}", error=True)
 
     def on_stream_ended(self, message: StreamEnded) -> None:
         self._header.refresh_status()

@@ -1,0 +1,86 @@
+"""The Alerts tab: each recent alert once, with its state and the buttons of its latest notification.
+
+`a` presses the alert's Acknowledge button and `m` its Mute button, as the operator, exactly as in chat: the engine
+checks the button's signature and the rules, and its answer shows on the reply line. A button works once, so after
+a press (here or in chat) the engine stops offering it and the key says there is nothing to press.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.binding import Binding, BindingType
+from textual.message import Message
+
+from engine.snapshots import AlertView, ButtonView
+from tui.tables import RecordTable, clock
+
+
+def alert_state(record: AlertView) -> str:
+    """What has been done about the alert, in a few words."""
+    if record.status == "resolved":
+        return "resolved"
+    done = []
+    if record.acknowledged_by:
+        done.append(f"acked by {record.acknowledged_by}")
+    if record.muted_until:
+        done.append(f"muted until {clock(record.muted_until)}")
+    return ", ".join(done) or "open"
+
+
+class AlertsTable(RecordTable[AlertView]):
+    """Alerts by fingerprint; a new event about an alert updates its row in place."""
+
+    COLUMNS = (
+        ("time", "Time"),
+        ("severity", "Severity"),
+        ("service", "Service"),
+        ("alert", "Alert"),
+        ("state", "State"),
+        ("buttons", "Buttons"),
+    )
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("a", "press('ack')", "Acknowledge"),
+        Binding("m", "press('mute')", "Mute"),
+    ]
+
+    class Press(Message):
+        """The operator asked to press `button` (or there was none of `action` to press: `button` is None)."""
+
+        def __init__(self, action: str, button: ButtonView | None, alert: str) -> None:
+            super().__init__()
+            self.action = action
+            self.button = button
+            self.alert = alert
+
+    def __init__(self, *, id: str) -> None:
+        super().__init__(id=id)
+        self.records: dict[str, AlertView] = {}
+
+    def key_of(self, record: AlertView) -> str:
+        return record.fingerprint
+
+    def cells_of(self, record: AlertView) -> tuple[str, ...]:
+        title = " — ".join(part for part in (record.name, record.summary) if part) or record.fingerprint
+        return (clock(record.time), record.severity or "?", record.service or "?", title, alert_state(record),
+                " ".join(f"[{button.label}]" for button in record.buttons))
+
+    def upsert(self, record: AlertView) -> None:
+        self.records[record.fingerprint] = record
+        super().upsert(record)
+        if len(self.records) > self.row_count:  # rows past the cap were dropped: forget their records too
+            self.records = {key: self.records[key] for key in (str(row.value) for row in self.rows)}
+
+    def load(self, records: object) -> None:
+        self.records.clear()
+        super().load(records)  # type: ignore[arg-type]
+
+    def action_press(self, action: str) -> None:
+        if self.row_count == 0:
+            return
+        row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
+        record = self.records.get(str(row_key.value))
+        if record is None:
+            return
+        button = next((b for b in record.buttons if b.action == action), None)
+        self.post_message(self.Press(action, button, record.name or record.fingerprint))

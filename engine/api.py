@@ -149,7 +149,10 @@ async def _inbound(
     # Only the engine's own local token (readable by whoever runs Herald) may act for someone else.
     principal = frame.get("as") if claims.get("local") and frame.get("as") else claims["sub"]
     if not engine.directory.exists(str(principal)):
-        await ws.send_json({"type": "reply", "id": client_id, "text": f"Unknown principal {principal!r}."})
+        hint = (" The engine's local token acts as the config's api_principal: set it to a person in herald.toml"
+                if claims.get("local") and not frame.get("as") else "")
+        await ws.send_json({"type": "reply", "id": client_id, "text": f"Unknown principal {principal!r}.{hint}",
+                            "final": True})
         return
     actor = Actor(platform="api", account=f"token:{claims['jti']}", principal=principal)
     reply_to = ReplyTo(platform="api", chat=conn_id, message_id=client_id)
@@ -167,7 +170,8 @@ async def _inbound(
         await ws.send_json({"type": "reply", "id": client_id, "text": f"Refused: {exc}.", "final": True})
         return
     if command is None:
-        await ws.send_json({"type": "reply", "id": client_id, "text": "Commands start with '/'; try /help."})
+        await ws.send_json({"type": "reply", "id": client_id, "text": "Commands start with '/'; try /help.",
+                            "final": True})
         return
     try:
         await engine.submit([Event(source="api", data=command, actor=actor, reply_to=reply_to)])

@@ -111,3 +111,18 @@ async def test_a_forged_press_over_the_stream_is_refused_and_audited(carols_engi
     finally:
         await client.close()
         await updates.aclose()
+
+
+async def test_without_an_api_principal_the_local_token_is_told_how_to_act_as_a_person(engine: Engine) -> None:
+    client = RemoteEngineClient(http_url(engine), engine.api_token)
+    updates = client.updates()
+    try:
+        assert isinstance(await anext(updates), Snapshot)
+        await client.send_command("/whoami")
+        async with asyncio.timeout(10):
+            reply = await anext(update async for update in updates if isinstance(update, Reply))
+        assert reply.text == ("Unknown principal 'local-operator'. The engine's local token acts as the config's "
+                              "api_principal: set it to a person in herald.toml")
+    finally:
+        await client.close()
+        await updates.aclose()

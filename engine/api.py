@@ -1,4 +1,5 @@
-"""Herald's own HTTP surface: `/healthz` and the `/api/v1/stream` WebSocket (live updates and commands).
+"""Herald's own HTTP surface: `/healthz`, `/metrics` (Prometheus text format, engine.metrics; like `/healthz` it
+needs no token: counts only, nothing about who or what) and the `/api/v1/stream` WebSocket (live updates and commands).
 
 The stream is authenticated with an API token: a JWT for purpose "api" (`herald token issue`), or the engine's local
 token in `<data>/api-token` (mode 0600). `POST /api/v1/reload` (same tokens; the local token or a person with the
@@ -23,6 +24,8 @@ from engine.commands import CommandTextError, parse_command
 from engine.errors import AuthError
 from engine.events import Actor, Event, ReplyTo
 from engine.ids import new_id
+from engine.metrics import CONTENT_TYPE
+from engine.metrics import render as render_metrics
 from engine.outlets import Audience, Notification, OutMessage, Output, Progress, Result, Text
 from engine.plugins import Busy
 from engine.snapshots import AlertView, AuditView, EventView, RulesView, RunView, TaskView
@@ -118,7 +121,11 @@ def add_routes(app: web.Application, engine: Engine, outlet: StreamOutlet) -> No
             await asyncio.gather(sender, return_exceptions=True)
         return ws
 
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=await render_metrics(engine), headers={"Content-Type": CONTENT_TYPE})
+
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/stream", stream)
     app.router.add_post("/api/v1/reload", reload)
 

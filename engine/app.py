@@ -33,6 +33,7 @@ from engine.errors import AuthError, ConfigError
 from engine.events import Actor, AlertData, ButtonData, Event, ReplyTo
 from engine.identity import Directory
 from engine.journal import Journal
+from engine.metrics import Metrics
 from engine.outlets import Audience, Outlet, Outlets
 from engine.plugins import Acknowledge, Busy, Integration, Unload, discover
 from engine.progress import OutputRelay
@@ -117,6 +118,7 @@ class Engine:
         # always get in, so a dispatcher can never block on its own lane.
         self._lanes: list[asyncio.Queue[Event]] = [asyncio.Queue() for _ in range(DISPATCH_LANES)]
         self._waiting = 0
+        self.metrics = Metrics()
         self._app = web.Application(client_max_size=config.http.max_body_bytes)
         self._runner: web.AppRunner | None = None
         self._redis: RedisTaskBus | None = None
@@ -153,10 +155,17 @@ class Engine:
 
     async def submit(self, events: Sequence[Event], *, acknowledge: Acknowledge | None = None) -> None:
         if self.state != "running":
+            self.metrics.refused += len(events)
             raise Busy(f"engine is {self.state}, not accepting events")
         if self._waiting + len(events) > self.config.max_queued_events:
+            self.metrics.refused += len(events)
             raise Busy(f"{self._waiting} events are waiting to be handled")
         await self._accept(events, acknowledge)
+
+    @property
+    def waiting(self) -> int:
+        """Accepted events whose rule runs have not finished yet."""
+        return self._waiting
 
     async def _submit_internal(self, events: Sequence[Event]) -> None:
         """Events raised by rules, tasks and timers: never refused for load (see the queue's comment)."""
@@ -164,6 +173,7 @@ class Engine:
 
     async def _accept(self, events: Sequence[Event], acknowledge: Acknowledge | None) -> None:
         new = await self.journal.accept(events)
+        self.metrics.count_accepted(event.data.kind for event in new)
         if acknowledge is not None:
             await acknowledge(events)
         for event in new:

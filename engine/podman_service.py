@@ -3,7 +3,8 @@
 Nothing starts Podman's service on a host without a systemd user session, so the engine starts
 `podman system service` itself when the socket does not answer, and stops only what it started.
 Running as root, it starts the service for an unprivileged user (rootless Podman); running as a
-normal user, it starts its own. Everything here is blocking: the sandbox calls it from its worker
+normal user, it starts its own. A service started with an idle timeout (`--time`) exits by itself when unused;
+`start` then starts a fresh one. Everything here is blocking: the sandbox calls it from its worker
 thread, never from the event loop.
 
 Every failure raises `engine.errors.SandboxUnavailable` with what is missing and how to fix it.
@@ -188,9 +189,10 @@ def _preflight(info: UserInfo) -> None:
 class PodmanService:
     """A Podman REST service for one user: reuse one that answers, else start (and later stop) our own."""
 
-    def __init__(self, *, runtime: str = "runc", ready_timeout_s: float = 15.0) -> None:
+    def __init__(self, *, runtime: str = "runc", ready_timeout_s: float = 15.0, idle_timeout_s: int = 0) -> None:
         self._runtime = runtime
         self._ready_timeout_s = ready_timeout_s
+        self._idle_timeout_s = idle_timeout_s  # a service we start exits after this long without requests; 0 never
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self.url: str | None = None
@@ -199,6 +201,11 @@ class PodmanService:
     def started_by_us(self) -> bool:
         """True while a service process we spawned is alive."""
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def exited(self) -> bool:
+        """True when a service process we spawned has ended (idle timeout, crash, killed) and not been replaced."""
+        return self._proc is not None and self._proc.poll() is not None
 
     def start(self, user: str | None, url: str | None = None) -> str:
         """Return the URL of `user`'s answering service, starting it first if needed (blocking, <= 15 s).
@@ -215,9 +222,12 @@ class PodmanService:
                 f"the podman service we started at {url} is running but does not answer: restart herald"
             )
         if self._proc is not None:
-            # Ours died (crash, OOM, someone killed it): start a fresh one below.
-            log.warning("podman service pid %d exited with %s; restarting it", self._proc.pid,
-                        self._proc.returncode)
+            # Ours ended: by itself after its idle timeout (rc 0), or it died (crash, OOM, killed). Start a fresh one.
+            if self._proc.returncode == 0 and self._idle_timeout_s:
+                log.info("podman service pid %d exited when idle; starting it again", self._proc.pid)
+            else:
+                log.warning("podman service pid %d exited with %s; restarting it", self._proc.pid,
+                            self._proc.returncode)
             self._forget()
         sock = _socket_path(url)
         _preflight(info)
@@ -237,7 +247,7 @@ class PodmanService:
         # An unlinked temp file, not a pipe: nobody drains a pipe during the service's lifetime, and
         # a full pipe would freeze it. We read it only if the service dies on start-up.
         stderr = tempfile.TemporaryFile()
-        cmd = ["podman", "--runtime", self._runtime, "system", "service", "--time=0", url]
+        cmd = ["podman", "--runtime", self._runtime, "system", "service", f"--time={self._idle_timeout_s}", url]
         try:
             proc = subprocess.Popen(
                 cmd,

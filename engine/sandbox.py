@@ -97,7 +97,7 @@ class Sandbox:
                                         thread_name_prefix="herald-sandbox")
         self._slots = asyncio.Semaphore(_MAX_PARALLEL_RUNS)
         self._connect_lock = asyncio.Lock()
-        self._service = PodmanService()
+        self._service = PodmanService(idle_timeout_s=config.service_idle_s)
         self._conn: Connection | None = None
         self._problem: str | None = "not started"
         self._uids_in_use: set[int] = set()
@@ -224,6 +224,10 @@ class Sandbox:
 
     async def _ensure_connected(self) -> Connection:
         async with self._connect_lock:
+            if self._conn is not None and self._service.exited:
+                # The service we started ended (normally: its idle timeout): connect again, which starts a new one.
+                conn, self._conn = self._conn, None
+                await self._call(conn.client.close)
             if self._conn is None:
                 try:
                     self._conn = await self._call(self._connect)

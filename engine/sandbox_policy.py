@@ -81,6 +81,9 @@ class SandboxConfig(BaseModel):
     user: str | None = "sandboxer"  # whose rootless podman runs scripts; None = the current user
     podman_url: str | None = None  # None = that user's default socket
     autostart: bool = True  # start `podman system service` if nothing answers
+    # A service Herald started exits after this many seconds without a request (its ~40 MB are not held while no
+    # task runs); the next run starts it again. 0 = it stays until Herald stops.
+    service_idle_s: int = Field(default=60, ge=0)
     image: str = Field(default=DEFAULT_IMAGE, min_length=1)
     default_timeout_s: float = Field(default=300, gt=0)
     tmpfs_size: str = Field(default="16m", pattern=_SIZE_RE)

@@ -21,7 +21,9 @@ import pytest
 from podman import PodmanClient
 
 from engine.errors import SandboxUnavailable
+from engine.podman_service import socket_url_for
 from engine.sandbox import Sandbox, SandboxConfig, SandboxResult
+from tests.engine.conftest import SANDBOX_USER
 
 SCRIPTS = {
     "exit.sh": 'echo "exiting with $1"\nexit "$1"\n',
@@ -36,6 +38,7 @@ SCRIPTS = {
     "caps.sh": "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status\n",
     "env.sh": 'echo "task=$HERALD_TASK_ID lang=$LANG"\necho "nofile=$(ulimit -n) nproc=$(ulimit -u)"\n',
     "sleep.sh": "echo sleeping\nsleep 30\necho woke\n",
+    "slow.sh": "sleep 3\necho done\n",
     "big.sh": "i=0\nwhile [ $i -lt 500 ]; do echo 0123456789; i=$((i+1)); done\n",
     ".hidden": "echo hidden\n",
 }
@@ -258,3 +261,70 @@ async def test_unreadable_scripts_folder_is_explained(podman_url: str) -> None:
             await sb.close()
     finally:
         shutil.rmtree(private)
+
+
+def _service_pids(url: str) -> list[int]:
+    """Processes running `podman ... system service ... URL` (the service of that one socket)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    argv = fh.read().split(b"\0")
+            except OSError:
+                continue
+            if b"service" in argv and url.encode() in argv:
+                pids.append(int(entry))
+    return pids
+
+
+async def _until(check: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
+
+
+async def test_an_idle_service_exits_and_the_next_run_starts_it_again(scripts_dir: Path) -> None:
+    # A socket of our own, so the service is one this sandbox starts (not the session's shared one, which never idles).
+    default = socket_url_for(SANDBOX_USER)
+    url = f"{default.rsplit('/', 1)[0]}/herald-idle-test-{uuid.uuid4().hex[:8]}.sock"
+    sb = Sandbox(config=SandboxConfig(user=SANDBOX_USER, podman_url=url, autostart=True, service_idle_s=1),
+                 scripts_dir=scripts_dir)
+    try:
+        await sb.start()  # the start-up check starts the service...
+        assert sb.problem is None, sb.problem
+        first = _service_pids(url)
+        assert first
+        # ...and, unused, it exits by itself after its idle timeout.
+        assert await _until(lambda: not _service_pids(url), 20), "the idle service did not exit"
+
+        # The next run starts it again, transparently.
+        ok = await _run(sb, "exit.sh", "0")
+        assert ok.exit_code == 0 and ok.output == "exiting with 0\n"
+        again = _service_pids(url)
+        assert again and set(again).isdisjoint(first)
+        # A run longer than the idle timeout keeps it up (the open request counts as activity).
+        slow = await _run(sb, "slow.sh")
+        assert slow.exit_code == 0 and slow.output == "done\n"
+        assert _service_pids(url) == again
+
+        # Gone again after idling, then close() copes with a service that already exited.
+        assert await _until(lambda: not _service_pids(url), 20), "the restarted service did not exit"
+        await sb.close()
+
+        # A service restarted this way is still known as ours: close() stops it.
+        sb = Sandbox(config=SandboxConfig(user=SANDBOX_USER, podman_url=url, autostart=True, service_idle_s=1),
+                     scripts_dir=scripts_dir)
+        await sb.start()
+        assert await _until(lambda: not _service_pids(url), 20), "the idle service did not exit"
+        assert (await _run(sb, "exit.sh", "3")).exit_code == 3
+        assert _service_pids(url)
+        await sb.close()
+        assert not _service_pids(url)
+    finally:
+        await sb.close()
+        for pid in _service_pids(url):  # only if a failure above left it running
+            os.kill(pid, 15)

@@ -47,6 +47,10 @@ class Cause(_Model):
     depth: int = 0
 
 
+# Most events start a chain: they all share this one (frozen) instance instead of holding a copy each.
+NO_CAUSE = Cause()
+
+
 class AlertData(_Model):
     kind: Literal["alert"] = "alert"
     fingerprint: str
@@ -138,7 +142,7 @@ class Event(_Model):
     actor: Actor | None = None
     reply_to: ReplyTo | None = None
     data: EventData
-    cause: Cause = Field(default_factory=Cause)
+    cause: Cause = NO_CAUSE
 
     @property
     def kind(self) -> str:

@@ -41,6 +41,7 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")  # an accepted event must survive a power cut
     conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA cache_size=-512")  # 512 KiB, not 2 MB: writes touch the newest pages; ~1.5 MiB less resident
     return conn
 
 

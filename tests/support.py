@@ -13,6 +13,9 @@ from pathlib import Path
 import aiohttp
 
 from engine.app import Engine
+from engine.config import Config
+from engine.events import Event
+from engine.testing import running_engine
 
 REPO = Path(__file__).resolve().parents[1]
 ALICE_TOKEN = "alice-chat-token-0123456789"
@@ -87,3 +90,19 @@ async def start_alertmanager(folder: Path, config_yaml: str) -> AsyncIterator[Al
         finally:
             process.terminate()
             process.wait(10)
+
+
+@asynccontextmanager
+async def stalled_engine(config: Config, *, max_queued_events: int) -> AsyncIterator[tuple[Engine, asyncio.Event]]:
+    """A running engine that admits at most `max_queued_events` waiting events and whose dispatchers hold every
+    event until the returned gate is set: a full queue on demand."""
+    async with running_engine(config.model_copy(update={"max_queued_events": max_queued_events})) as engine:
+        gate = asyncio.Event()
+        handle = engine.runtime.handle
+
+        async def slow_handle(event: Event) -> None:
+            await gate.wait()
+            await handle(event)
+
+        engine.runtime.handle = slow_handle  # type: ignore[method-assign]
+        yield engine, gate

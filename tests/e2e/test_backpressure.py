@@ -13,22 +13,14 @@ import pytest
 from engine.app import Engine
 from engine.cli_client import alert_payload
 from engine.config import Config
-from engine.testing import ChatClient, running_engine
-from tests.support import ALICE_TOKEN, chat_url, http_url
+from engine.testing import ChatClient
+from tests.support import ALICE_TOKEN, chat_url, http_url, stalled_engine
 
 
 @pytest.fixture
 async def stalled(config: Config) -> AsyncIterator[tuple[Engine, asyncio.Event]]:
-    async with running_engine(config.model_copy(update={"max_queued_events": 3})) as engine:
-        gate = asyncio.Event()
-        handle = engine.runtime.handle
-
-        async def slow_handle(event):  # type: ignore[no-untyped-def]
-            await gate.wait()
-            await handle(event)
-
-        engine.runtime.handle = slow_handle  # type: ignore[method-assign]
-        yield engine, gate
+    async with stalled_engine(config, max_queued_events=3) as stalled:
+        yield stalled
 
 
 async def _post(engine: Engine, n: int) -> tuple[int, dict, str | None]:

@@ -12,8 +12,7 @@ import pytest
 from engine.app import Engine
 from engine.cli_client import alert_payload
 from engine.config import Config
-from engine.testing import running_engine
-from tests.support import http_url
+from tests.support import http_url, stalled_engine
 
 # One sample line of the text format: a name, at most one label here, and a number.
 SAMPLE = re.compile(r'(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<label>[a-z_]+)="(?P<value>[^"\\]*)"\})? '
@@ -54,16 +53,8 @@ async def post(engine: Engine, service: str) -> int:
 @pytest.fixture
 async def stalled(config: Config) -> AsyncIterator[tuple[Engine, asyncio.Event]]:
     """An engine whose dispatchers wait for `gate`, admitting at most 2 waiting events."""
-    async with running_engine(config.model_copy(update={"max_queued_events": 2})) as engine:
-        gate = asyncio.Event()
-        handle = engine.runtime.handle
-
-        async def slow_handle(event):  # type: ignore[no-untyped-def]
-            await gate.wait()
-            await handle(event)
-
-        engine.runtime.handle = slow_handle  # type: ignore[method-assign]
-        yield engine, gate
+    async with stalled_engine(config, max_queued_events=2) as stalled:
+        yield stalled
 
 
 async def test_metrics_count_accepted_waiting_and_refused_events(stalled: tuple[Engine, asyncio.Event]) -> None:

@@ -4,7 +4,7 @@ from the Alerts tab, a command runs from it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -97,32 +97,28 @@ async def test_an_operator_acknowledges_and_mutes_an_alert_from_the_alerts_tab(c
         assert "acked by" not in _rows(alerts)[0] and "[" not in _rows(alerts)[0].rsplit("|", 1)[1]
 
 
-async def test_a_forged_press_over_the_stream_is_refused_and_audited(carols_engine: Engine) -> None:
-    engine = carols_engine
+async def _first_reply(engine: Engine, send: Callable[[RemoteEngineClient], Awaitable[None]]) -> str:
+    """Connect to the engine's stream, wait for its snapshot, `send` something, and return the first reply."""
     client = RemoteEngineClient(http_url(engine), engine.api_token)
     updates = client.updates()
     try:
         assert isinstance(await anext(updates), Snapshot)
-        await client.press("not-a-signed-button")
+        await send(client)
         async with asyncio.timeout(10):
             reply = await anext(update async for update in updates if isinstance(update, Reply))
-        assert reply.text.startswith("Refused: ")
-        assert any(e.action == "button.refused" for e in engine.bus.snapshot().audit)
+        return reply.text
     finally:
         await client.close()
         await updates.aclose()
+
+
+async def test_a_forged_press_over_the_stream_is_refused_and_audited(carols_engine: Engine) -> None:
+    text = await _first_reply(carols_engine, lambda client: client.press("not-a-signed-button"))
+    assert text.startswith("Refused: ")
+    assert any(e.action == "button.refused" for e in carols_engine.bus.snapshot().audit)
 
 
 async def test_without_an_api_principal_the_local_token_is_told_how_to_act_as_a_person(engine: Engine) -> None:
-    client = RemoteEngineClient(http_url(engine), engine.api_token)
-    updates = client.updates()
-    try:
-        assert isinstance(await anext(updates), Snapshot)
-        await client.send_command("/whoami")
-        async with asyncio.timeout(10):
-            reply = await anext(update async for update in updates if isinstance(update, Reply))
-        assert reply.text == ("Unknown principal 'local-operator'. The engine's local token acts as the config's "
-                              "api_principal: set it to a person in herald.toml")
-    finally:
-        await client.close()
-        await updates.aclose()
+    text = await _first_reply(engine, lambda client: client.send_command("/whoami"))
+    assert text == ("Unknown principal 'local-operator'. The engine's local token acts as the config's "
+                    "api_principal: set it to a person in herald.toml")

@@ -24,6 +24,7 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import IO
@@ -266,6 +267,8 @@ class PodmanService:
             stderr.close()
             raise SandboxUnavailable(f"could not start `{' '.join(cmd)}`: {exc}; {INSTALL_HINT}") from exc
         self._proc, self._stderr = proc, stderr
+        # Reaped as soon as it exits (an idle timeout, with nobody asking for a while), so it never lingers as a zombie.
+        threading.Thread(target=proc.wait, name="herald-podman-reaper", daemon=True).start()
         log.info("started podman service for %s at %s (pid %d)", info.name, url, proc.pid)
         deadline = time.monotonic() + self._ready_timeout_s
         while time.monotonic() < deadline:

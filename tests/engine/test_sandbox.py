@@ -298,8 +298,9 @@ async def test_an_idle_service_exits_and_the_next_run_starts_it_again(scripts_di
         assert sb.problem is None, sb.problem
         first = _service_pids(url)
         assert first
-        # ...and, unused, it exits by itself after its idle timeout.
-        assert await _until(lambda: not _service_pids(url), 20), "the idle service did not exit"
+        # ...and, unused, it exits by itself after its idle timeout (and is reaped: no zombie left behind).
+        assert await _until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in first), 20), \
+            "the idle service did not exit"
 
         # The next run starts it again, transparently.
         ok = await _run(sb, "exit.sh", "0")

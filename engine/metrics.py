@@ -11,13 +11,17 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
+
+from engine.events import EventData
 
 if TYPE_CHECKING:
     from engine.app import Engine
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TASK_STATUSES = ("pending", "running", "succeeded", "failed", "timed_out", "cancelled")
+# Every kind is exported from the start (at 0), so a rate() over a kind never begins with a missing series.
+EVENT_KINDS = tuple(sorted(data.model_fields["kind"].default for data in get_args(get_args(EventData)[0])))
 
 
 class Metrics:
@@ -25,7 +29,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.started = time.time()
-        self.accepted: Counter[str] = Counter()  # events journaled, by kind
+        self.accepted: Counter[str] = Counter(dict.fromkeys(EVENT_KINDS, 0))  # events journaled, by kind
         self.refused = 0  # events refused with "busy" (503 / a busy reply): the queue was full or Herald stopping
 
     def count_accepted(self, kinds: Iterable[str]) -> None:

@@ -64,6 +64,8 @@ async def test_metrics_count_accepted_waiting_and_refused_events(stalled: tuple[
     assert before["herald_rules"] == len(engine.graph.rules) > 0
     assert before["herald_events_waiting_limit"] == 2
     assert before['herald_tasks{status="pending"}'] == 0 and before["herald_events_refused_total"] == 0
+    assert before['herald_events_accepted_total{kind="alert"}'] == 0
+    assert before['herald_events_accepted_total{kind="command"}'] == 0
 
     assert [await post(engine, f"s{n}") for n in range(3)] == [200, 200, 503]
     during = await scrape(engine)

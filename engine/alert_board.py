@@ -24,22 +24,18 @@ BOARD_CAP = 500  # alerts kept on the board; the TUI shows as many rows per tabl
 
 @dataclass(slots=True)
 class _Alert:
-    fingerprint: str
-    status: str
-    time: str
-    name: str
-    severity: str
-    service: str
-    summary: str
+    data: AlertData  # of the latest event about it (frozen: safe to keep)
+    time: datetime
     event_id: str
     acknowledged_by: str | None = None
     muted_until: str | None = None
     buttons: tuple[Button, ...] = ()
 
     def view(self) -> AlertView:
-        return AlertView(fingerprint=self.fingerprint, status=self.status,  # type: ignore[arg-type]
-                         time=self.time, name=self.name, severity=self.severity, service=self.service,
-                         summary=self.summary, event_id=self.event_id, acknowledged_by=self.acknowledged_by,
+        data = self.data
+        return AlertView(fingerprint=data.fingerprint, status=data.status, time=self.time.isoformat(),
+                         name=data.name or "", severity=data.severity or "", service=data.service or "",
+                         summary=data.summary or "", event_id=self.event_id, acknowledged_by=self.acknowledged_by,
                          muted_until=self.muted_until,
                          buttons=[ButtonView(id=b.id, label=b.label, action=b.action, arg=b.arg)
                                   for b in self.buttons])
@@ -57,15 +53,18 @@ class AlertBoard:
         data = event.data
         if not isinstance(data, AlertData):
             return
-        earlier = self._alerts.pop(data.fingerprint, None)
-        alert = _Alert(data.fingerprint, data.status, event.time.isoformat(), data.name or "", data.severity or "",
-                       data.service or "", data.summary or "", event.id)
-        if earlier is not None and data.status == "firing":
-            alert.acknowledged_by, alert.muted_until, alert.buttons = (earlier.acknowledged_by, earlier.muted_until,
-                                                                       earlier.buttons)
-        self._alerts[data.fingerprint] = alert
-        while len(self._alerts) > self._cap:
-            self._alerts.popitem(last=False)
+        alerts = self._alerts
+        alert = alerts.get(data.fingerprint)
+        if alert is None:  # the common case in a storm of distinct alerts: one small record, views built later
+            alert = alerts[data.fingerprint] = _Alert(data, event.time, event.id)
+            if len(alerts) > self._cap:
+                alerts.popitem(last=False)
+        else:
+            alerts.move_to_end(data.fingerprint)
+            alert.data, alert.time, alert.event_id = data, event.time, event.id
+            if data.status == "resolved":
+                alert.acknowledged_by = alert.muted_until = None
+                alert.buttons = ()
         self._publish(alert)
 
     def offered(self, fingerprint: str, buttons: tuple[Button, ...]) -> None:
@@ -90,4 +89,4 @@ class AlertBoard:
 
     def _publish(self, alert: _Alert) -> None:
         # Built only when an observer looks: with nobody watching, a busy engine pays nothing per alert for it.
-        self._bus.publish_lazy(AlertView, alert.fingerprint, functools.partial(alert.view))
+        self._bus.publish_lazy(AlertView, alert.data.fingerprint, functools.partial(alert.view))

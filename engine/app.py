@@ -56,6 +56,7 @@ LOCAL_OPERATOR = "local-operator"
 LOCAL_TOKEN_TTL_S = 30 * 24 * 3600
 RECENT_ON_START = 200
 DISPATCH_LANES = 8
+WAITING_AS_OBJECTS = 1_000  # beyond this many waiting events, the queue keeps their JSON (see _enqueue)
 STOP_GRACE_S = 10.0  # how long stopping waits for background tasks to end after cancelling them
 
 
@@ -116,7 +117,7 @@ class Engine:
         # group commits). Unbounded as data structures, bounded by admission: outside senders are refused
         # (503 / "busy") once `max_queued_events` wait, while events raised inside (emit, task results, timers)
         # always get in, so a dispatcher can never block on its own lane.
-        self._lanes: list[asyncio.Queue[Event]] = [asyncio.Queue() for _ in range(DISPATCH_LANES)]
+        self._lanes: list[asyncio.Queue[Event | str]] = [asyncio.Queue() for _ in range(DISPATCH_LANES)]
         self._waiting = 0
         self.metrics = Metrics()
         self._app = web.Application(client_max_size=config.http.max_body_bytes)
@@ -173,11 +174,11 @@ class Engine:
 
     async def _accept(self, events: Sequence[Event], acknowledge: Acknowledge | None) -> None:
         new = await self.journal.accept(events)
-        self.metrics.count_accepted(event.data.kind for event in new)
+        self.metrics.count_accepted(event.data.kind for event, _ in new)
         if acknowledge is not None:
             await acknowledge(events)
-        for event in new:
-            self._enqueue(event)
+        for event, body in new:
+            self._enqueue(event, body)
 
     async def press(
         self, button_id: str, actor: Actor, reply_to: ReplyTo | None, *, acknowledge: Acknowledge | None = None
@@ -259,8 +260,8 @@ class Engine:
         self.state = "running"
         for task in await self.tasks.recover():  # left running by a crash: failed (rerun only if the rule retries)
             await self.runtime.task_finished(task)
-        for event in await self.journal.unfinished():
-            self._enqueue(event)  # accepted before a stop or crash: handle it now
+        for event, body in await self.journal.unfinished():
+            self._enqueue(event, body)  # accepted before a stop or crash: handle it now
         self._spawn("timers", self.timers.run)  # timers that came due while Herald was down fire once, now
         self.bus.publish(await self.audit.append("engine.started", "system", rules=len(self.graph.rules),
                                                  port=self.port))
@@ -333,17 +334,22 @@ class Engine:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s crashed", task.get_name(), exc_info=task.exception())
 
-    def _enqueue(self, event: Event) -> None:
+    def _enqueue(self, event: Event, body: str) -> None:
+        """Queue an accepted event for its rule runs. Past `WAITING_AS_OBJECTS` waiting events (a burst), the queue
+        holds the event's journaled body instead of the event: about 0.5 kB instead of 3 kB each, for ~3 us to read
+        it back when its turn comes (what runs is then exactly what a replay after a crash would run)."""
         self._waiting += 1
-        self._lanes[lane_of(event)].put_nowait(event)
+        self._lanes[lane_of(event)].put_nowait(event if self._waiting <= WAITING_AS_OBJECTS else body)
 
-    async def _dispatch(self, lane: asyncio.Queue[Event]) -> None:
+    async def _dispatch(self, lane: asyncio.Queue[Event | str]) -> None:
         while True:
-            event = await lane.get()
+            item = await lane.get()
             try:
+                event = item if isinstance(item, Event) else Event.model_validate_json(item)
                 await self.runtime.handle(event)
             except Exception:
-                log.exception("handling event %s failed; it stays in the journal for replay", event.id)
+                log.exception("handling event %s failed; it stays in the journal for replay",
+                              item.id if isinstance(item, Event) else item[:80])
             finally:
                 self._waiting -= 1
 

@@ -31,11 +31,11 @@ class Journal:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def accept(self, events: Sequence[Event]) -> list[Event]:
+    async def accept(self, events: Sequence[Event]) -> list[tuple[Event, str]]:
         """Commit all of `events` together (all or none), durably; concurrent accepts share one commit.
 
-        Returns the events that are new: an event whose id is already journaled (a derived event raised again by a
-        replay after a crash) is not stored or dispatched twice."""
+        Returns the events that are new, each with its body as journaled (JSON): an event whose id is already
+        journaled (a derived event raised again by a replay after a crash) is not stored or dispatched twice."""
         rows = [(e.id, e.kind, e.source, e.time.isoformat(), e.model_dump_json()) for e in events]
 
         def _insert(conn: sqlite3.Connection) -> list[bool]:
@@ -43,7 +43,7 @@ class Journal:
                                  row).rowcount == 1 for row in rows]
 
         inserted = await self._db.write(_insert)
-        return [event for event, new in zip(events, inserted, strict=True) if new]
+        return [(event, row[4]) for event, row, new in zip(events, rows, inserted, strict=True) if new]
 
     def mark_handled(self, event_id: str, when: str, graph_version: int | None = None) -> None:
         """Record that every rule run of the event was handed off. It rides along with the next commit instead of
@@ -51,12 +51,12 @@ class Journal:
         self._db.defer_row("UPDATE events SET status = 'handled', handled_time = ?, graph_version = ? WHERE id = ?",
                            (when, graph_version, event_id))
 
-    async def unfinished(self) -> list[Event]:
-        """Events accepted but not yet handled, oldest first (replayed on start)."""
+    async def unfinished(self) -> list[tuple[Event, str]]:
+        """Events accepted but not yet handled, oldest first (replayed on start), each with its journaled body."""
         rows = await self._db.call(
             lambda conn: conn.execute("SELECT body FROM events WHERE status = 'accepted' ORDER BY id").fetchall()
         )
-        return [Event.model_validate_json(row["body"]) for row in rows]
+        return [(Event.model_validate_json(row["body"]), row["body"]) for row in rows]
 
     async def recent(self, limit: int) -> list[Event]:
         rows = await self._db.call(

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from engine import app as engine_app
 from engine.app import Engine
 from engine.cli_client import alert_payload
 from engine.config import Config
@@ -53,3 +54,29 @@ async def test_a_full_queue_refuses_new_work_and_loses_nothing_accepted(stalled:
     else:
         raise AssertionError("accepted events were not all handled")
     assert (await _post(engine, 100))[0] == 200  # room again
+
+
+async def test_a_burst_kept_as_journal_bodies_is_handled_like_any_other(
+        stalled: tuple[Engine, asyncio.Event], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past WAITING_AS_OBJECTS waiting events the queue keeps each event's journaled JSON (here: from the first),
+    and the rule runs get the same event back: the default rules notify ops of a critical database alert."""
+    engine, gate = stalled
+    monkeypatch.setattr(engine_app, "WAITING_AS_OBJECTS", 0)
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        for service in ("database", "web"):
+            payload = alert_payload({"severity": "critical", "service": service, "alertname": "Down"},
+                                    summary=f"{service} is down", resolved=False)
+            async with aiohttp.ClientSession() as session:
+                async with session.post(f"{http_url(engine)}/hooks/alertmanager", json=payload) as response:
+                    assert response.status == 200
+        gate.set()
+        note = await alice.wait_for(lambda f: f.get("type") == "notification")
+    assert "database" in note["text"] and "database is down" in note["text"]
+    assert [b["label"] for b in note["buttons"]] == ["Acknowledge", "Mute 1h"]
+    for _ in range(100):
+        if not await engine.db.call(lambda c: c.execute(
+                "SELECT count(*) FROM events WHERE status != 'handled'").fetchone()[0]):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("accepted events were not all handled")

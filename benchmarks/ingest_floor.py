@@ -31,9 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _machine import report  # noqa: E402
 from webhook_ingest import am_alert, herald_payload  # noqa: E402
 
-from engine import actions, journal, runtime  # noqa: E402
-from engine.cli import GC_GEN0_THRESHOLD  # noqa: E402
-from engine.store import connect  # noqa: E402
+from engine.runs import actions, runtime  # noqa: E402
+from engine.core import journal
+from engine.cli.main import GC_GEN0_THRESHOLD  # noqa: E402
+from engine.core.store import connect  # noqa: E402
 from integrations.webhook.alertmanager import AmPayload, to_events  # noqa: E402
 
 BATCH = 100
@@ -47,7 +48,7 @@ def _timed(fn: object, items: list[object]) -> tuple[float, list[object]]:
 
 
 def main(total: int) -> None:
-    gc.freeze()  # as `herald run` does once it is up (engine/cli.py), with the same young-generation threshold
+    gc.freeze()  # as `herald run` does once it is up (engine/cli/main.py), with the same young-generation threshold
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
     alerts = [am_alert(i, "floor") for i in range(total)]
     bodies = [json.dumps(herald_payload(alerts[i:i + BATCH], i)).encode() for i in range(0, total, BATCH)]

@@ -12,7 +12,7 @@ from typing import ClassVar
 from textual.binding import Binding, BindingType
 from textual.message import Message
 
-from engine.snapshots import AlertView, ButtonView
+from engine.client.snapshots import AlertView, ButtonView
 from tui.tables import RecordTable, clock
 
 

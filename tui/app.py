@@ -20,8 +20,8 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
-from engine.client import EngineClient, EngineClientError, Reply, Update
-from engine.snapshots import AlertView, AuditView, EventView, RuleEntry, RulesView, RunView, Snapshot, TaskView
+from engine.client.remote import EngineClient, EngineClientError, Reply, Update
+from engine.client.snapshots import AlertView, AuditView, EventView, RuleEntry, RulesView, RunView, Snapshot, TaskView
 from tui.alerts import AlertsTable
 from tui.tables import RecordTable, clock, last_line, short_id
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
-from engine.events import ReplyTo
-from engine.identity import CONFIG_ACCOUNT_PREFIX, Directory, device_account
-from engine.ids import new_id
-from engine.outlets import Audience, Notification, OutMessage, Output, Progress, Result, Text
-from engine.plugins import IntegrationContext, Manifest, Unload
+from engine.core.events import ReplyTo
+from engine.security.identity import CONFIG_ACCOUNT_PREFIX, Directory, device_account
+from engine.core.ids import new_id
+from engine.delivery.outlets import Audience, Notification, OutMessage, Output, Progress, Result, Text
+from engine.plugin.discovery import IntegrationContext, Manifest, Unload
 from integrations.chat.inbox import Inbox, error_frame, parse_frame
 
 AUTH_TIMEOUT_S = 10.0

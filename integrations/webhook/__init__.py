@@ -14,8 +14,8 @@ import logging
 from aiohttp import web
 from pydantic import ValidationError
 
-from engine.errors import ConfigError
-from engine.plugins import Busy, IntegrationContext, Manifest, Unload
+from engine.core.errors import ConfigError
+from engine.plugin.discovery import Busy, IntegrationContext, Manifest, Unload
 from integrations.webhook.alertmanager import AmPayload, to_events
 from integrations.webhook.auth import Authenticator, Refused, WebhookConfig
 

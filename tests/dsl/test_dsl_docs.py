@@ -48,8 +48,8 @@ def test_examples_folder_compiles_against_the_full_catalog_and_is_formatted() ->
 
 
 def test_default_rules_keep_the_customers_lines_and_compile_with_the_engines_catalog() -> None:
-    from engine.config import Config
-    from engine.rules import catalog_for
+    from engine.core.config import Config
+    from engine.reload.rules import catalog_for
 
     text = (REPO / "rules" / "ops.rules").read_text(encoding="utf-8")
     lines = text.splitlines()

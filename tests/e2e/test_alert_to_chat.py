@@ -6,7 +6,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 
-from engine.app import Engine
+from engine.server.app import Engine
 from engine.testing import ChatClient
 from tests.support import ALICE_TOKEN, BOB_TOKEN, Alertmanager, chat_url
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from engine import keys
-from engine.app import Engine
+from engine.security import keys
+from engine.server.app import Engine
 from engine.testing import ChatClient
 from tests.support import ALICE_TOKEN, chat_url
 

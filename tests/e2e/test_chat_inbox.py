@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from engine.config import Config
+from engine.core.config import Config
 from engine.testing import ChatClient
 from tests.e2e.stateful.support import engine_for
 from tests.support import ALICE_TOKEN, chat_url

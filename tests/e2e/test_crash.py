@@ -19,8 +19,8 @@ import aiohttp
 import pytest
 import websockets
 
-from engine.cli_client import alert_payload
-from engine.store import DB_NAME
+from engine.cli.client import alert_payload
+from engine.core.store import DB_NAME
 from tests.support import ALICE_TOKEN, REPO, free_port, wait_until_ok
 
 ALERTS = int(os.environ.get("HERALD_CRASH_ALERTS", "5000"))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import identity
-from engine.app import Engine
-from engine.cli import main as herald
+from engine.security import identity
+from engine.server.app import Engine
+from engine.cli.main import main as herald
 from engine.testing import ChatClient
 from tests.support import chat_url
 
@@ -69,7 +69,7 @@ async def test_unlinking_takes_effect_at_once(
 
 
 async def test_expired_forged_and_misdirected_link_tokens_are_refused(engine: Engine) -> None:
-    from engine import keys
+    from engine.security import keys
 
     expired, _ = await engine.db.call(identity.issue_link_token, "alice", -5)
     api_token, _ = await engine.db.call(keys.issue, sub="alice", purpose="api", ttl_s=60)
@@ -82,7 +82,7 @@ async def test_expired_forged_and_misdirected_link_tokens_are_refused(engine: En
 
 
 async def test_an_unlinked_account_in_a_team_room_gets_no_notifications(engine: Engine) -> None:
-    from engine.cli_client import alert_payload
+    from engine.cli.client import alert_payload
     from tests.integrations.test_webhook import _post
 
     async with ChatClient.connect(chat_url(engine), DEVICE, rooms=["ops"]) as device, \

@@ -16,8 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from engine.cli_client import alert_payload
-from engine.store import DB_NAME
+from engine.cli.client import alert_payload
+from engine.core.store import DB_NAME
 from engine.testing import ChatClient
 from tests.support import ALICE_TOKEN, BOB_TOKEN, REPO, free_port, wait_until_ok
 

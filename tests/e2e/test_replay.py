@@ -10,8 +10,8 @@ import os
 import aiohttp
 import pytest
 
-from engine.cli_client import alert_payload
-from engine.config import Config
+from engine.cli.client import alert_payload
+from engine.core.config import Config
 from engine.testing import ChatClient, running_engine
 from tests.support import ALICE_TOKEN, chat_url, http_url
 

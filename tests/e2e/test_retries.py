@@ -13,9 +13,9 @@ from datetime import datetime
 
 import pytest
 
-from engine.app import Engine
-from engine.config import Config
-from engine.tasks import TaskRecord
+from engine.server.app import Engine
+from engine.core.config import Config
+from engine.tasks.queue import TaskRecord
 from engine.testing import ChatClient, running_engine
 from tests.support import ALICE_TOKEN, chat_url
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.errors import SandboxUnavailable
-from engine.podman_service import PodmanService
+from engine.core.errors import SandboxUnavailable
+from engine.sandbox.podman_service import PodmanService
 
 SANDBOX_USER = "sandboxer"
 

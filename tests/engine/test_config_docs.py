@@ -8,7 +8,7 @@ import tomllib
 import pytest
 from pydantic import ValidationError
 
-from engine.config import Config
+from engine.core.config import Config
 from tests.support import REPO
 
 

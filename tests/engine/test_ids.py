@@ -1,4 +1,4 @@
-from engine.ids import new_id
+from engine.core.ids import new_id
 
 
 def test_ids_sort_in_creation_order_even_within_one_millisecond() -> None:
@@ -17,7 +17,7 @@ def _reference_encode(value: int) -> str:
 def test_the_encoding_is_ulid_crockford_base32_and_derived_ids_are_stable() -> None:
     from datetime import UTC, datetime
 
-    from engine.ids import _encode, derived_id
+    from engine.core.ids import _encode, derived_id
 
     for value in (0, 1, 31, 32, 2**80 - 1, 2**128 - 1, 0x0123456789ABCDEF0123456789ABCDEF):
         assert _encode(value) == _reference_encode(value)

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from podman import PodmanClient
 
-from engine.errors import SandboxUnavailable
-from engine.podman_service import socket_url_for
-from engine.sandbox import Sandbox, SandboxConfig, SandboxResult
+from engine.core.errors import SandboxUnavailable
+from engine.sandbox.podman_service import socket_url_for
+from engine.sandbox.runner import Sandbox, SandboxConfig, SandboxResult
 from tests.engine.conftest import SANDBOX_USER
 
 SCRIPTS = {

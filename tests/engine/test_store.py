@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import store
-from engine.store import Database
+from engine.core import store
+from engine.core.store import Database
 
 
 @pytest.fixture

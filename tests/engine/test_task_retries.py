@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import tasks
-from engine.events import utcnow
-from engine.store import Database
-from engine.tasks import TaskParams, TaskQueue, TaskRecord, retry_delay_s
+from engine.tasks import queue as tasks
+from engine.core.events import utcnow
+from engine.core.store import Database
+from engine.tasks.queue import TaskParams, TaskQueue, TaskRecord, retry_delay_s
 
 
 def test_the_delay_doubles_per_attempt_and_stops_at_an_hour() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from engine.app import Engine
+from engine.server.app import Engine
 from tests.support import http_url
 
 RECIPES = Path(__file__).resolve().parents[3] / "shared" / "recipes"

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from podman import PodmanClient
 
-from engine.sandbox import Sandbox, SandboxConfig, SandboxResult
+from engine.sandbox.runner import Sandbox, SandboxConfig, SandboxResult
 
 Record = Callable[[str, str, str], None]
 

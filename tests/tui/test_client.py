@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from engine.client import (
+from engine.client.remote import (
     AuthRejected,
     NotConnected,
     RemoteEngineClient,
@@ -27,7 +27,7 @@ from engine.client import (
     read_api_token,
     stream_url,
 )
-from engine.snapshots import EventView, Snapshot, TaskView
+from engine.client.snapshots import EventView, Snapshot, TaskView
 
 TOKEN = "t0ken-for-tests"
 

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 from textual.widgets import DataTable, Static
 
-from engine.app import Engine
-from engine.client import RemoteEngineClient
+from engine.server.app import Engine
+from engine.client.remote import RemoteEngineClient
 from engine.testing import ChatClient
 from tests.e2e.reload.support import (
     RULE_A,
@@ -245,8 +245,8 @@ async def test_config_reloads_as_a_whole(config_file: Path, rules_dir: Path) -> 
 
 
 async def test_reload_api_needs_a_token_and_the_admin_role(engine: Engine) -> None:
-    from engine import keys
-    from engine.api import API_PURPOSE
+    from engine.security import keys
+    from engine.server.api import API_PURPOSE
 
     viewer, _ = await engine.db.call(keys.issue, sub="bob", purpose=API_PURPOSE, ttl_s=60)
     admin, _ = await engine.db.call(keys.issue, sub="alice", purpose=API_PURPOSE, ttl_s=60)

@@ -11,9 +11,9 @@ from typing import Any
 
 import aiohttp
 
-from engine.app import Engine
-from engine.config import Config
-from engine.rules import compile_paths
+from engine.server.app import Engine
+from engine.core.config import Config
+from engine.reload.rules import compile_paths
 from engine.testing import ChatClient
 from tests.e2e.reload.support import (
     audit_rows,
@@ -215,7 +215,7 @@ async def test_dedupe_window_and_escalation_of_rule_a_survive_ten_reloads_that_c
         config: Config, rules_dir: Path) -> None:
     from datetime import UTC, datetime
 
-    from engine.timers import ManualClock
+    from engine.core.timers import ManualClock
     from tests.support import BOB_TOKEN
 
     clock = ManualClock(datetime(2026, 6, 1, 12, 0, tzinfo=UTC))

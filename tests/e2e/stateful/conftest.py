@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import Config, load_config
+from engine.core.config import Config, load_config
 from tests.e2e.stateful.support import DAVE_TOKEN, ERIN_TOKEN
 
 

@@ -13,12 +13,12 @@ from typing import Any
 import aiohttp
 
 from dsl import EventGraph
-from engine.app import Engine
-from engine.cli_client import alert_payload
-from engine.config import Config
-from engine.rules import compile_paths
+from engine.server.app import Engine
+from engine.cli.client import alert_payload
+from engine.core.config import Config
+from engine.reload.rules import compile_paths
 from engine.testing import ChatClient
-from engine.timers import Clock, ManualClock
+from engine.core.timers import Clock, ManualClock
 from tests.support import http_url
 
 DAVE_TOKEN = "dave-chat-token-0123456789ab"

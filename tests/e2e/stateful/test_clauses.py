@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from engine.config import Config
+from engine.core.config import Config
 from engine.testing import ChatClient
-from engine.timers import ManualClock
+from engine.core.timers import ManualClock
 from tests.e2e.stateful.support import (
     START,
     answer,

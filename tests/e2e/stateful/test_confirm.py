@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from engine.config import Config
+from engine.core.config import Config
 from engine.testing import ChatClient
-from engine.timers import ManualClock
+from engine.core.timers import ManualClock
 from tests.e2e.stateful.support import (
     DAVE_TOKEN,
     ERIN_TOKEN,

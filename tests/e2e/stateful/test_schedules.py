@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from engine.config import Config
+from engine.core.config import Config
 from engine.testing import ChatClient
-from engine.timers import ManualClock
+from engine.core.timers import ManualClock
 from tests.e2e.stateful.support import (
     START,
     compile_rules,

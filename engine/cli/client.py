@@ -1,0 +1,111 @@
+"""The client-side commands of the CLI: `herald send` and `herald tui`, talking to a running engine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import sys
+from datetime import UTC, datetime
+
+import aiohttp
+
+from engine.core.config import Config
+from engine.core.errors import HeraldError
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def engine_url(config: Config, url: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    host = "127.0.0.1" if config.http.host in ("0.0.0.0", "::", "") else config.http.host
+    return f"http://{host}:{config.http.port}"
+
+
+def read_token(config: Config) -> str:
+    path = config.data_dir / "api-token"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise HeraldError(f"no API token at {path}: is `herald run` running with this data folder?") from None
+
+
+def alert_payload(labels: dict[str, str], *, summary: str, resolved: bool) -> dict[str, object]:
+    """An Alertmanager webhook payload (version 4) carrying one alert, as Alertmanager would send it."""
+    labels = {"alertname": "TestAlert", **labels}
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    status = "resolved" if resolved else "firing"
+    fingerprint = hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest()[:16]
+    alert = {"status": status, "labels": labels, "annotations": {"summary": summary}, "startsAt": now,
+             "endsAt": now if resolved else ZERO_TIME, "generatorURL": "", "fingerprint": fingerprint}
+    return {"receiver": "herald", "status": status, "alerts": [alert], "groupLabels": {}, "commonLabels": labels,
+            "commonAnnotations": {"summary": summary}, "externalURL": "", "version": "4",
+            "groupKey": "{}:{}", "truncatedAlerts": 0}
+
+
+def send(config: Config, args: argparse.Namespace) -> int:
+    url = engine_url(config, args.url)
+    if args.send_kind == "alert":
+        labels = {}
+        for item in args.labels:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise HeraldError(f"label {item!r} is not KEY=VALUE")
+            labels[key] = value
+        return asyncio.run(_post_alert(url, alert_payload(labels, summary=args.summary, resolved=args.resolved)))
+    return asyncio.run(_run_command(url, read_token(config), args.text, args.principal, args.timeout))
+
+
+async def _post_alert(url: str, payload: dict[str, object]) -> int:
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.post(f"{url}/hooks/alertmanager", json=payload) as response:
+                body = await response.text()
+        except aiohttp.ClientError as exc:
+            raise HeraldError(f"cannot reach Herald at {url}: {exc}") from None
+    print(f"{response.status} {body}")
+    return 0 if response.status == 200 else 1
+
+
+async def _run_command(url: str, token: str, text: str, principal: str | None, timeout: float) -> int:
+    frame: dict[str, object] = {"type": "command", "text": text, "id": "cli"}
+    if principal:
+        frame["as"] = principal
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.ws_connect(f"{url}/api/v1/stream", headers=headers) as ws:
+                await ws.send_json(frame)
+                return await asyncio.wait_for(_print_replies(ws), timeout)
+        except aiohttp.WSServerHandshakeError as exc:
+            raise HeraldError(f"Herald refused the API token ({exc.status}): is the data folder right?") from None
+        except aiohttp.ClientError as exc:
+            raise HeraldError(f"cannot reach Herald at {url}: {exc}") from None
+        except TimeoutError:
+            raise HeraldError(f"no result within {timeout:.0f} s") from None
+
+
+async def _print_replies(ws: aiohttp.ClientWebSocketResponse) -> int:
+    async for msg in ws:
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            break
+        frame = json.loads(msg.data)
+        if frame.get("type") == "error":
+            print(f"error: {frame.get('message')}", file=sys.stderr)
+            return 1
+        if frame.get("type") == "reply" and frame.get("id") == "cli":
+            print(frame["text"], flush=True)
+            if frame.get("final"):
+                return 0
+    return 1
+
+
+def run_tui(config: Config, url: str | None) -> int:
+    from engine.client.remote import RemoteEngineClient
+    from tui.app import make_app
+
+    client = RemoteEngineClient(engine_url(config, url), read_token(config))
+    make_app(client).run()
+    return 0

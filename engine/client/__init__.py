@@ -1,0 +1,1 @@
+"""What observers (the TUI) use: the client API and snapshot records."""

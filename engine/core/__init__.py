@@ -1,0 +1,1 @@
+"""The durable substrate: store, journal, bus, events, ids, errors, config, timers."""

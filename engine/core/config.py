@@ -1,0 +1,148 @@
+"""Herald's one config file (TOML), read only through the pydantic model below.
+
+Every key has a default, so `herald run` works with no file at all. Unknown keys are errors (`extra="forbid"`), so a
+typo never silently falls back to a default. Relative paths are resolved against the config file's folder (or the
+working directory when there is no file).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from engine.core.errors import ConfigError
+from engine.sandbox.runner import SandboxConfig
+
+DEFAULT_CONFIG_NAME = "herald.toml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PrincipalConfig(_Strict):
+    """A person: their roles and the tokens their chat clients authenticate with."""
+
+    roles: list[str] = Field(default_factory=list)
+    chat_tokens: list[SecretStr] = Field(default_factory=list)
+
+
+class TeamConfig(_Strict):
+    """A notification target: principals (each of their chat sessions) and chat rooms."""
+
+    members: list[str] = Field(default_factory=list)
+    chat_rooms: list[str] = Field(default_factory=list)
+
+
+class HttpConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8470, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1 << 20, gt=0)
+    # Serve HTTPS and WSS (TLS 1.2 or newer) with this certificate chain and key (PEM files).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("http.tls_cert and http.tls_key go together")
+        return self
+
+
+class QueueConfig(_Strict):
+    """`[queue]`: with a Redis URL, tasks run in `herald worker` processes instead of inside the engine."""
+
+    redis_url: str | None = None
+    tasks_stream: str = "herald:tasks"
+    results_stream: str = "herald:results"
+    claim_idle_s: float = Field(default=30.0, gt=0)
+
+
+class Config(_Strict):
+    data_dir: Path = Path(".herald")
+    rules_dir: Path = Path("rules")
+    scripts_dir: Path | None = None  # default: <rules_dir>/scripts, so a rules folder carries its own whitelist
+    roles: list[str] = Field(default_factory=lambda: ["admin", "operator", "viewer"])
+    principals: dict[str, PrincipalConfig] = Field(default_factory=dict)
+    teams: dict[str, TeamConfig] = Field(default_factory=lambda: {"ops": TeamConfig(chat_rooms=["ops"])})
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    workers: int = Field(default=2, ge=1, le=64)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    # Accepted events waiting for the dispatcher; beyond this, webhooks get 503 + Retry-After and chat "busy".
+    max_queued_events: int = Field(default=10_000, ge=1)
+    api_principal: str | None = None  # whom commands sent with the local API token act as, unless they say
+    # Each integration's own section, validated by that integration's config model when it is set up.
+    integrations: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Config:
+        problems = []
+        known_roles = set(self.roles)
+        for name, principal in self.principals.items():
+            for role in principal.roles:
+                if role not in known_roles:
+                    problems.append(f"principals.{name}.roles: unknown role {role!r} (known: {sorted(known_roles)})")
+        for name, team in self.teams.items():
+            for member in team.members:
+                if member not in self.principals:
+                    problems.append(f"teams.{name}.members: unknown principal {member!r}")
+        if self.api_principal is not None and self.api_principal not in self.principals:
+            problems.append(f"api_principal: unknown principal {self.api_principal!r}")
+        seen: dict[str, str] = {}
+        for name, principal in self.principals.items():
+            for token in principal.chat_tokens:
+                secret = token.get_secret_value()
+                if len(secret) < 16:
+                    problems.append(f"principals.{name}.chat_tokens: a token must be at least 16 characters")
+                if secret in seen:
+                    problems.append(f"principals.{name}.chat_tokens: a token is shared with {seen[secret]!r}")
+                seen[secret] = name
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def resolved(self, base: Path) -> Config:
+        """Return a copy whose paths are absolute, relative ones taken from `base`."""
+        rules = (base / self.rules_dir).resolve()
+        scripts = (base / self.scripts_dir).resolve() if self.scripts_dir else rules / "scripts"
+        http = self.http
+        if http.tls_cert is not None and http.tls_key is not None:
+            http = http.model_copy(update={"tls_cert": (base / http.tls_cert).resolve(),
+                                           "tls_key": (base / http.tls_key).resolve()})
+        return self.model_copy(
+            update={"data_dir": (base / self.data_dir).resolve(), "rules_dir": rules, "scripts_dir": scripts,
+                    "http": http}
+        )
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate the config; with no path, use `herald.toml` in the working directory if it exists."""
+    if path is None:
+        default = Path.cwd() / DEFAULT_CONFIG_NAME
+        if not default.exists():
+            return Config().resolved(Path.cwd())
+        path = default
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None
+    return config.resolved(path.parent.resolve())
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)

@@ -1,0 +1,1 @@
+"""The integration plugin API and discovery."""

@@ -1,0 +1,1 @@
+"""Compiling rule files and hot reload."""

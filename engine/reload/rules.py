@@ -1,0 +1,60 @@
+"""Reading rule files from disk and compiling them against what this installation provides."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from dsl import Catalog, CompileResult, compile_sources
+from engine.core.config import Config
+from engine.core.errors import RulesError
+
+RULE_SUFFIX = ".rules"
+
+# What the runtime can run today; a rule using anything else is a compile error naming it, not a silent no-op.
+ENGINE_TRIGGERS = ("alert", "command", "button", "task", "event", "message", "schedule")
+ENGINE_ACTIONS = ("notify", "reply", "run", "emit", "silence", "escalate")
+ENGINE_STAGES = ("require role", "check disk", "require confirmation", "dedupe", "group", "rate limit")
+ENGINE_PLATFORMS = frozenset({"chat"})  # chat platforms with an integration that can deliver to a room
+
+
+def catalog_for(config: Config) -> Catalog:
+    """What rules may name: configured teams and roles, and the scripts in the scripts folder (the whitelist)."""
+    scripts_dir = config.scripts_dir
+    scripts: frozenset[str] = frozenset()
+    if scripts_dir is not None and scripts_dir.is_dir():
+        scripts = frozenset(p.name for p in scripts_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    catalog = Catalog(teams=frozenset(config.teams), roles=frozenset(config.roles), scripts=scripts,
+                      platforms=ENGINE_PLATFORMS)
+    return catalog.restricted_to(triggers=ENGINE_TRIGGERS, actions=ENGINE_ACTIONS, stages=ENGINE_STAGES)
+
+
+def rule_files(paths: Sequence[Path]) -> list[Path]:
+    """Every `*.rules` file named or found (recursively) under the given folders, in a stable order."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob(f"*{RULE_SUFFIX}") if p.is_file()))
+        else:
+            found.append(path)
+    return found
+
+
+def display_path(path: Path) -> str:
+    """Paths in diagnostics and rule names read relative to the working directory when they are below it."""
+    try:
+        return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else str(path)
+    except ValueError:
+        return str(path)
+
+
+def compile_paths(paths: Sequence[Path], config: Config) -> CompileResult:
+    """Compile every rule file under `paths`; raises RulesError for a path that does not exist or cannot be read."""
+    sources = []
+    for path in rule_files(paths):
+        try:
+            sources.append((display_path(path), path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RulesError(f"{display_path(path)}: cannot read rule file: {exc}", []) from None
+    return compile_sources(sources, catalog_for(config))

@@ -1,0 +1,1 @@
+"""Rule runs: the state machine, stages, actions, stateful clauses, confirmation, schedules, alerts."""

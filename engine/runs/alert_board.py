@@ -1,0 +1,92 @@
+"""The operators' board of alerts: the latest state of each recent alert, published to observers (the TUI's Alerts tab).
+
+It follows alert events, the buttons sent with their notifications, and the acknowledgements and mutes that presses
+make, and publishes an `AlertView` whenever one of those changes an alert. It is a view, not a record: the journal
+and the `alert_state` table are the record, and the board keeps only the `BOARD_CAP` alerts heard of most recently,
+so a flood of distinct alerts cannot grow it without bound. Buttons are single use; once one of an action has been
+pressed (here or in any chat) the board stops offering that action for the alert's latest notification.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+
+from engine.core.bus import Bus
+from engine.core.events import AlertData, Event
+from engine.delivery.outlets import Button
+from engine.client.snapshots import AlertView, ButtonView
+
+BOARD_CAP = 500  # alerts kept on the board; the TUI shows as many rows per table
+
+
+@dataclass(slots=True)
+class _Alert:
+    data: AlertData  # of the latest event about it (frozen: safe to keep)
+    time: datetime
+    event_id: str
+    acknowledged_by: str | None = None
+    muted_until: str | None = None
+    buttons: tuple[Button, ...] = ()
+
+    def view(self) -> AlertView:
+        data = self.data
+        return AlertView(fingerprint=data.fingerprint, status=data.status, time=self.time.isoformat(),
+                         name=data.name or "", severity=data.severity or "", service=data.service or "",
+                         summary=data.summary or "", event_id=self.event_id, acknowledged_by=self.acknowledged_by,
+                         muted_until=self.muted_until,
+                         buttons=[ButtonView(id=b.id, label=b.label, action=b.action, arg=b.arg)
+                                  for b in self.buttons])
+
+
+class AlertBoard:
+    def __init__(self, bus: Bus, cap: int = BOARD_CAP) -> None:
+        self._bus = bus
+        self._cap = cap
+        self._alerts: OrderedDict[str, _Alert] = OrderedDict()
+
+    def seen(self, event: Event) -> None:
+        """An alert event was accepted: a firing keeps who acknowledged or muted it and its unpressed buttons
+        (the engine still honours them); a resolve forgets both, as the alert state does."""
+        data = event.data
+        if not isinstance(data, AlertData):
+            return
+        alerts = self._alerts
+        alert = alerts.get(data.fingerprint)
+        if alert is None:  # the common case in a storm of distinct alerts: one small record, views built later
+            alert = alerts[data.fingerprint] = _Alert(data, event.time, event.id)
+            if len(alerts) > self._cap:
+                alerts.popitem(last=False)
+        else:
+            alerts.move_to_end(data.fingerprint)
+            alert.data, alert.time, alert.event_id = data, event.time, event.id
+            if data.status == "resolved":
+                alert.acknowledged_by = alert.muted_until = None
+                alert.buttons = ()
+        self._publish(alert)
+
+    def offered(self, fingerprint: str, buttons: tuple[Button, ...]) -> None:
+        """A notification about the alert went out with these buttons: they replace the earlier ones."""
+        alert = self._alerts.get(fingerprint)
+        if alert is not None and buttons:
+            alert.buttons = buttons
+            self._publish(alert)
+
+    def pressed(self, fingerprint: str, action: str, *, acknowledged_by: str | None = None,
+                muted_until: datetime | None = None) -> None:
+        """A button of `action` was pressed for the alert (each works once), with what the press did."""
+        alert = self._alerts.get(fingerprint)
+        if alert is None:
+            return
+        alert.buttons = tuple(b for b in alert.buttons if b.action != action)
+        if acknowledged_by is not None:
+            alert.acknowledged_by = acknowledged_by
+        if muted_until is not None:
+            alert.muted_until = muted_until.isoformat(timespec="minutes")
+        self._publish(alert)
+
+    def _publish(self, alert: _Alert) -> None:
+        # Built only when an observer looks: with nobody watching, a busy engine pays nothing per alert for it.
+        self._bus.publish_lazy(AlertView, alert.data.fingerprint, functools.partial(alert.view))

@@ -1,0 +1,142 @@
+"""Alert-side state: the buttons sent with notifications, acknowledgements and mutes (silences).
+
+A button's id is a signed value (engine.keys): an HMAC covers the rule, event, action, argument, alert and expiry,
+so a forged or altered press is refused, an expired one too, and each button works once (a replay is refused).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from engine.security import keys
+from engine.core.errors import AuthError
+from engine.delivery.outlets import Button
+from engine.core.store import Database
+
+BUTTON_TTL_S = 24 * 3600
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alert_state (
+    fingerprint TEXT PRIMARY KEY,
+    acknowledged_by TEXT,
+    acknowledged_at TEXT,
+    muted_until TEXT,
+    muted_by TEXT
+);
+"""
+
+ALERT_BUTTONS = (("Acknowledge", "ack", None), ("Mute 1h", "mute", "1h"))
+_LABELS = {"ack": "Acknowledge"}
+
+
+def button_label(action: str, arg: str | None) -> str:
+    """What a button says: `ack` -> Acknowledge, `mute 1h` -> Mute 1h, `retry` -> Retry."""
+    label = _LABELS.get(action, action.replace("-", " ").replace("_", " ").capitalize())
+    return f"{label} {arg}" if arg else label
+MUTE_DURATIONS = {"1h": timedelta(hours=1)}
+
+
+@dataclass(frozen=True)
+class ButtonBinding:
+    id: str
+    event_id: str
+    rule: str
+    action: str
+    arg: str | None
+    fingerprint: str | None
+
+
+class AlertState:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._muted: dict[str, datetime] = {}  # fingerprint -> until; the table is the record, this the cache
+
+    async def make_buttons(
+        self, *, event_id: str, rule: str, fingerprint: str | None,
+        specs: tuple[tuple[str, str | None], ...] = tuple((a, g) for _, a, g in ALERT_BUTTONS),
+    ) -> tuple[Button, ...]:
+        """Sign one button per (action, arg) for this notification."""
+        expires = int(time.time()) + BUTTON_TTL_S
+
+        def _sign(conn: sqlite3.Connection) -> tuple[Button, ...]:
+            return tuple(
+                Button(id=keys.sign_value(conn, {"r": rule, "e": event_id, "a": action, "g": arg, "f": fingerprint,
+                                                 "x": expires, "n": secrets.token_hex(8)}),
+                       label=button_label(action, arg), action=action, arg=arg)
+                for action, arg in specs
+            )
+
+        return await self._db.write(_sign)
+
+    async def redeem(self, button_id: str) -> ButtonBinding:
+        """Verify a pressed button and use it up; AuthError (forged, altered, expired, replayed) otherwise."""
+
+        def _redeem(conn: sqlite3.Connection) -> ButtonBinding:
+            payload = keys.open_value(conn, button_id)
+            try:
+                binding = ButtonBinding(str(payload["n"]), str(payload["e"]), str(payload["r"]), str(payload["a"]),
+                                        payload["g"], payload["f"])
+                expires = int(payload["x"])
+            except (KeyError, TypeError, ValueError):
+                raise AuthError("malformed button") from None
+            if expires < time.time():
+                raise AuthError("this button has expired")
+            try:
+                keys.consume(conn, f"button:{binding.id}", expires)
+            except AuthError:
+                raise AuthError("this button was already pressed") from None
+            return binding
+
+        return await self._db.write(_redeem)
+
+    async def acknowledge(self, fingerprint: str, by: str) -> str | None:
+        """Record an acknowledgement; return who had already acknowledged it, if anyone."""
+
+        def _ack(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT acknowledged_by FROM alert_state WHERE fingerprint = ?",
+                               (fingerprint,)).fetchone()
+            if row and row["acknowledged_by"]:
+                return str(row["acknowledged_by"])
+            conn.execute(
+                "INSERT INTO alert_state (fingerprint, acknowledged_by, acknowledged_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(fingerprint) DO UPDATE SET acknowledged_by = excluded.acknowledged_by, "
+                "acknowledged_at = excluded.acknowledged_at",
+                (fingerprint, by, datetime.now(UTC).isoformat()),
+            )
+            return None
+
+        return await self._db.write(_ack)
+
+    async def mute(self, fingerprint: str, by: str, duration: timedelta) -> datetime:
+        until = datetime.now(UTC) + duration
+        await self._db.write(
+            lambda conn: conn.execute(
+                "INSERT INTO alert_state (fingerprint, muted_until, muted_by) VALUES (?, ?, ?) "
+                "ON CONFLICT(fingerprint) DO UPDATE SET muted_until = excluded.muted_until, "
+                "muted_by = excluded.muted_by",
+                (fingerprint, until.isoformat(), by),
+            )
+        )
+        self._muted[fingerprint] = until
+        return until
+
+    async def load(self) -> None:
+        """Read the mutes into memory: every notification asks, so the answer must not cost a database trip."""
+        rows = await self._db.call(lambda conn: conn.execute(
+            "SELECT fingerprint, muted_until FROM alert_state WHERE muted_until IS NOT NULL").fetchall())
+        self._muted = {row["fingerprint"]: datetime.fromisoformat(row["muted_until"]) for row in rows}
+
+    async def muted_until(self, fingerprint: str) -> datetime | None:
+        until = self._muted.get(fingerprint)
+        return until if until is not None and until > datetime.now(UTC) else None
+
+    async def resolved(self, fingerprint: str) -> None:
+        """A resolved alert forgets its acknowledgement and mute, so the next firing is news again."""
+        self._muted.pop(fingerprint, None)
+        await self._db.write(
+            lambda conn: conn.execute("DELETE FROM alert_state WHERE fingerprint = ?", (fingerprint,))
+        )

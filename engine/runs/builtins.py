@@ -1,0 +1,114 @@
+"""What Herald does by itself, whatever the rules say: the /help, /whoami and /link commands, the alert
+buttons Acknowledge and Mute, and the Confirm button of `require confirmation` (engine.confirm)."""
+
+from __future__ import annotations
+
+from dsl import EventGraph
+from engine.runs import confirm
+from engine.runs.alerts import MUTE_DURATIONS
+from engine.core.errors import AuthError
+from engine.core.events import ButtonData, CommandData, Event
+from engine.delivery.outlets import Text
+from engine.runs.run import Services, who
+
+BUILTIN_COMMANDS = {
+    "help": "list the commands you may run",
+    "whoami": "say which person this account acts for",
+    "link": "bind this account to a person with a one-time token from `herald identity link NAME`",
+    "cancel": "stop a task you started (admins: any task): /cancel TASK_ID",
+}
+# All an account that is not linked to a person may do.
+UNLINKED_COMMANDS = frozenset({"help", "whoami", "link"})
+# Buttons Herald gives a meaning to without any rule.
+BUILTIN_BUTTONS = frozenset({"ack", "mute", confirm.BUTTON})
+
+
+async def run_builtin(event: Event, data: CommandData, graph: EventGraph, services: Services) -> None:
+    if data.name == "help":
+        text = help_text(event, graph, services)
+    elif data.name == "whoami":
+        text = whoami(event, services)
+    elif data.name == "cancel":
+        text = await cancel(event, data, services)
+    else:
+        text = await link(event, data, services)
+    await services.outlets.reply(event.reply_to, Text(text))
+
+
+def help_text(event: Event, graph: EventGraph, services: Services) -> str:
+    """The commands this caller may run: a rule allows them and the caller has the roles it requires."""
+    principal = event.actor.principal if event.actor else None
+    roles = services.directory.roles_of(principal)
+    allowed = {
+        name for name, rules in graph.commands().items()
+        if principal is not None and any(set(rule.required_roles) <= roles for rule in rules)
+    }
+    builtins = BUILTIN_COMMANDS if principal is not None else UNLINKED_COMMANDS
+    return "You can run: " + ", ".join(f"/{name}" for name in sorted({*allowed, *builtins})) + "."
+
+
+def whoami(event: Event, services: Services) -> str:
+    if event.actor is None:
+        return "This event has no sender."
+    where = f"{event.actor.platform} account {event.actor.account}"
+    principal = event.actor.principal
+    if principal is None:
+        return f"Your {where} is not linked to a person. Ask an admin for `herald identity link NAME`, " \
+               "then send /link TOKEN."
+    roles = ", ".join(sorted(services.directory.roles_of(principal))) or "none"
+    return f"You are {principal} (roles: {roles}) on {where}."
+
+
+async def link(event: Event, data: CommandData, services: Services) -> str:
+    if event.actor is None or len(data.args) != 1:
+        return "Usage: /link TOKEN (the token from `herald identity link NAME`)."
+    actor = event.actor
+    try:
+        principal = await services.directory.link(data.args[0], actor.platform, actor.account)
+    except AuthError as exc:
+        await services.audit_publish("identity.link_refused", who(event), platform=actor.platform,
+                                     account=actor.account, reason=str(exc))
+        return f"Link refused: {exc}."
+    await services.audit_publish("identity.linked", principal, platform=actor.platform, account=actor.account)
+    roles = ", ".join(sorted(services.directory.roles_of(principal))) or "none"
+    return f"Linked: this {actor.platform} account now acts for {principal} (roles: {roles})."
+
+
+async def cancel(event: Event, data: CommandData, services: Services) -> str:
+    """Deny by default: only the person who asked for the task, or an admin, may cancel it."""
+    if len(data.args) != 1:
+        return "Usage: /cancel TASK_ID (the id in the task's progress messages)."
+    principal = event.actor.principal if event.actor else None
+    task = await services.tasks.get(data.args[0])
+    if task is None:
+        return f"There is no task {data.args[0]!r}."
+    if principal is None or (principal != task.requested_by
+                             and "admin" not in services.directory.roles_of(principal)):
+        await services.audit_publish("task.cancel_denied", who(event), task=task.task_id)
+        return "Denied: only the person who started a task, or an admin, may cancel it."
+    assert services.cancel_task is not None
+    return await services.cancel_task(task.task_id, principal)
+
+
+async def press(event: Event, data: ButtonData, services: Services) -> None:
+    """Every press is audited; Acknowledge and Mute act on the alert the button came with, Confirm on the request
+    it was sent for."""
+    presser = who(event)
+    await services.audit_publish("button.pressed", presser, event=event.id, button=data.action, arg=data.arg,
+                                 alert=data.alert_fingerprint, source_event=data.source_event, rule=data.rule)
+    if data.action == confirm.BUTTON:
+        await confirm.pressed(event, data, services)
+        return
+    if data.alert_fingerprint is None or data.action not in ("ack", "mute"):
+        return  # rules `on button NAME` give it meaning
+    if data.action == "ack":
+        earlier = await services.alerts.acknowledge(data.alert_fingerprint, presser)
+        text = f"Already acknowledged by {earlier}." if earlier else f"Acknowledged by {presser}."
+        services.board.pressed(data.alert_fingerprint, "ack", acknowledged_by=earlier or presser)
+    elif data.arg in MUTE_DURATIONS:
+        until = await services.alerts.mute(data.alert_fingerprint, presser, MUTE_DURATIONS[data.arg])
+        text = f"Muted by {presser} until {until.isoformat(timespec='minutes')}."
+        services.board.pressed(data.alert_fingerprint, "mute", muted_until=until)
+    else:
+        text = f"Mute for {data.arg!r} is not offered; try one of {', '.join(MUTE_DURATIONS)}."
+    await services.outlets.reply(event.reply_to, Text(text))

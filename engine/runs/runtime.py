@@ -1,0 +1,270 @@
+"""Rule runs: what happens to one accepted event.
+
+For each rule the compiled graph matches, a RuleRun walks INIT -> CHECK_PERMISSION -> VALIDATE_PARAMS -> [stages,
+CONFIRM] -> EXECUTE -> REPORT_RESULT, or stops at DENIED, REJECTED or SKIPPED. Every transition is stored in
+`run_trace`, published to observers and, for commands, sent back to the conversation as progress. Actions and stages
+are dispatched by type (engine.actions, engine.stages). A `run` action hands a task to the queue; the run reaches
+REPORT_RESULT when a worker reports the task finished, from the task record itself, so a restart in between still
+reports; the finished task is then an event of its own (`on task ...`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sqlite3
+
+from dsl import EventGraph
+from engine.runs import actions, stages
+from engine.runs.builtins import BUILTIN_BUTTONS, BUILTIN_COMMANDS, help_text, press, run_builtin
+from engine.core.events import AlertData, ButtonData, Cause, CommandData, Event, MessageData, TaskData, utcnow
+from engine.core.ids import derived_id
+from engine.core.journal import Journal
+from engine.delivery.outlets import Audience, Progress, Result, Text
+from engine.runs.run import RuleRun, RunState, Services, event_view, now_iso, who
+from engine.client.snapshots import EventView, RunView
+from engine.tasks.queue import TaskRecord
+
+log = logging.getLogger("herald.runtime")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS run_trace (
+    run_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    time TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS run_trace_run ON run_trace(run_id);
+"""
+
+TAIL_CHARS = 2000
+
+
+class Runtime:
+    def __init__(self, *, graph: EventGraph, services: Services, journal: Journal,
+                 declared_teams: dict[str, Audience] | None = None) -> None:
+        self.services = services
+        self._journal = journal
+        self.graph = graph
+        self.graph_version = 1
+        services.declared_teams.clear()
+        services.declared_teams.update(declared_teams or {})
+
+    def swap_graph(self, graph: EventGraph, declared_teams: dict[str, Audience]) -> int:
+        """Make `graph` the one new events are matched against, in one step (no await: no event sees half of it).
+        Runs already under way finish with the graph they started with. Returns the new version number."""
+        self.graph = graph
+        self.graph_version += 1
+        self.services.declared_teams.clear()
+        self.services.declared_teams.update(declared_teams)
+        return self.graph_version
+
+    async def handle(self, event: Event) -> None:
+        """Run every matching rule for an accepted event, then mark it handled in the journal."""
+        services = self.services
+        services.bus.publish_lazy(EventView, event.id, functools.partial(event_view, event))
+        graph, version = self.graph, self.graph_version  # one version for the whole event, even across a swap
+        data = event.data
+        fields = event.fields()
+        if isinstance(data, CommandData):
+            if data.name in BUILTIN_COMMANDS:  # a built-in may answer at once: its entry is durable first
+                await services.audit_publish("command.received", who(event), event=event.id, text=data.safe_text)
+            else:  # a rule run's next awaited write (an effect, a task, a refusal's entry) commits it too
+                services.audit_soon("command.received", who(event), event=event.id, text=data.safe_text)
+            if data.name in BUILTIN_COMMANDS:
+                await run_builtin(event, data, graph, services)
+                self._journal.mark_handled(event.id, now_iso(), version)
+                return
+            fields.update(self._command_fields(event, data, graph))
+        elif isinstance(data, ButtonData):
+            await press(event, data, services)
+        elif isinstance(data, AlertData):
+            services.board.seen(event)
+            if data.status == "resolved":
+                await services.alerts.resolved(data.fingerprint)
+
+        rules = graph.match(event.kind, fields)
+        if not rules:
+            await self._nothing_matched(event, graph)
+        for rule in rules:
+            try:
+                # The run's id is derived, so a replay after a crash is the same run and its effects are not redone.
+                await self._run(RuleRun(derived_id(event.time, "run", event.id, rule.name), rule, event, dict(fields)))
+            except Exception:
+                log.exception("rule %s failed on event %s", rule.name, event.id)
+        self._journal.mark_handled(event.id, now_iso(), version)
+
+    def _command_fields(self, event: Event, data: CommandData, graph: EventGraph) -> dict[str, object]:
+        """`command.user` and the typed arguments, so conditions and templates can use them."""
+        extra: dict[str, object] = {}
+        if event.actor is not None and event.actor.principal is not None:
+            extra["command.user"] = event.actor.principal
+        rules = graph.commands().get(data.name, ())
+        if rules:  # every rule of one command has the same argument spec (a compile check)
+            bound = rules[0].bind_args(data.args)
+            if not isinstance(bound, str):
+                extra.update({f"command.{name}": value for name, value in bound.items()})
+        return extra
+
+    async def _nothing_matched(self, event: Event, graph: EventGraph) -> None:
+        data, outlets = event.data, self.services.outlets
+        if isinstance(data, CommandData):
+            text = f"Unknown command /{data.name}. {help_text(event, graph, self.services)}"
+        elif isinstance(data, MessageData):
+            text = "I only understand commands, like /help."
+        elif isinstance(data, ButtonData) and data.action not in BUILTIN_BUTTONS:
+            text = f"Nothing is set up for the button {data.action!r}."
+        else:
+            return
+        await outlets.reply(event.reply_to, Text(text))
+
+    # -- the state machine -------------------------------------------------------------------------------------
+
+    async def _run(self, run: RuleRun) -> None:
+        services, event, rule = self.services, run.event, run.rule
+        await self._enter(run, RunState.INIT)
+        await self._enter(run, RunState.CHECK_PERMISSION)
+        refusal = self._refusal(run)
+        if refusal is not None:
+            await services.audit_publish("command.denied" if run.is_command else "run.denied", who(event),
+                                         event=event.id, rule=rule.name, reason=refusal)
+            await self._enter(run, RunState.DENIED, refusal)
+            await services.outlets.reply(event.reply_to, Text(f"Denied: {refusal}."))
+            return
+        if run.is_command:  # durable with the effect claim or task that follows (commits keep their order)
+            services.audit_soon("command.allowed", who(event), event=event.id, rule=rule.name)
+
+        await self._enter(run, RunState.VALIDATE_PARAMS)
+        problem = self._invalid_params(run)
+        if problem is not None:
+            await services.audit_publish("command.rejected", who(event), event=event.id, rule=rule.name,
+                                         reason=problem)
+            await self._enter(run, RunState.REJECTED, problem)
+            await services.outlets.reply(event.reply_to, Text(f"Rejected: {problem}."))
+            return
+        await self.continue_run(run, first_stage=0)
+
+    async def continue_run(self, run: RuleRun, *, first_stage: int) -> None:
+        """Run the stages from `first_stage` on, then the actions. A parked stage (a confirmation) calls this
+        again, with the stage after it, when it is released."""
+        services, event, rule = self.services, run.event, run.rule
+        for index in range(first_stage, len(rule.stages)):
+            outcome = await stages.evaluate(rule.stages[index], run, services, index)
+            if outcome.proceed:
+                continue
+            await self._enter(run, outcome.state, outcome.reason)
+            if not outcome.parked:
+                await services.outlets.reply(event.reply_to, Text(f"Not run: {outcome.reason}."))
+            return
+
+        await self._enter(run, RunState.EXECUTE)
+        notes, waiting = [], False
+        for action in rule.actions:
+            result = await actions.perform(action, run, services)
+            notes.append(result.note)
+            if result.task_id is not None:
+                waiting = True
+                if event.reply_to is not None:
+                    await services.outlets.reply(event.reply_to, Progress(run.run_id, rule.name,
+                                                                          RunState.EXECUTE.value, result.note))
+        if not waiting:
+            text = "; ".join(notes) or "done"
+            await self._enter(run, RunState.REPORT_RESULT, text)
+            if run.is_command:
+                await services.outlets.reply(event.reply_to, Result(run.run_id, rule.name, True, text))
+
+    def _refusal(self, run: RuleRun) -> str | None:
+        """Deny by default: a command, or any rule that requires a role, needs a known person with the roles."""
+        event, rule = run.event, run.rule
+        if not run.is_command and not rule.required_roles:
+            return None
+        what = f"/{event.data.name}" if isinstance(event.data, CommandData) else f"rule {rule.name}"
+        principal = event.actor.principal if event.actor else None
+        if principal is None:
+            return (f"{what} needs an account linked to a person: ask an admin for a token "
+                    "(`herald identity link NAME`), then send /link TOKEN")
+        roles = self.services.directory.roles_of(principal)
+        missing = [role for role in rule.required_roles if role not in roles]
+        if missing:
+            return f"{what} requires role {', '.join(missing)}, which {principal} does not have"
+        return None
+
+    def _invalid_params(self, run: RuleRun) -> str | None:
+        data = run.event.data
+        if not isinstance(data, CommandData):
+            return None
+        if not run.rule.params:  # untyped: the words go to a script as they are, so they must be plain
+            return actions.plain_args_problem(data.args)
+        bound = run.rule.bind_args(data.args)
+        if isinstance(bound, str):
+            return bound
+        run.fields.update({f"command.{name}": value for name, value in bound.items()})
+        return None
+
+    async def _enter(self, run: RuleRun, state: RunState, detail: str = "") -> None:
+        await self._trace(run.run_id, run.event.id, run.rule.name, state, detail)
+        if run.is_command:
+            await self.services.outlets.reply(run.event.reply_to, Progress(run.run_id, run.rule.name, state.value,
+                                                                           detail))
+
+    async def _trace(self, run_id: str, event_id: str, rule: str, state: RunState, detail: str) -> None:
+        time = now_iso()
+        row = (run_id, state.value, time, event_id, rule, detail)
+        # A trace is a record, not an effect: it rides along with the next commit instead of waiting for one.
+        self.services.db.defer_row("INSERT INTO run_trace VALUES (?, ?, ?, ?, ?, ?)", row)
+        self.services.bus.publish_lazy(RunView, run_id, functools.partial(
+            RunView, run_id=run_id, event_id=event_id, rule=rule, state=state.value, time=time, detail=detail))
+
+    # -- task results ------------------------------------------------------------------------------------------
+
+    async def task_finished(self, task: TaskRecord) -> None:
+        """Called by the workers with what the queue stored: a final record (record the result, finish the run that
+        asked for it, raise the task event) or, after a failed attempt with retries left, the waiting retry."""
+        services = self.services
+        if task.status == "pending":
+            await self._retry_scheduled(task)
+            return
+        await services.audit_publish("task.finished", task.requested_by or "system", task=task.task_id,
+                                     status=task.status, exit_code=task.exit_code, script=task.params.script,
+                                     attempt=task.attempt)
+        text = task.outcome()
+        if task.attempt > 1:
+            text += f" on attempt {task.attempt} of {task.attempts}"
+        await self._trace(task.run_id, task.event_id, task.rule, RunState.REPORT_RESULT, text)
+        await services.outlets.reply(task.reply_to, Progress(task.run_id, task.rule, RunState.REPORT_RESULT.value,
+                                                             text))
+        await services.outlets.reply(task.reply_to, Result(task.run_id, task.rule, task.status == "succeeded", text,
+                                                           task.task_id, task.exit_code, task.output))
+        if task.depth + 1 > actions.MAX_EMIT_DEPTH:
+            return
+        duration = (task.end_time - task.start_time).total_seconds() if task.end_time and task.start_time else None
+        tail = task.output[-TAIL_CHARS:]
+        await services.submit([Event(
+            id=derived_id(task.create_time, "task-event", task.task_id), source="tasks", reply_to=task.reply_to,
+            data=TaskData(task_id=task.task_id, script=task.params.script, status=task.status,
+                          exit_code=task.exit_code, duration=duration, stdout_tail=tail,
+                          stderr_tail=(task.error or tail)[-TAIL_CHARS:], rule=task.rule),
+            cause=Cause(root=task.event_id, parent=task.event_id, depth=task.depth + 1),
+        )])
+
+
+    async def _retry_scheduled(self, task: TaskRecord) -> None:
+        """Say that an attempt failed and when the next one starts; the run stays open until the last attempt."""
+        assert task.not_before is not None
+        failed = task.earlier[-1]
+        delay_s = max(0.0, (task.not_before - utcnow()).total_seconds())
+        await self.services.audit_publish("task.retry", task.requested_by or "system", task=task.task_id,
+                                          script=task.params.script, failed=failed, attempt=task.attempt,
+                                          attempts=task.attempts, not_before=task.not_before.isoformat())
+        text = f"{failed}; retrying in {delay_s:.0f}s (attempt {task.attempt} of {task.attempts})"
+        await self._trace(task.run_id, task.event_id, task.rule, RunState.EXECUTE, text)
+        await self.services.outlets.reply(task.reply_to, Progress(task.run_id, task.rule, RunState.EXECUTE.value,
+                                                                  text))
+
+
+def trace_of(conn: sqlite3.Connection, run_id: str) -> list[str]:
+    """The states a run went through, in order (for tests and the API)."""
+    return [row["state"] for row in conn.execute("SELECT state FROM run_trace WHERE run_id = ? ORDER BY rowid",
+                                                 (run_id,))]

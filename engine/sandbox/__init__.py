@@ -1,0 +1,1 @@
+"""Running whitelisted scripts in rootless Podman."""

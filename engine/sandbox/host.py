@@ -1,0 +1,114 @@
+"""Reaching the sandbox's Podman: the service (started if allowed), what it runs as, and whether the image is there.
+
+Blocking; engine/sandbox/runner.py calls it from its worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import pwd
+from dataclasses import dataclass
+
+import requests
+from podman import PodmanClient
+from podman.errors import APIError
+
+from engine.core.errors import SandboxUnavailable
+from engine.sandbox.podman_service import SETUP_HINT, PodmanService, ping, socket_url_for
+from engine.sandbox.output import CONTROL_TIMEOUT_S
+from engine.sandbox.policy import DEFAULT_IMAGE, NOBODY, HostLimits, SandboxConfig, host_id, run_uid_range
+
+log = logging.getLogger("engine.sandbox")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A live client plus what the service told us about itself."""
+
+    client: PodmanClient
+    url: str
+    host: HostLimits
+    seccomp: bool
+    uidmap: tuple[dict[str, int], ...]  # rootless: container id -> host id
+    gidmap: tuple[dict[str, int], ...]
+    run_uids: range  # rootless: container uids handed out one per run; empty when rootful
+    owner: str  # who runs podman, for messages: "sandboxer (uid 1001)"
+    store: str  # whose image store the image must be in, for messages
+
+    @property
+    def rootless(self) -> bool:
+        return self.host.rootless
+
+    def reader(self, run_uid: int | None) -> tuple[int, int, str]:
+        """Host uid and gid the script's files are read as, and who that is, for messages."""
+        if run_uid is None:
+            return NOBODY, NOBODY, f"nobody (uid {NOBODY}, rootful podman)"
+        uid = host_id(self.uidmap, run_uid)
+        gid = host_id(self.gidmap, run_uid)
+        assert uid is not None and gid is not None  # run_uids only holds mapped ids
+        return uid, gid, f"a per-run uid of {self.owner} (host uid {uid}, a subordinate id)"
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    # podman-py wraps every OSError (requests' included) in APIError; the cause tells a dead service apart.
+    cause = exc.__cause__ if isinstance(exc, APIError) else exc
+    return isinstance(cause, (requests.ConnectionError, ConnectionError, FileNotFoundError))
+
+
+def connect(cfg: SandboxConfig, service: PodmanService, *, parallel_runs: int) -> Connection:
+    """Blocking: reach the service (maybe starting it), learn who it runs as, check the image."""
+    url = cfg.podman_url or socket_url_for(cfg.user)
+    if cfg.autostart:
+        url = service.start(cfg.user, url)
+    elif not ping(url):
+        raise SandboxUnavailable(
+            f"no podman service answers at {url}: start it (`podman system service --time=0 {url}` "
+            f"as {cfg.user or 'the current user'}) or set autostart = true"
+        )
+    client = PodmanClient(base_url=url, timeout=CONTROL_TIMEOUT_S)
+    try:
+        info = client.info()["host"]
+        host = HostLimits.from_info(info)
+        uidmap: tuple[dict[str, int], ...] = ()
+        gidmap: tuple[dict[str, int], ...] = ()
+        run_uids = range(0)
+        if host.rootless:
+            uidmap = tuple(info["idMappings"]["uidmap"])
+            gidmap = tuple(info["idMappings"]["gidmap"])
+            run_uids = run_uid_range(uidmap, gidmap)
+            owner_uid = host_id(uidmap, 0)
+            try:
+                name = pwd.getpwuid(owner_uid).pw_name if owner_uid is not None else "?"
+            except KeyError:
+                name = "?"
+            owner = f"{name} (uid {owner_uid})"
+            if len(run_uids) < 2 * parallel_runs:
+                raise SandboxUnavailable(
+                    f"the subordinate uid/gid ranges of {owner} do not reach container ids "
+                    f"{run_uids.start}-{run_uids.start + 1000} (each run gets a uid of its own): give it "
+                    f"65536 ids (`usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name}`, "
+                    "then `podman system migrate` as that user)"
+                )
+            store = owner
+        else:
+            owner = store = "root (rootful podman)"
+        if not client.images.exists(cfg.image):
+            raise SandboxUnavailable(image_missing(cfg.image, store))
+    except SandboxUnavailable:
+        client.close()
+        raise
+    except Exception as exc:
+        client.close()
+        raise SandboxUnavailable(f"the podman service at {url} answers but misbehaves: {exc}") from exc
+    log.info("sandbox ready: %s, %s, cgroup %s, image %s", url, "rootless" if host.rootless else "rootful",
+             host.cgroup_version, cfg.image)
+    seccomp = bool(info["security"].get("seccompEnabled"))
+    return Connection(client, url, host, seccomp, uidmap, gidmap, run_uids, owner, store)
+
+
+def image_missing(image: str, who: str) -> str:
+    if image == DEFAULT_IMAGE:
+        fix = SETUP_HINT
+    else:
+        fix = f"build or pull it as that user (.ci/setup-sandbox builds only {DEFAULT_IMAGE})"
+    return f"the image {image} is missing from the podman store of {who}: {fix}"

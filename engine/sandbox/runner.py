@@ -1,0 +1,448 @@
+"""Run an operator's shell script in a locked-down, throw-away rootless Podman container.
+
+Each run gets a fresh container from a tiny busybox image: no network (unless the run opts in), no
+capabilities, a read-only root, a small noexec /tmp, the scripts folder mounted read-only, memory, pids
+and CPU limits (cgroups where the host allows them, rlimits otherwise: see `plan_limits`), and a
+wall-clock timeout that SIGKILLs it. The container runs under an unprivileged host user (`sandboxer`),
+and within it as a uid of its own (from that user's subordinate range), so even an escape lands in an
+account that owns nothing, and a fork bomb counts against its run only.
+
+Output comes from the container's attach stream, which carries every byte the script writes: the
+first `output_limit_bytes` are kept (and streamed line by line to `on_output`), the rest is counted.
+
+podman-py is synchronous. Every call into it goes through `Sandbox._call`, which runs it on the
+sandbox's own small thread pool; the event loop never blocks on Podman.
+
+Errors: `SandboxUnavailable` (Podman, its service, the user, the image or the scripts folder is
+missing; the message says how to fix it), `SandboxError` (Podman did not apply a protection, or
+failed mid-run), `ValueError` (bad script name or arguments, from the caller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from podman.api import stream_frames
+from podman.domain.containers import Container
+from podman.errors import APIError, NotFound
+
+from engine.core.errors import SandboxError, SandboxUnavailable
+from engine.sandbox.podman_service import PodmanService
+from engine.sandbox.host import Connection, connect, image_missing, is_connection_error
+from engine.sandbox.output import CONTROL_TIMEOUT_S, WAIT_SLACK_S, OutputSink, explain, open_attach
+from engine.sandbox.output import pump as pump_stream
+from engine.sandbox.policy import (
+    DEFAULT_IMAGE,
+    HostLimits,
+    LimitPlan,
+    RunLimits,
+    SandboxConfig,
+    access_problem,
+    build_spec,
+    check_args,
+    plan_limits,
+    resolve_script,
+    verify_applied,
+)
+
+__all__ = ["DEFAULT_IMAGE", "Sandbox", "SandboxConfig", "SandboxResult"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Each run holds up to three pool threads (wait, attach reader, kill); the semaphore keeps the pool from
+# starving. Two cores gain nothing from more containers starting at once.
+_MAX_PARALLEL_RUNS = 8
+_DRAIN_S = 5.0  # after exit, how long the attach stream may take to deliver its last bytes
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    """What one run did. `exit_code` is None when the run timed out and was killed."""
+
+    exit_code: int | None
+    output: str  # stdout and stderr interleaved, capped at output_limit_bytes (+ a truncation note)
+    timed_out: bool
+    duration_s: float  # container start to exit
+    enforced: tuple[str, ...]  # protections read back from the created container, and each limit's mechanism
+    output_bytes: int = 0  # everything the script printed, kept or not
+    not_enforced: tuple[str, ...] = ()  # limits this host could not apply, and why
+    limits_note: str = ""  # one line for people: each limit's mechanism, then what the host could not enforce
+
+
+# --- the runner --------------------------------------------------------------------------------------
+
+
+class Sandbox:
+    """Runs scripts from one folder in throw-away containers; one per engine, `start()`ed and `close()`d."""
+
+    def __init__(self, *, config: SandboxConfig, scripts_dir: Path, owner: str | None = None) -> None:
+        self._config = config
+        # Labels this process's containers, so the next start can remove what a crash left behind: a container
+        # created but never started keeps a runc process of the sandbox user alive, and those add up against the
+        # user's process limit until no new run can start.
+        self._owner = owner
+        self._scripts_dir = Path(scripts_dir).absolute()
+        self._pool = ThreadPoolExecutor(max_workers=3 * _MAX_PARALLEL_RUNS + 2,
+                                        thread_name_prefix="herald-sandbox")
+        self._slots = asyncio.Semaphore(_MAX_PARALLEL_RUNS)
+        self._connect_lock = asyncio.Lock()
+        self._service = PodmanService(idle_timeout_s=config.service_idle_s)
+        self._conn: Connection | None = None
+        self._problem: str | None = "not started"
+        self._uids_in_use: set[int] = set()
+        self._closed = False
+
+    @property
+    def problem(self) -> str | None:
+        """Why the sandbox cannot run scripts (with the fix), as of the last check; None when it can."""
+        return self._problem
+
+    async def start(self) -> None:
+        """Connect (starting the Podman service if allowed) and check the host; never raises.
+
+        Herald must come up even when Podman is missing or broken: the problem is logged, kept in
+        `problem`, and raised by `run()`, which checks again each time.
+        """
+        try:
+            conn = await self._ensure_connected()
+            if self._owner:
+                await self._call(self._remove_leftovers, conn)
+            folder = self._scripts_folder()
+            first = conn.run_uids[0] if conn.run_uids else None
+            self._problem = access_problem(folder, None, *conn.reader(first))
+        except SandboxUnavailable as exc:
+            self._problem = str(exc)
+        except Exception as exc:  # never let a broken host stop herald from starting
+            log.exception("sandbox start-up check failed")
+            self._problem = f"sandbox check failed unexpectedly: {exc!r}"
+        if self._problem:
+            log.warning("sandbox unavailable: %s", self._problem)
+
+    def _remove_leftovers(self, conn: Connection) -> None:
+        leftovers = conn.client.containers.list(all=True, filters={"label": [f"herald.owner={self._owner}"]})
+        for ctr in leftovers:
+            try:
+                ctr.remove(force=True)
+            except APIError as exc:
+                log.warning("could not remove leftover container %s: %s", ctr.id[:12], exc)
+        if leftovers:
+            log.warning("removed %d container(s) left behind by an earlier run of this engine", len(leftovers))
+
+    async def host_limits(self) -> tuple[HostLimits, LimitPlan]:
+        """What this host lets Podman limit, and how a run with the configured defaults is limited on it."""
+        conn = await self._ensure_connected()
+        limits = RunLimits.for_run(self._config, timeout_s=self._config.default_timeout_s, memory=None, network=None)
+        return conn.host, plan_limits(limits, conn.host)
+
+    async def run(
+        self,
+        script: str,
+        args: Sequence[str],
+        *,
+        timeout_s: float,
+        task_id: str,
+        on_output: Callable[[str], None] | None = None,
+        memory: str | int | None = None,
+        network: str | None = None,
+        attempt: int = 1,
+    ) -> SandboxResult:
+        """Run `script` from the scripts folder with `args` as literal argv entries.
+
+        `on_output` gets each output line (no trailing newline) as it is printed, on the event loop
+        thread, and every line has been delivered when this returns. The output it sees and the
+        result's `output` are capped alike; `output_bytes` counts everything printed.
+
+        `memory` (bytes, or a size such as "512m"; default `[sandbox] memory`) and `network` ("none",
+        the default, or "default": the rootless user-mode network, slirp4netns) apply to this run only.
+        The script sees `HERALD_TASK_ID` and `HERALD_ATTEMPT` (1, then 2... when a rule retries it).
+        """
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
+        argv_args = check_args(args)
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+        if not isinstance(task_id, str) or "\x00" in task_id:
+            raise ValueError(f"task_id must be a str without NUL bytes, got {task_id!r}")
+        limits = RunLimits.for_run(self._config, timeout_s=timeout_s, memory=memory, network=network)
+        folder = self._scripts_folder()
+        script_rel = resolve_script(folder, script)
+        argv = ["/bin/sh", f"/scripts/{script_rel}", *argv_args]
+        async with self._slots:
+            conn, ctr, enforced, plan, run_uid = await self._create(folder, script_rel, argv, limits, task_id,
+                                                                       attempt)
+            exited = False
+            try:
+                result = await self._execute(conn, ctr, enforced, plan, timeout_s, on_output)
+                exited = True
+                return result
+            except APIError as exc:
+                raise await self._classify(conn, exc) from exc
+            finally:
+                # Shielded: a cancelled run must still not leave its container behind; the pool
+                # thread finishes the removal even if nobody awaits it any more.
+                await asyncio.shield(self._call(self._discard, ctr, not exited))
+                self._uids_in_use.discard(run_uid)  # only once its container (and processes) are gone
+
+    async def close(self) -> None:
+        """Stop the Podman service if we started it and release the worker threads.
+
+        Cancel or finish the runs first: a run still going when the pool shuts down cannot remove its
+        container any more.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._call(conn.client.close)
+        await self._call(self._service.stop)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- internals --------------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """The one door to blocking code (podman-py, the service start): run it on our pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    def _scripts_folder(self) -> Path:
+        folder = self._scripts_dir.resolve()
+        if not folder.is_dir():
+            raise SandboxUnavailable(f"the scripts folder {folder} does not exist: create it (mode 755)")
+        return folder
+
+    async def _ensure_connected(self) -> Connection:
+        async with self._connect_lock:
+            if self._conn is not None and self._service.exited:
+                # The service we started ended (normally: its idle timeout): connect again, which starts a new one.
+                conn, self._conn = self._conn, None
+                await self._call(conn.client.close)
+            if self._conn is None:
+                try:
+                    self._conn = await self._call(self._connect)
+                except SandboxUnavailable as exc:
+                    self._problem = str(exc)
+                    raise
+                self._problem = None
+            return self._conn
+
+    def _connect(self) -> Connection:
+        """Blocking: reach the service (maybe starting it), learn who it runs as, check the image."""
+        return connect(self._config, self._service, parallel_runs=_MAX_PARALLEL_RUNS)
+
+    async def _classify(self, conn: Connection, exc: APIError) -> SandboxError:
+        """Turn a podman-py error into ours; a dead service is dropped so the next run reconnects."""
+        if is_connection_error(exc):
+            if self._conn is conn:
+                self._conn = None
+                await self._call(conn.client.close)
+            fix = "it is restarted on the next run" if self._config.autostart else "start it again"
+            problem = f"the podman service at {conn.url} stopped answering ({exc.__cause__!r}): {fix}"
+            self._problem = problem
+            return SandboxUnavailable(problem)
+        return SandboxError(f"podman failed during the run: {explain(str(exc))}")
+
+    def _take_uid(self, conn: Connection) -> int | None:
+        """A container uid no other run of ours is using (rootless), or None (rootful: nobody)."""
+        if not conn.run_uids:
+            return None
+        # Random, so two herald processes sharing the sandbox user are unlikely to pick the same one.
+        while True:
+            uid = random.choice(conn.run_uids)
+            if uid not in self._uids_in_use:
+                self._uids_in_use.add(uid)
+                return uid
+
+    async def _create(
+        self, folder: Path, script_rel: str, argv: list[str], limits: RunLimits, task_id: str, task_attempt: int
+    ) -> tuple[Connection, Container, tuple[str, ...], LimitPlan, int | None]:
+        """Create the run's container on a live connection; reconnect once if the service had died."""
+        for attempt in (1, 2):
+            conn = await self._ensure_connected()
+            run_uid = self._take_uid(conn)
+            try:
+                problem = access_problem(folder, script_rel, *conn.reader(run_uid))
+                if problem:
+                    self._problem = problem
+                    raise SandboxUnavailable(problem)
+                plan = plan_limits(limits, conn.host)
+                spec = build_spec(config=self._config, argv=argv, scripts_src=str(folder), task_id=task_id,
+                                  attempt=task_attempt, limits=limits, plan=plan, host=conn.host, run_uid=run_uid)
+                if self._owner:
+                    spec["labels"]["herald.owner"] = self._owner
+                ctr, enforced = await self._call(self._create_blocking, conn, spec, plan, run_uid)
+                return conn, ctr, enforced, plan, run_uid
+            except APIError as exc:
+                self._uids_in_use.discard(run_uid)
+                error = await self._classify(conn, exc)
+                # Nothing was created yet, so trying again on a fresh connection is safe.
+                if attempt == 1 and isinstance(error, SandboxUnavailable) and self._config.autostart:
+                    log.warning("%s; reconnecting", error)
+                    continue
+                raise error from exc
+            except BaseException:
+                self._uids_in_use.discard(run_uid)
+                raise
+        raise AssertionError("unreachable")
+
+    def _create_blocking(
+        self, conn: Connection, spec: dict[str, Any], plan: LimitPlan, run_uid: int | None
+    ) -> tuple[Container, tuple[str, ...]]:
+        """Blocking: create the container and verify what podman really applied."""
+        try:
+            resp = conn.client.api.post("/containers/create", data=json.dumps(spec),
+                                        headers={"content-type": "application/json"})
+            resp.raise_for_status()
+            ctr = conn.client.containers.get(resp.json()["Id"])
+        except APIError as exc:
+            # Re-checked on every run: removing the image later gives the same clear message.
+            if not is_connection_error(exc) and "image not known" in str(exc).lower():
+                raise SandboxUnavailable(image_missing(spec["image"], conn.store)) from exc
+            raise
+        try:
+            _, _, who = conn.reader(run_uid)
+            return ctr, verify_applied(ctr.attrs, spec, plan=plan, who=who, seccomp=conn.seccomp)
+        except BaseException:
+            self._discard(ctr, False)
+            raise
+
+    async def _execute(
+        self,
+        conn: Connection,
+        ctr: Container,
+        enforced: tuple[str, ...],
+        plan: LimitPlan,
+        timeout_s: float,
+        on_output: Callable[[str], None] | None,
+    ) -> SandboxResult:
+        loop = asyncio.get_running_loop()
+        emit: Callable[[str], None] | None = None
+        if on_output is not None:
+            callback = on_output
+
+            def emit(line: str) -> None:  # called from the attach thread, and from finish() here
+                loop.call_soon_threadsafe(_deliver, callback, line)
+
+        sink = OutputSink(self._config.output_limit_bytes, emit)
+        sock = await self._call(open_attach, conn.url, ctr.id, timeout_s)
+        pump: asyncio.Future[None] | None = None
+        try:
+            if sock is not None:
+                pump = loop.run_in_executor(self._pool, pump_stream, sock, sink)
+            started = time.perf_counter()
+            await self._call(ctr.start)
+            waiter = loop.run_in_executor(
+                self._pool,
+                # interval: podman polls the state at this rate; its 250 ms default is most of a short run.
+                functools.partial(ctr.wait, condition="exited", interval="10ms",
+                                  timeout=timeout_s + WAIT_SLACK_S),
+            )
+            # If this run is cancelled, nobody awaits the waiter; its late error must not be logged as lost.
+            waiter.add_done_callback(_consume_result)
+            done, _ = await asyncio.wait({waiter}, timeout=timeout_s)
+            timed_out = False
+            if not done:
+                timed_out = await self._call(_kill, ctr)
+            exit_code: int | None = int(await waiter)
+            duration = time.perf_counter() - started
+            if pump is not None:
+                # conmon closes the stream once the container's stdio is drained: normally at once.
+                _, pending = await asyncio.wait({pump}, timeout=_DRAIN_S)
+                if pending:
+                    log.warning("attach stream of %s did not end %.0f s after exit", ctr.id[:12], _DRAIN_S)
+            else:
+                sink.feed(await self._call(self._read_log, conn, ctr.id))
+        finally:
+            if sock is not None:
+                sock.close()  # also ends a pump still blocked on it (a cancelled or stuck run)
+        sink.finish()
+        if emit is not None:
+            # call_soon_threadsafe keeps FIFO order: once this sentinel runs, every line has been delivered.
+            flushed = loop.create_future()
+            loop.call_soon_threadsafe(flushed.set_result, None)
+            await flushed
+        output = sink.head.decode(errors="replace")
+        if sink.truncated:
+            output += "\n" + sink.truncation_note()
+        return SandboxResult(
+            exit_code=None if timed_out else exit_code,
+            output=output,
+            timed_out=timed_out,
+            duration_s=duration,
+            enforced=enforced,
+            output_bytes=sink.total,
+            not_enforced=plan.missing,
+            limits_note=plan.note,
+        )
+
+    def _read_log(self, conn: Connection, ctr_id: str) -> bytes:
+        """Blocking fallback for a service we cannot attach to (not a local socket): the on-disk log.
+
+        conmon keeps at most log_size of it, so a larger output is counted only up to that.
+        """
+        limit = self._config.output_limit_bytes
+        resp = conn.client.api.get(f"/containers/{ctr_id}/logs",
+                                   params={"follow": False, "stdout": True, "stderr": True},
+                                   stream=True, timeout=CONTROL_TIMEOUT_S)
+        try:
+            resp.raise_for_status()
+            chunks: list[bytes] = []
+            size = 0
+            for frame in _frames(resp):
+                chunks.append(frame)
+                size += len(frame)
+                if size > limit:
+                    break  # no need to read the rest
+        finally:
+            resp.close()
+        return b"".join(chunks)
+
+    def _discard(self, ctr: Container, may_run: bool) -> None:
+        """Blocking: remove the container; SIGKILL first if it may still run (sh ignores SIGTERM)."""
+        if may_run:
+            _kill(ctr)
+        try:
+            ctr.remove(force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            log.warning("could not remove sandbox container %s: %s", ctr.id[:12], exc)
+
+
+def _kill(ctr: Container) -> bool:
+    """SIGKILL the container; False if it had already exited."""
+    try:
+        ctr.kill(signal="SIGKILL")
+        return True
+    except APIError:  # 409 "not running" (or gone): it beat the timeout
+        return False
+
+
+def _frames(resp: Any) -> Iterator[bytes]:
+    """The payloads of a multiplexed log response (stdout and stderr frames, in log order)."""
+    for frame in stream_frames(resp):
+        if isinstance(frame, bytes):  # always, without demux; the check is for the type checker
+            yield frame
+
+
+def _consume_result(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _deliver(on_output: Callable[[str], None], line: str) -> None:
+    try:
+        on_output(line)
+    except Exception:  # a broken listener must not break the run
+        log.exception("on_output callback failed")

@@ -1,0 +1,1 @@
+"""Identity, signing keys and tokens, the audit chain."""

@@ -1,0 +1,1 @@
+"""The Engine: lifecycle, HTTP API, metrics."""

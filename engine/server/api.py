@@ -1,0 +1,186 @@
+"""Herald's own HTTP surface: `/healthz`, `/metrics` (Prometheus text format, engine.metrics; like `/healthz` it
+needs no token: counts only, nothing about who or what) and the `/api/v1/stream` WebSocket (live updates and commands).
+
+The stream is authenticated with an API token: a JWT for purpose "api" (`herald token issue`), or the engine's local
+token in `<data>/api-token` (mode 0600). `POST /api/v1/reload` (same tokens; the local token or a person with the
+admin role) reloads rules and config now and answers with the outcome: 200 with the diff, or 422 with every
+diagnostic (engine.reload). It sends a snapshot, then every update; a client may send commands and press the
+buttons of alerts (`{"type": "press", "button": "<the button's id from an alert update>"}`), which act as the
+token's subject (the local token may name another principal with `as`) exactly as a chat user's would, and whose
+progress and result come back as `reply` frames on the same socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from engine.security import keys
+from engine.intake.commands import CommandTextError, parse_command
+from engine.core.errors import AuthError
+from engine.core.events import Actor, Event, ReplyTo
+from engine.core.ids import new_id
+from engine.server.metrics import CONTENT_TYPE
+from engine.server.metrics import render as render_metrics
+from engine.delivery.outlets import Audience, Notification, OutMessage, Output, Progress, Result, Text
+from engine.plugin.discovery import Busy
+from engine.client.snapshots import AlertView, AuditView, EventView, RulesView, RunView, TaskView
+
+if TYPE_CHECKING:
+    from engine.server.app import Engine
+
+log = logging.getLogger("herald.api")
+
+API_PURPOSE = "api"
+_UPDATE_TYPES = {EventView: "event", RunView: "run", TaskView: "task", AuditView: "audit", RulesView: "rules",
+                 AlertView: "alert"}
+_FRAME_HELP = 'expected {"type": "command", "text": "/..."} or {"type": "press", "button": "<button id>"}'
+RELOAD_ROLE = "admin"
+
+
+def json_error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+class StreamOutlet:
+    """Delivers replies to commands sent over `/api/v1/stream` back to the socket that sent them."""
+
+    platform = "api"
+
+    def __init__(self) -> None:
+        self.sockets: dict[str, web.WebSocketResponse] = {}
+
+    async def notify(self, audience: Audience, message: Notification | Text) -> int:
+        return 0  # observers see notifications as events; the stream is not a team member
+
+    async def reply(self, to: ReplyTo, message: OutMessage) -> bool:
+        ws = self.sockets.get(to.chat)
+        if ws is None or ws.closed:
+            return False
+        if isinstance(message, Progress):
+            text = f"{message.rule}: {message.state}{' - ' + message.detail if message.detail else ''}"
+        elif isinstance(message, Result):
+            text = message.text + (f"\n{message.output.rstrip()}" if message.output.strip() else "")
+        else:
+            text = message.text
+        # Progress is followed by more; a result or a plain answer ends the exchange for this rule.
+        final = not isinstance(message, Progress | Output)
+        await ws.send_json({"type": "reply", "id": to.message_id, "text": text, "final": final})
+        return True
+
+
+def add_routes(app: web.Application, engine: Engine, outlet: StreamOutlet) -> None:
+    async def healthz(request: web.Request) -> web.Response:
+        if engine.state != "running":
+            return web.json_response({"status": engine.state}, status=503)
+        return web.json_response({"status": "running", "rules": len(engine.graph.rules)})
+
+    async def authenticate(request: web.Request) -> dict[str, Any] | web.Response:
+        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not supplied:
+            return json_error(401, "missing API token (Authorization: Bearer ...; see herald token issue)")
+        try:
+            claims: dict[str, Any] = await engine.db.call(keys.verify, supplied, purpose=API_PURPOSE)
+        except AuthError as exc:
+            return json_error(401, f"API token refused: {exc}")
+        return claims
+
+    async def reload(request: web.Request) -> web.Response:
+        claims = await authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
+        if not claims.get("local") and RELOAD_ROLE not in engine.directory.roles_of(str(claims["sub"])):
+            return json_error(403, f"reloading needs the engine's local token or the {RELOAD_ROLE} role")
+        if engine.state != "running":
+            return json_error(503, f"engine is {engine.state}")
+        outcome = await engine.reload(trigger="api", actor=str(claims["sub"]))
+        return web.json_response(outcome.model_dump(mode="json"), status=422 if outcome.status == "rejected" else 200)
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        claims = await authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        sub, unsubscribe = engine.bus.subscribe()
+        conn_id = new_id()
+        outlet.sockets[conn_id] = ws
+        sender = asyncio.ensure_future(_pump(ws, engine, sub))
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    await _inbound(ws, engine, conn_id, claims, msg.data)
+        finally:
+            unsubscribe()
+            outlet.sockets.pop(conn_id, None)
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        return ws
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=await render_metrics(engine), headers={"Content-Type": CONTENT_TYPE})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/v1/stream", stream)
+    app.router.add_post("/api/v1/reload", reload)
+
+
+async def _pump(ws: web.WebSocketResponse, engine: Engine, sub) -> None:  # type: ignore[no-untyped-def]
+    await ws.send_json({"type": "snapshot", "snapshot": engine.bus.snapshot().model_dump(mode="json")})
+    while not ws.closed:
+        update = await sub.queue.get()
+        if sub.overflowed:
+            await ws.close(code=1013, message=b"too slow: reconnect for a fresh snapshot")
+            return
+        await ws.send_json({"type": _UPDATE_TYPES[type(update)], "item": update.model_dump(mode="json")})
+
+
+async def _inbound(
+    ws: web.WebSocketResponse, engine: Engine, conn_id: str, claims: dict[str, Any], raw: str
+) -> None:
+    try:
+        frame = json.loads(raw)
+        kind = frame.get("type") if isinstance(frame, dict) else None
+        if not ((kind == "command" and isinstance(frame.get("text"), str))
+                or (kind == "press" and isinstance(frame.get("button"), str))):
+            raise ValueError(_FRAME_HELP)
+    except ValueError as exc:
+        await ws.send_json({"type": "error", "message": str(exc)})
+        return
+    client_id = str(frame.get("id") or new_id())
+    # Only the engine's own local token (readable by whoever runs Herald) may act for someone else.
+    principal = frame.get("as") if claims.get("local") and frame.get("as") else claims["sub"]
+    if not engine.directory.exists(str(principal)):
+        hint = (" The engine's local token acts as the config's api_principal: set it to a person in herald.toml"
+                if claims.get("local") and not frame.get("as") else "")
+        await ws.send_json({"type": "reply", "id": client_id, "text": f"Unknown principal {principal!r}.{hint}",
+                            "final": True})
+        return
+    actor = Actor(platform="api", account=f"token:{claims['jti']}", principal=principal)
+    reply_to = ReplyTo(platform="api", chat=conn_id, message_id=client_id)
+    if kind == "press":
+        try:  # audited, then handled like a press in chat: the button's rule and the presser's roles decide
+            await engine.press(frame["button"], actor, reply_to)
+        except AuthError as exc:
+            await ws.send_json({"type": "reply", "id": client_id, "text": f"Refused: {exc}.", "final": True})
+        except Busy as exc:
+            await ws.send_json({"type": "reply", "id": client_id, "text": f"Busy, try again: {exc}.", "final": True})
+        return
+    try:
+        command = parse_command(frame["text"])
+    except CommandTextError as exc:
+        await ws.send_json({"type": "reply", "id": client_id, "text": f"Refused: {exc}.", "final": True})
+        return
+    if command is None:
+        await ws.send_json({"type": "reply", "id": client_id, "text": "Commands start with '/'; try /help.",
+                            "final": True})
+        return
+    try:
+        await engine.submit([Event(source="api", data=command, actor=actor, reply_to=reply_to)])
+    except Busy as exc:
+        await ws.send_json({"type": "reply", "id": client_id, "text": f"Busy, try again: {exc}.", "final": True})

@@ -1,0 +1,377 @@
+"""The engine: owns the database, the runtime, the workers, the web server and the integrations.
+
+Lifecycle: starting -> running -> stopping -> stopped. Every background task is created through `_spawn` and kept
+in a registry that `stop()` cancels and awaits; nothing is fire-and-forget. Hot reload (engine.reload) watches the
+rules folder and the config file; `reload()` and `request_reload()` trigger the same transaction by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import io
+import logging
+import os
+import ssl
+import zlib
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from aiohttp import web
+
+from dsl import EventGraph
+from dsl.ast import TeamDecl
+from engine.runs import actions, alerts, confirm, runtime, stateful
+from engine.security import audit, identity, keys
+from engine.core import journal, timers
+from engine.tasks import queue as tasks
+from engine.runs.alert_board import AlertBoard
+from engine.runs.alerts import AlertState
+from engine.server.api import API_PURPOSE, StreamOutlet, add_routes
+from engine.security.audit import AuditLog
+from engine.core.bus import Bus
+from engine.core.config import Config, HttpConfig
+from engine.core.errors import AuthError, ConfigError
+from engine.core.events import Actor, AlertData, ButtonData, Event, ReplyTo
+from engine.security.identity import Directory
+from engine.core.journal import Journal
+from engine.server.metrics import Metrics
+from engine.delivery.outlets import Audience, Outlet, Outlets
+from engine.plugin.discovery import Acknowledge, Busy, Integration, Unload, discover
+from engine.delivery.progress import OutputRelay
+from engine.reload.reloader import ConfigSource, Reloader, adopt_config
+from engine.runs.run import Services, event_view
+from engine.runs.runtime import Runtime
+from engine.sandbox.runner import Sandbox
+from engine.client.snapshots import ReloadView
+from engine.core.store import Database
+from engine.tasks.queue import FINAL, TaskQueue, TaskWorkers
+
+if TYPE_CHECKING:
+    from engine.tasks.redis_queue import RedisTaskBus
+
+log = logging.getLogger("herald.engine")
+
+State = Literal["new", "starting", "running", "stopping", "stopped"]
+API_TOKEN_FILE = "api-token"
+LOCAL_OPERATOR = "local-operator"
+LOCAL_TOKEN_TTL_S = 30 * 24 * 3600
+RECENT_ON_START = 200
+DISPATCH_LANES = 32  # rule runs in flight at once: more share each commit (8 -> 32: +40-50% end to end at batch 100)
+WAITING_AS_OBJECTS = 1_000  # beyond this many waiting events, the queue keeps their JSON (see _enqueue)
+STOP_GRACE_S = 10.0  # how long stopping waits for background tasks to end after cancelling them
+
+
+def lane_of(event: Event) -> int:
+    """The dispatch lane of an event: by conversation, else by alert, else by the chain of events it belongs to."""
+    if event.reply_to is not None:
+        key = f"{event.reply_to.platform}/{event.reply_to.chat}"
+    elif isinstance(event.data, AlertData):
+        key = event.data.fingerprint
+    else:
+        key = event.cause.root or event.id
+    return zlib.crc32(key.encode()) % DISPATCH_LANES
+
+
+def declared_audiences(teams: Sequence[TeamDecl]) -> dict[str, Audience]:
+    """Teams declared in rule files as audiences: `@person` members and `chat "room"` rooms (other platforms'
+    addresses wait for their integrations)."""
+    audiences = {}
+    for team in teams:
+        members = tuple(m.address for m in team.members if m.platform is None)
+        rooms = tuple(m.address for m in team.members if m.platform == "chat")
+        audiences[team.name] = Audience(team.name, members, rooms)
+    return audiences
+
+
+def tls_context(http: HttpConfig) -> ssl.SSLContext | None:
+    """TLS 1.2 or newer with the configured certificate, or None for plain HTTP."""
+    if http.tls_cert is None or http.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(http.tls_cert, http.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot use TLS certificate {http.tls_cert} / key {http.tls_key}: {exc}") from None
+    return context
+
+
+class Engine:
+    def __init__(self, config: Config, graph: EventGraph, *, teams: Sequence[TeamDecl] = (),
+                 integrations: Sequence[Integration] | None = None, config_source: ConfigSource | None = None,
+                 watch: bool = True, clock: timers.Clock | None = None):
+        """`config_source` lets a reload re-read the config file (without it only rules reload); `watch` turns
+        the file watcher on (reload() and request_reload() work either way)."""
+        self.config = config
+        self.state: State = "new"
+        self.bus = Bus()
+        self.db = Database(config.data_dir)
+        self.directory = Directory(config, self.db)
+        self.outlets = Outlets()
+        self.api_token = ""  # the local operator's API token, issued at start
+        self.port: int | None = None
+        self._integrations = list(integrations) if integrations is not None else discover()
+        self._unloads: list[Unload] = []
+        self._background: set[asyncio.Task[None]] = set()
+        # Accepted events wait in lanes, one dispatcher each: events of one conversation or one alert always take
+        # the same lane (so they are handled in order), different ones run side by side (so their writes share
+        # group commits). Unbounded as data structures, bounded by admission: outside senders are refused
+        # (503 / "busy") once `max_queued_events` wait, while events raised inside (emit, task results, timers)
+        # always get in, so a dispatcher can never block on its own lane.
+        self._lanes: list[asyncio.Queue[Event | str]] = [asyncio.Queue() for _ in range(DISPATCH_LANES)]
+        self._waiting = 0
+        self.metrics = Metrics()
+        self._app = web.Application(client_max_size=config.http.max_body_bytes)
+        self._runner: web.AppRunner | None = None
+        self._redis: RedisTaskBus | None = None
+        self.journal = Journal(self.db)
+        self.audit = AuditLog(self.db)
+        self.alerts = AlertState(self.db)
+        self.tasks = TaskQueue(self.db, on_change=lambda task: self.bus.publish(task.view()))
+        owner = "engine-" + hashlib.sha256(str(config.data_dir).encode()).hexdigest()[:12]  # one per data folder
+        self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_dir, owner=owner)
+        services = Services(config=config, directory=self.directory, db=self.db, audit=self.audit, tasks=self.tasks,
+                            alerts=self.alerts, outlets=self.outlets, bus=self.bus,
+                            submit=self._submit_internal, board=AlertBoard(self.bus), cancel_task=self.cancel_task)
+        self.runtime = Runtime(graph=graph, services=services, journal=self.journal,
+                               declared_teams=declared_audiences(teams))
+        self.output_relay = OutputRelay(self.outlets, self.bus)
+        self._workers = TaskWorkers(queue=self.tasks, sandbox=self.sandbox, on_finished=self.runtime.task_finished,
+                                    on_output=self.output_relay.line)
+        self.reloader = Reloader(self, config_source=config_source)
+        self.timers = timers.Timers(self.db, clock=clock)  # `clock`: tests move time instead of sleeping
+        self.stateful = stateful.Stateful(runtime=self.runtime, timers=self.timers)
+        self._detach_stateful: Callable[[], None] | None = None
+        self._watch = watch
+
+    @property
+    def graph(self) -> EventGraph:
+        """The rules new events are matched against (hot reload swaps it)."""
+        return self.runtime.graph
+
+    # -- IntegrationContext ------------------------------------------------------------------------------------
+
+    @property
+    def routes(self) -> web.UrlDispatcher:
+        return self._app.router
+
+    async def submit(self, events: Sequence[Event], *, acknowledge: Acknowledge | None = None) -> None:
+        if self.state != "running":
+            self.metrics.refused += len(events)
+            raise Busy(f"engine is {self.state}, not accepting events")
+        if self._waiting + len(events) > self.config.max_queued_events:
+            self.metrics.refused += len(events)
+            raise Busy(f"{self._waiting} events are waiting to be handled")
+        await self._accept(events, acknowledge)
+
+    @property
+    def waiting(self) -> int:
+        """Accepted events whose rule runs have not finished yet."""
+        return self._waiting
+
+    async def _submit_internal(self, events: Sequence[Event]) -> None:
+        """Events raised by rules, tasks and timers: never refused for load (see the queue's comment)."""
+        await self._accept(events, None)
+
+    async def _accept(self, events: Sequence[Event], acknowledge: Acknowledge | None) -> None:
+        new = await self.journal.accept(events)
+        self.metrics.count_accepted(event.data.kind for event, _ in new)
+        if acknowledge is not None:
+            await acknowledge(events)
+        for event, body in new:
+            self._enqueue(event, body)
+
+    async def press(
+        self, button_id: str, actor: Actor, reply_to: ReplyTo | None, *, acknowledge: Acknowledge | None = None
+    ) -> Event:
+        try:
+            binding = await self.alerts.redeem(button_id)
+        except AuthError as exc:  # forged, altered, expired or replayed
+            who = actor.principal or f"{actor.platform}:{actor.account}"
+            self.bus.publish(await self.audit.append("button.refused", who, reason=str(exc)))
+            raise
+        event = Event(
+            source=actor.platform, actor=actor, reply_to=reply_to,
+            data=ButtonData(button_id=binding.id, action=binding.action, arg=binding.arg, rule=binding.rule,
+                            source_event=binding.event_id, alert_fingerprint=binding.fingerprint),
+        )
+        await self.submit([event], acknowledge=acknowledge)
+        return event
+
+    async def cancel_task(self, task_id: str, by: str) -> str:
+        """Cancel a pending task, or stop one this engine is running; say what happened."""
+        task = await self.tasks.get(task_id)
+        if task is None:
+            return f"There is no task {task_id!r}."
+        if task.status in FINAL:
+            return f"Task {task_id} already {task.status}."
+        cancelled = await self.tasks.cancel_pending(task_id, by)
+        if cancelled is not None:
+            self.bus.publish(await self.audit.append("task.cancelled", by, task=task_id, was="pending"))
+            await self.runtime.task_finished(cancelled)
+            return f"Cancelled task {task_id} before it started."
+        if self._workers.cancel(task_id, by):
+            self.bus.publish(await self.audit.append("task.cancelled", by, task=task_id, was="running"))
+            return f"Stopping task {task_id}: its container is being removed."
+        return f"Task {task_id} runs on {task.worker or 'another process'}; it cannot be cancelled from here yet."
+
+    def register_outlet(self, outlet: Outlet) -> Callable[[], None]:
+        return self.outlets.register(outlet)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.state = "starting"
+        self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA,
+                            keys.SCHEMA, actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA,
+                            confirm.SCHEMA])
+        await self._load_recent()
+        await self.alerts.load()
+        await self.sandbox.start()
+        stream_outlet = StreamOutlet()
+        self.outlets.register(stream_outlet)
+        add_routes(self._app, self, stream_outlet)
+        for integration in self._integrations:
+            self._unloads.append(await integration.setup(self))
+            log.info("integration %s loaded", integration.manifest.name)
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port,
+                           ssl_context=tls_context(self.config.http))
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        await self._issue_local_api_token()
+        await self.reloader.start()
+        self._spawn("reloader", self.reloader.run)
+        if self._watch:
+            self._spawn("rules-watcher", self.reloader.watch)
+        # before any event is handled: stateful clauses need their state; schedules are planned, stale state dropped
+        self._detach_stateful = self.stateful.attach()
+        await self.stateful.on_graph_swapped(None, self.runtime.graph)
+        for n, lane in enumerate(self._lanes):
+            self._spawn(f"dispatcher-{n}", functools.partial(self._dispatch, lane))
+        if self.config.queue.redis_url:  # tasks run in `herald worker` processes
+            await self._start_remote_tasks()
+        else:
+            for n in range(self.config.workers):
+                self._spawn(f"worker-{n}", self._workers.work)
+            self._spawn("task-monitor", self._workers.monitor)
+        self._spawn("output-relay", self.output_relay.run)
+        self.state = "running"
+        for task in await self.tasks.recover():  # left running by a crash: failed (rerun only if the rule retries)
+            await self.runtime.task_finished(task)
+        for event, body in await self.journal.unfinished():
+            self._enqueue(event, body)  # accepted before a stop or crash: handle it now
+        self._spawn("timers", self.timers.run)  # timers that came due while Herald was down fire once, now
+        self.bus.publish(await self.audit.append("engine.started", "system", rules=len(self.graph.rules),
+                                                 port=self.port))
+        log.info("Herald is running on http://%s:%s with %d rules", self.config.http.host, self.port,
+                 len(self.graph.rules))
+
+    async def stop(self) -> None:
+        if self.state in ("stopping", "stopped", "new"):
+            return
+        self.state = "stopping"
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for unload in reversed(self._unloads):
+            await unload()
+        self.reloader.close()
+        for task in self._background:
+            task.cancel()
+        if self._background:
+            _, stuck = await asyncio.wait(self._background, timeout=STOP_GRACE_S)
+            for task in stuck:  # a bug, but stopping must not hang on it: say where it is stuck and go on
+                where = io.StringIO()
+                task.print_stack(file=where)
+                log.error("background task %s did not stop within %.0f s; leaving it behind. It is at:\n%s",
+                          task.get_name(), STOP_GRACE_S, where.getvalue())
+        if self._redis is not None:
+            await self._redis.close()
+        if self._detach_stateful is not None:
+            self._detach_stateful()
+        await self.sandbox.close()
+        await self.db.close()
+        self.state = "stopped"
+
+    # -- hot reload ----------------------------------------------------------------------------------------------
+
+    async def reload(self, *, trigger: str = "api", actor: str = "system") -> ReloadView:
+        """Reload rules and config now (the path `herald reload`, SIGHUP and the watcher take); see engine.reload."""
+        return await self.reloader.reload(trigger=trigger, actor=actor)
+
+    def request_reload(self, trigger: str = "signal") -> None:
+        """Queue a reload from synchronous code (a signal handler); the reload loop runs it."""
+        self.reloader.request(trigger)
+
+    def swap(self, graph: EventGraph, teams: Sequence[TeamDecl], config: Config) -> int:
+        """Put a new graph, and a new config with its people, in place in one step (no await); returns the
+        version. Only the reloader calls this, after everything compiled and validated."""
+        if config is not self.config:
+            adopt_config(self.runtime.services, self.directory, config)
+            self.config = config
+        return self.runtime.swap_graph(graph, declared_audiences(teams))
+
+    async def audit_publish(self, action: str, actor: str, **data: Any) -> None:
+        self.bus.publish(await self.audit.append(action, actor, **data))
+
+    async def _start_remote_tasks(self) -> None:
+        from engine.tasks.redis_queue import RedisTaskBus, RemoteTasks  # only with a Redis URL configured
+
+        self._redis = RedisTaskBus(self.config.queue)
+        await self._redis.start()
+        remote = RemoteTasks(self._redis, self.tasks, self.runtime.task_finished)
+        self._spawn("task-publisher", remote.publish_pending)
+        self._spawn("task-results", remote.record_results)
+
+    def _spawn(self, name: str, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = asyncio.create_task(fn(), name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s crashed", task.get_name(), exc_info=task.exception())
+
+    def _enqueue(self, event: Event, body: str) -> None:
+        """Queue an accepted event for its rule runs. Past `WAITING_AS_OBJECTS` waiting events (a burst), the queue
+        holds the event's journaled body instead of the event: about 0.5 kB instead of 3 kB each, for ~3 us to read
+        it back when its turn comes (what runs is then exactly what a replay after a crash would run)."""
+        self._waiting += 1
+        self._lanes[lane_of(event)].put_nowait(event if self._waiting <= WAITING_AS_OBJECTS else body)
+
+    async def _dispatch(self, lane: asyncio.Queue[Event | str]) -> None:
+        while True:
+            item = await lane.get()
+            try:
+                event = item if isinstance(item, Event) else Event.model_validate_json(item)
+                await self.runtime.handle(event)
+            except Exception:
+                log.exception("handling event %s failed; it stays in the journal for replay",
+                              item.id if isinstance(item, Event) else item[:80])
+            finally:
+                self._waiting -= 1
+
+    async def _load_recent(self) -> None:
+        for event in await self.journal.recent(RECENT_ON_START):
+            self.bus.publish(event_view(event))
+            self.runtime.services.board.seen(event)  # alerts as last heard of (their buttons are not kept)
+        for task in await self.tasks.recent(RECENT_ON_START):
+            self.bus.publish(task.view())
+        for entry in await self.audit.recent(RECENT_ON_START):
+            self.bus.publish(entry)
+
+    async def _issue_local_api_token(self) -> None:
+        """A token for whoever runs Herald (the TUI, `herald send`), readable only by them."""
+        subject = self.config.api_principal or LOCAL_OPERATOR
+        self.api_token, _ = await self.db.call(
+            keys.issue, sub=subject, purpose=API_PURPOSE, ttl_s=LOCAL_TOKEN_TTL_S,
+            roles=tuple(sorted(self.directory.roles_of(subject))), extra={"local": True})
+        path = self.config.data_dir / API_TOKEN_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.api_token + "\n")

@@ -1,0 +1,87 @@
+"""`GET /metrics`: the engine's health in the Prometheus text format (version 0.0.4), for the scraper an ops team
+already runs.
+
+Counters are kept as plain integers where the work happens (one dict increment per accepted event, nothing per
+rule step); gauges are read when scraped (the task table is counted by one indexed query). Names follow Prometheus'
+conventions: `herald_` prefix, `_total` for counters, base units (seconds).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, get_args
+
+from engine.core.events import EventData
+
+if TYPE_CHECKING:
+    from engine.server.app import Engine
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+TASK_STATUSES = ("pending", "running", "succeeded", "failed", "timed_out", "cancelled")
+# Every kind is exported from the start (at 0), so a rate() over a kind never begins with a missing series.
+EVENT_KINDS = tuple(sorted(data.model_fields["kind"].default for data in get_args(get_args(EventData)[0])))
+
+
+class Metrics:
+    """The counters the engine keeps for `/metrics`."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.accepted: Counter[str] = Counter(dict.fromkeys(EVENT_KINDS, 0))  # events journaled, by kind
+        self.refused = 0  # events refused with "busy" (503 / a busy reply): the queue was full or Herald stopping
+
+    def count_accepted(self, kinds: Iterable[str]) -> None:
+        self.accepted.update(kinds)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _family(name: str, kind: str, help_text: str, samples: Mapping[str, float] | float,
+            label: str = "") -> list[str]:
+    """One metric family: HELP, TYPE and its samples (a number, or numbers by the value of `label`)."""
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    if isinstance(samples, Mapping):
+        lines += [f'{name}{{{label}="{_escape(key)}"}} {_number(value)}' for key, value in sorted(samples.items())]
+    else:
+        lines.append(f"{name} {_number(samples)}")
+    return lines
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+async def render(engine: Engine) -> str:
+    """The exposition text for one scrape."""
+    metrics = engine.metrics
+    rows = await engine.db.call(lambda conn: conn.execute(
+        "SELECT status, count(*) AS n FROM tasks GROUP BY status").fetchall())
+    tasks = dict.fromkeys(TASK_STATUSES, 0) | {row["status"]: row["n"] for row in rows}
+    lines = [
+        *_family("herald_start_time_seconds", "gauge", "When this engine started, in seconds since the epoch.",
+                 metrics.started),
+        *_family("herald_up", "gauge", "1 while the engine is running and accepting events.",
+                 int(engine.state == "running")),
+        *_family("herald_events_accepted_total", "counter",
+                 "Events journaled (durable) since start, by kind.", dict(metrics.accepted), "kind"),
+        *_family("herald_events_refused_total", "counter",
+                 "Events refused as busy (webhook 503, chat busy reply) since start.", metrics.refused),
+        *_family("herald_events_waiting", "gauge", "Accepted events waiting for their rule runs.",
+                 engine.waiting),
+        *_family("herald_events_waiting_limit", "gauge", "The waiting events beyond which new ones are refused.",
+                 engine.config.max_queued_events),
+        *_family("herald_store_commits_total", "counter",
+                 "SQLite transactions committed (each made durable with one fsync; many writes share one).",
+                 engine.db.commits),
+        *_family("herald_tasks", "gauge", "Tasks in the queue's table, by status.", tasks, "status"),
+        *_family("herald_rules", "gauge", "Rules in the running graph.", len(engine.graph.rules)),
+        *_family("herald_rules_version", "gauge", "The running graph's version (each accepted reload adds one).",
+                 engine.runtime.graph_version),
+        *_family("herald_observers", "gauge", "Live-update subscribers (TUI and stream clients).",
+                 engine.bus.subscriber_count),
+    ]
+    return "\n".join(lines) + "\n"

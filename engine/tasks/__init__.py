@@ -1,0 +1,1 @@
+"""The durable task queue and its Redis variant."""

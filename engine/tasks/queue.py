@@ -1,0 +1,367 @@
+"""The durable task queue: rule runs produce tasks, workers consume them, a monitor enforces deadlines.
+
+A task record has the customer's shape (DESIGN §2): `task_id, platform, command, params{script, args, timeout},
+status, create_time`, plus what is needed to report back (run, rule, event, reply_to) and the outcome. Records live
+in the `tasks` table; the in-memory wake-up is only a hint, so a restart loses nothing pending.
+
+Retries (`run ... retry 3 times backoff 30s`): a failed or timed-out attempt with retries left goes back to
+`pending` under the same task id with `attempt` + 1 and a `not_before` moment (the backoff doubles per attempt), so
+a waiting retry survives a restart like any pending task. Cancelled tasks are never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.core.errors import SandboxError
+from engine.core.events import ReplyTo, utcnow
+from engine.core.ids import new_id
+from engine.sandbox.runner import Sandbox
+from engine.client.snapshots import TaskView
+from engine.core.store import Database
+
+log = logging.getLogger("herald.tasks")
+
+Status = Literal["pending", "running", "succeeded", "failed", "timed_out", "cancelled"]
+FINAL: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
+RETRYABLE: frozenset[str] = frozenset({"failed", "timed_out"})
+MONITOR_GRACE_S = 30.0  # the sandbox kills at the timeout itself; the monitor is the backstop
+DEFAULT_BACKOFF_S = 10.0
+MAX_BACKOFF_S = 3600.0
+IDLE_POLL_S = 60.0  # a claim with nothing due re-checks at least this often
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    create_time TEXT NOT NULL,
+    body TEXT NOT NULL,
+    not_before REAL  -- epoch seconds; a retry waiting for its backoff is not claimed before
+);
+CREATE INDEX IF NOT EXISTS tasks_open ON tasks(status, create_time) WHERE status IN ('pending', 'running');
+"""
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Files written before retries existed lack `not_before`."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+    if "not_before" not in columns:
+        conn.execute("ALTER TABLE tasks ADD COLUMN not_before REAL")
+
+
+def retry_delay_s(backoff_s: float, attempt: int) -> float:
+    """The wait before attempt `attempt + 1`: `backoff_s` after the first attempt, doubling, at most an hour."""
+    return min(backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
+
+
+class TaskParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    script: str
+    args: list[str] = Field(default_factory=list)
+    timeout: float
+    memory_bytes: int | None = None  # None: the sandbox's default
+    network: Literal["none", "default"] = "none"
+    retries: int = Field(default=0, ge=0, le=10)  # further attempts after a failed or timed-out one
+    backoff_s: float = DEFAULT_BACKOFF_S
+
+
+class TaskRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task_id: str = Field(default_factory=new_id)
+    platform: str
+    command: str
+    params: TaskParams
+    status: Status = "pending"
+    create_time: datetime = Field(default_factory=utcnow)
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    exit_code: int | None = None
+    output: str = ""
+    error: str | None = None
+    enforced: list[str] = Field(default_factory=list)
+    run_id: str
+    rule: str
+    event_id: str
+    requested_by: str | None = None
+    reply_to: ReplyTo | None = None
+    depth: int = 0  # of the event that asked for it; the task's own event is one deeper
+    output_bytes: int | None = None
+    limits_note: str = ""
+    worker: str | None = None  # the `herald worker` that ran it, when tasks go through Redis
+    attempt: int = 1
+    not_before: datetime | None = None  # set while a retry waits for its backoff
+    earlier: list[str] = Field(default_factory=list)  # how attempt 1, 2, ... ended (`outcome()`), one line each
+
+    @property
+    def attempts(self) -> int:
+        return 1 + self.params.retries
+
+    def view(self) -> TaskView:
+        return TaskView(
+            task_id=self.task_id, platform=self.platform, command=self.command, script=self.params.script,
+            args=self.params.args, status=self.status, create_time=self.create_time.isoformat(),
+            exit_code=self.exit_code, attempt=self.attempt, attempts=self.attempts,
+            output_tail=(self.error or self.output or (self.earlier[-1] if self.earlier else ""))[-400:],
+        )
+
+    def outcome(self) -> str:
+        """One line: how this attempt ended."""
+        text = f"{self.params.script} {self.status}"
+        if self.exit_code is not None:
+            text += f" (exit code {self.exit_code})"
+        if self.error:
+            text += f": {self.error}"
+        return text
+
+    def next_attempt(self, now: datetime) -> TaskRecord | None:
+        """The pending record of the retry this finished attempt earns, or None when it earns none."""
+        if self.status not in RETRYABLE or self.attempt >= self.attempts:
+            return None
+        delay = retry_delay_s(self.params.backoff_s, self.attempt)
+        return self.model_copy(update={
+            "status": "pending", "attempt": self.attempt + 1, "not_before": now + timedelta(seconds=delay),
+            "earlier": [*self.earlier, self.outcome()],
+            "start_time": None, "end_time": None, "exit_code": None, "output": "", "error": None,
+            "output_bytes": None, "worker": None,
+        })
+
+
+def _save(conn: sqlite3.Connection, task: TaskRecord) -> None:
+    conn.execute(
+        "INSERT INTO tasks (task_id, status, create_time, body, not_before) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, body = excluded.body, "
+        "not_before = excluded.not_before",
+        (task.task_id, task.status, task.create_time.isoformat(), task.model_dump_json(),
+         task.not_before.timestamp() if task.not_before else None),
+    )
+
+
+def _settle(conn: sqlite3.Connection, finished: TaskRecord) -> TaskRecord:
+    """Store a finished attempt: as final, or as the pending retry it earns. Returns what was stored."""
+    stored = finished.next_attempt(utcnow()) or finished
+    _save(conn, stored)
+    return stored
+
+
+def _next_due(conn: sqlite3.Connection) -> float | None:
+    """When the earliest retry still waiting falls due (epoch seconds), if one waits. Only future moments count: a
+    due retry is the caller's to take now, and counting it would make a waiter that cannot take it (a publisher
+    whose retry still sits in the stream for a busy worker) spin."""
+    row = conn.execute("SELECT min(not_before) FROM tasks WHERE status = 'pending' AND not_before > ?",
+                       (time.time(),)).fetchone()
+    return None if row is None else row[0]
+
+
+class TaskQueue:
+    """Producer side and storage of tasks; workers claim from it."""
+
+    def __init__(self, db: Database, on_change: Callable[[TaskRecord], None]) -> None:
+        self._db = db
+        self._on_change = on_change
+        self._wakeup = asyncio.Event()
+
+    async def enqueue(self, task: TaskRecord) -> bool:
+        """Queue a new task; False (and nothing queued) when a task with this id exists already: task ids are
+        derived from the run and the action, so a replay after a crash never starts a task twice."""
+        def _insert(conn: sqlite3.Connection) -> bool:
+            return conn.execute("INSERT OR IGNORE INTO tasks (task_id, status, create_time, body) VALUES (?, ?, ?, ?)",
+                                (task.task_id, task.status, task.create_time.isoformat(),
+                                 task.model_dump_json())).rowcount == 1
+
+        if not await self._db.write(_insert):
+            return False
+        self._on_change(task)
+        self._wakeup.set()
+        return True
+
+    async def claim(self) -> TaskRecord:
+        """Wait for the oldest pending task that is due and mark it running (atomically on the database thread)."""
+        while True:
+            self._wakeup.clear()
+            task, next_due = await self._db.write(self._claim_oldest)
+            if task is not None:
+                self._on_change(task)
+                return task
+            await self._sleep_until(next_due, IDLE_POLL_S)
+
+    @staticmethod
+    def _claim_oldest(conn: sqlite3.Connection) -> tuple[TaskRecord | None, float | None]:
+        row = conn.execute(
+            "SELECT body FROM tasks WHERE status = 'pending' AND (not_before IS NULL OR not_before <= ?) "
+            "ORDER BY create_time, task_id LIMIT 1", (time.time(),)
+        ).fetchone()
+        if row is None:
+            return None, _next_due(conn)
+        task = TaskRecord.model_validate_json(row["body"])
+        task = task.model_copy(update={"status": "running", "start_time": utcnow(), "not_before": None})
+        _save(conn, task)
+        return task, None
+
+    async def _sleep_until(self, due: float | None, at_most_s: float) -> None:
+        """Wait for an enqueue (or a settled retry), the moment `due` (epoch seconds), or `at_most_s`."""
+        timeout_s = at_most_s if due is None else max(0.0, min(at_most_s, due - time.time()))
+        try:
+            async with asyncio.timeout(timeout_s):  # not wait_for: see engine/core/timers.py
+                await self._wakeup.wait()
+        except TimeoutError:
+            pass
+
+    async def wait_enqueued(self, timeout_s: float) -> None:
+        """Wait until a task is enqueued or a retry falls due (or `timeout_s` passes): for a dispatcher that is
+        not a local worker."""
+        self._wakeup.clear()
+        await self._sleep_until(await self._db.call(_next_due), timeout_s)
+
+    async def update(self, task: TaskRecord) -> None:
+        await self._db.write(_save, task)
+        self._on_change(task)
+
+    async def settle(self, finished: TaskRecord) -> TaskRecord:
+        """Store a finished attempt; a failure with retries left comes back pending (see the module docstring).
+        Returns what was stored: the final record, or the waiting retry."""
+        stored = await self._db.write(_settle, finished)
+        self._on_change(stored)
+        if stored.status == "pending":
+            self._wakeup.set()  # a claimer asleep until a later moment recomputes its wait
+        return stored
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        row = await self._db.call(
+            lambda conn: conn.execute("SELECT body FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        )
+        return TaskRecord.model_validate_json(row["body"]) if row else None
+
+    async def cancel_pending(self, task_id: str, by: str) -> TaskRecord | None:
+        """Cancel a task that has not started; the cancelled record, or None if it is not pending."""
+
+        def _cancel(conn: sqlite3.Connection) -> TaskRecord | None:
+            row = conn.execute("SELECT body FROM tasks WHERE task_id = ? AND status = 'pending'",
+                               (task_id,)).fetchone()
+            if row is None:
+                return None
+            task = TaskRecord.model_validate_json(row["body"]).model_copy(
+                update={"status": "cancelled", "end_time": utcnow(), "error": f"cancelled by {by}"})
+            _save(conn, task)
+            return task
+
+        task = await self._db.write(_cancel)
+        if task is not None:
+            self._on_change(task)
+        return task
+
+    async def recover(self) -> list[TaskRecord]:
+        """Tasks left running by a previous process cannot be trusted to have finished: fail them, visibly (an
+        attempt of a rule that asked for retries is retried, like any failed attempt). Returns what was stored."""
+
+        def _recover(conn: sqlite3.Connection) -> list[TaskRecord]:
+            rows = conn.execute("SELECT body FROM tasks WHERE status = 'running'").fetchall()
+            return [_settle(conn, TaskRecord.model_validate_json(row["body"]).model_copy(
+                update={"status": "failed", "end_time": utcnow(),
+                        "error": "interrupted: Herald stopped while this task was running"})) for row in rows]
+
+        return await self._db.write(_recover)
+
+    async def pending(self) -> list[TaskRecord]:
+        """Pending tasks that are due (a retry waiting for its backoff is not)."""
+        rows = await self._db.call(lambda conn: conn.execute(
+            "SELECT body FROM tasks WHERE status = 'pending' AND (not_before IS NULL OR not_before <= ?) "
+            "ORDER BY create_time", (time.time(),)).fetchall())
+        return [TaskRecord.model_validate_json(row["body"]) for row in rows]
+
+    async def recent(self, limit: int) -> list[TaskRecord]:
+        rows = await self._db.call(
+            lambda conn: conn.execute("SELECT body FROM tasks ORDER BY create_time DESC LIMIT ?", (limit,)).fetchall()
+        )
+        return [TaskRecord.model_validate_json(row["body"]) for row in reversed(rows)]
+
+
+class TaskWorkers:
+    """Consumers: each claims a task, runs it in the sandbox, stores the outcome and reports it."""
+
+    def __init__(
+        self, *, queue: TaskQueue | None, sandbox: Sandbox, on_finished: Callable[[TaskRecord], Awaitable[None]],
+        on_output: Callable[[TaskRecord, str], None] | None = None,
+    ) -> None:
+        self._queue = queue
+        self._sandbox = sandbox
+        self._on_finished = on_finished
+        self._on_output = on_output
+        self._deadlines: dict[str, tuple[datetime, asyncio.Task[TaskRecord]]] = {}
+        self._cancelled: dict[str, str] = {}  # task id -> who asked
+
+    async def work(self) -> None:
+        """Consume the local queue (embedded mode); `herald worker` uses `execute` directly."""
+        assert self._queue is not None
+        while True:
+            task = await self._queue.claim()
+            settled = await self._queue.settle(await self.execute(task))
+            try:
+                await self._on_finished(settled)
+            except Exception:
+                log.exception("reporting the result of task %s failed", settled.task_id)
+
+    async def execute(self, task: TaskRecord) -> TaskRecord:
+        """Run one task in the sandbox under the monitor's deadline; return it finished."""
+        deadline = utcnow() + timedelta(seconds=task.params.timeout + MONITOR_GRACE_S)
+        run = asyncio.ensure_future(self._run(task))
+        self._deadlines[task.task_id] = (deadline, run)
+        try:
+            return await run
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise  # the engine is stopping
+            by = self._cancelled.pop(task.task_id, None)
+            if by is not None:
+                return task.model_copy(update={"status": "cancelled", "end_time": utcnow(),
+                                               "error": f"cancelled by {by}"})
+            return task.model_copy(
+                update={"status": "timed_out", "end_time": utcnow(), "error": "killed by the task monitor"}
+            )
+        finally:
+            self._deadlines.pop(task.task_id, None)
+
+    def cancel(self, task_id: str, by: str) -> bool:
+        """Stop a task this process is running (its container is removed); False if it runs nowhere here."""
+        entry = self._deadlines.get(task_id)
+        if entry is None or entry[1].done():
+            return False
+        self._cancelled[task_id] = by
+        entry[1].cancel()
+        return True
+
+    async def _run(self, task: TaskRecord) -> TaskRecord:
+        try:
+            result = await self._sandbox.run(
+                task.params.script, task.params.args, timeout_s=task.params.timeout, task_id=task.task_id,
+                memory=task.params.memory_bytes, network=task.params.network, attempt=task.attempt,
+                on_output=(lambda line: self._on_output(task, line)) if self._on_output else None,
+            )
+        except (SandboxError, ValueError) as exc:
+            return task.model_copy(update={"status": "failed", "end_time": utcnow(), "error": str(exc)})
+        if result.timed_out:
+            status: Status = "timed_out"
+        else:
+            status = "succeeded" if result.exit_code == 0 else "failed"
+        return task.model_copy(
+            update={"status": status, "end_time": utcnow(), "exit_code": result.exit_code,
+                    "output": result.output, "enforced": list(result.enforced),
+                    "output_bytes": result.output_bytes, "limits_note": result.limits_note}
+        )
+
+    async def monitor(self, interval_s: float = 1.0) -> None:
+        """Cancel any run that outlived its timeout plus a grace period (a stuck sandbox call)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            now = datetime.now(UTC)
+            for task_id, (deadline, run) in list(self._deadlines.items()):
+                if now > deadline and not run.done():
+                    log.warning("task %s passed its deadline; cancelling it", task_id)
+                    run.cancel()

@@ -15,7 +15,7 @@ and any (an open kind: `event.*` carries whatever the emitting side put in it).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
@@ -104,6 +104,8 @@ class Catalog:
     platforms: frozenset[str] = DEFAULT_PLATFORMS
     buttons: frozenset[str] = DEFAULT_BUTTONS
     events: frozenset[str] = frozenset()  # event names raised from outside (not by `emit`)
+    # Per platform, a pure check of a chat address written in a team (`slack "C012AB3CD"`): None, or the problem.
+    address_checks: Mapping[str, Callable[[str], str | None]] = field(default_factory=dict)
 
     def restricted_to(
         self,

@@ -75,6 +75,11 @@ def _check_teams(teams: Sequence[TeamDecl], catalog: Catalog) -> Iterator[Diagno
                     message += f"; did you mean '{suggestion}'?"
                 yield Diagnostic(member.span or span, message,
                                  hint=f"platforms: {', '.join(sorted(catalog.platforms))}")
+                continue
+            check = catalog.address_checks.get(member.platform) if member.platform is not None else None
+            problem = check(member.address) if check is not None else None
+            if problem is not None:
+                yield Diagnostic(member.span or span, f"{member.platform} address {member.address!r}: {problem}")
 
 
 def _command_specs(rules: Sequence[Rule]) -> tuple[dict[str, tuple[Param, ...]], list[Diagnostic]]:

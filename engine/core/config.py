@@ -7,11 +7,12 @@ working directory when there is no file).
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from engine.core.errors import ConfigError
 from engine.sandbox.runner import SandboxConfig
@@ -23,18 +24,37 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_ADDRESS = re.compile(r"[a-z][a-z0-9_-]*:\S.*")
+
+
+def _platform_addresses(values: list[str]) -> list[str]:
+    for value in values:
+        if not _ADDRESS.fullmatch(value):
+            raise ValueError(f"{value!r} is not an address like 'telegram:1111111' or 'slack:C012AB3CD'")
+    return values
+
+
 class PrincipalConfig(_Strict):
-    """A person: their roles and the tokens their chat clients authenticate with."""
+    """A person: their roles, the tokens their Herald-chat clients authenticate with, and their accounts on other
+    platforms (`telegram:1111111`, `slack:U2147483697`, `discord:80351110224678912`, `matrix:@alice:example.org`):
+    each acts for this person and is where their notifications go."""
 
     roles: list[str] = Field(default_factory=list)
     chat_tokens: list[SecretStr] = Field(default_factory=list)
+    accounts: list[str] = Field(default_factory=list)
+
+    _accounts_ok = field_validator("accounts")(_platform_addresses)
 
 
 class TeamConfig(_Strict):
-    """A notification target: principals (each of their chat sessions) and chat rooms."""
+    """A notification target: principals (wherever each can be reached), Herald-chat rooms, and conversations on
+    other platforms (`targets = ["telegram:-1001234567", "slack:C012AB3CD"]`)."""
 
     members: list[str] = Field(default_factory=list)
     chat_rooms: list[str] = Field(default_factory=list)
+    targets: list[str] = Field(default_factory=list)
+
+    _targets_ok = field_validator("targets")(_platform_addresses)
 
 
 class HttpConfig(_Strict):
@@ -101,9 +121,24 @@ class Config(_Strict):
                 if secret in seen:
                     problems.append(f"principals.{name}.chat_tokens: a token is shared with {seen[secret]!r}")
                 seen[secret] = name
+        owners: dict[str, str] = {}
+        for name, principal in self.principals.items():
+            for account in principal.accounts:
+                if account in owners:
+                    problems.append(f"principals.{name}.accounts: {account!r} is already an account of "
+                                    f"{owners[account]!r}")
+                owners[account] = name
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def account_owner(self, platform: str, account: str) -> str | None:
+        """The principal whose configured `accounts` include this one."""
+        wanted = f"{platform}:{account}"
+        for name, principal in self.principals.items():
+            if wanted in principal.accounts:
+                return name
+        return None
 
     def resolved(self, base: Path) -> Config:
         """Return a copy whose paths are absolute, relative ones taken from `base`."""

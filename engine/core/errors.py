@@ -6,7 +6,13 @@
     ├── SandboxError         a sandboxed run could not be carried out
     │   └── SandboxUnavailable   Podman, its service, the sandbox user or the image is missing
     ├── AuditError           the audit chain is broken (carries the first bad entry)
-    └── AuthError            a token, signature or button did not verify (the message says why)
+    ├── AuthError            a token, signature or button did not verify (the message says why)
+    ├── Busy                 the engine cannot accept more work right now; retry later
+    ├── CommandTextError     chat text that cannot be a command (engine.intake.commands)
+    ├── CronError            a schedule that is not a valid cron expression (engine.runs.schedules)
+    ├── Refused              a webhook request refused before its body was read (integrations.webhook.auth)
+    └── DeliveryError        a message could not be delivered (engine.delivery.connector: RateLimited,
+                             Unavailable, Rejected)
 """
 
 from __future__ import annotations
@@ -42,3 +48,7 @@ class AuditError(HeraldError):
 
 class AuthError(HeraldError):
     """A credential was refused: expired, forged, replayed, revoked or for another purpose."""
+
+
+class Busy(HeraldError):
+    """The engine cannot accept more work right now; the sender should retry later."""

@@ -105,6 +105,16 @@ class Database:
         self._start_commit()
         return await future
 
+    def write_nowait(self, fn: Callable[..., T]) -> asyncio.Future[T]:
+        """Like `write`, but return at once: the commit starts now (it is not deferred like `write_soon`), and the
+        future resolves once it is durable. For work that must not wait, yet must not be delayed either (an
+        outgoing message: it is sent only once durable)."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, future))
+        self._awaited += 1
+        self._start_commit()
+        return future
+
     def write_soon(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Queue a write without waiting for it (bookkeeping nobody waits on, such as marking an event handled): it
         is committed with the next `write`, or within `DEFERRED_S`. Writes still commit in the order they were queued.

@@ -1,19 +1,14 @@
-"""What goes out to people, and the registry of platforms that deliver it.
+"""What the runtime says to people, in its own terms: notifications with buttons, progress, results, output.
 
-An integration that talks to people (Herald's chat, later Telegram, Slack...) registers an `Outlet`; the runtime
-addresses messages by platform and never imports an integration.
+engine.delivery.render turns these into the platform-neutral `Message`; engine.delivery.delivery decides where they
+go. The runtime addresses people and conversations, never a platform's connector.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
-from engine.core.events import ReplyTo
-
-log = logging.getLogger("herald.outlets")
+from engine.delivery.message import Conversation
 
 
 @dataclass(frozen=True)
@@ -35,11 +30,12 @@ class Notification:
 
 @dataclass(frozen=True)
 class Audience:
-    """Who a team notification reaches: principals (all their sessions) and rooms."""
+    """Who a team notification reaches: principals (wherever they can be reached) and conversations (rooms,
+    channels, groups) on any platform."""
 
     team: str
     members: tuple[str, ...] = ()
-    rooms: tuple[str, ...] = ()
+    targets: tuple[Conversation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,48 +77,3 @@ class Output:
 
 
 OutMessage = Progress | Result | Output | Text
-
-
-class Outlet(Protocol):
-    platform: str
-
-    async def notify(self, audience: Audience, message: Notification | Text) -> int:
-        """Deliver to everyone in `audience` on this platform; return how many sessions got it."""
-        ...
-
-    async def reply(self, to: ReplyTo, message: OutMessage) -> bool:
-        """Answer the conversation `to`; return False when it can no longer be reached."""
-        ...
-
-
-class Outlets:
-    def __init__(self) -> None:
-        self._by_platform: dict[str, Outlet] = {}
-
-    def register(self, outlet: Outlet) -> Callable[[], None]:
-        if outlet.platform in self._by_platform:
-            raise ValueError(f"an outlet for platform {outlet.platform!r} is already registered")
-        self._by_platform[outlet.platform] = outlet
-        return lambda: self._by_platform.pop(outlet.platform, None)  # type: ignore[func-returns-value]
-
-    async def notify(self, audience: Audience, message: Notification | Text) -> int:
-        delivered = 0
-        for outlet in list(self._by_platform.values()):
-            try:
-                delivered += await outlet.notify(audience, message)
-            except Exception:
-                log.exception("notifying team %s on %s failed", audience.team, outlet.platform)
-        return delivered
-
-    async def reply(self, to: ReplyTo | None, message: OutMessage) -> bool:
-        if to is None:
-            return False
-        outlet = self._by_platform.get(to.platform)
-        if outlet is None:
-            log.warning("no outlet for platform %s; reply dropped", to.platform)
-            return False
-        try:
-            return await outlet.reply(to, message)
-        except Exception:
-            log.exception("replying on %s failed", to.platform)
-            return False

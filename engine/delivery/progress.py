@@ -12,7 +12,8 @@ import asyncio
 from dataclasses import dataclass, field
 
 from engine.core.bus import Bus
-from engine.delivery.outlets import Outlets, Output
+from engine.delivery.delivery import Delivery
+from engine.delivery.outlets import Output
 from engine.tasks.queue import TaskRecord
 
 MAX_LINES_PER_FLUSH = 20
@@ -28,8 +29,8 @@ class _Pending:
 
 
 class OutputRelay:
-    def __init__(self, outlets: Outlets, bus: Bus, *, interval_s: float = 1.0) -> None:
-        self._outlets = outlets
+    def __init__(self, delivery: Delivery, bus: Bus, *, interval_s: float = 1.0) -> None:
+        self._delivery = delivery
         self._bus = bus
         self._interval_s = interval_s
         self._pending: dict[str, _Pending] = {}
@@ -57,4 +58,4 @@ class OutputRelay:
             lines = pending.lines + ([f"[... {pending.skipped} more lines]"] if pending.skipped else [])
             self._bus.publish(task.view().model_copy(update={"output_tail": pending.tail.lstrip("\n")}))
             if task.reply_to is not None and lines:
-                await self._outlets.reply(task.reply_to, Output(task.run_id, task.rule, task.task_id, tuple(lines)))
+                await self._delivery.reply(task.reply_to, Output(task.run_id, task.rule, task.task_id, tuple(lines)))

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import re
 
+from engine.core.errors import HeraldError
 from engine.core.events import CommandData
 
 MAX_COMMAND_CHARS = 4096
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # everything below space but tab, and DEL
 
 
-class CommandTextError(ValueError):
+class CommandTextError(HeraldError, ValueError):
     """The text looks like a command but cannot be one; the message says why, for the sender."""
 
 

@@ -1,1 +1,25 @@
-"""The integration plugin API and discovery."""
+"""The one import for integration authors: everything an integration or a chat connector needs from Herald.
+
+    from engine.plugin import Manifest, ConnectorSpec, IntegrationContext, Connector, Capabilities, Message, ...
+
+Integrations import this package and nothing else of the engine (a test enforces it), so the engine can be
+reorganised without breaking a plugin.
+"""
+
+from engine.core.errors import AuthError, Busy, HeraldError
+from engine.core.events import Actor, AlertData, CommandData, Event, MessageData, ReplyTo, utcnow
+from engine.delivery.connector import AddressError, Connector, DeliveryError, RateLimited, Rejected, Unavailable
+from engine.delivery.message import Button, Capabilities, Conversation, LinkButton, Message, MessageRef
+from engine.delivery.outbox import Outgoing
+from engine.intake.intake import Incoming, Intake, Outcome
+from engine.plugin.api import Acknowledge, ConnectorSpec, Integration, IntegrationContext, KeyValue, Manifest, Unload
+from engine.plugin.discovery import ENTRY_POINT_GROUP, discover
+from engine.security.identity import CONFIG_ACCOUNT_PREFIX, Directory, device_account
+
+__all__ = [
+    "CONFIG_ACCOUNT_PREFIX", "ENTRY_POINT_GROUP", "Acknowledge", "Actor", "AddressError", "AlertData", "AuthError",
+    "Busy", "Button", "Capabilities", "CommandData", "Connector", "ConnectorSpec", "Conversation", "DeliveryError",
+    "Directory", "Event", "HeraldError", "Incoming", "Integration", "IntegrationContext", "Intake", "KeyValue",
+    "LinkButton", "Manifest", "Message", "MessageData", "MessageRef", "Outcome", "Outgoing", "RateLimited",
+    "Rejected", "ReplyTo", "Unavailable", "Unload", "device_account", "discover", "utcnow",
+]

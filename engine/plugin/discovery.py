@@ -1,4 +1,4 @@
-"""The integration plugin API, and discovery through the `herald.integrations` entry-point group.
+"""Discovery of integrations through the `herald.integrations` entry-point group, and validation of their config.
 
 Built-in integrations are found exactly like third-party ones, so a plugin author sees what we use. An integration
 that fails to import is disabled with a clear message; the others still load.
@@ -7,72 +7,19 @@ that fails to import is disabled with a clear message; the others still load.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from importlib.metadata import entry_points
-from typing import Protocol
 
-from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 from engine.core.config import Config
-from engine.core.events import Actor, Event, ReplyTo
-from engine.security.identity import Directory
-from engine.delivery.outlets import Outlet
+from engine.core.errors import ConfigError
+from engine.delivery.connector import AddressError
+from engine.plugin.api import ConnectorSpec, Integration
 
 log = logging.getLogger("herald.plugins")
 
 ENTRY_POINT_GROUP = "herald.integrations"
-
-Unload = Callable[[], Awaitable[None]]
-Acknowledge = Callable[[Sequence[Event]], Awaitable[object]]
-
-
-@dataclass(frozen=True)
-class Manifest:
-    name: str
-    description: str
-    provides: tuple[str, ...]  # e.g. ("trigger:alert",) or ("chat", "trigger:command", "trigger:button")
-
-
-class Busy(RuntimeError):
-    """The engine cannot accept more work right now; the sender should retry later."""
-
-
-class IntegrationContext(Protocol):
-    """What the engine offers an integration."""
-
-    config: Config
-    directory: Directory
-    routes: web.UrlDispatcher
-
-    async def submit(self, events: Sequence[Event], *, acknowledge: Acknowledge | None = None) -> None:
-        """Durably accept events (all or none); when this returns, the sender may be told "accepted".
-
-        `acknowledge`, if given, is awaited after the events are durable and before any rule sees them, so a
-        sender's "accepted" always arrives before progress about the same event.
-        """
-        ...
-
-    async def press(
-        self, button_id: str, actor: Actor, reply_to: ReplyTo | None, *, acknowledge: Acknowledge | None = None
-    ) -> Event:
-        """Turn a press of a button Herald sent into an accepted button event.
-
-        Raises engine.errors.AuthError (audited) for a forged, altered, expired or replayed button.
-        """
-        ...
-
-    def register_outlet(self, outlet: Outlet) -> Callable[[], None]:
-        """Let the runtime deliver notifications and replies through this integration; returns the detach."""
-        ...
-
-
-class Integration(Protocol):
-    manifest: Manifest
-
-    async def setup(self, ctx: IntegrationContext) -> Unload:
-        """Attach to the engine; return the coroutine function that detaches again."""
-        ...
 
 
 def discover() -> list[Integration]:
@@ -88,4 +35,60 @@ def discover() -> list[Integration]:
     if not found:
         log.warning("no integrations found in entry-point group %s: is Herald installed (pip install -e .)?",
                     ENTRY_POINT_GROUP)
+    return found
+
+
+def connector_specs(integrations: Sequence[Integration]) -> dict[str, ConnectorSpec]:
+    """The chat platforms these integrations connect to, by platform name."""
+    return {i.manifest.connector.platform: i.manifest.connector for i in integrations if i.manifest.connector}
+
+
+def validate_integrations(config: Config, integrations: Sequence[Integration]) -> dict[str, BaseModel]:
+    """Each integration's `[integrations.<name>]` section through its config model, and every account and target
+    address through its platform's parser; ConfigError naming every problem (`integrations.telegram.token: field
+    required`, `teams.ops.targets: ...`)."""
+    problems: list[str] = []
+    models: dict[str, BaseModel] = {}
+    known = {i.manifest.name for i in integrations}
+    for name in config.integrations:
+        if name not in known:
+            problems.append(f"integrations.{name}: no such integration is installed (installed: "
+                            f"{', '.join(sorted(known)) or 'none'})")
+    for integration in integrations:
+        manifest = integration.manifest
+        if manifest.config_model is None:
+            continue
+        try:
+            models[manifest.name] = manifest.config_model.model_validate(config.integrations.get(manifest.name, {}))
+        except ValidationError as exc:
+            for error in exc.errors():
+                where = ".".join(str(p) for p in error["loc"])
+                message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+                problems.append(f"integrations.{manifest.name}{'.' + where if where else ''}: {message}")
+    specs = connector_specs(integrations)
+    for owner, addresses in _addresses(config):
+        for address in addresses:
+            problem = address_problem(address, specs)
+            if problem:
+                problems.append(f"{owner}: {problem}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return models
+
+
+def address_problem(address: str, specs: dict[str, ConnectorSpec]) -> str | None:
+    platform, _, rest = address.partition(":")
+    if platform not in specs:
+        return (f"{address!r}: no connector for platform {platform!r} is installed "
+                f"(platforms: {', '.join(sorted(specs)) or 'none'})")
+    try:
+        specs[platform].parse_address(rest)
+    except AddressError as exc:
+        return f"{address!r}: {exc}"
+    return None
+
+
+def _addresses(config: Config) -> list[tuple[str, list[str]]]:
+    found = [(f"principals.{name}.accounts", list(p.accounts)) for name, p in config.principals.items()]
+    found += [(f"teams.{name}.targets", list(t.targets)) for name, t in config.teams.items()]
     return found

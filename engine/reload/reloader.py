@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,8 @@ from engine.core.config import Config
 from engine.core.errors import ConfigError
 from engine.security.identity import Directory
 from engine.reload.tree import NAMES_IN_AUDIT, RulesDiff, TreeSnapshot, WatchedPaths, diff_graphs, read_tree
+from engine.plugin.api import ConnectorSpec
+from engine.plugin.discovery import validate_integrations
 from engine.reload.rules import catalog_for
 from engine.runs.run import Services
 from engine.client.snapshots import DiagnosticView, ReloadView, RuleEntry, RulesView
@@ -235,13 +237,14 @@ class Reloader:
                     loaded = await asyncio.to_thread(self._config_source.load)
                     restart = restart_keys(self._engine.config, loaded)
                     config = hot_config(self._engine.config, loaded)
+                    validate_integrations(config, self._engine.integrations)
                 except ConfigError as exc:
                     return await self._reject(tree, [config_problem(self._config_source.path, exc)], trigger, actor)
                 except ValidationError as exc:
                     problem = ConfigError(f"{self._config_source.path}: {exc.errors()[0]['msg']}")
                     return await self._reject(tree, [config_problem(self._config_source.path, problem)], trigger,
                                               actor)
-            result = await asyncio.to_thread(_compile, tree, config, self._compile_cache)
+            result = await asyncio.to_thread(_compile, tree, config, self._compile_cache, self._engine.connectors)
             if result.graph is None:
                 return await self._reject(tree, diagnostic_views(result.diagnostics), trigger, actor)
             # From here to the swap: no await, so no event sees a mix of versions.
@@ -312,7 +315,8 @@ class Reloader:
         self._engine.bus.publish(self.view)
 
 
-def _compile(tree: TreeSnapshot, config: Config, cache: CompileCache) -> CompileResult:
-    """Compile the snapshot's sources against the catalog `config` offers (runs in a worker thread)."""
-    return compile_sources(list(tree.sources), catalog_for(config), cache=cache)
+def _compile(tree: TreeSnapshot, config: Config, cache: CompileCache,
+             connectors: Mapping[str, ConnectorSpec]) -> CompileResult:
+    """Compile the snapshot's sources against the catalog `config` and the connectors offer (in a worker thread)."""
+    return compile_sources(list(tree.sources), catalog_for(config, connectors), cache=cache)
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 from dsl import Catalog, CompileResult, compile_sources
 from engine.core.config import Config
 from engine.core.errors import RulesError
+from engine.delivery.connector import AddressError
+from engine.plugin.api import ConnectorSpec
+from engine.plugin.discovery import connector_specs, discover
 
 RULE_SUFFIX = ".rules"
 
@@ -16,18 +21,34 @@ RULE_SUFFIX = ".rules"
 ENGINE_TRIGGERS = ("alert", "command", "button", "task", "event", "message", "schedule")
 ENGINE_ACTIONS = ("notify", "reply", "run", "emit", "silence", "escalate")
 ENGINE_STAGES = ("require role", "check disk", "require confirmation", "dedupe", "group", "rate limit")
-ENGINE_PLATFORMS = frozenset({"chat"})  # chat platforms with an integration that can deliver to a room
 
 
-def catalog_for(config: Config) -> Catalog:
-    """What rules may name: configured teams and roles, and the scripts in the scripts folder (the whitelist)."""
+@functools.cache
+def installed_connectors() -> Mapping[str, ConnectorSpec]:
+    """The chat platforms the installed integrations connect to (found once per process)."""
+    return MappingProxyType(connector_specs(discover()))
+
+
+def catalog_for(config: Config, connectors: Mapping[str, ConnectorSpec] | None = None) -> Catalog:
+    """What rules may name: configured teams and roles, the scripts in the scripts folder (the whitelist), and the
+    chat platforms a connector is installed for, with their address checks (default: the installed ones)."""
+    specs = installed_connectors() if connectors is None else connectors
     scripts_dir = config.scripts_dir
     scripts: frozenset[str] = frozenset()
     if scripts_dir is not None and scripts_dir.is_dir():
         scripts = frozenset(p.name for p in scripts_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     catalog = Catalog(teams=frozenset(config.teams), roles=frozenset(config.roles), scripts=scripts,
-                      platforms=ENGINE_PLATFORMS)
+                      platforms=frozenset(specs),
+                      address_checks={name: functools.partial(_address_problem, spec) for name, spec in specs.items()})
     return catalog.restricted_to(triggers=ENGINE_TRIGGERS, actions=ENGINE_ACTIONS, stages=ENGINE_STAGES)
+
+
+def _address_problem(spec: ConnectorSpec, address: str) -> str | None:
+    try:
+        spec.parse_address(address)
+    except AddressError as exc:
+        return str(exc)
+    return None
 
 
 def rule_files(paths: Sequence[Path]) -> list[Path]:
@@ -49,7 +70,8 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def compile_paths(paths: Sequence[Path], config: Config) -> CompileResult:
+def compile_paths(paths: Sequence[Path], config: Config,
+                  connectors: Mapping[str, ConnectorSpec] | None = None) -> CompileResult:
     """Compile every rule file under `paths`; raises RulesError for a path that does not exist or cannot be read."""
     sources = []
     for path in rule_files(paths):
@@ -57,4 +79,4 @@ def compile_paths(paths: Sequence[Path], config: Config) -> CompileResult:
             sources.append((display_path(path), path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as exc:
             raise RulesError(f"{display_path(path)}: cannot read rule file: {exc}", []) from None
-    return compile_sources(sources, catalog_for(config))
+    return compile_sources(sources, catalog_for(config, connectors))

@@ -7,7 +7,7 @@ Modules that add action types (the stateful ones: silence, escalate) register th
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from dsl import render_template
 from dsl.plan import DEFAULT_BUTTONS, EmitAction, NotifyAction, ReplyAction, RunAction
 from engine.core.events import AlertData, Cause, CommandData, EmittedData, Event
 from engine.core.ids import derived_id
+from engine.delivery.message import Conversation
 from engine.delivery.outlets import Audience, Notification, Text
 from engine.runs.run import RuleRun, Services, summarize, who
 from engine.tasks.queue import DEFAULT_BACKOFF_S, TaskParams, TaskRecord
@@ -82,8 +83,17 @@ def audience_for(target: str, services: Services) -> Audience | None:
         return Audience(target, members=(target[1:],))
     team = services.config.teams.get(target)
     if team is not None:
-        return Audience(target, tuple(team.members), tuple(team.chat_rooms))
+        return Audience(target, tuple(team.members), team_targets(team.chat_rooms, team.targets))
     return services.declared_teams.get(target)
+
+
+def team_targets(chat_rooms: Iterable[str], targets: Iterable[str]) -> tuple[Conversation, ...]:
+    """A configured team's conversations: its Herald-chat rooms and its `platform:chat` targets."""
+    found = [Conversation(platform="chat", chat=f"#{room.removeprefix('#')}") for room in chat_rooms]
+    for address in targets:
+        platform, _, chat = address.partition(":")
+        found.append(Conversation(platform=platform, chat=chat))
+    return tuple(found)
 
 
 @handles(NotifyAction)
@@ -107,13 +117,14 @@ async def notify(action: NotifyAction, run: RuleRun, services: Services) -> Acti
     text = render_template(action.template, run.fields) if action.template else summarize(event)
     note = Notification(event_id=event.id, rule=run.rule.name, text=text, buttons=buttons,
                         severity=data.severity if isinstance(data, AlertData) else None)
-    delivered = await services.outlets.notify(audience, note)
-    return ActionOutcome(f"notified {action.team} ({delivered} session{'s' if delivered != 1 else ''})")
+    reach = await services.delivery.notify(audience, note, key=f"notify/{run.run_id}/{run.rule.actions.index(action)}")
+    return ActionOutcome(f"notified {action.team} ({reach})")
 
 
 @handles(ReplyAction)
 async def reply(action: ReplyAction, run: RuleRun, services: Services) -> ActionOutcome:
-    sent = await services.outlets.reply(run.event.reply_to, Text(render_template(action.template, run.fields)))
+    sent = await services.delivery.reply(run.event.reply_to, Text(render_template(action.template, run.fields)),
+                                         key=f"reply/{run.run_id}/{run.rule.actions.index(action)}")
     return ActionOutcome("replied" if sent else "nobody to reply to")
 
 

@@ -1,7 +1,9 @@
 """Alert-side state: the buttons sent with notifications, acknowledgements and mutes (silences).
 
-A button's id is a signed value (engine.keys): an HMAC covers the rule, event, action, argument, alert and expiry,
-so a forged or altered press is refused, an expired one too, and each button works once (a replay is refused).
+A button is bound on the server to a signed value (engine.security.keys: an HMAC covers the rule, event, action,
+argument, alert and expiry) and reaches platforms only as a short random handle (16 characters; Telegram carries at
+most 64 bytes, Discord 100). A press names the handle; the binding behind it is verified, so an unknown handle, an
+altered binding or an expired one is refused, and each button works once (a replay is refused).
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from engine.core.store import Database
 BUTTON_TTL_S = 24 * 3600
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS button_handles (
+    handle TEXT PRIMARY KEY,
+    binding TEXT NOT NULL,
+    expires INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS alert_state (
     fingerprint TEXT PRIMARY KEY,
     acknowledged_by TEXT,
@@ -63,28 +70,34 @@ class AlertState:
         expires = int(time.time()) + BUTTON_TTL_S
 
         def _sign(conn: sqlite3.Connection) -> tuple[Button, ...]:
-            return tuple(
-                Button(id=keys.sign_value(conn, {"r": rule, "e": event_id, "a": action, "g": arg, "f": fingerprint,
-                                                 "x": expires, "n": secrets.token_hex(8)}),
-                       label=button_label(action, arg), action=action, arg=arg)
-                for action, arg in specs
-            )
+            buttons = []
+            for action, arg in specs:
+                handle = secrets.token_urlsafe(12)
+                binding = keys.sign_value(conn, {"r": rule, "e": event_id, "a": action, "g": arg, "f": fingerprint,
+                                                 "x": expires, "n": handle})
+                conn.execute("INSERT INTO button_handles (handle, binding, expires) VALUES (?, ?, ?)",
+                             (handle, binding, expires))
+                buttons.append(Button(id=handle, label=button_label(action, arg), action=action, arg=arg))
+            return tuple(buttons)
 
         return await self._db.write(_sign)
 
-    async def redeem(self, button_id: str) -> ButtonBinding:
-        """Verify a pressed button and use it up; AuthError (forged, altered, expired, replayed) otherwise."""
+    async def redeem(self, handle: str) -> ButtonBinding:
+        """Verify a pressed button and use it up; AuthError (unknown, altered, expired, replayed) otherwise."""
 
         def _redeem(conn: sqlite3.Connection) -> ButtonBinding:
-            payload = keys.open_value(conn, button_id)
+            row = conn.execute("SELECT binding FROM button_handles WHERE handle = ?", (handle[:64],)).fetchone()
+            if row is None:
+                raise AuthError("unknown button")
+            payload = keys.open_value(conn, row["binding"])
             try:
                 binding = ButtonBinding(str(payload["n"]), str(payload["e"]), str(payload["r"]), str(payload["a"]),
                                         payload["g"], payload["f"])
                 expires = int(payload["x"])
             except (KeyError, TypeError, ValueError):
                 raise AuthError("malformed button") from None
-            if expires < time.time():
-                raise AuthError("this button has expired")
+            if expires < time.time() or binding.id != handle:
+                raise AuthError("this button has expired" if expires < time.time() else "altered button")
             try:
                 keys.consume(conn, f"button:{binding.id}", expires)
             except AuthError:

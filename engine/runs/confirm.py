@@ -102,9 +102,10 @@ async def require_confirmation(stage: ConfirmStage, run: RuleRun, services: Serv
                                                       specs=((BUTTON, confirmation),))
         text = (f"Confirm within {window}: {what}" if person == requester else
                 f"{requester or who(run.event)} asks for {what}; confirm within {window} (needs another {stage.role})")
-        await services.outlets.notify(Audience(f"@{person}", members=(person,)),
-                                      Notification(event_id=run.event.id, rule=run.rule.name, text=text,
-                                                   buttons=(replace(button, label="Confirm"),)))
+        await services.delivery.notify(Audience(f"@{person}", members=(person,)),
+                                       Notification(event_id=run.event.id, rule=run.rule.name, text=text,
+                                                    buttons=(replace(button, label="Confirm"),)),
+                                       key=f"confirm/{confirmation}/{person}")
     await services.audit_publish("confirmation.requested", who(run.event), rule=run.rule.name, event=run.event.id,
                                  confirmation=confirmation, asked=asked, role=stage.role, within_s=stage.within_s)
     return waiting
@@ -146,13 +147,13 @@ async def pressed(event: Event, data: ButtonData, services: Services) -> None:
     if refusal is not None:
         await services.audit_publish("confirmation.refused", who(event), confirmation=data.arg, reason=refusal,
                                      rule=row["rule"] if row else None)
-        await services.outlets.reply(event.reply_to, Text(f"Confirmation refused: {refusal}."))
+        await services.delivery.reply(event.reply_to, Text(f"Confirmation refused: {refusal}."))
         return
     assert row is not None
     await state.timers.cancel(state_key(EXPIRE, row["id"]))
     await services.audit_publish("confirmation.confirmed", who(event), confirmation=row["id"], rule=row["rule"],
                                  event=row["event_id"], requester=row["requester"])
-    await services.outlets.reply(event.reply_to, Text(f"Confirmed: {row['what']}."))
+    await services.delivery.reply(event.reply_to, Text(f"Confirmed: {row['what']}."))
     if presser != row["requester"]:
         await _tell_requester(services, row, f"{presser} confirmed {row['what']}.")
     run = await _rebuild(state, row)
@@ -177,10 +178,10 @@ async def _rebuild(state: Stateful, row: sqlite3.Row) -> RuleRun | str:
 async def _tell_requester(services: Services, row: sqlite3.Row, text: str) -> None:
     """Answer in the request's conversation; if it is gone (a restart), reach the person's sessions."""
     reply_to = ReplyTo.model_validate_json(row["reply_to"]) if row["reply_to"] else None
-    if await services.outlets.reply(reply_to, Text(text)):
+    if await services.delivery.reply(reply_to, Text(text)):
         return
     if row["requester"] is not None:
-        await services.outlets.notify(Audience(f"@{row['requester']}", members=(row["requester"],)), Text(text))
+        await services.delivery.notify(Audience(f"@{row['requester']}", members=(row["requester"],)), Text(text))
 
 
 async def expired(state: Stateful, timer: Timer) -> None:
@@ -220,7 +221,7 @@ async def cancel_changed(state: Stateful, graph: EventGraph) -> None:
         text = f"The confirmation for {row['what']} was cancelled: rule {row['rule']} changed."
         people = set(json.loads(row["asked"])) - {row["requester"]}
         if people:
-            await services.outlets.notify(Audience("confirmation", members=tuple(sorted(people))), Text(text))
+            await services.delivery.notify(Audience("confirmation", members=tuple(sorted(people))), Text(text))
         await _tell_requester(services, row, text)
         await services.audit_publish("confirmation.cancelled", "system", confirmation=row["id"], rule=row["rule"],
                                      reason="rule changed")

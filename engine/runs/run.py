@@ -28,7 +28,8 @@ from engine.core.events import (
     TaskData,
 )
 from engine.security.identity import Directory
-from engine.delivery.outlets import Audience, Outlets
+from engine.delivery.delivery import Delivery
+from engine.delivery.outlets import Audience
 from engine.client.snapshots import AuditView, EventView
 from engine.core.store import Database
 from engine.tasks.queue import TaskQueue
@@ -72,7 +73,7 @@ class Services:
     audit: AuditLog
     tasks: TaskQueue
     alerts: AlertState
-    outlets: Outlets
+    delivery: Delivery
     bus: Bus
     submit: Callable[[Sequence[Event]], Awaitable[None]]
     board: AlertBoard  # what operators see of alerts (the TUI's Alerts tab)

@@ -109,7 +109,7 @@ class Runtime:
         return extra
 
     async def _nothing_matched(self, event: Event, graph: EventGraph) -> None:
-        data, outlets = event.data, self.services.outlets
+        data, delivery = event.data, self.services.delivery
         if isinstance(data, CommandData):
             text = f"Unknown command /{data.name}. {help_text(event, graph, self.services)}"
         elif isinstance(data, MessageData):
@@ -118,7 +118,7 @@ class Runtime:
             text = f"Nothing is set up for the button {data.action!r}."
         else:
             return
-        await outlets.reply(event.reply_to, Text(text))
+        await delivery.reply(event.reply_to, Text(text))
 
     # -- the state machine -------------------------------------------------------------------------------------
 
@@ -131,7 +131,7 @@ class Runtime:
             await services.audit_publish("command.denied" if run.is_command else "run.denied", who(event),
                                          event=event.id, rule=rule.name, reason=refusal)
             await self._enter(run, RunState.DENIED, refusal)
-            await services.outlets.reply(event.reply_to, Text(f"Denied: {refusal}."))
+            await services.delivery.reply(event.reply_to, Text(f"Denied: {refusal}."))
             return
         if run.is_command:  # durable with the effect claim or task that follows (commits keep their order)
             services.audit_soon("command.allowed", who(event), event=event.id, rule=rule.name)
@@ -142,7 +142,7 @@ class Runtime:
             await services.audit_publish("command.rejected", who(event), event=event.id, rule=rule.name,
                                          reason=problem)
             await self._enter(run, RunState.REJECTED, problem)
-            await services.outlets.reply(event.reply_to, Text(f"Rejected: {problem}."))
+            await services.delivery.reply(event.reply_to, Text(f"Rejected: {problem}."))
             return
         await self.continue_run(run, first_stage=0)
 
@@ -156,7 +156,7 @@ class Runtime:
                 continue
             await self._enter(run, outcome.state, outcome.reason)
             if not outcome.parked:
-                await services.outlets.reply(event.reply_to, Text(f"Not run: {outcome.reason}."))
+                await services.delivery.reply(event.reply_to, Text(f"Not run: {outcome.reason}."))
             return
 
         await self._enter(run, RunState.EXECUTE)
@@ -167,13 +167,13 @@ class Runtime:
             if result.task_id is not None:
                 waiting = True
                 if event.reply_to is not None:
-                    await services.outlets.reply(event.reply_to, Progress(run.run_id, rule.name,
+                    await services.delivery.reply(event.reply_to, Progress(run.run_id, rule.name,
                                                                           RunState.EXECUTE.value, result.note))
         if not waiting:
             text = "; ".join(notes) or "done"
             await self._enter(run, RunState.REPORT_RESULT, text)
             if run.is_command:
-                await services.outlets.reply(event.reply_to, Result(run.run_id, rule.name, True, text))
+                await services.delivery.reply(event.reply_to, Result(run.run_id, rule.name, True, text))
 
     def _refusal(self, run: RuleRun) -> str | None:
         """Deny by default: a command, or any rule that requires a role, needs a known person with the roles."""
@@ -206,7 +206,7 @@ class Runtime:
     async def _enter(self, run: RuleRun, state: RunState, detail: str = "") -> None:
         await self._trace(run.run_id, run.event.id, run.rule.name, state, detail)
         if run.is_command:
-            await self.services.outlets.reply(run.event.reply_to, Progress(run.run_id, run.rule.name, state.value,
+            await self.services.delivery.reply(run.event.reply_to, Progress(run.run_id, run.rule.name, state.value,
                                                                            detail))
 
     async def _trace(self, run_id: str, event_id: str, rule: str, state: RunState, detail: str) -> None:
@@ -233,9 +233,9 @@ class Runtime:
         if task.attempt > 1:
             text += f" on attempt {task.attempt} of {task.attempts}"
         await self._trace(task.run_id, task.event_id, task.rule, RunState.REPORT_RESULT, text)
-        await services.outlets.reply(task.reply_to, Progress(task.run_id, task.rule, RunState.REPORT_RESULT.value,
+        await services.delivery.reply(task.reply_to, Progress(task.run_id, task.rule, RunState.REPORT_RESULT.value,
                                                              text))
-        await services.outlets.reply(task.reply_to, Result(task.run_id, task.rule, task.status == "succeeded", text,
+        await services.delivery.reply(task.reply_to, Result(task.run_id, task.rule, task.status == "succeeded", text,
                                                            task.task_id, task.exit_code, task.output))
         if task.depth + 1 > actions.MAX_EMIT_DEPTH:
             return
@@ -260,7 +260,7 @@ class Runtime:
                                           attempts=task.attempts, not_before=task.not_before.isoformat())
         text = f"{failed}; retrying in {delay_s:.0f}s (attempt {task.attempt} of {task.attempts})"
         await self._trace(task.run_id, task.event_id, task.rule, RunState.EXECUTE, text)
-        await self.services.outlets.reply(task.reply_to, Progress(task.run_id, task.rule, RunState.EXECUTE.value,
+        await self.services.delivery.reply(task.reply_to, Progress(task.run_id, task.rule, RunState.EXECUTE.value,
                                                                   text))
 
 

@@ -32,8 +32,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dsl import EventGraph
 from dsl.plan import ScheduleSpec
 from engine.core.events import Event, ScheduleData
+from engine.core.errors import HeraldError
 from engine.core.ids import derived_id
-from engine.plugin.discovery import Busy
+from engine.core.errors import Busy
 from engine.core.timers import Timer, state_key
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ _MONTHS = {n: i + 1 for i, n in enumerate("jan feb mar apr may jun jul aug sep o
 _DAYS = {n: i for i, n in enumerate("sun mon tue wed thu fri sat".split())}
 
 
-class CronError(ValueError):
+class CronError(HeraldError, ValueError):
     """A cron expression that does not parse."""
 
 

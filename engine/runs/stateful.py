@@ -175,11 +175,12 @@ class Stateful:
         buttons = await services.alerts.make_buttons(event_id=p["event"], rule=p["rule"], fingerprint=fingerprint,
                                                      specs=tuple((a, g) for _, a, g in ALERT_BUTTONS))
         text = f"Escalated: not acknowledged after {format_duration(p['after'])}: {p['text']}"
-        delivered = await services.outlets.notify(audience, Notification(event_id=p["event"], rule=p["rule"],
-                                                                         text=text, buttons=buttons,
-                                                                         severity=p.get("severity")))
+        reach = await services.delivery.notify(audience, Notification(event_id=p["event"], rule=p["rule"],
+                                                                      text=text, buttons=buttons,
+                                                                      severity=p.get("severity")),
+                                               key=f"escalate/{timer.key}")
         await services.audit_publish("escalation.sent", "system", rule=p["rule"], alert=fingerprint,
-                                     target=p["target"], sessions=delivered)
+                                     target=p["target"], reach=str(reach))
 
     async def _group_due(self, timer: Timer) -> None:
         _, rule_name, clause, value = key_parts(timer.key)

@@ -85,6 +85,14 @@ class Directory:
     def reconfigure(self, config: Config) -> None:
         """Take principals, roles and chat tokens from a new config (a reload); links stay in the database."""
         self._roles = {name: frozenset(p.roles) for name, p in config.principals.items()}
+        # Accounts the config binds to people (`principals.NAME.accounts`), by (platform, account).
+        self._accounts: dict[tuple[str, str], str] = {}
+        self._accounts_of: dict[str, list[tuple[str, str]]] = {}
+        for name, p in config.principals.items():
+            for address in p.accounts:
+                platform, _, account = address.partition(":")
+                self._accounts[(platform, account)] = name
+                self._accounts_of.setdefault(name, []).append((platform, account))
         # Keep digests, not tokens, in memory; compare in constant time.
         self._chat_tokens = [
             (_digest(token.get_secret_value()), name)
@@ -106,6 +114,9 @@ class Directory:
         if account.startswith(CONFIG_ACCOUNT_PREFIX):
             name = account.removeprefix(CONFIG_ACCOUNT_PREFIX)
             return name if name in self._roles else None
+        configured = self._accounts.get((platform, account))
+        if configured is not None:
+            return configured
         if self._db is None:
             return None
         row = await self._db.call(lambda conn: conn.execute(
@@ -114,11 +125,22 @@ class Directory:
         principal = row["principal"] if row else None
         return principal if principal in self._roles else None  # a principal removed from the config acts as no one
 
+    async def accounts_of(self, principal: str) -> list[tuple[str, str]]:
+        """Where a person can be reached: (platform, account) from the config and from links, config first."""
+        found = list(self._accounts_of.get(principal, []))
+        if self._db is not None:
+            rows = await self._db.call(lambda conn: conn.execute(
+                "SELECT platform, account FROM linked_accounts WHERE principal = ? ORDER BY platform, account",
+                (principal,)).fetchall())
+            found += [(row["platform"], row["account"]) for row in rows if (row["platform"], row["account"])
+                      not in self._accounts]
+        return found
+
     async def link(self, token: str, platform: str, account: str) -> str:
         """Redeem a link token for this account; AuthError if it is invalid, expired, used or names no one."""
         if self._db is None:
             raise AuthError("linking needs the engine's database")
-        if account.startswith(CONFIG_ACCOUNT_PREFIX):
+        if account.startswith(CONFIG_ACCOUNT_PREFIX) or (platform, account) in self._accounts:
             raise AuthError("this account is bound by the config and cannot be relinked")
         known = frozenset(self._roles)
         return await self._db.write(redeem_link_token, token, platform, account, known)

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from engine.security import keys
-from engine.intake.commands import CommandTextError, parse_command
 from engine.core.errors import AuthError
-from engine.core.events import Actor, Event, ReplyTo
+from engine.core.events import Actor, ReplyTo
 from engine.core.ids import new_id
 from engine.server.metrics import CONTENT_TYPE
 from engine.server.metrics import render as render_metrics
-from engine.delivery.outlets import Audience, Notification, OutMessage, Output, Progress, Result, Text
-from engine.plugin.discovery import Busy
+from engine.delivery.connector import AddressError
+from engine.delivery.message import Capabilities, Conversation, Message, MessageRef
+from engine.intake.intake import Incoming, Outcome
 from engine.client.snapshots import AlertView, AuditView, EventView, RulesView, RunView, TaskView
 
 if TYPE_CHECKING:
@@ -46,34 +46,42 @@ def json_error(status: int, reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=status)
 
 
-class StreamOutlet:
-    """Delivers replies to commands sent over `/api/v1/stream` back to the socket that sent them."""
+class StreamConnector:
+    """Answers commands and presses sent over `/api/v1/stream` (the TUI's command line), as a connector.
+
+    A conversation is the API token (`token:<jti>`), not a socket: every stream opened with the token that asked
+    gets the answers, so a TUI that reconnects still sees the result. Replies go out as `reply` frames, which the
+    client matches by `id`; notifications are not sent here (observers see them as events)."""
 
     platform = "api"
+    capabilities = Capabilities(buttons=True, edits=True, formatting="plain", max_text=1 << 16, edit_interval_s=0,
+                                notifications=False)
 
     def __init__(self) -> None:
-        self.sockets: dict[str, web.WebSocketResponse] = {}
+        self.sockets: dict[str, set[web.WebSocketResponse]] = {}
 
-    async def notify(self, audience: Audience, message: Notification | Text) -> int:
-        return 0  # observers see notifications as events; the stream is not a team member
+    def parse_address(self, text: str) -> str:
+        raise AddressError("the API stream is not a notification target")
 
-    async def reply(self, to: ReplyTo, message: OutMessage) -> bool:
-        ws = self.sockets.get(to.chat)
-        if ws is None or ws.closed:
-            return False
-        if isinstance(message, Progress):
-            text = f"{message.rule}: {message.state}{' - ' + message.detail if message.detail else ''}"
-        elif isinstance(message, Result):
-            text = message.text + (f"\n{message.output.rstrip()}" if message.output.strip() else "")
-        else:
-            text = message.text
+    async def send(self, to: Conversation, message: Message, *, key: str, seq: int) -> MessageRef:
         # Progress is followed by more; a result or a plain answer ends the exchange for this rule.
-        final = not isinstance(message, Progress | Output)
-        await ws.send_json({"type": "reply", "id": to.message_id, "text": text, "final": final})
-        return True
+        frame = {"type": "reply", "id": message.in_reply_to, "text": message.text,
+                 "final": message.kind not in ("progress", "output")}
+        sent = 0
+        for ws in list(self.sockets.get(to.chat, ())):
+            if not ws.closed:
+                try:
+                    await ws.send_json(frame)
+                    sent += 1
+                except (ConnectionError, RuntimeError):
+                    pass
+        return MessageRef(platform=self.platform, chat=to.chat, id=str(seq), recipients=sent)
+
+    async def edit(self, ref: MessageRef, message: Message, *, key: str, seq: int) -> MessageRef:
+        return await self.send(Conversation(platform=self.platform, chat=ref.chat), message, key=key, seq=seq)
 
 
-def add_routes(app: web.Application, engine: Engine, outlet: StreamOutlet) -> None:
+def add_routes(app: web.Application, engine: Engine, outlet: StreamConnector) -> None:
     async def healthz(request: web.Request) -> web.Response:
         if engine.state != "running":
             return web.json_response({"status": engine.state}, status=503)
@@ -107,16 +115,19 @@ def add_routes(app: web.Application, engine: Engine, outlet: StreamOutlet) -> No
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
         sub, unsubscribe = engine.bus.subscribe()
-        conn_id = new_id()
-        outlet.sockets[conn_id] = ws
+        conversation = f"token:{claims['jti']}"
+        outlet.sockets.setdefault(conversation, set()).add(ws)
         sender = asyncio.ensure_future(_pump(ws, engine, sub))
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    await _inbound(ws, engine, conn_id, claims, msg.data)
+                    await _inbound(ws, engine, conversation, claims, msg.data)
         finally:
             unsubscribe()
-            outlet.sockets.pop(conn_id, None)
+            sockets = outlet.sockets.get(conversation, set())
+            sockets.discard(ws)
+            if not sockets:
+                outlet.sockets.pop(conversation, None)
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
         return ws
@@ -141,7 +152,7 @@ async def _pump(ws: web.WebSocketResponse, engine: Engine, sub) -> None:  # type
 
 
 async def _inbound(
-    ws: web.WebSocketResponse, engine: Engine, conn_id: str, claims: dict[str, Any], raw: str
+    ws: web.WebSocketResponse, engine: Engine, conversation: str, claims: dict[str, Any], raw: str
 ) -> None:
     try:
         frame = json.loads(raw)
@@ -162,25 +173,14 @@ async def _inbound(
                             "final": True})
         return
     actor = Actor(platform="api", account=f"token:{claims['jti']}", principal=principal)
-    reply_to = ReplyTo(platform="api", chat=conn_id, message_id=client_id)
-    if kind == "press":
-        try:  # audited, then handled like a press in chat: the button's rule and the presser's roles decide
-            await engine.press(frame["button"], actor, reply_to)
-        except AuthError as exc:
-            await ws.send_json({"type": "reply", "id": client_id, "text": f"Refused: {exc}.", "final": True})
-        except Busy as exc:
-            await ws.send_json({"type": "reply", "id": client_id, "text": f"Busy, try again: {exc}.", "final": True})
-        return
-    try:
-        command = parse_command(frame["text"])
-    except CommandTextError as exc:
-        await ws.send_json({"type": "reply", "id": client_id, "text": f"Refused: {exc}.", "final": True})
-        return
-    if command is None:
-        await ws.send_json({"type": "reply", "id": client_id, "text": "Commands start with '/'; try /help.",
-                            "final": True})
-        return
-    try:
-        await engine.submit([Event(source="api", data=command, actor=actor, reply_to=reply_to)])
-    except Busy as exc:
-        await ws.send_json({"type": "reply", "id": client_id, "text": f"Busy, try again: {exc}.", "final": True})
+    reply_to = ReplyTo(platform="api", chat=conversation, message_id=client_id)
+    item = Incoming(actor, reply_to, text=frame["text"]) if kind == "command" else \
+        Incoming(actor, reply_to, button=frame["button"])
+
+    async def refused(outcome: Outcome) -> None:
+        prefix = {"busy": "Busy, try again", "bad_request": "Refused", "button_refused": "Refused"}
+        text = outcome.text if outcome.code == "not_command" else f"{prefix.get(outcome.code or '', 'Refused')}: " \
+            f"{outcome.text.removeprefix('button refused: ')}."
+        await ws.send_json({"type": "reply", "id": client_id, "text": text, "final": True})
+
+    await engine.intake.take([item], refused=refused, commands_only=True)

@@ -15,10 +15,12 @@ import logging
 import os
 import ssl
 import zlib
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+import aiohttp
 from aiohttp import web
+from pydantic import BaseModel
 
 from dsl import EventGraph
 from dsl.ast import TeamDecl
@@ -28,7 +30,7 @@ from engine.core import journal, timers
 from engine.tasks import queue as tasks
 from engine.runs.alert_board import AlertBoard
 from engine.runs.alerts import AlertState
-from engine.server.api import API_PURPOSE, StreamOutlet, add_routes
+from engine.server.api import API_PURPOSE, StreamConnector, add_routes
 from engine.security.audit import AuditLog
 from engine.core.bus import Bus
 from engine.core.config import Config, HttpConfig
@@ -37,8 +39,18 @@ from engine.core.events import Actor, AlertData, ButtonData, Event, ReplyTo
 from engine.security.identity import Directory
 from engine.core.journal import Journal
 from engine.server.metrics import Metrics
-from engine.delivery.outlets import Audience, Outlet, Outlets
-from engine.plugin.discovery import Acknowledge, Busy, Integration, Unload, discover
+from engine.core.errors import Busy
+from engine.delivery import outbox
+from engine.delivery.connector import Connector
+from engine.delivery.delivery import Delivery
+from engine.delivery.message import Conversation
+from engine.delivery.outbox import Outbox, Outgoing
+from engine.delivery.outlets import Audience
+from engine.intake.intake import Intake
+from engine.plugin import kv
+from engine.plugin.api import Acknowledge, ConnectorSpec, Integration, KeyValue, Unload
+from engine.plugin.discovery import connector_specs, discover, validate_integrations
+from engine.plugin.kv import SqliteKeyValue
 from engine.delivery.progress import OutputRelay
 from engine.reload.reloader import ConfigSource, Reloader, adopt_config
 from engine.runs.run import Services, event_view
@@ -74,14 +86,15 @@ def lane_of(event: Event) -> int:
     return zlib.crc32(key.encode()) % DISPATCH_LANES
 
 
-def declared_audiences(teams: Sequence[TeamDecl]) -> dict[str, Audience]:
-    """Teams declared in rule files as audiences: `@person` members and `chat "room"` rooms (other platforms'
-    addresses wait for their integrations)."""
+def declared_audiences(teams: Sequence[TeamDecl], connectors: Mapping[str, ConnectorSpec]) -> dict[str, Audience]:
+    """Teams declared in rule files as audiences: `@person` members, and `platform "address"` conversations in the
+    canonical form their connector gives (the compiler has checked them)."""
     audiences = {}
     for team in teams:
         members = tuple(m.address for m in team.members if m.platform is None)
-        rooms = tuple(m.address for m in team.members if m.platform == "chat")
-        audiences[team.name] = Audience(team.name, members, rooms)
+        targets = tuple(Conversation(platform=m.platform, chat=connectors[m.platform].parse_address(m.address))
+                        for m in team.members if m.platform is not None and m.platform in connectors)
+        audiences[team.name] = Audience(team.name, members, targets)
     return audiences
 
 
@@ -109,10 +122,14 @@ class Engine:
         self.bus = Bus()
         self.db = Database(config.data_dir)
         self.directory = Directory(config, self.db)
-        self.outlets = Outlets()
+        self.outbox = Outbox(self.db)
+        self.delivery = Delivery(self.outbox, accounts=self.directory.accounts_of, audit=self._audit_soon)
         self.api_token = ""  # the local operator's API token, issued at start
         self.port: int | None = None
-        self._integrations = list(integrations) if integrations is not None else discover()
+        self.integrations = list(integrations) if integrations is not None else discover()
+        self.connectors: Mapping[str, ConnectorSpec] = connector_specs(self.integrations)
+        self._integration_configs = validate_integrations(config, self.integrations)
+        self._http: aiohttp.ClientSession | None = None
         self._unloads: list[Unload] = []
         self._background: set[asyncio.Task[None]] = set()
         # Accepted events wait in lanes, one dispatcher each: events of one conversation or one alert always take
@@ -133,11 +150,13 @@ class Engine:
         owner = "engine-" + hashlib.sha256(str(config.data_dir).encode()).hexdigest()[:12]  # one per data folder
         self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_dir, owner=owner)
         services = Services(config=config, directory=self.directory, db=self.db, audit=self.audit, tasks=self.tasks,
-                            alerts=self.alerts, outlets=self.outlets, bus=self.bus,
+                            alerts=self.alerts, delivery=self.delivery, bus=self.bus,
                             submit=self._submit_internal, board=AlertBoard(self.bus), cancel_task=self.cancel_task)
         self.runtime = Runtime(graph=graph, services=services, journal=self.journal,
-                               declared_teams=declared_audiences(teams))
-        self.output_relay = OutputRelay(self.outlets, self.bus)
+                               declared_teams=declared_audiences(teams, self.connectors))
+        self.intake = Intake(submit=self.submit, press=self.press, choices=self._choices,
+                             resolve=self.directory.resolve)
+        self.output_relay = OutputRelay(self.delivery, self.bus)
         self._workers = TaskWorkers(queue=self.tasks, sandbox=self.sandbox, on_finished=self.runtime.task_finished,
                                     on_output=self.output_relay.line)
         self.reloader = Reloader(self, config_source=config_source)
@@ -217,8 +236,44 @@ class Engine:
             return f"Stopping task {task_id}: its container is being removed."
         return f"Task {task_id} runs on {task.worker or 'another process'}; it cannot be cancelled from here yet."
 
-    def register_outlet(self, outlet: Outlet) -> Callable[[], None]:
-        return self.outlets.register(outlet)
+    def register_connector(self, connector: Connector) -> Callable[[], Awaitable[None]]:
+        return self.delivery.register(connector)
+
+    def integration_config(self, name: str) -> BaseModel | None:
+        return self._integration_configs.get(name)
+
+    def spawn(self, name: str, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `fn()` as a background task the engine owns: cancelled and awaited when it stops."""
+        self._spawn(name, fn)
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, sock_connect=10))
+        return self._http
+
+    def store(self, namespace: str) -> KeyValue:
+        return SqliteKeyValue(self.db, namespace)
+
+    async def history(self, platform: str, chats: Iterable[str], *, after: int, limit: int) -> list[Outgoing]:
+        return await self.outbox.history(platform, chats, after=after, limit=limit)
+
+    def now(self) -> float:
+        return self.timers.clock.now().timestamp()
+
+    def _audit_soon(self, action: str, actor: str, **data: Any) -> None:
+        self.runtime.services.audit_soon(action, actor, **data)
+
+    async def _choices(self, reply_to: ReplyTo) -> list[str]:
+        """The button handles of the newest notification with buttons in a conversation whose platform shows none
+        (a numbered reply presses one of them)."""
+        connector = self.delivery.connector(reply_to.platform)
+        if connector is None or connector.capabilities.buttons:
+            return []
+        for item in reversed(await self.outbox.history(reply_to.platform, [reply_to.chat], after=0, limit=20)):
+            if item.message.buttons:
+                return [button.handle for button in item.message.buttons]
+        return []
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -227,16 +282,17 @@ class Engine:
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA,
                             keys.SCHEMA, actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA,
-                            confirm.SCHEMA])
+                            confirm.SCHEMA, outbox.SCHEMA, kv.SCHEMA])
         await self._load_recent()
         await self.alerts.load()
         await self.sandbox.start()
-        stream_outlet = StreamOutlet()
-        self.outlets.register(stream_outlet)
-        add_routes(self._app, self, stream_outlet)
-        for integration in self._integrations:
+        stream = StreamConnector()
+        self._unloads.append(self.delivery.register(stream))
+        add_routes(self._app, self, stream)
+        for integration in self.integrations:
             self._unloads.append(await integration.setup(self))
             log.info("integration %s loaded", integration.manifest.name)
+        await self.delivery.start()  # what a stop or crash left unsent goes out first, in order
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port,
@@ -289,6 +345,9 @@ class Engine:
                 task.print_stack(file=where)
                 log.error("background task %s did not stop within %.0f s; leaving it behind. It is at:\n%s",
                           task.get_name(), STOP_GRACE_S, where.getvalue())
+        await self.delivery.close()
+        if self._http is not None:
+            await self._http.close()
         if self._redis is not None:
             await self._redis.close()
         if self._detach_stateful is not None:
@@ -313,7 +372,7 @@ class Engine:
         if config is not self.config:
             adopt_config(self.runtime.services, self.directory, config)
             self.config = config
-        return self.runtime.swap_graph(graph, declared_audiences(teams))
+        return self.runtime.swap_graph(graph, declared_audiences(teams, self.connectors))
 
     async def audit_publish(self, action: str, actor: str, **data: Any) -> None:
         self.bus.publish(await self.audit.append(action, actor, **data))

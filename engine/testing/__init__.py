@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +16,8 @@ import websockets
 from dsl import EventGraph
 from engine.server.app import Engine
 from engine.core.config import Config
+from engine.plugin.api import Integration
+from engine.plugin.discovery import connector_specs
 from engine.reload.rules import compile_paths
 
 
@@ -71,15 +73,18 @@ class ChatClient:
 
 
 @asynccontextmanager
-async def running_engine(config: Config, graph: EventGraph | None = None) -> AsyncIterator[Engine]:
-    """Start an engine (compiling the config's rules folder unless a graph is given); stop it afterwards."""
+async def running_engine(config: Config, graph: EventGraph | None = None, *,
+                         integrations: Sequence[Integration] | None = None) -> AsyncIterator[Engine]:
+    """Start an engine (compiling the config's rules folder unless a graph is given) with the installed
+    integrations or the ones given; stop it afterwards."""
     teams: tuple = ()
     if graph is None:
-        result = compile_paths([config.rules_dir], config)
+        connectors = connector_specs(integrations) if integrations is not None else None
+        result = compile_paths([config.rules_dir], config, connectors)
         if result.graph is None:
             raise AssertionError("rules do not compile:\n" + result.render_all())
         graph, teams = result.graph, result.teams
-    engine = Engine(config, graph, teams=teams)
+    engine = Engine(config, graph, teams=teams, integrations=integrations)
     await engine.start()
     try:
         yield engine

@@ -1,9 +1,9 @@
-"""One chat session's incoming frames, handed to the engine in order and in batches.
+"""One chat session's incoming frames, handed to the engine's intake in order and in batches.
 
 The session's reader parses each frame as it arrives (`parse_frame`) and queues what it asks for; one task per
-session (`Inbox`) takes everything queued so far and hands it on in order. Consecutive messages go to the engine in a
-single `submit`, so they share one journal commit: a client that sends many commands no longer waits a commit per
-command before its next frame is even read, and its acks still come back in the order it sent the frames.
+session (`Inbox`) takes everything queued so far and hands it to the intake (engine.intake: the one path every
+platform shares), which journals consecutive messages in one commit. Acks and refusals come back in the order the
+client sent its frames.
 """
 
 from __future__ import annotations
@@ -11,37 +11,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from engine.intake.commands import CommandTextError, parse_command
-from engine.core.errors import AuthError
-from engine.core.events import Actor, CommandData, Event, MessageData, ReplyTo
-from engine.plugin.discovery import Busy, IntegrationContext
-
-if TYPE_CHECKING:  # the session lives in the package's __init__, which imports this module
-    from integrations.chat import Session
+from engine.plugin import Actor, Incoming, IntegrationContext, Outcome, ReplyTo
+from integrations.chat.connector import PLATFORM, ChatConnector, Session
 
 log = logging.getLogger("herald.chat")
 
-MAX_MESSAGE_CHARS = 4096
 QUEUE_LIMIT = 256  # frames read but not yet handed on; beyond it the reader waits, and TCP pushes back on the client
+MAX_ID_CHARS = 128
 
 
 @dataclass(frozen=True)
-class Message:
-    """A chat message: a command (`/backup now`) or plain text."""
+class Said:
+    """A message or a press, as the client framed it."""
 
-    command: CommandData | None
-    text: str
     client_id: str | None
-
-
-@dataclass(frozen=True)
-class Press:
-    button: str
-    client_id: str | None
+    text: str | None = None
+    button: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,7 +39,7 @@ class Refusal:
     frame: dict[str, object]
 
 
-Item = Message | Press | Refusal
+Item = Said | Refusal
 
 
 def error_frame(code: str, message: str, in_reply_to: object = None) -> dict[str, object]:
@@ -62,32 +50,29 @@ def parse_frame(raw: str) -> Item:
     """What a client frame asks for, or why it cannot be accepted."""
     try:
         frame = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return Refusal(error_frame("bad_request", "frame is not valid JSON"))
     if not isinstance(frame, dict):
         return Refusal(error_frame("bad_request", "frame must be a JSON object"))
     client_id = frame.get("id")
-    if client_id is not None and not (isinstance(client_id, str) and len(client_id) <= 128):
-        return Refusal(error_frame("bad_request", "id must be a string of at most 128 characters"))
+    if client_id is not None and not (isinstance(client_id, str) and len(client_id) <= MAX_ID_CHARS):
+        return Refusal(error_frame("bad_request", f"id must be a string of at most {MAX_ID_CHARS} characters"))
     kind = frame.get("type")
     if kind == "message" and isinstance(frame.get("text"), str):
-        try:
-            command = parse_command(frame["text"])
-        except CommandTextError as exc:
-            return Refusal(error_frame("bad_request", str(exc), client_id))
-        return Message(command, frame["text"][:MAX_MESSAGE_CHARS], client_id)
+        return Said(client_id, text=frame["text"])
     if kind == "press" and isinstance(frame.get("button"), str):
-        return Press(frame["button"], client_id)
+        return Said(client_id, button=frame["button"])
     return Refusal(error_frame("bad_request", 'expected a "message" frame with "text" or a "press" frame with '
                                               '"button"', client_id))
 
 
 class Inbox:
-    """The queue between a session's reader and the engine, with the one task that empties it in order."""
+    """The queue between a session's reader and the intake, with the one task that empties it in order."""
 
-    def __init__(self, session: Session, ctx: IntegrationContext) -> None:
+    def __init__(self, session: Session, ctx: IntegrationContext, connector: ChatConnector) -> None:
         self._session = session
         self._ctx = ctx
+        self._connector = connector
         self._queue: asyncio.Queue[Item | None] = asyncio.Queue(QUEUE_LIMIT)
         self._task = asyncio.ensure_future(self._run())
 
@@ -116,52 +101,31 @@ class Inbox:
                 return
 
     async def _hand_on(self, items: Sequence[Item]) -> None:
-        messages: list[Message] = []
+        said: list[Said] = []
         for item in items:
-            if isinstance(item, Message):
-                messages.append(item)
+            if isinstance(item, Said):
+                said.append(item)
                 continue
-            await self._submit(messages)
-            messages = []
-            if isinstance(item, Press):
-                await self._press(item)
-            else:
-                await self._session.send(item.frame)
-        await self._submit(messages)
+            await self._take(said)
+            said = []
+            await self._session.send_json(item.frame)
+        await self._take(said)
 
-    async def _actor(self) -> Actor:
-        session = self._session
-        session.principal = await self._ctx.directory.resolve("chat", session.account)  # links change; ask each time
-        return Actor(platform="chat", account=session.account, principal=session.principal)
-
-    def _reply_to(self, client_id: str | None) -> ReplyTo:
-        return ReplyTo(platform="chat", chat=self._session.id, message_id=client_id)
-
-    async def _submit(self, messages: Sequence[Message]) -> None:
-        if not messages:
+    async def _take(self, said: Sequence[Said]) -> None:
+        if not said:
             return
-        session, actor = self._session, await self._actor()
-        events = [Event(source="chat", actor=actor, reply_to=self._reply_to(m.client_id),
-                        data=m.command or MessageData(text=m.text, user=session.principal, chat=session.id))
-                  for m in messages]
-        try:
-            await self._ctx.submit(events, acknowledge=self._acknowledge(messages))
-        except Busy:
-            for m in messages:
-                await session.send(error_frame("busy", "Herald is busy; try again in a moment", m.client_id))
+        session = self._session
+        await self._connector.refresh(session)  # links change; ask each time
+        actor = Actor(platform=PLATFORM, account=session.account, principal=session.principal)
+        incoming = [Incoming(actor, ReplyTo(platform=PLATFORM, chat=session.conversation, message_id=s.client_id),
+                             text=s.text, button=s.button) for s in said]
+        await self._ctx.intake.take(incoming, accepted=self._accepted, refused=self._refused)
 
-    async def _press(self, press: Press) -> None:
-        try:
-            await self._ctx.press(press.button, await self._actor(), self._reply_to(press.client_id),
-                                  acknowledge=self._acknowledge([press]))
-        except AuthError as exc:
-            await self._session.send(error_frame("button_refused", f"button refused: {exc}", press.client_id))
-        except Busy:
-            await self._session.send(error_frame("busy", "Herald is busy; try again in a moment", press.client_id))
+    async def _accepted(self, outcome: Outcome) -> None:  # durable by now: the journal committed it
+        assert outcome.event is not None
+        await self._session.send_json({"type": "ack", "id": outcome.item.reply_to.message_id,
+                                       "event": outcome.event.id})
 
-    def _acknowledge(self, items: Sequence[Message | Press]) -> Callable[[Sequence[Event]], Awaitable[None]]:
-        async def acknowledge(events: Sequence[Event]) -> None:  # durable by now: the journal committed them
-            for item, event in zip(items, events, strict=True):
-                await self._session.send({"type": "ack", "id": item.client_id, "event": event.id})
-
-        return acknowledge
+    async def _refused(self, outcome: Outcome) -> None:
+        await self._session.send_json(error_frame(outcome.code or "bad_request", outcome.text,
+                                                  outcome.item.reply_to.message_id))

@@ -14,8 +14,7 @@ import logging
 from aiohttp import web
 from pydantic import ValidationError
 
-from engine.core.errors import ConfigError
-from engine.plugin.discovery import Busy, IntegrationContext, Manifest, Unload
+from engine.plugin import Busy, IntegrationContext, Manifest, Unload
 from integrations.webhook.alertmanager import AmPayload, to_events
 from integrations.webhook.auth import Authenticator, Refused, WebhookConfig
 
@@ -35,13 +34,11 @@ def _describe(exc: ValidationError) -> str:
 
 class WebhookIntegration:
     manifest = Manifest(name="webhook", description="Alerts from Prometheus Alertmanager by webhook",
-                        provides=("trigger:alert",))
+                        provides=("trigger:alert",), config_model=WebhookConfig)
 
     async def setup(self, ctx: IntegrationContext) -> Unload:
-        try:
-            config = WebhookConfig.model_validate(ctx.config.integrations.get("webhook", {}))
-        except ValidationError as exc:
-            raise ConfigError(f"integrations.webhook: {_describe(exc)}") from None
+        config = ctx.integration_config("webhook")
+        assert isinstance(config, WebhookConfig)  # validated when the config loaded
         authenticator = Authenticator(config.alertmanager, allow_loopback=config.allow_unauthenticated_loopback)
 
         async def alertmanager(request: web.Request) -> web.Response:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.core.events import AlertData, Event, utcnow
+from engine.plugin import AlertData, Event, utcnow
 
 # Alertmanager marks "not ended" with Go's zero time.
 _GO_ZERO_YEAR = 1

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from engine.plugin import HeraldError
+
 TIMESTAMP_HEADER = "X-Herald-Timestamp"
 SIGNATURE_HEADER = "X-Herald-Signature"
 MAX_REMEMBERED_SIGNATURES = 100_000
@@ -38,7 +40,7 @@ class WebhookConfig(BaseModel):
     allow_unauthenticated_loopback: bool = True
 
 
-class Refused(Exception):
+class Refused(HeraldError):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status

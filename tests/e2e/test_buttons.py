@@ -1,4 +1,5 @@
-"""Buttons are signed: a forged, altered, expired or replayed press is refused (and audited) over real chat."""
+"""Buttons reach platforms as short handles bound on the server to a signed binding: an unknown handle, an altered
+binding, an expired or replayed press is refused (and audited) over real chat."""
 
 from __future__ import annotations
 
@@ -14,10 +15,22 @@ from engine.testing import ChatClient
 from tests.support import ALICE_TOKEN, chat_url
 
 
+HANDLE = "handle-1"
+
+
 async def _button(engine: Engine, **overrides: object) -> str:
+    """A button as make_buttons stores it: the signed binding on the server, the handle to the platform."""
     payload = {"r": "rules/ops.rules:4", "e": "01EVENT", "a": "ack", "g": None, "f": "abc123",
-               "x": int(time.time()) + 60, "n": "nonce1"} | overrides
-    return await engine.db.call(keys.sign_value, payload)
+               "x": int(time.time()) + 60, "n": HANDLE} | overrides
+    binding = await engine.db.call(keys.sign_value, payload)
+    await _store(engine, binding)
+    return binding
+
+
+async def _store(engine: Engine, binding: str) -> None:
+    await engine.db.write(lambda c: c.execute(
+        "INSERT OR REPLACE INTO button_handles (handle, binding, expires) VALUES (?, ?, ?)",
+        (HANDLE, binding, int(time.time()) + 60)))
 
 
 def _tamper(button_id: str, **changes: object) -> str:
@@ -34,11 +47,13 @@ async def _press(engine: Engine, button_id: str) -> dict:
 
 
 async def test_a_genuine_button_works_once_and_a_replay_is_refused(engine: Engine) -> None:
-    button = await _button(engine)
-    first = await _press(engine, button)
-    assert first["type"] == "ack"
-    again = await _press(engine, button)
-    assert again["type"] == "error" and again["message"] == "button refused: this button was already pressed"
+    await _button(engine)
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        first = await alice.press(HANDLE)
+        assert (await alice.wait_for(lambda f: f.get("id") == first))["type"] == "ack"
+        again = await alice.press(HANDLE)
+        refused = await alice.wait_for(lambda f: f.get("in_reply_to") == again)
+    assert refused["type"] == "error" and refused["message"] == "button refused: this button was already pressed"
 
 
 @pytest.mark.parametrize(("make", "reason"), [
@@ -47,8 +62,10 @@ async def test_a_genuine_button_works_once_and_a_replay_is_refused(engine: Engin
     (lambda b: b.rsplit(".", 1)[0] + ".AAAA", "signature does not match"),      # forged MAC
     (lambda b: "unknownkid." + b.split(".", 1)[1], "unknown key"),               # another key
 ])
-async def test_forged_or_altered_buttons_are_refused_and_audited(engine: Engine, make, reason: str) -> None:  # type: ignore[no-untyped-def]
-    answer = await _press(engine, make(await _button(engine)))
+async def test_altered_bindings_are_refused_and_audited(engine: Engine, make, reason: str) -> None:  # type: ignore[no-untyped-def]
+    """Whoever could change the handle table still cannot change what a button does: the binding is signed."""
+    await _store(engine, make(await _button(engine)))
+    answer = await _press(engine, HANDLE)
     assert answer["type"] == "error" and reason in answer["message"]
     refused = await engine.db.call(
         lambda c: c.execute("SELECT actor, data FROM audit_log WHERE action = 'button.refused'").fetchall())
@@ -56,5 +73,6 @@ async def test_forged_or_altered_buttons_are_refused_and_audited(engine: Engine,
 
 
 async def test_an_expired_button_is_refused(engine: Engine) -> None:
-    answer = await _press(engine, await _button(engine, x=int(time.time()) - 1))
+    await _button(engine, x=int(time.time()) - 1)
+    answer = await _press(engine, HANDLE)
     assert answer["type"] == "error" and answer["message"] == "button refused: this button has expired"

@@ -45,8 +45,8 @@ async def test_dedupe_drops_repeats_inside_the_window_only(config: Config) -> No
         await settle(engine)
         await drain(alice)
         assert [n["text"] for n in notes(alice, "dd")] == ["dd DiskFull", "dd Other", "dd DiskFull"]
-        states = [s for s, _ in await runs(engine, "dd")]
-        assert states == ["REPORT_RESULT", "SKIPPED", "REPORT_RESULT", "SKIPPED", "REPORT_RESULT"]
+        states = [s for s, _ in await runs(engine, "dd")]  # alerts of different fingerprints run side by side
+        assert sorted(states) == ["REPORT_RESULT"] * 3 + ["SKIPPED"] * 2
 
 
 async def test_dedupe_state_survives_a_restart(config: Config) -> None:

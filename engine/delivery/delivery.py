@@ -1,0 +1,255 @@
+"""Everything that goes out to people: the runtime says what and to whom, this decides where and delivers it.
+
+`notify` resolves an audience (a team's members and targets, or one person) into conversations on the platforms
+that have a connector, journals one outbox row per conversation, and reports who could not be reached; `reply`
+answers the conversation an event came from (progress of a run becomes edits of one message). Rows are handed to the
+platform's sender once durable (engine.delivery.sender). The outcome of every notification is visible: an audit
+entry when it was sent or failed, a warning (log, audit, /metrics) when it reached nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.core.events import ReplyTo
+from engine.core.ids import new_id
+from engine.delivery.connector import Connector
+from engine.delivery.message import Conversation, Message
+from engine.delivery.outbox import Outbox, Outgoing
+from engine.delivery.outlets import Audience, Notification, OutMessage, Progress, Result, Text
+from engine.delivery.render import to_message
+from engine.delivery.sender import Delivered, PlatformSender
+
+log = logging.getLogger("herald.delivery")
+
+HERALD_CHAT = "chat"  # Herald's own chat reaches a person as the conversation "@name" (all their sessions)
+PROGRESS_RUNS_KEPT = 10_000
+
+Audit = Callable[..., None]  # (action, actor, **data): an audit entry that rides with the next commit
+Accounts = Callable[[str], Awaitable[list[tuple[str, str]]]]  # principal -> (platform, account) it can be reached at
+
+
+def person_chat(principal: str) -> str:
+    return f"@{principal}"
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Where a notification went: conversations queued, and addresses no connector can deliver to."""
+
+    queued: tuple[Conversation, ...]
+    unreachable: tuple[str, ...]
+
+    def __str__(self) -> str:
+        where = ", ".join(sorted({c.platform for c in self.queued}))
+        text = f"{len(self.queued)} conversation{'s' if len(self.queued) != 1 else ''}" + (f" on {where}" if where
+                                                                                           else "")
+        return text + (f"; unreachable: {', '.join(self.unreachable)}" if self.unreachable else "")
+
+
+class Delivery:
+    def __init__(self, outbox: Outbox, *, accounts: Accounts, audit: Audit) -> None:
+        self.outbox = outbox
+        self._accounts = accounts
+        self._audit = audit
+        self._senders: dict[str, PlatformSender] = {}
+        self._progress_runs: OrderedDict[str, None] = OrderedDict()
+        self._started = False
+        self.counts: Counter[tuple[str, str]] = Counter()  # (platform, outcome) -> messages, for /metrics
+        self.unreached = 0  # notifications that reached nobody
+
+    # -- connectors --------------------------------------------------------------------------------------------
+
+    def register(self, connector: Connector) -> Callable[[], Awaitable[None]]:
+        """Deliver through `connector` from now on; returns the coroutine function that detaches it."""
+        platform = connector.platform
+        if platform in self._senders:
+            raise ValueError(f"a connector for platform {platform!r} is already registered")
+        sender = self._senders[platform] = PlatformSender(connector, self.outbox, on_done=self._delivered)
+        if self._started:  # a connector loaded after start (a reload): resume what waits for it
+            asyncio.ensure_future(self._resume(platform))
+
+        async def detach() -> None:
+            if self._senders.get(platform) is sender:
+                del self._senders[platform]
+            await sender.close()
+
+        return detach
+
+    def connector(self, platform: str) -> Connector | None:
+        sender = self._senders.get(platform)
+        return sender.connector if sender else None
+
+    @property
+    def platforms(self) -> frozenset[str]:
+        return frozenset(self._senders)
+
+    def waiting(self) -> dict[str, int]:
+        return {platform: sender.waiting for platform, sender in self._senders.items()}
+
+    async def start(self) -> None:
+        """Send what a stop or crash left unconfirmed, in outbox order (call once the connectors are registered)."""
+        self._started = True
+        await self._resume(None)
+
+    async def close(self) -> None:
+        for sender in list(self._senders.values()):
+            await sender.close()
+
+    async def _resume(self, platform: str | None) -> None:
+        pending = await self.outbox.pending()
+        by_platform: dict[str, list[Outgoing]] = {}
+        for item in pending:
+            if platform is None or item.to.platform == platform:
+                by_platform.setdefault(item.to.platform, []).append(item)
+        for name, items in by_platform.items():
+            sender = self._senders.get(name)
+            if sender is None:
+                log.warning("%d messages wait for platform %s, which has no connector loaded", len(items), name)
+            else:
+                log.info("resuming %d unconfirmed messages to %s", len(items), name)
+                sender.offer(items)
+
+    # -- what the runtime calls ----------------------------------------------------------------------------------
+
+    async def notify(self, audience: Audience, message: Notification | OutMessage, *, key: str | None = None) -> Reach:
+        """Queue `message` for every conversation of `audience`; durable when this returns."""
+        base = key or new_id()
+        conversations, unreachable = await self._resolve(audience)
+        body = to_message(message)
+        items = [Outgoing(key=f"{base}/{c.address}", to=c, message=body) for c in conversations]
+        await self._put(items, wait=True)
+        reach = Reach(tuple(conversations), tuple(unreachable))
+        if isinstance(message, Notification) and not conversations:
+            self.unreached += 1
+            log.warning("notification of %s to %s reached nobody (%s)", message.rule, audience.team,
+                        ", ".join(unreachable) or "the team has no members or targets")
+            self._audit("notification.unreachable", "system", rule=message.rule, event=message.event_id,
+                        team=audience.team, unreachable=list(unreachable))
+        return reach
+
+    async def reply(self, to: ReplyTo | None, message: OutMessage, *, key: str | None = None) -> bool:
+        """Answer the conversation `to`; False when no connector can deliver there."""
+        if to is None:
+            return False
+        if to.platform not in self._senders:
+            log.warning("no connector for platform %s; reply dropped", to.platform)
+            return False
+        conversation = Conversation(platform=to.platform, chat=to.chat, thread=to.thread)
+        body = to_message(message, in_reply_to=to.message_id)
+        if isinstance(message, Progress):
+            # One message per run, edited as it moves on; each state has a key of its own, so a replay repeats none.
+            target = f"progress/{message.run_id}"
+            state_key = f"{target}/{message.state}/{_digest(message.detail)}"
+            first = message.run_id not in self._progress_runs
+            self._progress_runs[message.run_id] = None
+            if len(self._progress_runs) > PROGRESS_RUNS_KEPT:
+                self._progress_runs.popitem(last=False)
+            item = Outgoing(key=target if first else state_key, to=conversation, message=body,
+                            op="send" if first else "edit", target=None if first else target)
+        else:
+            item = Outgoing(key=key or _reply_key(to, message, body), to=conversation, message=body)
+        await self._put([item], wait=False)  # a run does not wait for its progress to be durable; the sender does
+        return True
+
+    async def amend(self, event_id: str, *, note: str, drop: frozenset[str], key: str) -> int:
+        """Edit every notification sent about `event_id` (an alert acknowledged, muted...): add `note` to its text
+        and take away the buttons whose action is in `drop`. Returns how many messages will be edited."""
+        edits = []
+        for sent in await self.outbox.notifications_of(event_id):
+            message = sent.message
+            body = message.model_copy(update={"text": f"{message.text}\n{note}",
+                                              "buttons": tuple(b for b in message.buttons if b.action not in drop)})
+            edits.append(Outgoing(key=f"{sent.key}/{key}", to=sent.to, message=body, op="edit", target=sent.key))
+        await self._put(edits, wait=True)
+        return len(edits)
+
+    async def _put(self, items: Sequence[Outgoing], *, wait: bool) -> None:
+        """Journal `items`; each goes to its platform's sender once durable (commits complete in order, so rows
+        reach the senders in outbox order). `wait`: return only once durable."""
+        if not items:
+            return
+        stored = self.outbox.put(items)
+        stored.add_done_callback(self._offer)
+        if wait:
+            await stored
+
+    def _offer(self, stored: asyncio.Future[list[Outgoing]]) -> None:
+        if stored.cancelled() or stored.exception() is not None:
+            log.error("journaling outgoing messages failed: %s", None if stored.cancelled() else stored.exception())
+            return
+        by_platform: dict[str, list[Outgoing]] = {}
+        for item in stored.result():
+            by_platform.setdefault(item.to.platform, []).append(item)
+        for platform, rows in by_platform.items():
+            sender = self._senders.get(platform)
+            if sender is not None:
+                sender.offer(rows)
+
+    async def _resolve(self, audience: Audience) -> tuple[list[Conversation], list[str]]:
+        conversations: dict[str, Conversation] = {}
+        unreachable: list[str] = []
+
+        def add(conversation: Conversation) -> None:
+            sender = self._senders.get(conversation.platform)
+            if sender is not None and sender.connector.capabilities.notifications:
+                conversations.setdefault(conversation.address, conversation)
+            else:
+                unreachable.append(conversation.address)
+
+        for target in audience.targets:
+            add(target)
+        for principal in audience.members:
+            found = False
+            if HERALD_CHAT in self._senders:
+                add(Conversation(platform=HERALD_CHAT, chat=person_chat(principal)))
+                found = True
+            for platform, account in await self._accounts(principal):
+                sender = self._senders.get(platform)
+                if platform != HERALD_CHAT and sender is not None and sender.connector.capabilities.notifications:
+                    add(Conversation(platform=platform, chat=account))
+                    found = True
+            if not found:
+                unreachable.append(f"@{principal}")
+        return list(conversations.values()), sorted(set(unreachable))
+
+    async def _delivered(self, done: Delivered) -> None:
+        item = done.item
+        self.counts[(item.to.platform, done.outcome)] += 1
+        if item.message.kind != "notification":
+            if done.outcome == "failed":
+                self._audit("reply.failed", "system", platform=item.to.platform, chat=item.to.chat,
+                            error=done.error)
+            return
+        data: dict[str, Any] = {"platform": item.to.platform, "chat": item.to.chat,
+                                "event": item.message.meta.get("event"), "rule": item.message.meta.get("rule")}
+        if done.outcome == "failed":
+            self._audit("notification.failed", "system", **data, error=done.error)
+        elif done.outcome == "sent" and done.ref is not None and done.ref.recipients == 0:
+            self.unreached += 1
+            log.warning("notification %s to %s reached no connected session; it waits for a reconnect", item.key,
+                        item.to.address)
+            self._audit("notification.unheard", "system", **data,
+                        reason="nobody connected; delivered when a client reconnects")
+        elif done.outcome == "sent":
+            self._audit("notification.sent", "system", **data, recipients=done.ref.recipients if done.ref else None)
+
+
+def _reply_key(to: ReplyTo, message: OutMessage, body: Message) -> str:
+    """A key that makes a replayed answer the same row (so it is not sent twice), where the answer is determined by
+    what it answers; task output is not replayed, so each batch of lines is a row of its own."""
+    if isinstance(message, Result):
+        return f"result/{message.run_id}"
+    if isinstance(message, Text) and to.message_id:
+        return f"reply/{to.platform}/{to.chat}/{to.message_id}/{_digest(body.text)}"
+    return new_id()
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -1,0 +1,164 @@
+"""The durable outbox: every notification, reply and edit is journaled with an idempotency key before it is sent.
+
+A row is written in the same group commit as the rest of the work that produced it and handed to the platform's
+sender only once that commit is durable; the sender marks it sent (with the platform's message reference, so it can
+be edited later) or failed. After a crash, rows still `pending` are sent again at start: what was confirmed is never
+sent twice, and the one message a conversation had in flight at the moment of the crash is sent again with the same
+key (platforms that deduplicate by key, such as Matrix transaction ids and Discord nonces, drop the repeat).
+
+`OutboxStore` is the whole contract with storage. This one is SQLite; a Redis one for engines sharing the work would
+keep one stream per platform read by a consumer group (XADD on put, XREADGROUP to claim, XACK on done, XAUTOCLAIM to
+take over what a dead engine claimed), `SET key NX` for the idempotency keys and a hash for message references.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from engine.core.store import Database
+from engine.delivery.message import Conversation, Message, MessageRef
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    platform TEXT NOT NULL,
+    chat TEXT NOT NULL,
+    thread TEXT,
+    op TEXT NOT NULL,
+    target TEXT,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    ref TEXT,
+    error TEXT,
+    created REAL NOT NULL,
+    done REAL,
+    event TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_event ON outbox(event) WHERE event IS NOT NULL;
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(platform, seq) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_chat ON outbox(platform, chat, seq);
+"""
+
+Op = Literal["send", "edit"]
+Status = Literal["pending", "sent", "failed", "superseded"]
+KEEP_DONE_S = 7 * 24 * 3600  # sent rows are kept this long: their references let alerts edit their messages
+
+
+@dataclass
+class Outgoing:
+    """One outbox row: a message on its way to a conversation (`op` send), or a new content for one (`op` edit,
+    `target` the key of the message it replaces)."""
+
+    key: str
+    to: Conversation
+    message: Message
+    op: Op = "send"
+    target: str | None = None
+    seq: int = 0  # the outbox's order number, set when the row is stored
+    attempts: int = 0
+
+
+class OutboxStore(Protocol):
+    def put(self, items: Sequence[Outgoing]) -> asyncio.Future[list[Outgoing]]:
+        """Store new rows (a key already stored is skipped); resolves, with the rows that are new, once durable."""
+        ...
+
+    async def pending(self) -> list[Outgoing]: ...
+
+    async def finish(self, item: Outgoing, status: Status, *, ref: MessageRef | None = None,
+                     error: str = "") -> None: ...
+
+    async def ref_of(self, key: str) -> MessageRef | None: ...
+
+    async def history(self, platform: str, chats: Iterable[str], *, after: int, limit: int) -> list[Outgoing]: ...
+
+
+class Outbox:
+    """The SQLite `OutboxStore`, in the engine's database (its writes share the engine's group commits)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def put(self, items: Sequence[Outgoing]) -> asyncio.Future[list[Outgoing]]:
+        rows = list(items)
+        now = time.time()
+
+        def _insert(conn: sqlite3.Connection) -> list[Outgoing]:
+            new = []
+            for item in rows:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO outbox (key, platform, chat, thread, op, target, body, created, event) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (item.key, item.to.platform, item.to.chat, item.to.thread, item.op, item.target,
+                     item.message.model_dump_json(exclude_defaults=True), now,
+                     item.message.meta.get("event") if item.op == "send" and item.message.kind == "notification"
+                     else None))
+                if cursor.rowcount == 1:
+                    item.seq = int(cursor.lastrowid or 0)
+                    new.append(item)
+            return new
+
+        return self._db.write_nowait(_insert)
+
+    async def pending(self) -> list[Outgoing]:
+        rows = await self._db.call(lambda conn: conn.execute(
+            "SELECT * FROM outbox WHERE status = 'pending' ORDER BY seq").fetchall())
+        return [_outgoing(row) for row in rows]
+
+    async def finish(self, item: Outgoing, status: Status, *, ref: MessageRef | None = None,
+                     error: str = "") -> None:
+        """Record how a row ended; durable before it returns, so a restart never sends a confirmed row again."""
+        row = (status, ref.model_dump_json() if ref else None, error[:500] or None, item.attempts, time.time(),
+               item.seq)
+        await self._db.write(lambda conn: conn.execute(
+            "UPDATE outbox SET status = ?, ref = ?, error = ?, attempts = ?, done = ? WHERE seq = ?", row))
+
+    async def ref_of(self, key: str) -> MessageRef | None:
+        row = await self._db.call(lambda conn: conn.execute(
+            "SELECT ref FROM outbox WHERE key = ?", (key,)).fetchone())
+        return MessageRef.model_validate_json(row["ref"]) if row and row["ref"] else None
+
+    async def history(self, platform: str, chats: Iterable[str], *, after: int, limit: int) -> list[Outgoing]:
+        """What was sent or is on its way to these chats after `after` (a catch-up), oldest first, newest `limit`."""
+        wanted = sorted(set(chats))
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        rows = await self._db.call(lambda conn: conn.execute(
+            f"SELECT * FROM (SELECT * FROM outbox WHERE platform = ? AND chat IN ({marks}) AND seq > ? "
+            "AND status IN ('pending', 'sent') ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+            (platform, *wanted, after, limit)).fetchall())
+        return [_outgoing(row) for row in rows]
+
+    async def notifications_of(self, event_id: str) -> list[Outgoing]:
+        """The notifications sent (or on their way) about an event, one per conversation."""
+        rows = await self._db.call(lambda conn: conn.execute(
+            "SELECT * FROM outbox WHERE event = ? AND status IN ('pending', 'sent') ORDER BY seq",
+            (event_id,)).fetchall())
+        return [_outgoing(row) for row in rows]
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        """Rows by (platform, status), for /metrics."""
+        rows = await self._db.call(lambda conn: conn.execute(
+            "SELECT platform, status, count(*) AS n FROM outbox GROUP BY platform, status").fetchall())
+        return {(row["platform"], row["status"]): int(row["n"]) for row in rows}
+
+    def prune(self, now: float | None = None) -> None:
+        """Forget finished rows older than `KEEP_DONE_S` (nothing pending is ever pruned)."""
+        cutoff = (now or time.time()) - KEEP_DONE_S
+        self._db.write_soon(lambda conn: conn.execute(
+            "DELETE FROM outbox WHERE status != 'pending' AND done < ?", (cutoff,)))
+
+
+def _outgoing(row: sqlite3.Row) -> Outgoing:
+    return Outgoing(key=row["key"], to=Conversation(platform=row["platform"], chat=row["chat"], thread=row["thread"]),
+                    message=Message.model_validate(json.loads(row["body"])), op=row["op"], target=row["target"],
+                    seq=int(row["seq"]), attempts=int(row["attempts"]))

@@ -1,0 +1,53 @@
+"""Turning what the runtime says into the neutral `Message`, and fitting a message to what a platform can show.
+
+Written once for every platform: a connector only ever sees a message that already fits its `Capabilities`
+(numbered replies in place of buttons, text cut to the platform's length with a note saying so).
+"""
+
+from __future__ import annotations
+
+from engine.delivery.message import Button, Capabilities, Message
+from engine.delivery.outlets import Notification, OutMessage, Output, Progress, Result, Text
+
+TRUNCATED = "\n[… {n} more characters not shown]"
+CHOICES_META = "choices"  # a message's numbered choices (button handles), where buttons became text
+
+
+def to_message(message: Notification | OutMessage, in_reply_to: str | None = None) -> Message:
+    if isinstance(message, Notification):
+        return Message(kind="notification", text=message.text, severity=message.severity,
+                       buttons=tuple(Button(handle=b.id, label=b.label, action=b.action, arg=b.arg)
+                                     for b in message.buttons),
+                       meta={"event": message.event_id, "rule": message.rule})
+    if isinstance(message, Progress):
+        text = f"{message.rule}: {message.state}" + (f" - {message.detail}" if message.detail else "")
+        return Message(kind="progress", text=text, in_reply_to=in_reply_to,
+                       meta={"run": message.run_id, "rule": message.rule, "state": message.state,
+                             "detail": message.detail})
+    if isinstance(message, Output):
+        return Message(kind="output", text=message.text, in_reply_to=in_reply_to,
+                       meta={"run": message.run_id, "rule": message.rule, "task": message.task_id,
+                             "lines": list(message.lines)})
+    if isinstance(message, Result):
+        text = message.text + (f"\n{message.output.rstrip()}" if message.output.strip() else "")
+        return Message(kind="result", text=text, in_reply_to=in_reply_to,
+                       meta={"run": message.run_id, "rule": message.rule, "ok": message.ok, "text": message.text,
+                             "task": message.task_id, "exit_code": message.exit_code, "output": message.output})
+    assert isinstance(message, Text)
+    return Message(kind="reply", text=message.text, in_reply_to=in_reply_to)
+
+
+def fit(message: Message, capabilities: Capabilities) -> Message:
+    """The message as this platform can show it."""
+    text, changes = message.text, {}
+    if message.buttons and not capabilities.buttons:
+        choices = " · ".join(f"{n} {b.label}" for n, b in enumerate(message.buttons, start=1))
+        text += f"\n\nReply with a number: {choices}"
+        changes["buttons"] = ()
+        changes["meta"] = {**message.meta, CHOICES_META: [b.handle for b in message.buttons]}
+    if len(text) > capabilities.max_text:
+        keep = capabilities.max_text - len(TRUNCATED.format(n=len(text)))
+        text = text[:keep] + TRUNCATED.format(n=len(text) - keep)
+    if text != message.text:
+        changes["text"] = text
+    return message.model_copy(update=changes) if changes else message

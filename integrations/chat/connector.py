@@ -1,0 +1,230 @@
+"""Herald's own chat as a connector: which sessions a conversation reaches, frames, and catch-up on reconnect.
+
+Conversations, never sessions: a person's direct conversation is `@name` (every session of every account acting for
+them), a room is `#name` (every linked session that joined it), and an account not linked to anyone is its own
+conversation (so `/link` can be answered). A message reaches the sessions connected at the time; every frame carries
+the outbox's `seq`, and a client that reconnects gets what it missed since the last `seq` it saw (sent as `since`
+in its auth frame, else the last one the server wrote to that account before it disconnected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from engine.plugin import (
+    AddressError,
+    Capabilities,
+    Conversation,
+    Directory,
+    IntegrationContext,
+    KeyValue,
+    Message,
+    MessageRef,
+)
+
+log = logging.getLogger("herald.chat")
+
+PLATFORM = "chat"
+ROOM = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+CAPABILITIES = Capabilities(buttons=True, edits=True, threads=False, formatting="plain", max_text=16_384,
+                            edit_interval_s=0)  # our own socket: every state of a run is shown, not coalesced
+CATCH_UP_LIMIT = 500
+SHOWN_KEPT = 256
+SLOW_CLIENT_BYTES = 1 << 20  # a session whose unsent frames pass this is dropped; it catches up on reconnect
+
+
+def parse_address(text: str) -> str:
+    """A room: `ops` or `#ops` (a-z, 0-9, _ and -); canonical `#ops`."""
+    name = text.removeprefix("#")
+    if not ROOM.fullmatch(name):
+        raise AddressError("a Herald chat room is a name like 'ops' (a-z, 0-9, _ and -, at most 64 characters)")
+    return f"#{name}"
+
+
+@dataclass(eq=False)
+class Session:
+    id: str
+    account: str  # "config:<principal>" for a configured token, else a device account (see engine.security.identity)
+    principal: str | None  # who the account acts for when last checked; refreshed on every frame and every send
+    rooms: frozenset[str]
+    ws: web.WebSocketResponse = field(repr=False)
+    transport: asyncio.WriteTransport | None = field(default=None, repr=False)  # to see how much is unsent
+    last_seq: int = 0  # the newest outbox seq written to this session
+    # Notifications already shown: a session in both a team's room and its member's own conversation gets one copy.
+    shown: OrderedDict[str, None] = field(default_factory=OrderedDict, repr=False)
+
+    def first_sight(self, note: str) -> bool:
+        if note in self.shown:
+            return False
+        self.shown[note] = None
+        if len(self.shown) > SHOWN_KEPT:
+            self.shown.popitem(last=False)
+        return True
+    backlog: list[tuple[int, str]] | None = None  # frames held while the session is being caught up
+
+    @property
+    def conversation(self) -> str:
+        """Where answers to this session's messages go: its person, else its own account."""
+        return f"@{self.principal}" if self.principal else self.account
+
+    def conversations(self) -> set[str]:
+        chats = {self.account}
+        if self.principal is not None:  # rooms are open to linked people only
+            chats.add(f"@{self.principal}")
+            chats.update(f"#{room}" for room in self.rooms)
+        return chats
+
+    async def send_json(self, frame: dict[str, Any]) -> bool:
+        return await self.send_text(0, json.dumps(frame))
+
+    async def send_text(self, seq: int, text: str) -> bool:
+        if self.backlog is not None and seq:
+            self.backlog.append((seq, text))
+            return True
+        ws = self.ws
+        if ws.closed:
+            return False
+        if self.transport is not None and self.transport.get_write_buffer_size() > SLOW_CLIENT_BYTES:
+            log.warning("chat session %s reads too slowly; dropping it (it catches up when it reconnects)", self.id)
+            await ws.close(code=1013, message=b"too slow: reconnect to catch up")
+            return False
+        try:
+            await ws.send_str(text)
+        except (ConnectionError, RuntimeError):
+            return False
+        self.last_seq = max(self.last_seq, seq)
+        return True
+
+
+class ChatConnector:
+    platform = PLATFORM
+    capabilities = CAPABILITIES
+
+    def __init__(self, ctx: IntegrationContext) -> None:
+        self._directory: Directory = ctx.directory
+        self._ctx = ctx
+        self._cursors: KeyValue = ctx.store("chat")
+        self.sessions: dict[str, Session] = {}
+        self._by_chat: dict[str, set[Session]] = {}
+
+    def parse_address(self, text: str) -> str:
+        return parse_address(text)
+
+    # -- sessions ------------------------------------------------------------------------------------------------
+
+    async def attach(self, session: Session, since: int | None) -> int:
+        """Register a new session and catch it up; returns how many frames it was sent from before it connected."""
+        if since is None:
+            stored = await self._cursors.get(f"cursor/{session.account}")
+            since = int(stored) if stored else None
+        session.backlog = []  # frames sent while the catch-up is read are held, then given in order
+        self.sessions[session.id] = session
+        self._index(session)
+        missed = []
+        if since is not None:
+            missed = await self._ctx.history(PLATFORM, session.conversations(), after=since, limit=CATCH_UP_LIMIT)
+        backlog, session.backlog = session.backlog, None
+        sent = 0
+        for item in missed:
+            note = note_of(item.message)
+            if note is None or session.first_sight(note):
+                sent += await session.send_text(item.seq, render(item.message, item.seq, replay=True))
+        newest = missed[-1].seq if missed else 0
+        for seq, text in backlog:
+            if seq > newest:
+                await session.send_text(seq, text)
+        return sent
+
+    async def detach(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+        for chat in list(self._by_chat):
+            self._by_chat[chat].discard(session)
+            if not self._by_chat[chat]:
+                del self._by_chat[chat]
+        if session.last_seq:
+            await self._cursors.put(f"cursor/{session.account}", str(session.last_seq))
+
+    async def refresh(self, session: Session) -> str | None:
+        """Ask again whom the session's account acts for (links change), and re-index it if that changed."""
+        principal = await self._directory.resolve(PLATFORM, session.account)
+        if principal != session.principal:
+            for sessions in self._by_chat.values():
+                sessions.discard(session)
+            session.principal = principal
+            self._index(session)
+        return principal
+
+    def _index(self, session: Session) -> None:
+        for chat in session.conversations():
+            self._by_chat.setdefault(chat, set()).add(session)
+
+    async def close_all(self) -> None:
+        for session in list(self.sessions.values()):
+            await session.ws.close(code=1001, message=b"Herald is stopping")
+
+    # -- the connector interface -----------------------------------------------------------------------------------
+
+    async def send(self, to: Conversation, message: Message, *, key: str, seq: int) -> MessageRef:
+        return await self._deliver(to.chat, render(message, seq), seq, str(seq), note_of(message))
+
+    async def edit(self, ref: MessageRef, message: Message, *, key: str, seq: int) -> MessageRef:
+        return await self._deliver(ref.chat, render(message, seq, edits=ref.id), seq, ref.id, None)
+
+    async def _deliver(self, chat: str, text: str, seq: int, message_id: str, note: str | None) -> MessageRef:
+        reached = 0
+        for session in list(self._by_chat.get(chat, ())):
+            if not session.account.startswith("config:"):  # a device's link may have gone since it last spoke
+                await self.refresh(session)
+                if chat not in session.conversations():
+                    continue
+            if note is not None and not session.first_sight(note):
+                reached += 1  # it has this notification already, through another conversation
+                continue
+            reached += await session.send_text(seq, text)
+        return MessageRef(platform=PLATFORM, chat=chat, id=message_id, recipients=reached)
+
+
+def note_of(message: Message) -> str | None:
+    """What makes two notifications the same one (one rule's notification about one event)."""
+    if message.kind != "notification":
+        return None
+    return f"{message.meta.get('event')}/{message.meta.get('rule')}/{message.text}"
+
+
+def render(message: Message, seq: int, *, edits: str | None = None, replay: bool = False) -> str:
+    """A message as the frame docs/chat-protocol.md describes, JSON-encoded once for every session."""
+    meta = message.meta
+    frame: dict[str, Any]
+    if message.kind == "notification":
+        frame = {"type": "notification", "event": meta.get("event"), "rule": meta.get("rule"),
+                 "severity": message.severity, "text": message.text,
+                 "buttons": [{"id": b.handle, "label": b.label, "action": b.action, "arg": b.arg}
+                             for b in message.buttons]}
+    elif message.kind == "progress":
+        frame = {"type": "progress", "in_reply_to": message.in_reply_to, "run": meta.get("run"),
+                 "rule": meta.get("rule"), "state": meta.get("state"), "detail": meta.get("detail", "")}
+    elif message.kind == "output":
+        frame = {"type": "output", "in_reply_to": message.in_reply_to, "run": meta.get("run"),
+                 "rule": meta.get("rule"), "task": meta.get("task"), "lines": meta.get("lines", [])}
+    elif message.kind == "result":
+        frame = {"type": "result", "in_reply_to": message.in_reply_to, "run": meta.get("run"),
+                 "rule": meta.get("rule"), "ok": meta.get("ok"), "text": meta.get("text", message.text),
+                 "task": meta.get("task"), "exit_code": meta.get("exit_code"), "output": meta.get("output", "")}
+    else:
+        frame = {"type": "reply", "in_reply_to": message.in_reply_to, "text": message.text}
+    frame["seq"] = seq
+    if edits is not None:
+        frame["message"] = edits  # the seq of the message this one updates
+        if message.kind == "notification":  # an alert's new state: clients that do not know it ignore it
+            frame["type"] = "notification_edit"
+    if replay:
+        frame["replay"] = True
+    return json.dumps(frame)

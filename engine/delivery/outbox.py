@@ -145,11 +145,11 @@ class Outbox:
             (event_id,)).fetchall())
         return [_outgoing(row) for row in rows]
 
-    async def counts(self) -> dict[tuple[str, str], int]:
-        """Rows by (platform, status), for /metrics."""
+    async def pending_counts(self) -> dict[str, int]:
+        """Rows not yet delivered, by platform (for /metrics; read through the pending rows' own index)."""
         rows = await self._db.call(lambda conn: conn.execute(
-            "SELECT platform, status, count(*) AS n FROM outbox GROUP BY platform, status").fetchall())
-        return {(row["platform"], row["status"]): int(row["n"]) for row in rows}
+            "SELECT platform, count(*) AS n FROM outbox WHERE status = 'pending' GROUP BY platform").fetchall())
+        return {row["platform"]: int(row["n"]) for row in rows}
 
     def prune(self, now: float | None = None) -> None:
         """Forget finished rows older than `KEEP_DONE_S` (nothing pending is ever pruned)."""

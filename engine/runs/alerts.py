@@ -82,6 +82,11 @@ class AlertState:
 
         return await self._db.write(_sign)
 
+    def prune_buttons(self) -> None:
+        """Forget button handles past their expiry (a press of one would be refused as expired anyway)."""
+        now = int(time.time())
+        self._db.write_soon(lambda conn: conn.execute("DELETE FROM button_handles WHERE expires < ?", (now,)))
+
     async def redeem(self, handle: str) -> ButtonBinding:
         """Verify a pressed button and use it up; AuthError (unknown, altered, expired, replayed) otherwise."""
 

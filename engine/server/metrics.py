@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from engine.core.events import EventData
 
@@ -40,12 +40,17 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _family(name: str, kind: str, help_text: str, samples: Mapping[str, float] | float,
-            label: str = "") -> list[str]:
-    """One metric family: HELP, TYPE and its samples (a number, or numbers by the value of `label`)."""
+def _family(name: str, kind: str, help_text: str, samples: Mapping[Any, float] | float,
+            label: str | tuple[str, ...] = "") -> list[str]:
+    """One metric family: HELP, TYPE and its samples (a number, or numbers by the value of `label`, or of several
+    labels when the keys are tuples)."""
     lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    labels = (label,) if isinstance(label, str) else label
     if isinstance(samples, Mapping):
-        lines += [f'{name}{{{label}="{_escape(key)}"}} {_number(value)}' for key, value in sorted(samples.items())]
+        for key, value in sorted(samples.items()):
+            values = key if isinstance(key, tuple) else (key,)
+            pairs = ",".join(f'{n}="{_escape(str(v))}"' for n, v in zip(labels, values, strict=True))
+            lines.append(f"{name}{{{pairs}}} {_number(value)}")
     else:
         lines.append(f"{name} {_number(samples)}")
     return lines
@@ -61,6 +66,8 @@ async def render(engine: Engine) -> str:
     rows = await engine.db.call(lambda conn: conn.execute(
         "SELECT status, count(*) AS n FROM tasks GROUP BY status").fetchall())
     tasks = dict.fromkeys(TASK_STATUSES, 0) | {row["status"]: row["n"] for row in rows}
+    delivery = engine.delivery
+    pending = dict.fromkeys(delivery.platforms, 0) | await engine.outbox.pending_counts()
     lines = [
         *_family("herald_start_time_seconds", "gauge", "When this engine started, in seconds since the epoch.",
                  metrics.started),
@@ -83,5 +90,13 @@ async def render(engine: Engine) -> str:
                  engine.runtime.graph_version),
         *_family("herald_observers", "gauge", "Live-update subscribers (TUI and stream clients).",
                  engine.bus.subscriber_count),
+        *_family("herald_outbox_messages_total", "counter",
+                 "Outgoing messages finished since start, by platform and outcome (sent, failed, superseded).",
+                 {(p, o): n for (p, o), n in delivery.counts.items()}, ("platform", "outcome")),
+        *_family("herald_outbox_pending", "gauge", "Outgoing messages journaled and not yet delivered, by platform.",
+                 pending, "platform"),
+        *_family("herald_notifications_unreached_total", "counter",
+                 "Notifications that reached nobody (no conversation, or no one connected to see it) since start.",
+                 delivery.unreached),
     ]
     return "\n".join(lines) + "\n"

@@ -32,9 +32,14 @@ class ChatClient:
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, url: str, token: str, rooms: list[str] | None = None) -> AsyncIterator[ChatClient]:
+    async def connect(cls, url: str, token: str, rooms: list[str] | None = None,
+                      since: int | None = None) -> AsyncIterator[ChatClient]:
+        """Connect and authenticate; `since`: the seq of the last frame seen, to be caught up from."""
         async with websockets.connect(url) as ws:
-            await ws.send(json.dumps({"type": "auth", "token": token, "rooms": rooms or []}))
+            auth: dict[str, Any] = {"type": "auth", "token": token, "rooms": rooms or []}
+            if since is not None:
+                auth["since"] = since
+            await ws.send(json.dumps(auth))
             welcome = json.loads(await asyncio.wait_for(ws.recv(), 10))
             if welcome.get("type") != "welcome":
                 raise PermissionError(f"chat refused the token: {welcome}")

@@ -38,6 +38,7 @@ CAPABILITIES = Capabilities(buttons=True, edits=True, threads=False, formatting=
                             edit_interval_s=0)  # our own socket: every state of a run is shown, not coalesced
 CATCH_UP_LIMIT = 500
 SHOWN_KEPT = 256
+LOOK_BACK = 64
 SLOW_CLIENT_BYTES = 1 << 20  # a session whose unsent frames pass this is dropped; it catches up on reconnect
 
 
@@ -130,7 +131,14 @@ class ChatConnector:
         self._index(session)
         missed = []
         if since is not None:
-            missed = await self._ctx.history(PLATFORM, session.conversations(), after=since, limit=CATCH_UP_LIMIT)
+            # A notification's copies (a room's, a person's) are neighbours in the outbox: read a few rows before
+            # `since` too, so a copy of something the client saw is not shown to it as news.
+            rows = await self._ctx.history(PLATFORM, session.conversations(), after=max(0, since - LOOK_BACK),
+                                           limit=CATCH_UP_LIMIT + LOOK_BACK)
+            for item in rows:
+                if item.seq <= since and (note := note_of(item.message)) is not None:
+                    session.first_sight(note)
+            missed = [item for item in rows if item.seq > since]
         backlog, session.backlog = session.backlog, None
         sent = 0
         for item in missed:
@@ -187,6 +195,7 @@ class ChatConnector:
                     continue
             if note is not None and not session.first_sight(note):
                 reached += 1  # it has this notification already, through another conversation
+                session.last_seq = max(session.last_seq, seq)
                 continue
             reached += await session.send_text(seq, text)
         return MessageRef(platform=PLATFORM, chat=chat, id=message_id, recipients=reached)

@@ -1,4 +1,4 @@
-"""The client-side commands of the CLI: `herald send` and `herald tui`, talking to a running engine."""
+"""The client-side command of the CLI: `herald send`, talking to a running engine (`herald tui` is tui/cli.py)."""
 
 from __future__ import annotations
 
@@ -12,24 +12,10 @@ from datetime import UTC, datetime
 import aiohttp
 
 from engine.core.config import Config
+from engine.client.remote import engine_url, read_token
 from engine.core.errors import HeraldError
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
-
-
-def engine_url(config: Config, url: str | None) -> str:
-    if url:
-        return url.rstrip("/")
-    host = "127.0.0.1" if config.http.host in ("0.0.0.0", "::", "") else config.http.host
-    return f"http://{host}:{config.http.port}"
-
-
-def read_token(config: Config) -> str:
-    path = config.data_dir / "api-token"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        raise HeraldError(f"no API token at {path}: is `herald run` running with this data folder?") from None
 
 
 def alert_payload(labels: dict[str, str], *, summary: str, resolved: bool) -> dict[str, object]:
@@ -100,12 +86,3 @@ async def _print_replies(ws: aiohttp.ClientWebSocketResponse) -> int:
             if frame.get("final"):
                 return 0
     return 1
-
-
-def run_tui(config: Config, url: str | None) -> int:
-    from engine.client.remote import RemoteEngineClient
-    from tui.app import make_app
-
-    client = RemoteEngineClient(engine_url(config, url), read_token(config))
-    make_app(client).run()
-    return 0

@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from engine.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_args, load_for
@@ -25,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.sandbox",
     "engine.cli.rules",
 )
+COMMANDS_GROUP = "herald.commands"  # entry points: functions taking the sub-parsers, adding their commands
 GC_GEN0_THRESHOLD = 50_000  # allocations between young-generation collections (CPython's default: 700)
 
 
@@ -77,10 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--since", type=_since, metavar="WHEN",
                       help="only entries from this time on: an ISO time (2026-11-27T10:00) or an age (30m, 2h, 7d)")
 
-    tui = sub.add_parser("tui", help="open the terminal UI on a running engine")
-    add_config_args(tui)
-    tui.add_argument("--url", help="engine address (default: from the config, http://127.0.0.1:8470)")
-
     send = sub.add_parser("send", help="send a test alert or command to a running engine",
                           description="Examples:  herald send alert severity=critical service=database\n"
                                       "           herald send command '/backup now' --as alice",
@@ -100,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--timeout", type=float, default=600, help="seconds to wait for the result")
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_parsers(sub)
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):  # `herald tui`, plugins' own
+        try:
+            entry.load()(sub)
+        except Exception as exc:  # one broken command group must not take the CLI down
+            logging.getLogger("herald.cli").warning("command group %s is unavailable: %s", entry.name, exc)
     return parser
 
 
@@ -129,9 +132,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "audit":
             return _audit(args)
-        if args.command == "tui":
-            from engine.cli.client import run_tui
-            return run_tui(load_for(args), args.url)
         if args.command == "send":
             from engine.cli.client import send
             return send(load_for(args), args)

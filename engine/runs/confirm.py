@@ -30,7 +30,7 @@ from engine.core.events import ButtonData, CommandData, Event, ReplyTo
 from engine.core.ids import derived_id
 from engine.delivery.outlets import Audience, Notification, Text
 from engine.runs.run import RuleRun, RunState, Services, summarize, who
-from engine.runs.stateful import Stateful, json_fields, manager
+from engine.runs.stateful import ClausePart, Stateful, json_fields, manager
 from engine.core.timers import Timer, state_key
 
 SCHEMA = """
@@ -227,3 +227,6 @@ async def cancel_changed(state: Stateful, graph: EventGraph) -> None:
                                      reason="rule changed")
         await state.trace(row["run_id"], row["event_id"], row["rule"], RunState.SKIPPED,
                           "confirmation cancelled: the rule changed")
+
+
+PART = ClausePart(timers={EXPIRE: expired}, on_swap=cancel_changed)

@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
-from dsl import CompiledRule
+from dsl import CompiledRule, EventGraph
 from engine.runs.alert_board import AlertBoard
 from engine.runs.alerts import AlertState
 from engine.security.audit import AuditLog
@@ -62,6 +62,12 @@ class RuleRun:
         return isinstance(self.event.data, CommandData)
 
 
+class ClauseState(Protocol):
+    """The stateful clauses of an engine (engine.runs.stateful.Stateful), as the services carry them."""
+
+    def now(self) -> datetime: ...
+
+
 @dataclass(eq=False)
 class Services:
     """Everything an action or a stage may use; one instance per engine. A config reload replaces `config` (and
@@ -81,8 +87,8 @@ class Services:
     declared_teams: dict[str, Audience] = field(default_factory=dict)
     # (task id, who asks) -> what happened, in words; the engine provides it (it owns the workers).
     cancel_task: Callable[[str, str], Awaitable[str]] | None = None
-    # The engine's stateful clauses (engine.stateful.Stateful), set while they are attached.
-    stateful: Any = None
+    # The engine's stateful clauses (engine.runs.stateful.Stateful), set while they are attached.
+    stateful: ClauseState | None = None
 
     async def audit_publish(self, action: str, actor: str, **data: Any) -> None:
         self.bus.publish(await self.audit.append(action, actor, **data))
@@ -142,3 +148,13 @@ def summarize(event: Event) -> str:
     if isinstance(data, ScheduleData):
         return f"schedule of {data.rule}"
     return event.kind
+
+
+class RunHost(Protocol):
+    """What the stateful clauses need of the runtime: the rules now running, the services, and resuming a run that
+    a clause parked (a confirmation, a group)."""
+
+    graph: EventGraph
+    services: Services
+
+    async def continue_run(self, run: RuleRun, *, first_stage: int) -> None: ...

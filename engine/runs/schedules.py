@@ -26,7 +26,6 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dsl import EventGraph
@@ -36,9 +35,8 @@ from engine.core.errors import HeraldError
 from engine.core.ids import derived_id
 from engine.core.errors import Busy
 from engine.core.timers import Timer, state_key
+from engine.runs.stateful import ClausePart, Stateful
 
-if TYPE_CHECKING:
-    from engine.runs.stateful import Stateful
 
 log = logging.getLogger("herald.schedules")
 
@@ -217,3 +215,6 @@ async def fire(state: Stateful, timer: Timer) -> None:
         log.warning("schedule %s at %s not raised: %s", name, timer.due.isoformat(), exc)
     except sqlite3.IntegrityError:
         log.warning("schedule %s at %s was already raised", name, timer.due.isoformat())
+
+
+PART = ClausePart(timers={FIRE: fire}, on_swap=replan)

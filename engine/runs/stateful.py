@@ -3,7 +3,7 @@
 State lives outside the compiled graph, keyed by (rule name, clause fingerprint, value), so a reload that leaves a
 clause unchanged keeps its windows, counters and timers; `on_graph_swapped` drops the state of clauses that are
 gone. Everything is persisted in SQLite (tables below, timers in engine.timers), so it survives a restart.
-Confirmations live in engine.confirm, schedules in engine.schedules; this module owns the per-engine `Stateful`
+Confirmations live in engine.runs.confirm, schedules in engine.runs.schedules (each a `ClausePart` the engine hands in); this module owns the per-engine `Stateful`
 object that ties them to the runtime, the timers and the clock.
 
 - dedupe by F for D: an event passes when no event with the same F passed within the last D; repeats are SKIPPED.
@@ -20,11 +20,12 @@ object that ties them to the runtime, the timers and the clock.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from dsl import EventGraph
 from dsl.graph import CompiledRule
@@ -35,13 +36,11 @@ from engine.runs.alerts import ALERT_BUTTONS
 from engine.core.events import AlertData, Event
 from engine.core.ids import new_id
 from engine.delivery.outlets import Notification
-from engine.runs.run import RuleRun, RunState, Services, summarize, who
+from engine.runs.run import RuleRun, RunHost, RunState, Services, summarize, who
 from engine.client.snapshots import RunView
 from engine.runs.stages import PROCEED, StageOutcome
 from engine.core.timers import Timer, Timers, key_parts, key_prefix, state_key
 
-if TYPE_CHECKING:
-    from engine.runs.runtime import Runtime
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dedupe_state (
@@ -81,12 +80,22 @@ def json_fields(fields: dict[str, object]) -> str:
                        for k, v in fields.items()}, separators=(",", ":"))
 
 
+@dataclass(frozen=True)
+class ClausePart:
+    """A stateful clause kept in a module of its own (confirmation, schedules): its timer kinds, and what it does
+    after a graph swap. The engine hands the parts to `Stateful`, so this module never imports them."""
+
+    timers: Mapping[str, Callable[[Stateful, Timer], Awaitable[None]]]
+    on_swap: Callable[[Stateful, EventGraph], Awaitable[None]]
+
+
 class Stateful:
     """Per-engine state for the stateful clauses: the runtime to resume runs on, the timers, the clock."""
 
-    def __init__(self, *, runtime: Runtime, timers: Timers) -> None:
+    def __init__(self, *, runtime: RunHost, timers: Timers, parts: Sequence[ClausePart] = ()) -> None:
         self.runtime = runtime
         self.timers = timers
+        self._parts = tuple(parts)
 
     @property
     def services(self) -> Services:
@@ -97,13 +106,11 @@ class Stateful:
 
     def attach(self) -> Callable[[], None]:
         """Register this engine's handlers and timer kinds; the returned function detaches them."""
-        from engine.runs import confirm, schedules  # they import this module
-
         self.services.stateful = self
         detaches = [self.timers.on(ESCALATE, self._escalate_due), self.timers.on(GROUP, self._group_due),
-                    self.timers.on(SILENCE_END, self._silence_end), self.timers.on(SWEEP, self._sweep),
-                    self.timers.on(confirm.EXPIRE, lambda t: confirm.expired(self, t)),
-                    self.timers.on(schedules.FIRE, lambda t: schedules.fire(self, t))]
+                    self.timers.on(SILENCE_END, self._silence_end), self.timers.on(SWEEP, self._sweep)]
+        for part in self._parts:
+            detaches += [self.timers.on(kind, functools.partial(handler, self)) for kind, handler in part.timers.items()]
 
         def detach() -> None:
             self.services.stateful = None
@@ -117,8 +124,6 @@ class Stateful:
         are unchanged, drop those of clauses that are gone or changed, cancel pending confirmations of changed
         rules (telling the people asked), and plan schedules. Compares against what is persisted, so rules that
         changed while Herald was down are handled the same way."""
-        from engine.runs import confirm, schedules
-
         live: set[tuple[str, str]] = set()
         for rule in new.rules:
             for clause in (*rule.stages, *rule.actions):
@@ -131,8 +136,8 @@ class Stateful:
                 if (rule, clause) not in live:
                     await self.timers.cancel(timer.key)
         await self.services.db.write(_drop_state_except, live)
-        await confirm.cancel_changed(self, new)
-        await schedules.replan(self, new)
+        for part in self._parts:
+            await part.on_swap(self, new)
         await self.timers.schedule(SWEEP, self.now() + timedelta(seconds=SWEEP_EVERY_S), SWEEP, {}, replace=False)
 
     # -- resuming runs -------------------------------------------------------------------------------------------

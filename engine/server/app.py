@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from dsl import EventGraph
 from dsl.ast import TeamDecl
-from engine.runs import actions, alerts, confirm, runtime, stateful
+from engine.runs import actions, alerts, confirm, runtime, schedules, stateful
 from engine.security import audit, identity, keys
 from engine.core import journal, timers
 from engine.tasks import queue as tasks
@@ -162,7 +162,8 @@ class Engine:
                                     on_output=self.output_relay.line)
         self.reloader = Reloader(self, config_source=config_source)
         self.timers = timers.Timers(self.db, clock=clock)  # `clock`: tests move time instead of sleeping
-        self.stateful = stateful.Stateful(runtime=self.runtime, timers=self.timers)
+        self.stateful = stateful.Stateful(runtime=self.runtime, timers=self.timers,
+                                          parts=(confirm.PART, schedules.PART))
         self._detach_stateful: Callable[[], None] | None = None
         self._watch = watch
 

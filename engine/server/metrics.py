@@ -11,12 +11,17 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, get_args
+from typing import Any, Protocol, get_args
 
+from dsl import EventGraph
+from engine.core.bus import Bus
+from engine.core.config import Config
 from engine.core.events import EventData
+from engine.core.store import Database
+from engine.delivery.delivery import Delivery
+from engine.delivery.outbox import Outbox
+from engine.runs.runtime import Runtime
 
-if TYPE_CHECKING:
-    from engine.server.app import Engine
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TASK_STATUSES = ("pending", "running", "succeeded", "failed", "timed_out", "cancelled")
@@ -60,7 +65,32 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-async def render(engine: Engine) -> str:
+class Observed(Protocol):
+    """What a scrape reads of the engine."""
+
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def db(self) -> Database: ...
+    @property
+    def graph(self) -> EventGraph: ...
+    @property
+    def runtime(self) -> Runtime: ...
+    @property
+    def bus(self) -> Bus: ...
+    @property
+    def delivery(self) -> Delivery: ...
+    @property
+    def outbox(self) -> Outbox: ...
+
+
+async def render(engine: Observed) -> str:
     """The exposition text for one scrape."""
     metrics = engine.metrics
     rows = await engine.db.call(lambda conn: conn.execute(

@@ -6,6 +6,8 @@ Written once for every platform: a connector only ever sees a message that alrea
 
 from __future__ import annotations
 
+from typing import Any
+
 from engine.delivery.message import Button, Capabilities, Message
 from engine.delivery.outlets import Notification, OutMessage, Output, Progress, Result, Text
 
@@ -39,7 +41,7 @@ def to_message(message: Notification | OutMessage, in_reply_to: str | None = Non
 
 def fit(message: Message, capabilities: Capabilities) -> Message:
     """The message as this platform can show it."""
-    text, changes = message.text, {}
+    text, changes = message.text, dict[str, Any]()
     if message.buttons and not capabilities.buttons:
         choices = " · ".join(f"{n} {b.label}" for n, b in enumerate(message.buttons, start=1))
         text += f"\n\nReply with a number: {choices}"

@@ -58,10 +58,16 @@ class KeyValue(Protocol):
 class IntegrationContext(Protocol):
     """What the engine offers an integration."""
 
-    config: Config
-    directory: Directory
-    routes: web.UrlDispatcher
-    intake: Intake  # commands, messages and presses from people: one path for every platform
+    @property
+    def config(self) -> Config: ...
+    @property
+    def directory(self) -> Directory: ...
+    @property
+    def routes(self) -> web.UrlDispatcher: ...
+    @property
+    def intake(self) -> Intake:
+        """Commands, messages and presses from people: one path for every platform."""
+        ...
 
     async def submit(self, events: Sequence[Event], *, acknowledge: Acknowledge | None = None) -> None:
         """Durably accept events (all or none); when this returns, the sender may be told "accepted".

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ValidationError
 from watchfiles import Change, awatch
@@ -39,11 +39,14 @@ from engine.reload.tree import NAMES_IN_AUDIT, RulesDiff, TreeSnapshot, WatchedP
 from engine.plugin.api import ConnectorSpec
 from engine.plugin.discovery import validate_integrations
 from engine.reload.rules import catalog_for
+from dsl.ast import TeamDecl
+from engine.core.bus import Bus
+from engine.plugin.api import Integration
 from engine.runs.run import Services
+from engine.runs.runtime import Runtime
+from engine.runs.stateful import Stateful
 from engine.client.snapshots import DiagnosticView, ReloadView, RuleEntry, RulesView
 
-if TYPE_CHECKING:
-    from engine.server.app import Engine
 
 log = logging.getLogger("herald.reload")
 
@@ -128,10 +131,31 @@ def adopt_config(services: Services, directory: Directory, config: Config) -> No
     directory.reconfigure(config)
 
 
+class ReloadHost(Protocol):
+    """What a reload needs of the engine: what runs now, how to put a new version in place, and where to report."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def runtime(self) -> Runtime: ...
+    @property
+    def stateful(self) -> Stateful: ...
+    @property
+    def bus(self) -> Bus: ...
+    @property
+    def integrations(self) -> Sequence[Integration]: ...
+    @property
+    def connectors(self) -> Mapping[str, ConnectorSpec]: ...
+
+    def swap(self, graph: EventGraph, teams: Sequence[TeamDecl], config: Config) -> int: ...
+
+    async def audit_publish(self, action: str, actor: str, **data: Any) -> None: ...
+
+
 class Reloader:
     """Owns the reload transaction, the last outcome (as a RulesView) and the file watcher."""
 
-    def __init__(self, engine: Engine, *, config_source: ConfigSource | None = None, quiet_s: float = QUIET_S):
+    def __init__(self, engine: ReloadHost, *, config_source: ConfigSource | None = None, quiet_s: float = QUIET_S):
         self._engine = engine
         self._config_source = config_source
         self._quiet_s = quiet_s

@@ -3,8 +3,8 @@
 State lives outside the compiled graph, keyed by (rule name, clause fingerprint, value), so a reload that leaves a
 clause unchanged keeps its windows, counters and timers; `on_graph_swapped` drops the state of clauses that are
 gone. Everything is persisted in SQLite (tables below, timers in engine.timers), so it survives a restart.
-Confirmations live in engine.runs.confirm, schedules in engine.runs.schedules (each a `ClausePart` the engine hands in); this module owns the per-engine `Stateful`
-object that ties them to the runtime, the timers and the clock.
+Confirmations live in engine.runs.confirm, schedules in engine.runs.schedules (each a `ClausePart` the engine hands
+in); this module owns the per-engine `Stateful` object that ties them to the runtime, the timers and the clock.
 
 - dedupe by F for D: an event passes when no event with the same F passed within the last D; repeats are SKIPPED.
 - at most N per D [per F]: a sliding window of the runs that passed; a refused run is SKIPPED with

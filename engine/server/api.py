@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
@@ -23,20 +23,21 @@ from engine.security import keys
 from engine.core.errors import AuthError
 from engine.core.events import Actor, ReplyTo
 from engine.core.ids import new_id
-from engine.server.metrics import CONTENT_TYPE
+from engine.client.snapshots import ReloadView
+from engine.intake.intake import Intake
+from engine.security.identity import Directory
+from engine.server.metrics import CONTENT_TYPE, Observed
 from engine.server.metrics import render as render_metrics
 from engine.delivery.connector import AddressError
 from engine.delivery.message import Capabilities, Conversation, Message, MessageRef
 from engine.intake.intake import Incoming, Outcome
 from engine.client.snapshots import AlertView, AuditView, EventView, RulesView, RunView, TaskView
 
-if TYPE_CHECKING:
-    from engine.server.app import Engine
 
 log = logging.getLogger("herald.api")
 
 API_PURPOSE = "api"
-_UPDATE_TYPES = {EventView: "event", RunView: "run", TaskView: "task", AuditView: "audit", RulesView: "rules",
+_UPDATE_TYPES: dict[type, str] = {EventView: "event", RunView: "run", TaskView: "task", AuditView: "audit", RulesView: "rules",
                  AlertView: "alert"}
 _FRAME_HELP = 'expected {"type": "command", "text": "/..."} or {"type": "press", "button": "<button id>"}'
 RELOAD_ROLE = "admin"
@@ -81,7 +82,18 @@ class StreamConnector:
         return await self.send(Conversation(platform=self.platform, chat=ref.chat), message, key=key, seq=seq)
 
 
-def add_routes(app: web.Application, engine: Engine, outlet: StreamConnector) -> None:
+class ApiHost(Observed, Protocol):
+    """What the HTTP API needs of the engine."""
+
+    @property
+    def directory(self) -> Directory: ...
+    @property
+    def intake(self) -> Intake: ...
+
+    async def reload(self, *, trigger: str = "api", actor: str = "system") -> ReloadView: ...
+
+
+def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -> None:
     async def healthz(request: web.Request) -> web.Response:
         if engine.state != "running":
             return web.json_response({"status": engine.state}, status=503)
@@ -141,7 +153,7 @@ def add_routes(app: web.Application, engine: Engine, outlet: StreamConnector) ->
     app.router.add_post("/api/v1/reload", reload)
 
 
-async def _pump(ws: web.WebSocketResponse, engine: Engine, sub) -> None:  # type: ignore[no-untyped-def]
+async def _pump(ws: web.WebSocketResponse, engine: ApiHost, sub) -> None:  # type: ignore[no-untyped-def]
     await ws.send_json({"type": "snapshot", "snapshot": engine.bus.snapshot().model_dump(mode="json")})
     while not ws.closed:
         update = await sub.queue.get()
@@ -152,7 +164,7 @@ async def _pump(ws: web.WebSocketResponse, engine: Engine, sub) -> None:  # type
 
 
 async def _inbound(
-    ws: web.WebSocketResponse, engine: Engine, conversation: str, claims: dict[str, Any], raw: str
+    ws: web.WebSocketResponse, engine: ApiHost, conversation: str, claims: dict[str, Any], raw: str
 ) -> None:
     try:
         frame = json.loads(raw)

@@ -149,7 +149,7 @@ class Engine:
         self.alerts = AlertState(self.db)
         self.tasks = TaskQueue(self.db, on_change=lambda task: self.bus.publish(task.view()))
         owner = "engine-" + hashlib.sha256(str(config.data_dir).encode()).hexdigest()[:12]  # one per data folder
-        self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_dir, owner=owner)
+        self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_dir or config.rules_dir / "scripts", owner=owner)
         services = Services(config=config, directory=self.directory, db=self.db, audit=self.audit, tasks=self.tasks,
                             alerts=self.alerts, delivery=self.delivery, bus=self.bus,
                             submit=self._submit_internal, board=AlertBoard(self.bus), cancel_task=self.cancel_task)

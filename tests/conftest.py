@@ -14,6 +14,7 @@ import pytest
 from engine.server.app import Engine
 from engine.core.config import Config, load_config
 from engine.testing import running_engine
+from tests.connectors.loopchat_server import LoopchatServer
 from tests.support import ALICE_TOKEN, BOB_TOKEN, REPO, Alertmanager, http_url, start_alertmanager
 
 
@@ -66,6 +67,17 @@ def config_file(tmp_path: Path, rules_dir: Path) -> Path:
 @pytest.fixture
 def config(config_file: Path) -> Config:
     return load_config(config_file)
+
+
+@pytest.fixture
+async def platform_server() -> AsyncIterator[LoopchatServer]:
+    """Loopchat, the test chat platform (tests/connectors/), serving its Bot API on a free loopback port."""
+    server = LoopchatServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The durable outbox against real HTTP on loopback and a real SQLite file: rate limits, an outage, kill -9.
 
 The platform is Loopchat (tests/connectors/), a Telegram-like Bot API served by the test, with the test connector
-installed through the entry-point group; what counts is what the platform's server received.
+installed through the entry-point group; what counts is what the platform's platform_server received.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -32,28 +32,18 @@ ROOM = "-100ops"
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[LoopchatServer]:
-    server = LoopchatServer()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
 def plugin(tmp_path: Path) -> Iterator[Path]:
     with installed_plugin(tmp_path, "loopchat", "tests.connectors.loopchat:integration") as site:
         yield site
 
 
-def _config(tmp: Path, server: LoopchatServer, rules: str = "on alert notify ops\n") -> Config:
+def _config(tmp: Path, platform_server: LoopchatServer, rules: str = "on alert notify ops\n") -> Config:
     (tmp / "rules").mkdir(exist_ok=True)
     (tmp / "rules" / "ops.rules").write_text(rules)
     return Config.model_validate({
         "data_dir": "data", "rules_dir": "rules", "http": {"port": 0},
         "teams": {"ops": {"targets": [f"loopchat:{ROOM}"]}, "night": {"targets": ["loopchat:-100night"]}},
-        "integrations": {"loopchat": {"api_url": server.url}},
+        "integrations": {"loopchat": {"api_url": platform_server.url}},
     }).resolved(tmp)
 
 
@@ -63,29 +53,29 @@ def _sent_order(engine_db: Path, chat: str) -> list[str]:
             "SELECT key FROM outbox WHERE chat = ? AND op = 'send' ORDER BY seq", (chat,))]
 
 
-async def test_a_429_then_200_delivers_the_message_exactly_once(tmp_path: Path, server: LoopchatServer,
+async def test_a_429_then_200_delivers_the_message_exactly_once(tmp_path: Path, platform_server: LoopchatServer,
                                                                 plugin: Path) -> None:
-    server.rate_limit_next(1)
-    async with running_engine(_config(tmp_path, server), integrations=discover()) as engine:
+    platform_server.rate_limit_next(1)
+    async with running_engine(_config(tmp_path, platform_server), integrations=discover()) as engine:
         started = time.monotonic()
         await post_alert(engine, "DiskFull")
 
         async def delivered() -> bool:
-            return bool(server.chat_messages(ROOM))
+            return bool(platform_server.chat_messages(ROOM))
 
         await eventually(delivered, "the notification")
         waited = time.monotonic() - started
         await asyncio.sleep(1.5)
-    assert [m.text for m in server.chat_messages(ROOM)] == ["[CRITICAL] database: DiskFull — DiskFull on db1"]
-    assert server.calls.count("sendMessage") == 2 and server.repeats == 0
+    assert [m.text for m in platform_server.chat_messages(ROOM)] == ["[CRITICAL] database: DiskFull — DiskFull on db1"]
+    assert platform_server.calls.count("sendMessage") == 2 and platform_server.repeats == 0
     assert waited >= 1.0  # the platform's retry_after was honoured
 
 
-async def test_a_platform_down_for_30_s_gets_everything_afterwards_in_order(tmp_path: Path, server: LoopchatServer,
+async def test_a_platform_down_for_30_s_gets_everything_afterwards_in_order(tmp_path: Path, platform_server: LoopchatServer,
                                                                             plugin: Path) -> None:
     rules = "on alert from database notify ops\non alert from web notify night\n"
-    async with running_engine(_config(tmp_path, server, rules), integrations=discover()) as engine:
-        server.go_down(30)
+    async with running_engine(_config(tmp_path, platform_server, rules), integrations=discover()) as engine:
+        platform_server.go_down(30)
         async with aiohttp.ClientSession() as http:
             for n in range(20):
                 service = "database" if n % 2 == 0 else "web"
@@ -95,16 +85,16 @@ async def test_a_platform_down_for_30_s_gets_everything_afterwards_in_order(tmp_
                 async with http.post(f"http://127.0.0.1:{engine.port}/hooks/alertmanager", json=body) as response:
                     assert response.status == 200
         await asyncio.sleep(5)
-        assert server.messages == {}  # nothing got through the outage, and nothing was dropped either
+        assert platform_server.messages == {}  # nothing got through the outage, and nothing was dropped either
 
         async def all_there() -> bool:
-            return len(server.messages) == 20
+            return len(platform_server.messages) == 20
 
         await eventually(all_there, "all 20 notifications after the outage", timeout_s=60)
         db = engine.db.path
         for chat in (ROOM, "-100night"):
-            assert [m.key for m in server.chat_messages(chat)] == _sent_order(db, chat)  # outbox order per chat
-    assert server.repeats == 0
+            assert [m.key for m in platform_server.chat_messages(chat)] == _sent_order(db, chat)  # outbox order per chat
+    assert platform_server.repeats == 0
 
 
 def _start(config: Path, port: int, site: Path) -> subprocess.Popen[bytes]:
@@ -114,14 +104,14 @@ def _start(config: Path, port: int, site: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL, stderr=open(config.parent / "herald.log", "ab"))  # noqa: SIM115
 
 
-async def test_kill_9_with_1000_messages_queued_delivers_each_exactly_once(tmp_path: Path, server: LoopchatServer,
+async def test_kill_9_with_1000_messages_queued_delivers_each_exactly_once(tmp_path: Path, platform_server: LoopchatServer,
                                                                           plugin: Path) -> None:
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "ops.rules").write_text("on alert notify ops\n")
     config = tmp_path / "herald.toml"
     config.write_text(f'data_dir = "data"\nrules_dir = "rules"\n[teams.ops]\ntargets = ["loopchat:{ROOM}"]\n'
-                      f'[integrations.loopchat]\napi_url = "{server.url}"\n')
-    server.go_down(3600)  # the platform is unreachable while the alerts arrive: 1,000 messages wait in the outbox
+                      f'[integrations.loopchat]\napi_url = "{platform_server.url}"\n')
+    platform_server.go_down(3600)  # the platform is unreachable while the alerts arrive: 1,000 messages wait in the outbox
     port = free_port()
     herald = _start(config, port, plugin)
     try:
@@ -140,26 +130,26 @@ async def test_kill_9_with_1000_messages_queued_delivers_each_exactly_once(tmp_p
                 return int(conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0])
 
         await eventually(_as_async(lambda: queued() == 1000), "1,000 messages in the outbox", timeout_s=60)
-        server.go_down(0)  # the platform comes back: the engine starts sending ...
-        await eventually(_as_async(lambda: len(server.messages) >= 200), "the first 200 deliveries", timeout_s=60)
+        platform_server.go_down(0)  # the platform comes back: the engine starts sending ...
+        await eventually(_as_async(lambda: len(platform_server.messages) >= 200), "the first 200 deliveries", timeout_s=60)
         herald.send_signal(signal.SIGKILL)  # ... and dies in the middle of it
         herald.wait(10)
-        interrupted_at = len(server.messages)
+        interrupted_at = len(platform_server.messages)
         assert interrupted_at < 1000, "the kill came too late to interrupt anything"
 
         herald = _start(config, port, plugin)
-        await eventually(_as_async(lambda: len(server.messages) == 1000), "every message after the restart",
+        await eventually(_as_async(lambda: len(platform_server.messages) == 1000), "every message after the restart",
                          timeout_s=120)
         await asyncio.sleep(2)  # any second copy would have come by now
     finally:
         if herald.poll() is None:
             herald.send_signal(signal.SIGTERM)
             herald.wait(30)
-    texts = [m.text for m in server.messages.values()]
+    texts = [m.text for m in platform_server.messages.values()]
     assert len(texts) == 1000 and len(set(texts)) == 1000  # each alert's notification once
     # Posting is idempotent by the outbox key; a repeat can only be a message that was in flight at the kill (at most
     # one per conversation, and there is one conversation here). What the engine had confirmed was never sent again.
-    assert server.repeats <= 1, f"{server.repeats} messages were posted again after the restart"
+    assert platform_server.repeats <= 1, f"{platform_server.repeats} messages were posted again after the restart"
 
 
 def _as_async(check):  # type: ignore[no-untyped-def]

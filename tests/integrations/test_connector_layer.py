@@ -7,10 +7,8 @@ change to engine/.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 
 from engine.plugin import discover
 from engine.testing.conformance import check_connector
@@ -18,19 +16,9 @@ from tests.connectors.loopchat_server import LoopchatServer
 from tests.connectors.support import LoopchatDriver, installed_plugin
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[LoopchatServer]:
-    server = LoopchatServer()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
 async def test_a_plugin_connector_is_discovered_and_passes_the_conformance_kit(
-        tmp_path: Path, server: LoopchatServer) -> None:
+        tmp_path: Path, platform_server: LoopchatServer) -> None:
     with installed_plugin(tmp_path, "loopchat", "tests.connectors.loopchat:integration"):
         [loopchat] = [i for i in discover() if i.manifest.name == "loopchat"]
-        await check_connector(tmp_path, loopchat, LoopchatDriver(server), {"api_url": server.url})
-    assert server.repeats == 0  # nothing was posted twice, even with the 429 and the outage
+        await check_connector(tmp_path, loopchat, LoopchatDriver(platform_server), {"api_url": platform_server.url})
+    assert platform_server.repeats == 0  # nothing was posted twice, even with the 429 and the outage

@@ -152,9 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from engine.plugin.discovery import discover, validate_integrations
     from engine.reload.rules import compile_paths
 
     config = load_config(args.config)
+    validate_integrations(config, discover())  # ConfigError naming every bad section and address
     paths = args.paths or [config.rules_dir]
     missing = [p for p in paths if not p.exists()]
     if missing:
@@ -194,6 +196,7 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 def _run(args: argparse.Namespace) -> int:
     from engine.server.app import Engine
     from engine.reload.reloader import ConfigSource
+    from engine.plugin.discovery import discover, validate_integrations
     from engine.reload.rules import compile_paths
 
     config = _run_config(args)
@@ -203,6 +206,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     config_path = _config_path(args)
     source = ConfigSource(config_path, lambda: _run_config(args)) if config_path is not None else None
+    validate_integrations(config, discover())  # before anything starts: `integrations.x.token: field required`
     result = compile_paths([config.rules_dir], config)
     if result.graph is None:
         print(result.render_all(), file=sys.stderr)

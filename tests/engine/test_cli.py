@@ -94,3 +94,23 @@ def test_run_serves_healthz_accepts_a_sent_alert_and_stops_on_sigterm(workdir: P
         out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "Herald is ready" in out
+
+
+def test_check_reports_bad_integration_sections_and_addresses_before_anything_runs(workdir: Path) -> None:
+    (workdir / "herald.toml").write_text(
+        '[principals.alice]\naccounts = ["telegram:1111111"]\n'
+        '[teams.ops]\ntargets = ["chat:Not A Room"]\n'
+        '[integrations.webhook]\nbogus = 1\n')
+    result = herald("check", cwd=workdir)
+    assert result.returncode == 2
+    problems = result.stderr.strip()
+    assert "integrations.webhook.bogus: unknown key" in problems
+    assert "principals.alice.accounts: 'telegram:1111111': no connector for platform 'telegram'" in problems
+    assert "teams.ops.targets: 'chat:Not A Room': a Herald chat room is a name like 'ops'" in problems
+
+
+def test_a_rule_file_team_address_is_checked_by_its_connector_at_file_line_col(workdir: Path) -> None:
+    (workdir / "rules" / "teams.rules").write_text('team night = chat "ops", chat "Night Shift!"\n')
+    result = herald("check", cwd=workdir)
+    assert result.returncode == 1
+    assert "teams.rules:1:26: chat address 'Night Shift!': a Herald chat room is a name like 'ops'" in result.stderr

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from engine.delivery.connector import Connector, DeliveryError, RateLimited, Rejected
 from engine.delivery.message import MessageRef
 from engine.delivery.outbox import Outbox, Outgoing
+from engine.delivery.render import fit
 
 log = logging.getLogger("herald.delivery")
 
@@ -142,6 +143,7 @@ class PlatformSender:
 
     async def _attempt(self, item: Outgoing) -> MessageRef:
         connector = self.connector
+        message = fit(item.message, connector.capabilities)
         if item.op == "edit" and connector.capabilities.edits and item.target is not None:
             ref = self._refs.get(item.target) or await self._outbox.ref_of(item.target)
             if ref is not None:
@@ -149,10 +151,10 @@ class PlatformSender:
                     - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                new_ref = await connector.edit(ref, item.message, key=item.key, seq=item.seq)
+                new_ref = await connector.edit(ref, message, key=item.key, seq=item.seq)
                 self._last_edit[item.target] = time.monotonic()
                 return new_ref
-        ref = await connector.send(item.to, item.message, key=item.key, seq=item.seq)
+        ref = await connector.send(item.to, message, key=item.key, seq=item.seq)
         self._remember(item.target if item.op == "edit" and item.target else item.key, ref)
         return ref
 

@@ -50,6 +50,7 @@ class LoopchatConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     api_url: str  # e.g. http://127.0.0.1:8081 ; methods are POST {api_url}/bot/{method}
+    buttons: bool = True  # False: a bot that cannot show inline keyboards (Herald sends numbered choices instead)
 
 
 def parse_address(text: str) -> str:
@@ -65,6 +66,7 @@ class LoopchatConnector:
     def __init__(self, ctx: IntegrationContext, config: LoopchatConfig) -> None:
         self._ctx = ctx
         self._base = config.api_url.rstrip("/") + "/bot/"
+        self.capabilities = CAPABILITIES.model_copy(update={"buttons": config.buttons})
 
     def parse_address(self, text: str) -> str:
         return parse_address(text)
@@ -128,14 +130,15 @@ class LoopchatConnector:
         else:
             return
 
+        query = update.get("callback_query")
+
         async def accepted(outcome: Outcome) -> None:
-            if outcome.item.button is not None:  # a press is answered at once, so the client stops its spinner
-                await self.call("answerCallbackQuery", {"callback_query_id": update["callback_query"]["id"]})
+            if query is not None:  # a press is answered at once, so the client stops its spinner
+                await self.call("answerCallbackQuery", {"callback_query_id": query["id"]})
 
         async def refused(outcome: Outcome) -> None:
-            if outcome.item.button is not None:
-                await self.call("answerCallbackQuery", {"callback_query_id": update["callback_query"]["id"],
-                                                        "text": outcome.text})
+            if query is not None:
+                await self.call("answerCallbackQuery", {"callback_query_id": query["id"], "text": outcome.text})
             else:
                 await self.call("sendMessage", {"chat_id": outcome.item.reply_to.chat, "text": outcome.text})
 

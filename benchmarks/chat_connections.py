@@ -587,6 +587,7 @@ def raise_open_files(sessions: int) -> int:
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
     nofile = raise_open_files(max(args.sizes))
+    load_before = os.getloadavg()  # the machine may be shared: a busy one shows in the fan-out times
     work = Path(tempfile.mkdtemp(prefix="herald-chat-conn-bench-"))
     rows, details = [], []
     try:
@@ -609,6 +610,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     info = {**machine(), "kernel": platform.release()}
     result = {"benchmark": "chat_connections", "machine": info,
               "results": [dict(zip(COLUMNS, row, strict=True)) for row in rows],
+              "loadavg_1m": {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)},
               "open_files_limit": nofile, "client_procs": args.client_procs, "rounds": args.rounds,
               "rule": RULE.strip(), "targets": {"herald_vs_bare": 1.2, "herald_fanout_s_at_10000": 0.3},
               "notes": "RSS: VmRSS of the server process, settled, with no session (idle) and with the sessions "

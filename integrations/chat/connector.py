@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import re
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,10 +61,13 @@ class Session:
     transport: asyncio.WriteTransport | None = field(default=None, repr=False)  # to see how much is unsent
     last_seq: int = 0  # the newest outbox seq written to this session
     # Notifications already shown: a session in both a team's room and its member's own conversation gets one copy.
-    shown: OrderedDict[str, None] = field(default_factory=OrderedDict, repr=False)
+    # Made on first use: most sessions are idle, and each holds as little as it can.
+    shown: OrderedDict[str, None] | None = field(default=None, repr=False)
 
     def first_sight(self, note: str) -> bool:
-        if note in self.shown:
+        if self.shown is None:
+            self.shown = OrderedDict()
+        elif note in self.shown:
             return False
         self.shown[note] = None
         if len(self.shown) > SHOWN_KEPT:
@@ -84,23 +88,29 @@ class Session:
         return chats
 
     async def send_json(self, frame: dict[str, Any]) -> bool:
-        return await self.send_text(0, json.dumps(frame))
-
-    async def send_text(self, seq: int, text: str) -> bool:
-        if self.backlog is not None and seq:
-            self.backlog.append((seq, text))
-            return True
-        ws = self.ws
-        if ws.closed:
-            return False
-        if self.transport is not None and self.transport.get_write_buffer_size() > SLOW_CLIENT_BYTES:
-            log.warning("chat session %s reads too slowly; dropping it (it catches up when it reconnects)", self.id)
-            await ws.close(code=1013, message=b"too slow: reconnect to catch up")
+        """A frame of its own (ack, error, welcome): not from the outbox, so not held during a catch-up."""
+        if self.ws.closed:
             return False
         try:
-            await ws.send_str(text)
+            await self.ws.send_str(json.dumps(frame))
         except (ConnectionError, RuntimeError):
             return False
+        return True
+
+    def push(self, seq: int, text: str, frame: bytes | None = None) -> bool:
+        """Write an outbox frame now, without waiting (a notification to 10,000 sessions is 10,000 writes of the
+        same bytes); held while the session is being caught up; a session that stopped reading is dropped."""
+        if self.backlog is not None:
+            self.backlog.append((seq, text))
+            return True
+        transport = self.transport
+        if self.ws.closed or transport is None or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > SLOW_CLIENT_BYTES:
+            log.warning("chat session %s reads too slowly; dropping it (it catches up when it reconnects)", self.id)
+            transport.abort()  # its frames are in the outbox: a reconnect with `since` gets them
+            return False
+        transport.write(frame if frame is not None else ws_frame(text))
         self.last_seq = max(self.last_seq, seq)
         return True
 
@@ -144,11 +154,11 @@ class ChatConnector:
         for item in missed:
             note = note_of(item.message)
             if note is None or session.first_sight(note):
-                sent += await session.send_text(item.seq, render(item.message, item.seq, replay=True))
+                sent += session.push(item.seq, render(item.message, item.seq, replay=True))
         newest = missed[-1].seq if missed else 0
         for seq, text in backlog:
             if seq > newest:
-                await session.send_text(seq, text)
+                session.push(seq, text)
         return sent
 
     async def detach(self, session: Session) -> None:
@@ -187,7 +197,7 @@ class ChatConnector:
         return await self._deliver(ref.chat, render(message, seq, edits=ref.id), seq, ref.id, None)
 
     async def _deliver(self, chat: str, text: str, seq: int, message_id: str, note: str | None) -> MessageRef:
-        reached = 0
+        reached, frame = 0, ws_frame(text)
         for session in list(self._by_chat.get(chat, ())):
             if not session.account.startswith("config:"):  # a device's link may have gone since it last spoke
                 await self.refresh(session)
@@ -197,8 +207,21 @@ class ChatConnector:
                 reached += 1  # it has this notification already, through another conversation
                 session.last_seq = max(session.last_seq, seq)
                 continue
-            reached += await session.send_text(seq, text)
+            reached += session.push(seq, text, frame)
         return MessageRef(platform=PLATFORM, chat=chat, id=message_id, recipients=reached)
+
+
+def ws_frame(text: str) -> bytes:
+    """One unmasked, uncompressed WebSocket text frame (RFC 6455 section 5.2), as a server sends it."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
 
 
 def note_of(message: Message) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,38 +68,45 @@ def parse_frame(raw: str) -> Item:
 
 
 class Inbox:
-    """The queue between a session's reader and the intake, with the one task that empties it in order."""
+    """The frames between a session's reader and the intake, and the one task that hands them on in order.
+
+    The task exists only while there are frames to hand on: an idle session (most of them) holds no task and no
+    queue, just an empty deque."""
 
     def __init__(self, session: Session, ctx: IntegrationContext, connector: ChatConnector) -> None:
         self._session = session
         self._ctx = ctx
         self._connector = connector
-        self._queue: asyncio.Queue[Item | None] = asyncio.Queue(QUEUE_LIMIT)
-        self._task = asyncio.ensure_future(self._run())
+        self._items: deque[Item] = deque()
+        self._task: asyncio.Task[None] | None = None
 
     async def put(self, item: Item) -> None:
-        await self._queue.put(item)
+        self._items.append(item)
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+        if len(self._items) >= QUEUE_LIMIT:  # stop reading until the engine caught up; TCP pushes back
+            await asyncio.shield(self._task)
 
     async def close(self) -> None:
         """Hand on what was read, then stop (the client hung up; what it sent before still counts)."""
-        await self._queue.put(None)
-        await asyncio.shield(self._task)
+        if self._task is not None:
+            await asyncio.shield(self._task)
 
     def abort(self) -> None:
-        self._task.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
     async def _run(self) -> None:
-        while True:
-            items = [await self._queue.get()]
-            while not self._queue.empty():
-                items.append(self._queue.get_nowait())
-            stop = None in items
-            try:
-                await self._hand_on([item for item in items if item is not None])
-            except Exception:  # a bug; the session must keep working for the next frames
-                log.exception("chat session %s: handing on %d frames failed", self._session.id, len(items))
-            if stop:
-                return
+        try:
+            while self._items:
+                items = list(self._items)
+                self._items.clear()
+                try:
+                    await self._hand_on(items)
+                except Exception:  # a bug; the session must keep working for the next frames
+                    log.exception("chat session %s: handing on %d frames failed", self._session.id, len(items))
+        finally:
+            self._task = None
 
     async def _hand_on(self, items: Sequence[Item]) -> None:
         said: list[Said] = []

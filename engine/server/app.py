@@ -138,8 +138,8 @@ class Engine:
         self.runtime = Runtime(graph=graph, services=services, journal=self.journal,
                                declared_teams=declared_audiences(teams))
         self.output_relay = OutputRelay(self.outlets, self.bus)
-        self._workers = TaskWorkers(queue=self.tasks, sandbox=self.sandbox, on_finished=self.runtime.task_finished,
-                                    on_output=self.output_relay.line)
+        self._workers = TaskWorkers(queue=self.tasks, sandbox=self.sandbox, on_output=self.output_relay.line,
+                                    on_finished=self.output_relay.reporting_after(self.runtime.task_finished))
         self.reloader = Reloader(self, config_source=config_source)
         self.timers = timers.Timers(self.db, clock=clock)  # `clock`: tests move time instead of sleeping
         self.stateful = stateful.Stateful(runtime=self.runtime, timers=self.timers)

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from engine.server.app import Engine
 from engine.core.config import Config
+from engine.server.app import Engine
 from engine.testing import ChatClient, running_engine
 from integrations.webhook.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.support import ALICE_TOKEN, chat_url, http_url, start_alertmanager

@@ -26,3 +26,12 @@ def load_for(args: argparse.Namespace, *, rules: Path | None = None) -> Config:
         if config.scripts_dir == config.rules_dir / "scripts":
             updates["scripts_dir"] = rules.resolve() / "scripts"
     return config.model_copy(update=updates)
+
+
+def client_host(host: str) -> str:
+    """Where a client on this machine reaches an engine listening on `host` (a wildcard means every address)."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host

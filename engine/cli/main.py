@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import importlib
 import logging
@@ -13,7 +14,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from engine.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_args, load_for
+from engine.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_args, client_host, load_for
+from engine.core import datafolder
 from engine.core.config import DEFAULT_CONFIG_NAME, Config, load_config
 from engine.core.errors import ConfigError, HeraldError, RulesError
 
@@ -54,8 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "same as saving a file, or SIGHUP). Prints the diff (+added -removed "
                                         "~changed =same), or every problem as path:line:col: message and exits 1; "
                                         "the running rules stay then.")
-    add_config_args(reload)
-    reload.add_argument("--url", help="engine address (default: from the config)")
+    _add_client_args(reload)
 
     check = sub.add_parser("check", help="compile rule files and print every problem",
                            description="Check every *.rules file under PATH (default: the rules folder). "
@@ -78,15 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="only entries from this time on: an ISO time (2026-11-27T10:00) or an age (30m, 2h, 7d)")
 
     tui = sub.add_parser("tui", help="open the terminal UI on a running engine")
-    add_config_args(tui)
-    tui.add_argument("--url", help="engine address (default: from the config, http://127.0.0.1:8470)")
+    _add_client_args(tui)
 
     send = sub.add_parser("send", help="send a test alert or command to a running engine",
                           description="Examples:  herald send alert severity=critical service=database\n"
                                       "           herald send command '/backup now' --as alice",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(send)
-    send.add_argument("--url", help="engine address (default: from the config)")
+    _add_client_args(send)
     send_sub = send.add_subparsers(dest="send_kind", metavar="KIND", required=True)
     alert = send_sub.add_parser("alert", help="post an Alertmanager-style alert to /hooks/alertmanager")
     alert.add_argument("labels", nargs="*", metavar="LABEL=VALUE",
@@ -98,9 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--as", dest="principal", metavar="PRINCIPAL",
                          help="act as this principal (default: api_principal from the config)")
     command.add_argument("--timeout", type=float, default=600, help="seconds to wait for the result")
+    for kind in (alert, command):  # `herald send alert ... --url U` reads as naturally as `herald send --url U alert`
+        _add_client_args(kind, suppress=True)
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_parsers(sub)
     return parser
+
+
+def _add_client_args(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """--config, --data and --url for the commands that talk to a running engine. `suppress`: on a nested parser,
+    leave the value alone unless given there (argparse would otherwise reset what the outer parser read)."""
+    default = {"default": argparse.SUPPRESS} if suppress else {}
+    parser.add_argument("--config", type=Path, metavar="FILE", **default,  # type: ignore[arg-type]
+                        help="config file (default: ./herald.toml if it exists, else built-in defaults)")
+    parser.add_argument("--data", type=Path, metavar="DIR", **default,  # type: ignore[arg-type]
+                        help="data folder (default: .herald); its engine.address says where its engine listens")
+    parser.add_argument("--url", metavar="URL", **default,  # type: ignore[arg-type]
+                        help="engine address, such as http://127.0.0.1:8470 (default: the address the engine "
+                             "running on the data folder published, else the config's port)")
 
 
 def tune_gc_for_serving() -> None:
@@ -209,6 +223,12 @@ def _run(args: argparse.Namespace) -> int:
         print("herald: not starting: the rules above do not compile", file=sys.stderr)
         return EXIT_FAILED
 
+    try:  # before anything opens the database: one engine per data folder
+        folder = datafolder.claim(config.data_dir)
+    except datafolder.FolderInUse as exc:
+        print(f"herald: not starting: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
     async def serve() -> None:
         engine = Engine(config, result.graph, teams=result.teams, config_source=source, watch=not args.no_watch)
         stop = asyncio.Event()
@@ -220,6 +240,7 @@ def _run(args: argparse.Namespace) -> int:
             await engine.start()
             tune_gc_for_serving()
             scheme = "https" if http.tls_cert else "http"
+            folder.publish(f"{scheme}://{client_host(http.host)}:{engine.port}")
             print(f"Herald is ready: {scheme}://{http.host}:{engine.port}  (chat: {scheme.replace('http', 'ws')}://"
                   f"{http.host}:{engine.port}/chat, rules: {len(result.graph.rules)}, data: {config.data_dir})",
                   flush=True)
@@ -227,7 +248,16 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             await engine.stop()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"herald: not starting: {http.host}:{http.port} is already in use by another program; "
+              "choose another port with --port (or [http] port in the config)", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        folder.release()
     return EXIT_OK
 
 
@@ -235,10 +265,11 @@ def _reload(args: argparse.Namespace) -> int:
     """POST /api/v1/reload with the engine's local token; print the diff or every diagnostic."""
     import aiohttp
 
-    from engine.cli.client import engine_url, read_token
+    from engine.cli.client import engine_url, read_token, unreachable
 
     config = load_for(args)
-    url, token = engine_url(config, args.url), read_token(config)
+    address, token = engine_url(config, args.url), read_token(config)
+    url = address.url
 
     async def call() -> tuple[int, dict[str, object]]:
         async with aiohttp.ClientSession() as session:
@@ -246,7 +277,7 @@ def _reload(args: argparse.Namespace) -> int:
                 async with session.post(f"{url}/api/v1/reload", headers={"Authorization": f"Bearer {token}"}) as r:
                     return r.status, await r.json(content_type=None)
             except aiohttp.ClientError as exc:
-                raise HeraldError(f"cannot reach Herald at {url}: {exc}") from None
+                raise unreachable(address, exc) from None
             except ValueError:
                 raise HeraldError(f"Herald at {url} answered {r.status} without JSON") from None
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,7 +89,8 @@ def test_run_serves_healthz_accepts_a_sent_alert_and_stops_on_sigterm(workdir: P
         sent = herald("send", "--url", f"http://127.0.0.1:{port}", "alert", "severity=critical",
                       "service=database", cwd=workdir)
         assert sent.returncode == 0, sent.stderr
-        assert sent.stdout.startswith('200 {"accepted": 1')
+        assert sent.stdout.startswith("sent firing alert alertname=TestAlert severity=critical service=database; "
+                                      "Herald accepted it as event "), sent.stdout
         assert (workdir / ".herald" / "herald.db").exists()
         assert oct((workdir / ".herald" / "api-token").stat().st_mode & 0o777) == "0o600"
     finally:
@@ -94,3 +98,60 @@ def test_run_serves_healthz_accepts_a_sent_alert_and_stops_on_sigterm(workdir: P
         out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "Herald is ready" in out
+
+
+@contextlib.contextmanager
+def running_herald(workdir: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`herald run ARGS` as a process, once it has published its address (the URL) in the data folder."""
+    address_file = workdir / ".herald" / "engine.address"
+    process = subprocess.Popen([*HERALD, "run", *args], cwd=workdir, env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not address_file.exists():
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "herald run did not publish its address"
+            time.sleep(0.1)
+        yield process, address_file.read_text().strip()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+
+
+def test_a_second_engine_on_the_same_data_folder_is_refused_naming_the_first(workdir: Path) -> None:
+    with running_herald(workdir, "--port", "0") as (first, url):
+        second = herald("run", "--port", "0", cwd=workdir)
+        assert second.returncode == 1
+        message = second.stderr.strip().splitlines()
+        assert len(message) == 1, second.stderr
+        assert f"in use by the engine with pid {first.pid} at {url}" in message[0]
+        assert first.poll() is None  # the first one is untouched
+    assert first.returncode == 0
+    assert not (workdir / ".herald" / "engine.address").exists()  # a clean stop takes its address back
+    audit = herald("audit", "show", cwd=workdir)
+    assert audit.stdout.count("engine.started") == 1, audit.stdout
+
+
+def test_send_and_reload_find_the_engine_the_data_folder_names(workdir: Path) -> None:
+    # --port 0: the engine is not on the config's port (8470), only its data folder says where it is.
+    with running_herald(workdir, "--port", "0") as (_, url):
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":8470")
+        sent = herald("send", "alert", "severity=critical", "service=database", cwd=workdir)
+        assert sent.returncode == 0, sent.stderr
+        assert "Herald accepted it as event" in sent.stdout
+        reload = herald("reload", cwd=workdir)
+        assert reload.returncode == 0, reload.stderr
+        after = herald("send", "alert", "severity=warning", "--url", url, cwd=workdir)  # --url after the kind
+        assert after.returncode == 0, after.stderr
+
+
+def test_a_port_in_use_is_a_one_line_error(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = herald("run", "--port", str(port), cwd=workdir)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("herald: not starting: ") and f"127.0.0.1:{port} is already in use" in last

@@ -104,6 +104,9 @@ class Catalog:
     platforms: frozenset[str] = DEFAULT_PLATFORMS
     buttons: frozenset[str] = DEFAULT_BUTTONS
     events: frozenset[str] = frozenset()  # event names raised from outside (not by `emit`)
+    # Teams the engine offers by default: rules may name them, and a rule file may declare its own of the same name
+    # (which then replaces the default) instead of clashing with it like a configured team.
+    default_teams: frozenset[str] = frozenset()
 
     def restricted_to(
         self,

@@ -34,7 +34,7 @@ def check_files(files: Sequence[RuleFile], catalog: Catalog) -> list[Diagnostic]
     diags.extend(spec_diags)
     ctx = RuleContext(
         catalog=catalog,
-        teams=frozenset(catalog.teams) | {team.name for team in teams},
+        teams=frozenset(catalog.teams) | catalog.default_teams | {team.name for team in teams},
         command_params=specs,
     )
     first_by_name: dict[str, Rule] = {}

@@ -37,6 +37,10 @@ class TeamConfig(_Strict):
     chat_rooms: list[str] = Field(default_factory=list)
 
 
+# The team a fresh install notifies (the default rules say `notify ops`): everyone who joins chat room "ops".
+DEFAULT_TEAMS = {"ops": TeamConfig(chat_rooms=["ops"])}
+
+
 class HttpConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8470, ge=0, le=65535)
@@ -67,7 +71,8 @@ class Config(_Strict):
     scripts_dir: Path | None = None  # default: <rules_dir>/scripts, so a rules folder carries its own whitelist
     roles: list[str] = Field(default_factory=lambda: ["admin", "operator", "viewer"])
     principals: dict[str, PrincipalConfig] = Field(default_factory=dict)
-    teams: dict[str, TeamConfig] = Field(default_factory=lambda: {"ops": TeamConfig(chat_rooms=["ops"])})
+    # Teams the config file names. With none, the engine offers DEFAULT_TEAMS (see `default_teams`).
+    teams: dict[str, TeamConfig] = Field(default_factory=dict)
     http: HttpConfig = Field(default_factory=HttpConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     workers: int = Field(default=2, ge=1, le=64)
@@ -104,6 +109,11 @@ class Config(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def default_teams(self) -> dict[str, TeamConfig]:
+        """The built-in teams: DEFAULT_TEAMS while the config file names no teams of its own. They give way to
+        what a user writes: a rule file's `team ops = ...` replaces the default `ops` instead of clashing with it."""
+        return {} if "teams" in self.model_fields_set else dict(DEFAULT_TEAMS)
 
     def resolved(self, base: Path) -> Config:
         """Return a copy whose paths are absolute, relative ones taken from `base`."""

@@ -20,13 +20,14 @@ ENGINE_PLATFORMS = frozenset({"chat"})  # chat platforms with an integration tha
 
 
 def catalog_for(config: Config) -> Catalog:
-    """What rules may name: configured teams and roles, and the scripts in the scripts folder (the whitelist)."""
+    """What rules may name: configured teams (and the built-in ones, which a rule file may redeclare) and roles,
+    and the scripts in the scripts folder (the whitelist)."""
     scripts_dir = config.scripts_dir
     scripts: frozenset[str] = frozenset()
     if scripts_dir is not None and scripts_dir.is_dir():
         scripts = frozenset(p.name for p in scripts_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     catalog = Catalog(teams=frozenset(config.teams), roles=frozenset(config.roles), scripts=scripts,
-                      platforms=ENGINE_PLATFORMS)
+                      platforms=ENGINE_PLATFORMS, default_teams=frozenset(config.default_teams()))
     return catalog.restricted_to(triggers=ENGINE_TRIGGERS, actions=ENGINE_ACTIONS, stages=ENGINE_STAGES)
 
 

@@ -76,7 +76,7 @@ class Services:
     bus: Bus
     submit: Callable[[Sequence[Event]], Awaitable[None]]
     board: AlertBoard  # what operators see of alerts (the TUI's Alerts tab)
-    # Teams declared in rule files, by name; the runtime refills it whenever a graph is loaded.
+    # Teams declared in rule files over the built-in ones, by name; the runtime refills it whenever a graph is loaded.
     declared_teams: dict[str, Audience] = field(default_factory=dict)
     # (task id, who asks) -> what happened, in words; the engine provides it (it owns the workers).
     cancel_task: Callable[[str, str], Awaitable[str]] | None = None

@@ -49,17 +49,22 @@ class Runtime:
         self._journal = journal
         self.graph = graph
         self.graph_version = 1
-        services.declared_teams.clear()
-        services.declared_teams.update(declared_teams or {})
+        self._set_teams(declared_teams or {})
 
     def swap_graph(self, graph: EventGraph, declared_teams: dict[str, Audience]) -> int:
         """Make `graph` the one new events are matched against, in one step (no await: no event sees half of it).
         Runs already under way finish with the graph they started with. Returns the new version number."""
         self.graph = graph
         self.graph_version += 1
-        self.services.declared_teams.clear()
-        self.services.declared_teams.update(declared_teams)
+        self._set_teams(declared_teams)
         return self.graph_version
+
+    def _set_teams(self, declared: dict[str, Audience]) -> None:
+        """The rule files' teams, over the built-in ones (a rule file's `team ops` replaces the default `ops`)."""
+        defaults = {name: Audience(name, tuple(team.members), tuple(team.chat_rooms))
+                    for name, team in self.services.config.default_teams().items()}
+        self.services.declared_teams.clear()
+        self.services.declared_teams.update({**defaults, **declared})
 
     async def handle(self, event: Event) -> None:
         """Run every matching rule for an accepted event, then mark it handled in the journal."""

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, metavar="FILE", help="config file naming teams and roles")
 
     init = sub.add_parser("init", help="write a starter herald.toml with an admin and a chat token")
-    init.add_argument("--config", type=Path, default=Path("herald.toml"), metavar="FILE")
+    init.add_argument("--config", type=Path, default=Path("herald.toml"), metavar="FILE",
+                      help="where to write the starter config (default: herald.toml)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     audit = sub.add_parser("audit", help="inspect the audit log")
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(verify)
     show = audit_sub.add_parser("show", help="print the audit log")
     add_config_args(show)
-    show.add_argument("--last", type=int, default=50, metavar="N", help="how many of the newest entries")
+    show.add_argument("--limit", "--last", dest="limit", type=int, default=50, metavar="N",
+                      help="show the newest N entries (default: 50; 0: all)")
     show.add_argument("--since", type=_since, metavar="WHEN",
                       help="only entries from this time on: an ISO time (2026-11-27T10:00) or an age (30m, 2h, 7d)")
 
@@ -184,6 +186,8 @@ def _check(args: argparse.Namespace) -> int:
         errors = sum(1 for d in result.diagnostics if d.severity == "error")
         print(f"{errors} error{'s' if errors != 1 else ''} in {len(result.sources)} file(s)", file=sys.stderr)
         return EXIT_FAILED
+    if not result.sources:
+        print(f"warning: no *.rules files in {', '.join(map(str, paths))}: Herald would do nothing", file=sys.stderr)
     print(f"ok: {len(result.graph.rules)} rules in {len(result.sources)} file(s)")
     return EXIT_OK
 
@@ -222,6 +226,9 @@ def _run(args: argparse.Namespace) -> int:
         print(result.render_all(), file=sys.stderr)
         print("herald: not starting: the rules above do not compile", file=sys.stderr)
         return EXIT_FAILED
+    if not result.sources:
+        print(f"herald: warning: no *.rules files in {config.rules_dir}: Herald will do nothing until you add "
+              "some (they load as they are saved)", file=sys.stderr)
 
     try:  # before anything opens the database: one engine per data folder
         folder = datafolder.claim(config.data_dir)
@@ -334,10 +341,14 @@ def _audit(args: argparse.Namespace) -> int:
                   f"({result.entries} entries verified before it)", file=sys.stderr)
             return EXIT_FAILED
         since = args.since or "0000"
+        total = conn.execute("SELECT count(*) FROM audit_log WHERE time >= ?", (since,)).fetchone()[0]
         rows = conn.execute("SELECT * FROM audit_log WHERE time >= ? ORDER BY seq DESC LIMIT ?",
-                            (since, args.last)).fetchall()
+                            (since, args.limit if args.limit > 0 else -1)).fetchall()
         for row in reversed(rows):
             print(f"{row['seq']:>6} {row['time']} {row['action']:<18} {row['actor']:<14} {row['data']}")
+        which = f" since {args.since}" if args.since else ""
+        more = "; --limit N shows more, --limit 0 all" if len(rows) < total else ""
+        print(f"{len(rows)} of {total} entries{which} shown (the newest){more}", file=sys.stderr)
         return EXIT_OK
     finally:
         conn.close()

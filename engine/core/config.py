@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from dsl.diagnostics import did_you_mean
 from engine.core.errors import ConfigError
 from engine.sandbox.runner import SandboxConfig
 
@@ -153,6 +154,33 @@ def _describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+            suggestion = did_you_mean(str(error["loc"][-1]), _keys_beside(error["loc"]))
+            if suggestion is not None:
+                message += f"; did you mean '{suggestion}'?"
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
+
+
+def _keys_beside(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the config model allows where `loc` points (`principals.alice.rolez` -> a principal's keys)."""
+    model: Any = Config
+    parts = list(loc[:-1])
+    while parts:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+        field = model.model_fields.get(str(parts.pop(0)))
+        if field is None:
+            return []
+        model = field.annotation
+        if get_origin(model) is dict:  # a table of named entries: the next part is a name, not a key
+            model = get_args(model)[1]
+            if parts:
+                parts.pop(0)
+        elif get_origin(model) is not None:  # `X | None`: the model inside
+            model = next((a for a in get_args(model) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []

@@ -32,11 +32,14 @@ def catalog_for(config: Config) -> Catalog:
 
 
 def rule_files(paths: Sequence[Path]) -> list[Path]:
-    """Every `*.rules` file named or found (recursively) under the given folders, in a stable order."""
+    """Every `*.rules` file named or found (recursively) under the given folders, in a stable order. A named file
+    that is not a rule file is refused (RulesError) rather than compiled: `herald check README.md` is a slip."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
             found.extend(sorted(p for p in path.rglob(f"*{RULE_SUFFIX}") if p.is_file()))
+        elif path.suffix != RULE_SUFFIX:
+            raise RulesError(f"{display_path(path)}: not a rule file (rule files end in {RULE_SUFFIX})", [])
         else:
             found.append(path)
     return found

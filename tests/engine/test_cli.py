@@ -102,20 +102,21 @@ def test_run_serves_healthz_accepts_a_sent_alert_and_stops_on_sigterm(workdir: P
 
 @contextlib.contextmanager
 def running_herald(workdir: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`herald run ARGS` as a process, once it has published its address (the URL) in the data folder."""
+    """`herald run ARGS` as a process (its log in workdir/engine.log), once it has published its address (the URL)
+    in the data folder."""
     address_file = workdir / ".herald" / "engine.address"
-    process = subprocess.Popen([*HERALD, "run", *args], cwd=workdir, env=ENV, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    with open(workdir / "engine.log", "w") as log:
+        process = subprocess.Popen([*HERALD, "run", *args], cwd=workdir, env=ENV, stdout=log, stderr=log, text=True)
     try:
         deadline = time.monotonic() + 30
         while not address_file.exists():
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert process.poll() is None, (workdir / "engine.log").read_text()
             assert time.monotonic() < deadline, "herald run did not publish its address"
             time.sleep(0.1)
         yield process, address_file.read_text().strip()
     finally:
         process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
+        process.wait(timeout=30)
 
 
 def test_a_second_engine_on_the_same_data_folder_is_refused_naming_the_first(workdir: Path) -> None:
@@ -155,3 +156,66 @@ def test_a_port_in_use_is_a_one_line_error(workdir: Path) -> None:
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("herald: not starting: ") and f"127.0.0.1:{port} is already in use" in last
+
+
+PEOPLE = """
+[principals.admin]
+roles = ["admin"]
+"""
+
+
+def test_audit_show_takes_a_limit_and_says_how_many_it_shows(workdir: Path) -> None:
+    (workdir / "herald.toml").write_text(PEOPLE)
+    for _ in range(3):
+        assert herald("token", "issue", "admin", cwd=workdir).returncode == 0
+    shown = herald("audit", "show", "--limit", "2", cwd=workdir)
+    assert shown.returncode == 0, shown.stderr
+    assert len(shown.stdout.splitlines()) == 2 and "token.issued" in shown.stdout
+    assert "2 of 3 entries shown (the newest); --limit N shows more, --limit 0 all" in shown.stderr
+    everything = herald("audit", "show", "--limit", "0", cwd=workdir)
+    assert len(everything.stdout.splitlines()) == 3 and "3 of 3 entries shown" in everything.stderr
+
+
+def test_check_refuses_a_file_that_is_not_a_rule_file_and_warns_about_an_empty_folder(workdir: Path) -> None:
+    (workdir / "README.md").write_text("# not rules\n")
+    readme = herald("check", "README.md", cwd=workdir)
+    assert readme.returncode == 1
+    assert readme.stderr.strip() == "README.md: not a rule file (rule files end in .rules)"
+    (workdir / "empty").mkdir()
+    empty = herald("check", "empty", cwd=workdir)
+    assert "warning: no *.rules files in empty: Herald would do nothing" in empty.stderr
+
+
+def test_a_config_typo_says_did_you_mean(workdir: Path) -> None:
+    (workdir / "herald.toml").write_text('[principals.admin]\nrolez = ["admin"]\n[http]\nprot = 9000\n')
+    result = herald("check", cwd=workdir)
+    assert result.returncode == 2
+    assert "principals.admin.rolez: unknown key; did you mean 'roles'?" in result.stderr
+    assert "http.prot: unknown key; did you mean 'port'?" in result.stderr
+
+
+def _wait_for_log(workdir: Path, text: str) -> str:
+    deadline = time.monotonic() + 30
+    while text not in (log := (workdir / "engine.log").read_text()):
+        assert time.monotonic() < deadline, f"{text!r} not logged:\n{log[-3000:]}"
+        time.sleep(0.1)
+    return log
+
+
+def test_a_config_typo_while_running_is_a_config_rejection_and_fixing_it_is_logged(workdir: Path) -> None:
+    config = workdir / "herald.toml"
+    config.write_text(PEOPLE)
+    with running_herald(workdir, "--port", "0"):  # the watcher reloads on save
+        config.write_text(PEOPLE.replace("roles", "rolez"))
+        log = _wait_for_log(workdir, "config rejected: 1 error; still running version 1")
+        assert "did you mean 'roles'?" in log and "rules rejected" not in log
+        config.write_text(PEOPLE)
+        _wait_for_log(workdir, "the problems reported before are fixed")
+
+
+@pytest.mark.parametrize("command", [["init"], ["fmt"], ["graph"], ["test"], ["check"]])
+def test_every_config_option_says_what_it_is(command: list[str], workdir: Path) -> None:
+    result = herald(*command, "--help", cwd=workdir)
+    assert result.returncode == 0
+    option = next(line for line in result.stdout.splitlines() if line.strip().startswith("--config FILE"))
+    assert option.strip() != "--config FILE", result.stdout  # a description follows, on its line or the next

@@ -14,9 +14,9 @@ from typing import Any
 import websockets
 
 from dsl import EventGraph
-from engine.server.app import Engine
 from engine.core.config import Config
 from engine.reload.rules import compile_paths
+from engine.server.app import Engine
 
 
 class ChatClient:

@@ -210,9 +210,9 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from engine.server.app import Engine
     from engine.reload.reloader import ConfigSource
     from engine.reload.rules import compile_paths
+    from engine.server.app import Engine
 
     config = _run_config(args)
     http = config.http
@@ -322,8 +322,8 @@ def _since(text: str) -> str:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from engine.security.audit import verify_chain
     from engine.core.store import DB_NAME, connect
+    from engine.security.audit import verify_chain
 
     config = load_for(args)
     path = config.data_dir / DB_NAME

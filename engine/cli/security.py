@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 
 import jwt
 
-from engine.security import audit, identity, keys
-from engine.server.api import API_PURPOSE
 from engine.cli.common import EXIT_FAILED, EXIT_OK, add_config_args, load_for
 from engine.core.config import Config
 from engine.core.errors import ConfigError
 from engine.core.store import DB_NAME, connect, transaction
+from engine.security import audit, identity, keys
+from engine.server.api import API_PURPOSE
 
 DEFAULT_API_TTL = "8h"
 MAX_API_TTL_S = 30 * 24 * 3600

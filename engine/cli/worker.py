@@ -37,9 +37,9 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 async def _serve(config, name: str) -> None:  # type: ignore[no-untyped-def]
-    from engine.tasks.redis_queue import RedisWorker
     from engine.sandbox.runner import Sandbox
     from engine.tasks.queue import TaskWorkers
+    from engine.tasks.redis_queue import RedisWorker
 
     sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_dir, owner=f"worker-{name}")
     await sandbox.start()

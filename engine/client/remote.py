@@ -31,9 +31,9 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
 from yarl import URL
 
+from engine.client.snapshots import AlertView, AuditView, EventView, RulesView, RunView, Snapshot, TaskView
 from engine.core.errors import HeraldError
 from engine.core.ids import new_id
-from engine.client.snapshots import AlertView, AuditView, EventView, RulesView, RunView, Snapshot, TaskView
 
 log = logging.getLogger(__name__)
 

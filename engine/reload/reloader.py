@@ -32,13 +32,13 @@ from pydantic import BaseModel, ValidationError
 from watchfiles import Change, awatch
 
 from dsl import CompileCache, CompileResult, EventGraph, compile_sources
+from engine.client.snapshots import DiagnosticView, ReloadView, RuleEntry, RulesView
 from engine.core.config import Config
 from engine.core.errors import ConfigError
-from engine.security.identity import Directory
-from engine.reload.tree import NAMES_IN_AUDIT, RulesDiff, TreeSnapshot, WatchedPaths, diff_graphs, read_tree
 from engine.reload.rules import catalog_for
+from engine.reload.tree import NAMES_IN_AUDIT, RulesDiff, TreeSnapshot, WatchedPaths, diff_graphs, read_tree
 from engine.runs.run import Services
-from engine.client.snapshots import DiagnosticView, ReloadView, RuleEntry, RulesView
+from engine.security.identity import Directory
 
 if TYPE_CHECKING:
     from engine.server.app import Engine

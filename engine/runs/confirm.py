@@ -25,13 +25,13 @@ from datetime import timedelta
 from dsl import EventGraph
 from dsl.plan import ConfirmStage
 from dsl.values import format_duration
-from engine.runs import stages
 from engine.core.events import ButtonData, CommandData, Event, ReplyTo
 from engine.core.ids import derived_id
+from engine.core.timers import Timer, state_key
 from engine.delivery.outlets import Audience, Notification, Text
+from engine.runs import stages
 from engine.runs.run import RuleRun, RunState, Services, summarize, who
 from engine.runs.stateful import Stateful, json_fields, manager
-from engine.core.timers import Timer, state_key
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS confirmations (

@@ -12,9 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from dsl import CompiledRule
-from engine.runs.alert_board import AlertBoard
-from engine.runs.alerts import AlertState
-from engine.security.audit import AuditLog
+from engine.client.snapshots import AuditView, EventView
 from engine.core.bus import Bus
 from engine.core.config import Config
 from engine.core.events import (
@@ -27,10 +25,12 @@ from engine.core.events import (
     ScheduleData,
     TaskData,
 )
-from engine.security.identity import Directory
-from engine.delivery.outlets import Audience, Outlets
-from engine.client.snapshots import AuditView, EventView
 from engine.core.store import Database
+from engine.delivery.outlets import Audience, Outlets
+from engine.runs.alert_board import AlertBoard
+from engine.runs.alerts import AlertState
+from engine.security.audit import AuditLog
+from engine.security.identity import Directory
 from engine.tasks.queue import TaskQueue
 
 

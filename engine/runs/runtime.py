@@ -15,14 +15,14 @@ import logging
 import sqlite3
 
 from dsl import EventGraph
-from engine.runs import actions, decide, stages
-from engine.runs.builtins import BUILTIN_BUTTONS, BUILTIN_COMMANDS, help_text, press, run_builtin
+from engine.client.snapshots import EventView, RunView
 from engine.core.events import AlertData, ButtonData, Cause, CommandData, Event, MessageData, TaskData, utcnow
 from engine.core.ids import derived_id
 from engine.core.journal import Journal
 from engine.delivery.outlets import Audience, Progress, Result, Text
+from engine.runs import actions, decide, stages
+from engine.runs.builtins import BUILTIN_BUTTONS, BUILTIN_COMMANDS, help_text, press, run_builtin
 from engine.runs.run import RuleRun, RunState, Services, event_view, now_iso, who
-from engine.client.snapshots import EventView, RunView
 from engine.tasks.queue import TaskRecord
 
 log = logging.getLogger("herald.runtime")

@@ -33,8 +33,8 @@ from dsl import EventGraph
 from dsl.plan import ScheduleSpec
 from engine.core.events import Event, ScheduleData
 from engine.core.ids import derived_id
-from engine.plugin.discovery import Busy
 from engine.core.timers import Timer, state_key
+from engine.plugin.discovery import Busy
 
 if TYPE_CHECKING:
     from engine.runs.stateful import Stateful

@@ -30,15 +30,15 @@ from dsl import EventGraph
 from dsl.graph import CompiledRule
 from dsl.plan import DedupeStage, EscalateAction, GroupStage, RateLimitStage, SilenceAction
 from dsl.values import duration_seconds, format_duration, is_duration
-from engine.runs import actions, stages
-from engine.runs.alerts import ALERT_BUTTONS
+from engine.client.snapshots import RunView
 from engine.core.events import AlertData, Event
 from engine.core.ids import new_id
-from engine.delivery.outlets import Notification
-from engine.runs.run import RuleRun, RunState, Services, summarize, who
-from engine.client.snapshots import RunView
-from engine.runs.stages import PROCEED, StageOutcome
 from engine.core.timers import Timer, Timers, key_parts, key_prefix, state_key
+from engine.delivery.outlets import Notification
+from engine.runs import actions, stages
+from engine.runs.alerts import ALERT_BUTTONS
+from engine.runs.run import RuleRun, RunState, Services, summarize, who
+from engine.runs.stages import PROCEED, StageOutcome
 
 if TYPE_CHECKING:
     from engine.runs.runtime import Runtime

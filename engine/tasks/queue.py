@@ -21,12 +21,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.client.snapshots import TaskView
 from engine.core.errors import SandboxError
 from engine.core.events import ReplyTo, utcnow
 from engine.core.ids import new_id
-from engine.sandbox.runner import Sandbox
-from engine.client.snapshots import TaskView
 from engine.core.store import Database
+from engine.sandbox.runner import Sandbox
 
 log = logging.getLogger("herald.tasks")
 

@@ -16,8 +16,8 @@ from aiohttp import web
 
 from engine.core.config import Config
 from engine.core.events import Actor, Event, ReplyTo
-from engine.security.identity import Directory
 from engine.delivery.outlets import Outlet
+from engine.security.identity import Directory
 
 log = logging.getLogger("herald.plugins")
 

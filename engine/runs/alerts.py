@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from engine.security import keys
 from engine.core.errors import AuthError
-from engine.delivery.outlets import Button
 from engine.core.store import Database
+from engine.delivery.outlets import Button
+from engine.security import keys
 
 BUTTON_TTL_S = 24 * 3600
 

@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from engine.security import keys
-from engine.intake.commands import CommandTextError, parse_command
+from engine.client.snapshots import AlertView, AuditView, EventView, RulesView, RunView, TaskView
 from engine.core.errors import AuthError
 from engine.core.events import Actor, Event, ReplyTo
 from engine.core.ids import new_id
+from engine.delivery.outlets import Audience, Notification, OutMessage, Output, Progress, Result, Text
+from engine.intake.commands import CommandTextError, parse_command
+from engine.plugin.discovery import Busy
+from engine.security import keys
 from engine.server.metrics import CONTENT_TYPE
 from engine.server.metrics import render as render_metrics
-from engine.delivery.outlets import Audience, Notification, OutMessage, Output, Progress, Result, Text
-from engine.plugin.discovery import Busy
-from engine.client.snapshots import AlertView, AuditView, EventView, RulesView, RunView, TaskView
 
 if TYPE_CHECKING:
     from engine.server.app import Engine

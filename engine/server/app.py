@@ -22,30 +22,30 @@ from aiohttp import web
 
 from dsl import EventGraph
 from dsl.ast import TeamDecl
-from engine.runs import actions, alerts, confirm, runtime, stateful
-from engine.security import audit, identity, keys
+from engine.client.snapshots import ReloadView
 from engine.core import journal, timers
-from engine.tasks import queue as tasks
-from engine.runs.alert_board import AlertBoard
-from engine.runs.alerts import AlertState
-from engine.server.api import API_PURPOSE, StreamOutlet, add_routes
-from engine.security.audit import AuditLog
 from engine.core.bus import Bus
 from engine.core.config import Config, HttpConfig
 from engine.core.errors import AuthError, ConfigError
 from engine.core.events import Actor, AlertData, ButtonData, Event, ReplyTo
-from engine.security.identity import Directory
 from engine.core.journal import Journal
-from engine.server.metrics import Metrics
+from engine.core.store import Database
 from engine.delivery.outlets import Audience, Outlet, Outlets
-from engine.plugin.discovery import Acknowledge, Busy, Integration, Unload, discover
 from engine.delivery.progress import OutputRelay
+from engine.plugin.discovery import Acknowledge, Busy, Integration, Unload, discover
 from engine.reload.reloader import ConfigSource, Reloader, adopt_config
+from engine.runs import actions, alerts, confirm, runtime, stateful
+from engine.runs.alert_board import AlertBoard
+from engine.runs.alerts import AlertState
 from engine.runs.run import Services, event_view
 from engine.runs.runtime import Runtime
 from engine.sandbox.runner import Sandbox
-from engine.client.snapshots import ReloadView
-from engine.core.store import Database
+from engine.security import audit, identity, keys
+from engine.security.audit import AuditLog
+from engine.security.identity import Directory
+from engine.server.api import API_PURPOSE, StreamOutlet, add_routes
+from engine.server.metrics import Metrics
+from engine.tasks import queue as tasks
 from engine.tasks.queue import FINAL, TaskQueue, TaskWorkers
 
 if TYPE_CHECKING:

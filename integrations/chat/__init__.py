@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from aiohttp import WSMsgType, web
 
 from engine.core.events import ReplyTo
-from engine.security.identity import CONFIG_ACCOUNT_PREFIX, Directory, device_account
 from engine.core.ids import new_id
 from engine.delivery.outlets import Audience, Notification, OutMessage, Output, Progress, Result, Text
 from engine.plugin.discovery import IntegrationContext, Manifest, Unload
+from engine.security.identity import CONFIG_ACCOUNT_PREFIX, Directory, device_account
 from integrations.chat.inbox import Inbox, error_frame, parse_frame
 
 AUTH_TIMEOUT_S = 10.0

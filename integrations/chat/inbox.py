@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.intake.commands import CommandTextError, parse_command
 from engine.core.errors import AuthError
 from engine.core.events import Actor, CommandData, Event, MessageData, ReplyTo
+from engine.intake.commands import CommandTextError, parse_command
 from engine.plugin.discovery import Busy, IntegrationContext
 
 if TYPE_CHECKING:  # the session lives in the package's __init__, which imports this module

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Any
 
 DEFAULT_SEVERITIES = ("info", "warning", "error", "critical")
 
@@ -116,7 +117,7 @@ class Catalog:
         stages: Iterable[str] | None = None,
     ) -> Catalog:
         """The same catalog with only the given trigger kinds, actions and stages (None keeps what there is)."""
-        changes: dict[str, object] = {}
+        changes: dict[str, Any] = {}
         if triggers is not None:
             changes["triggers"] = MappingProxyType({k: self.triggers[k] for k in triggers})
         if actions is not None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from dsl import CompiledRule, EventGraph
 from dsl.describe import describe
@@ -38,7 +38,7 @@ from engine.intake.commands import CommandTextError, parse_command
 from engine.runs import decide
 from engine.runs.builtins import BUILTIN_BUTTONS, BUILTIN_COMMANDS
 
-KINDS: dict[str, type] = {model.model_fields["kind"].default: model for model in
+KINDS: dict[str, type[BaseModel]] = {model.model_fields["kind"].default: model for model in
                           (AlertData, CommandData, ButtonData, TaskData, EmittedData, MessageData, ScheduleData)}
 _DATA = TypeAdapter(EventData)
 _ACTED = ("command", "button", "message")  # the kinds people send; the rest come from systems

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from engine.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_args, client_host, load_for
 from engine.core import datafolder
@@ -222,7 +223,8 @@ def _run(args: argparse.Namespace) -> int:
     config_path = _config_path(args)
     source = ConfigSource(config_path, lambda: _run_config(args)) if config_path is not None else None
     result = compile_paths([config.rules_dir], config)
-    if result.graph is None:
+    graph = result.graph
+    if graph is None:
         print(result.render_all(), file=sys.stderr)
         print("herald: not starting: the rules above do not compile", file=sys.stderr)
         return EXIT_FAILED
@@ -237,7 +239,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
     async def serve() -> None:
-        engine = Engine(config, result.graph, teams=result.teams, config_source=source, watch=not args.no_watch)
+        engine = Engine(config, graph, teams=result.teams, config_source=source, watch=not args.no_watch)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -249,7 +251,7 @@ def _run(args: argparse.Namespace) -> int:
             scheme = "https" if http.tls_cert else "http"
             folder.publish(f"{scheme}://{client_host(http.host)}:{engine.port}")
             print(f"Herald is ready: {scheme}://{http.host}:{engine.port}  (chat: {scheme.replace('http', 'ws')}://"
-                  f"{http.host}:{engine.port}/chat, rules: {len(result.graph.rules)}, data: {config.data_dir})",
+                  f"{http.host}:{engine.port}/chat, rules: {len(graph.rules)}, data: {config.data_dir})",
                   flush=True)
             await stop.wait()
         finally:
@@ -278,7 +280,7 @@ def _reload(args: argparse.Namespace) -> int:
     address, token = engine_url(config, args.url), read_token(config)
     url = address.url
 
-    async def call() -> tuple[int, dict[str, object]]:
+    async def call() -> tuple[int, dict[str, Any]]:
         async with aiohttp.ClientSession() as session:
             try:
                 async with session.post(f"{url}/api/v1/reload", headers={"Authorization": f"Bearer {token}"}) as r:
@@ -301,7 +303,7 @@ def _reload(args: argparse.Namespace) -> int:
     if status == 422:
         from engine.client.snapshots import DiagnosticView
 
-        for item in body.get("diagnostics") or []:  # type: ignore[union-attr]
+        for item in body.get("diagnostics") or []:
             print(DiagnosticView.model_validate(item), file=sys.stderr)
         print(body["message"], file=sys.stderr)
         return EXIT_FAILED

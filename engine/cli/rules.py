@@ -30,7 +30,7 @@ An event is inline words or a JSON file:
 CONFIG_HELP = "config file naming teams, roles and the rules folder (default: ./herald.toml if it exists)"
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     fmt = sub.add_parser("fmt", help="rewrite rule files in canonical form",
                          description="Format every *.rules file under PATH (default: the rules folder).")
     fmt.add_argument("paths", nargs="*", type=Path, metavar="PATH")

@@ -57,7 +57,7 @@ def _when(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     ident = sub.add_parser("identity", help="link chat accounts to people")
     ident_sub = ident.add_subparsers(dest="identity_command", metavar="ACTION", required=True)
     link = ident_sub.add_parser("link", help="print a one-time token; the person sends /link TOKEN from chat")

@@ -111,6 +111,11 @@ class Config(_Strict):
             raise ValueError("; ".join(problems))
         return self
 
+    @property
+    def scripts_folder(self) -> Path:
+        """The scripts whitelist: `scripts_dir`, else `<rules_dir>/scripts` (what `resolved` fills in)."""
+        return self.scripts_dir if self.scripts_dir is not None else self.rules_dir / "scripts"
+
     def default_teams(self) -> dict[str, TeamConfig]:
         """The built-in teams: DEFAULT_TEAMS while the config file names no teams of its own. They give way to
         what a user writes: a rule file's `team ops = ...` replaces the default `ops` instead of clashing with it."""

@@ -192,7 +192,7 @@ async def expired(state: Stateful, timer: Timer) -> None:
         if row is not None:
             conn.execute("UPDATE confirmations SET status = 'expired', decided_at = ? WHERE id = ?",
                          (state.now().timestamp(), row["id"]))
-        return row  # type: ignore[no-any-return]
+        return row
 
     row = await services.db.write(_expire)
     if row is None:

@@ -127,8 +127,8 @@ class Stateful:
                     live.add((rule.name, fingerprint))
         for timer in await self.timers.pending():
             if timer.kind in (ESCALATE, GROUP, SILENCE_END):
-                _, rule, clause, *_ = key_parts(timer.key)
-                if (rule, clause) not in live:
+                _, rule_name, clause_fingerprint, *_ = key_parts(timer.key)
+                if (rule_name, clause_fingerprint) not in live:
                     await self.timers.cancel(timer.key)
         await self.services.db.write(_drop_state_except, live)
         await confirm.cancel_changed(self, new)
@@ -242,7 +242,7 @@ def _pop_group(conn: sqlite3.Connection, rule: str, clause: str, value: str) -> 
     row = conn.execute("SELECT * FROM group_state WHERE rule = ? AND clause = ? AND value = ?",
                        (rule, clause, value)).fetchone()
     conn.execute("DELETE FROM group_state WHERE rule = ? AND clause = ? AND value = ?", (rule, clause, value))
-    return row  # type: ignore[no-any-return]
+    return row
 
 
 # -- stages ----------------------------------------------------------------------------------------------------

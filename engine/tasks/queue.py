@@ -338,11 +338,12 @@ class TaskWorkers:
         return True
 
     async def _run(self, task: TaskRecord) -> TaskRecord:
+        on_output = self._on_output
         try:
             result = await self._sandbox.run(
                 task.params.script, task.params.args, timeout_s=task.params.timeout, task_id=task.task_id,
                 memory=task.params.memory_bytes, network=task.params.network, attempt=task.attempt,
-                on_output=(lambda line: self._on_output(task, line)) if self._on_output else None,
+                on_output=(lambda line: on_output(task, line)) if on_output else None,
             )
         except (SandboxError, ValueError) as exc:
             return task.model_copy(update={"status": "failed", "end_time": utcnow(), "error": str(exc)})

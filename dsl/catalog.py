@@ -108,6 +108,10 @@ class Catalog:
     # Teams the engine offers by default: rules may name them, and a rule file may declare its own of the same name
     # (which then replaces the default) instead of clashing with it like a configured team.
     default_teams: frozenset[str] = frozenset()
+    # The people `@name` may name; None: the compiler is not told (any `@name` is accepted).
+    people: frozenset[str] | None = None
+    # The smallest memory limit a sandboxed run can start with (the engine's sandbox knows the real floor).
+    min_memory_bytes: int = 4 * 1024 * 1024
 
     def restricted_to(
         self,

@@ -9,6 +9,7 @@ from pathlib import Path
 from dsl import Catalog, CompileResult, compile_sources
 from engine.core.config import Config
 from engine.core.errors import RulesError
+from engine.sandbox.policy import MIN_MEMORY
 
 RULE_SUFFIX = ".rules"
 
@@ -20,14 +21,16 @@ ENGINE_PLATFORMS = frozenset({"chat"})  # chat platforms with an integration tha
 
 
 def catalog_for(config: Config) -> Catalog:
-    """What rules may name: configured teams (and the built-in ones, which a rule file may redeclare) and roles,
-    and the scripts in the scripts folder (the whitelist)."""
+    """What rules may name: configured teams (and the built-in ones, which a rule file may redeclare), roles and
+    people, and the scripts in the scripts folder (the whitelist); and the sandbox's limits, so a rule the engine
+    could never run does not compile."""
     scripts_dir = config.scripts_dir
     scripts: frozenset[str] = frozenset()
     if scripts_dir is not None and scripts_dir.is_dir():
         scripts = frozenset(p.name for p in scripts_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     catalog = Catalog(teams=frozenset(config.teams), roles=frozenset(config.roles), scripts=scripts,
-                      platforms=ENGINE_PLATFORMS, default_teams=frozenset(config.default_teams()))
+                      platforms=ENGINE_PLATFORMS, default_teams=frozenset(config.default_teams()),
+                      people=frozenset(config.principals), min_memory_bytes=MIN_MEMORY)
     return catalog.restricted_to(triggers=ENGINE_TRIGGERS, actions=ENGINE_ACTIONS, stages=ENGINE_STAGES)
 
 

@@ -219,3 +219,23 @@ def test_every_config_option_says_what_it_is(command: list[str], workdir: Path) 
     assert result.returncode == 0
     option = next(line for line in result.stdout.splitlines() if line.strip().startswith("--config FILE"))
     assert option.strip() != "--config FILE", result.stdout  # a description follows, on its line or the next
+
+
+def test_check_knows_the_engines_limits_memory_cron_and_people(workdir: Path) -> None:
+    (workdir / "herald.toml").write_text(PEOPLE)
+    (workdir / "rules" / "limits.rules").write_text(
+        "on command small require role admin run backup.sh sandboxed memory 64m\n"
+        'on schedule cron "61 * * * *" notify ops\n'
+        "on alert notify @nobody\n"
+        'on schedule cron "0 0 31 2 *" notify @admin\n'
+        "team night = @ghost\n")
+    result = herald("check", cwd=workdir)
+    assert result.returncode == 1
+    err = result.stderr
+    assert "rules/limits.rules:1:68: a memory limit of 64m is too small to start a container" in err
+    assert "give at least 128m" in err  # the sandbox's own minimum, not the compiler's guess
+    assert "rules/limits.rules:2:18: cron \"61 * * * *\": minute: '61' is outside 0-59" in err
+    assert "rules/limits.rules:3:17: unknown person 'nobody'" in err
+    assert "rules/limits.rules:4:18: cron \"0 0 31 2 *\": day of month: no month in the expression has that day" in err
+    assert "rules/limits.rules:5:14: unknown person 'ghost'" in err
+    assert "5 errors in 2 file(s)" in err

@@ -239,3 +239,11 @@ def test_check_knows_the_engines_limits_memory_cron_and_people(workdir: Path) ->
     assert "rules/limits.rules:4:18: cron \"0 0 31 2 *\": day of month: no month in the expression has that day" in err
     assert "rules/limits.rules:5:14: unknown person 'ghost'" in err
     assert "5 errors in 2 file(s)" in err
+
+
+def test_the_examples_check_on_a_stock_install(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    assert herald("init", cwd=tmp_path).returncode == 0
+    result = herald("check", "examples/rules", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: ")

@@ -10,9 +10,9 @@ runs), on bodies of 100 Alertmanager alerts like the ingest benchmark's:
   handled   the same events marked handled (one UPDATE each, 100 per transaction)
   run rows  what one matching `notify` rule writes besides: 5 trace rows and 1 effect claim per alert
 Times are wall time on an otherwise idle loop, so journal and handled include the wait for one fsync per 100
-alerts (about 2-3 us per alert here). The sum of parse..handled is what an alert costs before any HTTP or asyncio work; 1e6 / that sum is the most
-alerts/s one core can ingest durably with this stack, which is what the batch-100 target (2x Alertmanager) needs
-to be compared with. Usage: python benchmarks/ingest_floor.py [--alerts 20000]
+alerts (about 2-3 us per alert here). The sum of parse..handled is what an alert costs before any HTTP or asyncio
+work; 1e6 / that sum is the most alerts/s one core can ingest durably with this stack, which is what the batch-100
+target (2x Alertmanager) needs to be compared with. Usage: python benchmarks/ingest_floor.py [--alerts 20000]
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _machine import report  # noqa: E402
 from webhook_ingest import am_alert, herald_payload  # noqa: E402
 
-from engine.runs import actions, runtime  # noqa: E402
-from engine.core import journal
 from engine.cli.main import GC_GEN0_THRESHOLD  # noqa: E402
+from engine.core import journal
 from engine.core.store import connect  # noqa: E402
+from engine.runs import actions, runtime  # noqa: E402
 from integrations.webhook.alertmanager import AmPayload, to_events  # noqa: E402
 
 BATCH = 100

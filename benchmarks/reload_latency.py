@@ -23,11 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._machine import report  # noqa: E402
-from engine.server.app import Engine  # noqa: E402
+from engine.client.snapshots import RulesView  # noqa: E402
 from engine.core.config import load_config  # noqa: E402
 from engine.reload.reloader import QUIET_S, WATCH_STEP_MS  # noqa: E402
 from engine.reload.rules import compile_paths  # noqa: E402
-from engine.client.snapshots import RulesView  # noqa: E402
+from engine.server.app import Engine  # noqa: E402
 
 FILES = 10
 

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._machine import report  # noqa: E402
 from engine.sandbox.podman_service import PodmanService, user_info  # noqa: E402
-from engine.sandbox.runner import Sandbox, SandboxConfig  # noqa: E402
 from engine.sandbox.policy import HostLimits, RunLimits, build_spec, plan_limits  # noqa: E402
+from engine.sandbox.runner import Sandbox, SandboxConfig  # noqa: E402
 
 SCRIPTS = {"trivial.sh": "exit 0\n", "work.sh": "echo start\nsleep 0.5\necho done\n"}
 

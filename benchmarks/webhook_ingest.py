@@ -155,8 +155,9 @@ async def main(args: argparse.Namespace) -> None:
                  "*_range the lowest-highest round; *_client_ceiling_per_s: the same client posting the same bodies "
                  "to a no-op server (another process); durable_noop_per_s: the same client and bodies against a "
                  "no-op server that only appends each body to a file and answers after an fdatasync covering it "
-                 "(group commit, nothing else): the ceiling of any server durable before its 2xx; *_cores: CPU cores each process kept busy during its median "
-                 "round; herald_cpu_us_per_alert: Herald's CPU time per alert")
+                 "(group commit, nothing else): the ceiling of any server durable before its 2xx; *_cores: CPU "
+                 "cores each process kept busy during its median round; herald_cpu_us_per_alert: Herald's CPU "
+                 "time per alert")
 
 
 if __name__ == "__main__":

@@ -411,6 +411,7 @@ class RunScript:
     retries_span: Span | None = None
     backoff_s: float | None = None
     backoff_span: Span | None = None
+    memory_span: Span | None = None
 
 
 @quick_init

@@ -420,6 +420,7 @@ class AstBuilder(ConditionCallbacks, Transformer[Token, Any]):
             retries_span=self.span(retries) if retries is not None else None,
             backoff_s=duration_seconds(backoff_duration) if backoff_duration is not None else None,
             backoff_span=self.span(backoff_duration) if backoff_duration is not None else None,
+            memory_span=self.span(size) if size is not None else None,
         )
 
     def sandboxed(self, children: list[Token]) -> Piece:

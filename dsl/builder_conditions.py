@@ -55,7 +55,7 @@ class ConditionCallbacks:
 
     def condition(self, children: list[Extent | Token]) -> Extent:
         """`term ((and | or) term)*`; mixing `and` and `or` adds a diagnostic (and reads as `and`)."""
-        whole = self.cover(children[0], children[-1])  # type: ignore[arg-type]
+        whole = self.cover(children[0], children[-1])
         if len(children) == 1:
             only = children[0]
             assert isinstance(only, Extent)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Any
 
 DEFAULT_SEVERITIES = ("info", "warning", "error", "critical")
 
@@ -106,6 +107,13 @@ class Catalog:
     events: frozenset[str] = frozenset()  # event names raised from outside (not by `emit`)
     # Per platform, a pure check of a chat address written in a team (`slack "C012AB3CD"`): None, or the problem.
     address_checks: Mapping[str, Callable[[str], str | None]] = field(default_factory=dict)
+    # Teams the engine offers by default: rules may name them, and a rule file may declare its own of the same name
+    # (which then replaces the default) instead of clashing with it like a configured team.
+    default_teams: frozenset[str] = frozenset()
+    # The people `@name` may name; None: the compiler is not told (any `@name` is accepted).
+    people: frozenset[str] | None = None
+    # The smallest memory limit a sandboxed run can start with (the engine's sandbox knows the real floor).
+    min_memory_bytes: int = 4 * 1024 * 1024
 
     def restricted_to(
         self,
@@ -115,7 +123,7 @@ class Catalog:
         stages: Iterable[str] | None = None,
     ) -> Catalog:
         """The same catalog with only the given trigger kinds, actions and stages (None keeps what there is)."""
-        changes: dict[str, object] = {}
+        changes: dict[str, Any] = {}
         if triggers is not None:
             changes["triggers"] = MappingProxyType({k: self.triggers[k] for k in triggers})
         if actions is not None:

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 
 from dsl.ast import ButtonTrigger, CommandTrigger, Emit, EventTrigger, Notify, Param, Rule, RuleFile, TeamDecl
 from dsl.catalog import Catalog
-from dsl.checks_rule import RuleContext, check_rule, known_name
+from dsl.checks_rule import RuleContext, check_rule, known_name, known_person
 from dsl.diagnostics import Diagnostic, did_you_mean
 from dsl.loops import emit_loops
 
@@ -34,7 +34,7 @@ def check_files(files: Sequence[RuleFile], catalog: Catalog) -> list[Diagnostic]
     diags.extend(spec_diags)
     ctx = RuleContext(
         catalog=catalog,
-        teams=frozenset(catalog.teams) | {team.name for team in teams},
+        teams=frozenset(catalog.teams) | catalog.default_teams | {team.name for team in teams},
         command_params=specs,
     )
     first_by_name: dict[str, Rule] = {}
@@ -68,7 +68,9 @@ def _check_teams(teams: Sequence[TeamDecl], catalog: Catalog) -> Iterator[Diagno
             yield Diagnostic(span, f"a team named '{team.name}' is already declared at {seen[team.name].span.location}")
         seen.setdefault(team.name, team)
         for member in team.members:
-            if member.platform is not None and member.platform not in catalog.platforms:
+            if member.platform is None:
+                yield from known_person(f"@{member.address}", member.span or span, catalog)
+            elif member.platform not in catalog.platforms:
                 message = f"unknown platform '{member.platform}'"
                 suggestion = did_you_mean(member.platform, catalog.platforms)
                 if suggestion is not None:

@@ -43,6 +43,7 @@ from dsl.ast import (
 )
 from dsl.catalog import Catalog
 from dsl.checks_values import check_regex, check_template, check_value, unknown_field
+from dsl.cron import CronError, parse_cron
 from dsl.diagnostics import Diagnostic, did_you_mean
 from dsl.fields import field_type
 from dsl.kinds import action_kind, clause_kind, trigger_kind
@@ -54,6 +55,7 @@ _KINDS = {
     "role": ("known roles", "no roles are configured"),
     "script": ("scripts in the scripts folder", "the scripts folder has no scripts"),
     "severity": ("severities", "no severities are configured"),
+    "person": ("known people", "no people (principals) are configured"),
 }
 PARAM_TYPES = ("word", "text", "int", "duration", "user")
 PARAM_FIELD_TYPES = {"word": "text", "text": "text", "int": "number", "duration": "duration", "user": "user",
@@ -69,7 +71,6 @@ _FROM_A_PERSON = CONVERSATIONAL | MAYBE_CONVERSATIONAL
 MIN_RETRIES, MAX_RETRIES = 1, 10
 MIN_BACKOFF_S, MAX_BACKOFF_S = 1.0, 3600.0
 _CLOCK = re.compile(r"([0-9]{1,2}):([0-9]{2})")
-_CRON_FIELD = re.compile(r"(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?(,(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?)*|[A-Za-z]{3}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,11 +211,12 @@ def _check_schedule(trigger: ScheduleTrigger, ctx: RuleContext) -> Iterator[Diag
         if match is None or int(match.group(1)) > 23 or int(match.group(2)) > 59:
             yield Diagnostic(span, f"'{trigger.at}' is not a time of day", hint="write hours 00-23 and minutes 00-59")
     if trigger.cron is not None:
-        parts = trigger.cron.split()
-        if len(parts) != 5 or not all(_CRON_FIELD.fullmatch(p) for p in parts):
+        try:
+            parse_cron(trigger.cron)
+        except CronError as exc:
             yield Diagnostic(
                 span,
-                f"'{trigger.cron}' is not a cron expression",
+                f'cron "{trigger.cron}": {exc}',
                 hint='five fields: minute hour day-of-month month day-of-week, such as "30 3 * * 1-5"',
             )
     if trigger.zone is not None and not _zone_exists(trigger.zone, ctx.zones):
@@ -329,9 +331,10 @@ def _check_action(action: object, kind: str, known: Mapping[str, str], ctx: Rule
                 "a timeout of zero would stop the script before it starts",
                 hint="give a positive duration such as 30s, 10m or 1h, or leave the timeout out",
             )
-        if action.memory_bytes is not None and action.memory_bytes < 4 * 1024 * 1024:
-            yield Diagnostic(span, f"a memory limit of {action.memory_text} is too small to start a container",
-                             hint="give at least 4m")
+        if action.memory_bytes is not None and action.memory_bytes < catalog.min_memory_bytes:
+            yield Diagnostic(action.memory_span or span,
+                             f"a memory limit of {action.memory_text} is too small to start a container",
+                             hint=f"give at least {_size(catalog.min_memory_bytes)}")
         yield from _check_retry(action, span)
         for arg, arg_span in zip(action.args, action.args_spans, strict=False):
             yield from check_template(arg, arg_span, known, kind)
@@ -380,9 +383,26 @@ def _check_retry(action: RunScript, span: Span) -> Iterator[Diagnostic]:
 
 
 def _target(target: str, span: Span, ctx: RuleContext) -> tuple[Diagnostic, ...]:
-    if target.startswith("@") or target in ctx.teams:
+    if target.startswith("@"):
+        return known_person(target, span, ctx.catalog)
+    if target in ctx.teams:
         return ()
     return tuple(known_name("team", target, span, ctx.teams))
+
+
+def known_person(target: str, span: Span, catalog: Catalog) -> tuple[Diagnostic, ...]:
+    """`@name` must be a person the installation knows (when the catalog says who that is)."""
+    people = catalog.people
+    if people is None or target[1:] in people:
+        return ()
+    return tuple(known_name("person", target[1:], span, people))
+
+
+def _size(n: int) -> str:
+    for unit, size in (("g", 1024 ** 3), ("m", 1024 ** 2), ("k", 1024)):
+        if n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
 
 
 def _field_used(name: str, span: Span, kind: str, known: Mapping[str, str]) -> tuple[Diagnostic, ...]:

@@ -100,9 +100,9 @@ def _with_comment(code: str, comment: str | None) -> str:
 
 def _rule(rule: Rule, lines: list[_Line]) -> list[str]:
     if rule.name is None:
-        (line,) = print_rule(rule)
+        (printed,) = print_rule(rule)
         comments = [lines[n - 1].comment for n in range(rule.span.line, rule.span.end_line + 1)]
-        return [_with_comment(line, " ".join(c for c in comments if c) or None)]
+        return [_with_comment(printed, " ".join(c for c in comments if c) or None)]
     nodes: list[tuple[Span, str]] = [(rule.trigger.span, print_trigger(rule.trigger))]
     nodes += [(c.span, print_clause(c)) for c in rule.clauses]
     nodes += [(a.span, print_action(a)) for a in rule.actions]

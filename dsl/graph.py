@@ -15,7 +15,8 @@ A missing field never matches: `alert.service` absent from the fields is not equ
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field  # `field` is also a Condition attribute
 from typing import NamedTuple
 
 from dsl.args import BoundArgs, CommandParam, bind_args
@@ -73,7 +74,7 @@ class Condition:
 
     field: str
     value: object
-    text: str = field(default="", compare=False)
+    text: str = dataclass_field(default="", compare=False)
 
     def as_check(self) -> Check:
         name, want = self.field, self.value
@@ -136,7 +137,7 @@ class CompiledRule:
     stages: tuple[Stage, ...] = ()
     params: tuple[CommandParam, ...] = ()
     schedule: ScheduleSpec | None = None
-    _matcher: Matcher | None = field(default=None, init=False, repr=False, compare=False)
+    _matcher: Matcher | None = dataclass_field(default=None, init=False, repr=False, compare=False)
 
     @property
     def matches(self) -> Matcher:

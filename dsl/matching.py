@@ -12,7 +12,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from dsl.ast import AllOf, AnyOf, Compare, Condition, IsSet, Matches, MemberOf, Not, Value
 from dsl.fields import MISSING, field_type, getter
@@ -22,7 +22,7 @@ from dsl.values import duration_seconds, is_duration, is_number, number
 Fields: TypeAlias = Mapping[str, object]
 Matcher: TypeAlias = Callable[[Fields], bool]
 
-_OPS: dict[str, Callable[[object, object], bool]] = {
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
     "=": operator.eq,
     "!=": operator.ne,
     "<": operator.lt,
@@ -94,7 +94,8 @@ def value_test(
         want = rank.get(value.text, -1)
 
         def by_rank(fields: Fields) -> bool:
-            found = rank.get(get(fields))  # type: ignore[arg-type]
+            name = get(fields)
+            found = rank.get(name) if isinstance(name, str) else None
             return found is not None and compare(found, want)
 
         return by_rank

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.server.app import Engine
 from engine.core.config import Config, load_config
+from engine.server.app import Engine
 from engine.testing import running_engine
 from tests.connectors.loopchat_server import LoopchatServer
 from tests.support import ALICE_TOKEN, BOB_TOKEN, REPO, Alertmanager, http_url, start_alertmanager

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import aiohttp
 
-from engine.server.app import Engine
 from engine.core.config import Config
 from engine.core.events import Event
+from engine.server.app import Engine
 from engine.testing import running_engine
 
 REPO = Path(__file__).resolve().parents[1]

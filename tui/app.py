@@ -248,7 +248,7 @@ class HeraldApp(App[None]):
     def __init__(self, client: EngineClient) -> None:
         super().__init__()
         self.client = client
-        self._tables: dict[type[BaseModel], RecordTable] = {}  # type: ignore[type-arg]
+        self._tables: dict[type[BaseModel], RecordTable] = {}
 
     def compose(self) -> ComposeResult:
         # Widgets are built here, not in __init__: a DataTable needs the running app to add its columns.

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 
-from engine.cli.common import add_config_args, load_for
-from engine.client.remote import RemoteEngineClient, engine_url, read_token
+from engine.cli.common import add_client_args, engine_url, load_for, read_token
+from engine.client.remote import RemoteEngineClient
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     tui = sub.add_parser("tui", help="open the terminal UI on a running engine")
-    add_config_args(tui)
-    tui.add_argument("--url", help="engine address (default: from the config, http://127.0.0.1:8470)")
+    add_client_args(tui)
     tui.set_defaults(handler=run)
 
 
@@ -22,5 +21,5 @@ def run(args: argparse.Namespace) -> int:
     from tui.app import make_app  # Textual loads only when the TUI is asked for
 
     config = load_for(args)
-    make_app(RemoteEngineClient(engine_url(config, args.url), read_token(config))).run()
+    make_app(RemoteEngineClient(engine_url(config, args.url).url, read_token(config))).run()
     return 0

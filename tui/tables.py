@@ -30,7 +30,7 @@ def last_line(text: str, width: int = 60) -> str:
     return tail if len(tail) <= width else tail[: width - 1] + "…"
 
 
-class RecordTable(DataTable, Generic[R]):  # type: ignore[type-arg]
+class RecordTable(DataTable, Generic[R]):
     """A DataTable showing one record type, oldest at the top, one row per stable key, at most ROW_CAP rows."""
 
     COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = ()

@@ -8,11 +8,12 @@ import hashlib
 import json
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 
+from engine.cli.common import EngineAddress, engine_url, read_token, unreachable
 from engine.core.config import Config
-from engine.client.remote import engine_url, read_token
 from engine.core.errors import HeraldError
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -44,31 +45,40 @@ def send(config: Config, args: argparse.Namespace) -> int:
     return asyncio.run(_run_command(url, read_token(config), args.text, args.principal, args.timeout))
 
 
-async def _post_alert(url: str, payload: dict[str, object]) -> int:
+async def _post_alert(address: EngineAddress, payload: dict[str, Any]) -> int:
     async with aiohttp.ClientSession() as session:
         try:
-            async with session.post(f"{url}/hooks/alertmanager", json=payload) as response:
+            async with session.post(f"{address.url}/hooks/alertmanager", json=payload) as response:
                 body = await response.text()
         except aiohttp.ClientError as exc:
-            raise HeraldError(f"cannot reach Herald at {url}: {exc}") from None
-    print(f"{response.status} {body}")
-    return 0 if response.status == 200 else 1
+            raise unreachable(address, exc) from None
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = {}
+    alert = payload["alerts"][0]
+    labels = " ".join(f"{k}={v}" for k, v in alert["labels"].items())
+    if response.status == 200:
+        print(f"sent {alert['status']} alert {labels}; Herald accepted it as event {answer['events'][0]}")
+        return 0
+    print(f"Herald refused the alert ({response.status}): {answer.get('error', body.strip())}", file=sys.stderr)
+    return 1
 
 
-async def _run_command(url: str, token: str, text: str, principal: str | None, timeout: float) -> int:
+async def _run_command(address: EngineAddress, token: str, text: str, principal: str | None, timeout: float) -> int:
     frame: dict[str, object] = {"type": "command", "text": text, "id": "cli"}
     if principal:
         frame["as"] = principal
     headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession() as session:
         try:
-            async with session.ws_connect(f"{url}/api/v1/stream", headers=headers) as ws:
+            async with session.ws_connect(f"{address.url}/api/v1/stream", headers=headers) as ws:
                 await ws.send_json(frame)
                 return await asyncio.wait_for(_print_replies(ws), timeout)
         except aiohttp.WSServerHandshakeError as exc:
             raise HeraldError(f"Herald refused the API token ({exc.status}): is the data folder right?") from None
         except aiohttp.ClientError as exc:
-            raise HeraldError(f"cannot reach Herald at {url}: {exc}") from None
+            raise unreachable(address, exc) from None
         except TimeoutError:
             raise HeraldError(f"no result within {timeout:.0f} s") from None
 

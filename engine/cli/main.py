@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import importlib
 import logging
@@ -13,8 +14,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
-from engine.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_config_args, load_for
+from engine.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_client_args, add_config_args, client_host, load_for
+from engine.core import datafolder
 from engine.core.config import DEFAULT_CONFIG_NAME, Config, load_config
 from engine.core.errors import ConfigError, HeraldError, RulesError
 
@@ -56,8 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "same as saving a file, or SIGHUP). Prints the diff (+added -removed "
                                         "~changed =same), or every problem as path:line:col: message and exits 1; "
                                         "the running rules stay then.")
-    add_config_args(reload)
-    reload.add_argument("--url", help="engine address (default: from the config)")
+    add_client_args(reload)
 
     check = sub.add_parser("check", help="compile rule files and print every problem",
                            description="Check every *.rules file under PATH (default: the rules folder). "
@@ -66,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, metavar="FILE", help="config file naming teams and roles")
 
     init = sub.add_parser("init", help="write a starter herald.toml with an admin and a chat token")
-    init.add_argument("--config", type=Path, default=Path("herald.toml"), metavar="FILE")
+    init.add_argument("--config", type=Path, default=Path("herald.toml"), metavar="FILE",
+                      help="where to write the starter config (default: herald.toml)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     audit = sub.add_parser("audit", help="inspect the audit log")
@@ -75,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(verify)
     show = audit_sub.add_parser("show", help="print the audit log")
     add_config_args(show)
-    show.add_argument("--last", type=int, default=50, metavar="N", help="how many of the newest entries")
+    show.add_argument("--limit", "--last", dest="limit", type=int, default=50, metavar="N",
+                      help="show the newest N entries (default: 50; 0: all)")
     show.add_argument("--since", type=_since, metavar="WHEN",
                       help="only entries from this time on: an ISO time (2026-11-27T10:00) or an age (30m, 2h, 7d)")
 
@@ -83,8 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Examples:  herald send alert severity=critical service=database\n"
                                       "           herald send command '/backup now' --as alice",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(send)
-    send.add_argument("--url", help="engine address (default: from the config)")
+    add_client_args(send)
     send_sub = send.add_subparsers(dest="send_kind", metavar="KIND", required=True)
     alert = send_sub.add_parser("alert", help="post an Alertmanager-style alert to /hooks/alertmanager")
     alert.add_argument("labels", nargs="*", metavar="LABEL=VALUE",
@@ -96,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--as", dest="principal", metavar="PRINCIPAL",
                          help="act as this principal (default: api_principal from the config)")
     command.add_argument("--timeout", type=float, default=600, help="seconds to wait for the result")
+    for kind in (alert, command):  # `herald send alert ... --url U` reads as naturally as `herald send --url U alert`
+        add_client_args(kind, suppress=True)
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_parsers(sub)
     for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):  # `herald tui`, plugins' own
@@ -172,6 +177,8 @@ def _check(args: argparse.Namespace) -> int:
         errors = sum(1 for d in result.diagnostics if d.severity == "error")
         print(f"{errors} error{'s' if errors != 1 else ''} in {len(result.sources)} file(s)", file=sys.stderr)
         return EXIT_FAILED
+    if not result.sources:
+        print(f"warning: no *.rules files in {', '.join(map(str, paths))}: Herald would do nothing", file=sys.stderr)
     print(f"ok: {len(result.graph.rules)} rules in {len(result.sources)} file(s)")
     return EXIT_OK
 
@@ -194,10 +201,10 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from engine.server.app import Engine
-    from engine.reload.reloader import ConfigSource
     from engine.plugin.discovery import discover, validate_integrations
+    from engine.reload.reloader import ConfigSource
     from engine.reload.rules import compile_paths
+    from engine.server.app import Engine
 
     config = _run_config(args)
     http = config.http
@@ -208,13 +215,23 @@ def _run(args: argparse.Namespace) -> int:
     source = ConfigSource(config_path, lambda: _run_config(args)) if config_path is not None else None
     validate_integrations(config, discover())  # before anything starts: `integrations.x.token: field required`
     result = compile_paths([config.rules_dir], config)
-    if result.graph is None:
+    graph = result.graph
+    if graph is None:
         print(result.render_all(), file=sys.stderr)
         print("herald: not starting: the rules above do not compile", file=sys.stderr)
         return EXIT_FAILED
+    if not result.sources:
+        print(f"herald: warning: no *.rules files in {config.rules_dir}: Herald will do nothing until you add "
+              "some (they load as they are saved)", file=sys.stderr)
+
+    try:  # before anything opens the database: one engine per data folder
+        folder = datafolder.claim(config.data_dir)
+    except datafolder.FolderInUse as exc:
+        print(f"herald: not starting: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
     async def serve() -> None:
-        engine = Engine(config, result.graph, teams=result.teams, config_source=source, watch=not args.no_watch)
+        engine = Engine(config, graph, teams=result.teams, config_source=source, watch=not args.no_watch)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -224,14 +241,24 @@ def _run(args: argparse.Namespace) -> int:
             await engine.start()
             tune_gc_for_serving()
             scheme = "https" if http.tls_cert else "http"
+            folder.publish(f"{scheme}://{client_host(http.host)}:{engine.port}")
             print(f"Herald is ready: {scheme}://{http.host}:{engine.port}  (chat: {scheme.replace('http', 'ws')}://"
-                  f"{http.host}:{engine.port}/chat, rules: {len(result.graph.rules)}, data: {config.data_dir})",
+                  f"{http.host}:{engine.port}/chat, rules: {len(graph.rules)}, data: {config.data_dir})",
                   flush=True)
             await stop.wait()
         finally:
             await engine.stop()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"herald: not starting: {http.host}:{http.port} is already in use by another program; "
+              "choose another port with --port (or [http] port in the config)", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        folder.release()
     return EXIT_OK
 
 
@@ -239,18 +266,19 @@ def _reload(args: argparse.Namespace) -> int:
     """POST /api/v1/reload with the engine's local token; print the diff or every diagnostic."""
     import aiohttp
 
-    from engine.cli.client import engine_url, read_token
+    from engine.cli.common import engine_url, read_token, unreachable
 
     config = load_for(args)
-    url, token = engine_url(config, args.url), read_token(config)
+    address, token = engine_url(config, args.url), read_token(config)
+    url = address.url
 
-    async def call() -> tuple[int, dict[str, object]]:
+    async def call() -> tuple[int, dict[str, Any]]:
         async with aiohttp.ClientSession() as session:
             try:
                 async with session.post(f"{url}/api/v1/reload", headers={"Authorization": f"Bearer {token}"}) as r:
                     return r.status, await r.json(content_type=None)
             except aiohttp.ClientError as exc:
-                raise HeraldError(f"cannot reach Herald at {url}: {exc}") from None
+                raise unreachable(address, exc) from None
             except ValueError:
                 raise HeraldError(f"Herald at {url} answered {r.status} without JSON") from None
 
@@ -267,7 +295,7 @@ def _reload(args: argparse.Namespace) -> int:
     if status == 422:
         from engine.client.snapshots import DiagnosticView
 
-        for item in body.get("diagnostics") or []:  # type: ignore[union-attr]
+        for item in body.get("diagnostics") or []:
             print(DiagnosticView.model_validate(item), file=sys.stderr)
         print(body["message"], file=sys.stderr)
         return EXIT_FAILED
@@ -288,8 +316,8 @@ def _since(text: str) -> str:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from engine.security.audit import verify_chain
     from engine.core.store import DB_NAME, connect
+    from engine.security.audit import verify_chain
 
     config = load_for(args)
     path = config.data_dir / DB_NAME
@@ -307,10 +335,14 @@ def _audit(args: argparse.Namespace) -> int:
                   f"({result.entries} entries verified before it)", file=sys.stderr)
             return EXIT_FAILED
         since = args.since or "0000"
+        total = conn.execute("SELECT count(*) FROM audit_log WHERE time >= ?", (since,)).fetchone()[0]
         rows = conn.execute("SELECT * FROM audit_log WHERE time >= ? ORDER BY seq DESC LIMIT ?",
-                            (since, args.last)).fetchall()
+                            (since, args.limit if args.limit > 0 else -1)).fetchall()
         for row in reversed(rows):
             print(f"{row['seq']:>6} {row['time']} {row['action']:<18} {row['actor']:<14} {row['data']}")
+        which = f" since {args.since}" if args.since else ""
+        more = "; --limit N shows more, --limit 0 all" if len(rows) < total else ""
+        print(f"{len(rows)} of {total} entries{which} shown (the newest){more}", file=sys.stderr)
         return EXIT_OK
     finally:
         conn.close()

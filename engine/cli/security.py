@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 
 import jwt
 
-from engine.security import audit, identity, keys
-from engine.server.api import API_PURPOSE
 from engine.cli.common import EXIT_FAILED, EXIT_OK, add_config_args, load_for
 from engine.core.config import Config
 from engine.core.errors import ConfigError
 from engine.core.store import DB_NAME, connect, transaction
+from engine.security import audit, identity, keys
+from engine.server.api import API_PURPOSE
 
 DEFAULT_API_TTL = "8h"
 MAX_API_TTL_S = 30 * 24 * 3600
@@ -57,7 +57,7 @@ def _when(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     ident = sub.add_parser("identity", help="link chat accounts to people")
     ident_sub = ident.add_subparsers(dest="identity_command", metavar="ACTION", required=True)
     link = ident_sub.add_parser("link", help="print a one-time token; the person sends /link TOKEN from chat")

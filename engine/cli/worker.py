@@ -10,11 +10,12 @@ import signal
 import socket
 
 from engine.cli.common import EXIT_OK, EXIT_USAGE, add_config_args, load_for
+from engine.core.config import Config
 
 log = logging.getLogger("herald.worker")
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     worker = sub.add_parser(
         "worker", help="run tasks from the Redis queue (needs [queue] redis_url)",
         description="Take tasks from the Redis stream named in the config's [queue] section and run them in this "
@@ -36,12 +37,12 @@ def _worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _serve(config, name: str) -> None:  # type: ignore[no-untyped-def]
-    from engine.tasks.redis_queue import RedisWorker
+async def _serve(config: Config, name: str) -> None:
     from engine.sandbox.runner import Sandbox
     from engine.tasks.queue import TaskWorkers
+    from engine.tasks.redis_queue import RedisWorker
 
-    sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_dir, owner=f"worker-{name}")
+    sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_folder, owner=f"worker-{name}")
     await sandbox.start()
     runner = TaskWorkers(queue=None, sandbox=sandbox, on_finished=_nothing)
     worker = RedisWorker(config.queue, name=name, run_task=runner.execute)

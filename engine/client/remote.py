@@ -31,31 +31,15 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
 from yarl import URL
 
-from engine.core.config import Config
+from engine.client.snapshots import AlertView, AuditView, EventView, RulesView, RunView, Snapshot, TaskView
 from engine.core.errors import HeraldError
 from engine.core.ids import new_id
-from engine.client.snapshots import AlertView, AuditView, EventView, RulesView, RunView, Snapshot, TaskView
 
 log = logging.getLogger(__name__)
 
 STREAM_PATH = "/api/v1/stream"
 TOKEN_FILE = "api-token"
 
-
-
-def engine_url(config: Config, url: str | None) -> str:
-    if url:
-        return url.rstrip("/")
-    host = "127.0.0.1" if config.http.host in ("0.0.0.0", "::", "") else config.http.host
-    return f"http://{host}:{config.http.port}"
-
-
-def read_token(config: Config) -> str:
-    path = config.data_dir / "api-token"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        raise HeraldError(f"no API token at {path}: is `herald run` running with this data folder?") from None
 
 
 class Reply(BaseModel):

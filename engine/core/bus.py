@@ -10,7 +10,6 @@ keep up is dropped (it reconnects and gets a fresh snapshot) instead of making t
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -43,7 +42,7 @@ class Subscription:
 class Bus:
     def __init__(self, keep: int = 200) -> None:
         self._keep = keep
-        self._recent: dict[type, OrderedDict[object, Update | functools.partial[Update]]] = {
+        self._recent: dict[type, OrderedDict[object, Update | Callable[[], Update]]] = {
             kind: OrderedDict() for kind in _KEYS}
         self._subscribers: set[Subscription] = set()
 
@@ -52,14 +51,14 @@ class Bus:
         for sub in list(self._subscribers):
             sub.offer(update)
 
-    def publish_lazy(self, kind: type, key: object, build: functools.partial[Update]) -> None:
+    def publish_lazy(self, kind: type, key: object, build: Callable[[], Update]) -> None:
         """Publish what `build()` makes (a `kind` keyed by `key`), building it only when somebody needs it."""
         if self._subscribers:
             self.publish(build())
         else:
             self._remember(kind, key, build)
 
-    def _remember(self, kind: type, key: object, update: Update | functools.partial[Update]) -> None:
+    def _remember(self, kind: type, key: object, update: Update | Callable[[], Update]) -> None:
         recent = self._recent[kind]
         recent.pop(key, None)
         recent[key] = update
@@ -68,7 +67,8 @@ class Bus:
 
     def snapshot(self) -> Snapshot:
         def items(kind: type) -> list:
-            return [item() if isinstance(item, functools.partial) else item for item in self._recent[kind].values()]
+            # a view is a pydantic model, never callable: what is callable is a view not built yet
+            return [item() if callable(item) else item for item in self._recent[kind].values()]
 
         rules = items(RulesView)
         return Snapshot(events=items(EventView), runs=items(RunView), tasks=items(TaskView), audit=items(AuditView),

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from dsl.diagnostics import did_you_mean
 from engine.core.errors import ConfigError
 from engine.sandbox.runner import SandboxConfig
 
@@ -57,6 +58,10 @@ class TeamConfig(_Strict):
     _targets_ok = field_validator("targets")(_platform_addresses)
 
 
+# The team a fresh install notifies (the default rules say `notify ops`): everyone who joins chat room "ops".
+DEFAULT_TEAMS = {"ops": TeamConfig(chat_rooms=["ops"])}
+
+
 class HttpConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8470, ge=0, le=65535)
@@ -87,7 +92,8 @@ class Config(_Strict):
     scripts_dir: Path | None = None  # default: <rules_dir>/scripts, so a rules folder carries its own whitelist
     roles: list[str] = Field(default_factory=lambda: ["admin", "operator", "viewer"])
     principals: dict[str, PrincipalConfig] = Field(default_factory=dict)
-    teams: dict[str, TeamConfig] = Field(default_factory=lambda: {"ops": TeamConfig(chat_rooms=["ops"])})
+    # Teams the config file names. With none, the engine offers DEFAULT_TEAMS (see `default_teams`).
+    teams: dict[str, TeamConfig] = Field(default_factory=dict)
     http: HttpConfig = Field(default_factory=HttpConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     workers: int = Field(default=2, ge=1, le=64)
@@ -139,6 +145,15 @@ class Config(_Strict):
             if wanted in principal.accounts:
                 return name
         return None
+    @property
+    def scripts_folder(self) -> Path:
+        """The scripts whitelist: `scripts_dir`, else `<rules_dir>/scripts` (what `resolved` fills in)."""
+        return self.scripts_dir if self.scripts_dir is not None else self.rules_dir / "scripts"
+
+    def default_teams(self) -> dict[str, TeamConfig]:
+        """The built-in teams: DEFAULT_TEAMS while the config file names no teams of its own. They give way to
+        what a user writes: a rule file's `team ops = ...` replaces the default `ops` instead of clashing with it."""
+        return {} if "teams" in self.model_fields_set else dict(DEFAULT_TEAMS)
 
     def resolved(self, base: Path) -> Config:
         """Return a copy whose paths are absolute, relative ones taken from `base`."""
@@ -178,6 +193,33 @@ def _describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+            suggestion = did_you_mean(str(error["loc"][-1]), _keys_beside(error["loc"]))
+            if suggestion is not None:
+                message += f"; did you mean '{suggestion}'?"
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
+
+
+def _keys_beside(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the config model allows where `loc` points (`principals.alice.rolez` -> a principal's keys)."""
+    model: Any = Config
+    parts = list(loc[:-1])
+    while parts:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+        field = model.model_fields.get(str(parts.pop(0)))
+        if field is None:
+            return []
+        model = field.annotation
+        if get_origin(model) is dict:  # a table of named entries: the next part is a name, not a key
+            model = get_args(model)[1]
+            if parts:
+                parts.pop(0)
+        elif get_origin(model) is not None:  # `X | None`: the model inside
+            model = next((a for a in get_args(model) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []

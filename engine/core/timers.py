@@ -120,7 +120,11 @@ class Timers:
         if kind in self._handlers:
             raise ValueError(f"a handler for timers of kind {kind!r} is already registered")
         self._handlers[kind] = handler
-        return lambda: self._handlers.pop(kind, None)  # type: ignore[func-returns-value]
+
+        def detach() -> None:
+            self._handlers.pop(kind, None)
+
+        return detach
 
     async def schedule(self, kind: str, due: datetime, key: str, payload: dict[str, Any], *,
                        replace: bool = True) -> bool:

@@ -45,6 +45,9 @@ class Manifest:
     provides: tuple[str, ...] = ()  # e.g. ("trigger:alert",) or ("trigger:command", "trigger:button")
     config_model: type[BaseModel] | None = None  # `[integrations.<name>]`, validated when the config loads
     connector: ConnectorSpec | None = None
+    # How the integration turns what its source posts into events, without the engine (the dry run, `herald test`,
+    # reads an alert exactly as the live hook would); raises ValueError for a body it cannot read.
+    decode: Callable[[dict[str, Any]], list[Event]] | None = None
 
 
 class KeyValue(Protocol):

@@ -32,21 +32,19 @@ from pydantic import BaseModel, ValidationError
 from watchfiles import Change, awatch
 
 from dsl import CompileCache, CompileResult, EventGraph, compile_sources
+from dsl.ast import TeamDecl
+from engine.client.snapshots import DiagnosticView, ReloadView, RuleEntry, RulesView
+from engine.core.bus import Bus
 from engine.core.config import Config
 from engine.core.errors import ConfigError
-from engine.security.identity import Directory
-from engine.reload.tree import NAMES_IN_AUDIT, RulesDiff, TreeSnapshot, WatchedPaths, diff_graphs, read_tree
-from engine.plugin.api import ConnectorSpec
+from engine.plugin.api import ConnectorSpec, Integration
 from engine.plugin.discovery import validate_integrations
 from engine.reload.rules import catalog_for
-from dsl.ast import TeamDecl
-from engine.core.bus import Bus
-from engine.plugin.api import Integration
+from engine.reload.tree import NAMES_IN_AUDIT, RulesDiff, TreeSnapshot, WatchedPaths, diff_graphs, read_tree
 from engine.runs.run import Services
 from engine.runs.runtime import Runtime
 from engine.runs.stateful import Stateful
-from engine.client.snapshots import DiagnosticView, ReloadView, RuleEntry, RulesView
-
+from engine.security.identity import Directory
 
 log = logging.getLogger("herald.reload")
 
@@ -263,11 +261,12 @@ class Reloader:
                     config = hot_config(self._engine.config, loaded)
                     validate_integrations(config, self._engine.integrations)
                 except ConfigError as exc:
-                    return await self._reject(tree, [config_problem(self._config_source.path, exc)], trigger, actor)
+                    return await self._reject(tree, [config_problem(self._config_source.path, exc)], trigger, actor,
+                                              what="config")
                 except ValidationError as exc:
                     problem = ConfigError(f"{self._config_source.path}: {exc.errors()[0]['msg']}")
                     return await self._reject(tree, [config_problem(self._config_source.path, problem)], trigger,
-                                              actor)
+                                              actor, what="config")
             result = await asyncio.to_thread(_compile, tree, config, self._compile_cache, self._engine.connectors)
             if result.graph is None:
                 return await self._reject(tree, diagnostic_views(result.diagnostics), trigger, actor)
@@ -280,21 +279,25 @@ class Reloader:
             return await self._accepted(old, result.graph, diff, restart, trigger, actor)
 
     def _unchanged(self, trigger: str) -> ReloadView:
-        """Nothing to do; a rejection shown earlier is cleared (the tree is back to what runs)."""
+        """Nothing to do; a rejection shown earlier is cleared (the tree is back to what runs), and said so."""
         engine = self._engine
         self._last_attempt = None
-        outcome = ReloadView(status="unchanged", time=now_iso(), trigger=trigger, version=engine.runtime.graph_version,
-                             message="rules unchanged")
-        if self.view is not None and self.view.last.status == "rejected":
+        version = engine.runtime.graph_version
+        fixed = self.view is not None and self.view.last.status == "rejected"
+        message = (f"the problems reported before are fixed: the files are back to what runs (version {version})"
+                   if fixed else "rules unchanged")
+        outcome = ReloadView(status="unchanged", time=now_iso(), trigger=trigger, version=version, message=message)
+        if fixed:
+            log.info("%s", message)
             self._publish(outcome)
         return outcome
 
     async def _reject(self, tree: TreeSnapshot, diagnostics: list[DiagnosticView], trigger: str,
-                      actor: str) -> ReloadView:
+                      actor: str, *, what: Literal["rules", "config"] = "rules") -> ReloadView:
         engine = self._engine
         errors = [d for d in diagnostics if d.severity == "error"] or diagnostics
         version = engine.runtime.graph_version
-        message = (f"rules rejected: {len(errors)} error{'s' if len(errors) != 1 else ''}; "
+        message = (f"{what} rejected: {len(errors)} error{'s' if len(errors) != 1 else ''}; "
                    f"still running version {version}")
         for diag in diagnostics:
             (log.error if diag.severity == "error" else log.warning)("%s", diag)

@@ -14,6 +14,7 @@ from engine.core.errors import RulesError
 from engine.delivery.connector import AddressError
 from engine.plugin.api import ConnectorSpec
 from engine.plugin.discovery import connector_specs, discover
+from engine.sandbox.policy import MIN_MEMORY
 
 RULE_SUFFIX = ".rules"
 
@@ -30,8 +31,10 @@ def installed_connectors() -> Mapping[str, ConnectorSpec]:
 
 
 def catalog_for(config: Config, connectors: Mapping[str, ConnectorSpec] | None = None) -> Catalog:
-    """What rules may name: configured teams and roles, the scripts in the scripts folder (the whitelist), and the
-    chat platforms a connector is installed for, with their address checks (default: the installed ones)."""
+    """What rules may name: configured teams (and the built-in ones, which a rule file may redeclare), roles and
+    people, the scripts in the scripts folder (the whitelist), and the chat platforms a connector is installed for,
+    with their address checks (default: the installed ones); and the sandbox limits, so a rule the engine could
+    never run does not compile."""
     specs = installed_connectors() if connectors is None else connectors
     scripts_dir = config.scripts_dir
     scripts: frozenset[str] = frozenset()
@@ -39,7 +42,9 @@ def catalog_for(config: Config, connectors: Mapping[str, ConnectorSpec] | None =
         scripts = frozenset(p.name for p in scripts_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     catalog = Catalog(teams=frozenset(config.teams), roles=frozenset(config.roles), scripts=scripts,
                       platforms=frozenset(specs),
-                      address_checks={name: functools.partial(_address_problem, spec) for name, spec in specs.items()})
+                      address_checks={name: functools.partial(_address_problem, spec) for name, spec in specs.items()},
+                      default_teams=frozenset(config.default_teams()), people=frozenset(config.principals),
+                      min_memory_bytes=MIN_MEMORY)
     return catalog.restricted_to(triggers=ENGINE_TRIGGERS, actions=ENGINE_ACTIONS, stages=ENGINE_STAGES)
 
 
@@ -52,11 +57,14 @@ def _address_problem(spec: ConnectorSpec, address: str) -> str | None:
 
 
 def rule_files(paths: Sequence[Path]) -> list[Path]:
-    """Every `*.rules` file named or found (recursively) under the given folders, in a stable order."""
+    """Every `*.rules` file named or found (recursively) under the given folders, in a stable order. A named file
+    that is not a rule file is refused (RulesError) rather than compiled: `herald check README.md` is a slip."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
             found.extend(sorted(p for p in path.rglob(f"*{RULE_SUFFIX}") if p.is_file()))
+        elif path.suffix != RULE_SUFFIX:
+            raise RulesError(f"{display_path(path)}: not a rule file (rule files end in {RULE_SUFFIX})", [])
         else:
             found.append(path)
     return found

@@ -16,7 +16,7 @@ from dsl.plan import DEFAULT_BUTTONS, EmitAction, NotifyAction, ReplyAction, Run
 from engine.core.events import AlertData, Cause, CommandData, EmittedData, Event
 from engine.core.ids import derived_id
 from engine.delivery.message import Conversation
-from engine.delivery.outlets import Audience, Notification, Text
+from engine.delivery.outlets import Audience, Button, Notification, Text
 from engine.runs.run import RuleRun, Services, summarize, who
 from engine.tasks.queue import DEFAULT_BACKOFF_S, TaskParams, TaskRecord
 
@@ -107,7 +107,7 @@ async def notify(action: NotifyAction, run: RuleRun, services: Services) -> Acti
         until = await services.alerts.muted_until(fingerprint)
         if until is not None:
             return ActionOutcome(f"muted until {until.isoformat(timespec='minutes')}")
-    buttons = ()
+    buttons: tuple[Button, ...] = ()
     if action.buttons:
         specs = tuple((b.name, b.arg) for b in (action.button_list or DEFAULT_BUTTONS))
         buttons = await services.alerts.make_buttons(event_id=event.id, rule=run.rule.name,
@@ -141,7 +141,8 @@ async def run_script(action: RunAction, run: RuleRun, services: Services) -> Act
         command=event.data.safe_text if isinstance(event.data, CommandData) else summarize(event),
         params=TaskParams(script=action.script, args=args,
                           timeout=action.timeout_s or services.config.sandbox.default_timeout_s,
-                          memory_bytes=action.memory_bytes, network=action.network, retries=action.retries,
+                          memory_bytes=action.memory_bytes, network=action.network,  # type: ignore[arg-type]
+                          retries=action.retries,
                           backoff_s=action.backoff_s or DEFAULT_BACKOFF_S),
         run_id=run.run_id, rule=run.rule.name, event_id=event.id,
         requested_by=event.actor.principal if event.actor else None, reply_to=event.reply_to,

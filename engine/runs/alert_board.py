@@ -14,10 +14,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
+from engine.client.snapshots import AlertView, ButtonView
 from engine.core.bus import Bus
 from engine.core.events import AlertData, Event
 from engine.delivery.outlets import Button
-from engine.client.snapshots import AlertView, ButtonView
 
 BOARD_CAP = 500  # alerts kept on the board; the TUI shows as many rows per table
 

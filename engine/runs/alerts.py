@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from engine.security import keys
 from engine.core.errors import AuthError
-from engine.delivery.outlets import Button
 from engine.core.store import Database
+from engine.delivery.outlets import Button
+from engine.security import keys
 
 BUTTON_TTL_S = 24 * 3600
 
@@ -44,6 +44,7 @@ def button_label(action: str, arg: str | None) -> str:
     """What a button says: `ack` -> Acknowledge, `mute 1h` -> Mute 1h, `retry` -> Retry."""
     label = _LABELS.get(action, action.replace("-", " ").replace("_", " ").capitalize())
     return f"{label} {arg}" if arg else label
+DEFAULT_SPECS: tuple[tuple[str, str | None], ...] = tuple((action, arg) for _, action, arg in ALERT_BUTTONS)
 MUTE_DURATIONS = {"1h": timedelta(hours=1)}
 
 
@@ -64,7 +65,7 @@ class AlertState:
 
     async def make_buttons(
         self, *, event_id: str, rule: str, fingerprint: str | None,
-        specs: tuple[tuple[str, str | None], ...] = tuple((a, g) for _, a, g in ALERT_BUTTONS),
+        specs: tuple[tuple[str, str | None], ...] = DEFAULT_SPECS,
     ) -> tuple[Button, ...]:
         """Sign one button per (action, arg) for this notification."""
         expires = int(time.time()) + BUTTON_TTL_S

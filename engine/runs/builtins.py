@@ -4,11 +4,11 @@ buttons Acknowledge and Mute, and the Confirm button of `require confirmation` (
 from __future__ import annotations
 
 from dsl import EventGraph
-from engine.runs import confirm
-from engine.runs.alerts import MUTE_DURATIONS
 from engine.core.errors import AuthError
 from engine.core.events import ButtonData, CommandData, Event
 from engine.delivery.outlets import Text
+from engine.runs import confirm
+from engine.runs.alerts import MUTE_DURATIONS
 from engine.runs.run import Services, who
 
 BUILTIN_COMMANDS = {

@@ -25,13 +25,13 @@ from datetime import timedelta
 from dsl import EventGraph
 from dsl.plan import ConfirmStage
 from dsl.values import format_duration
-from engine.runs import stages
 from engine.core.events import ButtonData, CommandData, Event, ReplyTo
 from engine.core.ids import derived_id
+from engine.core.timers import Timer, state_key
 from engine.delivery.outlets import Audience, Notification, Text
+from engine.runs import stages
 from engine.runs.run import RuleRun, RunState, Services, summarize, who
 from engine.runs.stateful import ClausePart, Stateful, json_fields, manager
-from engine.core.timers import Timer, state_key
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS confirmations (
@@ -193,7 +193,7 @@ async def expired(state: Stateful, timer: Timer) -> None:
         if row is not None:
             conn.execute("UPDATE confirmations SET status = 'expired', decided_at = ? WHERE id = ?",
                          (state.now().timestamp(), row["id"]))
-        return row  # type: ignore[no-any-return]
+        return row
 
     row = await services.db.write(_expire)
     if row is None:

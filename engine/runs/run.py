@@ -12,9 +12,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from dsl import CompiledRule, EventGraph
-from engine.runs.alert_board import AlertBoard
-from engine.runs.alerts import AlertState
-from engine.security.audit import AuditLog
+from engine.client.snapshots import AuditView, EventView
 from engine.core.bus import Bus
 from engine.core.config import Config
 from engine.core.events import (
@@ -27,11 +25,13 @@ from engine.core.events import (
     ScheduleData,
     TaskData,
 )
-from engine.security.identity import Directory
+from engine.core.store import Database
 from engine.delivery.delivery import Delivery
 from engine.delivery.outlets import Audience
-from engine.client.snapshots import AuditView, EventView
-from engine.core.store import Database
+from engine.runs.alert_board import AlertBoard
+from engine.runs.alerts import AlertState
+from engine.security.audit import AuditLog
+from engine.security.identity import Directory
 from engine.tasks.queue import TaskQueue
 
 
@@ -83,7 +83,7 @@ class Services:
     bus: Bus
     submit: Callable[[Sequence[Event]], Awaitable[None]]
     board: AlertBoard  # what operators see of alerts (the TUI's Alerts tab)
-    # Teams declared in rule files, by name; the runtime refills it whenever a graph is loaded.
+    # Teams declared in rule files over the built-in ones, by name; the runtime refills it whenever a graph is loaded.
     declared_teams: dict[str, Audience] = field(default_factory=dict)
     # (task id, who asks) -> what happened, in words; the engine provides it (it owns the workers).
     cancel_task: Callable[[str, str], Awaitable[str]] | None = None

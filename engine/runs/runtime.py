@@ -15,14 +15,14 @@ import logging
 import sqlite3
 
 from dsl import EventGraph
-from engine.runs import actions, stages
-from engine.runs.builtins import BUILTIN_BUTTONS, BUILTIN_COMMANDS, help_text, press, run_builtin
+from engine.client.snapshots import EventView, RunView
 from engine.core.events import AlertData, ButtonData, Cause, CommandData, Event, MessageData, TaskData, utcnow
 from engine.core.ids import derived_id
 from engine.core.journal import Journal
 from engine.delivery.outlets import Audience, Progress, Result, Text
+from engine.runs import actions, decide, stages
+from engine.runs.builtins import BUILTIN_BUTTONS, BUILTIN_COMMANDS, help_text, press, run_builtin
 from engine.runs.run import RuleRun, RunState, Services, event_view, now_iso, who
-from engine.client.snapshots import EventView, RunView
 from engine.tasks.queue import TaskRecord
 
 log = logging.getLogger("herald.runtime")
@@ -49,17 +49,22 @@ class Runtime:
         self._journal = journal
         self.graph = graph
         self.graph_version = 1
-        services.declared_teams.clear()
-        services.declared_teams.update(declared_teams or {})
+        self._set_teams(declared_teams or {})
 
     def swap_graph(self, graph: EventGraph, declared_teams: dict[str, Audience]) -> int:
         """Make `graph` the one new events are matched against, in one step (no await: no event sees half of it).
         Runs already under way finish with the graph they started with. Returns the new version number."""
         self.graph = graph
         self.graph_version += 1
-        self.services.declared_teams.clear()
-        self.services.declared_teams.update(declared_teams)
+        self._set_teams(declared_teams)
         return self.graph_version
+
+    def _set_teams(self, declared: dict[str, Audience]) -> None:
+        """The rule files' teams, over the built-in ones (a rule file's `team ops` replaces the default `ops`)."""
+        defaults = {name: Audience(name, tuple(team.members), actions.team_targets(team.chat_rooms, team.targets))
+                    for name, team in self.services.config.default_teams().items()}
+        self.services.declared_teams.clear()
+        self.services.declared_teams.update({**defaults, **declared})
 
     async def handle(self, event: Event) -> None:
         """Run every matching rule for an accepted event, then mark it handled in the journal."""
@@ -77,7 +82,7 @@ class Runtime:
                 await run_builtin(event, data, graph, services)
                 self._journal.mark_handled(event.id, now_iso(), version)
                 return
-            fields.update(self._command_fields(event, data, graph))
+            fields.update(decide.command_fields(event, data, graph))
         elif isinstance(data, ButtonData):
             await press(event, data, services)
         elif isinstance(data, AlertData):
@@ -95,18 +100,6 @@ class Runtime:
             except Exception:
                 log.exception("rule %s failed on event %s", rule.name, event.id)
         self._journal.mark_handled(event.id, now_iso(), version)
-
-    def _command_fields(self, event: Event, data: CommandData, graph: EventGraph) -> dict[str, object]:
-        """`command.user` and the typed arguments, so conditions and templates can use them."""
-        extra: dict[str, object] = {}
-        if event.actor is not None and event.actor.principal is not None:
-            extra["command.user"] = event.actor.principal
-        rules = graph.commands().get(data.name, ())
-        if rules:  # every rule of one command has the same argument spec (a compile check)
-            bound = rules[0].bind_args(data.args)
-            if not isinstance(bound, str):
-                extra.update({f"command.{name}": value for name, value in bound.items()})
-        return extra
 
     async def _nothing_matched(self, event: Event, graph: EventGraph) -> None:
         data, delivery = event.data, self.services.delivery
@@ -126,7 +119,7 @@ class Runtime:
         services, event, rule = self.services, run.event, run.rule
         await self._enter(run, RunState.INIT)
         await self._enter(run, RunState.CHECK_PERMISSION)
-        refusal = self._refusal(run)
+        refusal = decide.refusal(event, rule, services.directory.roles_of)
         if refusal is not None:
             await services.audit_publish("command.denied" if run.is_command else "run.denied", who(event),
                                          event=event.id, rule=rule.name, reason=refusal)
@@ -137,13 +130,14 @@ class Runtime:
             services.audit_soon("command.allowed", who(event), event=event.id, rule=rule.name)
 
         await self._enter(run, RunState.VALIDATE_PARAMS)
-        problem = self._invalid_params(run)
+        problem, bound = decide.invalid_params(event, rule)
         if problem is not None:
             await services.audit_publish("command.rejected", who(event), event=event.id, rule=rule.name,
                                          reason=problem)
             await self._enter(run, RunState.REJECTED, problem)
             await services.delivery.reply(event.reply_to, Text(f"Rejected: {problem}."))
             return
+        run.fields.update(bound)
         await self.continue_run(run, first_stage=0)
 
     async def continue_run(self, run: RuleRun, *, first_stage: int) -> None:
@@ -174,34 +168,6 @@ class Runtime:
             await self._enter(run, RunState.REPORT_RESULT, text)
             if run.is_command:
                 await services.delivery.reply(event.reply_to, Result(run.run_id, rule.name, True, text))
-
-    def _refusal(self, run: RuleRun) -> str | None:
-        """Deny by default: a command, or any rule that requires a role, needs a known person with the roles."""
-        event, rule = run.event, run.rule
-        if not run.is_command and not rule.required_roles:
-            return None
-        what = f"/{event.data.name}" if isinstance(event.data, CommandData) else f"rule {rule.name}"
-        principal = event.actor.principal if event.actor else None
-        if principal is None:
-            return (f"{what} needs an account linked to a person: ask an admin for a token "
-                    "(`herald identity link NAME`), then send /link TOKEN")
-        roles = self.services.directory.roles_of(principal)
-        missing = [role for role in rule.required_roles if role not in roles]
-        if missing:
-            return f"{what} requires role {', '.join(missing)}, which {principal} does not have"
-        return None
-
-    def _invalid_params(self, run: RuleRun) -> str | None:
-        data = run.event.data
-        if not isinstance(data, CommandData):
-            return None
-        if not run.rule.params:  # untyped: the words go to a script as they are, so they must be plain
-            return actions.plain_args_problem(data.args)
-        bound = run.rule.bind_args(data.args)
-        if isinstance(bound, str):
-            return bound
-        run.fields.update({f"command.{name}": value for name, value in bound.items()})
-        return None
 
     async def _enter(self, run: RuleRun, state: RunState, detail: str = "") -> None:
         await self._trace(run.run_id, run.event.id, run.rule.name, state, detail)

@@ -29,54 +29,18 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dsl import EventGraph
+from dsl.cron import CronError, parse_cron
 from dsl.plan import ScheduleSpec
-from engine.core.events import Event, ScheduleData
-from engine.core.errors import HeraldError
-from engine.core.ids import derived_id
 from engine.core.errors import Busy
+from engine.core.events import Event, ScheduleData
+from engine.core.ids import derived_id
 from engine.core.timers import Timer, state_key
 from engine.runs.stateful import ClausePart, Stateful
-
 
 log = logging.getLogger("herald.schedules")
 
 FIRE = "schedule"
 MAX_DAYS = 366 * 8 + 2  # Feb 29 on a given weekday can be years away
-_MONTHS = {n: i + 1 for i, n in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())}
-_DAYS = {n: i for i, n in enumerate("sun mon tue wed thu fri sat".split())}
-
-
-class CronError(HeraldError, ValueError):
-    """A cron expression that does not parse."""
-
-
-def _field(text: str, lo: int, hi: int, names: dict[str, int], what: str) -> frozenset[int]:
-    values: set[int] = set()
-
-    def number(word: str) -> int:
-        word = word.lower()
-        if word in names:
-            return names[word]
-        if not word.isdigit():
-            raise CronError(f"{what}: {word!r} is not a number{' or a name' if names else ''}")
-        return int(word)
-
-    for part in text.split(","):
-        base, _, step_text = part.partition("/")
-        step = number(step_text) if step_text else 1
-        if step < 1:
-            raise CronError(f"{what}: a step must be at least 1")
-        if base == "*":
-            first, last = lo, hi
-        elif "-" in base:
-            first, last = (number(w) for w in base.split("-", 1))
-        else:
-            first = number(base)
-            last = hi if step_text else first
-        if not lo <= first <= last <= hi:
-            raise CronError(f"{what}: {part!r} is outside {lo}-{hi}")
-        values.update(range(first, last + 1, step))
-    return frozenset(values)
 
 
 @dataclass(frozen=True)
@@ -92,14 +56,10 @@ class Cron:
 
     @classmethod
     def parse(cls, text: str) -> Cron:
-        parts = text.split()
-        if len(parts) != 5:
-            raise CronError(f"a cron expression has 5 fields (minute hour day month weekday), found {len(parts)}")
-        minute, hour, day, month, weekday = parts
-        weekdays = {d % 7 for d in _field(weekday, 0, 7, _DAYS, "day of week")}
-        return cls(tuple(sorted(_field(minute, 0, 59, {}, "minute"))), tuple(sorted(_field(hour, 0, 23, {}, "hour"))),
-                   _field(day, 1, 31, {}, "day of month"), _field(month, 1, 12, _MONTHS, "month"),
-                   frozenset(weekdays), day.startswith("*"), weekday.startswith("*"), hour == "*")
+        """The matcher for `text` (read by dsl.cron, the same reading the compiler checks); CronError if bad."""
+        f = parse_cron(text)
+        return cls(tuple(sorted(f.minutes)), tuple(sorted(f.hours)), f.days, f.months, f.weekdays, f.any_day,
+                   f.any_weekday, f.any_hour)
 
     def day_matches(self, day: date) -> bool:
         if day.month not in self.months:

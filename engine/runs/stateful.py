@@ -24,23 +24,22 @@ import functools
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime, timedelta
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from dsl import EventGraph
 from dsl.graph import CompiledRule
 from dsl.plan import DedupeStage, EscalateAction, GroupStage, RateLimitStage, SilenceAction
 from dsl.values import duration_seconds, format_duration, is_duration
-from engine.runs import actions, stages
-from engine.runs.alerts import ALERT_BUTTONS
+from engine.client.snapshots import RunView
 from engine.core.events import AlertData, Event
 from engine.core.ids import new_id
-from engine.delivery.outlets import Notification
-from engine.runs.run import RuleRun, RunHost, RunState, Services, summarize, who
-from engine.client.snapshots import RunView
-from engine.runs.stages import PROCEED, StageOutcome
 from engine.core.timers import Timer, Timers, key_parts, key_prefix, state_key
-
+from engine.delivery.outlets import Notification
+from engine.runs import actions, stages
+from engine.runs.alerts import ALERT_BUTTONS
+from engine.runs.run import RuleRun, RunHost, RunState, Services, summarize, who
+from engine.runs.stages import PROCEED, StageOutcome
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dedupe_state (
@@ -110,7 +109,8 @@ class Stateful:
         detaches = [self.timers.on(ESCALATE, self._escalate_due), self.timers.on(GROUP, self._group_due),
                     self.timers.on(SILENCE_END, self._silence_end), self.timers.on(SWEEP, self._sweep)]
         for part in self._parts:
-            detaches += [self.timers.on(kind, functools.partial(handler, self)) for kind, handler in part.timers.items()]
+            detaches += [self.timers.on(kind, functools.partial(handler, self))
+                         for kind, handler in part.timers.items()]
 
         def detach() -> None:
             self.services.stateful = None
@@ -132,8 +132,8 @@ class Stateful:
                     live.add((rule.name, fingerprint))
         for timer in await self.timers.pending():
             if timer.kind in (ESCALATE, GROUP, SILENCE_END):
-                _, rule, clause, *_ = key_parts(timer.key)
-                if (rule, clause) not in live:
+                _, rule_name, clause_fingerprint, *_ = key_parts(timer.key)
+                if (rule_name, clause_fingerprint) not in live:
                     await self.timers.cancel(timer.key)
         await self.services.db.write(_drop_state_except, live)
         for part in self._parts:
@@ -248,7 +248,7 @@ def _pop_group(conn: sqlite3.Connection, rule: str, clause: str, value: str) -> 
     row = conn.execute("SELECT * FROM group_state WHERE rule = ? AND clause = ? AND value = ?",
                        (rule, clause, value)).fetchone()
     conn.execute("DELETE FROM group_state WHERE rule = ? AND clause = ? AND value = ?", (rule, clause, value))
-    return row  # type: ignore[no-any-return]
+    return row
 
 
 # -- stages ----------------------------------------------------------------------------------------------------

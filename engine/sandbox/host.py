@@ -14,8 +14,8 @@ from podman import PodmanClient
 from podman.errors import APIError
 
 from engine.core.errors import SandboxUnavailable
-from engine.sandbox.podman_service import SETUP_HINT, PodmanService, ping, socket_url_for
 from engine.sandbox.output import CONTROL_TIMEOUT_S
+from engine.sandbox.podman_service import SETUP_HINT, PodmanService, ping, socket_url_for
 from engine.sandbox.policy import DEFAULT_IMAGE, NOBODY, HostLimits, SandboxConfig, host_id, run_uid_range
 
 log = logging.getLogger("engine.sandbox")

@@ -37,10 +37,10 @@ from podman.domain.containers import Container
 from podman.errors import APIError, NotFound
 
 from engine.core.errors import SandboxError, SandboxUnavailable
-from engine.sandbox.podman_service import PodmanService
 from engine.sandbox.host import Connection, connect, image_missing, is_connection_error
 from engine.sandbox.output import CONTROL_TIMEOUT_S, WAIT_SLACK_S, OutputSink, explain, open_attach
 from engine.sandbox.output import pump as pump_stream
+from engine.sandbox.podman_service import PodmanService
 from engine.sandbox.policy import (
     DEFAULT_IMAGE,
     HostLimits,

@@ -13,10 +13,10 @@ import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.security import keys
 from engine.core.config import Config
 from engine.core.errors import AuthError
 from engine.core.store import Database
+from engine.security import keys
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS linked_accounts (

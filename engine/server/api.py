@@ -19,25 +19,24 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from engine.security import keys
+from engine.client.snapshots import AlertView, AuditView, EventView, ReloadView, RulesView, RunView, TaskView
+from engine.core.bus import Subscription
 from engine.core.errors import AuthError
 from engine.core.events import Actor, ReplyTo
 from engine.core.ids import new_id
-from engine.client.snapshots import ReloadView
-from engine.intake.intake import Intake
+from engine.delivery.connector import AddressError
+from engine.delivery.message import Capabilities, Conversation, Message, MessageRef
+from engine.intake.intake import Incoming, Intake, Outcome
+from engine.security import keys
 from engine.security.identity import Directory
 from engine.server.metrics import CONTENT_TYPE, Observed
 from engine.server.metrics import render as render_metrics
-from engine.delivery.connector import AddressError
-from engine.delivery.message import Capabilities, Conversation, Message, MessageRef
-from engine.intake.intake import Incoming, Outcome
-from engine.client.snapshots import AlertView, AuditView, EventView, RulesView, RunView, TaskView
-
 
 log = logging.getLogger("herald.api")
 
 API_PURPOSE = "api"
-_UPDATE_TYPES: dict[type, str] = {EventView: "event", RunView: "run", TaskView: "task", AuditView: "audit", RulesView: "rules",
+_UPDATE_TYPES: dict[type, str] = {EventView: "event", RunView: "run", TaskView: "task", AuditView: "audit",
+                                  RulesView: "rules",
                  AlertView: "alert"}
 _FRAME_HELP = 'expected {"type": "command", "text": "/..."} or {"type": "press", "button": "<button id>"}'
 RELOAD_ROLE = "admin"
@@ -153,11 +152,11 @@ def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -
     app.router.add_post("/api/v1/reload", reload)
 
 
-async def _pump(ws: web.WebSocketResponse, engine: ApiHost, sub) -> None:  # type: ignore[no-untyped-def]
+async def _pump(ws: web.WebSocketResponse, engine: ApiHost, sub: Subscription) -> None:
     await ws.send_json({"type": "snapshot", "snapshot": engine.bus.snapshot().model_dump(mode="json")})
     while not ws.closed:
         update = await sub.queue.get()
-        if sub.overflowed:
+        if sub.overflowed or update is None:
             await ws.close(code=1013, message=b"too slow: reconnect for a fresh snapshot")
             return
         await ws.send_json({"type": _UPDATE_TYPES[type(update)], "item": update.model_dump(mode="json")})

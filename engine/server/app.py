@@ -24,40 +24,39 @@ from pydantic import BaseModel
 
 from dsl import EventGraph
 from dsl.ast import TeamDecl
-from engine.runs import actions, alerts, confirm, runtime, schedules, stateful
-from engine.security import audit, identity, keys
+from engine.client.snapshots import ReloadView
 from engine.core import journal, timers
-from engine.tasks import queue as tasks
-from engine.runs.alert_board import AlertBoard
-from engine.runs.alerts import AlertState
-from engine.server.api import API_PURPOSE, StreamConnector, add_routes
-from engine.security.audit import AuditLog
 from engine.core.bus import Bus
 from engine.core.config import Config, HttpConfig
-from engine.core.errors import AuthError, ConfigError
+from engine.core.errors import AuthError, Busy, ConfigError
 from engine.core.events import Actor, AlertData, ButtonData, Event, ReplyTo
-from engine.security.identity import Directory
 from engine.core.journal import Journal
-from engine.server.metrics import Metrics
-from engine.core.errors import Busy
+from engine.core.store import Database
 from engine.delivery import outbox
 from engine.delivery.connector import Connector
 from engine.delivery.delivery import Delivery
 from engine.delivery.message import Conversation
 from engine.delivery.outbox import Outbox, Outgoing
 from engine.delivery.outlets import Audience
+from engine.delivery.progress import OutputRelay
 from engine.intake.intake import Intake
 from engine.plugin import kv
 from engine.plugin.api import Acknowledge, ConnectorSpec, Integration, KeyValue, Unload
 from engine.plugin.discovery import connector_specs, discover, validate_integrations
 from engine.plugin.kv import SqliteKeyValue
-from engine.delivery.progress import OutputRelay
 from engine.reload.reloader import ConfigSource, Reloader, adopt_config
+from engine.runs import actions, alerts, confirm, runtime, schedules, stateful
+from engine.runs.alert_board import AlertBoard
+from engine.runs.alerts import AlertState
 from engine.runs.run import Services, event_view
 from engine.runs.runtime import Runtime
 from engine.sandbox.runner import Sandbox
-from engine.client.snapshots import ReloadView
-from engine.core.store import Database
+from engine.security import audit, identity, keys
+from engine.security.audit import AuditLog
+from engine.security.identity import Directory
+from engine.server.api import API_PURPOSE, StreamConnector, add_routes
+from engine.server.metrics import Metrics
+from engine.tasks import queue as tasks
 from engine.tasks.queue import FINAL, TaskQueue, TaskWorkers
 
 if TYPE_CHECKING:
@@ -149,7 +148,7 @@ class Engine:
         self.alerts = AlertState(self.db)
         self.tasks = TaskQueue(self.db, on_change=lambda task: self.bus.publish(task.view()))
         owner = "engine-" + hashlib.sha256(str(config.data_dir).encode()).hexdigest()[:12]  # one per data folder
-        self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_dir or config.rules_dir / "scripts", owner=owner)
+        self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_folder, owner=owner)
         services = Services(config=config, directory=self.directory, db=self.db, audit=self.audit, tasks=self.tasks,
                             alerts=self.alerts, delivery=self.delivery, bus=self.bus,
                             submit=self._submit_internal, board=AlertBoard(self.bus), cancel_task=self.cancel_task)
@@ -158,8 +157,8 @@ class Engine:
         self.intake = Intake(submit=self.submit, press=self.press, choices=self._choices,
                              resolve=self.directory.resolve)
         self.output_relay = OutputRelay(self.delivery, self.bus)
-        self._workers = TaskWorkers(queue=self.tasks, sandbox=self.sandbox, on_finished=self.runtime.task_finished,
-                                    on_output=self.output_relay.line)
+        self._workers = TaskWorkers(queue=self.tasks, sandbox=self.sandbox, on_output=self.output_relay.line,
+                                    on_finished=self.output_relay.reporting_after(self.runtime.task_finished))
         self.reloader = Reloader(self, config_source=config_source)
         self.timers = timers.Timers(self.db, clock=clock)  # `clock`: tests move time instead of sleeping
         self.stateful = stateful.Stateful(runtime=self.runtime, timers=self.timers,

@@ -22,7 +22,6 @@ from engine.delivery.delivery import Delivery
 from engine.delivery.outbox import Outbox
 from engine.runs.runtime import Runtime
 
-
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TASK_STATUSES = ("pending", "running", "succeeded", "failed", "timed_out", "cancelled")
 # Every kind is exported from the start (at 0), so a rate() over a kind never begins with a missing series.

@@ -21,12 +21,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.client.snapshots import TaskView
 from engine.core.errors import SandboxError
 from engine.core.events import ReplyTo, utcnow
 from engine.core.ids import new_id
-from engine.sandbox.runner import Sandbox
-from engine.client.snapshots import TaskView
 from engine.core.store import Database
+from engine.sandbox.runner import Sandbox
 
 log = logging.getLogger("herald.tasks")
 
@@ -338,11 +338,12 @@ class TaskWorkers:
         return True
 
     async def _run(self, task: TaskRecord) -> TaskRecord:
+        on_output = self._on_output
         try:
             result = await self._sandbox.run(
                 task.params.script, task.params.args, timeout_s=task.params.timeout, task_id=task.task_id,
                 memory=task.params.memory_bytes, network=task.params.network, attempt=task.attempt,
-                on_output=(lambda line: self._on_output(task, line)) if self._on_output else None,
+                on_output=(lambda line: on_output(task, line)) if on_output else None,
             )
         except (SandboxError, ValueError) as exc:
             return task.model_copy(update={"status": "failed", "end_time": utcnow(), "error": str(exc)})

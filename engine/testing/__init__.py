@@ -14,11 +14,11 @@ from typing import Any
 import websockets
 
 from dsl import EventGraph
-from engine.server.app import Engine
 from engine.core.config import Config
 from engine.plugin.api import Integration
 from engine.plugin.discovery import connector_specs
 from engine.reload.rules import compile_paths
+from engine.server.app import Engine
 
 
 class ChatClient:

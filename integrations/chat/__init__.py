@@ -107,7 +107,7 @@ async def _authenticate(ws: web.WebSocketResponse, ctx: IntegrationContext,
     account = CONFIG_ACCOUNT_PREFIX + configured if configured else device_account(token)
     principal = await ctx.directory.resolve(PLATFORM, account)
     session = Session(id=secrets.token_hex(8), account=account, principal=principal, rooms=frozenset(rooms), ws=ws,
-                      transport=request.transport)  # type: ignore[arg-type]
+                      transport=request.transport)
     await ws.send_json({"type": "welcome", "session": session.id, "account": account, "principal": principal,
                         "roles": sorted(ctx.directory.roles_of(principal)), "rooms": sorted(session.rooms)})
     return session, since

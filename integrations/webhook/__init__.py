@@ -34,7 +34,8 @@ def _describe(exc: ValidationError) -> str:
 
 class WebhookIntegration:
     manifest = Manifest(name="webhook", description="Alerts from Prometheus Alertmanager by webhook",
-                        provides=("trigger:alert",), config_model=WebhookConfig)
+                        provides=("trigger:alert",), config_model=WebhookConfig,
+                        decode=lambda body: to_events(AmPayload.model_validate(body), source="alertmanager"))
 
     async def setup(self, ctx: IntegrationContext) -> Unload:
         config = ctx.integration_config("webhook")

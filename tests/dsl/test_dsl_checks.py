@@ -95,3 +95,30 @@ def test_all_problems_are_collected_not_just_the_first() -> None:
     result = compile_text(text)
     assert [d.span.line for d in result.diagnostics] == [1, 2, 3, 4, 5]
     assert result.graph is None
+
+
+def test_cron_fields_are_checked_as_the_scheduler_reads_them() -> None:
+    for cron, problem in [("61 * * * *", "minute: '61' is outside 0-59"),
+                          ("0 24 * * *", "hour: '24' is outside 0-23"),
+                          ("0 0 0 * *", "day of month: '0' is outside 1-31"),
+                          ("0 0 * 13 *", "month: '13' is outside 1-12"),
+                          ("0 0 * * funday", "day of week: 'funday' is not a number or a name"),
+                          ("*/0 * * * *", "minute: a step must be at least 1"),
+                          ("0 0 30 feb *", "day of month: no month in the expression has that day")]:
+        diag = only(compile_text(f'on schedule cron "{cron}" notify ops').diagnostics)
+        assert diag.message.startswith(f'cron "{cron}": {problem}'), (cron, diag.message)
+    assert compile_text('on schedule cron "0 0 29 feb *" notify ops').graph is not None  # leap years have it
+    assert compile_text('on schedule cron "0 0 31 2 mon" notify ops').graph is not None  # or: every Monday in Feb
+
+
+def test_people_and_the_memory_floor_come_from_the_catalog() -> None:
+    catalog = Catalog(teams=frozenset({"ops"}), roles=frozenset(), scripts=frozenset({"backup.sh"}),
+                      people=frozenset({"alice"}), min_memory_bytes=128 * 1024 * 1024)
+    result = compile_text("on alert notify @alicia\non command x run backup.sh memory 100m\n"
+                          "on alert notify @alice\non command y run backup.sh memory 128m\n", catalog=catalog)
+    assert [(d.span.line, d.message, d.hint) for d in result.diagnostics] == [
+        (1, "unknown person 'alicia'; did you mean 'alice'?", "known people: alice"),
+        (2, "a memory limit of 100m is too small to start a container", "give at least 128m"),
+    ]
+    unknown = Catalog(teams=frozenset({"ops"}), roles=frozenset(), scripts=frozenset())  # people not given
+    assert compile_text("on alert notify @anyone", catalog=unknown).graph is not None

@@ -12,9 +12,9 @@ import aiohttp
 import jwt
 import pytest
 
+from engine.cli.main import main as herald
 from engine.security import keys
 from engine.server.app import Engine
-from engine.cli.main import main as herald
 from tests.support import http_url
 
 

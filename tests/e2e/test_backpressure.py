@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from engine.server import app as engine_app
-from engine.server.app import Engine
 from engine.cli.client import alert_payload
 from engine.core.config import Config
+from engine.server import app as engine_app
+from engine.server.app import Engine
 from engine.testing import ChatClient
 from tests.support import ALICE_TOKEN, chat_url, http_url, stalled_engine
 

@@ -14,7 +14,6 @@ from engine.server.app import Engine
 from engine.testing import ChatClient
 from tests.support import ALICE_TOKEN, chat_url
 
-
 HANDLE = "handle-1"
 
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from engine.server.app import Engine
 from engine.core.config import Config
+from engine.server.app import Engine
 from engine.testing import ChatClient, running_engine
 from tests.support import ALICE_TOKEN, BOB_TOKEN, chat_url
 

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from engine.server.app import Engine
 from engine.core.config import Config
 from engine.core.store import DB_NAME
+from engine.server.app import Engine
 from engine.testing import ChatClient, running_engine
 from tests.support import ALICE_TOKEN, BOB_TOKEN, chat_url
 

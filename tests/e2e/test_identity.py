@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.cli.main import main as herald
 from engine.security import identity
 from engine.server.app import Engine
-from engine.cli.main import main as herald
 from engine.testing import ChatClient
 from tests.support import chat_url
 

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from engine.server.app import Engine
 from engine.cli.client import alert_payload
 from engine.core.config import Config
+from engine.server.app import Engine
 from tests.support import http_url, stalled_engine
 
 # One sample line of the text format: a name, at most one label here, and a number.

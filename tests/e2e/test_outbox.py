@@ -71,8 +71,8 @@ async def test_a_429_then_200_delivers_the_message_exactly_once(tmp_path: Path, 
     assert waited >= 1.0  # the platform's retry_after was honoured
 
 
-async def test_a_platform_down_for_30_s_gets_everything_afterwards_in_order(tmp_path: Path, platform_server: LoopchatServer,
-                                                                            plugin: Path) -> None:
+async def test_a_platform_down_for_30_s_gets_everything_afterwards_in_order(
+        tmp_path: Path, platform_server: LoopchatServer, plugin: Path) -> None:
     rules = "on alert from database notify ops\non alert from web notify night\n"
     async with running_engine(_config(tmp_path, platform_server, rules), integrations=discover()) as engine:
         platform_server.go_down(30)
@@ -93,7 +93,8 @@ async def test_a_platform_down_for_30_s_gets_everything_afterwards_in_order(tmp_
         await eventually(all_there, "all 20 notifications after the outage", timeout_s=60)
         db = engine.db.path
         for chat in (ROOM, "-100night"):
-            assert [m.key for m in platform_server.chat_messages(chat)] == _sent_order(db, chat)  # outbox order per chat
+            # delivered in outbox order, per chat
+            assert [m.key for m in platform_server.chat_messages(chat)] == _sent_order(db, chat)
     assert platform_server.repeats == 0
 
 
@@ -104,14 +105,14 @@ def _start(config: Path, port: int, site: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL, stderr=open(config.parent / "herald.log", "ab"))  # noqa: SIM115
 
 
-async def test_kill_9_with_1000_messages_queued_delivers_each_exactly_once(tmp_path: Path, platform_server: LoopchatServer,
-                                                                          plugin: Path) -> None:
+async def test_kill_9_with_1000_messages_queued_delivers_each_exactly_once(
+        tmp_path: Path, platform_server: LoopchatServer, plugin: Path) -> None:
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "ops.rules").write_text("on alert notify ops\n")
     config = tmp_path / "herald.toml"
     config.write_text(f'data_dir = "data"\nrules_dir = "rules"\n[teams.ops]\ntargets = ["loopchat:{ROOM}"]\n'
                       f'[integrations.loopchat]\napi_url = "{platform_server.url}"\n')
-    platform_server.go_down(3600)  # the platform is unreachable while the alerts arrive: 1,000 messages wait in the outbox
+    platform_server.go_down(3600)  # unreachable while the alerts arrive: 1,000 messages wait in the outbox
     port = free_port()
     herald = _start(config, port, plugin)
     try:
@@ -131,7 +132,8 @@ async def test_kill_9_with_1000_messages_queued_delivers_each_exactly_once(tmp_p
 
         await eventually(_as_async(lambda: queued() == 1000), "1,000 messages in the outbox", timeout_s=60)
         platform_server.go_down(0)  # the platform comes back: the engine starts sending ...
-        await eventually(_as_async(lambda: len(platform_server.messages) >= 200), "the first 200 deliveries", timeout_s=60)
+        await eventually(_as_async(lambda: len(platform_server.messages) >= 200), "the first 200 deliveries",
+                         timeout_s=60)
         herald.send_signal(signal.SIGKILL)  # ... and dies in the middle of it
         herald.wait(10)
         interrupted_at = len(platform_server.messages)

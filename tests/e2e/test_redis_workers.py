@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from engine.server.app import Engine
 from engine.core.config import load_config
+from engine.server.app import Engine
 from engine.testing import ChatClient, running_engine
 from tests.support import ALICE_TOKEN, REPO, chat_url, free_port
 

@@ -13,8 +13,8 @@ from datetime import datetime
 
 import pytest
 
-from engine.server.app import Engine
 from engine.core.config import Config
+from engine.server.app import Engine
 from engine.tasks.queue import TaskRecord
 from engine.testing import ChatClient, running_engine
 from tests.support import ALICE_TOKEN, chat_url

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from engine.server.app import Engine
 from engine.cli.client import alert_payload
 from engine.core.config import Config
+from engine.server.app import Engine
 from engine.testing import ChatClient, running_engine
 from tests.support import ALICE_TOKEN, BOB_TOKEN, chat_url, http_url
 

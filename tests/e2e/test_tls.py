@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 import websockets
 
-from engine.server.app import Engine
 from engine.core.config import Config
+from engine.server.app import Engine
 from engine.testing import running_engine
 from tests.support import ALICE_TOKEN
 

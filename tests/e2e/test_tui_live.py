@@ -10,11 +10,11 @@ import aiohttp
 import pytest
 from textual.widgets import DataTable, Static
 
-from engine.server.app import Engine
 from engine.cli.client import alert_payload
 from engine.client.remote import RemoteEngineClient, Reply
-from engine.core.config import Config
 from engine.client.snapshots import Snapshot
+from engine.core.config import Config
+from engine.server.app import Engine
 from engine.testing import running_engine
 from tests.support import http_url
 from tui import make_app

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 
-from engine.core.bus import Bus
 from engine.client.snapshots import RunView
+from engine.core.bus import Bus
 
 
 def _run_view(state: str, built: list[str]) -> RunView:

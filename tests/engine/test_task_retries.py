@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.tasks import queue as tasks
 from engine.core.events import utcnow
 from engine.core.store import Database
+from engine.tasks import queue as tasks
 from engine.tasks.queue import TaskParams, TaskQueue, TaskRecord, retry_delay_s
 
 

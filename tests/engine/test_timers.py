@@ -13,9 +13,9 @@ import pytest
 
 from dsl.plan import ScheduleSpec
 from engine.core import timers as timers_module
-from engine.runs.schedules import Cron, CronError, next_run
 from engine.core.store import Database
 from engine.core.timers import ManualClock, Timer, Timers, key_prefix, state_key
+from engine.runs.schedules import Cron, CronError, next_run
 
 BERLIN = ZoneInfo("Europe/Berlin")
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

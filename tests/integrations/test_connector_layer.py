@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from engine.core.config import Config
 from engine.plugin import discover
 from engine.security import identity

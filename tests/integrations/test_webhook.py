@@ -11,9 +11,10 @@ import pytest
 from engine.server.app import Engine
 from tests.support import http_url
 
-RECIPES = Path(__file__).resolve().parents[3] / "shared" / "recipes"
-FIRING = (RECIPES / "06_alertmanager_payload_firing.json").read_bytes()
-RESOLVED = (RECIPES / "06_alertmanager_payload_resolved.json").read_bytes()
+# Alertmanager 0.25's exact webhook bytes, captured from a real instance and kept with the tests.
+PAYLOADS = Path(__file__).resolve().parent / "payloads"
+FIRING = (PAYLOADS / "alertmanager_firing.json").read_bytes()
+RESOLVED = (PAYLOADS / "alertmanager_resolved.json").read_bytes()
 
 
 async def _post(engine: Engine, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:

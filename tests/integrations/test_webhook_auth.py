@@ -12,14 +12,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from engine.server.app import Engine
 from engine.core.config import Config
+from engine.server.app import Engine
 from engine.testing import ChatClient, running_engine
 from integrations.webhook.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.support import ALICE_TOKEN, chat_url, http_url, start_alertmanager
 
-RECIPES = Path(__file__).resolve().parents[3] / "shared" / "recipes"
-BODY = (RECIPES / "06_alertmanager_payload_firing.json").read_bytes()
+BODY = (Path(__file__).resolve().parent / "payloads" / "alertmanager_firing.json").read_bytes()
 BEARER = "bearer-secret-for-alertmanager"
 HMAC_SECRET = "hmac-secret-for-alertmanager"
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from podman import PodmanClient
 
-from engine.sandbox.runner import Sandbox, SandboxConfig
 from engine.sandbox.policy import host_id
+from engine.sandbox.runner import Sandbox, SandboxConfig
 from tests.engine.conftest import podman_url  # noqa: F401  (re-exported fixture: the real Podman service)
 from tests.sandbox.attacks import ATTACKS
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import aiohttp
 
-from engine.server.app import Engine
 from engine.cli.client import alert_payload
 from engine.core.config import load_config
 from engine.reload.reloader import ConfigSource
 from engine.reload.rules import compile_paths
+from engine.server.app import Engine
 from tests.support import http_url
 
 RULE_A = "rule page-db:\n  on alert severity critical from database\n  notify ops saying \"A {alert.name}\"\n"

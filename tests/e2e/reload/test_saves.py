@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 from textual.widgets import DataTable, Static
 
-from engine.server.app import Engine
 from engine.client.remote import RemoteEngineClient
+from engine.server.app import Engine
 from engine.testing import ChatClient
 from tests.e2e.reload.support import (
     RULE_A,

@@ -11,9 +11,9 @@ from typing import Any
 
 import aiohttp
 
-from engine.server.app import Engine
 from engine.core.config import Config
 from engine.reload.rules import compile_paths
+from engine.server.app import Engine
 from engine.testing import ChatClient
 from tests.e2e.reload.support import (
     audit_rows,

@@ -13,12 +13,12 @@ from typing import Any
 import aiohttp
 
 from dsl import EventGraph
-from engine.server.app import Engine
 from engine.cli.client import alert_payload
 from engine.core.config import Config
-from engine.reload.rules import compile_paths
-from engine.testing import ChatClient
 from engine.core.timers import Clock, ManualClock
+from engine.reload.rules import compile_paths
+from engine.server.app import Engine
+from engine.testing import ChatClient
 from tests.support import http_url
 
 DAVE_TOKEN = "dave-chat-token-0123456789ab"

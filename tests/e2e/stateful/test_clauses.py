@@ -7,8 +7,8 @@ import asyncio
 import time
 
 from engine.core.config import Config
-from engine.testing import ChatClient
 from engine.core.timers import ManualClock
+from engine.testing import ChatClient
 from tests.e2e.stateful.support import (
     START,
     answer,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from engine.core.config import Config
-from engine.testing import ChatClient
 from engine.core.timers import ManualClock
+from engine.testing import ChatClient
 from tests.e2e.stateful.support import (
     DAVE_TOKEN,
     ERIN_TOKEN,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from engine.core.config import Config
-from engine.testing import ChatClient
 from engine.core.timers import ManualClock
+from engine.testing import ChatClient
 from tests.e2e.stateful.support import (
     START,
     compile_rules,

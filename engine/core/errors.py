@@ -6,6 +6,7 @@
     ├── SandboxError         a sandboxed run could not be carried out
     │   └── SandboxUnavailable   Podman, its service, the sandbox user or the image is missing
     ├── AuditError           the audit chain is broken (carries the first bad entry)
+    ├── DurabilityError      a commit could not be made durable (the fsync failed); its writes may not survive a crash
     └── AuthError            a token, signature or button did not verify (the message says why)
 """
 
@@ -38,6 +39,10 @@ class SandboxUnavailable(SandboxError):
 
 class AuditError(HeraldError):
     """The audit chain does not verify."""
+
+
+class DurabilityError(HeraldError):
+    """The database could not make a commit durable: the writes in it may be lost by a crash or power cut."""
 
 
 class AuthError(HeraldError):

@@ -346,6 +346,9 @@ class TaskWorkers:
         except SandboxError as exc:
             problem = str(exc)
             log.error("could not look for the containers of tasks left running: %s", problem)
+        except Exception as exc:  # a broken host must not stop Herald from starting (as in Sandbox.start)
+            problem = f"looking for them failed unexpectedly: {exc!r}"
+            log.exception("could not look for the containers of tasks left running")
         plan = recovery.plan(running, found, problem)
         for task in plan.rerun:
             log.warning("task %s (%s) never started its container before Herald stopped: running it now",

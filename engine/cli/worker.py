@@ -44,6 +44,7 @@ async def _serve(config: Config, name: str) -> None:
 
     sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_folder, owner=f"worker-{name}")
     await sandbox.start()
+    await sandbox.remove_leftovers()  # of an earlier run under this name (a worker's tasks are not adopted yet)
     runner = TaskWorkers(queue=None, sandbox=sandbox, on_finished=_nothing)
     worker = RedisWorker(config.queue, name=name, run_task=runner.execute)
     stop = asyncio.Event()

@@ -7,6 +7,8 @@
     │   └── SandboxUnavailable   Podman, its service, the sandbox user or the image is missing
     ├── AuditError           the audit chain is broken (carries the first bad entry)
     ├── AuthError            a token, signature or button did not verify (the message says why)
+    ├── DurabilityError      a commit could not be made durable (the fsync failed); its writes may not survive a
+    │                        crash
     ├── Busy                 the engine cannot accept more work right now; retry later
     ├── CommandTextError     chat text that cannot be a command (engine.intake.commands)
     ├── CronError            a schedule that is not a valid cron expression (engine.runs.schedules)
@@ -44,6 +46,10 @@ class SandboxUnavailable(SandboxError):
 
 class AuditError(HeraldError):
     """The audit chain does not verify."""
+
+
+class DurabilityError(HeraldError):
+    """The database could not make a commit durable: the writes in it may be lost by a crash or power cut."""
 
 
 class AuthError(HeraldError):

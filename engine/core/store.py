@@ -10,6 +10,12 @@ next transaction, so under load one fsync makes many writes durable (group commi
 after its own write is durable. Bookkeeping nobody waits on (`write_soon`; `defer_row` for single rows such as an
 event marked handled or a trace row) does not start a commit of its own: it rides with the next awaited write, or is
 committed after at most `DEFERRED_S` when none comes, so it costs no fsync of its own under load.
+
+A failed fsync (a disk error) is not survived by guessing: every write of that commit, awaited or deferred, gets a
+`DurabilityError`, and the store goes on. Its WAL is no longer trusted (after an error the kernel may have dropped
+pages it could not write, and SQLite stops replaying a WAL at its first bad frame, which would take later commits
+with it), so the next commit is answered only after a full checkpoint copied the whole WAL into the database file,
+synced it, and started the WAL anew. Until that works, each commit fails the same way; nothing waits forever.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+
+from engine.core.errors import DurabilityError
 
 T = TypeVar("T")
 
@@ -48,10 +56,14 @@ def connect(path: Path) -> sqlite3.Connection:
 class Database:
     """An SQLite file in the data folder, reached only through `call` and the writes from async code."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, fsync: Callable[[int], None] = os.fsync) -> None:
+        """`fsync` syncs the WAL's file descriptor (tests pass one that fails, as a failing disk does)."""
         self.path = data_dir / DB_NAME
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="herald-fsync")
+        self._fsync = fsync
         self._wal_fd: int | None = None  # used on the fsync thread only
+        self._wal_suspect = False  # a sync failed: the WAL must be checkpointed and restarted before the next answer
+        self.sync_failures = 0  # failed attempts to make commits durable (for /metrics, /healthz and tests)
         self._checkpoints = ThreadPoolExecutor(max_workers=1, thread_name_prefix="herald-checkpoint")
         self._checkpointer: sqlite3.Connection | None = None  # used on the checkpoint thread only
         self._checkpointed = 0.0  # fsync thread: time.monotonic() of the last checkpoint asked for
@@ -165,9 +177,15 @@ class Database:
                 works.append(functools.partial(_execute_rows, rows))
                 batch.append((works[-1], _logged_future()))
             outcomes = self._commit_batch(works)
-            await self._sync()  # meanwhile the loop goes on, and writes that arrive gather for the next commit
-            if self._wal_bytes > WAL_LIMIT_BYTES:
-                self._truncate_wal()
+            try:
+                await self._sync()  # meanwhile the loop goes on, and writes that arrive gather for the next commit
+                if self._wal_bytes > WAL_LIMIT_BYTES:
+                    self._truncate_wal()
+            except Exception as exc:  # every caller of this commit learns it, and the loop goes on with the next
+                error = exc if isinstance(exc, DurabilityError) else DurabilityError(f"committing failed: {exc!r}")
+                if error is not exc:
+                    error.__cause__ = exc
+                outcomes = [(False, error) if ok else (ok, value) for ok, value in outcomes]
             for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
@@ -199,9 +217,29 @@ class Database:
         return outcomes
 
     async def _sync(self) -> None:
-        """Make every commit so far durable."""
-        if self._fsync_wal:
+        """Make every commit so far durable, or raise DurabilityError (see the module docstring)."""
+        if not self._fsync_wal:
+            return
+        try:
             await asyncio.get_running_loop().run_in_executor(self._syncer, self._fsync_wal_file)
+            if self._wal_suspect:
+                self._restart_wal()
+        except Exception as exc:
+            self.sync_failures += 1
+            self._wal_suspect = True
+            log.error("could not make commits to %s durable (%r); their writers are told so, and the next commit "
+                      "first copies the WAL into the database file and starts it anew", self.path, exc)
+            raise DurabilityError(f"the commit could not be made durable: {exc}") from exc
+
+    def _restart_wal(self) -> None:
+        """After a failed fsync: copy the whole WAL into the database file (SQLite syncs it) and start the WAL anew,
+        so no later commit depends on a WAL frame the disk may have lost. Raises when that is not possible yet."""
+        busy, _, _ = self._require().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise OSError("the WAL could not be checkpointed after a failed fsync (the database is busy)")
+        self._wal_bytes = 0
+        self._wal_suspect = False
+        log.warning("%s is durable again: the WAL was copied into the database file and restarted", self.path)
 
     def _fsync_wal_file(self) -> None:  # on the fsync thread
         path = f"{self.path}-wal"
@@ -210,7 +248,12 @@ class Database:
             self._wal_fd = None
         if self._wal_fd is None:
             self._wal_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        os.fsync(self._wal_fd)
+        try:
+            self._fsync(self._wal_fd)
+        except BaseException:
+            os.close(self._wal_fd)  # the next sync starts from a fresh descriptor
+            self._wal_fd = None
+            raise
         self._wal_bytes = os.fstat(self._wal_fd).st_size
         every_s = CHECKPOINT_EVERY_S if self._wal_bytes < WAL_LIMIT_BYTES // 2 else CHECKPOINT_EVERY_S / 10
         if time.monotonic() - self._checkpointed >= every_s:

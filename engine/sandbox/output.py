@@ -9,7 +9,11 @@ import json
 import logging
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from podman import PodmanClient
+from podman.api import stream_frames
 
 from engine.core.errors import SandboxError
 
@@ -134,6 +138,35 @@ def pump(sock: socket.socket, sink: OutputSink) -> None:
         log.debug("attach stream ended: %r", exc)
     finally:
         reader.close()
+
+
+def read_log(client: PodmanClient, ctr_id: str, limit: int) -> bytes:
+    """Blocking: the output in Podman's log of the container, up to about `limit` bytes. For a service we cannot
+    attach to (not a local socket), and for a run adopted after a restart (nobody was attached while it ran).
+
+    conmon keeps at most log_size of it, so a larger output is counted only up to that.
+    """
+    resp = client.api.get(f"/containers/{ctr_id}/logs", params={"follow": False, "stdout": True, "stderr": True},
+                          stream=True, timeout=CONTROL_TIMEOUT_S)
+    try:
+        resp.raise_for_status()
+        chunks: list[bytes] = []
+        size = 0
+        for frame in _frames(resp):
+            chunks.append(frame)
+            size += len(frame)
+            if size > limit:
+                break  # no need to read the rest
+    finally:
+        resp.close()
+    return b"".join(chunks)
+
+
+def _frames(resp: Any) -> Iterator[bytes]:
+    """The payloads of a multiplexed log response (stdout and stderr frames, in log order)."""
+    for frame in stream_frames(resp):
+        if isinstance(frame, bytes):  # always, without demux; the check is for the type checker
+            yield frame
 
 
 def explain(text: str) -> str:

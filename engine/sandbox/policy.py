@@ -303,6 +303,13 @@ def access_problem(folder: Path, script_rel: str | None, uid: int, gid: int, who
     return None
 
 
+# Labels on every container (engine/sandbox/leftovers.py finds an earlier process's containers by them).
+OWNER_LABEL = "herald.owner"  # one engine's data folder, or one worker; set by the runner
+TASK_LABEL = "herald.task"
+ATTEMPT_LABEL = "herald.attempt"
+UID_LABEL = "herald.uid"  # rootless: the container uid the run has to itself
+
+
 def build_spec(
     *,
     config: SandboxConfig,
@@ -338,7 +345,7 @@ def build_spec(
         "image": config.image,
         "command": argv,  # an argument vector: nothing here is ever parsed by a shell
         "env": {"LANG": "C", "HERALD_TASK_ID": task_id, "HERALD_ATTEMPT": str(attempt), "HOME": "/tmp"},
-        "labels": {"app": "herald", "herald.task": task_id},
+        "labels": {"app": "herald", TASK_LABEL: task_id, ATTEMPT_LABEL: str(attempt)},
         "netns": {"nsmode": netns},
         "cap_drop": ["ALL"],
         "read_only_filesystem": True,
@@ -369,7 +376,7 @@ def build_spec(
     else:
         # Not container root: that is the sandbox user itself on the host, shared with the service.
         spec["user"] = f"{run_uid}:{run_uid}"
-        spec["labels"]["herald.uid"] = str(run_uid)
+        spec["labels"][UID_LABEL] = str(run_uid)
     return spec
 
 

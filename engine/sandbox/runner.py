@@ -13,6 +13,11 @@ first `output_limit_bytes` are kept (and streamed line by line to `on_output`), 
 podman-py is synchronous. Every call into it goes through `Sandbox._call`, which runs it on the
 sandbox's own small thread pool; the event loop never blocks on Podman.
 
+Crash recovery (engine/sandbox/leftovers.py): a caller that must not run a script twice passes `on_started`, which
+records the container durably before it starts, and `keep=True`, which leaves the exited container in place until
+`remove()` (once the result is stored). After a crash, `leftovers()` lists this owner's containers, `adopt()` waits
+for one whose script started and reads its result, and `remove_leftovers()` removes the rest.
+
 Errors: `SandboxUnavailable` (Podman, its service, the user, the image or the scripts folder is
 missing; the message says how to fix it), `SandboxError` (Podman did not apply a protection, or
 failed mid-run), `ValueError` (bad script name or arguments, from the caller).
@@ -26,19 +31,20 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from podman.api import stream_frames
 from podman.domain.containers import Container
 from podman.errors import APIError, NotFound
 
 from engine.core.errors import SandboxError, SandboxUnavailable
+from engine.sandbox import leftovers
 from engine.sandbox.host import Connection, connect, image_missing, is_connection_error
-from engine.sandbox.output import CONTROL_TIMEOUT_S, WAIT_SLACK_S, OutputSink, explain, open_attach
+from engine.sandbox.leftovers import Leftover
+from engine.sandbox.output import WAIT_SLACK_S, OutputSink, explain, open_attach, read_log
 from engine.sandbox.output import pump as pump_stream
 from engine.sandbox.podman_service import PodmanService
 from engine.sandbox.policy import (
@@ -55,7 +61,7 @@ from engine.sandbox.policy import (
     verify_applied,
 )
 
-__all__ = ["DEFAULT_IMAGE", "Sandbox", "SandboxConfig", "SandboxResult"]
+__all__ = ["DEFAULT_IMAGE", "Leftover", "RunStart", "Sandbox", "SandboxConfig", "SandboxResult"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,6 +84,17 @@ class SandboxResult:
     output_bytes: int = 0  # everything the script printed, kept or not
     not_enforced: tuple[str, ...] = ()  # limits this host could not apply, and why
     limits_note: str = ""  # one line for people: each limit's mechanism, then what the host could not enforce
+    container_id: str = ""  # still there only after a run with keep=True, or an adoption: `remove()` it
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What `on_started` learns: the container that is about to start, and what it enforces."""
+
+    container_id: str
+    enforced: tuple[str, ...]
+    not_enforced: tuple[str, ...]
+    limits_note: str
 
 
 # --- the runner --------------------------------------------------------------------------------------
@@ -88,10 +105,12 @@ class Sandbox:
 
     def __init__(self, *, config: SandboxConfig, scripts_dir: Path, owner: str | None = None) -> None:
         self._config = config
-        # Labels this process's containers, so the next start can remove what a crash left behind: a container
-        # created but never started keeps a runc process of the sandbox user alive, and those add up against the
-        # user's process limit until no new run can start.
+        # Labels this process's containers, so the next start can adopt or remove what a crash left behind: a
+        # container created but never started keeps a runc process of the sandbox user alive, and those add up
+        # against the user's process limit until no new run can start.
         self._owner = owner
+        self._mine: set[str] = set()  # containers this process created or adopted and has not removed yet
+        self._kept: dict[str, int | None] = {}  # kept or adopted container -> its run uid, held until `remove()`
         self._scripts_dir = Path(scripts_dir).absolute()
         self._pool = ThreadPoolExecutor(max_workers=3 * _MAX_PARALLEL_RUNS + 2,
                                         thread_name_prefix="herald-sandbox")
@@ -102,6 +121,11 @@ class Sandbox:
         self._problem: str | None = "not started"
         self._uids_in_use: set[int] = set()
         self._closed = False
+
+    @property
+    def owner(self) -> str | None:
+        """The `herald.owner` label of this process's containers (None: unlabelled, no crash recovery)."""
+        return self._owner
 
     @property
     def problem(self) -> str | None:
@@ -116,8 +140,6 @@ class Sandbox:
         """
         try:
             conn = await self._ensure_connected()
-            if self._owner:
-                await self._call(self._remove_leftovers, conn)
             folder = self._scripts_folder()
             first = conn.run_uids[0] if conn.run_uids else None
             self._problem = access_problem(folder, None, *conn.reader(first))
@@ -129,15 +151,80 @@ class Sandbox:
         if self._problem:
             log.warning("sandbox unavailable: %s", self._problem)
 
-    def _remove_leftovers(self, conn: Connection) -> None:
-        leftovers = conn.client.containers.list(all=True, filters={"label": [f"herald.owner={self._owner}"]})
-        for ctr in leftovers:
+    async def leftovers(self) -> list[Leftover]:
+        """This owner's containers that this process did not make: left by an earlier one (a crash, a stop).
+
+        Raises SandboxUnavailable when Podman cannot be asked; [] without an owner.
+        """
+        if not self._owner:
+            return []
+        conn = await self._ensure_connected()
+        try:
+            found = await self._call(leftovers.find, conn.client, self._owner)
+        except APIError as exc:
+            raise await self._classify(conn, exc) from exc
+        return [left for left in found if left.container_id not in self._mine]
+
+    async def remove_leftovers(self, found: Iterable[Leftover] | None = None) -> int:
+        """Remove leftovers (by default all of `leftovers()`), killing any still running; never raises. Returns how
+        many were removed."""
+        try:
+            found = list(await self.leftovers() if found is None else found)
+            conn = await self._ensure_connected() if found else None
+        except SandboxError as exc:
+            log.warning("could not look for containers left behind by an earlier run: %s", exc)
+            return 0
+        removed = 0
+        for left in found:
+            assert conn is not None
             try:
-                ctr.remove(force=True)
+                if await self._call(leftovers.remove, conn.client, left.container_id):
+                    removed += 1
+                    log.warning("removed container %s, left behind by an earlier run of this %s", left.describe(),
+                                "worker" if (self._owner or "").startswith("worker-") else "engine")
             except APIError as exc:
-                log.warning("could not remove leftover container %s: %s", ctr.id[:12], exc)
-        if leftovers:
-            log.warning("removed %d container(s) left behind by an earlier run of this engine", len(leftovers))
+                log.warning("could not remove leftover container %s: %s", left.describe(), explain(str(exc)))
+        return removed
+
+    async def adopt(self, left: Leftover, *, timeout_s: float) -> SandboxResult:
+        """Take over a run an earlier process started (`left.started`): wait for it to exit, SIGKILL it `timeout_s`
+        after it started, then read its exit code and its output from Podman's log of it (at most `log_size_max` of
+        it; lines are not streamed). The container stays until `remove()`, like after a run with keep=True.
+        `enforced` is empty: the record of the run that created the container has it."""
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
+        if left.started_at is None:
+            raise ValueError(f"container {left.describe()} never started: there is nothing to adopt")
+        async with self._slots:
+            conn = await self._ensure_connected()
+            self._mine.add(left.container_id)
+            if left.run_uid is not None:
+                self._uids_in_use.add(left.run_uid)
+            done = False
+            try:
+                ctr = await self._call(conn.client.containers.get, left.container_id)
+                result = await self._await_adopted(conn, ctr, left.started_at, timeout_s)
+                done = True
+                return result
+            except APIError as exc:
+                raise await self._classify(conn, exc) from exc
+            finally:
+                if done:
+                    self._kept[left.container_id] = left.run_uid
+                else:  # failed or cancelled: like a run's container, it must not stay
+                    await asyncio.shield(self._call(self._remove_quietly, conn, left.container_id))
+                    self._release(left.container_id, left.run_uid)
+
+    async def remove(self, container_id: str) -> None:
+        """Remove a container kept after its run (keep=True) or adopted, once its result is stored; never raises."""
+        run_uid = self._kept.pop(container_id, None)
+        try:
+            conn = await self._ensure_connected()
+            await self._call(self._remove_quietly, conn, container_id)
+        except SandboxError as exc:
+            log.warning("could not remove sandbox container %s: %s", container_id[:12], exc)
+        finally:
+            self._release(container_id, run_uid)
 
     async def host_limits(self) -> tuple[HostLimits, LimitPlan]:
         """What this host lets Podman limit, and how a run with the configured defaults is limited on it."""
@@ -156,6 +243,8 @@ class Sandbox:
         memory: str | int | None = None,
         network: str | None = None,
         attempt: int = 1,
+        on_started: Callable[[RunStart], Awaitable[None]] | None = None,
+        keep: bool = False,
     ) -> SandboxResult:
         """Run `script` from the scripts folder with `args` as literal argv entries.
 
@@ -166,6 +255,11 @@ class Sandbox:
         `memory` (bytes, or a size such as "512m"; default `[sandbox] memory`) and `network` ("none",
         the default, or "default": the rootless user-mode network, slirp4netns) apply to this run only.
         The script sees `HERALD_TASK_ID` and `HERALD_ATTEMPT` (1, then 2... when a rule retries it).
+
+        `on_started` is awaited after the container is created and checked, before it starts; if it raises, the
+        container is removed unstarted and the error propagates. With `keep=True` a run that ends by itself (exit or
+        timeout) leaves its container until `remove(result.container_id)`; a run that fails or is cancelled never
+        leaves it.
         """
         if self._closed:
             raise SandboxError("the sandbox is closed")
@@ -181,18 +275,24 @@ class Sandbox:
         async with self._slots:
             conn, ctr, enforced, plan, run_uid = await self._create(folder, script_rel, argv, limits, task_id,
                                                                        attempt)
+            self._mine.add(ctr.id)
             exited = False
             try:
+                if on_started is not None:
+                    await on_started(RunStart(ctr.id, enforced, plan.missing, plan.note))
                 result = await self._execute(conn, ctr, enforced, plan, timeout_s, on_output)
                 exited = True
                 return result
             except APIError as exc:
                 raise await self._classify(conn, exc) from exc
             finally:
-                # Shielded: a cancelled run must still not leave its container behind; the pool
-                # thread finishes the removal even if nobody awaits it any more.
-                await asyncio.shield(self._call(self._discard, ctr, not exited))
-                self._uids_in_use.discard(run_uid)  # only once its container (and processes) are gone
+                if exited and keep:
+                    self._kept[ctr.id] = run_uid
+                else:
+                    # Shielded: a cancelled run must still not leave its container behind; the pool
+                    # thread finishes the removal even if nobody awaits it any more.
+                    await asyncio.shield(self._call(self._discard, ctr, not exited))
+                    self._release(ctr.id, run_uid)  # only once its container (and processes) are gone
 
     async def close(self) -> None:
         """Stop the Podman service if we started it and release the worker threads.
@@ -210,6 +310,45 @@ class Sandbox:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # --- internals --------------------------------------------------------------------------------
+
+    def _release(self, container_id: str, run_uid: int | None) -> None:
+        self._mine.discard(container_id)
+        if run_uid is not None:
+            self._uids_in_use.discard(run_uid)
+
+    def _remove_quietly(self, conn: Connection, container_id: str) -> None:
+        """Blocking: kill and remove one container; a failure is logged, not raised."""
+        try:
+            leftovers.remove(conn.client, container_id)
+        except APIError as exc:
+            log.warning("could not remove sandbox container %s: %s", container_id[:12], explain(str(exc)))
+
+    async def _await_adopted(self, conn: Connection, ctr: Container, started_at: float,
+                             timeout_s: float) -> SandboxResult:
+        loop = asyncio.get_running_loop()
+        remaining = max(0.0, timeout_s - (time.time() - started_at))
+        waiter = loop.run_in_executor(self._pool, functools.partial(
+            ctr.wait, condition="exited", interval="10ms", timeout=remaining + WAIT_SLACK_S))
+        waiter.add_done_callback(_consume_result)
+        done, _ = await asyncio.wait({waiter}, timeout=remaining)
+        timed_out = False
+        if not done:
+            timed_out = await self._call(_kill, ctr)
+        exit_code = int(await waiter)
+        await self._call(ctr.reload)
+        sink = OutputSink(self._config.output_limit_bytes, None)
+        sink.feed(await self._call(read_log, conn.client, ctr.id, self._config.output_limit_bytes))
+        output = sink.head.decode(errors="replace")
+        if sink.truncated:
+            output += "\n" + sink.truncation_note()
+        duration = leftovers.finished_after_s(ctr.attrs)
+        log.info("adopted container %s: it %s", ctr.id[:12],
+                 "timed out and was killed" if timed_out else f"exited with {exit_code}")
+        return SandboxResult(
+            exit_code=None if timed_out else exit_code, output=output, timed_out=timed_out,
+            duration_s=duration if duration is not None else time.time() - started_at, enforced=(),
+            output_bytes=sink.total, container_id=ctr.id,
+        )
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """The one door to blocking code (podman-py, the service start): run it on our pool."""
@@ -280,7 +419,7 @@ class Sandbox:
                 spec = build_spec(config=self._config, argv=argv, scripts_src=str(folder), task_id=task_id,
                                   attempt=task_attempt, limits=limits, plan=plan, host=conn.host, run_uid=run_uid)
                 if self._owner:
-                    spec["labels"]["herald.owner"] = self._owner
+                    spec["labels"][leftovers.OWNER_LABEL] = self._owner
                 ctr, enforced = await self._call(self._create_blocking, conn, spec, plan, run_uid)
                 return conn, ctr, enforced, plan, run_uid
             except APIError as exc:
@@ -362,7 +501,7 @@ class Sandbox:
                 if pending:
                     log.warning("attach stream of %s did not end %.0f s after exit", ctr.id[:12], _DRAIN_S)
             else:
-                sink.feed(await self._call(self._read_log, conn, ctr.id))
+                sink.feed(await self._call(read_log, conn.client, ctr.id, self._config.output_limit_bytes))
         finally:
             if sock is not None:
                 sock.close()  # also ends a pump still blocked on it (a cancelled or stuck run)
@@ -384,29 +523,8 @@ class Sandbox:
             output_bytes=sink.total,
             not_enforced=plan.missing,
             limits_note=plan.note,
+            container_id=ctr.id,
         )
-
-    def _read_log(self, conn: Connection, ctr_id: str) -> bytes:
-        """Blocking fallback for a service we cannot attach to (not a local socket): the on-disk log.
-
-        conmon keeps at most log_size of it, so a larger output is counted only up to that.
-        """
-        limit = self._config.output_limit_bytes
-        resp = conn.client.api.get(f"/containers/{ctr_id}/logs",
-                                   params={"follow": False, "stdout": True, "stderr": True},
-                                   stream=True, timeout=CONTROL_TIMEOUT_S)
-        try:
-            resp.raise_for_status()
-            chunks: list[bytes] = []
-            size = 0
-            for frame in _frames(resp):
-                chunks.append(frame)
-                size += len(frame)
-                if size > limit:
-                    break  # no need to read the rest
-        finally:
-            resp.close()
-        return b"".join(chunks)
 
     def _discard(self, ctr: Container, may_run: bool) -> None:
         """Blocking: remove the container; SIGKILL first if it may still run (sh ignores SIGTERM)."""
@@ -427,13 +545,6 @@ def _kill(ctr: Container) -> bool:
         return True
     except APIError:  # 409 "not running" (or gone): it beat the timeout
         return False
-
-
-def _frames(resp: Any) -> Iterator[bytes]:
-    """The payloads of a multiplexed log response (stdout and stderr frames, in log order)."""
-    for frame in stream_frames(resp):
-        if isinstance(frame, bytes):  # always, without demux; the check is for the type checker
-            yield frame
 
 
 def _consume_result(future: asyncio.Future[Any]) -> None:

@@ -310,16 +310,20 @@ class Engine:
         await self.stateful.on_graph_swapped(None, self.runtime.graph)
         for n, lane in enumerate(self._lanes):
             self._spawn(f"dispatcher-{n}", functools.partial(self._dispatch, lane))
+        recovered = None
         if self.config.queue.redis_url:  # tasks run in `herald worker` processes
             await self._start_remote_tasks()
         else:
+            recovered = await self._workers.recover()  # before any worker claims: see engine/tasks/recovery.py
             for n in range(self.config.workers):
                 self._spawn(f"worker-{n}", self._workers.work)
             self._spawn("task-monitor", self._workers.monitor)
+            self._spawn("task-adoption", functools.partial(self._workers.adopt, recovered.adoptions))
         self._spawn("output-relay", self.output_relay.run)
         self._spawn("housekeeping", self._housekeeping)
         self.state = "running"
-        for task in await self.tasks.recover():  # left running by a crash: failed (rerun only if the rule retries)
+        # left running by a crash: local ones adopted or run again unless lost; remote ones failed (retried if asked)
+        for task in recovered.finished if recovered is not None else await self.tasks.recover():
             await self.runtime.task_finished(task)
         for event, body in await self.journal.unfinished():
             self._enqueue(event, body)  # accepted before a stop or crash: handle it now

@@ -7,26 +7,35 @@ in the `tasks` table; the in-memory wake-up is only a hint, so a restart loses n
 Retries (`run ... retry 3 times backoff 30s`): a failed or timed-out attempt with retries left goes back to
 `pending` under the same task id with `attempt` + 1 and a `not_before` moment (the backoff doubles per attempt), so
 a waiting retry survives a restart like any pending task. Cancelled tasks are never retried.
+
+With the engine's own workers no task runs twice, and none is reported failed because Herald crashed while it ran:
+before its container starts, the container's id is stored with the task (`container`), and the container stays until
+the result is stored. On start, `TaskWorkers.recover` decides for each task left `running` (engine/tasks/recovery.py):
+a container that started is adopted (its real exit code and output are the result), a task whose container never
+started runs again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.client.snapshots import TaskView
-from engine.core.errors import SandboxError
+from engine.core.errors import HeraldError, SandboxError
 from engine.core.events import ReplyTo, utcnow
 from engine.core.ids import new_id
 from engine.core.store import Database
-from engine.sandbox.runner import Sandbox
+from engine.sandbox.runner import Leftover, RunStart, Sandbox, SandboxResult
+from engine.tasks import recovery
 
 log = logging.getLogger("herald.tasks")
 
@@ -99,6 +108,7 @@ class TaskRecord(BaseModel):
     attempt: int = 1
     not_before: datetime | None = None  # set while a retry waits for its backoff
     earlier: list[str] = Field(default_factory=list)  # how attempt 1, 2, ... ended (`outcome()`), one line each
+    container: str | None = None  # this attempt's container, stored before it starts (crash recovery adopts it)
 
     @property
     def attempts(self) -> int:
@@ -129,6 +139,7 @@ class TaskRecord(BaseModel):
         return self.model_copy(update={
             "status": "pending", "attempt": self.attempt + 1, "not_before": now + timedelta(seconds=delay),
             "earlier": [*self.earlier, self.outcome()],
+            "container": None,
             "start_time": None, "end_time": None, "exit_code": None, "output": "", "error": None,
             "output_bytes": None, "worker": None,
         })
@@ -257,9 +268,15 @@ class TaskQueue:
             self._on_change(task)
         return task
 
+    async def running(self) -> list[TaskRecord]:
+        rows = await self._db.call(lambda conn: conn.execute(
+            "SELECT body FROM tasks WHERE status = 'running' ORDER BY create_time").fetchall())
+        return [TaskRecord.model_validate_json(row["body"]) for row in rows]
+
     async def recover(self) -> list[TaskRecord]:
-        """Tasks left running by a previous process cannot be trusted to have finished: fail them, visibly (an
-        attempt of a rule that asked for retries is retried, like any failed attempt). Returns what was stored."""
+        """Without a local sandbox to ask (tasks run in `herald worker`s): tasks left running by a previous process
+        cannot be trusted to have finished: fail them, visibly (an attempt of a rule that asked for retries is
+        retried, like any failed attempt). Returns what was stored. With local workers, `TaskWorkers.recover`."""
 
         def _recover(conn: sqlite3.Connection) -> list[TaskRecord]:
             rows = conn.execute("SELECT body FROM tasks WHERE status = 'running'").fetchall()
@@ -283,8 +300,20 @@ class TaskQueue:
         return [TaskRecord.model_validate_json(row["body"]) for row in reversed(rows)]
 
 
+@dataclass
+class Recovered:
+    """What `TaskWorkers.recover` found: results to report now, and containers to adopt (`TaskWorkers.adopt`)."""
+
+    finished: list[TaskRecord] = field(default_factory=list)
+    adoptions: list[tuple[TaskRecord, Leftover]] = field(default_factory=list)
+
+
 class TaskWorkers:
-    """Consumers: each claims a task, runs it in the sandbox, stores the outcome and reports it."""
+    """Consumers: each claims a task, runs it in the sandbox, stores the outcome and reports it.
+
+    With a queue (the engine's own workers) a run's container id is stored before it starts and the container is
+    removed only once the result is stored, so `recover` can tell, after a crash, which tasks never started.
+    """
 
     def __init__(
         self, *, queue: TaskQueue | None, sandbox: Sandbox, on_finished: Callable[[TaskRecord], Awaitable[None]],
@@ -302,16 +331,72 @@ class TaskWorkers:
         assert self._queue is not None
         while True:
             task = await self._queue.claim()
-            settled = await self._queue.settle(await self.execute(task))
-            try:
-                await self._on_finished(settled)
-            except Exception:
-                log.exception("reporting the result of task %s failed", settled.task_id)
+            await self._finish(await self.execute(task))
+
+    async def recover(self) -> Recovered:
+        """Decide about every task a previous process left running (engine/tasks/recovery.py), before any worker of
+        this one claims a task: run again what never started, fail what cannot be known, remove the containers
+        nobody adopts. Returns the results to report, and the containers to hand to `adopt`."""
+        assert self._queue is not None
+        running = await self._queue.running()
+        found: list[Leftover] | None = None
+        problem = None
+        try:
+            found = await self._sandbox.leftovers()
+        except SandboxError as exc:
+            problem = str(exc)
+            log.error("could not look for the containers of tasks left running: %s", problem)
+        except Exception as exc:  # a broken host must not stop Herald from starting (as in Sandbox.start)
+            problem = f"looking for them failed unexpectedly: {exc!r}"
+            log.exception("could not look for the containers of tasks left running")
+        plan = recovery.plan(running, found, problem)
+        for task in plan.rerun:
+            log.warning("task %s (%s) never started its container before Herald stopped: running it now",
+                        task.task_id, task.params.script)
+            await self._queue.update(task)
+        for task in plan.failed:
+            log.error("task %s (%s): %s", task.task_id, task.params.script, task.error)
+            await self._queue.update(task)
+        for task, left in plan.adopt:
+            log.warning("task %s (%s) was running when Herald stopped: adopting its container %s", task.task_id,
+                        task.params.script, left.describe())
+        await self._sandbox.remove_leftovers(plan.remove)
+        return Recovered(finished=plan.failed, adoptions=plan.adopt)
+
+    async def adopt(self, adoptions: list[tuple[TaskRecord, Leftover]]) -> None:
+        """Wait for each adopted container to finish (or kill it at the task's timeout), then store and report its
+        result like any run's."""
+        await asyncio.gather(*(self._adopt_one(task, left) for task, left in adoptions))
 
     async def execute(self, task: TaskRecord) -> TaskRecord:
         """Run one task in the sandbox under the monitor's deadline; return it finished."""
+        return await self._supervise(task, self._run(task))
+
+    async def _adopt_one(self, task: TaskRecord, left: Leftover) -> None:
+        await self._finish(await self._supervise(task, self._adopted(task, left)))
+
+    async def _finish(self, finished: TaskRecord) -> None:
+        """Store how the task ended, report it, and only then remove its container (never before storing: see
+        `recover`; after reporting, so the report waits for no Podman call)."""
+        assert self._queue is not None
+        try:
+            settled = await self._queue.settle(finished)
+        except Exception:
+            log.exception("could not store how task %s ended; it stays running until the next start, which adopts "
+                          "its container", finished.task_id)
+            return
+        try:
+            await self._on_finished(settled)
+        except Exception:
+            log.exception("reporting the result of task %s failed", settled.task_id)
+        finally:
+            if finished.container:
+                await asyncio.shield(self._sandbox.remove(finished.container))  # a stop must not strand it
+
+    async def _supervise(self, task: TaskRecord, work: Coroutine[object, object, TaskRecord]) -> TaskRecord:
+        """Run `work` (a run or an adoption of `task`) under the monitor's deadline and `cancel`."""
         deadline = utcnow() + timedelta(seconds=task.params.timeout + MONITOR_GRACE_S)
-        run = asyncio.ensure_future(self._run(task))
+        run = asyncio.ensure_future(work)
         self._deadlines[task.task_id] = (deadline, run)
         try:
             return await run
@@ -338,24 +423,33 @@ class TaskWorkers:
         return True
 
     async def _run(self, task: TaskRecord) -> TaskRecord:
+        local = self._queue is not None  # `herald worker` (no queue) reports through Redis, and removes at once
         on_output = self._on_output
         try:
             result = await self._sandbox.run(
                 task.params.script, task.params.args, timeout_s=task.params.timeout, task_id=task.task_id,
                 memory=task.params.memory_bytes, network=task.params.network, attempt=task.attempt,
                 on_output=(lambda line: on_output(task, line)) if on_output else None,
+                on_started=functools.partial(self._record_start, task) if local else None, keep=local,
             )
-        except (SandboxError, ValueError) as exc:
+        except (HeraldError, ValueError) as exc:  # a DurabilityError from `_record_start` too: it never started
             return task.model_copy(update={"status": "failed", "end_time": utcnow(), "error": str(exc)})
-        if result.timed_out:
-            status: Status = "timed_out"
-        else:
-            status = "succeeded" if result.exit_code == 0 else "failed"
-        return task.model_copy(
-            update={"status": status, "end_time": utcnow(), "exit_code": result.exit_code,
-                    "output": result.output, "enforced": list(result.enforced),
-                    "output_bytes": result.output_bytes, "limits_note": result.limits_note}
-        )
+        return _finished(task, result, container=result.container_id if local else None)
+
+    async def _record_start(self, task: TaskRecord, start: RunStart) -> None:
+        """Durably, before the container starts: which container runs this attempt (see `recover`)."""
+        assert self._queue is not None
+        await self._queue.update(task.model_copy(update={
+            "container": start.container_id, "enforced": list(start.enforced), "limits_note": start.limits_note}))
+
+    async def _adopted(self, task: TaskRecord, left: Leftover) -> TaskRecord:
+        try:
+            result = await self._sandbox.adopt(left, timeout_s=task.params.timeout)
+        except (HeraldError, ValueError) as exc:
+            return task.model_copy(update={
+                "status": "failed", "end_time": utcnow(), "container": None,
+                "error": f"could not take over its container {left.container_id[:12]} after a restart: {exc}"})
+        return _finished(task, result, container=result.container_id)
 
     async def monitor(self, interval_s: float = 1.0) -> None:
         """Cancel any run that outlived its timeout plus a grace period (a stuck sandbox call)."""
@@ -366,3 +460,17 @@ class TaskWorkers:
                 if now > deadline and not run.done():
                     log.warning("task %s passed its deadline; cancelling it", task_id)
                     run.cancel()
+
+
+def _finished(task: TaskRecord, result: SandboxResult, *, container: str | None) -> TaskRecord:
+    """The task record of a run that ended: its status, exit code and output. An adopted run's result carries no
+    `enforced`: the record keeps what was stored when its container started."""
+    if result.timed_out:
+        status: Status = "timed_out"
+    else:
+        status = "succeeded" if result.exit_code == 0 else "failed"
+    update: dict[str, object] = {"status": status, "end_time": utcnow(), "exit_code": result.exit_code,
+                                 "output": result.output, "output_bytes": result.output_bytes, "container": container}
+    if result.enforced:
+        update.update(enforced=list(result.enforced), limits_note=result.limits_note)
+    return task.model_copy(update=update)

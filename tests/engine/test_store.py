@@ -1,15 +1,20 @@
 """Group commit on a real SQLite file: concurrent writes share commits, each caller waits for its own durability,
-and one failing write fails only its caller."""
+one failing write fails only its caller, and a failing fsync fails its commit's callers without stopping the store."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from engine.core import store
+from engine.core.errors import DurabilityError
 from engine.core.store import Database
 
 
@@ -129,3 +134,74 @@ async def test_the_wal_does_not_grow_past_its_limit_under_steady_writes(
     assert max(sizes) < 256 * 1024 + 64 * 1024, max(sizes)  # the limit plus at most one commit
     with sqlite3.connect(tmp_path / "herald.db") as other:
         assert other.execute("SELECT count(*) FROM t").fetchone()[0] == 1000
+
+
+class FailingDisk:
+    """An fsync that fails (EIO, after a short stall, as a dying disk does) the next `failures` times it is called."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.calls = 0
+        self.stall_s = 0.0
+        self._lock = threading.Lock()
+
+    def fsync(self, fd: int) -> None:  # on the store's fsync thread
+        with self._lock:
+            self.calls += 1
+            fail, self.failures = self.failures > 0, max(0, self.failures - 1)
+        if fail:
+            time.sleep(self.stall_s)
+            raise OSError(5, "Input/output error")
+        os.fsync(fd)
+
+
+async def _rows(db: Database) -> list[int]:
+    return await db.call(lambda c: [r[0] for r in c.execute("SELECT k FROM t ORDER BY k")])
+
+
+async def test_a_failed_fsync_fails_every_writer_of_its_commit_and_the_store_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "CHECKPOINT_EVERY_S", 3600.0)  # no background checkpoint muddles the WAL check
+    disk = FailingDisk()
+    db = Database(tmp_path, fsync=disk.fsync)
+    await db.open(["CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)"])
+    disk.failures, disk.stall_s = 1, 0.2
+    failing = [asyncio.ensure_future(db.write(_insert, k)) for k in range(5)]
+    deferred = db.write_soon(_insert, 5)
+    await asyncio.sleep(0.05)  # the commit of 0-5 is in its (failing) fsync: these wait for the next commit
+    behind = [asyncio.ensure_future(db.write(_insert, k)) for k in range(10, 13)]
+    outcomes = await asyncio.wait_for(asyncio.gather(*failing, deferred, return_exceptions=True), 5)
+    assert all(isinstance(o, DurabilityError) for o in outcomes), outcomes
+    assert "Input/output error" in str(outcomes[0])
+    # The writes that gathered behind the failed commit are committed without anyone writing again, and durably:
+    # the WAL, which may have lost a frame, was copied into the database file and started anew.
+    assert await asyncio.wait_for(asyncio.gather(*behind), 5) == [10, 11, 12]
+    assert (tmp_path / "herald.db-wal").stat().st_size == 0
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(tmp_path / "herald.db", copy / "herald.db")  # the database file alone, without its WAL
+    with sqlite3.connect(copy / "herald.db") as other:
+        assert [r[0] for r in other.execute("SELECT k FROM t ORDER BY k")] == [0, 1, 2, 3, 4, 5, 10, 11, 12]
+    assert await asyncio.wait_for(db.write(_insert, 20), 5) == 20  # and later writes work as before
+    assert db.sync_failures == 1
+    await db.close()
+
+
+async def test_a_disk_that_keeps_failing_fails_each_commit_and_never_hangs(tmp_path: Path) -> None:
+    disk = FailingDisk()
+    db = Database(tmp_path, fsync=disk.fsync)
+    await db.open(["CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)"])
+    disk.failures = 3
+    for k in range(3):
+        with pytest.raises(DurabilityError):
+            await asyncio.wait_for(db.write(_insert, k), 5)
+    disk.failures = 1
+    with pytest.raises(DurabilityError):  # a write that manages its own transaction learns it too
+        await asyncio.wait_for(db.call(_insert, 3), 5)
+    with pytest.raises(sqlite3.IntegrityError):  # the disk is back; a failing write keeps its own error
+        await asyncio.wait_for(db.write(_insert, 0), 5)
+    assert await asyncio.wait_for(db.write(_insert, 4), 5) == 4
+    assert await _rows(db) == [0, 1, 2, 3, 4]  # committed, though never confirmed durable
+    assert db.sync_failures == 4
+    await db.close()

@@ -1,0 +1,118 @@
+"""Containers an earlier process of the same owner left behind: find them, tell started from never started, remove.
+
+Every container Herald creates carries labels: `herald.owner` (one engine's data folder, or one worker), `herald.task`
+and `herald.attempt` (which run it is), `herald.uid` (rootless: the container uid it runs as). After a crash the
+engine lists its owner's containers, adopts those whose task is still open and whose script started (see
+`Sandbox.adopt`), and removes the rest; other owners' containers are never touched.
+
+Blocking; engine/sandbox/runner.py calls these from its worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from podman import PodmanClient
+from podman.errors import APIError, NotFound
+
+from engine.sandbox.policy import ATTEMPT_LABEL, OWNER_LABEL, TASK_LABEL, UID_LABEL
+
+log = logging.getLogger("engine.sandbox")
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """One of this owner's containers, as Podman lists it."""
+
+    container_id: str
+    task_id: str | None
+    attempt: int | None  # None on containers made before the label existed
+    state: str  # Podman's: created, running, exited, stopped, ...
+    started_at: float | None  # epoch seconds the script started; None if it never did
+    run_uid: int | None
+
+    @property
+    def started(self) -> bool:
+        """The script began running (whatever it does now): running it again would run it twice."""
+        return self.started_at is not None
+
+    def describe(self) -> str:
+        return f"{self.container_id[:12]} (task {self.task_id}, attempt {self.attempt}, {self.state})"
+
+
+def owner_filter(owner: str) -> list[str]:
+    """The list filter for one owner's containers. A list of "label=key=value" strings: podman-py encodes a dict's
+    list value as one string (`{"label": ["k=v"]}` asks for the label "['k=v']" and matches nothing,
+    containers/podman-py#542), which is how crashes left containers behind for good."""
+    return [f"label={OWNER_LABEL}={owner}"]
+
+
+def find(client: PodmanClient, owner: str) -> list[Leftover]:
+    """Every container of `owner`, in any state. Each is checked for the owner label again here: if the filter were
+    ever ignored, the listing would hold everyone's containers, and a caller removes what it gets."""
+    found = []
+    for ctr in client.containers.list(all=True, filters=owner_filter(owner)):
+        attrs = ctr.attrs
+        labels = attrs.get("Labels") or {}
+        if labels.get(OWNER_LABEL) != owner:
+            log.error("podman listed container %s of owner %r for owner %r: its label filter is not applied; "
+                      "leaving it alone", ctr.id[:12], labels.get(OWNER_LABEL), owner)
+            continue
+        started = attrs.get("StartedAt")  # epoch seconds in the libpod listing; year 1 (negative) if never started
+        found.append(Leftover(
+            container_id=ctr.id, task_id=labels.get(TASK_LABEL), attempt=_int(labels.get(ATTEMPT_LABEL)),
+            state=str(attrs.get("State") or "unknown"),
+            started_at=float(started) if isinstance(started, int | float) and started > 0 else None,
+            run_uid=_int(labels.get(UID_LABEL)),
+        ))
+    return found
+
+
+def remove(client: PodmanClient, container_id: str) -> bool:
+    """SIGKILL (sh ignores SIGTERM, and a forced remove would wait 10 s for it) and remove; False if it was gone."""
+    try:
+        client.containers.get(container_id).kill(signal="SIGKILL")
+    except NotFound:
+        return False
+    except APIError:  # 409: not running (exited, or never started)
+        pass
+    try:
+        client.containers.remove(container_id, force=True)
+    except NotFound:
+        return False
+    return True
+
+
+def finished_after_s(attrs: dict[str, Any]) -> float | None:
+    """How long the container ran, from `podman inspect`'s State, or None if Podman does not say."""
+    state = attrs.get("State") or {}
+    started, finished = _time(state.get("StartedAt")), _time(state.get("FinishedAt"))
+    if started is None or finished is None or finished < started:
+        return None
+    return finished - started
+
+
+def _time(text: object) -> float | None:
+    """Epoch seconds from Podman's RFC 3339 time with nanoseconds ("0001-01-01T00:00:00Z" means never)."""
+    if not isinstance(text, str) or text.startswith("0001-"):
+        return None
+    match = re.fullmatch(r"(.+T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
+    if match is None:
+        return None
+    whole, fraction, zone = match.groups()
+    try:
+        moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
+    except ValueError:
+        return None
+    return moment.timestamp() + (float(f"0.{fraction}") if fraction else 0.0)
+
+
+def _int(text: object) -> int | None:
+    try:
+        return int(str(text))
+    except ValueError:
+        return None

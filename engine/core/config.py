@@ -100,6 +100,9 @@ class Config(_Strict):
     queue: QueueConfig = Field(default_factory=QueueConfig)
     # Accepted events waiting for the dispatcher; beyond this, webhooks get 503 + Retry-After and chat "busy".
     max_queued_events: int = Field(default=10_000, ge=1)
+    # Who may press the built-in Acknowledge and Mute buttons: a person with any one of these roles (a rule
+    # `on button mute require role admin` tightens it further). Checked before the button is used up.
+    button_roles: list[str] = Field(default_factory=lambda: ["admin", "operator"])
     api_principal: str | None = None  # whom commands sent with the local API token act as, unless they say
     # Each integration's own section, validated by that integration's config model when it is set up.
     integrations: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -116,6 +119,10 @@ class Config(_Strict):
             for member in team.members:
                 if member not in self.principals:
                     problems.append(f"teams.{name}.members: unknown principal {member!r}")
+        if "button_roles" in self.model_fields_set or "roles" not in self.model_fields_set:
+            for role in self.button_roles:
+                if role not in known_roles:
+                    problems.append(f"button_roles: unknown role {role!r} (known: {sorted(known_roles)})")
         if self.api_principal is not None and self.api_principal not in self.principals:
             problems.append(f"api_principal: unknown principal {self.api_principal!r}")
         seen: dict[str, str] = {}

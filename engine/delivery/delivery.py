@@ -181,8 +181,10 @@ class Delivery:
             await stored
 
     def _offer(self, stored: asyncio.Future[list[Outgoing]]) -> None:
-        if stored.cancelled() or stored.exception() is not None:
-            log.error("journaling outgoing messages failed: %s", None if stored.cancelled() else stored.exception())
+        if stored.cancelled():  # the engine stopped first: the run that said it is replayed at start
+            return
+        if stored.exception() is not None:
+            log.error("journaling outgoing messages failed: %s", stored.exception())
             return
         by_platform: dict[str, list[Outgoing]] = {}
         for item in stored.result():
@@ -205,12 +207,14 @@ class Delivery:
 
         for target in audience.targets:
             add(target)
+        # Only ask where people can be reached (a database read) when some platform besides Herald's chat could.
+        others = any(p != HERALD_CHAT and s.connector.capabilities.notifications for p, s in self._senders.items())
         for principal in audience.members:
             found = False
             if HERALD_CHAT in self._senders:
-                add(Conversation(platform=HERALD_CHAT, chat=person_chat(principal)))
+                add(Conversation.model_construct(platform=HERALD_CHAT, chat=person_chat(principal)))
                 found = True
-            for platform, account in await self._accounts(principal):
+            for platform, account in (await self._accounts(principal) if others else ()):
                 sender = self._senders.get(platform)
                 if platform != HERALD_CHAT and sender is not None and sender.connector.capabilities.notifications:
                     add(Conversation(platform=platform, chat=account))

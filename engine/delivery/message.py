@@ -89,3 +89,8 @@ class Capabilities(_Record):
     edit_interval_s: float = Field(default=1.0, ge=0)
     # False for a connector that only answers (the API stream): it is never a notification target.
     notifications: bool = True
+    # True where the platform (or its clients) drops a repeat of a message it already has (by the outbox key, as
+    # Matrix transaction ids do, or by `seq`, as Herald's chat clients do). Then a message's "sent" mark need not be
+    # durable before the next message of its conversation goes out, which saves a commit per message; where it is
+    # False, each mark is durable first, so a crash can repeat at most the one message that was in flight.
+    dedupes: bool = False

@@ -73,8 +73,8 @@ class OutboxStore(Protocol):
 
     async def pending(self) -> list[Outgoing]: ...
 
-    async def finish(self, item: Outgoing, status: Status, *, ref: MessageRef | None = None,
-                     error: str = "") -> None: ...
+    async def finish(self, item: Outgoing, status: Status, *, ref: MessageRef | None = None, error: str = "",
+                     wait: bool = True) -> None: ...
 
     async def ref_of(self, key: str) -> MessageRef | None: ...
 
@@ -113,13 +113,16 @@ class Outbox:
             "SELECT * FROM outbox WHERE status = 'pending' ORDER BY seq").fetchall())
         return [_outgoing(row) for row in rows]
 
-    async def finish(self, item: Outgoing, status: Status, *, ref: MessageRef | None = None,
-                     error: str = "") -> None:
-        """Record how a row ended; durable before it returns, so a restart never sends a confirmed row again."""
+    async def finish(self, item: Outgoing, status: Status, *, ref: MessageRef | None = None, error: str = "",
+                     wait: bool = True) -> None:
+        """Record how a row ended. `wait`: durable before it returns, so a restart never sends it again; else it
+        rides with the next commit (for platforms that drop repeats themselves)."""
         row = (status, ref.model_dump_json() if ref else None, error[:500] or None, item.attempts, time.time(),
                item.seq)
-        await self._db.write(lambda conn: conn.execute(
-            "UPDATE outbox SET status = ?, ref = ?, error = ?, attempts = ?, done = ? WHERE seq = ?", row))
+        if wait:
+            await self._db.write(lambda conn: conn.execute(_FINISH, row))
+        else:
+            self._db.defer_row(_FINISH, row)
 
     async def ref_of(self, key: str) -> MessageRef | None:
         row = await self._db.call(lambda conn: conn.execute(
@@ -156,6 +159,9 @@ class Outbox:
         cutoff = (now or time.time()) - KEEP_DONE_S
         self._db.write_soon(lambda conn: conn.execute(
             "DELETE FROM outbox WHERE status != 'pending' AND done < ?", (cutoff,)))
+
+
+_FINISH = "UPDATE outbox SET status = ?, ref = ?, error = ?, attempts = ?, done = ? WHERE seq = ?"
 
 
 def _outgoing(row: sqlite3.Row) -> Outgoing:

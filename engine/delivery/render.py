@@ -16,11 +16,13 @@ CHOICES_META = "choices"  # a message's numbered choices (button handles), where
 
 
 def to_message(message: Notification | OutMessage, in_reply_to: str | None = None) -> Message:
+    # Built from the runtime's own typed records, so no validation is needed (model_construct: a hot path).
     if isinstance(message, Notification):
-        return Message(kind="notification", text=message.text, severity=message.severity,
-                       buttons=tuple(Button(handle=b.id, label=b.label, action=b.action, arg=b.arg)
-                                     for b in message.buttons),
-                       meta={"event": message.event_id, "rule": message.rule})
+        return Message.model_construct(
+            kind="notification", text=message.text, severity=message.severity,
+            buttons=tuple(Button.model_construct(handle=b.id, label=b.label, action=b.action, arg=b.arg)
+                          for b in message.buttons),
+            meta={"event": message.event_id, "rule": message.rule})
     if isinstance(message, Progress):
         text = f"{message.rule}: {message.state}" + (f" - {message.detail}" if message.detail else "")
         return Message(kind="progress", text=text, in_reply_to=in_reply_to,

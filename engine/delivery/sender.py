@@ -169,8 +169,9 @@ class PlatformSender:
             await asyncio.sleep(wait)
 
     async def _finish(self, done: Delivered) -> None:
-        await self._outbox.finish(done.item, "sent" if done.outcome == "sent" else done.outcome,  # type: ignore[arg-type]
-                                  ref=done.ref, error=done.error)
+        quick = done.outcome == "sent" and self.connector.capabilities.dedupes
+        await self._outbox.finish(done.item, done.outcome, ref=done.ref, error=done.error,  # type: ignore[arg-type]
+                                  wait=not quick)
         try:
             await self._on_done(done)
         except Exception:

@@ -48,8 +48,9 @@ def handles(kind: type) -> Callable[[ActionHandler], ActionHandler]:
 EFFECTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, time TEXT NOT NULL);
 """
-# Actions whose effect is made idempotent by a derived id instead (a task id, an emitted event's id).
-_SELF_IDEMPOTENT = (RunAction, EmitAction)
+# Actions whose effect is made idempotent by a derived id instead (a task id, an emitted event's id, the outbox key of
+# a notification or reply: a replay produces the same key, and the outbox stores a key once).
+_SELF_IDEMPOTENT = (RunAction, EmitAction, NotifyAction, ReplyAction)
 
 
 async def perform(action: object, run: RuleRun, services: Services) -> ActionOutcome:

@@ -88,29 +88,14 @@ class AlertState:
         now = int(time.time())
         self._db.write_soon(lambda conn: conn.execute("DELETE FROM button_handles WHERE expires < ?", (now,)))
 
+    async def inspect(self, handle: str) -> ButtonBinding:
+        """What a pressed button is bound to, verified but not used up (so a press that is then refused leaves it
+        for the people allowed to press it); AuthError (unknown, altered, expired, already used) otherwise."""
+        return await self._db.call(_binding, handle, False)
+
     async def redeem(self, handle: str) -> ButtonBinding:
         """Verify a pressed button and use it up; AuthError (unknown, altered, expired, replayed) otherwise."""
-
-        def _redeem(conn: sqlite3.Connection) -> ButtonBinding:
-            row = conn.execute("SELECT binding FROM button_handles WHERE handle = ?", (handle[:64],)).fetchone()
-            if row is None:
-                raise AuthError("unknown button")
-            payload = keys.open_value(conn, row["binding"])
-            try:
-                binding = ButtonBinding(str(payload["n"]), str(payload["e"]), str(payload["r"]), str(payload["a"]),
-                                        payload["g"], payload["f"])
-                expires = int(payload["x"])
-            except (KeyError, TypeError, ValueError):
-                raise AuthError("malformed button") from None
-            if expires < time.time() or binding.id != handle:
-                raise AuthError("this button has expired" if expires < time.time() else "altered button")
-            try:
-                keys.consume(conn, f"button:{binding.id}", expires)
-            except AuthError:
-                raise AuthError("this button was already pressed") from None
-            return binding
-
-        return await self._db.write(_redeem)
+        return await self._db.write(_binding, handle, True)
 
     async def acknowledge(self, fingerprint: str, by: str) -> str | None:
         """Record an acknowledgement; return who had already acknowledged it, if anyone."""
@@ -159,3 +144,31 @@ class AlertState:
         await self._db.write(
             lambda conn: conn.execute("DELETE FROM alert_state WHERE fingerprint = ?", (fingerprint,))
         )
+
+
+def _binding(conn: sqlite3.Connection, handle: str, spend: bool) -> ButtonBinding:
+    """The verified binding behind a button's handle; with `spend`, also mark it used (in the same transaction)."""
+    row = conn.execute("SELECT binding FROM button_handles WHERE handle = ?", (handle[:64],)).fetchone()
+    if row is None:
+        raise AuthError("unknown button")
+    payload = keys.open_value(conn, row["binding"])
+    try:
+        binding = ButtonBinding(str(payload["n"]), str(payload["e"]), str(payload["r"]), str(payload["a"]),
+                                payload["g"], payload["f"])
+        expires = int(payload["x"])
+    except (KeyError, TypeError, ValueError):
+        raise AuthError("malformed button") from None
+    if expires < time.time():
+        raise AuthError("this button has expired")
+    if binding.id != handle:
+        raise AuthError("altered button")
+    used = f"button:{binding.id}"
+    if not spend:
+        if conn.execute("SELECT 1 FROM used_tokens WHERE jti = ?", (used,)).fetchone():
+            raise AuthError("this button was already pressed")
+        return binding
+    try:
+        keys.consume(conn, used, expires)
+    except AuthError:
+        raise AuthError("this button was already pressed") from None
+    return binding

@@ -90,6 +90,35 @@ async def cancel(event: Event, data: CommandData, services: Services) -> str:
     return await services.cancel_task(task.task_id, principal)
 
 
+async def press_refusal(event: Event, graph: EventGraph, services: Services, now: float) -> str | None:
+    """Why this person may not press this button, decided before the button is used up, so a press that is not
+    allowed leaves it for the people who are (deny by default, as for commands):
+
+    - Confirm: only the person the confirmation asks (engine.runs.confirm);
+    - Acknowledge and Mute: a person with one of the config's `button_roles`, and the roles of every rule
+      `on button ack|mute require role R` that matches (rules may tighten the default, never loosen it).
+    """
+    data = event.data
+    assert isinstance(data, ButtonData)
+    principal = event.actor.principal if event.actor else None
+    if data.action == confirm.BUTTON:
+        return await confirm.press_refusal(services, data.arg or "", principal, now)
+    if data.action not in ("ack", "mute") or data.alert_fingerprint is None:
+        return None  # a rule's own button: its rule's CHECK_PERMISSION decides
+    what = "Acknowledge" if data.action == "ack" else "Mute"
+    if principal is None:
+        return f"{what} needs an account linked to a person (`herald identity link NAME`, then /link TOKEN)"
+    roles = services.directory.roles_of(principal)
+    allowed = services.config.button_roles
+    if not roles.intersection(allowed):
+        return f"{what} needs role {' or '.join(allowed)}, which {principal} does not have"
+    for rule in graph.match("button", event.fields()):
+        missing = [role for role in rule.required_roles if role not in roles]
+        if missing:
+            return f"{what} requires role {', '.join(missing)} (rule {rule.name}), which {principal} does not have"
+    return None
+
+
 async def press(event: Event, data: ButtonData, services: Services) -> None:
     """Every press is audited; Acknowledge and Mute act on the alert the button came with, Confirm on the request
     it was sent for."""

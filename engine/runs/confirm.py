@@ -115,27 +115,41 @@ def _decide(conn: sqlite3.Connection, confirmation: str, presser: str | None, ro
             now: float) -> tuple[sqlite3.Row | None, str | None]:
     """(record, refusal): the refusal is None when this press confirms (and the record is then marked so)."""
     row = conn.execute("SELECT * FROM confirmations WHERE id = ?", (confirmation,)).fetchone()
+    refusal = _refusal(row, presser, roles, now)
+    if refusal is None:
+        conn.execute("UPDATE confirmations SET status = 'confirmed', decided_by = ?, decided_at = ? WHERE id = ?",
+                     (presser, now, confirmation))
+    return row, refusal
+
+
+async def press_refusal(services: Services, confirmation: str, presser: str | None, now: float) -> str | None:
+    """Why this person may not press this Confirm button, checked before the button is used up (so a bystander
+    cannot burn the confirmation meant for someone else), or None."""
+    row = await services.db.call(lambda conn: conn.execute(
+        "SELECT * FROM confirmations WHERE id = ?", (confirmation,)).fetchone())
+    return _refusal(row, presser, services.directory.roles_of(presser), now)
+
+
+def _refusal(row: sqlite3.Row | None, presser: str | None, roles: frozenset[str], now: float) -> str | None:
     if row is None:
-        return None, "there is no such request"
+        return "there is no such request"
     status = row["status"]
     if status == "confirmed":
-        return row, f"already confirmed by {row['decided_by']}"
+        return f"already confirmed by {row['decided_by']}"
     if status == "cancelled":
-        return row, "the request was cancelled because its rule changed"
+        return "the request was cancelled because its rule changed"
     if status == "expired" or row["expires"] <= now:
-        return row, "the confirmation window has passed"
+        return "the confirmation window has passed"
     if presser is None:
-        return row, "this account is not linked to a person"
+        return "this account is not linked to a person"
     if row["role"] is None and presser != row["requester"]:
-        return row, f"only {row['requester']}, who asked, can confirm it"
+        return f"only {row['requester']}, who asked, can confirm it"
     if row["role"] is not None:
         if presser == row["requester"]:
-            return row, f"it needs another {row['role']}, not the person who asked"
+            return f"it needs another {row['role']}, not the person who asked"
         if row["role"] not in roles:
-            return row, f"confirming needs role {row['role']}, which {presser} does not have"
-    conn.execute("UPDATE confirmations SET status = 'confirmed', decided_by = ?, decided_at = ? WHERE id = ?",
-                 (presser, now, confirmation))
-    return row, None
+            return f"confirming needs role {row['role']}, which {presser} does not have"
+    return None
 
 
 async def pressed(event: Event, data: ButtonData, services: Services) -> None:

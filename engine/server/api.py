@@ -55,7 +55,7 @@ class StreamConnector:
 
     platform = "api"
     capabilities = Capabilities(buttons=True, edits=True, formatting="plain", max_text=1 << 16, edit_interval_s=0,
-                                notifications=False)
+                                notifications=False, dedupes=True)  # the TUI matches replies by id
 
     def __init__(self) -> None:
         self.sockets: dict[str, set[web.WebSocketResponse]] = {}

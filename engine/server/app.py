@@ -48,6 +48,7 @@ from engine.reload.reloader import ConfigSource, Reloader, adopt_config
 from engine.runs import actions, alerts, confirm, runtime, schedules, stateful
 from engine.runs.alert_board import AlertBoard
 from engine.runs.alerts import AlertState
+from engine.runs.builtins import press_refusal
 from engine.runs.run import Services, event_view
 from engine.runs.runtime import Runtime
 from engine.sandbox.runner import Sandbox
@@ -206,17 +207,21 @@ class Engine:
     async def press(
         self, button_id: str, actor: Actor, reply_to: ReplyTo | None, *, acknowledge: Acknowledge | None = None
     ) -> Event:
+        who = actor.principal or f"{actor.platform}:{actor.account}"
         try:
-            binding = await self.alerts.redeem(button_id)
-        except AuthError as exc:  # forged, altered, expired or replayed
-            who = actor.principal or f"{actor.platform}:{actor.account}"
+            binding = await self.alerts.inspect(button_id)  # verified, not yet used up
+            event = Event(
+                source=actor.platform, actor=actor, reply_to=reply_to,
+                data=ButtonData(button_id=binding.id, action=binding.action, arg=binding.arg, rule=binding.rule,
+                                source_event=binding.event_id, alert_fingerprint=binding.fingerprint),
+            )
+            refusal = await press_refusal(event, self.runtime.graph, self.runtime.services, self.now())
+            if refusal is not None:  # not allowed: the button stays for those who are
+                raise AuthError(refusal)
+            await self.alerts.redeem(button_id)  # used up now (a concurrent press of the same button loses here)
+        except AuthError as exc:  # unknown, altered, expired, replayed, or not this person's to press
             self.bus.publish(await self.audit.append("button.refused", who, reason=str(exc)))
             raise
-        event = Event(
-            source=actor.platform, actor=actor, reply_to=reply_to,
-            data=ButtonData(button_id=binding.id, action=binding.action, arg=binding.arg, rule=binding.rule,
-                            source_event=binding.event_id, alert_fingerprint=binding.fingerprint),
-        )
         await self.submit([event], acknowledge=acknowledge)
         return event
 

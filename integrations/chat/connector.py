@@ -35,8 +35,9 @@ log = logging.getLogger("herald.chat")
 
 PLATFORM = "chat"
 ROOM = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+# Our own socket: every state of a run is shown, not coalesced; clients drop a frame whose seq they already have.
 CAPABILITIES = Capabilities(buttons=True, edits=True, threads=False, formatting="plain", max_text=16_384,
-                            edit_interval_s=0)  # our own socket: every state of a run is shown, not coalesced
+                            edit_interval_s=0, dedupes=True)
 CATCH_UP_LIMIT = 500
 SHOWN_KEPT = 256
 LOOK_BACK = 64
@@ -208,7 +209,7 @@ class ChatConnector:
                 session.last_seq = max(session.last_seq, seq)
                 continue
             reached += session.push(seq, text, frame)
-        return MessageRef(platform=PLATFORM, chat=chat, id=message_id, recipients=reached)
+        return MessageRef.model_construct(platform=PLATFORM, chat=chat, id=message_id, recipients=reached)
 
 
 def ws_frame(text: str) -> bytes:

@@ -9,10 +9,12 @@ import time
 
 import pytest
 
+from engine.core.config import Config
 from engine.security import keys
 from engine.server.app import Engine
-from engine.testing import ChatClient
-from tests.support import ALICE_TOKEN, chat_url
+from engine.testing import ChatClient, running_engine
+from engine.testing.conformance import eventually
+from tests.support import ALICE_TOKEN, BOB_TOKEN, chat_url
 
 HANDLE = "handle-1"
 
@@ -75,3 +77,46 @@ async def test_an_expired_button_is_refused(engine: Engine) -> None:
     await _button(engine, x=int(time.time()) - 1)
     answer = await _press(engine, HANDLE)
     assert answer["type"] == "error" and answer["message"] == "button refused: this button has expired"
+
+
+async def _alert_buttons(engine: Engine, client: ChatClient, name: str) -> dict[str, str]:
+    from engine.testing.conformance import post_alert
+
+    await post_alert(engine, name)
+    note = await client.wait_for(lambda f: f["type"] == "notification" and name in f["text"])
+    return {b["action"]: b["id"] for b in note["buttons"]}
+
+
+async def test_a_press_by_someone_without_the_role_is_refused_audited_and_leaves_the_button(engine: Engine) -> None:
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN, rooms=["ops"]) as alice, \
+            ChatClient.connect(chat_url(engine), BOB_TOKEN, rooms=["ops"]) as bob:
+        buttons = await _alert_buttons(engine, bob, "DiskFull")
+        pid = await bob.press(buttons["ack"])
+        refused = await bob.wait_for(lambda f: f.get("in_reply_to") == pid, timeout=10)
+        assert refused["code"] == "button_refused"
+        assert refused["message"] == "button refused: Acknowledge needs role admin or operator, which bob does not have"
+        taken = await alice.press(buttons["ack"])  # bob's refused press did not use the button up
+        assert (await alice.wait_for(lambda f: f.get("id") == taken))["type"] == "ack"
+
+    async def acknowledged() -> object:
+        return await engine.db.call(lambda c: c.execute(
+            "SELECT acknowledged_by FROM alert_state WHERE fingerprint = 'fp-DiskFull'").fetchone())
+
+    row = await eventually(acknowledged, "alice's acknowledgement")
+    refusals = await engine.db.call(lambda c: c.execute(
+        "SELECT actor FROM audit_log WHERE action = 'button.refused'").fetchall())
+    assert row["acknowledged_by"] == "alice" and [r["actor"] for r in refusals] == ["bob"]
+
+
+async def test_a_rule_on_a_built_in_button_tightens_who_may_press_it(config: Config) -> None:
+    (config.rules_dir / "mute.rules").write_text("on button mute require role admin reply \"muted\"\n")
+    people = {**config.principals, "bob": config.principals["bob"].model_copy(update={"roles": ["operator"]})}
+    async with running_engine(config.model_copy(update={"principals": people})) as engine, \
+            ChatClient.connect(chat_url(engine), BOB_TOKEN, rooms=["ops"]) as bob:
+        buttons = await _alert_buttons(engine, bob, "Noisy")
+        pid = await bob.press(buttons["mute"])  # an operator may mute by default; this rule says admins only
+        refused = await bob.wait_for(lambda f: f.get("in_reply_to") == pid, timeout=10)
+        pid = await bob.press(buttons["ack"])  # Acknowledge is not tightened
+        acked = await bob.wait_for(lambda f: f.get("id") == pid, timeout=10)
+    assert refused["code"] == "button_refused" and "Mute requires role admin" in refused["message"]
+    assert acked["type"] == "ack"

@@ -55,7 +55,8 @@ async def test_confirmation_by_the_requester(config: Config) -> None:
         assert note["text"] == "Confirm within 1m: /wipe" and note["buttons"][0]["label"] == "Confirm"
         # someone else pressing the button (a forwarded id) is refused, and that request stays unconfirmed
         refused = await press(bob, note["buttons"][0]["id"])
-        assert refused["text"] == "Confirmation refused: only alice, who asked, can confirm it."
+        assert (refused["code"], refused["message"]) == (
+            "button_refused", "button refused: only alice, who asked, can confirm it")  # checked before it is spent
 
         await answer(alice, "/wipe", kind="progress")
         await alice.wait_for(lambda f: len([n for n in f.get("buttons", []) if n["action"] == "confirm"]) == 1
@@ -65,8 +66,8 @@ async def test_confirmation_by_the_requester(config: Config) -> None:
         await alice.wait_for(lambda f: f["type"] == "reply" and f["text"] == "wiped by alice")
         again = await press(alice, button)  # the same button twice: the signed button is single-use
         assert again["type"] == "error" and "already pressed" in again["message"]
-        assert [e["reason"] for e in await audit(engine, "confirmation.refused")] == [
-            "only alice, who asked, can confirm it"]
+        assert [e["reason"] for e in await audit(engine, "button.refused")] == [
+            "only alice, who asked, can confirm it", "this button was already pressed"]
         assert len(await audit(engine, "confirmation.confirmed")) == 1
         states = await runs(engine, "wipe")
         assert [s for s, _ in states] == ["CONFIRM", "REPORT_RESULT"]
@@ -86,10 +87,10 @@ async def test_confirmation_by_another_admin_refusals_and_expiry(config: Config)
         await dave.wait_for(lambda f: f["type"] == "notification")
         await erin.wait_for(lambda f: f["type"] == "notification")
         assert notes(alice, "drop") == []  # the requester gets no button she could not use
-        assert (await press(alice, confirm_button(dave)))["text"] == \
-            "Confirmation refused: it needs another admin, not the person who asked."
-        assert (await press(bob, confirm_button(erin)))["text"] == \
-            "Confirmation refused: confirming needs role admin, which bob does not have."
+        assert (await press(alice, confirm_button(dave)))["message"] == \
+            "button refused: it needs another admin, not the person who asked"
+        assert (await press(bob, confirm_button(erin)))["message"] == \
+            "button refused: confirming needs role admin, which bob does not have"
         await tick(engine, clock, 61)
         expired = await alice.wait_for(lambda f: f["type"] == "reply" and "expired" in f["text"])
         assert expired["text"] == "Not run: nobody confirmed /drop in time; the request expired."
@@ -101,16 +102,16 @@ async def test_confirmation_by_another_admin_refusals_and_expiry(config: Config)
         assert (await press(dave, confirm_button(dave)))["text"] == "Confirmed: /drop."
         await alice.wait_for(lambda f: f["type"] == "reply" and f["text"] == "dropped")
         assert any(f["type"] == "reply" and f["text"] == "dave confirmed /drop." for f in alice.frames)
-        assert (await press(erin, confirm_button(erin)))["text"] == \
-            "Confirmation refused: already confirmed by dave."
+        assert (await press(erin, confirm_button(erin)))["message"] == \
+            "button refused: already confirmed by dave"
 
         # request C: a press after the window
         await answer(alice, "/drop", kind="progress")
         await dave.wait_for(lambda f: len(notes(dave, "drop")) == 3)
         await tick(engine, clock, 61)
-        assert (await press(dave, confirm_button(dave)))["text"] == \
-            "Confirmation refused: the confirmation window has passed."
-        reasons = [e["reason"] for e in await audit(engine, "confirmation.refused")]
+        assert (await press(dave, confirm_button(dave)))["message"] == \
+            "button refused: the confirmation window has passed"
+        reasons = [e["reason"] for e in await audit(engine, "button.refused")]
         assert reasons == ["it needs another admin, not the person who asked",
                            "confirming needs role admin, which bob does not have",
                            "already confirmed by dave", "the confirmation window has passed"]
@@ -150,5 +151,5 @@ async def test_a_pending_confirmation_of_a_changed_rule_is_cancelled(config: Con
         await engine.stateful.on_graph_swapped(old, new)
         told = await dave.wait_for(lambda f: f["type"] == "reply" and "cancelled" in f["text"])
         assert told["text"] == "The confirmation for /drop was cancelled: rule drop changed."
-        assert (await press(dave, confirm_button(dave)))["text"] == \
-            "Confirmation refused: the request was cancelled because its rule changed."
+        assert (await press(dave, confirm_button(dave)))["message"] == \
+            "button refused: the request was cancelled because its rule changed"

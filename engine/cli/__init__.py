@@ -1,5 +1,1 @@
-"""The `herald` command line (the composition root)."""
-
-from engine.cli.main import main
-
-__all__ = ["main"]
+"""The `herald` command line (the composition root): `engine.cli.main:main` is the console script."""

@@ -18,13 +18,10 @@ Every container of this owner that no task adopts is removed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from engine.core.events import utcnow
 from engine.sandbox.leftovers import Leftover
-
-if TYPE_CHECKING:  # engine.tasks.queue carries the plan out, and imports this module
-    from engine.tasks.queue import TaskRecord
+from engine.tasks.record import TaskRecord
 
 
 @dataclass

@@ -73,6 +73,8 @@ class Inbox:
     The task exists only while there are frames to hand on: an idle session (most of them) holds no task and no
     queue, just an empty deque."""
 
+    __slots__ = ("_session", "_ctx", "_connector", "_items", "_task")
+
     def __init__(self, session: Session, ctx: IntegrationContext, connector: ChatConnector) -> None:
         self._session = session
         self._ctx = ctx

@@ -11,6 +11,7 @@ from engine.core.events import Actor, AlertData, CommandData, Event, MessageData
 from engine.delivery.connector import AddressError, Connector, DeliveryError, RateLimited, Rejected, Unavailable
 from engine.delivery.message import Button, Capabilities, Conversation, LinkButton, Message, MessageRef
 from engine.delivery.outbox import Outgoing
+from engine.intake.decoding import UnreadableInput, ascii_header, load_json
 from engine.intake.intake import Incoming, Intake, Outcome
 from engine.plugin.api import Acknowledge, ConnectorSpec, Integration, IntegrationContext, KeyValue, Manifest, Unload
 from engine.plugin.discovery import ENTRY_POINT_GROUP, discover
@@ -21,5 +22,6 @@ __all__ = [
     "Busy", "Button", "Capabilities", "CommandData", "Connector", "ConnectorSpec", "Conversation", "DeliveryError",
     "Directory", "Event", "HeraldError", "Incoming", "Integration", "IntegrationContext", "Intake", "KeyValue",
     "LinkButton", "Manifest", "Message", "MessageData", "MessageRef", "Outcome", "Outgoing", "RateLimited",
-    "Rejected", "ReplyTo", "Unavailable", "Unload", "device_account", "discover", "utcnow",
+    "Rejected", "ReplyTo", "Unavailable", "Unload", "UnreadableInput", "ascii_header", "device_account", "discover",
+    "load_json", "utcnow",
 ]

@@ -87,6 +87,8 @@ def issue(
 
 def verify(conn: sqlite3.Connection, token: str, *, purpose: str) -> dict[str, Any]:
     """Return the claims of a valid, unrevoked token for `purpose`; AuthError saying why otherwise."""
+    if not token.isascii():  # a JWT is ASCII; anything else would fail as UnicodeEncodeError, not as a refusal
+        raise AuthError("not a token")
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:

@@ -13,7 +13,6 @@ progress and result come back as `reply` frames on the same socket.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any, Protocol
 
@@ -26,6 +25,7 @@ from engine.core.events import Actor, ReplyTo
 from engine.core.ids import new_id
 from engine.delivery.connector import AddressError
 from engine.delivery.message import Capabilities, Conversation, Message, MessageRef
+from engine.intake.decoding import UnreadableInput, ascii_header, load_json
 from engine.intake.intake import Incoming, Intake, Outcome
 from engine.security import keys
 from engine.security.identity import Directory
@@ -99,7 +99,10 @@ def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -
         return web.json_response({"status": "running", "rules": len(engine.graph.rules)})
 
     async def authenticate(request: web.Request) -> dict[str, Any] | web.Response:
-        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        try:  # raw non-ASCII bytes would fail the first .encode() below: a 400, not a 500
+            supplied = (ascii_header(request.headers, "Authorization") or "").removeprefix("Bearer ").strip()
+        except UnreadableInput as exc:
+            return json_error(400, str(exc))
         if not supplied:
             return json_error(401, "missing API token (Authorization: Bearer ...; see herald token issue)")
         try:
@@ -166,7 +169,7 @@ async def _inbound(
     ws: web.WebSocketResponse, engine: ApiHost, conversation: str, claims: dict[str, Any], raw: str
 ) -> None:
     try:
-        frame = json.loads(raw)
+        frame = load_json(raw)  # too deep or a lone surrogate: an error frame, like any bad JSON
         kind = frame.get("type") if isinstance(frame, dict) else None
         if not ((kind == "command" and isinstance(frame.get("text"), str))
                 or (kind == "press" and isinstance(frame.get("button"), str))):

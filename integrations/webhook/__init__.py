@@ -3,18 +3,18 @@
 A sender is authenticated first (integrations/webhook/auth.py). A body is accepted whole or not at all: it is
 parsed and validated, then every alert in it is journaled in one transaction, and only then does the sender get 200.
 Bad input gets a 4xx with a JSON reason and nothing is stored: 401/403 (authentication), 413 (too large), 415 (not
-JSON), 400 (not parseable JSON), 422 (JSON, but not an Alertmanager payload).
+JSON), 400 (not parseable JSON, nested too deeply, a lone surrogate in a string, raw non-ASCII bytes in a header),
+422 (JSON, but not an Alertmanager payload).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from engine.plugin import Busy, IntegrationContext, Manifest, Unload
+from engine.plugin import Busy, IntegrationContext, Manifest, Unload, UnreadableInput, load_json
 from integrations.webhook.alertmanager import AmPayload, to_events
 from integrations.webhook.auth import Authenticator, Refused, WebhookConfig
 
@@ -58,8 +58,8 @@ class WebhookIntegration:
             except Refused as exc:
                 return _reject(exc.status, exc.reason)
             try:
-                raw = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as exc:
+                raw = load_json(body)
+            except UnreadableInput as exc:
                 return _reject(400, f"body is not valid JSON: {exc}")
             try:
                 payload = AmPayload.model_validate(raw)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from engine.plugin import HeraldError
+from engine.plugin import HeraldError, UnreadableInput, ascii_header
 
 TIMESTAMP_HEADER = "X-Herald-Timestamp"
 SIGNATURE_HEADER = "X-Herald-Signature"
@@ -67,7 +67,7 @@ class Authenticator:
         """Everything that can be decided before reading the body; raises Refused."""
         auth = self._auth
         if auth.bearer_token is not None:
-            supplied = headers.get("Authorization", "")
+            supplied = _header(headers, "Authorization") or ""
             if not supplied.startswith("Bearer "):
                 raise Refused(401, "missing bearer token (Authorization: Bearer ...)")
             if not hmac.compare_digest(supplied.removeprefix("Bearer ").encode(),
@@ -82,8 +82,7 @@ class Authenticator:
         secret = self._auth.hmac_secret
         if secret is None:
             return
-        get = headers.get
-        stamp, signature = get(TIMESTAMP_HEADER), get(SIGNATURE_HEADER)
+        stamp, signature = _header(headers, TIMESTAMP_HEADER), _header(headers, SIGNATURE_HEADER)
         if not stamp or not signature:
             raise Refused(401, f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
         try:
@@ -105,6 +104,13 @@ class Authenticator:
         if signature in self._seen:
             raise Refused(403, "replayed request (this signature was already used)")
         self._seen[signature] = until
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    try:
+        return ascii_header(headers, name)
+    except UnreadableInput as exc:
+        raise Refused(400, str(exc)) from None
 
 
 @functools.lru_cache(maxsize=256)  # asked on every unauthenticated request; parsing an address is not free

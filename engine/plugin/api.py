@@ -55,7 +55,9 @@ class KeyValue(Protocol):
 
     async def get(self, key: str) -> str | None: ...
 
-    async def put(self, key: str, value: str) -> None: ...
+    async def put(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
+        """Store `value` under `key`; with `ttl_s`, it is gone (read as None, then deleted) after that long."""
+        ...
 
 
 class IntegrationContext(Protocol):

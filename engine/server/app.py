@@ -288,7 +288,7 @@ class Engine:
         self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA,
                             keys.SCHEMA, actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA,
-                            confirm.SCHEMA, outbox.SCHEMA, kv.SCHEMA])
+                            confirm.SCHEMA, outbox.SCHEMA, kv.SCHEMA, kv.migrate])
         await self._load_recent()
         await self.alerts.load()
         await self.sandbox.start()

@@ -2,9 +2,10 @@
 
 A sender is authenticated first (integrations/webhook/auth.py). A body is accepted whole or not at all: it is
 parsed and validated, then every alert in it is journaled in one transaction, and only then does the sender get 200.
-Bad input gets a 4xx with a JSON reason and nothing is stored: 401/403 (authentication), 413 (too large), 415 (not
-JSON), 400 (not parseable JSON, nested too deeply, a lone surrogate in a string, raw non-ASCII bytes in a header),
-422 (JSON, but not an Alertmanager payload).
+Bad input gets a 4xx with a JSON reason and nothing is stored: 401/403 (authentication, a replayed signature), 409
+(the same signed request is being handled right now), 413 (too large), 415 (not JSON), 400 (not parseable JSON,
+nested too deeply, a lone surrogate in a string, raw non-ASCII bytes in a header), 422 (JSON, but not an Alertmanager
+payload).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from engine.plugin import Busy, IntegrationContext, Manifest, Unload, UnreadableInput, load_json
 from integrations.webhook.alertmanager import AmPayload, to_events
 from integrations.webhook.auth import Authenticator, Refused, WebhookConfig
+from integrations.webhook.replay import ReplayGuard
 
 log = logging.getLogger("herald.webhook")
 
@@ -42,6 +44,8 @@ class WebhookIntegration:
         assert isinstance(config, WebhookConfig)  # validated when the config loaded
         authenticator = Authenticator(config.alertmanager, allow_loopback=config.allow_unauthenticated_loopback)
 
+        replays = ReplayGuard(ctx.store("webhook"), "alertmanager")
+
         async def alertmanager(request: web.Request) -> web.Response:
             try:
                 authenticator.check_headers(request.headers, request.remote)
@@ -54,9 +58,21 @@ class WebhookIntegration:
             except web.HTTPRequestEntityTooLarge:
                 return _reject(413, f"body larger than {ctx.config.http.max_body_bytes} bytes")
             try:
-                authenticator.check_body(request.headers, body)
+                signed = authenticator.check_body(request.headers, body)
+                held = await replays.claim(signed) if signed is not None else None
             except Refused as exc:
                 return _reject(exc.status, exc.reason)
+            try:
+                response = await _accept(body)
+                if held is not None and response.status == 200:
+                    await replays.accepted(held)
+                return response
+            finally:
+                if held is not None:
+                    replays.release(held)
+
+        async def _accept(body: bytes) -> web.Response:
+            """Parse, validate and journal a body whose sender is authenticated."""
             try:
                 raw = load_json(body)
             except UnreadableInput as exc:

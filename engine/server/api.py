@@ -7,7 +7,8 @@ admin role) reloads rules and config now and answers with the outcome: 200 with 
 diagnostic (engine.reload). It sends a snapshot, then every update; a client may send commands and press the
 buttons of alerts (`{"type": "press", "button": "<the button's id from an alert update>"}`), which act as the
 token's subject (the local token may name another principal with `as`) exactly as a chat user's would, and whose
-progress and result come back as `reply` frames on the same socket.
+progress and result come back as `reply` frames on the same socket. The token is checked again while the stream is
+open: revoked or expired, the stream is closed with the reason (code 1008).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from engine.security import keys
 from engine.security.identity import Directory
 from engine.server.metrics import CONTENT_TYPE, Observed
 from engine.server.metrics import render as render_metrics
+from engine.server.token_watch import bearer, watch_token
 
 log = logging.getLogger("herald.api")
 
@@ -132,6 +134,8 @@ def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -
         conversation = f"token:{claims['jti']}"
         outlet.sockets.setdefault(conversation, set()).add(ws)
         sender = asyncio.ensure_future(_pump(ws, engine, sub))
+        # revocation and expiry close the stream with the reason (engine/server/token_watch.py)
+        watcher = asyncio.ensure_future(watch_token(ws, engine.db, bearer(request), purpose=API_PURPOSE))
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -143,7 +147,8 @@ def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -
             if not sockets:
                 outlet.sockets.pop(conversation, None)
             sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            watcher.cancel()
+            await asyncio.gather(sender, watcher, return_exceptions=True)
         return ws
 
     async def metrics(request: web.Request) -> web.Response:

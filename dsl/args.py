@@ -2,12 +2,18 @@
 
 `bind_args(params, args)` is pure and returns either a dict (argument name -> typed value) or a message that
 says, in the user's words, what is wrong. Types: word (one word), text (the rest of the line), int, duration
-(to seconds), choice (one of the listed words), user (`@name` or `name`, to `name`). Optional arguments take
-their default, or are absent when they have none (missing is not empty).
+(to seconds), choice (one of the listed words), user (`@name` or `name`, to `name`), option (a word that may start
+with '-'). Optional arguments take their default, or are absent when they have none (missing is not empty).
+
+Arguments end up in scripts' argument vectors, so what a chat user types may not steer the script beyond its value:
+no argument starts with '-' (it would be read as an option, `-rf`, `--output=/etc/passwd`) unless its type says
+options are expected (`option`, or a negative `int`), and none holds '..' as a path segment (`a/../../etc/passwd`).
+`argument_problem` is that policy, shared with untyped arguments (engine.runs.actions).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +21,18 @@ from dsl.frozen import quick_init
 from dsl.values import duration_seconds, is_duration, is_int
 
 BoundArgs = dict[str, object]
+# Where a path may start or continue inside one word: after '/', after '\\' (tools that accept both), and after '='
+# or ':' (`--output=../x`, `host:../x`).
+_PATH_SEPARATORS = re.compile(r"[/\\=:]")
+
+
+def argument_problem(value: str, what: str, *, options: bool = False) -> str | None:
+    """Why `value` may not reach a script as an argument (`what` names it in the message), or None."""
+    if value.startswith("-") and not options:
+        return f"{what} may not start with '-' ('{value}' would reach the script as an option)"
+    if any(segment == ".." for word in value.split() for segment in _PATH_SEPARATORS.split(word)):
+        return f"{what} may not contain '..' as a path segment ('{value}' could reach outside a folder)"
+    return None
 
 
 @quick_init
@@ -47,8 +65,11 @@ def convert(param: CommandParam, text: str) -> object | str:
         return _Refusal(f"{param.name} must be one of {', '.join(param.choices)}, not '{text}'")
     if param.type == "user":
         name = text[1:] if text.startswith("@") else text
-        return name if name else _Refusal(f"{param.name} must name a person, such as @alice")
-    return text
+        if not name:
+            return _Refusal(f"{param.name} must name a person, such as @alice")
+        text = name
+    problem = argument_problem(text, param.name, options=param.type == "option")
+    return text if problem is None else _Refusal(problem)
 
 
 class _Refusal(str):
@@ -69,7 +90,10 @@ def bind_args(params: Sequence[CommandParam], args: Sequence[str], command: str 
     for param in params:
         if param.type == "text":
             if words:
-                bound[param.name] = " ".join(words)
+                value = convert(param, " ".join(words))
+                if isinstance(value, _Refusal):
+                    return str(value)
+                bound[param.name] = value
                 words = []
             elif not param.optional:
                 return f"missing {param.name}; usage: {usage}"

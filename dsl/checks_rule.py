@@ -57,9 +57,9 @@ _KINDS = {
     "severity": ("severities", "no severities are configured"),
     "person": ("known people", "no people (principals) are configured"),
 }
-PARAM_TYPES = ("word", "text", "int", "duration", "user")
+PARAM_TYPES = ("word", "text", "int", "duration", "user", "option")
 PARAM_FIELD_TYPES = {"word": "text", "text": "text", "int": "number", "duration": "duration", "user": "user",
-                     "choice": "text"}  # fmt: skip
+                     "choice": "text", "option": "text"}  # fmt: skip
 # Triggers whose events come from a person in a conversation: roles can be checked and a reply has somewhere to go.
 CONVERSATIONAL = frozenset({"command", "button", "message"})
 # Triggers whose events may carry the conversation of the event that caused them (an emit from a command, a task
@@ -171,7 +171,8 @@ def _check_params(params: tuple[Param, ...]) -> Iterator[Diagnostic]:
             if suggestion is not None:
                 message += f"; did you mean '{suggestion}'?"
             yield Diagnostic(
-                param.type_span or span, message, hint="types: word, text, int, duration, user, or choices a|b|c"
+                param.type_span or span, message,
+                hint="types: word, text, int, duration, user, option, or choices a|b|c",
             )
         if param.optional:
             optional_seen = True

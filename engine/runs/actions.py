@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsl import render_template
+from dsl.args import argument_problem
 from dsl.plan import DEFAULT_BUTTONS, EmitAction, NotifyAction, ReplyAction, RunAction
 from engine.core.events import AlertData, Cause, CommandData, EmittedData, Event
 from engine.core.ids import derived_id
@@ -21,8 +22,9 @@ from engine.runs.run import RuleRun, Services, summarize, who
 from engine.tasks.queue import DEFAULT_BACKOFF_S, TaskParams, TaskRecord
 
 MAX_EMIT_DEPTH = 8  # stops loops through outside systems; loops inside the rules are compile errors
-# Untyped command words passed to a script must be plain: no shell metacharacters, no option-like leading '-'.
-# They still reach the script as one argv element each, never through a shell.
+# Untyped command words passed to a script must be plain: no shell metacharacters, no option-like leading '-', no
+# '..' path segment (dsl.args.argument_problem, the policy typed arguments follow too). They still reach the script
+# as one argv element each, never through a shell.
 _PLAIN_ARG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/=@+,-]{0,127}")
 MAX_ARGS = 16
 
@@ -72,6 +74,9 @@ def plain_args_problem(args: tuple[str, ...]) -> str | None:
     if len(args) > MAX_ARGS:
         return f"too many arguments ({len(args)}; at most {MAX_ARGS})"
     for arg in args:
+        problem = argument_problem(arg, f"argument '{arg}'")  # the specific reasons first: they say what to change
+        if problem is not None:
+            return problem
         if not _PLAIN_ARG.fullmatch(arg):
             return (f"argument {arg!r} is not allowed: use letters, digits and . _ : / = @ + , - "
                     "(not starting with a symbol, at most 128 characters)")

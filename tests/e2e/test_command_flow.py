@@ -134,7 +134,7 @@ async def test_audit_show_since_filters_by_time(engine: Engine, config: Config) 
     ("/backup ; rm -rf /", "Rejected: argument ';' is not allowed"),
     ("/backup $(id)", "Rejected: argument '$(id)' is not allowed"),
     ("/backup `id`", "Rejected: argument '`id`' is not allowed"),
-    ("/backup --force", "Rejected: argument '--force' is not allowed"),
+    ("/backup --force", "Rejected: argument '--force' may not start with '-'"),
     ("/backup now\nrm -rf /", "a command is one line of printable text"),
     ("/backup now\x00x", "a command is one line of printable text"),
 ])

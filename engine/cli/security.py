@@ -17,6 +17,7 @@ import jwt
 from engine.cli.common import EXIT_FAILED, EXIT_OK, add_config_args, load_for
 from engine.core.config import Config
 from engine.core.errors import ConfigError
+from engine.core.private import require_private_folder
 from engine.core.store import DB_NAME, connect, transaction
 from engine.security import audit, identity, keys
 from engine.server.api import API_PURPOSE
@@ -39,7 +40,7 @@ def parse_duration(text: str) -> int:
 
 @contextmanager
 def _database(config: Config) -> Iterator[sqlite3.Connection]:
-    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    require_private_folder(config.data_dir)
     conn = connect(config.data_dir / DB_NAME)
     try:
         for schema in (keys.SCHEMA, identity.SCHEMA, audit.SCHEMA):

@@ -19,6 +19,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from engine.core import private
 from engine.core.errors import HeraldError
 
 LOCK_FILE = "engine.lock"
@@ -40,7 +41,7 @@ class FolderClaim:
         """Say where this engine listens (atomically: a reader never sees half an address)."""
         path = self.data_dir / ADDRESS_FILE
         partial = path.with_name(f".{ADDRESS_FILE}.{os.getpid()}")
-        partial.write_text(url + "\n", encoding="utf-8")
+        private.write_private(partial, url + "\n")
         partial.replace(path)
 
     def release(self) -> None:
@@ -53,9 +54,11 @@ class FolderClaim:
 
 
 def claim(data_dir: Path) -> FolderClaim:
-    """Lock `data_dir` for this process (creating it, private, if needed); FolderInUse if an engine holds it."""
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    """Lock `data_dir` for this process (creating it, private, if needed); FolderInUse if an engine holds it, and
+    ConfigError if others may reach the folder (engine.core.private), before anything is written into it."""
+    private.require_private_folder(data_dir)
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
+    os.fchmod(fd, private.FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -66,8 +66,17 @@ class AlertData(_Model):
     url: str | None = None
 
 
-# Commands whose arguments are secrets: their text is never shown, logged or audited.
+# Commands whose arguments are secrets: their text is never shown, logged, audited or journaled. Intake settles them
+# before the event is journaled (engine/intake/secrets.py) and journals the outcome in `settled` instead.
 SECRET_COMMANDS = frozenset({"link"})
+
+
+class Settled(_Model):
+    """What intake did with a secret-bearing command, in place of its secret: `/link` redeemed (or refused)."""
+
+    ok: bool
+    principal: str | None = None  # whom the account acts for now
+    reason: str = ""  # why it was refused
 
 
 class CommandData(_Model):
@@ -75,11 +84,16 @@ class CommandData(_Model):
     name: str
     args: tuple[str, ...] = ()
     text: str
+    settled: Settled | None = None
 
     @property
     def safe_text(self) -> str:
         """The command as it may be shown: arguments of secret-bearing commands are redacted."""
         return f"/{self.name} [redacted]" if self.name in SECRET_COMMANDS and self.args else self.text
+
+    def redacted(self, settled: Settled) -> CommandData:
+        """This command without its secret arguments, carrying what intake did with them instead."""
+        return CommandData(name=self.name, text=f"/{self.name} [redacted]", settled=settled)
 
 
 class ButtonData(_Model):

@@ -1,13 +1,15 @@
 """The event journal: an accepted event is committed to SQLite before its sender hears "accepted".
 
 Events are stored whole (JSON) with a status: `accepted` until every rule run it started has been handed off, then
-`handled`. On start, events still `accepted` are replayed.
+`handled`. On start, events still `accepted` are replayed. Events that carry a secret are settled by the intake inside
+the journal's transaction and stored without it (engine/intake/secrets.py).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Protocol
 
 from engine.core.events import Event
 from engine.core.store import Database
@@ -27,23 +29,53 @@ CREATE INDEX IF NOT EXISTS events_status ON events(status) WHERE status = 'accep
 """
 
 
+class Intake(Protocol):
+    """Work some events need done inside the transaction that journals them (engine.intake.secrets)."""
+
+    def needs(self, event: Event) -> bool: ...
+
+    def settle(self, conn: sqlite3.Connection, event: Event) -> Event:
+        """Do the work; return the event to journal (and handle) in place of `event`."""
+        ...
+
+
+_INSERT = "INSERT OR IGNORE INTO events (id, kind, source, time, body) VALUES (?, ?, ?, ?, ?)"
+
+
+def _row(e: Event) -> tuple[str, str, str, str, str]:
+    return (e.id, e.kind, e.source, e.time.isoformat(), e.model_dump_json())
+
+
 class Journal:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, intake: Intake | None = None) -> None:
         self._db = db
+        self._intake = intake
 
     async def accept(self, events: Sequence[Event]) -> list[tuple[Event, str]]:
         """Commit all of `events` together (all or none), durably; concurrent accepts share one commit.
 
         Returns the events that are new, each with its body as journaled (JSON): an event whose id is already
-        journaled (a derived event raised again by a replay after a crash) is not stored or dispatched twice."""
-        rows = [(e.id, e.kind, e.source, e.time.isoformat(), e.model_dump_json()) for e in events]
+        journaled (a derived event raised again by a replay after a crash) is not stored or dispatched twice. An
+        event the intake settles is journaled (and returned) as settled, never as it came."""
+        intake = self._intake
+        settling = [intake is not None and intake.needs(e) for e in events]
+        rows = [None if settle else _row(e) for e, settle in zip(events, settling, strict=True)]
 
-        def _insert(conn: sqlite3.Connection) -> list[bool]:
-            return [conn.execute("INSERT OR IGNORE INTO events (id, kind, source, time, body) VALUES (?, ?, ?, ?, ?)",
-                                 row).rowcount == 1 for row in rows]
+        def _insert(conn: sqlite3.Connection) -> list[tuple[Event, str] | None]:
+            journaled: list[tuple[Event, str] | None] = []
+            for event, row in zip(events, rows, strict=True):
+                if row is None:  # settled here, so a retry of the whole transaction settles it again
+                    assert intake is not None
+                    if conn.execute("SELECT 1 FROM events WHERE id = ?", (event.id,)).fetchone():
+                        journaled.append(None)
+                        continue
+                    event = intake.settle(conn, event)
+                    row = _row(event)
+                new = conn.execute(_INSERT, row).rowcount == 1
+                journaled.append((event, row[4]) if new else None)
+            return journaled
 
-        inserted = await self._db.write(_insert)
-        return [(event, row[4]) for event, row, new in zip(events, rows, inserted, strict=True) if new]
+        return [item for item in await self._db.write(_insert) if item is not None]
 
     def mark_handled(self, event_id: str, when: str, graph_version: int | None = None) -> None:
         """Record that every rule run of the event was handed off. It rides along with the next commit instead of

@@ -31,6 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from engine.core import private
 from engine.core.errors import DurabilityError
 
 T = TypeVar("T")
@@ -44,6 +45,7 @@ log = logging.getLogger("herald.store")
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open the data folder's database with the settings every user of it relies on."""
+    private.prepare_database(path)  # 0600 before SQLite creates it (and its -wal and -shm, which take its mode)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
@@ -80,7 +82,7 @@ class Database:
 
     async def open(self, schemas: Iterable[str | Callable[[sqlite3.Connection], None]]) -> None:
         """Open the file and apply each schema: SQL text, or a function (a migration of an older file)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=private.FOLDER_MODE)
 
         conn = self._conn = connect(self.path)
         if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":

@@ -4,9 +4,9 @@ buttons Acknowledge and Mute, and the Confirm button of `require confirmation` (
 from __future__ import annotations
 
 from dsl import EventGraph
-from engine.core.errors import AuthError
 from engine.core.events import ButtonData, CommandData, Event
 from engine.delivery.outlets import Text
+from engine.intake import secrets
 from engine.runs import confirm
 from engine.runs.alerts import MUTE_DURATIONS
 from engine.runs.run import Services, who
@@ -60,15 +60,16 @@ def whoami(event: Event, services: Services) -> str:
 
 
 async def link(event: Event, data: CommandData, services: Services) -> str:
-    if event.actor is None or len(data.args) != 1:
-        return "Usage: /link TOKEN (the token from `herald identity link NAME`)."
+    """Report what intake did: the token was redeemed as the command was journaled (engine/intake/secrets.py)."""
+    settled = data.settled
+    if event.actor is None or settled is None or (not settled.ok and settled.reason == secrets.USAGE):
+        return secrets.USAGE + "."
     actor = event.actor
-    try:
-        principal = await services.directory.link(data.args[0], actor.platform, actor.account)
-    except AuthError as exc:
+    if not settled.ok or settled.principal is None:
         await services.audit_publish("identity.link_refused", who(event), platform=actor.platform,
-                                     account=actor.account, reason=str(exc))
-        return f"Link refused: {exc}."
+                                     account=actor.account, reason=settled.reason)
+        return f"Link refused: {settled.reason}."
+    principal = settled.principal
     await services.audit_publish("identity.linked", principal, platform=actor.platform, account=actor.account)
     roles = ", ".join(sorted(services.directory.roles_of(principal))) or "none"
     return f"Linked: this {actor.platform} account now acts for {principal} (roles: {roles})."

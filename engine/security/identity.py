@@ -1,7 +1,8 @@
 """Who is who: principals (people) and their roles from the config, and the chat accounts that act for them.
 
 An account is bound to a principal either by the config (a principal's chat token) or by linking: an admin issues a
-one-time link token (`herald identity link alice`), and the account sends `/link TOKEN`. Links live in the
+one-time link token (`herald identity link alice`), and the account sends `/link TOKEN`, which is redeemed as the
+command is journaled (engine/intake/secrets.py), so the token itself is never stored. Links live in the
 `linked_accounts` table, looked up on every command, so `herald identity unlink` takes effect at once.
 """
 
@@ -136,14 +137,12 @@ class Directory:
                       not in self._accounts]
         return found
 
-    async def link(self, token: str, platform: str, account: str) -> str:
-        """Redeem a link token for this account; AuthError if it is invalid, expired, used or names no one."""
-        if self._db is None:
-            raise AuthError("linking needs the engine's database")
+    def redeem(self, conn: sqlite3.Connection, token: str, platform: str, account: str) -> str:
+        """Redeem a link token for this account within the caller's transaction (intake settles `/link` inside the
+        journal's, engine/intake/secrets.py); AuthError if it is invalid, expired, used or names no one."""
         if account.startswith(CONFIG_ACCOUNT_PREFIX) or (platform, account) in self._accounts:
             raise AuthError("this account is bound by the config and cannot be relinked")
-        known = frozenset(self._roles)
-        return await self._db.write(redeem_link_token, token, platform, account, known)
+        return redeem_link_token(conn, token, platform, account, frozenset(self._roles))
 
     def roles_of(self, principal: str | None) -> frozenset[str]:
         if principal is None:

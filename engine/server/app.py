@@ -12,7 +12,6 @@ import functools
 import hashlib
 import io
 import logging
-import os
 import ssl
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -31,6 +30,7 @@ from engine.core.config import Config, HttpConfig
 from engine.core.errors import AuthError, Busy, ConfigError
 from engine.core.events import Actor, AlertData, ButtonData, Event, ReplyTo
 from engine.core.journal import Journal
+from engine.core.private import require_private_folder, write_private
 from engine.core.store import Database
 from engine.delivery import outbox
 from engine.delivery.connector import Connector
@@ -40,6 +40,7 @@ from engine.delivery.outbox import Outbox, Outgoing
 from engine.delivery.outlets import Audience
 from engine.delivery.progress import OutputRelay
 from engine.intake.intake import Intake
+from engine.intake.secrets import SecretIntake
 from engine.plugin import kv
 from engine.plugin.api import Acknowledge, ConnectorSpec, Integration, KeyValue, Unload
 from engine.plugin.discovery import connector_specs, discover, validate_integrations
@@ -144,7 +145,7 @@ class Engine:
         self._app = web.Application(client_max_size=config.http.max_body_bytes)
         self._runner: web.AppRunner | None = None
         self._redis: RedisTaskBus | None = None
-        self.journal = Journal(self.db)
+        self.journal = Journal(self.db, SecretIntake(self.directory))  # /link is redeemed as it is journaled
         self.audit = AuditLog(self.db)
         self.alerts = AlertState(self.db)
         self.tasks = TaskQueue(self.db, on_change=lambda task: self.bus.publish(task.view()))
@@ -285,7 +286,7 @@ class Engine:
 
     async def start(self) -> None:
         self.state = "starting"
-        self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        require_private_folder(self.config.data_dir)  # 0700, or refuse to start (engine/core/private.py)
         await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA,
                             keys.SCHEMA, actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA,
                             confirm.SCHEMA, outbox.SCHEMA, kv.SCHEMA, kv.migrate])
@@ -448,7 +449,4 @@ class Engine:
         self.api_token, _ = await self.db.call(
             keys.issue, sub=subject, purpose=API_PURPOSE, ttl_s=LOCAL_TOKEN_TTL_S,
             roles=tuple(sorted(self.directory.roles_of(subject))), extra={"local": True})
-        path = self.config.data_dir / API_TOKEN_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(self.api_token + "\n")
+        write_private(self.config.data_dir / API_TOKEN_FILE, self.api_token + "\n")  # 0600 even if it existed

@@ -1,0 +1,61 @@
+"""The data folder and its files are for Herald's own user only.
+
+The folder holds the signing keys (in the database), the local API token and the audit key, so it must be closed to
+group and others (0700) and each file in it 0600. Files are created 0600 whatever the umask (SQLite creates its
+`-wal` and `-shm` files with the database file's mode, so creating that file 0600 first is enough for all three), and
+files an older version left readable are closed when Herald opens them. An open folder is not silently closed: it
+was opened by someone, so Herald refuses to start and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from engine.core.errors import ConfigError
+
+FOLDER_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def require_private_folder(path: Path) -> None:
+    """Create the data folder (0700) if it is missing; ConfigError if group or others may read, write or enter it."""
+    path.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"the data folder {path} is open to others (mode {mode:04o}): it holds signing keys and tokens, so only "
+            f"Herald's own user may use it. Fix: chmod 700 {path}")
+
+
+def close_files(*paths: Path | str) -> None:
+    """Make each existing file 0600 (what an older version, or a umask, left more open)."""
+    for path in paths:
+        try:
+            os.chmod(path, FILE_MODE)
+        except FileNotFoundError:
+            pass
+
+
+def create_private(path: Path) -> None:
+    """Create `path` empty and 0600 if it does not exist; close it to 0600 if it does."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def prepare_database(path: Path) -> None:
+    """Before SQLite opens `path`: the database 0600 (so its -wal and -shm will be), and older open files closed."""
+    create_private(path)
+    close_files(f"{path}-wal", f"{path}-shm", f"{path}-journal")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` (0600 even if the file existed with another mode), replacing what was there."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)

@@ -9,6 +9,7 @@ import gc
 import importlib
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -74,8 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="inspect the audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
-    verify = audit_sub.add_parser("verify", help="check the hash chain; exit 1 naming the first bad entry")
+    verify = audit_sub.add_parser(
+        "verify", help="check the hash chain; exit 1 naming the first bad entry",
+        description="Check every entry's link and keyed hash, that the log still reaches the head recorded in "
+                    "<data>/audit.head, and optionally a head kept elsewhere (the engine logs `audit head SEQ:HASH`).")
     add_config_args(verify)
+    verify.add_argument("--expect-head", metavar="SEQ:HASH",
+                        help="a head copied earlier (from this command's output or the engine's log): it must be on "
+                             "the chain, so entries up to it were neither deleted nor rewritten")
+    verify.add_argument("--key-file", type=Path, metavar="FILE",
+                        help="check with this copy of the audit key instead of <data>/audit.key (a copy kept "
+                             "elsewhere also catches a chain recomputed with a replaced key)")
     show = audit_sub.add_parser("show", help="print the audit log")
     add_config_args(show)
     show.add_argument("--limit", "--last", dest="limit", type=int, default=50, metavar="N",
@@ -317,7 +327,6 @@ def _since(text: str) -> str:
 
 def _audit(args: argparse.Namespace) -> int:
     from engine.core.store import DB_NAME, connect
-    from engine.security.audit import verify_chain
 
     config = load_for(args)
     path = config.data_dir / DB_NAME
@@ -327,13 +336,7 @@ def _audit(args: argparse.Namespace) -> int:
     conn = connect(path)
     try:
         if args.audit_command == "verify":
-            result = verify_chain(conn)
-            if result.ok:
-                print(f"audit log intact: {result.entries} entries, head {result.head[:16]}")
-                return EXIT_OK
-            print(f"audit log BROKEN at entry {result.first_bad_seq}: {result.reason} "
-                  f"({result.entries} entries verified before it)", file=sys.stderr)
-            return EXIT_FAILED
+            return _audit_verify(args, conn)
         since = args.since or "0000"
         total = conn.execute("SELECT count(*) FROM audit_log WHERE time >= ?", (since,)).fetchone()[0]
         rows = conn.execute("SELECT * FROM audit_log WHERE time >= ? ORDER BY seq DESC LIMIT ?",
@@ -346,6 +349,23 @@ def _audit(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         conn.close()
+
+
+def _audit_verify(args: argparse.Namespace, conn: sqlite3.Connection) -> int:
+    from engine.security.audit import verify
+    from engine.security.audit_anchor import anchor_for, read_key
+
+    key = read_key(args.key_file) if args.key_file is not None else None
+    result = verify(conn, anchor_for(conn), key=key, expect=args.expect_head)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if result.ok:
+        keyed = f", keyed from entry {result.keyed_from}" if result.keyed_from else ", none keyed"
+        print(f"audit log intact: {result.entries} entries{keyed}; head {result.head or 'none'}")
+        return EXIT_OK
+    print(f"audit log BROKEN at entry {result.first_bad_seq}: {result.reason} "
+          f"({result.entries} entries verified before it)", file=sys.stderr)
+    return EXIT_FAILED
 
 
 if __name__ == "__main__":

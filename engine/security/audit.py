@@ -1,8 +1,16 @@
 """The audit log: append-only, hash-chained rows in the `audit_log` table of the data folder's database.
 
 Each row's hash covers its own content and the previous row's hash, so editing a row breaks its hash and deleting
-one breaks the chain at the next row. (Truncating the newest rows is only detectable against an outside copy of the
-head hash; `verify` reports the head so it can be kept elsewhere.)
+one breaks the chain at the next row. The hash is an HMAC-SHA256 under a key kept outside the database
+(`<data>/audit.key`, engine.security.audit_anchor), stored as `hmac-sha256:<hex>`: without the key nobody can
+recompute the chain after deleting or editing a row. The newest entry (the head) is kept outside the database too
+(`<data>/audit.head`, and the engine's log), so deleting the newest entries, or all of them, is detected.
+
+Logs written before keying keep their plain SHA-256 hashes (64 hex digits) and still verify. The first keyed entry
+is an `audit.keyed` entry saying how many came before; its HMAC covers the last unkeyed hash, so the older part
+cannot be rewritten either. After it, an unkeyed entry is an error (a downgrade).
+
+What stays undetectable, and why, is in docs/security.md.
 
 Entries hold decisions and facts, never secrets: callers pass principals, commands and ids, not tokens.
 """
@@ -10,15 +18,21 @@ Entries hold decisions and facts, never secrets: callers pass principals, comman
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import hmac
 import json
+import logging
 import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from engine.client.snapshots import AuditView
+from engine.core.errors import AuditError
 from engine.core.store import Database, transaction
+from engine.security.audit_anchor import Anchor, Head, anchor_for, read_head, read_key
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_log (
@@ -33,11 +47,23 @@ CREATE TABLE IF NOT EXISTS audit_log (
 """
 
 GENESIS = "0" * 64
+KEYED = "hmac-sha256:"  # the prefix of a keyed entry's hash (an unkeyed one is 64 hex digits)
+KEYING_STARTED = "audit.keyed"
+HEAD_LOG_EVERY_S = 60.0  # how often at most the engine logs the head (an outside copy wherever the logs go)
+log = logging.getLogger("herald.audit")
+
+
+def _canonical(prev_hash: str, seq: int, time: str, action: str, actor: str, data: str) -> bytes:
+    return json.dumps([prev_hash, seq, time, action, actor, data], separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _digest(prev_hash: str, seq: int, time: str, action: str, actor: str, data: str) -> str:
-    canonical = json.dumps([prev_hash, seq, time, action, actor, data], separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """An unkeyed entry's hash (logs written before keying)."""
+    return hashlib.sha256(_canonical(prev_hash, seq, time, action, actor, data)).hexdigest()
+
+
+def _mac(key: bytes, prev_hash: str, seq: int, time: str, action: str, actor: str, data: str) -> str:
+    return KEYED + hmac.new(key, _canonical(prev_hash, seq, time, action, actor, data), hashlib.sha256).hexdigest()
 
 
 def _summary(data: dict[str, Any]) -> str:
@@ -52,36 +78,73 @@ def _view(row: sqlite3.Row) -> AuditView:
 
 
 def append_row(conn: sqlite3.Connection, action: str, actor: str, data: dict[str, Any]) -> AuditView:
-    """Append one entry inside its own transaction (for the CLI, which has no group writer)."""
-    return transaction(conn, lambda c: append_entry(c, action, actor, data))
+    """Append one entry inside its own transaction, then move the head file (for the CLI, which has no group
+    writer; its connection commits with synchronous=FULL, so the entry is durable when the transaction ends)."""
+    anchor = anchor_for(conn)
+    view, head = transaction(conn, lambda c: _append(c, anchor, action, actor, data))
+    anchor.record(head)
+    return view
 
 
-def append_entry(conn: sqlite3.Connection, action: str, actor: str, data: dict[str, Any]) -> AuditView:
-    """Append one entry within the caller's transaction (reading the head and writing the next link together)."""
+def _append(conn: sqlite3.Connection, anchor: Anchor, action: str, actor: str,
+            data: dict[str, Any]) -> tuple[AuditView, Head]:
+    """Append one entry within the caller's transaction (reading the head and writing the next link together).
+    Returns the entry and the new head, which the caller records once the transaction is durable."""
+    anchor.check(conn)
+    key = anchor.key()
     last = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    if last is not None and not last["hash"].startswith(KEYED):  # an older log: say where keying starts
+        _insert(conn, key, last["seq"] + 1, last["hash"], KEYING_STARTED, "system",
+                {"unkeyed_entries": last["seq"], "note": "entries before this one have unkeyed SHA-256 hashes"})
+        last = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (last["seq"] + 1, last["hash"]) if last else (1, GENESIS)
+    return _insert(conn, key, seq, prev, action, actor, data)
+
+
+def _insert(conn: sqlite3.Connection, key: bytes, seq: int, prev: str, action: str, actor: str,
+            data: dict[str, Any]) -> tuple[AuditView, Head]:
     time = datetime.now(UTC).isoformat(timespec="microseconds")
     body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    digest = _digest(prev, seq, time, action, actor, body)
+    digest = _mac(key, prev, seq, time, action, actor, body)
     conn.execute(
         "INSERT INTO audit_log (seq, time, action, actor, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (seq, time, action, actor, body, prev, digest),
     )
-    return AuditView(seq=seq, time=time, action=action, actor=actor, summary=_summary(data))
+    return AuditView(seq=seq, time=time, action=action, actor=actor, summary=_summary(data)), Head(seq, digest)
 
 
 class AuditLog:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._anchor = Anchor(db.path.parent)
+        self._head: Head | None = None  # the newest durable head, to be written to the head file
+        self._written: Head | None = None
+        self._writing: asyncio.Future[None] | None = None
+        self._logged = 0.0
 
     async def append(self, action: str, actor: str, **data: Any) -> AuditView:
-        return await self._db.write(append_entry, action, actor, data)
+        view, head = await self._db.write(_append, self._anchor, action, actor, data)
+        self._advance(head)
+        return view
 
     def append_soon(self, action: str, actor: str, **data: Any) -> asyncio.Future[AuditView]:
         """Queue an entry for the next group commit without waiting for it. Commits keep their order, so the entry
         is durable no later than any write awaited after this call (use it when an awaited write follows before
         anything leaves the engine)."""
-        return self._db.write_soon(append_entry, action, actor, data)
+        entry: asyncio.Future[AuditView] = asyncio.get_running_loop().create_future()
+
+        def _committed(done: asyncio.Future[tuple[AuditView, Head]]) -> None:
+            if done.cancelled():
+                entry.cancel()
+            elif done.exception() is not None:
+                entry.set_exception(done.exception())  # type: ignore[arg-type]
+            else:
+                view, head = done.result()
+                self._advance(head)
+                entry.set_result(view)
+
+        self._db.write_soon(_append, self._anchor, action, actor, data).add_done_callback(_committed)
+        return entry
 
     async def recent(self, limit: int) -> list[AuditView]:
         rows = await self._db.call(
@@ -89,27 +152,119 @@ class AuditLog:
         )
         return [_view(row) for row in reversed(rows)]
 
+    def _advance(self, head: Head) -> None:
+        """A commit made `head` durable: have it written to the head file, and log it now and then."""
+        if self._head is not None and head.seq <= self._head.seq:
+            return
+        self._head = head
+        now = time.monotonic()
+        if now - self._logged >= HEAD_LOG_EVERY_S:
+            self._logged = now
+            log.info("audit head %s (check later with: herald audit verify --expect-head %s)", head, head)
+        self._write_head()
+
+    def _write_head(self) -> None:
+        """Write the newest head off the loop (an fsync), one write at a time: heads that arrive meanwhile are
+        coalesced, and the end of a write starts the next."""
+        head = self._head
+        if self._writing is not None or head is None or head == self._written:
+            return
+        self._writing = asyncio.get_running_loop().run_in_executor(None, self._anchor.record, head)
+        self._writing.add_done_callback(functools.partial(self._head_written, head))
+
+    def _head_written(self, head: Head, done: asyncio.Future[None]) -> None:
+        self._writing = None
+        self._written = head  # on failure too: the next entry tries again, rather than this one forever
+        if not done.cancelled() and done.exception() is not None:
+            log.error("could not write the audit head file", exc_info=done.exception())
+            return
+        self._write_head()
+
 
 @dataclass(frozen=True)
 class Verification:
     ok: bool
     entries: int
-    head: str
+    head: Head | None  # the newest entry that verified
     first_bad_seq: int | None = None
     reason: str = ""
+    keyed_from: int | None = None  # the first keyed entry, if any
+    warnings: tuple[str, ...] = ()
 
 
 def verify_chain(conn: sqlite3.Connection) -> Verification:
-    """Walk the whole chain; report the first entry whose hash, link or sequence number is wrong."""
-    prev, expected_seq, count = GENESIS, 1, 0
+    """Walk the chain with the data folder's own key and head file (see `verify`)."""
+    return verify(conn, anchor_for(conn))
+
+
+def verify(conn: sqlite3.Connection, anchor: Anchor, *, key: bytes | None = None,
+           expect: str | None = None) -> Verification:
+    """Walk the whole chain and report the first thing wrong: a missing, unlinked or altered entry (keyed entries
+    checked with `key`, by default the folder's audit key), an unkeyed entry after keyed ones, no keyed entry at all
+    although a key exists, a head file the chain no longer reaches, or an expected head (`SEQ:HASH`) not on it.
+    AuditError when the key or head file cannot be read, or `expect` is not a head."""
+    if key is None and anchor.key_path.exists():
+        key = read_key(anchor.key_path)
+    recorded = read_head(anchor.head_path)
+    wanted = _parse_head(expect) if expect is not None else None
+    prev, next_seq, count = GENESIS, 1, 0
+    keyed_from: int | None = None
+    last: Head | None = None
+    wanted_seen = False
+
+    def broken(seq: int, reason: str) -> Verification:
+        return Verification(False, count, last, seq, reason, keyed_from)
+
     for row in conn.execute("SELECT * FROM audit_log ORDER BY seq"):
-        seq = row["seq"]
-        if seq != expected_seq:
-            return Verification(False, count, prev, expected_seq, f"entry {expected_seq} is missing (next is {seq})")
+        seq, stored = row["seq"], row["hash"]
+        if seq != next_seq:
+            return broken(next_seq, f"entry {next_seq} is missing (next is {seq})")
         if row["prev_hash"] != prev:
-            return Verification(False, count, prev, seq, f"entry {seq} does not link to entry {seq - 1}")
-        digest = _digest(prev, seq, row["time"], row["action"], row["actor"], row["data"])
-        if digest != row["hash"]:
-            return Verification(False, count, prev, seq, f"entry {seq} was altered (its hash does not match)")
-        prev, expected_seq, count = digest, seq + 1, count + 1
-    return Verification(True, count, prev)
+            return broken(seq, f"entry {seq} does not link to entry {seq - 1}")
+        fields = (prev, seq, row["time"], row["action"], row["actor"], row["data"])
+        if stored.startswith(KEYED):
+            if key is None:
+                return broken(seq, f"entries from {seq} on are keyed, but there is no key to check them: "
+                                   f"{anchor.key_path} is missing (give a copy with --key-file)")
+            keyed_from = keyed_from or seq
+            if not hmac.compare_digest(stored, _mac(key, *fields)):
+                return broken(seq, f"entry {seq} was altered (its HMAC does not match the audit key)")
+        elif keyed_from is not None:
+            return broken(seq, f"entry {seq} is not keyed, but entries from {keyed_from} on are: it was rewritten "
+                               "without the key")
+        elif stored != _digest(*fields):
+            return broken(seq, f"entry {seq} was altered (its hash does not match)")
+        if recorded is not None and recorded.seq == seq and recorded.hash != stored:
+            return broken(seq, f"entry {seq} is not the one {anchor.head_path} records: the chain was rewritten")
+        if wanted is not None and (wanted[0] is None or wanted[0] == seq) and \
+                stored.removeprefix(KEYED).startswith(wanted[1]):
+            wanted_seen = True
+        prev, next_seq, count, last = stored, seq + 1, count + 1, Head(seq, stored)
+
+    end = next_seq - 1
+    if key is not None and keyed_from is None:
+        return broken(next_seq, f"no entry is keyed, but an audit key exists: the log was emptied or its keyed "
+                                f"entries were deleted ({count} entries left)")
+    if recorded is not None and recorded.seq > end:
+        return broken(end + 1, f"the log ends at entry {end}, but {anchor.head_path} records entry "
+                               f"{recorded.seq}: the newest entries were deleted")
+    if wanted is not None and not wanted_seen:
+        return broken(end + 1, f"the expected head {expect} is not on the chain (it ends at entry {end}): entries "
+                               "up to it were deleted or rewritten")
+    warnings: tuple[str, ...] = ()
+    if recorded is None and keyed_from is not None:
+        warnings = (f"there is no head file ({anchor.head_path}), so deleting the newest entries cannot be ruled "
+                    "out here: compare with a head kept elsewhere (--expect-head, or the engine's `audit head` log "
+                    "lines)",)
+    return Verification(True, count, last, keyed_from=keyed_from, warnings=warnings)
+
+
+def _parse_head(text: str) -> tuple[int | None, str]:
+    """`SEQ:HASH` as printed by verify and logged by the engine, or just the hash (at least 16 hex digits of it)."""
+    seq_text, colon, rest = text.partition(":")
+    seq, digest = (int(seq_text), rest) if colon and seq_text.isdigit() else (None, text)
+    digest = digest.removeprefix(KEYED).lower()
+    if len(digest) < 16 or any(c not in "0123456789abcdef" for c in digest):
+        raise AuditError(f"{text!r} is not a head: give SEQ:HASH as `herald audit verify` prints it (or at least "
+                         "16 hex digits of the hash)")
+    return seq, digest

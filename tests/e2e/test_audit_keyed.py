@@ -169,3 +169,19 @@ async def test_an_older_unkeyed_log_is_keyed_from_its_next_entry(config: Config,
             prev = _sha256(canonical)
     broken = _verify(config_file)
     assert broken.returncode == 1 and "entry 4 does not link to entry 3" in broken.stderr
+
+
+async def test_writing_after_a_truncation_keeps_the_evidence(
+    populated: str, config: Config, config_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with _db(config) as conn:
+        conn.execute("DELETE FROM audit_log WHERE seq > (SELECT max(seq) - 2 FROM audit_log)")
+    recorded = (config.data_dir / "audit.head").read_text()
+    assert _herald("token", "issue", "alice", "--config", str(config_file)).returncode == 0  # the CLI writes ...
+    async with running_engine(config):  # ... and so does the engine: neither moves the head file past the gap
+        pass
+    assert (config.data_dir / "audit.head").read_text() == recorded
+    assert "the audit log no longer holds the head" in caplog.text
+    broken = _verify(config_file)
+    assert broken.returncode == 1 and "is not the one" in broken.stderr and "records: the chain was rewritten" \
+        in broken.stderr

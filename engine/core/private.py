@@ -9,6 +9,7 @@ was opened by someone, so Herald refuses to start and says how to fix it.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -17,6 +18,7 @@ from engine.core.errors import ConfigError
 
 FOLDER_MODE = 0o700
 FILE_MODE = 0o600
+log = logging.getLogger("herald.store")
 
 
 def require_private_folder(path: Path) -> None:
@@ -30,27 +32,27 @@ def require_private_folder(path: Path) -> None:
 
 
 def close_files(*paths: Path | str) -> None:
-    """Make each existing file 0600 (what an older version, or a umask, left more open)."""
+    """Make each existing file 0600 when it is more open (what an older version, or a umask, left). A file that is
+    not ours to change (someone verifying a copy they were given) is left as it is, with a warning."""
     for path in paths:
         try:
-            os.chmod(path, FILE_MODE)
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            if mode & 0o077:
+                os.chmod(path, FILE_MODE)
         except FileNotFoundError:
             pass
-
-
-def create_private(path: Path) -> None:
-    """Create `path` empty and 0600 if it does not exist; close it to 0600 if it does."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)
-    finally:
-        os.close(fd)
+        except PermissionError:
+            log.warning("%s is open to others (mode %04o) and not ours to close", path, mode)
 
 
 def prepare_database(path: Path) -> None:
-    """Before SQLite opens `path`: the database 0600 (so its -wal and -shm will be), and older open files closed."""
-    create_private(path)
-    close_files(f"{path}-wal", f"{path}-shm", f"{path}-journal")
+    """Before SQLite opens `path`: a new database is created 0600 (so its -wal and -shm will be), and older files
+    are closed. Opens nothing for writing, so a read-only copy can still be read (`herald audit verify`)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE))
+    except FileExistsError:
+        pass
+    close_files(path, f"{path}-wal", f"{path}-shm", f"{path}-journal")
 
 
 def write_private(path: Path, text: str) -> None:

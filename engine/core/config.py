@@ -78,12 +78,53 @@ class HttpConfig(_Strict):
 
 
 class QueueConfig(_Strict):
-    """`[queue]`: with a Redis URL, tasks run in `herald worker` processes instead of inside the engine."""
+    """`[queue]`: with a Redis URL, tasks run in `herald worker` processes instead of inside the engine.
+
+    Every entry Herald puts into Redis is signed with the signing key (engine.tasks.signing), which never goes to
+    Redis: set exactly one of `signing_key`, `signing_key_env` (the name of an environment variable holding it) or
+    `signing_key_file`. The Redis password may be in the URL (`redis://user:password@host`) or, to keep it out of
+    this file, in `redis_password_env` / `redis_password_file`. `rediss://` URLs use TLS, verified against
+    `tls_ca_file` (default: the system's CAs).
+    """
 
     redis_url: str | None = None
     tasks_stream: str = "herald:tasks"
     results_stream: str = "herald:results"
     claim_idle_s: float = Field(default=30.0, gt=0)
+    signing_key: SecretStr | None = None
+    signing_key_env: str | None = None
+    signing_key_file: Path | None = None
+    redis_username: str | None = None  # an ACL user (or in the URL)
+    redis_password_env: str | None = None
+    redis_password_file: Path | None = None
+    tls_ca_file: Path | None = None  # the CA bundle that signed the server's certificate (rediss://)
+    tls_cert_file: Path | None = None  # a client certificate, for a Redis with tls-auth-clients yes
+    tls_key_file: Path | None = None
+    allow_unauthenticated: bool = False  # accept a Redis that lets anyone in without a password
+    reconnect_max_s: float = Field(default=5.0, gt=0)  # the longest wait between two attempts during an outage
+
+    @model_validator(mode="after")
+    def _one_key_each(self) -> QueueConfig:
+        keys = [name for name in ("signing_key", "signing_key_env", "signing_key_file") if getattr(self, name)]
+        if len(keys) > 1:
+            raise ValueError(f"set one of {', '.join(keys)}, not several")
+        if self.redis_url and not keys:
+            raise ValueError("with redis_url set, a signing key is needed: set signing_key, signing_key_env or "
+                             "signing_key_file (herald init writes one; every worker needs the same key)")
+        if self.redis_password_env and self.redis_password_file:
+            raise ValueError("set redis_password_env or redis_password_file, not both")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        tls = [name for name in ("tls_ca_file", "tls_cert_file") if getattr(self, name) is not None]
+        if tls and not (self.redis_url or "").startswith("rediss://"):
+            raise ValueError(f"{tls[0]} is set but redis_url does not start with rediss:// (TLS)")
+        return self
+
+    def resolved(self, base: Path) -> QueueConfig:
+        """A copy whose file paths are absolute, relative ones taken from `base`."""
+        names = ("signing_key_file", "redis_password_file", "tls_ca_file", "tls_cert_file", "tls_key_file")
+        return self.model_copy(update={name: (base / getattr(self, name)).resolve()
+                                       for name in names if getattr(self, name) is not None})
 
 
 class Config(_Strict):
@@ -172,7 +213,7 @@ class Config(_Strict):
                                            "tls_key": (base / http.tls_key).resolve()})
         return self.model_copy(
             update={"data_dir": (base / self.data_dir).resolve(), "rules_dir": rules, "scripts_dir": scripts,
-                    "http": http}
+                    "http": http, "queue": self.queue.resolved(base)}
         )
 
 

@@ -13,8 +13,11 @@
     ├── CommandTextError     chat text that cannot be a command (engine.intake.commands)
     ├── CronError            a schedule that is not a valid cron expression (engine.runs.schedules)
     ├── Refused              a webhook request refused before its body was read (integrations.webhook.auth)
-    └── DeliveryError        a message could not be delivered (engine.delivery.connector: RateLimited,
-                             Unavailable, Rejected)
+    ├── DeliveryError        a message could not be delivered (engine.delivery.connector: RateLimited,
+    │                        Unavailable, Rejected)
+    └── QueueError           the Redis task queue cannot be used as configured (no signing key, a Redis that needs
+        │                    no password, credentials or a TLS certificate refused)
+        └── EntryRefused     an entry read from Redis is unsigned, altered, malformed or from the wrong worker
 """
 
 from __future__ import annotations
@@ -58,3 +61,12 @@ class AuthError(HeraldError):
 
 class Busy(HeraldError):
     """The engine cannot accept more work right now; the sender should retry later."""
+
+
+class QueueError(HeraldError):
+    """The Redis task queue cannot be used as configured; the message says what to change."""
+
+
+class EntryRefused(QueueError):
+    """An entry read from Redis was not written by Herald (no or a wrong signature) or does not fit what Herald
+    knows (a result from a worker that does not hold the task); the message says why, without any secret."""

@@ -158,7 +158,9 @@ async def run_script(action: RunAction, run: RuleRun, services: Services) -> Act
         return ActionOutcome(f"task {task.task_id} was queued before a restart", task_id=task.task_id)
     await services.audit_publish("task.queued", who(event), task=task.task_id, script=action.script,
                                  args=args, rule=run.rule.name)
-    return ActionOutcome(f"task {task.task_id} queued: {action.script}", task_id=task.task_id)
+    unavailable = ("; the task queue is unavailable right now, it starts when the queue is back"
+                   if services.tasks.outage else "")
+    return ActionOutcome(f"task {task.task_id} queued: {action.script}{unavailable}", task_id=task.task_id)
 
 
 @handles(EmitAction)

@@ -98,6 +98,8 @@ def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -
     async def healthz(request: web.Request) -> web.Response:
         if engine.state != "running":
             return web.json_response({"status": engine.state}, status=503)
+        if engine.tasks.outage is not None:  # Redis unreachable: commands are taken, their tasks wait
+            return web.json_response({"status": "queue unavailable", "rules": len(engine.graph.rules)}, status=503)
         return web.json_response({"status": "running", "rules": len(engine.graph.rules)})
 
     async def authenticate(request: web.Request) -> dict[str, Any] | web.Response:

@@ -62,7 +62,7 @@ from engine.tasks import queue as tasks
 from engine.tasks.queue import FINAL, TaskQueue, TaskWorkers
 
 if TYPE_CHECKING:
-    from engine.tasks.redis_queue import RedisTaskBus
+    from engine.tasks.redis_queue import RemoteTasks
 
 log = logging.getLogger("herald.engine")
 
@@ -144,7 +144,7 @@ class Engine:
         self.metrics = Metrics()
         self._app = web.Application(client_max_size=config.http.max_body_bytes)
         self._runner: web.AppRunner | None = None
-        self._redis: RedisTaskBus | None = None
+        self._redis: RemoteTasks | None = None
         self.journal = Journal(self.db, SecretIntake(self.directory))  # /link is redeemed as it is journaled
         self.audit = AuditLog(self.db)
         self.alerts = AlertState(self.db)
@@ -390,13 +390,12 @@ class Engine:
         self.bus.publish(await self.audit.append(action, actor, **data))
 
     async def _start_remote_tasks(self) -> None:
-        from engine.tasks.redis_queue import RedisTaskBus, RemoteTasks  # only with a Redis URL configured
+        from engine.tasks.redis_queue import RemoteTasks  # only with a Redis URL configured
 
-        self._redis = RedisTaskBus(self.config.queue)
-        await self._redis.start()
-        remote = RemoteTasks(self._redis, self.tasks, self.runtime.task_finished)
-        self._spawn("task-publisher", remote.publish_pending)
-        self._spawn("task-results", remote.record_results)
+        self._redis = RemoteTasks(self.config.queue, self.tasks, self.runtime.task_finished, self.audit_publish)
+        await self._redis.start()  # QueueError (not starting): Redis needs no password or refuses Herald
+        for name, loop in self._redis.loops().items():  # they ride out outages (engine.tasks.redis_link)
+            self._spawn(name, loop)
 
     async def _housekeeping(self) -> None:
         """Forget what is no longer needed, once an hour: finished outbox rows past their keep, expired buttons."""

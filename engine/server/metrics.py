@@ -114,6 +114,8 @@ async def render(engine: Observed) -> str:
                  "SQLite transactions committed (each made durable with one fsync; many writes share one).",
                  engine.db.commits),
         *_family("herald_tasks", "gauge", "Tasks in the queue's table, by status.", tasks, "status"),
+        *_family("herald_queue_up", "gauge", "1 while tasks can be handed to workers (0: Redis unreachable; the "
+                 "embedded queue is always 1).", int(engine.tasks.outage is None)),
         *_family("herald_rules", "gauge", "Rules in the running graph.", len(engine.graph.rules)),
         *_family("herald_rules_version", "gauge", "The running graph's version (each accepted reload adds one).",
                  engine.runtime.graph_version),

@@ -99,6 +99,9 @@ class TaskQueue:
         self._db = db
         self._on_change = on_change
         self._wakeup = asyncio.Event()
+        # Why tasks cannot be handed to workers right now (the Redis queue is unreachable), or None. Tasks are still
+        # queued here, and the dispatcher hands them over once it is back.
+        self.outage: str | None = None
 
     async def enqueue(self, task: TaskRecord) -> bool:
         """Queue a new task; False (and nothing queued) when a task with this id exists already: task ids are

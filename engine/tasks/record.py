@@ -57,6 +57,8 @@ class TaskRecord(BaseModel):
     output_bytes: int | None = None
     limits_note: str = ""
     worker: str | None = None  # the `herald worker` that ran it, when tasks go through Redis
+    queue_entry: str | None = None  # the Redis entry that worker took it from ...
+    queue_delivery: int | None = None  # ... on that entry's n-th delivery (a takeover is a later one)
     attempt: int = 1
     not_before: datetime | None = None  # set while a retry waits for its backoff
     earlier: list[str] = Field(default_factory=list)  # how attempt 1, 2, ... ended (`outcome()`), one line each
@@ -93,5 +95,5 @@ class TaskRecord(BaseModel):
             "earlier": [*self.earlier, self.outcome()],
             "container": None,
             "start_time": None, "end_time": None, "exit_code": None, "output": "", "error": None,
-            "output_bytes": None, "worker": None,
+            "output_bytes": None, "worker": None, "queue_entry": None, "queue_delivery": None,
         })

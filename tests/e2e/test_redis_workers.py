@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,12 +12,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from engine.core.config import load_config
 from engine.server.app import Engine
 from engine.testing import ChatClient, running_engine
-from tests.support import ALICE_TOKEN, REPO, chat_url, free_port
+from tests.e2e.redis_server import ACL_PASSWORD, ACL_USER, SIGNING_KEY, RedisServer
+from tests.support import ALICE_TOKEN, REPO, chat_url
 
 SCRIPT = '#!/bin/sh\necho "start $1"\nsleep 4\necho "done $1"\n'
 FLAKY = '#!/bin/sh\necho "attempt $HERALD_ATTEMPT"\n[ "$HERALD_ATTEMPT" -ge "$1" ]\n'  # succeeds from attempt $1
@@ -26,25 +25,12 @@ FLAKY = '#!/bin/sh\necho "attempt $HERALD_ATTEMPT"\n[ "$HERALD_ATTEMPT" -ge "$1"
 
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed (bash .ci/setup installs it)"
-    port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
+    """A Redis that asks for a password, used through an ACL user that may touch herald:* keys only."""
+    server = RedisServer(tmp_path / "redis", acl_user=True).start()
     try:
-        for _ in range(100):
-            try:
-                if client.ping():
-                    break
-            except redis.ConnectionError:
-                pass
-            subprocess.run(["sleep", "0.05"], check=True)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url(user=ACL_USER, password=ACL_PASSWORD)
     finally:
-        client.close()
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 @pytest.fixture
@@ -57,7 +43,8 @@ def queue_config(config_file: Path, rules_dir: Path, redis_url: str) -> Path:
         script = rules_dir / "scripts" / name
         script.write_text(text)
         os.chmod(script, 0o755)
-    config_file.write_text(config_file.read_text() + f'\n[queue]\nredis_url = "{redis_url}"\nclaim_idle_s = 2\n')
+    config_file.write_text(config_file.read_text() + f'\n[queue]\nredis_url = "{redis_url}"\nclaim_idle_s = 2\n'
+                                                     f'signing_key = "{SIGNING_KEY}"\n')
     return config_file
 
 

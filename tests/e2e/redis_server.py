@@ -93,3 +93,52 @@ class RedisServer:
         if self.tls:
             args += ["--tls", "--cacert", str(self.tls[0])]
         return subprocess.run([*args, *command], check=True, capture_output=True, text=True).stdout
+
+
+def queue_section(url: str, **settings: object) -> str:
+    """A `[queue]` section for this Redis (signed with SIGNING_KEY unless the settings say otherwise)."""
+    values: dict[str, object] = {"redis_url": url, "signing_key": SIGNING_KEY} | settings
+    lines = [f"{key} = {_toml(value)}" for key, value in values.items() if value is not None]
+    return "\n[queue]\n" + "\n".join(lines) + "\n"
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def herald(config: Path, *args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`herald ARGS --config CONFIG` as its own process (this tree's code), stdout and stderr into `log`."""
+    import sys
+
+    from tests.support import REPO
+
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "engine.cli", *args, "--config", str(config)],
+                                cwd=config.parent, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    """Block until `text` appears in `log` (fail early, with the log, if `process` exits first)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if log.exists() and text in log.read_text(errors="replace"):
+            return
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in {log.name} (exit code {process.poll()}):\n"
+                         f"{log.read_text(errors='replace')[-3000:] if log.exists() else ''}")
+
+
+def add_work_rule(rules_dir: Path, *, sleep_s: float) -> None:
+    """`/work <n>` (admin) runs work.sh n, which prints "start n", sleeps, prints "done n"."""
+    (rules_dir / "work.rules").write_text('on command work <n: word> require role admin run work.sh args '
+                                          '"{command.n}"\n')
+    script = rules_dir / "scripts" / "work.sh"
+    script.write_text(f'#!/bin/sh\necho "start $1"\nsleep {sleep_s}\necho "done $1"\n')
+    os.chmod(script, 0o755)

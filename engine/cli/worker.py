@@ -77,7 +77,7 @@ async def _serve(config: Config, name: str) -> int:
         for task in ended:
             error = None if task.cancelled() else task.exception()
             log.error("herald worker %s: %s ended%s; exiting", name, task.get_name(),
-                      f": {error!r}" if error else "", exc_info=error)
+                      f": {type(error).__name__}: {error}" if error else "", exc_info=error)
         return EXIT_FAILED if ended else EXIT_OK
     finally:
         for task in tasks:

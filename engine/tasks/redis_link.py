@@ -154,6 +154,11 @@ async def check_access(config: QueueConfig, client: aredis.Redis) -> None:
     except NoPermissionError as exc:
         raise QueueError(f"Redis at {where(config)} does not let Herald's user use {config.tasks_stream}: "
                          f"{exc}") from None
+    except ResponseError as exc:
+        if not str(exc).startswith("WRONGTYPE"):
+            raise
+        raise QueueError(f"{config.tasks_stream} in Redis at {where(config)} is not a stream; set [queue] "
+                         "tasks_stream to another name, or delete that key") from None
 
 
 def _reason(exc: BaseException) -> str:
@@ -200,7 +205,8 @@ class Link:
     async def call(self, op: Callable[[], Awaitable[T]], *, cap_s: float | None = None,
                    repair: Callable[[], Awaitable[None]] | None = None) -> T:
         """Run `op` until it works, through outages (waiting with backoff between attempts). `repair` runs when
-        Redis answers NOGROUP (it lost its data: a restart without persistence) before `op` is tried again."""
+        Redis answers NOGROUP or UNBLOCKED (it lost the streams: a restart without persistence, or someone deleted
+        them) before `op` is tried again."""
         delays = backoff(cap_s=min(cap_s or self.config.reconnect_max_s, self.config.reconnect_max_s))
         while True:
             try:
@@ -208,14 +214,14 @@ class Link:
                     await self._check()  # the first contact after an outage: is it still the Redis we trust?
                 result = await op()
             except ResponseError as exc:
-                if repair is None or not str(exc).startswith("NOGROUP"):
+                if repair is None or not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     if classify(exc) is None:
                         raise
                     self.failed(exc)
                     await asyncio.sleep(next(delays))
                     continue
-                log.warning("Redis at %s lost Herald's consumer groups (restarted without its data?); "
-                            "making them again", self.where)
+                log.warning("Redis at %s lost Herald's streams or consumer groups (restarted without its data, or "
+                            "deleted); making them again", self.where)
                 await self.call(repair)
                 continue
             except Exception as exc:

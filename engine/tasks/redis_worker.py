@@ -131,6 +131,8 @@ class RedisWorker:
                 log.warning("task %s: entry %s was taken over while Redis was away; leaving it", task.task_id,
                             entry_id)
                 return None
+        log.info("worker %s runs task %s (%s, entry %s, delivery %d)", self.name, task.task_id, task.params.script,
+                 entry_id, delivery)
         return started
 
     async def _keep_claimed(self, entry_id: str, task_id: str) -> None:

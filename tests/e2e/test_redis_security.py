@@ -232,9 +232,10 @@ async def test_tasks_run_over_tls_with_the_password_from_the_environment(
         server.url(), redis_password_env="TEST_REDIS_PASSWORD", tls_ca_file=str(server.tls[0])))  # type: ignore[index]
     monkeypatch.setenv("TEST_REDIS_PASSWORD", server.password or "")
     log = tmp_path / "w1.log"
-    process = herald(config_file, "worker", "--name", "w1", log=log)
+    process = None
     try:
-        async with running_engine(load_config(config_file)) as engine:
+        async with running_engine(load_config(config_file)) as engine:  # first: it starts the Podman service
+            process = herald(config_file, "worker", "--name", "w1", log=log)
             async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
                 msg = await alice.say("/work tls")
                 result = await alice.wait_for(lambda f: f["type"] == "result" and f["in_reply_to"] == msg, 60)
@@ -243,7 +244,8 @@ async def test_tasks_run_over_tls_with_the_password_from_the_environment(
                                         capture_output=True, text=True)
         assert "PONG" not in plain.stdout  # the server really speaks only TLS
     finally:
-        process.terminate()
-        await asyncio.to_thread(process.wait, 20)
+        if process is not None:
+            process.terminate()
+            await asyncio.to_thread(process.wait, 20)
         await asyncio.to_thread(server.stop)
     assert server.password not in log.read_text()  # type: ignore[operator]

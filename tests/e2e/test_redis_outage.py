@@ -159,3 +159,36 @@ async def test_a_worker_whose_loop_ends_exits_non_zero(tmp_path: Path, config_fi
     finally:
         await _stop(worker)
     assert "worker-loop ended" in log.read_text() and "WRONGTYPE" in log.read_text()
+
+
+async def test_engine_and_worker_started_before_redis_wait_for_it(tmp_path: Path, config_file: Path,
+                                                                  rules_dir: Path) -> None:
+    """A host where Herald comes up before Redis: both start, say the queue is unavailable, and work once it is up."""
+    server = RedisServer(tmp_path / "redis")  # not started yet
+    add_work_rule(rules_dir, sleep_s=0)
+    config_file.write_text(config_file.read_text() + queue_section(server.url(password=server.password),
+                                                                   reconnect_max_s=1))
+    port = free_port()
+    base, logs = f"http://127.0.0.1:{port}", {name: tmp_path / f"{name}.log" for name in ("engine", "w1")}
+    engine = herald(config_file, "run", "--port", str(port), "--no-watch", log=logs["engine"])
+    worker = None
+    try:
+        await asyncio.to_thread(wait_for_line, logs["engine"], "Herald is ready", engine)
+        worker = herald(config_file, "worker", "--name", "w1", log=logs["w1"])
+        await asyncio.to_thread(wait_for_line, logs["w1"], "herald worker w1 ready", worker)
+        async with aiohttp.ClientSession() as session, \
+                ChatClient.connect(f"ws://127.0.0.1:{port}/chat", ALICE_TOKEN) as alice:
+            assert await _health(session, base) == (503, "queue unavailable", "herald_queue_up 0")
+            msg = await alice.say("/work early")
+            await alice.wait_for(lambda f: f["type"] == "progress" and f["in_reply_to"] == msg
+                                 and "the task queue is unavailable" in (f.get("detail") or ""), timeout=20)
+            await asyncio.to_thread(server.start)
+            result = await alice.wait_for(lambda f: f["type"] == "result" and f["in_reply_to"] == msg, timeout=60)
+            assert result["ok"] and "done early" in result["output"]
+            await _eventually(session, base, (200, "running", "herald_queue_up 1"))
+    finally:
+        codes = [await _stop(process) for process in (worker, engine) if process is not None]
+        await asyncio.to_thread(server.stop)
+    assert codes == [0, 0]
+    for log in logs.values():
+        assert log.read_text().count("task queue unavailable") == 1

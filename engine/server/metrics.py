@@ -21,6 +21,7 @@ from engine.core.store import Database
 from engine.delivery.delivery import Delivery
 from engine.delivery.outbox import Outbox
 from engine.runs.runtime import Runtime
+from engine.tasks.queue import TaskQueue
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TASK_STATUSES = ("pending", "running", "succeeded", "failed", "timed_out", "cancelled")
@@ -87,6 +88,8 @@ class Observed(Protocol):
     def delivery(self) -> Delivery: ...
     @property
     def outbox(self) -> Outbox: ...
+    @property
+    def tasks(self) -> TaskQueue: ...  # its `outage`: /healthz and herald_queue_up
 
 
 async def render(engine: Observed) -> str:

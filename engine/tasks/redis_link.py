@@ -49,6 +49,25 @@ Kind = Literal["outage", "refused"]
 _BUSY_REPLIES = ("LOADING", "MASTERDOWN", "TRYAGAIN", "BUSY ")
 
 
+def _quiet(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: an abandoned call's error is expected, not news
+
+
+async def abandonable(call: Awaitable[T]) -> T:
+    """Await a redis-py call in a task of its own, so that cancelling the caller always takes effect, at once.
+    redis-py can hold on to a cancelled blocking read (XREADGROUP ... BLOCK) until its connection closes, and 8.x
+    can swallow a cancellation that lands inside a command (the worker's loop then never stopped); the call is
+    left to end with the client instead."""
+    inner = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(inner)
+    except asyncio.CancelledError:
+        inner.cancel()
+        inner.add_done_callback(_quiet)
+        raise
+
+
 def where(config: QueueConfig) -> str:
     """The Redis URL without its credentials, for messages."""
     assert config.redis_url is not None
@@ -189,7 +208,7 @@ class Link:
         """First contact: raise QueueError if Redis refuses Herald or lets anyone in. If it cannot be reached, the
         outage is reported and the loops (`call`) wait for it."""
         try:
-            await self._check()
+            await abandonable(self._check())
         except Exception as exc:
             kind = classify(exc)
             if kind == "refused":
@@ -210,9 +229,9 @@ class Link:
         delays = backoff(cap_s=min(cap_s or self.config.reconnect_max_s, self.config.reconnect_max_s))
         while True:
             try:
-                if not self._checked:
-                    await self._check()  # the first contact after an outage: is it still the Redis we trust?
-                result = await op()
+                if not self._checked:  # the first contact after an outage: is it still the Redis we trust?
+                    await abandonable(self._check())
+                result = await abandonable(op())
             except ResponseError as exc:
                 if repair is None or not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     if classify(exc) is None:

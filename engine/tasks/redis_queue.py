@@ -25,12 +25,11 @@ re-reads what it had not acknowledged.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import redis.asyncio as aredis
 from redis.exceptions import ResponseError
@@ -42,7 +41,6 @@ from engine.tasks.redis_link import BLOCK_MS, Link
 from engine.tasks.signing import EntrySigner, load_key
 
 log = logging.getLogger("herald.redis")
-T = TypeVar("T")
 
 WORKER_GROUP = "herald-workers"
 ENGINE_GROUP = "herald-engine"
@@ -58,24 +56,6 @@ end
 return false
 """
 Audit = Callable[..., Awaitable[None]]  # (action, actor, **data)
-
-
-def _quiet(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()  # retrieved: an abandoned read's error is expected, not news
-
-
-async def abandonable(call: Awaitable[T]) -> T:
-    """Await a redis-py call so that cancelling the caller takes effect at once. redis-py 5 can hold on to a
-    cancelled blocking read (XREADGROUP ... BLOCK) until its connection closes, which hung the engine's stop; the
-    read is left to end with the client instead."""
-    inner = asyncio.ensure_future(call)
-    try:
-        return await asyncio.shield(inner)
-    except asyncio.CancelledError:
-        inner.cancel()
-        inner.add_done_callback(_quiet)
-        raise
 
 
 async def ensure_groups(client: aredis.Redis, config: QueueConfig) -> None:
@@ -113,8 +93,8 @@ class RedisTaskBus:
         return bool(added)
 
     async def _read_once(self, stream: str, start: str) -> Any:
-        return await abandonable(self._client.xreadgroup(ENGINE_GROUP, self._consumer, {stream: start}, count=100,
-                                                         block=BLOCK_MS))
+        return await self._client.xreadgroup(ENGINE_GROUP, self._consumer, {stream: start}, count=100,
+                                             block=BLOCK_MS)
 
     async def read(self, stream: str, handle: Callable[[str, dict[str, str]], Awaitable[None]]) -> None:
         """Feed every entry of `stream` to `handle(entry_id, fields)`, acknowledging each after it was handled.

@@ -24,7 +24,7 @@ from engine.core.errors import EntryRefused
 from engine.core.events import utcnow
 from engine.tasks.queue import TaskRecord
 from engine.tasks.redis_link import BLOCK_MS, Link
-from engine.tasks.redis_queue import WORKER_GROUP, abandonable, ensure_groups
+from engine.tasks.redis_queue import WORKER_GROUP, ensure_groups
 from engine.tasks.signing import EntrySigner
 
 log = logging.getLogger("herald.worker")
@@ -80,8 +80,8 @@ class RedisWorker:
                 log.warning("worker %s took over task entry %s from a worker that stopped", self.name,
                             claimed[0][0])
                 return claimed
-        response: Any = await abandonable(self._client.xreadgroup(WORKER_GROUP, self.name, {stream: ">"}, count=1,
-                                                             block=BLOCK_MS))
+        response: Any = await self._client.xreadgroup(WORKER_GROUP, self.name, {stream: ">"}, count=1,
+                                                      block=BLOCK_MS)
         return response[0][1] if response else []
 
     async def _hold(self, entry_id: str, *, refresh: bool) -> int:

@@ -22,7 +22,7 @@ members = ["admin"]
 chat_rooms = ["ops"]
 
 [queue]
-# To run tasks in `herald worker` processes, name a Redis that asks for a password (docs/configuration.md):
+# To run tasks in `herald worker` processes, name a Redis that asks for a password (docs/queue.md):
 # redis_url = "redis://herald:PASSWORD@127.0.0.1:6379/0"
 # Every entry Herald puts into Redis is signed with this key; each worker needs the same one (or the same key in
 # signing_key_file / signing_key_env). It never goes to Redis.

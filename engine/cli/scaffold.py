@@ -20,7 +20,8 @@ chat_tokens = ["{token}"]
 [teams.ops]
 members = ["admin"]
 chat_rooms = ["ops"]
-
+"""
+QUEUE_SECTION = """
 [queue]
 # To run tasks in `herald worker` processes, name a Redis that asks for a password (docs/queue.md):
 # redis_url = "redis://herald:PASSWORD@127.0.0.1:6379/0"
@@ -37,7 +38,7 @@ def write_starter_config(path: Path, *, force: bool = False) -> str:
     token = secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(STARTER.format(token=token, queue_key=secrets.token_urlsafe(32)))
+        handle.write(STARTER.format(token=token) + QUEUE_SECTION.format(queue_key=secrets.token_urlsafe(32)))
     return (f"wrote {path}: principal 'admin' (role admin) in team ops.\n"
             f"Its chat token is in the file (principals.admin.chat_tokens); chat clients send it in their auth frame.\n"
             f"It also holds a fresh [queue] signing_key, for the Redis task queue: give `herald worker` the same key.")

@@ -22,7 +22,7 @@ from typing import Any
 from engine.core.config import QueueConfig
 from engine.core.errors import EntryRefused
 from engine.core.events import utcnow
-from engine.tasks.queue import TaskRecord
+from engine.tasks.record import TaskRecord
 from engine.tasks.redis_link import BLOCK_MS, Link
 from engine.tasks.redis_queue import WORKER_GROUP, ensure_groups
 from engine.tasks.signing import EntrySigner

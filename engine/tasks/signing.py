@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from engine.core.config import QueueConfig
 from engine.core.errors import EntryRefused, QueueError
-from engine.tasks.queue import TaskRecord
+from engine.tasks.record import TaskRecord
 
 MIN_KEY_CHARS = 32
 _VERSION = "herald-queue/1"

@@ -18,7 +18,7 @@ import redis.asyncio as aredis
 from engine.core.config import load_config
 from engine.core.events import utcnow
 from engine.server.app import Engine
-from engine.tasks.queue import TaskParams, TaskRecord
+from engine.tasks.record import TaskParams, TaskRecord
 from engine.tasks.signing import EntrySigner
 from engine.testing import ChatClient, running_engine
 from tests.e2e.redis_server import (

@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from engine.cli.scaffold import write_starter_config
 from engine.core.config import QueueConfig, load_config
 from engine.core.errors import ConfigError, EntryRefused, QueueError
-from engine.tasks.queue import TaskParams, TaskRecord
+from engine.tasks.record import TaskParams, TaskRecord
 from engine.tasks.redis_link import backoff, classify, where
 from engine.tasks.signing import EntrySigner, load_key
 

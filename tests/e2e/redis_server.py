@@ -4,6 +4,7 @@ append-only file as asked; it can be killed and started again on the same port a
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -142,3 +143,9 @@ def add_work_rule(rules_dir: Path, *, sleep_s: float) -> None:
     script = rules_dir / "scripts" / "work.sh"
     script.write_text(f'#!/bin/sh\necho "start $1"\nsleep {sleep_s}\necho "done $1"\n')
     os.chmod(script, 0o755)
+
+
+# Worker names unique to this test run: a worker removes leftover containers of its name when it starts, and other
+# test runs on the same host share the sandbox user's Podman.
+_RUN = secrets.token_hex(3)
+W1, W2 = f"w1-{_RUN}", f"w2-{_RUN}"

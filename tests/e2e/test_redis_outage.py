@@ -23,6 +23,8 @@ from engine.testing import ChatClient
 from tests.e2e.redis_server import (
     ACL_PASSWORD,
     ACL_USER,
+    W1,
+    W2,
     RedisServer,
     add_work_rule,
     herald,
@@ -75,14 +77,14 @@ async def test_a_redis_outage_mid_run_is_ridden_out_and_every_task_runs_once(
     url = redis_server.url(user=ACL_USER, password=ACL_PASSWORD)
     config_file.write_text(config_file.read_text() + queue_section(url, claim_idle_s=3, reconnect_max_s=1))
     port = free_port()
-    base, logs = f"http://127.0.0.1:{port}", {name: tmp_path / f"{name}.log" for name in ("engine", "w1", "w2")}
+    base, logs = f"http://127.0.0.1:{port}", {name: tmp_path / f"{name}.log" for name in ("engine", W1, W2)}
     engine = herald(config_file, "run", "--port", str(port), "--no-watch", log=logs["engine"])
     workers: dict[str, subprocess.Popen[bytes]] = {}
     try:
         # One after the other: processes on one host share the sandbox user's Podman service, and the first one
         # starts it (processes starting it at the same moment race for its socket).
         await asyncio.to_thread(wait_for_line, logs["engine"], "Herald is ready", engine)
-        workers.update((name, herald(config_file, "worker", "--name", name, log=logs[name])) for name in ("w1", "w2"))
+        workers.update((name, herald(config_file, "worker", "--name", name, log=logs[name])) for name in (W1, W2))
         for name, process in workers.items():
             await asyncio.to_thread(wait_for_line, logs[name], f"herald worker {name} ready", process)
         async with aiohttp.ClientSession() as session, \
@@ -124,7 +126,7 @@ async def test_a_redis_outage_mid_run_is_ridden_out_and_every_task_runs_once(
         db.close()
     assert actions["task.finished"] == 6 and actions["queue.refused"] == 0 and statuses == {"succeeded": 6}
     # Each task ran once: the workers started each exactly once (they log every start) ...
-    starts = Counter(re.findall(r"runs task (\S+) \(work\.sh", logs["w1"].read_text() + logs["w2"].read_text()))
+    starts = Counter(re.findall(r"runs task (\S+) \(work\.sh", logs[W1].read_text() + logs[W2].read_text()))
     assert starts == dict.fromkeys(task_ids, 1)
     if redis_server.appendonly:  # ... and the results stream, kept through the restart, holds one claim and one
         client = aredis.Redis.from_url(url, decode_responses=True)  # result for each
@@ -150,9 +152,9 @@ async def test_a_worker_whose_loop_ends_exits_non_zero(tmp_path: Path, config_fi
     config_file.write_text(config_file.read_text() + queue_section(
         redis_server.url(user=ACL_USER, password=ACL_PASSWORD)))
     log = tmp_path / "w1.log"
-    worker = herald(config_file, "worker", "--name", "w1", log=log)
+    worker = herald(config_file, "worker", "--name", W1, log=log)
     try:
-        await asyncio.to_thread(wait_for_line, log, "herald worker w1 ready", worker)
+        await asyncio.to_thread(wait_for_line, log, f"herald worker {W1} ready", worker)
         await asyncio.to_thread(redis_server.cli, "DEL", "herald:tasks")  # the stream is replaced by a string:
         await asyncio.to_thread(redis_server.cli, "SET", "herald:tasks", "not a stream")  # not an outage
         assert await asyncio.to_thread(worker.wait, 30) == 1
@@ -169,13 +171,13 @@ async def test_engine_and_worker_started_before_redis_wait_for_it(tmp_path: Path
     config_file.write_text(config_file.read_text() + queue_section(server.url(password=server.password),
                                                                    reconnect_max_s=1))
     port = free_port()
-    base, logs = f"http://127.0.0.1:{port}", {name: tmp_path / f"{name}.log" for name in ("engine", "w1")}
+    base, logs = f"http://127.0.0.1:{port}", {name: tmp_path / f"{name}.log" for name in ("engine", W1)}
     engine = herald(config_file, "run", "--port", str(port), "--no-watch", log=logs["engine"])
     worker = None
     try:
         await asyncio.to_thread(wait_for_line, logs["engine"], "Herald is ready", engine)
-        worker = herald(config_file, "worker", "--name", "w1", log=logs["w1"])
-        await asyncio.to_thread(wait_for_line, logs["w1"], "herald worker w1 ready", worker)
+        worker = herald(config_file, "worker", "--name", W1, log=logs[W1])
+        await asyncio.to_thread(wait_for_line, logs[W1], f"herald worker {W1} ready", worker)
         async with aiohttp.ClientSession() as session, \
                 ChatClient.connect(f"ws://127.0.0.1:{port}/chat", ALICE_TOKEN) as alice:
             assert await _health(session, base) == (503, "queue unavailable", "herald_queue_up 0")

@@ -25,6 +25,7 @@ from tests.e2e.redis_server import (
     ACL_PASSWORD,
     ACL_USER,
     SIGNING_KEY,
+    W1,
     RedisServer,
     add_work_rule,
     herald,
@@ -61,11 +62,11 @@ async def engine(queue_config: Path) -> AsyncIterator[Engine]:
 
 @pytest.fixture
 def worker(queue_config: Path) -> Iterator[Path]:
-    """One `herald worker` named w1; yields its log."""
+    """One `herald worker` named W1; yields its log."""
     log = queue_config.parent / "w1.log"
-    process = herald(queue_config, "worker", "--name", "w1", log=log)
+    process = herald(queue_config, "worker", "--name", W1, log=log)
     try:
-        wait_for_line(log, "herald worker w1 ready", process)
+        wait_for_line(log, f"herald worker {W1} ready", process)
         yield log
         assert process.poll() is None, "the worker died"
     finally:
@@ -146,14 +147,14 @@ async def test_a_result_not_from_the_worker_holding_the_task_is_refused(
             return next((t for t in await engine.tasks.recent(10) if t.status == "running"), None)
 
         task = await _until(running)
-        assert task.worker == "w1" and task.queue_entry is not None
+        assert task.worker == W1 and task.queue_entry is not None
         lie = task.model_copy(update={"status": "succeeded", "exit_code": 0, "output": "all fine, trust me",
                                       "end_time": utcnow()})
         signer = EntrySigner(SIGNING_KEY.encode())  # a worker that has the key but does not hold the task
         other = lie.model_copy(update={"worker": "w-other"})
         steal = task.model_copy(update={"worker": "w-other"})  # a claim on the same delivery of the entry
         lies = {
-            await attacker.xadd(RESULTS, {"task": lie.model_dump_json(), "worker": "w1"}): "no signature",
+            await attacker.xadd(RESULTS, {"task": lie.model_dump_json(), "worker": W1}): "no signature",
             await attacker.xadd(RESULTS, signer.result_fields(RESULTS, steal)): "a claim on task",
             await attacker.xadd(RESULTS, signer.result_fields(RESULTS, other)): "a result for task",
         }
@@ -167,9 +168,9 @@ async def test_a_result_not_from_the_worker_holding_the_task_is_refused(
     assert {r["entry"]: r["reason"] for r in refused}.keys() == lies.keys()
     for entry, start in lies.items():
         assert next(r["reason"] for r in refused if r["entry"] == entry).startswith(start)
-    assert "w1 holds it" in next(r["reason"] for r in refused if r["reason"].startswith("a result for task"))
+    assert f"{W1} holds it" in next(r["reason"] for r in refused if r["reason"].startswith("a result for task"))
     finished = await engine.tasks.get(task.task_id)
-    assert finished is not None and finished.status == "succeeded" and finished.worker == "w1"
+    assert finished is not None and finished.status == "succeeded" and finished.worker == W1
 
 
 def _refusal(config: Path, *args: str, env: dict[str, str] | None = None) -> str:
@@ -195,9 +196,9 @@ def test_engine_and_worker_refuse_a_redis_anyone_may_use_unless_allowed(tmp_path
             assert "lets clients in without a password" in line and "allow_unauthenticated = true" in line, line
         config_file.write_text(base + queue_section(server.url(), allow_unauthenticated=True))
         log = tmp_path / "allowed.log"
-        process = herald(config_file, "worker", "--name", "w1", log=log)
+        process = herald(config_file, "worker", "--name", W1, log=log)
         try:
-            wait_for_line(log, "herald worker w1 ready", process)
+            wait_for_line(log, f"herald worker {W1} ready", process)
         finally:
             process.terminate()
             assert process.wait(20) == 0
@@ -235,7 +236,7 @@ async def test_tasks_run_over_tls_with_the_password_from_the_environment(
     process = None
     try:
         async with running_engine(load_config(config_file)) as engine:  # first: it starts the Podman service
-            process = herald(config_file, "worker", "--name", "w1", log=log)
+            process = herald(config_file, "worker", "--name", W1, log=log)
             async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
                 msg = await alice.say("/work tls")
                 result = await alice.wait_for(lambda f: f["type"] == "result" and f["in_reply_to"] == msg, 60)

@@ -16,7 +16,7 @@ import pytest
 from engine.core.config import load_config
 from engine.server.app import Engine
 from engine.testing import ChatClient, running_engine
-from tests.e2e.redis_server import ACL_PASSWORD, ACL_USER, SIGNING_KEY, RedisServer
+from tests.e2e.redis_server import ACL_PASSWORD, ACL_USER, SIGNING_KEY, W1, W2, RedisServer
 from tests.support import ALICE_TOKEN, REPO, chat_url
 
 SCRIPT = '#!/bin/sh\necho "start $1"\nsleep 4\necho "done $1"\n'
@@ -72,7 +72,7 @@ async def _task_of(engine: Engine, n: str, status: str, timeout: float = 60):  #
 
 async def test_workers_share_tasks_and_a_killed_workers_task_completes_once(engine: Engine,
                                                                           queue_config: Path) -> None:
-    workers = {name: _worker(queue_config, name) for name in ("w1", "w2")}
+    workers = {name: _worker(queue_config, name) for name in (W1, W2)}
     try:
         async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
             msg = await alice.say("/work victim")
@@ -98,14 +98,14 @@ async def test_workers_share_tasks_and_a_killed_workers_task_completes_once(engi
 
 
 async def test_a_worker_retries_a_failed_task_after_its_backoff(engine: Engine, queue_config: Path) -> None:
-    worker = _worker(queue_config, "w1")
+    worker = _worker(queue_config, W1)
     try:
         async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
             msg = await alice.say("/flaky 3")
             result = await alice.wait_for(lambda f: f["type"] == "result" and f["in_reply_to"] == msg, timeout=90)
         assert result["ok"] and result["text"] == "flaky.sh succeeded (exit code 0) on attempt 3 of 3"
         finished = await _task_of(engine, "3", "succeeded")
-        assert finished.worker == "w1" and finished.output.strip() == "attempt 3"
+        assert finished.worker == W1 and finished.output.strip() == "attempt 3"
         assert finished.earlier == ["flaky.sh failed (exit code 1)"] * 2
         waits = await engine.db.call(lambda c: c.execute(
             "SELECT count(*) FROM audit_log WHERE action = 'task.retry'").fetchone()[0])

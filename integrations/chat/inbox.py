@@ -9,13 +9,12 @@ client sent its frames.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.plugin import Actor, Incoming, IntegrationContext, Outcome, ReplyTo
+from engine.plugin import Actor, Incoming, IntegrationContext, Outcome, ReplyTo, UnreadableInput, load_json
 from integrations.chat.connector import PLATFORM, ChatConnector, Session
 
 log = logging.getLogger("herald.chat")
@@ -50,9 +49,9 @@ def error_frame(code: str, message: str, in_reply_to: object = None) -> dict[str
 def parse_frame(raw: str) -> Item:
     """What a client frame asks for, or why it cannot be accepted."""
     try:
-        frame = json.loads(raw)
-    except (ValueError, RecursionError):
-        return Refusal(error_frame("bad_request", "frame is not valid JSON"))
+        frame = load_json(raw)  # also refuses what could not be journaled (a lone surrogate), frame by frame
+    except UnreadableInput as exc:
+        return Refusal(error_frame("bad_request", f"frame is not valid JSON: {exc}"))
     if not isinstance(frame, dict):
         return Refusal(error_frame("bad_request", "frame must be a JSON object"))
     client_id = frame.get("id")

@@ -31,3 +31,15 @@ async def test_commands_sent_back_to_back_are_acked_and_answered_in_order(config
     order = [f.get("id") if f["type"] == "ack" else "error" for f in alice.frames if f["type"] in ("ack", "error")]
     assert order == sent[:-1] + ["error", sent[-1]]  # the refusal comes in its place
     assert events == [[f"w{n}"] for n in range(60)] + [["last"]]  # journaled once each, in order
+
+
+async def test_a_frame_with_a_lone_surrogate_is_refused_alone_and_its_neighbours_are_handled(config: Config) -> None:
+    async with engine_for(config, RULES) as engine, ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        before = await alice.say("/echo before")
+        await alice.ws.send('{"type": "message", "id": "bad", "text": "/echo \\ud800"}')  # valid JSON, unstorable
+        after = await alice.say("/echo after")
+        await alice.wait_for(lambda f: f["type"] == "reply" and f["in_reply_to"] == after, timeout=30)
+    [refusal] = [f for f in alice.frames if f["type"] == "error"]
+    assert refusal["code"] == "bad_request" and "surrogate" in refusal["message"]
+    replies = [(f["in_reply_to"], f["text"]) for f in alice.frames if f["type"] == "reply"]
+    assert replies == [(before, "echo before"), (after, "echo after")]

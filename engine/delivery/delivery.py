@@ -61,6 +61,7 @@ class Delivery:
         self._senders: dict[str, PlatformSender] = {}
         self._progress_runs: OrderedDict[str, None] = OrderedDict()
         self._started = False
+        self._resuming: set[asyncio.Future[None]] = set()
         self.counts: Counter[tuple[str, str]] = Counter()  # (platform, outcome) -> messages, for /metrics
         self.unreached = 0  # notifications that reached nobody
 
@@ -73,7 +74,9 @@ class Delivery:
             raise ValueError(f"a connector for platform {platform!r} is already registered")
         sender = self._senders[platform] = PlatformSender(connector, self.outbox, on_done=self._delivered)
         if self._started:  # a connector loaded after start (a reload): resume what waits for it
-            asyncio.ensure_future(self._resume(platform))
+            resuming = asyncio.ensure_future(self._resume(platform))
+            self._resuming.add(resuming)  # kept until done, so it is neither lost nor collected mid-way
+            resuming.add_done_callback(self._resuming.discard)
 
         async def detach() -> None:
             if self._senders.get(platform) is sender:

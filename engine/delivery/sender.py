@@ -134,12 +134,11 @@ class PlatformSender:
                 log.warning("%s: delivery to %s failed (%s); retry %d in %.1fs", self.connector.platform,
                             item.to.address, exc, item.attempts, delay)
                 await asyncio.sleep(delay)
-            except Exception as exc:  # a connector bug; the row is kept and retried rather than lost
+            except Exception:  # a connector bug; the row is kept and retried rather than lost
                 delay = next(delays)
                 log.exception("%s: sending %s failed unexpectedly; retry in %.1fs", self.connector.platform,
                               item.key, delay)
                 await asyncio.sleep(delay)
-                del exc
 
     async def _attempt(self, item: Outgoing) -> MessageRef:
         connector = self.connector

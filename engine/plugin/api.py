@@ -48,6 +48,9 @@ class Manifest:
     # How the integration turns what its source posts into events, without the engine (the dry run, `herald test`,
     # reads an alert exactly as the live hook would); raises ValueError for a body it cannot read.
     decode: Callable[[dict[str, Any]], list[Event]] | None = None
+    # A platform that cannot run without its credentials (Telegram, Slack...): set up, and its config validated,
+    # only when the config has an `[integrations.<name>]` section; installed but unconfigured, it stays off.
+    needs_config: bool = False
 
 
 class KeyValue(Protocol):

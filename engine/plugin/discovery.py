@@ -38,6 +38,11 @@ def discover() -> list[Integration]:
     return found
 
 
+def active_integrations(config: Config, integrations: Sequence[Integration]) -> list[Integration]:
+    """The integrations this config turns on: all but those that need a config section it does not have."""
+    return [i for i in integrations if not i.manifest.needs_config or i.manifest.name in config.integrations]
+
+
 def connector_specs(integrations: Sequence[Integration]) -> dict[str, ConnectorSpec]:
     """The chat platforms these integrations connect to, by platform name."""
     return {i.manifest.connector.platform: i.manifest.connector for i in integrations if i.manifest.connector}
@@ -54,7 +59,8 @@ def validate_integrations(config: Config, integrations: Sequence[Integration]) -
         if name not in known:
             problems.append(f"integrations.{name}: no such integration is installed (installed: "
                             f"{', '.join(sorted(known)) or 'none'})")
-    for integration in integrations:
+    active = active_integrations(config, integrations)
+    for integration in active:
         manifest = integration.manifest
         if manifest.config_model is None:
             continue
@@ -65,9 +71,16 @@ def validate_integrations(config: Config, integrations: Sequence[Integration]) -
                 where = ".".join(str(p) for p in error["loc"])
                 message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
                 problems.append(f"integrations.{manifest.name}{'.' + where if where else ''}: {message}")
-    specs = connector_specs(integrations)
+    specs = connector_specs(active)
+    dormant = {spec.platform: name for name, spec in
+               ((i.manifest.name, i.manifest.connector) for i in integrations if i not in active) if spec}
     for owner, addresses in _addresses(config):
         for address in addresses:
+            platform = address.partition(":")[0]
+            if platform in dormant:
+                problems.append(f"{owner}: {address!r}: the {platform} connector is installed but not configured "
+                                f"(add an [integrations.{dormant[platform]}] section)")
+                continue
             problem = address_problem(address, specs)
             if problem:
                 problems.append(f"{owner}: {problem}")

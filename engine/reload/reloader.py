@@ -141,7 +141,7 @@ class ReloadHost(Protocol):
     @property
     def bus(self) -> Bus: ...
     @property
-    def integrations(self) -> Sequence[Integration]: ...
+    def installed(self) -> Sequence[Integration]: ...
     @property
     def connectors(self) -> Mapping[str, ConnectorSpec]: ...
 
@@ -259,7 +259,7 @@ class Reloader:
                     loaded = await asyncio.to_thread(self._config_source.load)
                     restart = restart_keys(self._engine.config, loaded)
                     config = hot_config(self._engine.config, loaded)
-                    validate_integrations(config, self._engine.integrations)
+                    validate_integrations(config, self._engine.installed)
                 except ConfigError as exc:
                     return await self._reject(tree, [config_problem(self._config_source.path, exc)], trigger, actor,
                                               what="config")

@@ -12,8 +12,8 @@ from dsl import Catalog, CompileResult, compile_sources
 from engine.core.config import Config
 from engine.core.errors import RulesError
 from engine.delivery.connector import AddressError
-from engine.plugin.api import ConnectorSpec
-from engine.plugin.discovery import connector_specs, discover
+from engine.plugin.api import ConnectorSpec, Integration
+from engine.plugin.discovery import active_integrations, connector_specs, discover
 from engine.sandbox.policy import MIN_MEMORY
 
 RULE_SUFFIX = ".rules"
@@ -25,9 +25,14 @@ ENGINE_STAGES = ("require role", "check disk", "require confirmation", "dedupe",
 
 
 @functools.cache
-def installed_connectors() -> Mapping[str, ConnectorSpec]:
-    """The chat platforms the installed integrations connect to (found once per process)."""
-    return MappingProxyType(connector_specs(discover()))
+def installed_integrations() -> tuple[Integration, ...]:
+    """The installed integrations (found once per process)."""
+    return tuple(discover())
+
+
+def installed_connectors(config: Config) -> Mapping[str, ConnectorSpec]:
+    """The chat platforms the installed integrations this config turns on connect to."""
+    return MappingProxyType(connector_specs(active_integrations(config, installed_integrations())))
 
 
 def catalog_for(config: Config, connectors: Mapping[str, ConnectorSpec] | None = None) -> Catalog:
@@ -35,7 +40,7 @@ def catalog_for(config: Config, connectors: Mapping[str, ConnectorSpec] | None =
     people, the scripts in the scripts folder (the whitelist), and the chat platforms a connector is installed for,
     with their address checks (default: the installed ones); and the sandbox limits, so a rule the engine could
     never run does not compile."""
-    specs = installed_connectors() if connectors is None else connectors
+    specs = installed_connectors(config) if connectors is None else connectors
     scripts_dir = config.scripts_dir
     scripts: frozenset[str] = frozenset()
     if scripts_dir is not None and scripts_dir.is_dir():

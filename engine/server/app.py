@@ -43,7 +43,7 @@ from engine.intake.intake import Intake
 from engine.intake.secrets import SecretIntake
 from engine.plugin import kv
 from engine.plugin.api import Acknowledge, ConnectorSpec, Integration, KeyValue, Unload
-from engine.plugin.discovery import connector_specs, discover, validate_integrations
+from engine.plugin.discovery import active_integrations, connector_specs, discover, validate_integrations
 from engine.plugin.kv import SqliteKeyValue
 from engine.reload.reloader import ConfigSource, Reloader, adopt_config
 from engine.runs import actions, alerts, confirm, runtime, schedules, stateful
@@ -128,9 +128,10 @@ class Engine:
         self.delivery = Delivery(self.outbox, accounts=self.directory.accounts_of, audit=self._audit_soon)
         self.api_token = ""  # the local operator's API token, issued at start
         self.port: int | None = None
-        self.integrations = list(integrations) if integrations is not None else discover()
+        self.installed = list(integrations) if integrations is not None else discover()
+        self.integrations = active_integrations(config, self.installed)  # installed and turned on by the config
         self.connectors: Mapping[str, ConnectorSpec] = connector_specs(self.integrations)
-        self._integration_configs = validate_integrations(config, self.integrations)
+        self._integration_configs = validate_integrations(config, self.installed)
         self._http: aiohttp.ClientSession | None = None
         self._unloads: list[Unload] = []
         self._background: set[asyncio.Task[None]] = set()

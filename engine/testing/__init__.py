@@ -16,7 +16,7 @@ import websockets
 from dsl import EventGraph
 from engine.core.config import Config
 from engine.plugin.api import Integration
-from engine.plugin.discovery import connector_specs
+from engine.plugin.discovery import active_integrations, connector_specs
 from engine.reload.rules import compile_paths
 from engine.server.app import Engine
 
@@ -84,7 +84,7 @@ async def running_engine(config: Config, graph: EventGraph | None = None, *,
     integrations or the ones given; stop it afterwards."""
     teams: tuple = ()
     if graph is None:
-        connectors = connector_specs(integrations) if integrations is not None else None
+        connectors = connector_specs(active_integrations(config, integrations)) if integrations is not None else None
         result = compile_paths([config.rules_dir], config, connectors)
         if result.graph is None:
             raise AssertionError("rules do not compile:\n" + result.render_all())

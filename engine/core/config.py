@@ -211,9 +211,14 @@ class Config(_Strict):
         if http.tls_cert is not None and http.tls_key is not None:
             http = http.model_copy(update={"tls_cert": (base / http.tls_cert).resolve(),
                                            "tls_key": (base / http.tls_key).resolve()})
+        # An integration's `*_file` and `*_dir` settings (token_file, store_dir...) are relative to `base` too.
+        integrations = {name: {key: str((base / value).resolve())
+                               if isinstance(value, str) and key.endswith(("_file", "_dir")) else value
+                               for key, value in section.items()}
+                        for name, section in self.integrations.items()}
         return self.model_copy(
             update={"data_dir": (base / self.data_dir).resolve(), "rules_dir": rules, "scripts_dir": scripts,
-                    "http": http, "queue": self.queue.resolved(base)}
+                    "http": http, "queue": self.queue.resolved(base), "integrations": integrations}
         )
 
 

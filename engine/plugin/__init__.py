@@ -15,6 +15,7 @@ from engine.intake.decoding import UnreadableInput, ascii_header, load_json
 from engine.intake.intake import Incoming, Intake, Outcome
 from engine.plugin.api import Acknowledge, ConnectorSpec, Integration, IntegrationContext, KeyValue, Manifest, Unload
 from engine.plugin.discovery import ENTRY_POINT_GROUP, discover
+from engine.plugin.secrets import check_secret, read_secret
 from engine.security.identity import CONFIG_ACCOUNT_PREFIX, Directory, device_account
 
 __all__ = [
@@ -22,6 +23,6 @@ __all__ = [
     "Busy", "Button", "Capabilities", "CommandData", "Connector", "ConnectorSpec", "Conversation", "DeliveryError",
     "Directory", "Event", "HeraldError", "Incoming", "Integration", "IntegrationContext", "Intake", "KeyValue",
     "LinkButton", "Manifest", "Message", "MessageData", "MessageRef", "Outcome", "Outgoing", "RateLimited",
-    "Rejected", "ReplyTo", "Unavailable", "Unload", "UnreadableInput", "ascii_header", "device_account", "discover",
-    "load_json", "utcnow",
+    "Rejected", "ReplyTo", "Unavailable", "Unload", "UnreadableInput", "ascii_header", "check_secret",
+    "device_account", "discover", "load_json", "read_secret", "utcnow",
 ]

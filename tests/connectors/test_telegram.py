@@ -271,6 +271,9 @@ async def test_commands_in_a_group_with_and_without_the_bots_name(tmp_path: Path
         server.say(ADMIN, GROUP, "/whoami")
         await eventually(lambda: _true(len([t for t in texts(server, GROUP) if t.startswith("You are")]) == 2),
                          "the second answer")
+        server.say(ADMIN, GROUP, "/nosuch@HeraldBot now")
+        [unknown] = await answered(server, GROUP, "Unknown command /nosuch.", "Herald's help for an unknown command")
+        assert "You can run:" in unknown
     assert len([t for t in texts(server, GROUP) if t.startswith("You are")]) == 2
 
 

@@ -98,6 +98,7 @@ class TelegramServer:
     token: str = "123456:TEST-token_abcdefghijklmnopqrstuvwx"
     username: str = "HeraldBot"
     pending: list[dict[str, Any]] = field(default_factory=list)  # updates not confirmed yet
+    history: dict[int, dict[str, Any]] = field(default_factory=dict)  # every update ever queued, by update_id
     messages: dict[int, Posted] = field(default_factory=dict)
     answered: list[dict[str, Any]] = field(default_factory=list)  # answerCallbackQuery bodies, with "after_s"
     calls: list[str] = field(default_factory=list)
@@ -143,6 +144,12 @@ class TelegramServer:
                                        "message": self._message_object(posted), "chat_instance": "42",
                                        "data": data}})
         return query_id
+
+    def unconfirm(self, update_id: int) -> None:
+        """Queue an update again, as Telegram still holds one whose confirmation (the next getUpdates with a higher
+        offset) never came: what a bot that crashed after handling it, before asking for more, gets again."""
+        self.pending.insert(0, self.history[update_id])
+        asyncio.get_running_loop().create_task(self._notify())
 
     def rate_limit_next(self, retry_after_s: int, times: int = 1) -> None:
         self._limited.extend([retry_after_s] * times)
@@ -204,7 +211,8 @@ class TelegramServer:
 
     def _push(self, update: dict[str, Any]) -> int:
         update_id = next(self._update_ids)
-        self.pending.append({"update_id": update_id, **update})
+        self.history[update_id] = {"update_id": update_id, **update}
+        self.pending.append(self.history[update_id])
         asyncio.get_running_loop().create_task(self._notify())
         return update_id
 

@@ -16,14 +16,14 @@ import aiohttp
 import pytest
 
 from engine.core.config import Config
-from engine.plugin import Message, Rejected, discover
+from engine.plugin import Button, LinkButton, Message, Rejected, discover
 from engine.security import identity
 from engine.testing import ChatClient, running_engine
 from engine.testing.conformance import Shown, check_connector, eventually, post_alert
 from integrations.telegram import integration as telegram
 from integrations.telegram.api import BotApi
 from integrations.telegram.config import TelegramConfig
-from integrations.telegram.render import to_html, utf16_len
+from integrations.telegram.render import keyboard, to_html, utf16_len
 from tests.connectors.telegram_server import TelegramServer
 
 ADMIN, VIEWER, GROUP = "100100", "200200", "-1001234567890"
@@ -215,6 +215,29 @@ async def test_the_offset_survives_a_restart(tmp_path: Path, server: TelegramSer
     assert server.pending == []
 
 
+async def test_an_update_fetched_again_after_a_crash_is_not_handled_twice(
+        tmp_path: Path, server: TelegramServer) -> None:
+    async with engine_with_telegram(tmp_path, polling(server)) as engine:
+        update_id = server.say(ADMIN, ADMIN, "/whoami")
+        await answered(server, ADMIN, "You are alice", "the first answer")
+        offsets = engine.store("telegram")
+        await eventually(lambda: _stored(offsets, update_id + 1), "the offset stored past the update")
+        assert await _journaled(engine) == 1
+        # The crash window: journaled, but killed before the offset was stored and before Telegram was told.
+        await offsets.put("offset", str(update_id))
+        server.unconfirm(update_id)
+    async with engine_with_telegram(tmp_path, polling(server)) as engine:
+        await eventually(lambda: _true(server.pending == []), "the update to be fetched and confirmed again")
+        server.say(ADMIN, ADMIN, "/help")
+        await answered(server, ADMIN, "You can run:", "the next answer")
+        assert await _journaled(engine) == 2  # /whoami once, /help once
+    assert len([t for t in texts(server, ADMIN) if t.startswith("You are alice")]) == 1
+
+
+async def _stored(offsets: Any, expected: int) -> bool:
+    return await offsets.get("offset") == str(expected)
+
+
 async def test_a_webhook_set_before_is_deleted_to_poll(tmp_path: Path, server: TelegramServer) -> None:
     server.webhook_url = "https://old.example.com/hooks/telegram"
     async with engine_with_telegram(tmp_path, polling(server)):
@@ -323,6 +346,10 @@ async def test_the_api_client_classifies_telegram_answers(server: TelegramServer
 def test_rendering_escapes_and_fits_telegram() -> None:
     message = Message(kind="notification", text="a < b & c", title="<Disk>", fields=(("host", "db&1"),))
     assert to_html(message) == "<b>&lt;Disk&gt;</b>\na &lt; b &amp; c\nhost: db&amp;1"
+    links = keyboard(Message(kind="notification", text="t", buttons=(Button(handle="h1", label="Ack", action="ack"),),
+                             links=(LinkButton(label="Runbook", url="https://wiki.example.com/disk"),)))
+    assert links == {"inline_keyboard": [[{"text": "Ack", "callback_data": "h1"}],
+                                         [{"text": "Runbook", "url": "https://wiki.example.com/disk"}]]}
     long = to_html(Message(kind="reply", text="x" * 5000))
     assert utf16_len(long) <= 4096 and long.endswith("more characters not shown]")
 

@@ -136,14 +136,13 @@ async def press(event: Event, data: ButtonData, services: Services) -> None:
         text = f"Already acknowledged by {earlier}." if earlier else f"Acknowledged by {presser}."
         services.board.pressed(data.alert_fingerprint, "ack", acknowledged_by=earlier or presser)
         if earlier is None:  # everyone who got the alert sees it is taken, wherever they are
-            await services.delivery.amend(data.source_event, note=f"✅ Acknowledged by {presser}",
-                                          drop=frozenset({"ack"}), key="ack")
+            await services.delivery.follow(data.alert_fingerprint, await services.alerts.status(
+                data.alert_fingerprint))
     elif data.arg in MUTE_DURATIONS:
         until = await services.alerts.mute(data.alert_fingerprint, presser, MUTE_DURATIONS[data.arg])
         text = f"Muted by {presser} until {until.isoformat(timespec='minutes')}."
         services.board.pressed(data.alert_fingerprint, "mute", muted_until=until)
-        await services.delivery.amend(data.source_event, drop=frozenset({"mute"}), key=f"mute/{event.id}",
-                                      note=f"🔕 Muted by {presser} until {until.isoformat(timespec='minutes')}")
+        await services.delivery.follow(data.alert_fingerprint, await services.alerts.status(data.alert_fingerprint))
     else:
         text = f"Mute for {data.arg!r} is not offered; try one of {', '.join(MUTE_DURATIONS)}."
     await services.delivery.reply(event.reply_to, Text(text))

@@ -10,6 +10,7 @@ reports; the finished task is then an event of its own (`on task ...`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import sqlite3
@@ -88,7 +89,9 @@ class Runtime:
         elif isinstance(data, AlertData):
             services.board.seen(event)
             if data.status == "resolved":
-                await services.alerts.resolved(data.fingerprint)
+                last = await services.alerts.resolved(data.fingerprint)
+                await services.delivery.follow(data.fingerprint, dataclasses.replace(
+                    last, fired_at=data.starts_at, resolved_at=data.ends_at or event.time))
 
         rules = graph.match(event.kind, fields)
         if not rules:

@@ -386,6 +386,7 @@ async def silence(action: SilenceAction, run: RuleRun, services: Services) -> ac
                                 {"rule": run.rule.name, "alert": fingerprint})
     await services.audit_publish("silence.added", by, rule=run.rule.name, alert=fingerprint,
                                  until=until.isoformat(timespec="seconds"))
+    await services.delivery.follow(fingerprint, await services.alerts.status(fingerprint))
     return actions.ActionOutcome(f"silenced {fingerprint} for {format_duration(seconds)}")
 
 

@@ -290,7 +290,7 @@ class Engine:
         require_private_folder(self.config.data_dir)  # 0700, or refuse to start (engine/core/private.py)
         await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA,
                             keys.SCHEMA, actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA,
-                            confirm.SCHEMA, outbox.SCHEMA, kv.SCHEMA, kv.migrate])
+                            confirm.SCHEMA, outbox.SCHEMA, outbox.migrate, kv.SCHEMA, kv.migrate])
         await self._load_recent()
         await self.alerts.load()
         await self.sandbox.start()

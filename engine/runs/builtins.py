@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dsl import EventGraph
 from engine.core.events import ButtonData, CommandData, Event
+from engine.delivery.delivery import HERALD_CHAT, person_chat
 from engine.delivery.outlets import Text
 from engine.intake import secrets
 from engine.runs import confirm
@@ -117,7 +118,26 @@ async def press_refusal(event: Event, graph: EventGraph, services: Services, now
         missing = [role for role in rule.required_roles if role not in roles]
         if missing:
             return f"{what} requires role {', '.join(missing)} (rule {rule.name}), which {principal} does not have"
+    if not await _addressed(event, data, principal, services):
+        return f"{what}: this notification was not sent to {principal} (only its recipients may press its buttons)"
     return None
+
+
+async def _addressed(event: Event, data: ButtonData, principal: str, services: Services) -> bool:
+    """Whether the notification this button came with was sent to this person: to the conversation the press came
+    from (a room it was posted in), to one of the person's own conversations on any platform, or to a room of
+    Herald's chat (open to every linked person, so everyone may be in it)."""
+    sent = await services.delivery.outbox.notifications_of(data.source_event)
+    if not sent:
+        return True  # sent before the outbox kept it, or pruned after a week: the roles above decide alone
+    places = {(item.to.platform, item.to.chat) for item in sent}
+    origin = event.reply_to
+    if origin is not None and (origin.platform, origin.chat) in places:
+        return True
+    if (HERALD_CHAT, person_chat(principal)) in places or any(
+            platform == HERALD_CHAT and chat.startswith("#") for platform, chat in places):
+        return True
+    return any(account in places for account in await services.directory.accounts_of(principal))
 
 
 async def press(event: Event, data: ButtonData, services: Services) -> None:

@@ -235,10 +235,10 @@ class Delivery:
     async def _delivered(self, done: Delivered) -> None:
         item = done.item
         self.counts[(item.to.platform, done.outcome)] += 1
-        if item.message.kind != "notification":
+        if item.message.kind != "notification" or item.op == "edit":  # an alert's later state is not news
             if done.outcome == "failed":
-                self._audit("reply.failed", "system", platform=item.to.platform, chat=item.to.chat,
-                            error=done.error)
+                self._audit("reply.failed" if item.op == "send" else "edit.failed", "system",
+                            platform=item.to.platform, chat=item.to.chat, error=done.error)
             return
         data: dict[str, Any] = {"platform": item.to.platform, "chat": item.to.chat,
                                 "event": item.message.meta.get("event"), "rule": item.message.meta.get("rule")}

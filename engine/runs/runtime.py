@@ -87,7 +87,9 @@ class Runtime:
         elif isinstance(data, ButtonData):
             await press(event, data, services)
         elif isinstance(data, AlertData):
-            services.board.seen(event)
+            services.board.seen(event)  # "who was paged, when" starts here; notification.sent says where it went
+            services.audit_soon("alert.received", who(event), event=event.id, alert=data.fingerprint,
+                                name=data.name, status=data.status, severity=data.severity)
             if data.status == "resolved":
                 last = await services.alerts.resolved(data.fingerprint)
                 await services.delivery.follow(data.fingerprint, dataclasses.replace(

@@ -3,6 +3,7 @@ acknowledged, muted and resolved, with only the buttons that still apply; the ne
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,19 @@ async def test_every_platforms_message_follows_ack_mute_and_resolve(
             await alice.wait_for(lambda f: f["type"] == "notification_edit" and f["message"] == str(again["seq"]))
             first = platform_server.chat_messages(ROOM)[0]
             assert "Resolved" in first.text and first.text.count("Acknowledged") == 1
+
+            # the audit answers "who was paged, when, where"
+            rows = await engine.db.call(lambda c: c.execute(
+                "SELECT action, data FROM audit_log WHERE action IN ('alert.received', 'notification.sent') "
+                "ORDER BY seq").fetchall())
+            trail = [(r["action"], *(json.loads(r["data"]).get(k) for k in ("status", "platform", "chat")))
+                     for r in rows]
+            # alice is paged on Herald's chat and on Loopchat (her account there), and the team's room too
+            assert trail[0] == ("alert.received", "firing", None, None), trail
+            assert sorted(trail[1:4]) == [("notification.sent", None, "chat", "@alice"),
+                                          ("notification.sent", None, "loopchat", ROOM),
+                                          ("notification.sent", None, "loopchat", "U100")], trail
+            assert trail[4] == ("alert.received", "resolved", None, None), trail
 
 
 async def _room(server: LoopchatServer) -> list[Any]:

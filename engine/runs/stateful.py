@@ -172,6 +172,12 @@ class Stateful:
             await services.audit_publish("escalation.skipped", "system", rule=p["rule"], alert=fingerprint,
                                          target=p["target"], reason="resolved")
             return
+        until = await services.alerts.muted_until(fingerprint)
+        if until is not None:  # a mute quiets the alert everywhere, its escalation too
+            await services.audit_publish("escalation.skipped", "system", rule=p["rule"], alert=fingerprint,
+                                         target=p["target"],
+                                         reason=f"muted until {until.isoformat(timespec='minutes')}")
+            return
         audience = actions.audience_for(p["target"], services)
         if audience is None:
             await services.audit_publish("escalation.failed", "system", rule=p["rule"], alert=fingerprint,

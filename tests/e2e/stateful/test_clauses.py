@@ -195,6 +195,25 @@ async def test_escalation_only_when_not_acknowledged(config: Config) -> None:
         assert len(await audit(engine, "escalation.sent")) == 1
 
 
+async def test_a_muted_alert_does_not_escalate(config: Config) -> None:
+    rules = ESCALATE_RULES.replace("{after}", "15m").replace("with buttons ack", "with buttons")
+    clock = ManualClock(START)
+    async with engine_for(config, rules, clock) as engine, \
+            ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice, \
+            ChatClient.connect(chat_url(engine), BOB_TOKEN) as bob:
+        await post_alert(engine, "Noisy")
+        note = await alice.wait_for(lambda f: f["type"] == "notification")
+        mute = next(b["id"] for b in note["buttons"] if b["action"] == "mute")
+        assert (await press(alice, mute))["text"].startswith("Muted by alice until")
+        await post_alert(engine, "Noisy")  # a second firing while muted arms nothing new
+        await tick(engine, clock, 16 * 60)
+        await drain(bob)
+        assert notes(bob, "esc") == []
+        [skipped] = await audit(engine, "escalation.skipped")
+        assert skipped["reason"].startswith("muted until ")
+        assert await audit(engine, "escalation.sent") == []
+
+
 async def test_a_restart_inside_the_escalation_window_still_escalates_once_on_time(config: Config) -> None:
     rules = ESCALATE_RULES.replace("{after}", "4s")
     async with engine_for(config, rules) as engine:

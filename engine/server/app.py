@@ -30,6 +30,7 @@ from engine.core.bus import Bus
 from engine.core.config import Config, HttpConfig
 from engine.core.errors import AuthError, Busy, ConfigError
 from engine.core.events import Actor, AlertData, ButtonData, Event, ReplyTo
+from engine.core.ids import new_id
 from engine.core.journal import Journal
 from engine.core.private import require_private_folder, write_private
 from engine.core.store import Database
@@ -38,7 +39,7 @@ from engine.delivery.connector import Connector
 from engine.delivery.delivery import Delivery
 from engine.delivery.message import Conversation
 from engine.delivery.outbox import Outbox, Outgoing
-from engine.delivery.outlets import Audience
+from engine.delivery.outlets import Audience, Notification
 from engine.delivery.progress import OutputRelay
 from engine.intake.intake import Intake
 from engine.intake.secrets import SecretIntake
@@ -46,7 +47,7 @@ from engine.plugin import kv
 from engine.plugin.api import Acknowledge, ConnectorSpec, Integration, KeyValue, Unload
 from engine.plugin.discovery import active_integrations, connector_specs, discover, validate_integrations
 from engine.plugin.kv import SqliteKeyValue
-from engine.reload.reloader import ConfigSource, Reloader, adopt_config
+from engine.reload.reloader import ConfigSource, Fallback, Reloader, adopt_config
 from engine.runs import actions, alerts, confirm, runtime, schedules, stateful
 from engine.runs.alert_board import AlertBoard
 from engine.runs.alerts import AlertState
@@ -120,10 +121,11 @@ def tls_context(http: HttpConfig) -> ssl.SSLContext | None:
 class Engine:
     def __init__(self, config: Config, graph: EventGraph, *, teams: Sequence[TeamDecl] = (),
                  integrations: Sequence[Integration] | None = None, config_source: ConfigSource | None = None,
-                 watch: bool = True, clock: timers.Clock | None = None):
+                 watch: bool = True, clock: timers.Clock | None = None, fallback: Fallback | None = None):
         """`config_source` lets a reload re-read the config file (without it only rules reload); `watch` turns
         the file watcher on (reload() and request_reload() work either way)."""
         self.config = config
+        self._fallback = fallback  # started on the last rules that compiled: reported loudly at start
         self.state: State = "new"
         self.bus = Bus()
         self.db = Database(config.data_dir)
@@ -314,7 +316,7 @@ class Engine:
         await self._revoke_previous_local_token()
         await self._issue_local_api_token()
         self._spawn("local-token-renewal", self._renew_local_api_token)
-        await self.reloader.start()
+        await self.reloader.start(self._fallback)
         self._spawn("reloader", self.reloader.run)
         if self._watch:
             self._spawn("rules-watcher", self.reloader.watch)
@@ -384,6 +386,15 @@ class Engine:
     def request_reload(self, trigger: str = "signal") -> None:
         """Queue a reload from synchronous code (a signal handler); the reload loop runs it."""
         self.reloader.request(trigger)
+
+    async def tell_admins(self, text: str) -> None:
+        admins = tuple(name for name in self.config.principals if "admin" in self.directory.roles_of(name))
+        await self.delivery.notify(Audience(team="admins", members=admins),
+                                   Notification(event_id=new_id(), rule="(engine)", text=text, severity="warning"))
+
+    @property
+    def rules_stale(self) -> bool:
+        return self.reloader.stale
 
     def swap(self, graph: EventGraph, teams: Sequence[TeamDecl], config: Config) -> int:
         """Put a new graph, and a new config with its people, in place in one step (no await); returns the

@@ -53,6 +53,9 @@ roles = ["operator"]
 [teams.ops]
 members = ["alice"]
 chat_rooms = ["ops"]
+
+[integrations.chat]
+device_accounts = true  # the identity tests link device accounts
 """
 
 

@@ -342,7 +342,8 @@ class Engine:
             await self.runtime.task_finished(task)
         for event, body in await self.journal.unfinished():
             self._enqueue(event, body)  # accepted before a stop or crash: handle it now
-        self._spawn("timers", self.timers.run)  # timers that came due while Herald was down fire once, now
+        # timers that came due while Herald was down fire once, after a grace for clients to reconnect
+        self._spawn("timers", functools.partial(self.timers.run, grace_s=self.config.start_grace_s))
         self.bus.publish(await self.audit.append("engine.started", "system", rules=len(self.graph.rules),
                                                  port=self.port))
         log.info("Herald is running on http://%s:%s with %d rules", self.config.http.host, self.port,

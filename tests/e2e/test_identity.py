@@ -122,3 +122,21 @@ async def test_an_unlinked_account_is_rate_limited_until_it_is_linked(
         more = [await device.say("/whoami") for _ in range(12)]
         replies = [await device.wait_for(lambda f, m=m: f.get("in_reply_to") == m) for m in more]
     assert all(r["type"] == "reply" and r["text"].startswith("You are alice") for r in replies)
+
+
+async def test_rooms_are_joined_only_by_people_with_a_room_role(config: Config) -> None:
+    """By default only admins and operators join rooms (issue 18 item 10): bob, a viewer, is told which rooms he was
+    refused and does not see what is posted there; alice, an admin, does."""
+    from engine.testing.conformance import post_alert
+    from tests.support import ALICE_TOKEN, BOB_TOKEN
+
+    async with running_engine(config.model_copy(update={"integrations": {}})) as engine, \
+            ChatClient.connect(chat_url(engine), BOB_TOKEN, rooms=["ops"]) as bob, \
+            ChatClient.connect(chat_url(engine), ALICE_TOKEN, rooms=["ops"]) as alice:
+        assert bob.welcome["rooms"] == [] and bob.welcome["refused_rooms"] == ["ops"]
+        assert "needs a linked person with role admin or operator" in bob.welcome["rooms_note"]
+        assert alice.welcome["rooms"] == ["ops"] and "refused_rooms" not in alice.welcome
+        await post_alert(engine, "DiskFull")
+        await alice.wait_for(lambda f: f["type"] == "notification")
+        assert await _ask(bob, "/whoami")  # a round trip after the notification went out
+    assert not any(f["type"] == "notification" for f in bob.frames)

@@ -126,7 +126,7 @@ async def press_refusal(event: Event, graph: EventGraph, services: Services, now
 async def _addressed(event: Event, data: ButtonData, principal: str, services: Services) -> bool:
     """Whether the notification this button came with was sent to this person: to the conversation the press came
     from (a room it was posted in), to one of the person's own conversations on any platform, or to a room of
-    Herald's chat (open to every linked person, so everyone may be in it)."""
+    Herald's chat (which everyone allowed to join rooms may be in)."""
     sent = await services.delivery.outbox.notifications_of(data.source_event)
     if not sent:
         return True  # sent before the outbox kept it, or pruned after a week: the roles above decide alone

@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 
 from engine.cli.common import add_client_args, engine_url, load_for, read_token
-from engine.client.remote import RemoteEngineClient
-from engine.core.errors import HeraldError
+from engine.client.remote import RemoteEngineClient, TokenMissing, read_api_token
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -28,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
         """The token file as it is now: the engine renews it, and a restarted engine writes a new one."""
         nonlocal last
         try:
-            last = read_token(config)
-        except HeraldError:
+            last = read_api_token(config.data_dir)
+        except TokenMissing:
             pass  # the engine is stopping or restarting: keep trying with the last one
         return last
 

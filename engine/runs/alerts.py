@@ -45,7 +45,6 @@ def button_label(action: str, arg: str | None) -> str:
     label = _LABELS.get(action, action.replace("-", " ").replace("_", " ").capitalize())
     return f"{label} {arg}" if arg else label
 DEFAULT_SPECS: tuple[tuple[str, str | None], ...] = tuple((action, arg) for _, action, arg in ALERT_BUTTONS)
-MUTE_DURATIONS = {"1h": timedelta(hours=1)}
 
 
 @dataclass(frozen=True)

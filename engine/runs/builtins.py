@@ -3,13 +3,16 @@ buttons Acknowledge and Mute, and the Confirm button of `require confirmation` (
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from dsl import EventGraph
+from dsl.checks import mute_problem
+from dsl.values import duration_seconds
 from engine.core.events import ButtonData, CommandData, Event
 from engine.delivery.delivery import HERALD_CHAT, person_chat
 from engine.delivery.outlets import Text
 from engine.intake import secrets
 from engine.runs import confirm
-from engine.runs.alerts import MUTE_DURATIONS
 from engine.runs.run import Services, who
 
 BUILTIN_COMMANDS = {
@@ -158,11 +161,12 @@ async def press(event: Event, data: ButtonData, services: Services) -> None:
         if earlier is None:  # everyone who got the alert sees it is taken, wherever they are
             await services.delivery.follow(data.alert_fingerprint, await services.alerts.status(
                 data.alert_fingerprint))
-    elif data.arg in MUTE_DURATIONS:
-        until = await services.alerts.mute(data.alert_fingerprint, presser, MUTE_DURATIONS[data.arg])
+    elif (problem := mute_problem(data.arg)) is None:  # the compiler checked it; the binding is signed
+        until = await services.alerts.mute(data.alert_fingerprint, presser,
+                                           timedelta(seconds=duration_seconds(data.arg or "")))
         text = f"Muted by {presser} until {until.isoformat(timespec='minutes')}."
         services.board.pressed(data.alert_fingerprint, "mute", muted_until=until)
         await services.delivery.follow(data.alert_fingerprint, await services.alerts.status(data.alert_fingerprint))
     else:
-        text = f"Mute for {data.arg!r} is not offered; try one of {', '.join(MUTE_DURATIONS)}."
+        text = f"Not muted: {problem}."
     await services.delivery.reply(event.reply_to, Text(text))

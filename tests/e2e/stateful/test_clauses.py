@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 
 from engine.core.config import Config
 from engine.core.timers import ManualClock
@@ -158,6 +159,21 @@ async def test_mute_1h_survives_a_restart_and_ends_when_the_alert_resolves(confi
         details = [detail for _, detail in await runs(engine, "shop-page")]
         assert details[1].startswith("muted until")  # "two" was dropped by the mute, not lost
         assert [a["actor"] for a in await audit(engine, "button.pressed")] == ["alice"]
+
+
+async def test_a_mute_button_mutes_for_its_own_duration(config: Config) -> None:
+    rules = ('rule shop-page:\n  on alert from shop\n'
+             '  notify ops saying "shop {alert.summary}" with buttons ack, mute 30m, mute 4h\n')
+    async with engine_for(config, rules) as engine, ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        fingerprint = await post_alert(engine, "Down", service="shop", summary="one")
+        note = await alice.wait_for(lambda f: f["type"] == "notification")
+        assert [b["label"] for b in note["buttons"]] == ["Acknowledge", "Mute 30m", "Mute 4h"]
+        mute = next(b["id"] for b in note["buttons"] if b["arg"] == "4h")
+        before = datetime.now(UTC)
+        reply = await press(alice, mute)
+        until = await engine.runtime.services.alerts.muted_until(fingerprint)
+    assert reply["text"].startswith("Muted by alice until") and until is not None
+    assert timedelta(hours=3, minutes=59) < until - before < timedelta(hours=4, minutes=1)
 
 
 ESCALATE_RULES = '''

@@ -372,6 +372,8 @@ class Reloader:
         except Exception:
             log.exception("re-planning stateful clauses after the swap to version %d failed", version)
         extra: dict[str, object] = {"needs_restart": restart} if restart else {}
+        if diff.moved:
+            extra["moved"] = [f"{a} -> {b}" for a, b in diff.moved[:NAMES_IN_AUDIT]]
         await engine.audit_publish("rules.reloaded", actor, trigger=trigger, version=version, diff=diff.summary,
                                    added=outcome.added, removed=outcome.removed, changed=outcome.changed, **extra)
         return outcome

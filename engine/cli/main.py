@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.worker",
     "engine.cli.sandbox",
     "engine.cli.rules",
+    "engine.cli.alerts",
 )
 COMMANDS_GROUP = "herald.commands"  # entry points: functions taking the sub-parsers, adding their commands
 GC_GEN0_THRESHOLD = 50_000  # allocations between young-generation collections (CPython's default: 700)

@@ -39,8 +39,9 @@ from engine.delivery.connector import Connector
 from engine.delivery.delivery import Delivery
 from engine.delivery.message import Conversation
 from engine.delivery.outbox import Outbox, Outgoing
-from engine.delivery.outlets import Audience, Notification
+from engine.delivery.outlets import Audience, Button, Notification
 from engine.delivery.progress import OutputRelay
+from engine.delivery.render import following
 from engine.intake.intake import Intake
 from engine.intake.secrets import SecretIntake
 from engine.plugin import kv
@@ -453,9 +454,17 @@ class Engine:
                 self._waiting -= 1
 
     async def _load_recent(self) -> None:
+        board = self.runtime.services.board
         for event in await self.journal.recent(RECENT_ON_START):
             self.bus.publish(event_view(event))
-            self.runtime.services.board.seen(event)  # alerts as last heard of (their buttons are not kept)
+            board.seen(event)  # alerts as last heard of
+        for fingerprint in board.firing():  # ... with who acknowledged or muted them, and their buttons still good
+            status = await self.alerts.status(fingerprint)
+            sent = await self.outbox.notifications_of_alert(fingerprint, limit=1)
+            buttons = following(sent[-1].message, status).buttons if sent else ()
+            board.restore(fingerprint, acknowledged_by=status.acknowledged_by, muted_until=status.muted_until,
+                          buttons=tuple(Button(id=b.handle, label=b.label, action=b.action, arg=b.arg)
+                                        for b in buttons))
         for task in await self.tasks.recent(RECENT_ON_START):
             self.bus.publish(task.view())
         for entry in await self.audit.recent(RECENT_ON_START):

@@ -55,8 +55,11 @@ class SocketMode:
                         failures = 0
             except RateLimited as exc:
                 wait = exc.retry_after_s
-            except (Unavailable, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            except Unavailable as exc:
                 log.warning("slack: Socket Mode connection failed (%s); reconnecting", exc)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # aiohttp's text names the URL: not shown
+                log.warning("slack: Socket Mode connection failed (%s %s); reconnecting", type(exc).__name__,
+                            getattr(exc, "status", ""))
             failures += 1
             if wait is None:  # the first reconnect after a good session is at once; then exponential, with jitter
                 wait = 0.0 if failures == 1 else min(MAX_BACKOFF_S, 0.25 * 2 ** failures) * random.uniform(0.5, 1)

@@ -24,6 +24,10 @@ from engine.plugin import IntegrationContext, RateLimited, Rejected, Unavailable
 from integrations.slack.tokens import Tokens
 
 log = logging.getLogger("herald.slack")
+# slack_sdk logs whole responses at DEBUG (oauth.v2.access answers hold the new token pair, apps.connections.open a
+# ticket), whenever its logger's own level is at or below DEBUG. Its own logger, never below INFO, keeps them out.
+sdk_log = logging.getLogger("herald.slack.sdk")
+sdk_log.setLevel(logging.INFO)
 
 # Slack's own words for "try again later", sent with HTTP 200 and ok=false.
 _TRANSIENT = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout",
@@ -68,7 +72,7 @@ class SlackWeb:
 
 def make_client(ctx: IntegrationContext, api_url: str, token: str | None, *, answers: bool = False) -> AsyncWebClient:
     handlers: list[AsyncRetryHandler] = [AsyncRateLimitErrorRetryHandler(max_retry_count=1)] if answers else []
-    return AsyncWebClient(token=token, base_url=api_url, session=ctx.http, retry_handlers=handlers, logger=log)
+    return AsyncWebClient(token=token, base_url=api_url, session=ctx.http, retry_handlers=handlers, logger=sdk_log)
 
 
 class _DeadToken(Exception):

@@ -98,6 +98,7 @@ class SlackServer:
     calls: list[str] = field(default_factory=list)
     token_errors: list[str] = field(default_factory=list)
     refreshes: list[str] = field(default_factory=list)  # refresh tokens presented, in order
+    issued_access: list[str] = field(default_factory=list)
     acked: list[str] = field(default_factory=list)
     deliveries: list[tuple[str, int]] = field(default_factory=list)  # HTTP mode: (path, status)
     hold_acks: bool = False
@@ -278,6 +279,7 @@ class SlackServer:
         self._refresh.discard(presented)  # single use
         access, refresh = f"xoxe.xoxb-1-{uuid.uuid4().hex[:16]}", f"xoxe-1-{uuid.uuid4().hex[:16]}"
         self._access[access] = time.time() + self.expires_in
+        self.issued_access.append(access)
         self._refresh.add(refresh)
         return _ok({"app_id": APP, "authed_user": {"id": "U0INSTALLER"}, "scope": "chat:write,commands",
                     "token_type": "bot", "access_token": access, "bot_user_id": BOT_USER, "refresh_token": refresh,

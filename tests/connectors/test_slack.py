@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,11 +17,12 @@ import aiohttp
 import pytest
 
 from engine.core.config import Config
-from engine.plugin import IntegrationContext, Unload, discover
+from engine.plugin import Button, IntegrationContext, Message, Unload, discover
 from engine.security import identity
 from engine.testing import running_engine
 from engine.testing.conformance import Shown, check_connector, eventually, post_alert
 from integrations.slack import integration as slack
+from integrations.slack import render
 from integrations.slack.config import SlackConfig
 from integrations.slack.connector import parse_address
 from tests.connectors.slack_server import SlackServer, sign
@@ -117,9 +119,15 @@ async def test_http_mode_passes_the_conformance_kit(tmp_path: Path, server: Slac
 
 # -- one engine, for the tests below -------------------------------------------------------------------------------
 
+RULES = """\
+on alert notify ops with buttons
+on message matching /disk (is )?full/ reply "Try /backup files."
+"""
+
+
 def _config(tmp_path: Path, integration: dict[str, Any]) -> Config:
     (tmp_path / "rules").mkdir(exist_ok=True)
-    (tmp_path / "rules" / "ops.rules").write_text("on alert notify ops with buttons\n")
+    (tmp_path / "rules" / "ops.rules").write_text(RULES)
     return Config.model_validate({
         "data_dir": "data", "rules_dir": "rules", "http": {"port": 0},
         "principals": {"alice": {"roles": ["admin"], "accounts": ["slack:U0ADMIN01"]},
@@ -227,7 +235,8 @@ def rotating_config(server: SlackServer, refresh_token: str) -> dict[str, Any]:
 
 
 async def test_a_token_that_expires_mid_run_is_refreshed_without_losing_a_message_and_survives_a_restart(
-        tmp_path: Path, server: SlackServer) -> None:
+        tmp_path: Path, server: SlackServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     first = server.issue_refresh_token()
     config = _config(tmp_path, rotating_config(server, first))
     async with running_engine(config, integrations=discover()) as engine:
@@ -250,6 +259,42 @@ async def test_a_token_that_expires_mid_run_is_refreshed_without_losing_a_messag
     assert len(server.refreshes) == 3 and server.token_errors == ["token_expired", "token_expired"]
     for name in ("BeforeExpiry", "AfterExpiry", "AfterRestart", "AfterSecondExpiry"):
         assert sum(name in t for t in _texts(server, "C0OPSROOM")) == 1
+    secrets = [*server.refreshes, *server.issued_access, server.client_secret, server.app_token]
+    leaked = [s for s in secrets if s in caplog.text]
+    assert not leaked, "a token reached the logs"
+
+
+# -- messages in channels --------------------------------------------------------------------------------------
+
+async def test_channel_messages_and_mentions_reach_on_message_rules_once(tmp_path: Path, server: SlackServer) -> None:
+    async with running_engine(_config(tmp_path, socket_config(server)), integrations=discover()):
+        await eventually(lambda: _true(server.connections == 1), "the Socket Mode connection")
+        await server.event_message("U0ADMIN01", "C0OPSROOM", "<@U0BOTUSER> the disk is full", mention=True)
+        await server.event_message("U0VIEWER1", "C0OPSROOM", "all fine here")
+
+        async def replied() -> list[str]:
+            return [t for t in _texts(server, "C0OPSROOM") if t == "Try /backup files."]
+
+        await eventually(replied, "the rule's reply in the channel")
+        await asyncio.sleep(0.5)
+        assert len(await replied()) == 1
+        [reply] = [m for m in server.in_chat("C0OPSROOM") if m.shown_text() == "Try /backup files."]
+        assert reply.ephemeral_for is None  # an answer to a message is for the channel
+
+
+def test_a_notification_is_block_kit_with_a_colour_bar_and_a_text_fallback() -> None:
+    message = Message(kind="notification", text="Disk <full> & more", title="db1", severity="critical",
+                      fields=(("service", "database"),),
+                      buttons=(Button(handle="h1", label="Acknowledge", action="ack"),))
+    body = render.payload(message)
+    assert body["text"] == "db1\nDisk &lt;full&gt; &amp; more"
+    [attachment] = body["attachments"]
+    assert attachment["color"] == "#d62728" and "blocks" not in body
+    kinds = [b["type"] for b in attachment["blocks"]]
+    assert kinds == ["header", "section", "section", "actions"]
+    [button] = attachment["blocks"][-1]["elements"]
+    assert button["value"] == button["action_id"] == "h1"
+    assert "attachments" not in render.payload(Message(kind="reply", text="ok"))
 
 
 # -- config, addresses, rendering ----------------------------------------------------------------------------------
@@ -275,3 +320,19 @@ def test_the_config_needs_a_way_in_and_whole_rotation(tmp_path: Path, monkeypatc
     config = SlackConfig.model_validate({"bot_token_env": "SLACK_BOT", "app_token_file": str(secret)})
     assert config.secret("bot_token") == "xoxb-from-env" and config.secret("app_token") == "xapp-from-file"
     assert config.socket_mode and config.api_url == "https://slack.com/api/"
+
+
+def test_the_config_sections_in_the_platform_doc_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    import tomllib
+
+    doc = (Path(__file__).parents[2] / "docs" / "platforms" / "slack.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", doc, re.S)
+    assert len(blocks) == 2
+    for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_CLIENT_SECRET", "SLACK_REFRESH_TOKEN"):
+        monkeypatch.setenv(name, "x-" + name.lower())
+    for block in blocks:
+        section = tomllib.loads(block)["integrations"]["slack"]
+        assert SlackConfig.model_validate(section).socket_mode
+    for key in SlackConfig.model_fields:  # every setting is documented
+        assert f"`{key.removesuffix('_env').removesuffix('_file')}" in doc, key

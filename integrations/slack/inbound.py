@@ -15,6 +15,7 @@ acknowledge it to Slack.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ class Inbound:
         self._web = web
         self._store = store
         self.handled = 0
+        self._busy: dict[str, tuple[asyncio.Lock, int]] = {}  # key -> its lock, and how many hold or await it
 
     async def handle(self, kind: str, payload: dict[str, Any]) -> None:
         """One payload of type `kind` (slash_commands, interactive, events_api)."""
@@ -45,9 +47,22 @@ class Inbound:
         parsed = read(payload) if read is not None else None
         if parsed is None:
             return
-        item, response_url = parsed
-        key = item.key
+        key = parsed[0].key
         assert key is not None
+        # A retry that arrives while the first delivery is still being handled (HTTP mode) waits for it.
+        lock, waiting = self._busy.get(key, (asyncio.Lock(), 0))
+        self._busy[key] = (lock, waiting + 1)
+        try:
+            async with lock:
+                await self._handle_once(key, *parsed)
+        finally:
+            lock, waiting = self._busy[key]
+            if waiting == 1:
+                del self._busy[key]
+            else:
+                self._busy[key] = (lock, waiting - 1)
+
+    async def _handle_once(self, key: str, item: Incoming, response_url: str | None) -> None:
         seen_key = f"seen:{key}"
         seen = await self._store.get(seen_key)
         if seen == DONE:

@@ -11,13 +11,23 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
 
 from engine.core.config import Config
-from engine.plugin import Button, IntegrationContext, Message, Unload, discover
+from engine.plugin import (
+    Button,
+    IntegrationContext,
+    Message,
+    RateLimited,
+    Rejected,
+    Unavailable,
+    Unload,
+    discover,
+)
 from engine.security import identity
 from engine.testing import running_engine
 from engine.testing.conformance import Shown, check_connector, eventually, post_alert
@@ -25,6 +35,8 @@ from integrations.slack import integration as slack
 from integrations.slack import render
 from integrations.slack.config import SlackConfig
 from integrations.slack.connector import parse_address
+from integrations.slack.tokens import Tokens
+from integrations.slack.web import SlackWeb
 from tests.connectors.slack_server import SlackServer, sign
 
 
@@ -336,3 +348,75 @@ def test_the_config_sections_in_the_platform_doc_are_valid(monkeypatch: pytest.M
         assert SlackConfig.model_validate(section).socket_mode
     for key in SlackConfig.model_fields:  # every setting is documented
         assert f"`{key.removesuffix('_env').removesuffix('_file')}" in doc, key
+
+
+class _NoStore:
+    async def get(self, key: str) -> str | None:
+        return None
+
+    async def put(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
+        return None
+
+
+async def test_web_api_failures_are_classified_for_the_outbox(server: SlackServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        ctx: Any = SimpleNamespace(http=http)
+
+        def web(token: str) -> SlackWeb:
+            tokens = Tokens(bot_token=token, rotation=None, store=_NoStore(), refresh_before_s=0,
+                            oauth_client=lambda: None)  # type: ignore[arg-type,return-value]
+            return SlackWeb(ctx, api_url=server.api_url, tokens=tokens)
+
+        good = web(server.bot_token)
+        answer = await good.call("chat.postMessage", {"channel": "U0ADMIN01", "text": "hi"})
+        assert answer["channel"] == "D0ADMIN01"  # a member id lands in their DM
+        with pytest.raises(Rejected, match="channel_not_found"):
+            await good.call("chat.postMessage", {"channel": "C0MISSING", "text": "hi"})
+        server.rate_limit_next(7)
+        with pytest.raises(RateLimited) as limited:
+            await good.call("chat.postMessage", {"channel": "C0OPSROOM", "text": "hi"})
+        assert limited.value.retry_after_s == 7
+        with pytest.raises(Rejected, match="bot token was refused") as refused:
+            await web("xoxb-revoked").call("chat.postMessage", {"channel": "C0OPSROOM", "text": "hi"})
+        assert "xoxb-revoked" not in str(refused.value)
+        await server.stop()
+        with pytest.raises(Unavailable):
+            await good.call("chat.postMessage", {"channel": "C0OPSROOM", "text": "hi"})
+
+
+async def test_an_http_event_retried_while_and_after_it_is_handled_is_one_event(
+        tmp_path: Path, server: SlackServer) -> None:
+    server.mode = "http"
+    async with running_engine(_config(tmp_path, http_config(server)), integrations=discover()) as engine:
+        event = {"token": "t", "team_id": "T0HERALD", "api_app_id": "A0HERALD", "type": "event_callback",
+                 "event_id": "Ev0001", "event_time": int(time.time()),
+                 "event": {"type": "message", "user": "U0ADMIN01", "text": "the disk is full", "channel": "C0OPSROOM",
+                           "ts": f"{time.time():.6f}", "channel_type": "channel"}}
+        body = json.dumps(event).encode()
+
+        async def deliver(retry: int) -> int:
+            headers = {"Content-Type": "application/json", **sign(server.signing_secret, int(time.time()), body)}
+            if retry:
+                headers.update({"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"})
+            return (await _post(engine.port, "events", body, headers))[0]
+
+        assert await asyncio.gather(deliver(0), deliver(1)) == [200, 200]
+        assert await deliver(2) == 200
+        await eventually(lambda: _true("Try /backup files." in _texts(server, "C0OPSROOM")), "the rule's reply")
+        await asyncio.sleep(0.5)
+        assert _texts(server, "C0OPSROOM").count("Try /backup files.") == 1
+
+
+async def test_a_refresh_that_fails_is_loud_and_the_message_waits(
+        tmp_path: Path, server: SlackServer, caplog: pytest.LogCaptureFixture) -> None:
+    config = _config(tmp_path, rotating_config(server, "xoxe-1-revoked"))
+    async with running_engine(config, integrations=discover()) as engine:
+        await post_alert(engine, "WhileRevoked")
+
+        async def complained() -> bool:
+            return any(r.levelname == "ERROR" and "invalid_refresh_token" in r.getMessage()
+                       for r in caplog.records if r.name == "herald.slack")
+
+        await eventually(complained, "an error saying the refresh failed")
+        assert not any("WhileRevoked" in t for t in _texts(server, "C0OPSROOM"))
+    assert "xoxe-1-revoked" not in caplog.text

@@ -133,7 +133,11 @@ class Gateway:
                 await ws.send_json({"op": IDENTIFY, "d": {
                     "token": self._token, "intents": self._intents,
                     "properties": {"os": "linux", "browser": "herald", "device": "herald"}}})
-            await self._read(ws, interval)
+            try:
+                await self._read(ws, interval)
+            except asyncio.CancelledError:  # the engine stops: close with 4000, not 1000, so a restart can RESUME
+                await _close(ws, ZOMBIE)
+                raise
         self._after_close(ws.close_code)
 
     async def _fresh_url(self) -> str:

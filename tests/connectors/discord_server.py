@@ -308,10 +308,13 @@ class DiscordServer:
                 session = await self._resume(ws, request.path, data)
             else:
                 await ws.close(code=4001, message=b"Unknown opcode")
-        if ws.close_code is not None and ws.close_code not in (1000, 1006):
+        if ws.close_code is not None and ws.close_code != 1006:
             self.closes.append(ws.close_code)
         if session is not None and session.ws is ws:
             session.ws = None
+            # "When you close the connection to the gateway with close code 1000 or 1001, your session will be
+            # invalidated"; any other code (or none) keeps it resumable for a while.
+            session.invalid = ws.close_code in (1000, 1001)
         return ws
 
     async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> Session | None:

@@ -9,13 +9,20 @@ close codes not retried; and the REST side: a 429 on an edit waited out, spent b
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine.testing.conformance import Shown, check_connector
+from engine.core.config import Config
+from engine.plugin import discover
+from engine.security import identity
+from engine.testing import running_engine
+from engine.testing.conformance import Shown, check_connector, eventually, post_alert
 from integrations.discord import gateway as gateway_module
 from integrations.discord import integration
 from tests.connectors.discord_server import DiscordServer, Posted
@@ -98,3 +105,238 @@ async def test_conformance_with_the_slash_command(tmp_path: Path, discord: Disco
     assert presses and all(i.response == 6 for i in presses)
     assert "POST /api/v10/webhooks/{app}/{token}" in discord.calls, "the result was not a follow-up"
 
+
+
+# -- one engine with Discord, for the Gateway's and the REST side's own promises ------------------------------------
+
+
+@asynccontextmanager
+async def discord_engine(tmp_path: Path, server: DiscordServer, *, members: bool = False,
+                         **extra: Any) -> AsyncIterator[Any]:
+    server.guild_channel(ROOM)
+    rules = Path(tempfile.mkdtemp(prefix="herald-discord-rules-", dir="/tmp"))
+    (rules / "ops.rules").write_text("on alert notify ops with buttons\n")
+    config = Config.model_validate({
+        "data_dir": str(tmp_path / "data"), "rules_dir": str(rules), "http": {"port": 0},
+        "principals": {"alice": {"roles": ["admin"], "accounts": [f"discord:{ADMIN}"]}, "dave": {"roles": ["viewer"]}},
+        "teams": {"ops": {"targets": [f"discord:{ROOM}"], **({"members": ["alice"]} if members else {})}},
+        "integrations": {"discord": settings(server, **extra)},
+    }).resolved(tmp_path)
+    try:
+        async with running_engine(config, integrations=discover()) as engine:
+            await eventually(lambda: _ready(server), "the bot's Gateway session")
+            yield engine
+    finally:
+        shutil.rmtree(rules, ignore_errors=True)
+
+
+async def _ready(server: DiscordServer) -> bool:
+    return server.current is not None and server.current.ws is not None and not server.current.invalid
+
+
+def replies_to(server: DiscordServer, message_id: str) -> list[Posted]:
+    return [m for m in server.messages.values() if m.reference == message_id]
+
+
+async def test_a_dropped_gateway_resumes_its_session_and_loses_or_doubles_nothing(
+        tmp_path: Path, discord: DiscordServer) -> None:
+    async with discord_engine(tmp_path, discord):
+        before = await discord.say(ADMIN, ROOM, "/whoami")
+        await eventually(lambda: _answered(discord, before), "an answer before the drop")
+        session = discord.current
+        assert session is not None and integration.gateway is not None
+
+        async def caught_up() -> bool:  # the bot has handled everything, its own echoes included
+            return integration.gateway is not None and integration.gateway.session.seq == session.seq
+
+        await eventually(caught_up, "the bot to handle every dispatch")
+        handled = session.seq
+        await discord.drop(4000)
+        missed = [await discord.say(ADMIN, ROOM, "/whoami") for _ in range(3)]  # while the bot is away
+        for message_id in missed:
+            await eventually(lambda m=message_id: _answered(discord, m), "an answer to a message sent while away")
+        after = await discord.say(ADMIN, ROOM, "/whoami")
+        await eventually(lambda: _answered(discord, after), "an answer after the resume")
+    [resume] = discord.resumes
+    assert resume["session_id"] == session.id and resume["seq"] == handled and resume["path"] == "/resume"
+    assert len(discord.identifies) == 1, "the drop cost a new session"
+    assert all(len(replies_to(discord, m)) == 1 for m in [before, *missed, after]), "an event was doubled"
+
+
+async def _answered(server: DiscordServer, message_id: str) -> bool:
+    return bool(replies_to(server, message_id))
+
+
+async def test_reconnect_opcode_resumes_on_a_new_connection(tmp_path: Path, discord: DiscordServer) -> None:
+    async with discord_engine(tmp_path, discord):
+        await discord.reconnect()
+
+        async def resumed() -> bool:
+            return bool(discord.resumes) and await _ready(discord)
+
+        await eventually(resumed, "a RESUME after op 7")
+        said = await discord.say(ADMIN, ROOM, "/whoami")
+        await eventually(lambda: _answered(discord, said), "an answer on the resumed session")
+    assert len(discord.identifies) == 1 and 4000 in discord.closes
+
+
+async def test_invalid_session_is_answered_with_a_fresh_identify(tmp_path: Path, discord: DiscordServer) -> None:
+    async with discord_engine(tmp_path, discord):
+        first = discord.current
+        await discord.invalidate()
+        said = await discord.say(ADMIN, ROOM, "/whoami")  # waits for the next session, as Discord would not
+
+        async def identified_again() -> bool:
+            return len(discord.identifies) == 2 and discord.current is not first and await _ready(discord)
+
+        await eventually(identified_again, "a second IDENTIFY after INVALID_SESSION")
+        await eventually(lambda: _answered(discord, said), "an answer on the new session")
+    assert discord.resumes == [], "an invalid session was resumed"
+
+
+async def test_a_zombie_connection_is_closed_and_resumed(tmp_path: Path, discord: DiscordServer) -> None:
+    discord.heartbeat_interval_ms = 300
+    async with discord_engine(tmp_path, discord):
+        await eventually(lambda: _count(discord.heartbeats, 2), "heartbeats")
+        discord.acks = False  # heartbeats go unanswered: the bot must not trust the connection
+
+        async def replaced() -> bool:
+            return bool(discord.resumes) and len(discord.connections) == 2
+
+        await eventually(replaced, "a new connection after a missed HEARTBEAT_ACK", timeout_s=10)
+        discord.acks = True
+        said = await discord.say(ADMIN, ROOM, "/whoami")
+        await eventually(lambda: _answered(discord, said), "an answer on the new connection")
+    assert 4000 in discord.closes, f"the zombie was closed with {discord.closes}, which ends the session"
+    assert discord.resumes[0]["session_id"] in discord.sessions and len(discord.identifies) == 1
+
+
+async def _count(items: list[Any], at_least: int) -> bool:
+    return len(items) >= at_least
+
+
+async def test_heartbeats_carry_the_sequence_and_keep_the_interval(tmp_path: Path, discord: DiscordServer) -> None:
+    discord.heartbeat_interval_ms = 200
+    async with discord_engine(tmp_path, discord):
+        await eventually(lambda: _count(discord.heartbeats, 4), "a few heartbeats")
+        session = discord.current
+        assert session is not None
+        times = [at for at, _ in discord.heartbeats]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert all(0.15 < gap < 0.4 for gap in gaps), gaps
+    assert all(seq is not None and 1 <= seq <= session.seq for _, seq in discord.heartbeats)
+
+
+async def test_a_fatal_close_code_stops_the_gateway_with_a_reason(tmp_path: Path, discord: DiscordServer) -> None:
+    discord.message_content_allowed = False  # MESSAGE_CONTENT not enabled in the Developer Portal: 4014
+    rules = Path(tempfile.mkdtemp(prefix="herald-discord-rules-", dir="/tmp"))
+    config = Config.model_validate({"data_dir": str(tmp_path / "data"), "rules_dir": str(rules), "http": {"port": 0},
+                                    "integrations": {"discord": settings(discord)}}).resolved(tmp_path)
+    try:
+        async with running_engine(config, integrations=discover()):
+            async def stopped() -> str | None:
+                return integration.gateway.stopped if integration.gateway else None
+
+            reason = await eventually(stopped, "the gateway to give up")
+            assert "4014" in reason and "message_content = false" in reason
+            assert discord.connections == ["/gateway"], "a fatal close code was retried"
+    finally:
+        shutil.rmtree(rules, ignore_errors=True)
+
+
+async def test_without_message_content_the_bot_reads_direct_messages_and_slash_commands(
+        tmp_path: Path, discord: DiscordServer) -> None:
+    async with discord_engine(tmp_path, discord, message_content=False):
+        assert not int(discord.identifies[0]["intents"]) & (1 << 15)
+        dm = discord.dm_channel(ADMIN)
+        said = await discord.say(ADMIN, dm, "/whoami")
+        await eventually(lambda: _answered(discord, said), "an answer to a direct message")
+        ignored = await discord.say(ADMIN, ROOM, "/whoami")  # arrives with empty content: nothing to read
+        await discord.slash(ADMIN, ROOM, "whoami")
+
+        async def slash_answered() -> list[Posted]:
+            return [m for m in discord.channel_messages(ROOM) if m.interaction and "You are alice" in m.content]
+
+        await eventually(slash_answered, "the answer to /herald whoami")
+    assert replies_to(discord, ignored) == []
+
+
+async def test_a_429_on_a_button_edit_is_waited_out(tmp_path: Path, discord: DiscordServer) -> None:
+    async with discord_engine(tmp_path, discord) as engine:
+        await post_alert(engine, "EditLimited")
+
+        async def note() -> list[Posted]:
+            return [m for m in discord.channel_messages(ROOM) if "EditLimited" in shown_text(m)]
+
+        [message] = await eventually(note, "the notification")
+        discord.rate_limit_next("edit", 0.5)
+        [ack] = [b["custom_id"] for b in message.buttons if b["label"] == "Acknowledge"]
+        await discord.press(ADMIN, message.id, ack)
+
+        async def edited() -> bool:
+            return "Acknowledged by alice" in shown_text(message)
+
+        await eventually(edited, "the edit after the 429")
+    assert "PATCH /api/v10/channels/{channel}/messages/{message}" in discord.limited
+    assert message.edits == 1 and [b["label"] for b in message.buttons] == ["Mute 1h"]
+    [press] = [i for i in discord.interactions.values() if i.payload["type"] == 3]
+    assert press.response == 6  # DEFERRED_UPDATE_MESSAGE, then the edit
+
+
+async def test_spent_buckets_wait_for_their_reset_and_a_global_429_is_waited_out(
+        tmp_path: Path, discord: DiscordServer) -> None:
+    discord.bucket_limit, discord.bucket_window_s = 2, 0.5
+    async with discord_engine(tmp_path, discord) as engine:
+        discord.rate_limit_next("create", 0.3, global_=True)
+        for n in range(6):
+            await post_alert(engine, f"Burst{n}")
+
+        async def all_there() -> bool:
+            texts = [shown_text(m) for m in discord.channel_messages(ROOM)]
+            return all(sum(f"Burst{n}" in t for t in texts) == 1 for n in range(6))
+
+        await eventually(all_there, "six notifications through a bucket of two")
+    assert discord.early_calls == 0, "a call was made on a spent bucket"
+    assert discord.limited == ["POST /api/v10/channels/{channel}/messages"] and discord.repeats == 0
+
+
+async def test_a_person_is_notified_in_their_direct_messages(tmp_path: Path, discord: DiscordServer) -> None:
+    async with discord_engine(tmp_path, discord, members=True) as engine:
+        await post_alert(engine, "ForAlice")
+        dm = discord.dm_channel(ADMIN)
+
+        async def in_dm() -> list[Posted]:
+            return [m for m in discord.channel_messages(dm) if "ForAlice" in shown_text(m)]
+
+        [note] = await eventually(in_dm, "the notification in alice's direct messages")
+        assert note.embeds[0]["color"] == 0xE01E5A and [b["label"] for b in note.buttons] == ["Acknowledge", "Mute 1h"]
+
+
+async def test_an_account_links_itself_by_direct_message_or_slash_command(
+        tmp_path: Path, discord: DiscordServer) -> None:
+    newcomer, other = "1100000000000000003", "1100000000000000004"
+    async with discord_engine(tmp_path, discord) as engine:
+        token, _ = await engine.db.call(identity.issue_link_token, "dave", 600)
+        dm = discord.dm_channel(newcomer)
+        said = await discord.say(newcomer, dm, f"/link {token}")
+        await eventually(lambda: _answered(discord, said), "the answer to /link")
+        assert replies_to(discord, said)[0].content.startswith("Linked")
+
+        token, _ = await engine.db.call(identity.issue_link_token, "dave", 600)
+        await discord.slash(other, ROOM, f"link {token}")
+
+        async def linked() -> list[Posted]:
+            return [m for m in discord.channel_messages(ROOM) if m.content.startswith("Linked")]
+
+        [answer] = await eventually(linked, "the answer to /herald link")
+    assert answer.flags & 64, "a link token's answer was shown to the whole channel"
+
+
+async def test_an_engine_restart_resumes_the_stored_session(tmp_path: Path, discord: DiscordServer) -> None:
+    async with discord_engine(tmp_path, discord):
+        session = discord.current
+    async with discord_engine(tmp_path, discord):
+        said = await discord.say(ADMIN, ROOM, "/whoami")
+        await eventually(lambda: _answered(discord, said), "an answer after the restart")
+    assert session is not None and [r["session_id"] for r in discord.resumes] == [session.id]
+    assert len(discord.identifies) == 1

@@ -129,16 +129,19 @@ class DiscordServer:
     limited: list[str] = field(default_factory=list)  # the calls answered 429
     early_calls: int = 0
     repeats: int = 0
+    early_identifies: int = 0  # IDENTIFYs sent while the session start limit was spent
     acks: bool = True  # answer heartbeats; False makes the connection a zombie
     heartbeats: list[tuple[float, int | None]] = field(default_factory=list)
     identifies: list[dict[str, Any]] = field(default_factory=list)
     resumes: list[dict[str, Any]] = field(default_factory=list)
     connections: list[str] = field(default_factory=list)  # the path of each Gateway connection
+    hellos: list[float] = field(default_factory=list)  # when each HELLO was sent
     closes: list[int] = field(default_factory=list)  # close codes the bot closed with
     sessions: dict[str, Session] = field(default_factory=dict)
     current: Session | None = None
     pending: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # dispatches before any session
     _limits: list[tuple[str, float, bool]] = field(default_factory=list)
+    _starts_reset_at: float = 0.0
     _buckets: dict[str, tuple[int, float]] = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _by_nonce: dict[str, str] = field(default_factory=dict)
@@ -235,6 +238,11 @@ class DiscordServer:
 
     # -- what the test breaks --------------------------------------------------------------------------------------
 
+    def spend_session_starts(self, reset_after_ms: int) -> None:
+        """No session starts left until `reset_after_ms` from now (`session_start_limit` in GET /gateway/bot)."""
+        self.session_starts = {"remaining": 0, "reset_after": reset_after_ms}
+        self._starts_reset_at = time.monotonic() + reset_after_ms / 1000
+
     def rate_limit_next(self, what: str, retry_after_s: float, *, global_: bool = False) -> None:
         """Answer the next `what` ("create": a new message, "edit": any message edit) with a 429."""
         self._limits.append((what, retry_after_s, global_))
@@ -292,6 +300,7 @@ class DiscordServer:
             await ws.close(code=4012, message=b"Invalid API version")
             return ws
         await ws.send_json({"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}, "s": None, "t": None})
+        self.hellos.append(time.monotonic())
         session: Session | None = None
         async for frame in ws:
             if frame.type != WSMsgType.TEXT:
@@ -318,7 +327,7 @@ class DiscordServer:
         return ws
 
     async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> Session | None:
-        self.identifies.append(data)
+        self.identifies.append(data | {"at": time.monotonic()})
         if data.get("token") != self.token:
             await ws.close(code=4004, message=b"Authentication failed.")
             return None
@@ -329,6 +338,8 @@ class DiscordServer:
         if intents & MESSAGE_CONTENT and not self.message_content_allowed:
             await ws.close(code=4014, message=b"Disallowed intent(s).")
             return None
+        if self.session_starts["remaining"] <= 0 and time.monotonic() < self._starts_reset_at:
+            self.early_identifies += 1  # on Discord, this could reset the bot's token
         self.session_starts["remaining"] = max(0, self.session_starts["remaining"] - 1)
         session = Session(id=secrets.token_hex(16), intents=intents)
         self.sessions[session.id] = session
@@ -437,9 +448,13 @@ class DiscordServer:
         return response
 
     async def _gateway_bot(self, request: web.Request) -> web.Response:
+        now = time.monotonic()
+        if self.session_starts["remaining"] <= 0 and now >= self._starts_reset_at:
+            self.session_starts = {"remaining": 1000, "reset_after": 0}
+        reset_after = max(0, round((self._starts_reset_at - now) * 1000))
         return web.json_response({"url": f"ws://127.0.0.1:{self.port}/gateway", "shards": 1, "session_start_limit": {
-            "total": 1000, "remaining": self.session_starts["remaining"],
-            "reset_after": self.session_starts["reset_after"], "max_concurrency": 1}})
+            "total": 1000, "remaining": self.session_starts["remaining"], "reset_after": reset_after,
+            "max_concurrency": 1}})
 
     async def _put_commands(self, request: web.Request) -> web.Response:
         if request.match_info["app"] != self.application_id:

@@ -224,6 +224,7 @@ async def test_heartbeats_carry_the_sequence_and_keep_the_interval(tmp_path: Pat
         times = [at for at, _ in discord.heartbeats]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert all(0.15 < gap < 0.4 for gap in gaps), gaps
+    assert 0 <= times[0] - discord.hellos[0] < 0.25, "the first heartbeat is not within one jittered interval"
     assert all(seq is not None and 1 <= seq <= session.seq for _, seq in discord.heartbeats)
 
 
@@ -340,3 +341,41 @@ async def test_an_engine_restart_resumes_the_stored_session(tmp_path: Path, disc
         await eventually(lambda: _answered(discord, said), "an answer after the restart")
     assert session is not None and [r["session_id"] for r in discord.resumes] == [session.id]
     assert len(discord.identifies) == 1
+
+
+async def test_a_spent_session_start_limit_is_waited_out(tmp_path: Path, discord: DiscordServer) -> None:
+    async with discord_engine(tmp_path, discord):
+        discord.spend_session_starts(reset_after_ms=800)
+        await discord.invalidate()  # a new session is needed, and none may start for 0.8 s
+
+        async def identified_again() -> bool:
+            return len(discord.identifies) == 2 and await _ready(discord)
+
+        await eventually(identified_again, "an IDENTIFY once the limit reset")
+    assert discord.early_identifies == 0, "IDENTIFY was sent with no session starts left"
+
+
+async def test_a_restart_whose_session_is_gone_identifies_afresh(tmp_path: Path, discord: DiscordServer) -> None:
+    async with discord_engine(tmp_path, discord):
+        first = discord.current
+    assert first is not None
+    first.invalid = True  # Discord forgot it meanwhile: the RESUME is answered with INVALID_SESSION
+    async with discord_engine(tmp_path, discord):
+        said = await discord.say(ADMIN, ROOM, "/whoami")
+        await eventually(lambda: _answered(discord, said), "an answer on the new session")
+    assert [r["session_id"] for r in discord.resumes] == [first.id] and len(discord.identifies) == 2
+
+
+async def test_a_refused_command_is_answered_where_it_was_given(tmp_path: Path, discord: DiscordServer) -> None:
+    async with discord_engine(tmp_path, discord):
+        typed = await discord.say(ADMIN, ROOM, "/backup\u200bnow")  # a hidden character: refused, with why
+        await eventually(lambda: _answered(discord, typed), "the refusal of a typed command")
+        assert "U+200B" in replies_to(discord, typed)[0].content
+        slashed = await discord.slash(ADMIN, ROOM, "backup\u200bnow")
+
+        async def refused() -> bool:
+            return discord.interactions[slashed].response == 4
+
+        await eventually(refused, "the refusal of a slash command")
+    [answer] = [m for m in discord.messages.values() if m.interaction == slashed]
+    assert "U+200B" in answer.content and answer.flags & 64

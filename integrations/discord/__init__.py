@@ -8,6 +8,7 @@ and interaction answers edited in place. docs/platforms/discord.md says how to c
     interactions.py  answering interactions within 3 s, and replying through their 15-minute tokens
     inbound.py       messages, slash commands and presses handed to the intake
     gateway.py       the Gateway session: heartbeats, IDENTIFY, RESUME, INVALID_SESSION, close codes
+    endpoint.py      HTTP interactions mode: POST /hooks/discord/interactions, Ed25519-signed
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 from engine.plugin import ConnectorSpec, DeliveryError, IntegrationContext, Manifest, Rejected, Unload, read_secret
 from integrations.discord.config import DiscordConfig
 from integrations.discord.connector import CAPABILITIES, PLATFORM, DiscordConnector, parse_address
+from integrations.discord.endpoint import PATH, InteractionsEndpoint
 from integrations.discord.gateway import Gateway, intents
 from integrations.discord.inbound import Inbound, register_commands
 from integrations.discord.interactions import Interactions
@@ -51,6 +53,8 @@ class DiscordIntegration:
         inbound = Inbound(ctx, rest, connector, interactions)
         self.gateway = Gateway(ctx.http, rest, token, intents(config.message_content), inbound.dispatch, store)
         ctx.spawn("discord-gateway", self.gateway.run)
+        if config.public_key is not None:
+            ctx.routes.add_post(PATH, InteractionsEndpoint(config.public_key, inbound).handle)
         if config.register_commands:
             async def register() -> None:
                 await _register(rest, config.application_id, config.guild_id)

@@ -21,8 +21,9 @@ class DiscordConfig(BaseModel):
     token_env: str | None = None
     token_file: Path | None = None
     application_id: str  # General Information > Application ID; slash commands and interaction edits are under it
-    # Accepted for the HTTP interactions mode (Ed25519 signature checks), which this connector does not build yet:
-    # interactions arrive over the Gateway. Kept so a config written for that mode stays valid.
+    # HTTP interactions mode: the application's public key (General Information > Public Key, 64 hex digits). Set,
+    # Herald serves POST /hooks/discord/interactions (set it as the Interactions Endpoint URL) and checks each
+    # request's Ed25519 signature; Discord then sends interactions there instead of over the Gateway.
     public_key: str | None = None
     api_url: str = DEFAULT_API_URL  # tests point it at a fake; the Gateway URL comes from GET {api_url}/gateway/bot
     # Register the /herald slash command in this guild only (instant) instead of globally (up to an hour to appear,
@@ -40,6 +41,13 @@ class DiscordConfig(BaseModel):
     def _snowflake(cls, value: str | None) -> str | None:
         if value is not None and not SNOWFLAKE.fullmatch(value):
             raise ValueError("a Discord id is a number (Developer Mode > right click > Copy ID)")
+        return value
+
+    @field_validator("public_key")
+    @classmethod
+    def _hex_key(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("the public key is 64 hexadecimal digits (General Information > Public Key)")
         return value
 
     @model_validator(mode="after")

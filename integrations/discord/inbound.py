@@ -17,6 +17,7 @@ The sender is `discord:<user id>` (`member.user` in a server, `user` in a direct
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +38,7 @@ log = logging.getLogger("herald.discord")
 APPLICATION_COMMAND, MESSAGE_COMPONENT = 2, 3
 COMMAND = "herald"  # the one slash command: /herald text:<a Herald command without its slash>
 DISCORD_EPOCH_MS = 1420070400000
+Respond = Callable[[int, dict[str, Any] | None], Awaitable[None]]  # (callback type, its data)
 
 # The slash command Herald registers. The plugin facade does not expose the compiled rules' commands, so one generic
 # command carries any of them as text; `/help` lists what the rules offer.
@@ -69,7 +71,10 @@ class Inbound:
         if kind == "MESSAGE_CREATE":
             await self._message(data)
         elif kind == "INTERACTION_CREATE":
-            await self._interaction(data)
+            async def callback(kind: int, body: dict[str, Any] | None) -> None:
+                await self._interactions.respond(data, kind, body)
+
+            await self.interaction(data, callback)
 
     async def _message(self, message: dict[str, Any]) -> None:
         author = message.get("author") or {}
@@ -91,7 +96,9 @@ class Inbound:
 
         await self._ctx.intake.take([item], refused=refused)
 
-    async def _interaction(self, interaction: dict[str, Any]) -> None:
+    async def interaction(self, interaction: dict[str, Any], respond: Respond) -> None:
+        """Hand a slash command or a press on; `respond` gives Discord its one initial response (the callback
+        endpoint for the Gateway, the HTTP answer for the interactions endpoint)."""
         kind = interaction.get("type")
         if kind not in (APPLICATION_COMMAND, MESSAGE_COMPONENT):
             return
@@ -115,20 +122,20 @@ class Inbound:
                             button=str(data.get("custom_id", "")))
             ack = (DEFERRED_UPDATE_MESSAGE, None)
 
+        async def answer(kind: int, data: dict[str, Any] | None) -> None:
+            try:
+                await respond(kind, data)
+            except DeliveryError as exc:  # too late (a replay after a RESUME), or Discord is down: the event stands
+                log.warning("discord: could not answer interaction %s: %s", interaction.get("id"), exc)
+
         async def accepted(outcome: Outcome) -> None:
-            await self._respond(interaction, *ack)
+            await answer(*ack)
 
         async def refused(outcome: Outcome) -> None:
-            await self._respond(interaction, CHANNEL_MESSAGE, {"content": outcome.text[:2000], "flags": EPHEMERAL,
-                                                               "allowed_mentions": {"parse": []}})
+            await answer(CHANNEL_MESSAGE, {"content": outcome.text[:2000], "flags": EPHEMERAL,
+                                           "allowed_mentions": {"parse": []}})
 
         await self._ctx.intake.take([item], accepted=accepted, refused=refused)
-
-    async def _respond(self, interaction: dict[str, Any], kind: int, data: dict[str, Any] | None) -> None:
-        try:
-            await self._interactions.respond(interaction, kind, data)
-        except DeliveryError as exc:  # too late (a replay after a RESUME), or Discord is down: the event stands
-            log.warning("discord: could not answer interaction %s: %s", interaction.get("id"), exc)
 
 
 async def register_commands(rest: DiscordRest, application_id: str, guild_id: str | None) -> None:

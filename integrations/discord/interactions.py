@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.plugin import KeyValue
-from integrations.discord.rest import DiscordRest
+from engine.plugin import KeyValue, Unavailable
+from integrations.discord.rest import DiscordRejected, DiscordRest
 
 TOKEN_TTL_S = 14 * 60.0  # a little under Discord's 15 minutes, so a token is never used as it expires
 PREFIX = "interaction:"  # how an interaction appears as the `message_id` answers refer to
 
-CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE_MESSAGE = 4, 5, 6
+PONG, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE_MESSAGE = 1, 4, 5, 6
+UNKNOWN_MESSAGE = 10008
 
 
 def reply_id(interaction_id: str) -> str:
@@ -55,8 +56,15 @@ class Interactions:
             return None
         route = f"/webhooks/{self._app}/<interaction {interaction_id}>"
         if await self._store.get(f"answered:{interaction_id}") is None:
-            sent = await self._rest.call("PATCH", f"/webhooks/{self._app}/{token}/messages/@original", json=body,
-                                         route=f"PATCH {route}/messages/@original")
+            try:
+                sent = await self._rest.call("PATCH", f"/webhooks/{self._app}/{token}/messages/@original",
+                                             json=body, route=f"PATCH {route}/messages/@original")
+            except DiscordRejected as exc:
+                if exc.code != UNKNOWN_MESSAGE:
+                    raise
+                # The deferred response is not there yet (an HTTP interaction's answer still on its way): retried.
+                raise Unavailable(f"PATCH {route}/messages/@original: the original response is not there yet") \
+                    from None
             await self._store.put(f"answered:{interaction_id}", "1", ttl_s=TOKEN_TTL_S)
         else:
             sent = await self._rest.call("POST", f"/webhooks/{self._app}/{token}", json=body,

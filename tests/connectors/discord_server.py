@@ -36,6 +36,14 @@ Rate limits (https://discord.com/developers/docs/topics/rate-limits):
   Per-route buckets are counted per method, path and top-level resource (the channel); a call on a spent bucket
   gets that 429 and is counted in `early_calls` (a connector that honours the headers makes none).
 
+HTTP interactions (same page): "If you want to receive Interactions via outgoing webhook, you can set your URL in
+this field [Interactions Endpoint URL]." "When you attempt to save a URL, we will send a POST request to that URL
+with a PING payload. The PING payload has a type: 1. So, to properly ACK the payload, return a 200 response with a
+payload of type: 1". "Every Interaction is sent with the following headers: X-Signature-Ed25519 as a signature,
+X-Signature-Timestamp as a timestamp [...] If the signature fails validation, respond with a 401 error code."
+"When responding to an interaction received via webhook, your server can simply respond to the received POST
+request." With `interactions_url` set, this fake signs (timestamp + body) with its own Ed25519 key and posts there.
+
 Errors are Discord's JSON errors: 401 {"message": "401: Unauthorized", "code": 0} without `Authorization: Bot
 <token>` (interaction callbacks and webhooks take their token in the path instead), 404 {"code": 10003, "message":
 "Unknown Channel"}, 403 {"code": 50001, "message": "Missing Access"}, 404 10008 Unknown Message, 400 50035 Invalid
@@ -55,7 +63,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import WSMsgType, web
+from nacl.signing import SigningKey
 
 API = "/api/v10"
 DISCORD_EPOCH_MS = 1420070400000
@@ -97,6 +107,7 @@ class Interaction:
     created: float
     response: int | None = None
     original: str | None = None  # the message the response made (or the component's message)
+    over_http: bool = False  # sent to the Interactions Endpoint URL rather than over the Gateway
     messages: set[str] = field(default_factory=set)
 
 
@@ -146,6 +157,9 @@ class DiscordServer:
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _by_nonce: dict[str, str] = field(default_factory=dict)
     _runner: web.AppRunner | None = None
+    interactions_url: str | None = None  # set: interactions go there (HTTP mode), not over the Gateway
+    signing_key: SigningKey = field(default_factory=SigningKey.generate)  # the application's Ed25519 key
+    http_answers: list[int] = field(default_factory=list)  # the endpoint's status for each interaction posted
     port: int = 0
 
     # -- people and places -----------------------------------------------------------------------------------------
@@ -220,9 +234,12 @@ class DiscordServer:
             payload["user"] = self.user(user)
         if message is not None:
             payload["message"] = message.json(self._bot())
-        self.interactions[interaction_id] = Interaction(payload, time.monotonic(),
-                                                        original=message.id if message else None)
-        await self.dispatch("INTERACTION_CREATE", payload)
+        found = Interaction(payload, time.monotonic(), original=message.id if message else None)
+        self.interactions[interaction_id] = found
+        if self.interactions_url is not None:
+            await self._deliver(found)  # "you can only receive Interactions one of the two ways"
+        else:
+            await self.dispatch("INTERACTION_CREATE", payload)
         return interaction_id
 
     def _place(self, channel: str, user: str) -> dict[str, Any]:
@@ -524,9 +541,13 @@ class DiscordServer:
         if found is None or found.payload["token"] != request.match_info["token"] \
                 or time.monotonic() - found.created > 3.0:
             return _error(404, 10062, "Unknown interaction")
+        if found.over_http:
+            return _error(400, 40060, "Interaction has already been acknowledged.")  # answered by HTTP only
+        return await self._respond(found, await request.json())
+
+    async def _respond(self, found: Interaction, body: dict[str, Any]) -> web.Response:
         if found.response is not None:
             return _error(400, 40060, "Interaction has already been acknowledged.")
-        body = await request.json()
         kind, data = body.get("type"), body.get("data") or {}
         channel = found.payload["channel_id"]
         if kind == 4:
@@ -545,6 +566,33 @@ class DiscordServer:
         if found.original:
             found.messages.add(found.original)
         return web.Response(status=204)
+
+    # -- HTTP interactions: Discord posting to the app's Interactions Endpoint URL ---------------------------------
+
+    def sign(self, timestamp: str, raw: bytes) -> str:
+        return self.signing_key.sign(timestamp.encode() + raw).signature.hex()
+
+    @property
+    def public_key(self) -> str:
+        return self.signing_key.verify_key.encode().hex()
+
+    async def post_interaction(self, raw: bytes, *, signature: str | None = None,
+                               timestamp: str | None = None) -> tuple[int, Any]:
+        """POST `raw` to the endpoint as Discord does: signed over timestamp + body (or with the given signature)."""
+        assert self.interactions_url is not None
+        timestamp = timestamp or str(int(time.time()))
+        headers = {"Content-Type": "application/json", "User-Agent": "Discord-Interactions/1.0 (+https://discord.com)",
+                   "X-Signature-Ed25519": signature or self.sign(timestamp, raw), "X-Signature-Timestamp": timestamp}
+        async with aiohttp.ClientSession() as http, http.post(self.interactions_url, data=raw,
+                                                              headers=headers) as response:
+            return response.status, await response.json(content_type=None)
+
+    async def _deliver(self, found: Interaction) -> None:
+        found.over_http = True
+        status, body = await self.post_interaction(json.dumps(found.payload).encode())
+        self.http_answers.append(status)
+        if status == 200 and time.monotonic() - found.created <= 3.0:
+            await self._respond(found, body)
 
     def _by_token(self, request: web.Request) -> Interaction | None:
         if request.match_info["app"] != self.application_id:

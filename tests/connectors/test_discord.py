@@ -9,20 +9,23 @@ close codes not retried; and the REST side: a 429 on an edit waited out, spent b
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from nacl.signing import SigningKey
 
 from engine.core.config import Config
 from engine.plugin import discover
 from engine.security import identity
-from engine.testing import running_engine
-from engine.testing.conformance import Shown, check_connector, eventually, post_alert
+from engine.testing import conformance, running_engine
+from engine.testing.conformance import Shown, check_connector, eventually, kit_config, kit_engine, post_alert
 from integrations.discord import gateway as gateway_module
 from integrations.discord import integration
 from tests.connectors.discord_server import DiscordServer, Posted
@@ -379,3 +382,40 @@ async def test_a_refused_command_is_answered_where_it_was_given(tmp_path: Path, 
         await eventually(refused, "the refusal of a slash command")
     [answer] = [m for m in discord.messages.values() if m.interaction == slashed]
     assert "U+200B" in answer.content and answer.flags & 64
+
+
+# -- HTTP interactions mode: Discord posts signed interactions to /hooks/discord/interactions ------------------------
+
+
+async def test_conformance_with_http_interactions(tmp_path: Path, discord: DiscordServer) -> None:
+    """The kit's scenario, with interactions posted to the engine's endpoint (its port is known once it runs, so
+    the kit's steps are run here rather than through check_connector)."""
+    driver = DiscordDriver(discord, slash=True)
+    config = kit_config(tmp_path, driver, "discord", settings(discord, public_key=discord.public_key))
+    async with kit_engine(config, discover()) as engine:
+        discord.interactions_url = f"http://127.0.0.1:{engine.port}/hooks/discord/interactions"
+        await conformance._notification_once_despite_429(engine, driver)
+        await conformance._press_acknowledges_and_edits(engine, driver)
+        await conformance._backup_with_progress_and_result(driver)
+        await conformance._viewer_is_denied(engine, driver)
+        await conformance._reconnect_loses_nothing(engine, driver)
+    assert discord.http_answers and set(discord.http_answers) == {200}
+    assert all(i.over_http and i.response in (5, 6) for i in discord.interactions.values())
+    assert discord.repeats == 0
+
+
+async def test_the_endpoint_answers_ping_and_refuses_bad_signatures(tmp_path: Path, discord: DiscordServer) -> None:
+    async with discord_engine(tmp_path, discord, public_key=discord.public_key) as engine:
+        discord.interactions_url = f"http://127.0.0.1:{engine.port}/hooks/discord/interactions"
+        ping = json.dumps({"id": discord.snowflake(), "application_id": discord.application_id, "type": 1,
+                           "token": "t", "version": 1}).encode()
+        assert await discord.post_interaction(ping) == (200, {"type": 1})
+        now = str(int(time.time()))
+        forged = SigningKey.generate().sign(now.encode() + ping).signature.hex()
+        assert (await discord.post_interaction(ping, signature=forged, timestamp=now))[0] == 401
+        tampered = discord.sign(now, ping)
+        assert (await discord.post_interaction(ping.replace(b'"t"', b'"u"'), signature=tampered,
+                                               timestamp=now))[0] == 401
+        stale = str(int(time.time()) - 3600)
+        assert (await discord.post_interaction(ping, timestamp=stale))[0] == 401, "an old signed request replayed"
+        assert (await discord.post_interaction(ping, signature="zz"))[0] == 401

@@ -52,6 +52,7 @@ ZOMBIE = 4000  # our close code for a connection whose heartbeats go unacknowled
 QUERY = {"v": "10", "encoding": "json"}
 INVALID_SESSION_WAIT_S = (1.0, 5.0)  # Discord asks for a random 1-5 s before identifying again
 MAX_BACKOFF_S = 60.0
+RESUME_ATTEMPTS = 3  # failed connections to resume_gateway_url before starting a new session from the Gateway URL
 
 Dispatch = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -96,11 +97,12 @@ class Gateway:
         saved = await self._store.get("session")
         if saved:
             self.session = Session(**json.loads(saved))
-        failures = 0
+        failures = resume_failures = 0
         while True:
-            started = time.monotonic()
+            started, resuming = time.monotonic(), self.session.resumable
             try:
                 await self._connect()
+                resume_failures = 0
             except Fatal as exc:
                 self.stopped = str(exc)
                 log.error("discord: the Gateway refused the bot: %s; not reconnecting (fix the config and restart)",
@@ -108,6 +110,12 @@ class Gateway:
                 return
             except (aiohttp.ClientError, OSError, TimeoutError, DeliveryError, ValueError, KeyError) as exc:
                 log.warning("discord: Gateway connection failed: %s: %s", type(exc).__name__, exc)
+                resume_failures = resume_failures + 1 if resuming else 0
+                if resume_failures >= RESUME_ATTEMPTS:
+                    # "If you cannot reconnect or the reconnect fails, [...] open a new connection using the URL
+                    # from the initial call to Get Gateway Bot [and] re-identify."
+                    log.info("discord: resuming failed %d times; identifying afresh", RESUME_ATTEMPTS)
+                    await self._forget_session()
             except Exception:  # a bug: logged with its traceback, and the gateway carries on
                 log.exception("discord: unexpected Gateway failure")
             failures = 0 if time.monotonic() - started > 30 else failures + 1

@@ -142,6 +142,7 @@ class DiscordServer:
     repeats: int = 0
     early_identifies: int = 0  # IDENTIFYs sent while the session start limit was spent
     acks: bool = True  # answer heartbeats; False makes the connection a zombie
+    resume_down: bool = False  # the session's resume_gateway_url refuses connections
     heartbeats: list[tuple[float, int | None]] = field(default_factory=list)
     identifies: list[dict[str, Any]] = field(default_factory=list)
     resumes: list[dict[str, Any]] = field(default_factory=list)
@@ -309,7 +310,9 @@ class DiscordServer:
     def _last_intents(self) -> int:
         return int(self.identifies[-1]["intents"]) if self.identifies else GUILD_MESSAGES | DIRECT_MESSAGES
 
-    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        if request.path == "/resume" and self.resume_down:
+            return web.Response(status=503, text="upstream unavailable")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self.connections.append(request.path)

@@ -20,14 +20,17 @@ from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
+from pydantic import ValidationError
 
 from engine.core.config import Config
-from engine.plugin import discover
+from engine.plugin import AddressError, discover, read_secret
 from engine.security import identity
 from engine.testing import conformance, running_engine
 from engine.testing.conformance import Shown, check_connector, eventually, kit_config, kit_engine, post_alert
 from integrations.discord import gateway as gateway_module
 from integrations.discord import integration
+from integrations.discord.config import DiscordConfig
+from integrations.discord.connector import parse_address
 from tests.connectors.discord_server import DiscordServer, Posted
 
 ADMIN, VIEWER, ROOM = "1100000000000000001", "1100000000000000002", "1200000000000000001"
@@ -109,6 +112,26 @@ async def test_conformance_with_the_slash_command(tmp_path: Path, discord: Disco
     assert "POST /api/v10/webhooks/{app}/{token}" in discord.calls, "the result was not a follow-up"
 
 
+
+
+def test_addresses_and_config_say_what_is_wrong(tmp_path: Path) -> None:
+    assert parse_address(ROOM) == ROOM
+    for bad in ("#ops", "12", "1200000000000000001/3", "general"):
+        with pytest.raises(AddressError, match="Copy ID"):
+            parse_address(bad)
+    with pytest.raises(ValidationError, match="token is required"):
+        DiscordConfig.model_validate({"application_id": "1"})
+    with pytest.raises(ValidationError, match="set one of token, token_env"):
+        DiscordConfig.model_validate({"application_id": "1", "token": "a", "token_env": "B"})
+    with pytest.raises(ValidationError, match="64 hexadecimal"):
+        DiscordConfig.model_validate({"application_id": "1", "token": "a", "public_key": "abc"})
+    with pytest.raises(ValidationError, match="extra"):
+        DiscordConfig.model_validate({"application_id": "1", "token": "a", "intents": 1})
+    secret = tmp_path / "token"
+    secret.write_text("from-a-file\n")
+    secret.chmod(0o600)
+    config = DiscordConfig.model_validate({"application_id": "1", "token_file": str(secret)})
+    assert read_secret(config, "token") == "from-a-file" and "from-a-file" not in repr(config)
 
 # -- one engine with Discord, for the Gateway's and the REST side's own promises ------------------------------------
 
@@ -314,6 +337,12 @@ async def test_a_person_is_notified_in_their_direct_messages(tmp_path: Path, dis
 
         [note] = await eventually(in_dm, "the notification in alice's direct messages")
         assert note.embeds[0]["color"] == 0xE01E5A and [b["label"] for b in note.buttons] == ["Acknowledge", "Mute 1h"]
+        await discord.press(ADMIN, note.id, note.buttons[0]["custom_id"])
+
+        async def edited() -> bool:
+            return "Acknowledged by alice" in shown_text(note)
+
+        await eventually(edited, "the direct message edited after the press")
 
 
 async def test_an_account_links_itself_by_direct_message_or_slash_command(
@@ -383,6 +412,20 @@ async def test_a_refused_command_is_answered_where_it_was_given(tmp_path: Path, 
     [answer] = [m for m in discord.messages.values() if m.interaction == slashed]
     assert "U+200B" in answer.content and answer.flags & 64
 
+
+
+async def test_a_resume_url_that_keeps_failing_leads_to_a_new_session(tmp_path: Path, discord: DiscordServer) -> None:
+    async with discord_engine(tmp_path, discord):
+        discord.resume_down = True
+        await discord.drop(4000)
+
+        async def identified_again() -> bool:
+            return len(discord.identifies) == 2 and await _ready(discord)
+
+        await eventually(identified_again, "a new session after the resume URL failed")
+        said = await discord.say(ADMIN, ROOM, "/whoami")
+        await eventually(lambda: _answered(discord, said), "an answer on the new session")
+    assert discord.connections.count("/resume") == 0  # refused before the WebSocket (503), so never opened
 
 # -- HTTP interactions mode: Discord posts signed interactions to /hooks/discord/interactions ------------------------
 

@@ -18,19 +18,31 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from nacl.signing import SigningKey
 from pydantic import ValidationError
 
 from engine.core.config import Config
-from engine.plugin import AddressError, discover, read_secret
+from engine.plugin import (
+    AddressError,
+    Button,
+    Conversation,
+    LinkButton,
+    Message,
+    Rejected,
+    discover,
+    read_secret,
+)
 from engine.security import identity
 from engine.testing import conformance, running_engine
 from engine.testing.conformance import Shown, check_connector, eventually, kit_config, kit_engine, post_alert
 from integrations.discord import gateway as gateway_module
 from integrations.discord import integration
 from integrations.discord.config import DiscordConfig
-from integrations.discord.connector import parse_address
+from integrations.discord.connector import DiscordConnector, parse_address
+from integrations.discord.interactions import Interactions
+from integrations.discord.rest import DiscordRest
 from tests.connectors.discord_server import DiscordServer, Posted
 
 ADMIN, VIEWER, ROOM = "1100000000000000001", "1100000000000000002", "1200000000000000001"
@@ -132,6 +144,41 @@ def test_addresses_and_config_say_what_is_wrong(tmp_path: Path) -> None:
     secret.chmod(0o600)
     config = DiscordConfig.model_validate({"application_id": "1", "token_file": str(secret)})
     assert read_secret(config, "token") == "from-a-file" and "from-a-file" not in repr(config)
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    async def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    async def put(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
+        self.values[key] = value
+
+
+async def test_a_retried_send_is_not_doubled_and_messages_render_as_discord_shows_them(
+        discord: DiscordServer) -> None:
+    discord.guild_channel(ROOM)
+    async with aiohttp.ClientSession() as http:
+        rest = DiscordRest(http, discord.api_url, discord.token)
+        store = MemoryStore()
+        connector = DiscordConnector(rest, store, Interactions(rest, store, discord.application_id))
+        message = Message(kind="notification", text="disk full on db1", title="DiskFull", severity="warning",
+                          fields=(("host", "db1"),), buttons=(Button(handle="h1", label="Acknowledge", action="ack"),),
+                          links=(LinkButton(label="Runbook", url="https://runbooks.example/disk"),))
+        to = Conversation(platform="discord", chat=ROOM)
+        first = await connector.send(to, message, key="outbox-key-1", seq=1)
+        again = await connector.send(to, message, key="outbox-key-1", seq=1)  # a retry after a lost answer
+        with pytest.raises(Rejected, match="10003 Unknown Channel"):
+            await connector.send(Conversation(platform="discord", chat="9900000000000000001"), message, key="k2",
+                                 seq=2)
+    assert first == again and discord.repeats == 1 and len(discord.channel_messages(ROOM)) == 1
+    [posted] = discord.channel_messages(ROOM)
+    assert posted.embeds == [{"description": "disk full on db1", "color": 0xECB22E, "title": "DiskFull",
+                              "fields": [{"name": "host", "value": "db1", "inline": True}]}]
+    assert posted.buttons == [{"type": 2, "style": 1, "label": "Acknowledge", "custom_id": "h1"},
+                              {"type": 2, "style": 5, "label": "Runbook", "url": "https://runbooks.example/disk"}]
 
 # -- one engine with Discord, for the Gateway's and the REST side's own promises ------------------------------------
 

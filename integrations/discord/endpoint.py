@@ -87,4 +87,7 @@ class InteractionsEndpoint:
             return response
         finally:
             written.set()
-            await handling
+            try:
+                await handling
+            except Exception:  # the answer (if any) is out; a failure after it is Herald's to log, not Discord's
+                log.exception("discord: handling interaction %s failed", interaction.get("id"))

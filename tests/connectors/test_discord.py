@@ -10,6 +10,7 @@ close codes not retried; and the REST side: a 429 on an edit waited out, spent b
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -509,3 +510,23 @@ async def test_the_endpoint_answers_ping_and_refuses_bad_signatures(tmp_path: Pa
         stale = str(int(time.time()) - 3600)
         assert (await discord.post_interaction(ping, timestamp=stale))[0] == 401, "an old signed request replayed"
         assert (await discord.post_interaction(ping, signature="zz"))[0] == 401
+
+
+async def test_no_token_reaches_the_logs(tmp_path: Path, discord: DiscordServer,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with discord_engine(tmp_path, discord):
+        discord.rate_limit_next("edit", 0.2)
+        discord.rate_limit_next("create", 0.2)
+        slashed = await discord.slash(ADMIN, ROOM, "whoami")
+
+        async def answered() -> list[Posted]:
+            return [m for m in discord.channel_messages(ROOM) if m.interaction == slashed and m.content]
+
+        await eventually(answered, "the answer to /herald whoami")
+        await discord.drop(4000)
+        said = await discord.say(ADMIN, ROOM, "/whoami")
+        await eventually(lambda: _answered(discord, said), "an answer after the drop")
+    tokens = [discord.token] + [i.payload["token"] for i in discord.interactions.values()]
+    assert discord.limited and caplog.text
+    assert not [t for t in tokens if t in caplog.text], "a token was logged"

@@ -153,10 +153,11 @@ async def post_alert(engine: Any, name: str, *, severity: str = "critical") -> N
 
 
 async def check_connector(tmp: Path, integration: Integration, driver: PlatformDriver,
-                          integration_config: dict[str, Any]) -> None:
-    """Run the whole conformance scenario; raises AssertionError naming the first step that failed."""
+                          integration_config: dict[str, Any], *, port: int = 0) -> None:
+    """Run the whole conformance scenario; raises AssertionError naming the first step that failed. `port`: the
+    engine's HTTP port, for a platform that must be told a webhook URL before the engine starts (0: any free one)."""
     installed = [i for i in discover() if i.manifest.name not in (integration.manifest.name,)]
-    config = kit_config(tmp, driver, integration.manifest.name, integration_config)
+    config = kit_config(tmp, driver, integration.manifest.name, integration_config, port=port)
     async with kit_engine(config, [*installed, integration]) as engine:
         await _notification_once_despite_429(engine, driver)
         await _press_acknowledges_and_edits(engine, driver)

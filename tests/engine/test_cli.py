@@ -102,14 +102,16 @@ def test_run_serves_healthz_accepts_a_sent_alert_and_stops_on_sigterm(workdir: P
 
 def test_check_reports_bad_integration_sections_and_addresses_before_anything_runs(workdir: Path) -> None:
     (workdir / "herald.toml").write_text(
-        '[principals.alice]\naccounts = ["telegram:1111111"]\n'
+        '[principals.alice]\naccounts = ["telegram:1111111", "nowhere:1111111"]\n'
         '[teams.ops]\ntargets = ["chat:Not A Room"]\n'
         '[integrations.webhook]\nbogus = 1\n')
     result = herald("check", cwd=workdir)
     assert result.returncode == 2
     problems = result.stderr.strip()
     assert "integrations.webhook.bogus: unknown key" in problems
-    assert "principals.alice.accounts: 'telegram:1111111': no connector for platform 'telegram'" in problems
+    assert "principals.alice.accounts: 'nowhere:1111111': no connector for platform 'nowhere'" in problems
+    assert ("principals.alice.accounts: 'telegram:1111111': the telegram connector is installed but not configured "
+            "(add an [integrations.telegram] section)") in problems
     assert "teams.ops.targets: 'chat:Not A Room': a Herald chat room is a name like 'ops'" in problems
 
 

@@ -1,0 +1,67 @@
+"""Sending and editing on Telegram: `sendMessage` and `editMessageText` with HTML text and an inline keyboard.
+
+Failures are classified by BotApi (429 -> RateLimited with `parameters.retry_after`, so the shared sender waits per
+conversation; "message is not modified" is success). Telegram does not deduplicate sends, so the outbox marks each
+message sent durably before the next one goes out (`dedupes=False`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from engine.plugin import AddressError, Capabilities, Conversation, Message, MessageRef, Rejected
+from integrations.telegram.api import BotApi
+from integrations.telegram.render import MAX_TEXT, keyboard, to_html
+
+PLATFORM = "telegram"
+# One edit a second per message stays within Telegram's limits (about 1 message a second per chat, 20 a minute
+# per group); a burst beyond them is answered 429 and waited out.
+CAPABILITIES = Capabilities(buttons=True, edits=True, formatting="html", max_text=MAX_TEXT, max_button_bytes=64,
+                            edit_interval_s=1.0)
+_CHAT_ID = re.compile(r"-?[1-9][0-9]{0,19}")
+
+
+def parse_address(text: str) -> str:
+    if not _CHAT_ID.fullmatch(text):
+        raise AddressError("a Telegram address is a numeric chat id: a person's user id (telegram:123456789) or a "
+                           "group's id, which is negative (telegram:-1001234567890); docs/platforms/telegram.md "
+                           "shows how to find it")
+    return text
+
+
+class TelegramConnector:
+    platform = PLATFORM
+    capabilities = CAPABILITIES
+
+    def __init__(self, api: BotApi) -> None:
+        self.api = api
+
+    def parse_address(self, text: str) -> str:
+        return parse_address(text)
+
+    async def send(self, to: Conversation, message: Message, *, key: str, seq: int) -> MessageRef:
+        body = _content(message)
+        body["chat_id"] = int(to.chat)
+        body["link_preview_options"] = {"is_disabled": True}
+        if message.in_reply_to and message.in_reply_to.isdigit():
+            # Threaded under the command it answers; still sent if that message was deleted meanwhile.
+            body["reply_parameters"] = {"message_id": int(message.in_reply_to), "allow_sending_without_reply": True}
+        result = await self.api.call("sendMessage", body)
+        if not isinstance(result, dict) or "message_id" not in result:
+            raise Rejected("sendMessage: the answer has no message_id")
+        return MessageRef(platform=PLATFORM, chat=to.chat, id=str(result["message_id"]))
+
+    async def edit(self, ref: MessageRef, message: Message, *, key: str, seq: int) -> MessageRef:
+        body = _content(message)
+        body.update(chat_id=int(ref.chat), message_id=int(ref.id), link_preview_options={"is_disabled": True})
+        await self.api.call("editMessageText", body)  # without reply_markup, Telegram removes the keyboard
+        return ref
+
+
+def _content(message: Message) -> dict[str, Any]:
+    body: dict[str, Any] = {"text": to_html(message), "parse_mode": "HTML"}
+    markup = keyboard(message)
+    if markup is not None:
+        body["reply_markup"] = markup
+    return body

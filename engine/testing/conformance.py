@@ -142,11 +142,14 @@ async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout_s: 
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (seen: {last!r})")
 
 
-async def post_alert(engine: Any, name: str, *, severity: str = "critical") -> None:
-    body = {"version": "4", "status": "firing", "receiver": "herald", "groupKey": name, "alerts": [
-        {"status": "firing", "labels": {"alertname": name, "severity": severity, "service": "database"},
-         "annotations": {"summary": f"{name} on db1"}, "fingerprint": f"fp-{name}",
-         "startsAt": "2026-01-01T00:00:00Z"}]}
+async def post_alert(engine: Any, name: str, *, severity: str = "critical", resolved: bool = False) -> None:
+    status = "resolved" if resolved else "firing"
+    alert = {"status": status, "labels": {"alertname": name, "severity": severity, "service": "database"},
+             "annotations": {"summary": f"{name} on db1"}, "fingerprint": f"fp-{name}",
+             "startsAt": "2026-01-01T00:00:00Z"}
+    if resolved:
+        alert["endsAt"] = "2026-01-01T00:12:00Z"
+    body = {"version": "4", "status": status, "receiver": "herald", "groupKey": name, "alerts": [alert]}
     async with aiohttp.ClientSession() as http, \
             http.post(f"http://127.0.0.1:{engine.port}/hooks/alertmanager", json=body) as response:
         assert response.status == 200, await response.text()

@@ -142,6 +142,7 @@ class Engine:
         self._http: aiohttp.ClientSession | None = None
         self._unloads: list[Unload] = []
         self._background: set[asyncio.Task[None]] = set()
+        self._until_running: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         # Accepted events wait in lanes, one dispatcher each: events of one conversation or one alert always take
         # the same lane (so they are handled in order), different ones run side by side (so their writes share
         # group commits). Unbounded as data structures, bounded by admission: outside senders are refused
@@ -258,8 +259,13 @@ class Engine:
         return self._integration_configs.get(name)
 
     def spawn(self, name: str, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Run `fn()` as a background task the engine owns: cancelled and awaited when it stops."""
-        self._spawn(name, fn)
+        """Run `fn()` as a background task the engine owns: cancelled and awaited when it stops. One spawned while
+        the engine starts (an integration's poller, from its setup) begins once the engine accepts events, so what it
+        fetches first is not refused as busy."""
+        if self.state == "running":
+            self._spawn(name, fn)
+        else:
+            self._until_running.append((name, fn))
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -338,6 +344,9 @@ class Engine:
         self._spawn("output-relay", self.output_relay.run)
         self._spawn("housekeeping", self._housekeeping)
         self.state = "running"
+        for name, fn in self._until_running:
+            self._spawn(name, fn)
+        self._until_running.clear()
         # left running by a crash: local ones adopted or run again unless lost; remote ones failed (retried if asked)
         for task in recovered.finished if recovered is not None else await self.tasks.recover():
             await self.runtime.task_finished(task)

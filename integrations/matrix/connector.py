@@ -1,0 +1,136 @@
+"""Sending to Matrix: `m.notice` messages and `m.replace` edits, with the homeserver's answers classified.
+
+Every send is `PUT /rooms/{room}/send/{type}/{txnId}` with the outbox's key as the transaction id, so a send the
+outbox retries (after a timeout whose request did arrive, or a crash) is the same event: the homeserver answers a
+repeated transaction id of the same device with the first event's id instead of posting again (client-server API,
+"Transaction identifiers"). Hence `Capabilities(dedupes=True)`: the session always acts as one stable device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import aiohttp
+from nio import ErrorResponse, JoinResponse, RoomCreateResponse, RoomResolveAliasResponse, RoomSendResponse
+
+from engine.plugin import (
+    Capabilities,
+    Conversation,
+    IntegrationContext,
+    Message,
+    MessageRef,
+    RateLimited,
+    Rejected,
+    Unavailable,
+)
+from integrations.matrix import content
+from integrations.matrix.config import parse_address
+from integrations.matrix.session import Session
+
+log = logging.getLogger("herald.matrix")
+
+PLATFORM = "matrix"
+# No buttons: Herald renders numbered choices ("Reply with a number: 1 Acknowledge · 2 Mute 1h"); a reply "1" or a
+# reaction (1️⃣, ✅ for Acknowledge, 🔕 for Mute 1h) presses one. Matrix's own limit is 65535 bytes per event.
+CAPABILITIES = Capabilities(buttons=False, edits=True, formatting="plain", max_text=16000, edit_interval_s=1.0,
+                            dedupes=True)
+REACTIONS_TTL_S = 7 * 24 * 3600.0  # how long a reaction on a notification still presses its button
+CHOICES_META = "choices"  # engine.delivery.render: the handles of a message's numbered choices
+
+
+class MatrixConnector:
+    platform = PLATFORM
+    capabilities = CAPABILITIES
+
+    def __init__(self, ctx: IntegrationContext, session: Session) -> None:
+        self._ctx = ctx
+        self._session = session
+        self._store = ctx.store(PLATFORM)
+        self._rooms: dict[str, str] = {}  # an alias or a person's id -> the room id messages for it go to
+
+    def parse_address(self, text: str) -> str:
+        return parse_address(text)
+
+    async def send(self, to: Conversation, message: Message, *, key: str, seq: int) -> MessageRef:
+        room = await self._room(to.chat)
+        event_id = await self.put(room, "m.room.message", content.notice(message), txn=key)
+        await self._remember_choices(event_id, message)
+        return MessageRef(platform=PLATFORM, chat=room, id=event_id)
+
+    async def edit(self, ref: MessageRef, message: Message, *, key: str, seq: int) -> MessageRef:
+        await self.put(ref.chat, "m.room.message", content.replacement(ref.id, message), txn=key)
+        await self._remember_choices(ref.id, message)
+        return ref
+
+    async def put(self, room: str, event_type: str, body: dict[str, Any], *, txn: str) -> str:
+        """Send one event; its failure classified as RateLimited, Unavailable (retry) or Rejected (give up)."""
+        answer = await self._call_send(room, event_type, body, txn)
+        if isinstance(answer, ErrorResponse) and answer.status_code == "M_FORBIDDEN":
+            # A configured room the bot was invited to but has not joined yet (it joins invites as it syncs).
+            joined = await self._guard(self._session.client.join(room))
+            if isinstance(joined, JoinResponse):
+                answer = await self._call_send(room, event_type, body, txn)
+        if isinstance(answer, RoomSendResponse):
+            return str(answer.event_id)
+        raise classify(answer, f"send to {room}")
+
+    async def _call_send(self, room: str, event_type: str, body: dict[str, Any], txn: str) -> Any:
+        if not self._session.ready:
+            raise Unavailable("not logged in to the homeserver yet")
+        return await self._guard(self._session.client.room_send(room, event_type, body, tx_id=txn,
+                                                                ignore_unverified_devices=True))
+
+    @staticmethod
+    async def _guard(call: Any) -> Any:
+        try:
+            return await call
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"homeserver unreachable: {type(exc).__name__}") from None
+
+    async def _room(self, chat: str) -> str:
+        """The room id for an address: a room id as is, an alias resolved, a person's id their direct room."""
+        if chat.startswith("!"):
+            return chat
+        if chat in self._rooms:
+            return self._rooms[chat]
+        client = self._session.client
+        if chat.startswith("#"):
+            resolved = await self._guard(client.room_resolve_alias(chat))
+            if not isinstance(resolved, RoomResolveAliasResponse):
+                raise classify(resolved, f"resolve {chat}")
+            self._rooms[chat] = resolved.room_id
+            return str(resolved.room_id)
+        stored = await self._store.get(f"dm:{chat}")
+        if stored is None:  # a message to a person: a direct room with them, created once and remembered
+            created = await self._guard(client.room_create(is_direct=True, invite=[chat]))
+            if not isinstance(created, RoomCreateResponse):
+                raise classify(created, f"create a direct room with {chat}")
+            stored = str(created.room_id)
+            await self._store.put(f"dm:{chat}", stored)
+        self._rooms[chat] = stored
+        return stored
+
+    async def _remember_choices(self, event_id: str, message: Message) -> None:
+        handles = message.meta.get(CHOICES_META)
+        if isinstance(handles, list) and handles:
+            choices = {content.emoji_key(k): v for k, v in content.reaction_choices(message, handles).items()}
+            await self._store.put(f"reactions:{event_id}", json.dumps(choices), ttl_s=REACTIONS_TTL_S)
+
+    async def reaction_handle(self, event_id: str, emoji: str) -> str | None:
+        """The button handle a reaction `emoji` on the bot's message `event_id` presses, if any."""
+        stored = await self._store.get(f"reactions:{event_id}")
+        return json.loads(stored).get(content.emoji_key(emoji)) if stored else None
+
+
+def classify(answer: Any, what: str) -> Exception:
+    """A homeserver's error answer as the shared sender's RateLimited, Unavailable or Rejected."""
+    status = getattr(getattr(answer, "transport_response", None), "status", None)
+    code = getattr(answer, "status_code", None)
+    if status == 429 or code == "M_LIMIT_EXCEEDED":
+        retry_ms = getattr(answer, "retry_after_ms", None) or 1000
+        return RateLimited(retry_ms / 1000, what)
+    if status is None or status >= 500 or code == "M_UNKNOWN_TOKEN":  # a token may be fixed without a restart
+        return Unavailable(f"{what}: {code or status or 'no answer'}")
+    return Rejected(f"{what}: {code}: {getattr(answer, 'message', '')}")

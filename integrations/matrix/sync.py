@@ -1,0 +1,165 @@
+"""Receiving from Matrix: `/sync` long polling, invites joined, messages and reactions handed to Herald's intake.
+
+Durability: the `next_batch` token is stored only after every event of that batch was handed to the intake (and so
+journaled), and each event carries its `event_id` as the intake key. A restart between the two repeats the batch,
+and the intake knows its events; a restart after them continues where the last batch ended. Nothing is lost, nothing
+is handled twice.
+
+The first sync of a new installation (no token yet) only takes the bot's bearings: it joins pending invites but
+does not answer the history it finds in the rooms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from nio import MegolmEvent, SyncResponse
+
+from engine.plugin import Actor, DeliveryError, Incoming, IntegrationContext, Outcome, ReplyTo
+from integrations.matrix import content
+from integrations.matrix.connector import PLATFORM, MatrixConnector
+from integrations.matrix.session import Session
+
+log = logging.getLogger("herald.matrix")
+ENCRYPTED_OFF_TEXT = ("Herald cannot read this room: it is end-to-end encrypted and Herald's Matrix encryption is "
+                      "off (encryption = false in [integrations.matrix]). Use an unencrypted room, or turn it on.")
+UNDECRYPTABLE_TEXT = "Herald could not decrypt a message here (no key for it yet); please send it again."
+
+
+class Receiver:
+    def __init__(self, ctx: IntegrationContext, session: Session, connector: MatrixConnector, *,
+                 timeout_s: float, encryption: bool,
+                 after_sync: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._ctx = ctx
+        self._session = session
+        self._connector = connector
+        self._store = ctx.store(PLATFORM)
+        self._timeout_ms = int(timeout_s * 1000)
+        self._encryption = encryption
+        self._after_sync = after_sync  # E2EE upkeep (keys, to-device messages) after each sync
+
+    async def run(self) -> None:
+        await self._session.start()
+        token = await self._store.get("next_batch")
+        failures = 0
+        while True:
+            try:
+                answer = await self._session.client.sync(timeout=0 if token is None else self._timeout_ms,
+                                                         since=token)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                failures += 1
+                log.warning("matrix: /sync failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(min(10.0, 0.2 * 2 ** failures))
+                continue
+            if not isinstance(answer, SyncResponse):
+                failures += 1
+                wait = (answer.retry_after_ms or 0) / 1000 or min(10.0, 0.2 * 2 ** failures)
+                log.warning("matrix: /sync refused (%s %s); retrying in %.1fs", answer.status_code, answer.message,
+                            wait)
+                await asyncio.sleep(wait)
+                continue
+            failures = 0
+            await self._handle(answer, catching_up=token is None)
+            token = answer.next_batch
+            await self._store.put("next_batch", token)  # only now: everything before it is with the intake
+            if self._after_sync is not None:
+                await self._after_sync()
+
+    async def _handle(self, sync: SyncResponse, *, catching_up: bool) -> None:
+        for room_id, invite in sync.rooms.invite.items():
+            await self._consider_invite(room_id, invite.invite_state)
+        items: list[Incoming] = []
+        for room_id, info in sync.rooms.join.items():
+            await self._check_encryption(room_id, info.timeline.events)
+            if catching_up:
+                continue
+            for event in info.timeline.events:
+                item = await self._incoming(room_id, event)
+                if item is not None:
+                    items.append(item)
+        if items:
+            try:
+                await self._ctx.intake.take(items, refused=self._refused)
+            except Exception:  # a failed answer must not stop the sync; the items themselves are journaled
+                log.exception("matrix: handing %d events to the intake failed", len(items))
+
+    async def _consider_invite(self, room_id: str, state: list[Any]) -> None:
+        """Join a room when someone Herald knows (a configured or linked account) invited the bot."""
+        me = self._session.user_id
+        inviter = next((e.sender for e in state if getattr(e, "state_key", None) == me
+                        and getattr(e, "membership", None) == "invite"), None)
+        if inviter is None:
+            return
+        if await self._ctx.directory.resolve(PLATFORM, inviter) is None:
+            log.warning("matrix: not joining %s: invited by %s, who is no principal's account", room_id, inviter)
+            return
+        answer = await self._session.client.join(room_id)
+        log.info("matrix: joined %s (invited by %s): %s", room_id, inviter, type(answer).__name__)
+
+    async def _incoming(self, room_id: str, event: Any) -> Incoming | None:
+        source: dict[str, Any] = getattr(event, "source", {}) or {}
+        sender = source.get("sender")
+        if sender == self._session.user_id or not isinstance(sender, str):
+            return None  # the bot's own messages come back through /sync too
+        if isinstance(event, MegolmEvent):  # encrypted, and not decrypted (encryption off, or no key)
+            await self._notify_unreadable(room_id, event.event_id)
+            return None
+        body = source.get("content") or {}
+        if source.get("type") == "m.room.encrypted" and not self._encryption:
+            await self._notify_unreadable(room_id, source.get("event_id", ""))
+            return None
+        event_type = source.get("type")
+        if getattr(event, "decrypted", False):
+            event_type = "m.room.message"  # nio hands decrypted messages as their inner type
+        relation = body.get("m.relates_to") or {}
+        actor = Actor(platform=PLATFORM, account=sender)
+        event_id = str(source.get("event_id"))
+        when = datetime.fromtimestamp(int(source.get("origin_server_ts", 0)) / 1000, UTC)
+        reply_to = ReplyTo(platform=PLATFORM, chat=room_id, message_id=event_id)
+        if event_type == "m.reaction" and relation.get("rel_type") == "m.annotation":
+            handle = await self._connector.reaction_handle(str(relation.get("event_id")), str(relation.get("key")))
+            if handle is None:
+                return None
+            return Incoming(actor, reply_to, button=handle, key=event_id, when=when)
+        if event_type != "m.room.message" or body.get("msgtype") != "m.text":
+            return None  # notices (other bots), images, state...
+        if relation.get("rel_type") == "m.replace" or not isinstance(body.get("body"), str):
+            return None  # an edit of something already handled
+        return Incoming(actor, reply_to, text=content.command_text(body["body"]), key=event_id, when=when)
+
+    async def _refused(self, outcome: Outcome) -> None:
+        reply = outcome.item.reply_to
+        message = content.notice_for(outcome.text, in_reply_to=reply.message_id)
+        await self._notice(reply.chat, message, txn=f"refused-{outcome.item.key or reply.message_id}")
+
+    async def _check_encryption(self, room_id: str, events: list[Any]) -> None:
+        room = self._session.client.rooms.get(room_id)
+        encrypted = bool(room is not None and room.encrypted) or any(
+            getattr(e, "source", {}).get("type") == "m.room.encryption" for e in events)
+        if encrypted and not self._encryption:
+            await self._notify_unreadable(room_id, "")
+
+    async def _notify_unreadable(self, room_id: str, event_id: str) -> None:
+        """Say once per room, in the room and in the log, that Herald cannot read it (never a silent failure)."""
+        if self._encryption:
+            log.warning("matrix: could not decrypt %s in %s", event_id, room_id)
+            await self._notice(room_id, content.notice_for(UNDECRYPTABLE_TEXT, in_reply_to=event_id or None),
+                               txn=f"undecryptable-{event_id}")
+            return
+        if await self._store.get(f"encrypted-warned:{room_id}"):
+            return
+        log.warning("matrix: room %s is end-to-end encrypted but encryption is off in [integrations.matrix]; "
+                    "Herald cannot read it", room_id)
+        await self._notice(room_id, content.notice_for(ENCRYPTED_OFF_TEXT), txn=f"encrypted-off-{room_id}")
+        await self._store.put(f"encrypted-warned:{room_id}", "1")
+
+    async def _notice(self, room_id: str, body: dict[str, Any], *, txn: str) -> None:
+        try:
+            await self._connector.put(room_id, "m.room.message", body, txn=txn)
+        except DeliveryError as exc:  # an answer is not worth stopping the sync for
+            log.warning("matrix: could not answer in %s: %s", room_id, exc)

@@ -28,6 +28,7 @@ from integrations.matrix.session import Session
 log = logging.getLogger("herald.matrix")
 ENCRYPTED_OFF_TEXT = ("Herald cannot read this room: it is end-to-end encrypted and Herald's Matrix encryption is "
                       "off (encryption = false in [integrations.matrix]). Use an unencrypted room, or turn it on.")
+BUSY_RETRY_S = 1.0
 UNDECRYPTABLE_TEXT = "Herald could not decrypt a message here (no key for it yet); please send it again."
 
 
@@ -64,13 +65,17 @@ class Receiver:
                 await asyncio.sleep(wait)
                 continue
             failures = 0
-            await self._handle(answer, catching_up=token is None)
+            if not await self._handle(answer, catching_up=token is None):
+                await asyncio.sleep(BUSY_RETRY_S)  # Herald is starting or overloaded: the same batch again, later
+                continue
             token = answer.next_batch
             await self._store.put("next_batch", token)  # only now: everything before it is with the intake
             if self._after_sync is not None:
                 await self._after_sync()
 
-    async def _handle(self, sync: SyncResponse, *, catching_up: bool) -> None:
+    async def _handle(self, sync: SyncResponse, *, catching_up: bool) -> bool:
+        """Hand a batch on; False when Herald was too busy to take some of it (the batch is to be fetched again:
+        what it did take is known to the intake by its event ids, so it is not handled twice)."""
         for room_id, invite in sync.rooms.invite.items():
             await self._consider_invite(room_id, invite.invite_state)
         items: list[Incoming] = []
@@ -78,15 +83,37 @@ class Receiver:
             await self._check_encryption(room_id, info.timeline.events)
             if catching_up:
                 continue
-            for event in info.timeline.events:
+            for event in self._since_joined(info.timeline.events):
                 item = await self._incoming(room_id, event)
                 if item is not None:
                     items.append(item)
+        busy: list[Outcome] = []
+
+        async def refused(outcome: Outcome) -> None:
+            if outcome.code == "busy":
+                busy.append(outcome)
+            else:
+                await self._refused(outcome)
+
         if items:
             try:
-                await self._ctx.intake.take(items, refused=self._refused)
+                await self._ctx.intake.take(items, refused=refused)
             except Exception:  # a failed answer must not stop the sync; the items themselves are journaled
                 log.exception("matrix: handing %d events to the intake failed", len(items))
+        return not busy
+
+    def _since_joined(self, events: list[Any]) -> list[Any]:
+        """The events since the bot was invited (or, when the invite is not in this batch, since it joined), when
+        this batch has them: a room's history from before the bot was asked in is not answered, but what was said
+        after the invite, while it was joining, is."""
+        me = self._session.user_id
+        for wanted in ("invite", "join"):
+            for n in range(len(events) - 1, -1, -1):
+                source = getattr(events[n], "source", {}) or {}
+                if (source.get("type") == "m.room.member" and source.get("state_key") == me
+                        and (source.get("content") or {}).get("membership") == wanted):
+                    return events[n + 1:]
+        return events
 
     async def _consider_invite(self, room_id: str, state: list[Any]) -> None:
         """Join a room when someone Herald knows (a configured or linked account) invited the bot."""

@@ -8,6 +8,7 @@ reported when encryption is off, and a real Synapse 429 becomes RateLimited.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,13 @@ import aiohttp
 import pytest
 
 from engine.plugin import discover
-from engine.testing.conformance import check_connector
+from engine.security import identity
+from engine.testing.conformance import check_connector, eventually, kit_config, kit_engine, post_alert
 from integrations.matrix import integration
+from integrations.matrix.sync import ENCRYPTED_OFF_TEXT
 from tests.connectors.conftest import Homeserver
 from tests.connectors.matrix_proxy import MatrixProxy
-from tests.connectors.matrix_support import MatrixDriver, MatrixPeople
+from tests.connectors.matrix_support import MatrixDriver, MatrixPeople, as_shown, dumps
 
 
 @pytest.fixture
@@ -53,8 +56,9 @@ def _config(hs: Homeserver, proxy: MatrixProxy, **options: Any) -> dict[str, Any
             "device_id": hs.bot.device_id, "sync_timeout_s": 5, **options}
 
 
-def _with_herald_chat() -> list[Any]:
-    return [i for i in discover() if i.manifest.name == "chat"]
+def _installed() -> list[Any]:
+    """Every installed integration (Herald's chat and webhook among them), this Matrix connector included."""
+    return [*(i for i in discover() if i.manifest.name != "matrix"), integration]
 
 
 async def test_matrix_passes_the_conformance_kit(tmp_path: Path, homeserver: Homeserver, people: MatrixPeople,
@@ -63,3 +67,125 @@ async def test_matrix_passes_the_conformance_kit(tmp_path: Path, homeserver: Hom
     await check_connector(tmp_path, integration, driver, _config(homeserver, proxy))
     assert proxy.limited == 1, "the kit's 429 was not answered by the proxy"
     assert proxy.dropped >= 1, "no /sync long poll was in flight to cut"
+
+
+async def test_a_restart_between_two_syncs_loses_and_repeats_nothing(
+        tmp_path: Path, homeserver: Homeserver, people: MatrixPeople, proxy: MatrixProxy) -> None:
+    driver = await _driver(homeserver, people, proxy)
+    dm = driver.direct_chat(driver.admin)
+
+    async def answers(prefix: str) -> list[str]:
+        return [m.text for m in await driver.shown(dm) if m.text.startswith(prefix)]
+
+    async with kit_engine(kit_config(tmp_path, driver, "matrix", _config(homeserver, proxy)), _installed()):
+        await driver.say(driver.admin, dm, "/help")
+        await eventually(lambda: answers("You can run:"), "the answer to /help")
+    # Said while Herald is down: the next engine's first sync brings both, after the stored next_batch.
+    await driver.say(driver.admin, dm, "/whoami")
+    await driver.say(driver.admin, dm, "!help")  # `!` for clients that keep a leading slash to themselves
+    async with kit_engine(kit_config(tmp_path, driver, "matrix", _config(homeserver, proxy)), _installed()):
+        await eventually(lambda: answers("You are alice"), "the answer to /whoami sent while Herald was down")
+
+        async def two_helps() -> list[str]:
+            found = await answers("You can run:")
+            return found if len(found) >= 2 else []
+
+        await eventually(two_helps, "the answer to !help sent while Herald was down")
+        await asyncio.sleep(2)  # a repeat of the first /help (a lost next_batch) would have been answered by now
+        assert len(await answers("You can run:")) == 2, dumps(await people.timeline(homeserver.alice, dm))
+        assert len(await answers("You are alice")) == 1
+
+
+async def test_an_edit_replaces_the_notification_for_another_person_and_replies_are_threaded(
+        tmp_path: Path, homeserver: Homeserver, people: MatrixPeople, proxy: MatrixProxy) -> None:
+    driver = await _driver(homeserver, people, proxy, press_by_reaction=True)
+    async with kit_engine(kit_config(tmp_path, driver, "matrix", _config(homeserver, proxy)), _installed()) as engine:
+        await eventually(lambda: people.joined(homeserver.alice, driver.room), "the bot in the team's room")
+        await people.call(homeserver.bob, "POST", f"/_matrix/client/v3/join/{driver.room}", {})
+        await post_alert(engine, "EditSeen")
+
+        async def note_for_bob() -> list[Any]:
+            seen = as_shown(await people.timeline(homeserver.bob, driver.room), homeserver.bot.user_id)
+            return [m for m in seen if "EditSeen" in m.text]
+
+        [note] = await eventually(note_for_bob, "the notification, as bob sees it")
+        assert note.text.endswith("Reply with a number: 1 Acknowledge · 2 Mute 1h")
+        await driver.press(driver.admin, driver.room, note, "Acknowledge")  # a ✅ reaction
+
+        async def edited() -> list[Any]:
+            return [m for m in await note_for_bob() if "Acknowledged by alice" in m.text]
+
+        [now] = await eventually(edited, "bob's view of the notification to show the acknowledgement")
+        assert now.id == note.id and now.edits >= 1 and "1 Acknowledge" not in now.text
+        events = await people.timeline(homeserver.bob, driver.room)
+        edit = next(e for e in events if (e["content"].get("m.relates_to") or {}).get("rel_type") == "m.replace")
+        assert edit["content"]["body"].startswith("* ") and edit["content"]["m.new_content"]["msgtype"] == "m.notice"
+        assert edit["content"]["m.new_content"]["format"] == "org.matrix.custom.html"
+
+        dm = driver.direct_chat(driver.admin)
+        asked = await people.say(homeserver.alice, dm, "/whoami <b>")
+        answers = await eventually(lambda: _from_bot(people, homeserver, dm), "an answer to /whoami")
+        relation = answers[-1]["content"].get("m.relates_to") or {}
+        assert relation.get("m.in_reply_to", {}).get("event_id") == asked, answers[-1]
+
+
+async def _from_bot(people: MatrixPeople, hs: Homeserver, room: str) -> list[dict[str, Any]]:
+    return [e for e in await people.timeline(hs.alice, room)
+            if e.get("sender") == hs.bot.user_id and e.get("type") == "m.room.message"]
+
+
+async def test_invites_are_joined_from_known_people_only(
+        tmp_path: Path, homeserver: Homeserver, people: MatrixPeople, proxy: MatrixProxy) -> None:
+    driver = await _driver(homeserver, people, proxy)
+    async with kit_engine(kit_config(tmp_path, driver, "matrix", _config(homeserver, proxy)), _installed()):
+        bot = homeserver.bot.user_id
+        stranger = await people.create_room(homeserver.carol, [bot])
+        known = await people.create_room(homeserver.bob, [bot])
+        await eventually(lambda: _has(people.joined(homeserver.bob, known), bot), "the bot to join bob's room")
+        assert bot not in await people.joined(homeserver.carol, stranger), "joined a stranger's invite"
+
+
+async def _has(members: Any, who: str) -> bool:
+    return who in await members
+
+
+async def test_an_encrypted_room_is_reported_when_encryption_is_off(
+        tmp_path: Path, homeserver: Homeserver, people: MatrixPeople, proxy: MatrixProxy) -> None:
+    driver = await _driver(homeserver, people, proxy)
+    async with kit_engine(kit_config(tmp_path, driver, "matrix", _config(homeserver, proxy)), _installed()):
+        room = await people.create_room(homeserver.alice, [homeserver.bot.user_id], encrypted=True)
+
+        async def told() -> list[dict[str, Any]]:
+            return [e for e in await _from_bot(people, homeserver, room) if e["content"]["body"] == ENCRYPTED_OFF_TEXT]
+
+        await eventually(told, "a notice that Herald cannot read the encrypted room")
+        await people.send(homeserver.alice, room, "m.room.encrypted", {
+            "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEn...", "sender_key": "x", "device_id": "D",
+            "session_id": "s"})
+        await asyncio.sleep(1.5)
+        assert len(await told()) == 1, "the notice is given once per room"
+
+
+async def test_a_matrix_account_links_itself(
+        tmp_path: Path, homeserver: Homeserver, people: MatrixPeople, proxy: MatrixProxy) -> None:
+    driver = await _driver(homeserver, people, proxy)
+    config = kit_config(tmp_path, driver, "matrix", _config(homeserver, proxy))
+    dave = config.principals["bob"].model_copy(update={"accounts": []})
+    config = config.model_copy(update={"principals": {**config.principals, "dave": dave}})
+    async with kit_engine(config, _installed()) as engine:
+        # carol's account is no one's yet: she talks to the bot in the team's room, where alice invited her.
+        await eventually(lambda: _has(people.joined(homeserver.alice, driver.room), homeserver.bot.user_id),
+                         "the bot in the team's room")
+        await people.call(homeserver.alice, "POST", f"/_matrix/client/v3/rooms/{driver.room}/invite",
+                          {"user_id": homeserver.carol.user_id})
+        await people.call(homeserver.carol, "POST", f"/_matrix/client/v3/join/{driver.room}", {})
+        token, _ = await engine.db.call(identity.issue_link_token, "dave", 600)
+        await people.say(homeserver.carol, driver.room, f"/link {token}")
+        await eventually(lambda: _texts(driver, "Linked"), "the answer to /link")
+        await people.say(homeserver.carol, driver.room, "/whoami")
+        [answer] = await eventually(lambda: _texts(driver, "You are dave"), "the answer to /whoami")
+    assert answer == "You are dave (roles: viewer) on matrix account @carol:localhost."
+
+
+async def _texts(driver: MatrixDriver, prefix: str) -> list[str]:
+    return [m.text for m in await driver.shown(driver.room) if m.text.startswith(prefix)]

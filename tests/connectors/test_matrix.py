@@ -16,10 +16,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from engine.plugin import discover
+from engine.plugin import Conversation, Message, RateLimited, discover
 from engine.security import identity
 from engine.testing.conformance import check_connector, eventually, kit_config, kit_engine, post_alert
 from integrations.matrix import integration
+from integrations.matrix.config import MatrixConfig
+from integrations.matrix.connector import MatrixConnector
+from integrations.matrix.session import Session
 from integrations.matrix.sync import ENCRYPTED_OFF_TEXT
 from tests.connectors.conftest import Homeserver
 from tests.connectors.matrix_proxy import MatrixProxy
@@ -189,3 +192,51 @@ async def test_a_matrix_account_links_itself(
 
 async def _texts(driver: MatrixDriver, prefix: str) -> list[str]:
     return [m.text for m in await driver.shown(driver.room) if m.text.startswith(prefix)]
+
+
+async def test_a_real_synapse_429_is_rate_limited(
+        tmp_path: Path, homeserver: Homeserver, people: MatrixPeople, proxy: MatrixProxy) -> None:
+    """Synapse's own rate limiter, lowered for the bot alone through the admin API (no proxy fault here)."""
+    bot = homeserver.bot.user_id
+    override = f"/_synapse/admin/v1/users/{bot}/override_ratelimit"
+    room = await people.create_room(homeserver.alice, [bot])
+    await people.call(homeserver.bot, "POST", f"/_matrix/client/v3/join/{room}", {})
+    session = Session(MatrixConfig(homeserver=homeserver.synapse.url, user_id=bot,
+                                   access_token=homeserver.bot.access_token, device_id=homeserver.bot.device_id),
+                      _MemoryStore(), tmp_path / "store")
+    await session.start()
+    connector = MatrixConnector(_Context(), session)  # type: ignore[arg-type]
+    to = Conversation(platform="matrix", chat=room)
+    await people.call(homeserver.alice, "POST", override, {"messages_per_second": 1, "burst_count": 1})
+    try:
+        with pytest.raises(RateLimited) as limited:
+            for n in range(5):
+                await connector.send(to, Message(kind="reply", text=f"hello {n}"), key=f"rl-{n}", seq=n)
+        assert 0 < limited.value.retry_after_s <= 5
+        # The same transaction id again is the same event: the homeserver deduplicates a retried send.
+        await people.call(homeserver.alice, "DELETE", override)
+        first = await connector.send(to, Message(kind="reply", text="hello 0"), key="rl-0", seq=0)
+        again = await connector.send(to, Message(kind="reply", text="hello 0"), key="rl-0", seq=0)
+        assert first.id == again.id
+        texts = [e["content"].get("body") for e in await people.timeline(homeserver.alice, room)
+                 if e.get("sender") == bot]
+        assert texts.count("hello 0") == 1
+    finally:
+        await people.call(homeserver.alice, "DELETE", override)
+        await session.close()
+
+
+class _MemoryStore:
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    async def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    async def put(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
+        self.values[key] = value
+
+
+class _Context:
+    def store(self, namespace: str) -> _MemoryStore:
+        return _MemoryStore()

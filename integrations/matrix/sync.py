@@ -134,8 +134,11 @@ class Receiver:
         if sender == self._session.user_id or not isinstance(sender, str):
             return None  # the bot's own messages come back through /sync too
         if isinstance(event, MegolmEvent):  # encrypted, and not decrypted (encryption off, or no key)
-            await self._notify_unreadable(room_id, event.event_id)
-            return None
+            event = self._decrypted(event)
+            if event is None:
+                await self._notify_unreadable(room_id, str(source.get("event_id", "")))
+                return None
+            source = event.source
         body = source.get("content") or {}
         if source.get("type") == "m.room.encrypted" and not self._encryption:
             await self._notify_unreadable(room_id, source.get("event_id", ""))
@@ -158,6 +161,15 @@ class Receiver:
         if relation.get("rel_type") == "m.replace" or not isinstance(body.get("body"), str):
             return None  # an edit of something already handled
         return Incoming(actor, reply_to, text=content.command_text(body["body"]), key=event_id, when=when)
+
+    def _decrypted(self, event: MegolmEvent) -> Any:
+        """nio decrypts as it syncs; a batch fetched again (after Herald was busy) is decrypted here."""
+        if self._session.client.olm is None:
+            return None
+        try:
+            return self._session.client.decrypt_event(event)
+        except Exception:  # nio raises EncryptionError (no session key yet) and others
+            return None
 
     async def _refused(self, outcome: Outcome) -> None:
         reply = outcome.item.reply_to

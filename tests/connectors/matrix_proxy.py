@@ -13,6 +13,7 @@ It is honest about being a fault injector: nothing else is changed, and every ot
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -47,7 +48,11 @@ class MatrixProxy:
     def rate_limit_next_send(self, retry_after_s: float) -> None:
         self._limit_next = retry_after_s
 
-    def drop_syncs(self) -> int:
+    async def drop_syncs(self, wait_s: float = 10.0) -> int:
+        """Cut the /sync long polls in flight, waiting (up to `wait_s`) for one if the bot is between two."""
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while not self._syncs and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
         cut = 0
         for request in list(self._syncs.values()):
             if request.transport is not None:

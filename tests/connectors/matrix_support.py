@@ -131,7 +131,7 @@ class MatrixDriver:
         self.proxy.rate_limit_next_send(retry_after_s)
 
     async def drop_inbound(self) -> None:
-        self.proxy.drop_syncs()
+        await self.proxy.drop_syncs()
 
 
 def dumps(events: list[dict[str, Any]]) -> str:

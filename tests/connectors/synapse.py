@@ -113,6 +113,10 @@ class Synapse:
                                  b"admin" if admin else b"notadmin"]))
         self.call("POST", "/_synapse/admin/v1/register", {"nonce": nonce, "username": user, "password": password,
                                                           "admin": admin, "mac": mac.hexdigest()})
+        return self.login(user, password, device_id=device_id)
+
+    def login(self, user: str, password: str, *, device_id: str | None = None) -> Account:
+        """A new access token for `user` (on `device_id`, or a new device)."""
         login: dict[str, Any] = {"type": "m.login.password", "password": password,
                                  "identifier": {"type": "m.id.user", "user": user}}
         if device_id:

@@ -240,3 +240,67 @@ class _MemoryStore:
 class _Context:
     def store(self, namespace: str) -> _MemoryStore:
         return _MemoryStore()
+
+
+def _e2e_missing() -> str | None:
+    from integrations.matrix.session import encryption_available  # noqa: PLC0415
+
+    return None if encryption_available() else "the E2EE extra is not installed: pip install 'matrix-nio[e2e]'"
+
+
+async def test_an_encrypted_round_trip(tmp_path: Path, homeserver: Homeserver, people: MatrixPeople,
+                                       proxy: MatrixProxy) -> None:
+    """alice, on an encrypting client of her own, writes /whoami in an encrypted room; Herald reads it and answers
+    encrypted, and alice's client decrypts the answer."""
+    if (reason := _e2e_missing()) is not None:
+        pytest.skip(reason)
+    from nio import AsyncClient, AsyncClientConfig, LoginResponse, MegolmEvent, RoomMessageNotice  # noqa: PLC0415 - only with the extra
+
+    bot = homeserver.synapse.login("herald", "herald-pw", device_id="HERALDE2E")  # a device with no keys yet
+    alice = AsyncClient(homeserver.synapse.url, homeserver.alice.user_id, store_path=str(_private(tmp_path / "a")),
+                        config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True))
+    assert isinstance(await alice.login("alice-pw", device_name="alice-e2e"), LoginResponse)
+    driver = await _driver(homeserver, people, proxy)
+    config = _config(homeserver, proxy, encryption=True, store_dir=str(tmp_path / "herald-keys"),
+                     access_token=bot.access_token, device_id=bot.device_id)
+    try:
+        await alice.sync(timeout=0, full_state=True)
+        await alice.keys_upload()
+        async with kit_engine(kit_config(tmp_path, driver, "matrix", config), _installed()):
+            room = await people.create_room(homeserver.alice, [bot.user_id], encrypted=True)
+            await eventually(lambda: _has(people.joined(homeserver.alice, room), bot.user_id), "the bot to join")
+
+            async def bot_keys_known() -> bool:
+                await alice.sync(timeout=0)
+                if alice.should_query_keys:
+                    await alice.keys_query()
+                return any(d.device_id == bot.device_id for d in alice.device_store.active_user_devices(bot.user_id))
+
+            await eventually(bot_keys_known, "alice's client to know the bot's device keys")
+            await alice.room_send(room, "m.room.message", {"msgtype": "m.text", "body": "/whoami"},
+                                  ignore_unverified_devices=True)
+            raw = await people.timeline(homeserver.alice, room)
+            assert not any((e.get("content") or {}).get("body") == "/whoami" for e in raw), "sent in clear"
+
+            async def answer() -> list[str]:
+                found: list[str] = []
+                response = await alice.sync(timeout=500)
+                for info in response.rooms.join.values() if hasattr(response, "rooms") else []:
+                    for event in info.timeline.events:
+                        if isinstance(event, RoomMessageNotice) and event.sender == bot.user_id:
+                            found.append(event.body)
+                        assert not isinstance(event, MegolmEvent) or event.sender != bot.user_id, \
+                            "alice could not decrypt Herald's answer"
+                return [t for t in found if t.startswith("You are alice")]
+
+            answers = await eventually(answer, "Herald's encrypted answer, decrypted by alice")
+            assert answers[0].startswith("You are alice (roles: admin) on matrix account @alice:localhost")
+            raw = await people.timeline(homeserver.alice, room)
+            assert [e["type"] for e in raw if e.get("sender") == bot.user_id][-1] == "m.room.encrypted"
+    finally:
+        await alice.close()
+
+
+def _private(path: Path) -> Path:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path

@@ -18,6 +18,7 @@ from nio import ErrorResponse, JoinResponse, RoomCreateResponse, RoomResolveAlia
 from engine.plugin import (
     Capabilities,
     Conversation,
+    DeliveryError,
     IntegrationContext,
     Message,
     MessageRef,
@@ -56,7 +57,8 @@ class MatrixConnector:
     async def send(self, to: Conversation, message: Message, *, key: str, seq: int) -> MessageRef:
         room = await self._room(to.chat)
         event_id = await self.put(room, "m.room.message", content.notice(message), txn=key)
-        await self._remember_choices(event_id, message)
+        if await self._remember_choices(event_id, message):
+            await self._offer_reactions(room, event_id, message, key)
         return MessageRef(platform=PLATFORM, chat=room, id=event_id)
 
     async def edit(self, ref: MessageRef, message: Message, *, key: str, seq: int) -> MessageRef:
@@ -112,11 +114,25 @@ class MatrixConnector:
         self._rooms[chat] = stored
         return stored
 
-    async def _remember_choices(self, event_id: str, message: Message) -> None:
+    async def _remember_choices(self, event_id: str, message: Message) -> bool:
+        """Keep which reaction on `event_id` presses which of its numbered choices; False if it has none."""
         handles = message.meta.get(CHOICES_META)
-        if isinstance(handles, list) and handles:
-            choices = {content.emoji_key(k): v for k, v in content.reaction_choices(message, handles).items()}
-            await self._store.put(f"reactions:{event_id}", json.dumps(choices), ttl_s=REACTIONS_TTL_S)
+        if not (isinstance(handles, list) and handles):
+            return False
+        choices = {content.emoji_key(k): v for k, v in content.reaction_choices(message, handles).items()}
+        await self._store.put(f"reactions:{event_id}", json.dumps(choices), ttl_s=REACTIONS_TTL_S)
+        return True
+
+    async def _offer_reactions(self, room: str, event_id: str, message: Message, key: str) -> None:
+        """Put the choices' reactions under the notification, so a person presses one with a tap. A failure here
+        is only logged: the message itself is sent, and replying with a number still works."""
+        handles = message.meta.get(CHOICES_META) or []
+        for n, emoji in enumerate(content.offered_reactions(message, list(handles))):
+            try:
+                await self.put(room, "m.reaction", content.reaction(event_id, emoji), txn=f"{key}/react/{n}")
+            except DeliveryError as exc:
+                log.warning("matrix: could not add the %s reaction under %s: %s", emoji, event_id, exc)
+                return
 
     async def reaction_handle(self, event_id: str, emoji: str) -> str | None:
         """The button handle a reaction `emoji` on the bot's message `event_id` presses, if any."""

@@ -57,6 +57,18 @@ def reaction_choices(message: Message, handles: list[str]) -> dict[str, str]:
     return found
 
 
+def offered_reactions(message: Message, handles: list[str]) -> list[str]:
+    """The reactions the bot puts under a notification, one per choice, for people to tap: the label's sign where
+    it has one (✅, 🔕), else the choice's keycap digit."""
+    labels = choice_labels(message.text)
+    return [LABEL_EMOJI.get(labels[n], KEYCAPS[n]) if n < len(labels) else KEYCAPS[n]
+            for n in range(min(len(handles), len(KEYCAPS)))]
+
+
+def reaction(event_id: str, emoji: str) -> dict[str, Any]:
+    return {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": emoji}}
+
+
 def choice_labels(text: str) -> list[str]:
     """The labels of the numbered choices at the end of a message ("... Reply with a number: 1 Ack · 2 Mute 1h")."""
     _, found, line = text.rpartition(CHOICES_PREFIX)

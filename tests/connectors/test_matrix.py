@@ -15,13 +15,24 @@ from typing import Any
 
 import aiohttp
 import pytest
+from nio import RoomSendError
+from pydantic import ValidationError
 
-from engine.plugin import Conversation, Message, RateLimited, discover
+from engine.plugin import (
+    AddressError,
+    Conversation,
+    Message,
+    RateLimited,
+    Rejected,
+    Unavailable,
+    discover,
+    read_secret,
+)
 from engine.security import identity
 from engine.testing.conformance import check_connector, eventually, kit_config, kit_engine, post_alert
-from integrations.matrix import integration
-from integrations.matrix.config import MatrixConfig
-from integrations.matrix.connector import MatrixConnector
+from integrations.matrix import content, integration
+from integrations.matrix.config import MatrixConfig, parse_address
+from integrations.matrix.connector import MatrixConnector, classify
 from integrations.matrix.session import Session
 from integrations.matrix.sync import ENCRYPTED_OFF_TEXT
 from tests.connectors.conftest import Homeserver
@@ -113,6 +124,12 @@ async def test_an_edit_replaces_the_notification_for_another_person_and_replies_
 
         [note] = await eventually(note_for_bob, "the notification, as bob sees it")
         assert note.text.endswith("Reply with a number: 1 Acknowledge · 2 Mute 1h")
+
+        async def offered() -> list[str]:
+            return [e["content"]["m.relates_to"]["key"] for e in await people.timeline(homeserver.bob, driver.room)
+                    if e["type"] == "m.reaction" and e["sender"] == homeserver.bot.user_id]
+
+        assert await eventually(offered, "the bot's reactions under the notification") == ["✅", "🔕"]
         await driver.press(driver.admin, driver.room, note, "Acknowledge")  # a ✅ reaction
 
         async def edited() -> list[Any]:
@@ -238,8 +255,13 @@ class _MemoryStore:
 
 
 class _Context:
+    """The one part of IntegrationContext the connector uses outside an engine."""
+
+    def __init__(self, store: _MemoryStore | None = None) -> None:
+        self._store = store or _MemoryStore()
+
     def store(self, namespace: str) -> _MemoryStore:
-        return _MemoryStore()
+        return self._store
 
 
 def _e2e_missing() -> str | None:
@@ -304,3 +326,104 @@ async def test_an_encrypted_round_trip(tmp_path: Path, homeserver: Homeserver, p
 def _private(path: Path) -> Path:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+# -- without a homeserver: the config, addresses, contents and error classes ------------------------------------
+
+
+def test_the_config_takes_one_login_in_any_secret_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = {"homeserver": "https://matrix.example.org/", "user_id": "@herald:example.org"}
+    assert MatrixConfig(**base, access_token="t").homeserver == "https://matrix.example.org"
+    monkeypatch.setenv("HERALD_TEST_MATRIX_PW", "pw")
+    assert read_secret(MatrixConfig(**base, password_env="HERALD_TEST_MATRIX_PW"), "password") == "pw"
+    secret = tmp_path / "token"
+    secret.write_text("from-a-file\n")
+    secret.chmod(0o644)
+    with pytest.raises(ValidationError, match="can be read by others"):
+        MatrixConfig(**base, access_token_file=secret)
+    secret.chmod(0o600)
+    assert read_secret(MatrixConfig(**base, access_token_file=secret), "access_token") == "from-a-file"
+    with pytest.raises(ValidationError, match="not both"):
+        MatrixConfig(**base, access_token="t", password="p")
+    with pytest.raises(ValidationError, match="access_token is required"):
+        MatrixConfig(**base)
+    with pytest.raises(ValidationError, match="full Matrix id"):
+        MatrixConfig(homeserver="https://m.org", user_id="herald", access_token="t")
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        MatrixConfig(**base, access_token="t", acess_token="typo")
+
+
+def test_addresses_are_room_ids_or_user_ids() -> None:
+    for good in ("!AbC:example.org", "!AbCdEf0123_-", "@alice:example.org"):
+        assert parse_address(good) == good
+    for bad in ("#ops:example.org", "AbC:example.org", "@alice", "", "!a b"):
+        with pytest.raises(AddressError, match="room id such as"):
+            parse_address(bad)
+
+
+def test_contents_escape_html_thread_replies_and_edit_with_a_fallback() -> None:
+    message = Message(kind="reply", title="<Disk>", text="a < b & c\nnext", in_reply_to="$ev")
+    sent = content.notice(message)
+    assert sent["msgtype"] == "m.notice" and sent["body"] == "<Disk>\na < b & c\nnext"
+    assert sent["formatted_body"] == "<b>&lt;Disk&gt;</b><br/>a &lt; b &amp; c<br/>next"
+    assert sent["m.relates_to"] == {"m.in_reply_to": {"event_id": "$ev"}}
+    edit = content.replacement("$orig", message)
+    assert edit["body"].startswith("* ") and edit["m.relates_to"] == {"rel_type": "m.replace", "event_id": "$orig"}
+    assert "m.relates_to" not in edit["m.new_content"] and edit["m.new_content"]["body"] == sent["body"]
+
+
+def test_commands_and_reactions_read_as_herald_expects() -> None:
+    assert content.command_text("!backup now") == "/backup now"
+    assert content.command_text("> <@bob:x> earlier\n> more\n\n/backup now") == "/backup now"
+    assert content.command_text("!!! loud") == "!!! loud" and content.command_text("!") == "!"
+    note = Message(kind="notification", text="Disk\n\nReply with a number: 1 Acknowledge · 2 Mute 1h")
+    choices = {content.emoji_key(k): v for k, v in content.reaction_choices(note, ["h1", "h2"]).items()}
+    assert choices[content.emoji_key("✅")] == "h1" and choices[content.emoji_key("🔕")] == "h2"
+    assert choices[content.emoji_key("2️⃣")] == "h2"
+    assert content.offered_reactions(note, ["h1", "h2"]) == ["✅", "🔕"]
+
+
+@pytest.mark.parametrize(("status", "errcode", "retry_ms", "expected"), [
+    (429, "M_LIMIT_EXCEEDED", 2500, RateLimited), (502, None, None, Unavailable), (None, None, None, Unavailable),
+    (403, "M_FORBIDDEN", None, Rejected), (400, "M_TOO_LARGE", None, Rejected),
+    (401, "M_UNKNOWN_TOKEN", None, Unavailable)])
+def test_homeserver_errors_are_classified(status: int | None, errcode: str | None, retry_ms: int | None,
+                                          expected: type[Exception]) -> None:
+    class Transport:
+        def __init__(self, status: int | None) -> None:
+            self.status = status
+
+    answer = RoomSendError("refused", errcode, retry_ms)
+    answer.transport_response = Transport(status) if status is not None else None
+    error = classify(answer, "send")
+    assert type(error) is expected
+    if isinstance(error, RateLimited):
+        assert error.retry_after_s == 2.5
+
+
+async def test_a_password_login_keeps_its_device_and_a_person_gets_a_direct_room(
+        tmp_path: Path, homeserver: Homeserver, people: MatrixPeople, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_TEST_MATRIX_PW", "herald-pw")
+    config = MatrixConfig(homeserver=homeserver.synapse.url, user_id=homeserver.bot.user_id,
+                          password_env="HERALD_TEST_MATRIX_PW")
+    store = _MemoryStore()
+    devices = []
+    for _ in range(2):  # a restart: the second login is on the first one's device
+        session = Session(config, store, tmp_path / "store")
+        await session.start()
+        devices.append(session.client.device_id)
+        if len(devices) == 1:
+            await session.close()
+    assert devices[0] == devices[1] == store.values["device_id"]
+    try:
+        connector = MatrixConnector(_Context(store), session)  # type: ignore[arg-type]
+        bob = Conversation(platform="matrix", chat=homeserver.bob.user_id)
+        first = await connector.send(bob, Message(kind="reply", text="hello bob"), key="dm-1", seq=1)
+        second = await connector.send(bob, Message(kind="reply", text="again"), key="dm-2", seq=2)
+        assert first.chat == second.chat and first.chat.startswith("!")
+        await people.call(homeserver.bob, "POST", f"/_matrix/client/v3/join/{first.chat}", {})
+        texts = [e["content"].get("body") for e in await people.timeline(homeserver.bob, first.chat)
+                 if e["type"] == "m.room.message"]
+        assert texts == ["hello bob", "again"]
+    finally:
+        await session.close()

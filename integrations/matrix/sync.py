@@ -18,17 +18,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from nio import MegolmEvent, SyncResponse
+from nio import MegolmEvent, RoomMessagesResponse, SyncResponse
 
 from engine.plugin import Actor, DeliveryError, Incoming, IntegrationContext, Outcome, ReplyTo
 from integrations.matrix import content
 from integrations.matrix.connector import PLATFORM, MatrixConnector
-from integrations.matrix.session import Session
+from integrations.matrix.session import LoginFailed, Session
 
 log = logging.getLogger("herald.matrix")
 ENCRYPTED_OFF_TEXT = ("Herald cannot read this room: it is end-to-end encrypted and Herald's Matrix encryption is "
                       "off (encryption = false in [integrations.matrix]). Use an unencrypted room, or turn it on.")
 BUSY_RETRY_S = 1.0
+TIMELINE_LIMIT = 50  # events per room in one sync; more is a "limited" timeline, whose gap is fetched page by page
+MAX_GAP_PAGES = 20
 UNDECRYPTABLE_TEXT = "Herald could not decrypt a message here (no key for it yet); please send it again."
 
 
@@ -45,13 +47,17 @@ class Receiver:
         self._after_sync = after_sync  # E2EE upkeep (keys, to-device messages) after each sync
 
     async def run(self) -> None:
-        await self._session.start()
+        try:
+            await self._session.start()
+        except LoginFailed as exc:
+            log.error("matrix: %s; fix [integrations.matrix] and restart Herald (nothing is sent or received)", exc)
+            return
         token = await self._store.get("next_batch")
         failures = 0
         while True:
             try:
                 answer = await self._session.client.sync(timeout=0 if token is None else self._timeout_ms,
-                                                         since=token)
+                                                         since=token, sync_filter=_sync_filter())
             except (aiohttp.ClientError, TimeoutError) as exc:
                 failures += 1
                 log.warning("matrix: /sync failed (%s); retrying", type(exc).__name__)
@@ -65,7 +71,7 @@ class Receiver:
                 await asyncio.sleep(wait)
                 continue
             failures = 0
-            if not await self._handle(answer, catching_up=token is None):
+            if not await self._handle(answer, since=token):
                 await asyncio.sleep(BUSY_RETRY_S)  # Herald is starting or overloaded: the same batch again, later
                 continue
             token = answer.next_batch
@@ -73,17 +79,24 @@ class Receiver:
             if self._after_sync is not None:
                 await self._after_sync()
 
-    async def _handle(self, sync: SyncResponse, *, catching_up: bool) -> bool:
-        """Hand a batch on; False when Herald was too busy to take some of it (the batch is to be fetched again:
-        what it did take is known to the intake by its event ids, so it is not handled twice)."""
+    async def _handle(self, sync: SyncResponse, *, since: str | None) -> bool:
+        """Hand a batch on; False when Herald was too busy to take some of it, or a gap could not be fetched (the
+        batch is to be fetched again: what was taken is known to the intake by its event ids, never handled twice).
+        `since` is None on a new installation's first sync, which only takes the bot's bearings."""
         for room_id, invite in sync.rooms.invite.items():
             await self._consider_invite(room_id, invite.invite_state)
         items: list[Incoming] = []
         for room_id, info in sync.rooms.join.items():
             await self._check_encryption(room_id, info.timeline.events)
-            if catching_up:
+            if since is None:
                 continue
-            for event in self._since_joined(info.timeline.events):
+            events = info.timeline.events
+            if info.timeline.limited and info.timeline.prev_batch:
+                gap = await self._gap(room_id, info.timeline.prev_batch, since)
+                if gap is None:
+                    return False
+                events = gap + events
+            for event in self._since_joined(events):
                 item = await self._incoming(room_id, event)
                 if item is not None:
                     items.append(item)
@@ -101,6 +114,27 @@ class Receiver:
             except Exception:  # a failed answer must not stop the sync; the items themselves are journaled
                 log.exception("matrix: handing %d events to the intake failed", len(items))
         return not busy
+
+    async def _gap(self, room_id: str, prev_batch: str, since: str) -> list[Any] | None:
+        """What a limited timeline left out (more happened in the room since `since` than one sync carries),
+        oldest first, from `GET /rooms/{room}/messages`; None if it could not be fetched now."""
+        found: list[Any] = []
+        start = prev_batch
+        for _ in range(MAX_GAP_PAGES):
+            try:
+                answer = await self._session.client.room_messages(room_id, start=start, end=since, limit=100)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("matrix: could not fetch the missed events of %s (%s)", room_id, type(exc).__name__)
+                return None
+            if not isinstance(answer, RoomMessagesResponse):
+                log.warning("matrix: could not fetch the missed events of %s: %s", room_id, answer)
+                return None
+            found[:0] = reversed(answer.chunk)
+            if not answer.chunk or not answer.end or answer.end == start:
+                return found
+            start = answer.end
+        log.warning("matrix: more than %d pages were missed in %s; the oldest are skipped", MAX_GAP_PAGES, room_id)
+        return found
 
     def _since_joined(self, events: list[Any]) -> list[Any]:
         """The events since the bot was invited (or, when the invite is not in this batch, since it joined), when
@@ -202,3 +236,7 @@ class Receiver:
             await self._connector.put(room_id, "m.room.message", body, txn=txn)
         except DeliveryError as exc:  # an answer is not worth stopping the sync for
             log.warning("matrix: could not answer in %s: %s", room_id, exc)
+
+
+def _sync_filter() -> dict[str, Any]:
+    return {"room": {"timeline": {"limit": TIMELINE_LIMIT}}, "presence": {"not_types": ["*"]}}

@@ -14,7 +14,7 @@ from engine.plugin import ConnectorSpec, IntegrationContext, Manifest, Unload
 from integrations.matrix import encryption
 from integrations.matrix.config import MatrixConfig, parse_address
 from integrations.matrix.connector import CAPABILITIES, PLATFORM, MatrixConnector
-from integrations.matrix.session import Session, encryption_available
+from integrations.matrix.session import Session
 from integrations.matrix.sync import Receiver
 
 log = logging.getLogger("herald.matrix")
@@ -30,9 +30,6 @@ class MatrixIntegration:
     async def setup(self, ctx: IntegrationContext) -> Unload:
         config = ctx.integration_config(PLATFORM)
         assert isinstance(config, MatrixConfig)
-        if config.encryption and not encryption_available():
-            raise RuntimeError("[integrations.matrix] encryption = true needs the E2EE extra: "
-                               "pip install 'matrix-nio[e2e]'")
         store_dir = config.store_dir or ctx.config.data_dir / "matrix-store"
         session = Session(config, ctx.store(PLATFORM), store_dir)
         connector = MatrixConnector(ctx, session)

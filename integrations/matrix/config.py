@@ -72,4 +72,13 @@ class MatrixConfig(BaseModel):
         if token and password:
             raise ValueError("set an access_token or a password for the bot, not both")
         check_secret(self, "password" if password else "access_token")
+        if self.encryption and not encryption_available():
+            raise ValueError("encryption = true needs the E2EE extra: pip install 'matrix-nio[e2e]' (vodozemac)")
         return self
+
+
+def encryption_available() -> bool:
+    """Whether the E2EE extra (matrix-nio[e2e]: vodozemac) is installed."""
+    from nio.crypto import ENCRYPTION_ENABLED  # noqa: PLC0415 - only asked when encryption is configured
+
+    return bool(ENCRYPTION_ENABLED)

@@ -25,13 +25,6 @@ class LoginFailed(Exception):
     """The homeserver refused the bot's credentials (nothing will work until the config is fixed)."""
 
 
-def encryption_available() -> bool:
-    """Whether the E2EE extra (matrix-nio[e2e]: vodozemac) is installed."""
-    from nio.crypto import ENCRYPTION_ENABLED  # noqa: PLC0415 - only asked when encryption is configured
-
-    return bool(ENCRYPTION_ENABLED)
-
-
 class Session:
     def __init__(self, config: MatrixConfig, store: KeyValue, store_dir: Path) -> None:
         self._config = config

@@ -53,7 +53,7 @@ class Receiver:
             log.error("matrix: %s; fix [integrations.matrix] and restart Herald (nothing is sent or received)", exc)
             return
         token = await self._store.get("next_batch")
-        failures = 0
+        failures = stalls = 0
         while True:
             try:
                 answer = await self._session.client.sync(timeout=0 if token is None else self._timeout_ms,
@@ -72,12 +72,17 @@ class Receiver:
                 continue
             failures = 0
             if not await self._handle(answer, since=token):
-                await asyncio.sleep(BUSY_RETRY_S)  # Herald is starting or overloaded: the same batch again, later
+                stalls += 1  # Herald is starting or overloaded: the same batch again, later
+                await asyncio.sleep(min(30.0, BUSY_RETRY_S * 2 ** (stalls - 1)))
                 continue
+            stalls = 0
             token = answer.next_batch
             await self._store.put("next_batch", token)  # only now: everything before it is with the intake
             if self._after_sync is not None:
-                await self._after_sync()
+                try:
+                    await self._after_sync()
+                except Exception:  # keys are uploaded or shared again after the next sync
+                    log.exception("matrix: encryption upkeep failed")
 
     async def _handle(self, sync: SyncResponse, *, since: str | None) -> bool:
         """Hand a batch on; False when Herald was too busy to take some of it, or a gap could not be fetched (the
@@ -111,8 +116,9 @@ class Receiver:
         if items:
             try:
                 await self._ctx.intake.take(items, refused=refused)
-            except Exception:  # a failed answer must not stop the sync; the items themselves are journaled
+            except Exception:  # the batch is fetched again: nothing is lost, and what was journaled is known
                 log.exception("matrix: handing %d events to the intake failed", len(items))
+                return False
         return not busy
 
     async def _gap(self, room_id: str, prev_batch: str, since: str) -> list[Any] | None:

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 import aiohttp
-from nio import ErrorResponse, JoinResponse, RoomCreateResponse, RoomResolveAliasResponse, RoomSendResponse
+from nio import ErrorResponse, JoinResponse, RoomCreateResponse, RoomSendResponse
 
 from engine.plugin import (
     Capabilities,
@@ -34,8 +34,9 @@ log = logging.getLogger("herald.matrix")
 
 PLATFORM = "matrix"
 # No buttons: Herald renders numbered choices ("Reply with a number: 1 Acknowledge · 2 Mute 1h"); a reply "1" or a
-# reaction (1️⃣, ✅ for Acknowledge, 🔕 for Mute 1h) presses one. Matrix's own limit is 65535 bytes per event.
-CAPABILITIES = Capabilities(buttons=False, edits=True, formatting="plain", max_text=16000, edit_interval_s=1.0,
+# reaction (1️⃣, ✅ for Acknowledge, 🔕 for Mute 1h) presses one. An event is at most 65535 bytes, and an edit carries
+# its text four times (body and HTML, fallback and new content): 4000 characters fit, escaped, in any script.
+CAPABILITIES = Capabilities(buttons=False, edits=True, formatting="plain", max_text=4000, edit_interval_s=1.0,
                             dedupes=True)
 REACTIONS_TTL_S = 7 * 24 * 3600.0  # how long a reaction on a notification still presses its button
 CHOICES_META = "choices"  # engine.delivery.render: the handles of a message's numbered choices
@@ -49,7 +50,7 @@ class MatrixConnector:
         self._ctx = ctx
         self._session = session
         self._store = ctx.store(PLATFORM)
-        self._rooms: dict[str, str] = {}  # an alias or a person's id -> the room id messages for it go to
+        self._rooms: dict[str, str] = {}  # a person's id -> the direct room messages for them go to
 
     def parse_address(self, text: str) -> str:
         return parse_address(text)
@@ -92,18 +93,12 @@ class MatrixConnector:
             raise Unavailable(f"homeserver unreachable: {type(exc).__name__}") from None
 
     async def _room(self, chat: str) -> str:
-        """The room id for an address: a room id as is, an alias resolved, a person's id their direct room."""
+        """The room id for an address: a room id as is, a person's id their direct room with the bot."""
         if chat.startswith("!"):
             return chat
         if chat in self._rooms:
             return self._rooms[chat]
         client = self._session.client
-        if chat.startswith("#"):
-            resolved = await self._guard(client.room_resolve_alias(chat))
-            if not isinstance(resolved, RoomResolveAliasResponse):
-                raise classify(resolved, f"resolve {chat}")
-            self._rooms[chat] = resolved.room_id
-            return str(resolved.room_id)
         stored = await self._store.get(f"dm:{chat}")
         if stored is None:  # a message to a person: a direct room with them, created once and remembered
             created = await self._guard(client.room_create(is_direct=True, invite=[chat]))

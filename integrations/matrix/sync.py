@@ -96,11 +96,14 @@ class Receiver:
             if since is None:
                 continue
             events = info.timeline.events
-            if info.timeline.limited and info.timeline.prev_batch:
-                gap = await self._gap(room_id, info.timeline.prev_batch, since)
-                if gap is None:
+            # Just joined, with the invite out of this batch: what was said between the two is fetched (back to the
+            # invite). A limited timeline: what it left out since the last batch is fetched.
+            joining = self._membership_in(events, "join") and not self._membership_in(events, "invite")
+            if (joining or info.timeline.limited) and info.timeline.prev_batch:
+                earlier = await self._fetch_back(room_id, info.timeline.prev_batch, since=None if joining else since)
+                if earlier is None:
                     return False
-                events = gap + events
+                events = earlier + events
             for event in self._since_joined(events):
                 item = await self._incoming(room_id, event)
                 if item is not None:
@@ -121,11 +124,10 @@ class Receiver:
                 return False
         return not busy
 
-    async def _gap(self, room_id: str, prev_batch: str, since: str) -> list[Any] | None:
-        """What a limited timeline left out (more happened in the room since `since` than one sync carries),
-        oldest first, from `GET /rooms/{room}/messages`; None if it could not be fetched now."""
+    async def _fetch_back(self, room_id: str, start: str, *, since: str | None) -> list[Any] | None:
+        """The room's events before a batch (`GET /rooms/{room}/messages` from its `prev_batch`), oldest first:
+        back to `since` (the last batch), or with none, back to the bot's invite. None if they cannot be had now."""
         found: list[Any] = []
-        start = prev_batch
         for _ in range(MAX_GAP_PAGES):
             try:
                 answer = await self._session.client.room_messages(room_id, start=start, end=since, limit=100)
@@ -136,22 +138,28 @@ class Receiver:
                 log.warning("matrix: could not fetch the missed events of %s: %s", room_id, answer)
                 return None
             found[:0] = reversed(answer.chunk)
-            if not answer.chunk or not answer.end or answer.end == start:
+            reached_invite = since is None and self._membership_in(answer.chunk, "invite")
+            if reached_invite or not answer.chunk or not answer.end or answer.end == start:
                 return found
             start = answer.end
         log.warning("matrix: more than %d pages were missed in %s; the oldest are skipped", MAX_GAP_PAGES, room_id)
         return found
 
+    def _membership_in(self, events: list[Any], membership: str) -> bool:
+        return any(self._is_membership(e, membership) for e in events)
+
+    def _is_membership(self, event: Any, membership: str) -> bool:
+        source = getattr(event, "source", {}) or {}
+        return (source.get("type") == "m.room.member" and source.get("state_key") == self._session.user_id
+                and (source.get("content") or {}).get("membership") == membership)
+
     def _since_joined(self, events: list[Any]) -> list[Any]:
-        """The events since the bot was invited (or, when the invite is not in this batch, since it joined), when
-        this batch has them: a room's history from before the bot was asked in is not answered, but what was said
+        """The events since the bot was invited (or, when the invite is not at hand, since it joined), when these
+        events have them: a room's history from before the bot was asked in is not answered, but what was said
         after the invite, while it was joining, is."""
-        me = self._session.user_id
         for wanted in ("invite", "join"):
             for n in range(len(events) - 1, -1, -1):
-                source = getattr(events[n], "source", {}) or {}
-                if (source.get("type") == "m.room.member" and source.get("state_key") == me
-                        and (source.get("content") or {}).get("membership") == wanted):
+                if self._is_membership(events[n], wanted):
                     return events[n + 1:]
         return events
 

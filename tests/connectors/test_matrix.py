@@ -95,6 +95,8 @@ async def test_a_restart_between_two_syncs_loses_and_repeats_nothing(
         return [m.text for m in await driver.shown(dm) if m.text.startswith(prefix)]
 
     async with kit_engine(kit_config(tmp_path, driver, "matrix", _config(homeserver, proxy)), _installed()):
+        # In the room first: with two events a sync, a join's batch would not reach back to the invite.
+        await eventually(lambda: _has(people.joined(homeserver.alice, dm), homeserver.bot.user_id), "the bot in")
         await driver.say(driver.admin, dm, "/help")
         await eventually(lambda: answers("You can run:"), "the answer to /help")
     # Said while Herald is down: the next engine's first sync brings both, after the stored next_batch.
@@ -433,3 +435,22 @@ async def test_a_password_login_keeps_its_device_and_a_person_gets_a_direct_room
     texts = [e["content"].get("body") for e in await people.timeline(homeserver.bob, sent[0].chat)
              if e["type"] == "m.room.message"]
     assert texts == ["hello bob"]
+
+
+async def test_what_was_said_between_the_invite_and_the_join_is_answered_and_older_history_not(
+        tmp_path: Path, homeserver: Homeserver, people: MatrixPeople, proxy: MatrixProxy,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync, "TIMELINE_LIMIT", 2)  # the join's batch cannot reach back to the invite by itself
+    driver = await _driver(homeserver, people, proxy)
+    room = await people.create_room(homeserver.alice, [])
+    await people.say(homeserver.alice, room, "/whoami")  # before the bot was asked in: history, not answered
+    await people.call(homeserver.alice, "POST", f"/_matrix/client/v3/rooms/{room}/invite",
+                      {"user_id": homeserver.bot.user_id})
+    await people.say(homeserver.alice, room, "/help")  # while Herald is not running yet
+    for n in range(3):  # emotes, which Herald does not read: they push the invite out of the join's batch
+        await people.send(homeserver.alice, room, "m.room.message", {"msgtype": "m.emote", "body": f"waves {n}"})
+    async with kit_engine(kit_config(tmp_path, driver, "matrix", _config(homeserver, proxy)), _installed()):
+        answers = await eventually(lambda: _from_bot(people, homeserver, room), "the answer to /help")
+        await asyncio.sleep(1.5)
+        texts = [e["content"]["body"] for e in await _from_bot(people, homeserver, room)]
+    assert len(answers) == 1 and texts[0].startswith("You can run:") and len(texts) == 1, texts

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 import aiohttp
-from nio import ErrorResponse, JoinResponse, RoomCreateResponse, RoomSendResponse
+from nio import ErrorResponse, JoinResponse, LocalProtocolError, RoomCreateResponse, RoomSendResponse
 
 from engine.plugin import (
     Capabilities,
@@ -91,6 +91,8 @@ class MatrixConnector:
             return await call
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(f"homeserver unreachable: {type(exc).__name__}") from None
+        except LocalProtocolError as exc:  # SendRetryError too; e.g. an encrypted room not synced yet: try later
+            raise Unavailable(f"not ready to send: {exc}") from None
 
     async def _room(self, chat: str) -> str:
         """The room id for an address: a room id as is, a person's id their direct room with the bot."""

@@ -75,9 +75,10 @@ def _installed() -> list[Any]:
     return [*(i for i in discover() if i.manifest.name != "matrix"), integration]
 
 
+@pytest.mark.parametrize("press", ["a numbered reply", "a reaction"])
 async def test_matrix_passes_the_conformance_kit(tmp_path: Path, homeserver: Homeserver, people: MatrixPeople,
-                                                 proxy: MatrixProxy) -> None:
-    driver = await _driver(homeserver, people, proxy)
+                                                 proxy: MatrixProxy, press: str) -> None:
+    driver = await _driver(homeserver, people, proxy, press_by_reaction=press == "a reaction")
     await check_connector(tmp_path, integration, driver, _config(homeserver, proxy))
     assert proxy.limited == 1, "the kit's 429 was not answered by the proxy"
     assert proxy.dropped >= 1, "no /sync long poll was in flight to cut"

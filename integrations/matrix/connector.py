@@ -139,11 +139,24 @@ class MatrixConnector:
 
 def classify(answer: Any, what: str) -> Exception:
     """A homeserver's error answer as the shared sender's RateLimited, Unavailable or Rejected."""
-    status = getattr(getattr(answer, "transport_response", None), "status", None)
+    transport = getattr(answer, "transport_response", None)
+    status = getattr(transport, "status", None)
     code = getattr(answer, "status_code", None)
     if status == 429 or code == "M_LIMIT_EXCEEDED":
-        retry_ms = getattr(answer, "retry_after_ms", None) or 1000
-        return RateLimited(retry_ms / 1000, what)
+        return RateLimited(_retry_after_s(answer, transport), what)
     if status is None or status >= 500 or code == "M_UNKNOWN_TOKEN":  # a token may be fixed without a restart
         return Unavailable(f"{what}: {code or status or 'no answer'}")
     return Rejected(f"{what}: {code}: {getattr(answer, 'message', '')}")
+
+
+def _retry_after_s(answer: Any, transport: Any) -> float:
+    """The wait a 429 asks for: `retry_after_ms` in the body, or the `Retry-After` header (seconds), which the spec
+    now prefers (retry_after_ms is deprecated); a second when neither is given."""
+    retry_ms = getattr(answer, "retry_after_ms", None)
+    if retry_ms:
+        return float(retry_ms) / 1000
+    header = (getattr(transport, "headers", None) or {}).get("Retry-After", "")
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        return 1.0

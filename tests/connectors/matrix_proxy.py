@@ -1,11 +1,12 @@
 """A small reverse proxy between the Matrix connector and the real Synapse, for two faults Synapse won't make on cue.
 
 Everything passes through unchanged except, when a test asks for it:
-- `rate_limit_next_send(s)`: the next `PUT /rooms/{room}/send/...` is answered, instead of forwarded, with the
-  client-server API's rate-limit error as Synapse writes it: HTTP 429, `Retry-After`, and
-  `{"errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests", "retry_after_ms": ...}`
-  (spec, "Rate limiting": "Homeservers SHOULD implement rate limiting ... return M_LIMIT_EXCEEDED with
-  retry_after_ms"). A real Synapse 429 is tested separately (test_matrix.py lowers the bot's own limit).
+- `rate_limit_next_send(s)`: the next `PUT /rooms/{room}/send/...` is answered, instead of forwarded, with HTTP 429
+  and the error the client-server API specifies (https://spec.matrix.org/latest/client-server-api/#rate-limiting):
+  "If a request is refused due to rate limiting, it should return a standard error response of the form:
+  {"errcode": "M_LIMIT_EXCEEDED", "error": "string", "retry_after_ms": integer (optional, deprecated)}" and
+  "Homeservers SHOULD include a Retry-After header for any response with a 429 status code." (Synapse's own 429,
+  "Too Many Requests", is tested separately: test_matrix.py lowers the bot's limit through the admin API.)
 - `drop_syncs()`: the `/sync` long polls in flight are cut (their TCP connections closed), as a network drop would.
 
 It is honest about being a fault injector: nothing else is changed, and every other answer is Synapse's own.

@@ -410,6 +410,17 @@ def test_homeserver_errors_are_classified(status: int | None, errcode: str | Non
         assert error.retry_after_s == 2.5
 
 
+def test_a_429_without_retry_after_ms_waits_what_the_retry_after_header_says() -> None:
+    class Transport:
+        status = 429
+        headers = {"Retry-After": "7"}
+
+    answer = RoomSendError("Too Many Requests", "M_LIMIT_EXCEEDED", None)
+    answer.transport_response = Transport()
+    error = classify(answer, "send")
+    assert isinstance(error, RateLimited) and error.retry_after_s == 7
+
+
 async def test_a_password_login_keeps_its_device_and_a_person_gets_a_direct_room(
         tmp_path: Path, homeserver: Homeserver, people: MatrixPeople, monkeypatch: pytest.MonkeyPatch) -> None:
     """A restart logs in again on the same device, so a send repeated after it (the outbox's retry of a send whose

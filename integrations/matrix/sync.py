@@ -191,9 +191,7 @@ class Receiver:
         if source.get("type") == "m.room.encrypted" and not self._encryption:
             await self._notify_unreadable(room_id, source.get("event_id", ""))
             return None
-        event_type = source.get("type")
-        if getattr(event, "decrypted", False):
-            event_type = "m.room.message"  # nio hands decrypted messages as their inner type
+        event_type = source.get("type")  # a decrypted event's source is its plaintext: its own type, in clear
         relation = body.get("m.relates_to") or {}
         actor = Actor(platform=PLATFORM, account=sender)
         event_id = str(source.get("event_id"))

@@ -22,6 +22,9 @@ from dsl.catalog import Catalog
 from dsl.checks_rule import RuleContext, check_rule, known_name, known_person
 from dsl.diagnostics import Diagnostic, did_you_mean
 from dsl.loops import emit_loops
+from dsl.values import duration_seconds, format_duration
+
+MUTE_MIN_S, MUTE_MAX_S = 60, 7 * 24 * 3600  # a Mute button's duration: a minute to a week
 
 
 def check_files(files: Sequence[RuleFile], catalog: Catalog) -> list[Diagnostic]:
@@ -137,10 +140,25 @@ def _check_buttons(rules: Sequence[Rule], catalog: Catalog) -> Iterator[Diagnost
             if not isinstance(action, Notify):
                 continue
             for button in action.button_list:
+                if button.name == "mute":
+                    problem = mute_problem(button.arg)
+                    if problem is not None:
+                        yield Diagnostic(button.span or action.span, problem,
+                                         hint="for example: with buttons ack, mute 30m, mute 4h")
                 if button.name not in handled and button.name not in catalog.buttons:
                     yield Diagnostic(button.span or action.span,
                                      f"no rule handles the button '{button.name}', so pressing it does nothing",
                                      severity="warning", hint=f"add a rule 'on button {button.name} ...'")
+
+
+def mute_problem(arg: str | None) -> str | None:
+    """Why `mute ARG` cannot be a Mute button (the engine mutes for ARG when it is pressed), or None."""
+    if arg is None:
+        return "a mute button needs a duration, such as 'mute 1h'"
+    seconds = duration_seconds(arg)
+    if not MUTE_MIN_S <= seconds <= MUTE_MAX_S:
+        return f"a mute lasts from {format_duration(MUTE_MIN_S)} to {format_duration(MUTE_MAX_S)}, not {arg}"
+    return None
 
 
 def _check_events(rules: Sequence[Rule], catalog: Catalog) -> Iterator[Diagnostic]:

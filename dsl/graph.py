@@ -140,6 +140,13 @@ class CompiledRule:
     _matcher: Matcher | None = dataclass_field(default=None, init=False, repr=False, compare=False)
 
     @property
+    def state_key(self) -> str:
+        """What the rule's clause state (dedupe windows, rate-limit counts, groups, escalations, silences) is kept
+        under: its name, or, for an unnamed rule, what it does; so reformatting or moving an unnamed rule (which
+        changes its PATH:LINE name) keeps its state, while changing what it does starts afresh."""
+        return self.name if self.name != self.location else f"~{self.fingerprint[:24]}"
+
+    @property
     def matches(self) -> Matcher:
         """One closure testing the whole trigger (`conditions`, then `checks`) against an event's fields."""
         matcher = self._matcher

@@ -50,9 +50,14 @@ chat_tokens = ["{BOB_TOKEN}"]
 [principals.carol]
 roles = ["operator"]
 
+[integrations.chat]
+device_accounts = true  # the identity tests link device accounts
+room_roles = ["admin", "operator", "viewer"]  # bob, a viewer, watches the ops room in many tests
+
 [teams.ops]
 members = ["alice"]
 chat_rooms = ["ops"]
+
 """
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from engine.cli.common import add_client_args, engine_url, load_for, read_token
-from engine.client.remote import RemoteEngineClient
+from engine.client.remote import RemoteEngineClient, TokenMissing, read_api_token
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -21,5 +21,16 @@ def run(args: argparse.Namespace) -> int:
     from tui.app import make_app  # Textual loads only when the TUI is asked for
 
     config = load_for(args)
-    make_app(RemoteEngineClient(engine_url(config, args.url).url, read_token(config))).run()
+    last = read_token(config)  # fails now, with the fix, if there is no running engine's token at all
+
+    def token() -> str:
+        """The token file as it is now: the engine renews it, and a restarted engine writes a new one."""
+        nonlocal last
+        try:
+            last = read_api_token(config.data_dir)
+        except TokenMissing:
+            pass  # the engine is stopping or restarting: keep trying with the last one
+        return last
+
+    make_app(RemoteEngineClient(engine_url(config, args.url).url, token)).run()
     return 0

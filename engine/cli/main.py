@@ -15,12 +15,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_client_args, add_config_args, client_host, load_for
 from engine.core import datafolder
 from engine.core.config import DEFAULT_CONFIG_NAME, Config, load_config
 from engine.core.errors import ConfigError, HeraldError, RulesError
+
+if TYPE_CHECKING:
+    from dsl import CompileResult
+    from engine.reload.reloader import Fallback
 
 # Command groups that live in modules of their own: each has `add_parsers(sub)`, and every parser it adds sets
 # `handler=` (a function taking the parsed args and returning the exit code) through `set_defaults`.
@@ -29,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.worker",
     "engine.cli.sandbox",
     "engine.cli.rules",
+    "engine.cli.alerts",
 )
 COMMANDS_GROUP = "herald.commands"  # entry points: functions taking the sub-parsers, adding their commands
 GC_GEN0_THRESHOLD = 50_000  # allocations between young-generation collections (CPython's default: 700)
@@ -53,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tls-key", type=Path, metavar="FILE", help="the certificate's private key (PEM)")
     run.add_argument("--no-watch", action="store_true",
                      help="do not watch the rules folder and config; reload only on SIGHUP or `herald reload`")
+    run.add_argument("--strict", action="store_true",
+                     help="refuse to start when a rule file does not compile (default: start with the last rules "
+                          "that compiled, kept in the data folder, and report the broken files loudly)")
     run.add_argument("-v", "--verbose", action="store_true", help="log debug details")
 
     reload = sub.add_parser("reload", help="reload rules and config in a running engine now",
@@ -225,11 +233,14 @@ def _run(args: argparse.Namespace) -> int:
     source = ConfigSource(config_path, lambda: _run_config(args)) if config_path is not None else None
     validate_integrations(config, discover())  # before anything starts: `integrations.x.token: field required`
     result = compile_paths([config.rules_dir], config)
-    graph = result.graph
-    if graph is None:
+    fallback = None
+    if result.graph is None:
         print(result.render_all(), file=sys.stderr)
-        print("herald: not starting: the rules above do not compile", file=sys.stderr)
-        return EXIT_FAILED
+        result, fallback = _last_good_rules(config, result, strict=args.strict)
+        if fallback is None:
+            return EXIT_FAILED
+    graph = result.graph
+    assert graph is not None
     if not result.sources:
         print(f"herald: warning: no *.rules files in {config.rules_dir}: Herald will do nothing until you add "
               "some (they load as they are saved)", file=sys.stderr)
@@ -241,7 +252,8 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
     async def serve() -> None:
-        engine = Engine(config, graph, teams=result.teams, config_source=source, watch=not args.no_watch)
+        engine = Engine(config, graph, teams=result.teams, config_source=source, watch=not args.no_watch,
+                        fallback=fallback)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -270,6 +282,32 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         folder.release()
     return EXIT_OK
+
+
+def _last_good_rules(config: Config, broken: CompileResult, *, strict: bool) -> tuple[CompileResult, Fallback | None]:
+    """A broken rule file must not mean no paging at all: the last rules that compiled (saved in the data folder at
+    every start and accepted reload), if there are any and they still compile; None with the reason printed else."""
+    from dsl import compile_sources
+    from engine.reload import last_good
+    from engine.reload.reloader import Fallback, diagnostic_views
+    from engine.reload.rules import catalog_for
+
+    if strict:
+        print("herald: not starting: the rules above do not compile (--strict)", file=sys.stderr)
+        return broken, None
+    saved = last_good.load(config.data_dir)
+    if saved is None:
+        print("herald: not starting: the rules above do not compile, and no earlier rules that compiled are kept in "
+              f"{config.data_dir} to fall back on", file=sys.stderr)
+        return broken, None
+    result = compile_sources(saved.sources, catalog_for(config))
+    if result.graph is None:
+        print(f"herald: not starting: the rules above do not compile, nor do the last good ones saved {saved.saved} "
+              "(the config changed since?)", file=sys.stderr)
+        return broken, None
+    print(f"herald: WARNING: the rules above do not compile: starting with the last rules that compiled (saved "
+          f"{saved.saved}, {len(result.graph.rules)} rules); fix the files and they load", file=sys.stderr)
+    return result, Fallback(saved=saved.saved, diagnostics=diagnostic_views(broken.diagnostics))
 
 
 def _reload(args: argparse.Namespace) -> int:

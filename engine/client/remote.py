@@ -177,7 +177,7 @@ class RemoteEngineClient:
     def __init__(
         self,
         url: str,
-        token: str,
+        token: str | Callable[[], str],
         *,
         delays: Callable[[], Iterator[float]] = backoff,
         connect_timeout: float = 10.0,
@@ -185,7 +185,11 @@ class RemoteEngineClient:
     ) -> None:
         self.url = stream_url(url)
         self.status = "connecting"
-        self._headers = {"Authorization": f"Bearer {token}"}
+        # A callable is asked again at every connect: the engine renews its local token, and a restarted engine
+        # refuses the previous run's, so a long-lived client re-reads the token file rather than give up.
+        self._token = token if callable(token) else (lambda: token)
+        self._rereads = callable(token)
+        self._refused: str | None = None  # the token last refused; a new one is worth a try
         self._delays = delays
         self._connect_timeout = connect_timeout
         self._heartbeat = heartbeat
@@ -202,9 +206,11 @@ class RemoteEngineClient:
             delays = self._delays()
             while not self._closed.is_set():
                 self.status = "connecting"
+                token = ""
                 try:
+                    token = self._token()
                     async with session.ws_connect(
-                        self.url, headers=self._headers, heartbeat=self._heartbeat
+                        self.url, headers={"Authorization": f"Bearer {token}"}, heartbeat=self._heartbeat
                     ) as ws:
                         self._ws = ws
                         self.status = "connected"
@@ -212,8 +218,14 @@ class RemoteEngineClient:
                         async for update in self._receive(ws):
                             yield update
                         reason = _close_reason(ws)
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    if classify(exc) == "fatal":
+                except (aiohttp.ClientError, OSError, TimeoutError, EngineClientError) as exc:
+                    if self._rereads and _refused_token(exc) and token != self._refused:
+                        self._refused = token  # perhaps renewed or restarted: read the token again, once
+                        reason = _describe(exc)
+                    elif isinstance(exc, EngineClientError):
+                        self.status = f"failed: {exc}"
+                        raise
+                    elif classify(exc) == "fatal":
                         # The status line stays short; the raised error carries the full explanation.
                         self.status = f"failed: {_describe(exc)}"
                         raise _fatal_error(exc, self.url) from exc
@@ -270,6 +282,10 @@ class RemoteEngineClient:
         ws = self._ws
         if ws is not None and not ws.closed:
             await ws.close()
+
+
+def _refused_token(exc: BaseException) -> bool:
+    return isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status in (401, 403)
 
 
 def _close_reason(ws: aiohttp.ClientWebSocketResponse) -> str:

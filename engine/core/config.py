@@ -145,6 +145,9 @@ class Config(_Strict):
     # `on button mute require role admin` tightens it further). Checked before the button is used up.
     button_roles: list[str] = Field(default_factory=lambda: ["admin", "operator"])
     api_principal: str | None = None  # whom commands sent with the local API token act as, unless they say
+    # Timers that came due while Herald was down (escalations, schedules) wait this long after a start, so chat
+    # clients reconnect and connectors attach first and the catch-up delivers what they send.
+    start_grace_s: float = Field(default=5.0, ge=0, le=300)
     # Each integration's own section, validated by that integration's config model when it is set up.
     integrations: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

@@ -168,8 +168,17 @@ class Timers:
         """Make the loop look at the table now (a timer was added, or a test moved the clock)."""
         self._wake.set()
 
-    async def run(self) -> None:
-        """Fire due timers, soonest first, until cancelled."""
+    async def run(self, *, grace_s: float = 0.0) -> None:
+        """Fire due timers, soonest first, until cancelled. `grace_s`: when timers are already overdue (they came due
+        while Herald was down), wait this long first (real seconds), so the people they notify can reconnect."""
+        if grace_s > 0:
+            now = self.clock.now().timestamp()
+            overdue = await self._db.call(lambda conn: conn.execute(
+                "SELECT count(*) FROM timers WHERE due <= ?", (now,)).fetchone()[0])
+            if overdue:
+                log.info("%d timers came due while Herald was down: they fire in %gs, once clients reconnected",
+                         overdue, grace_s)
+                await asyncio.sleep(grace_s)
         while True:
             self._wake.clear()
             now = self.clock.now().timestamp()

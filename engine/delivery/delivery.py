@@ -22,8 +22,8 @@ from engine.core.ids import new_id
 from engine.delivery.connector import Connector
 from engine.delivery.message import Conversation, Message
 from engine.delivery.outbox import Outbox, Outgoing
-from engine.delivery.outlets import Audience, Notification, OutMessage, Progress, Result, Text
-from engine.delivery.render import to_message
+from engine.delivery.outlets import AlertStatus, Audience, Notification, OutMessage, Progress, Result, Text
+from engine.delivery.render import following, to_message
 from engine.delivery.sender import Delivered, PlatformSender
 
 log = logging.getLogger("herald.delivery")
@@ -161,16 +161,22 @@ class Delivery:
         await self._put([item], wait=False)  # a run does not wait for its progress to be durable; the sender does
         return True
 
-    async def amend(self, event_id: str, *, note: str, drop: frozenset[str], key: str) -> int:
-        """Edit every notification sent about `event_id` (an alert acknowledged, muted...): add `note` to its text
-        and take away the buttons whose action is in `drop`. Returns how many messages will be edited."""
+    async def follow(self, fingerprint: str, status: AlertStatus) -> int:
+        """Edit every notification about alert `fingerprint`, on every platform, to show `status` (acknowledged,
+        muted, resolved...) with only the buttons that still apply. Edits of one message are coalesced by the
+        senders (only the newest state waits out a platform's edit interval); a state already shown is not edited
+        again. Returns how many messages will be edited."""
         edits = []
-        for sent in await self.outbox.notifications_of(event_id):
-            message = sent.message
-            body = message.model_copy(update={"text": f"{message.text}\n{note}",
-                                              "buttons": tuple(b for b in message.buttons if b.action not in drop)})
-            edits.append(Outgoing(key=f"{sent.key}/{key}", to=sent.to, message=body, op="edit", target=sent.key))
+        for sent in await self.outbox.notifications_of_alert(fingerprint):
+            body = following(sent.message, status)
+            if body is sent.message:
+                continue
+            state = _digest(body.text + "|" + ",".join(b.handle for b in body.buttons))
+            edits.append(Outgoing(key=f"{sent.key}/state/{state}", to=sent.to, message=body, op="edit",
+                                  target=sent.key))
         await self._put(edits, wait=True)
+        if status.resolved_at is not None:
+            await self.outbox.close_alert(fingerprint)
         return len(edits)
 
     async def _put(self, items: Sequence[Outgoing], *, wait: bool) -> None:
@@ -229,10 +235,10 @@ class Delivery:
     async def _delivered(self, done: Delivered) -> None:
         item = done.item
         self.counts[(item.to.platform, done.outcome)] += 1
-        if item.message.kind != "notification":
+        if item.message.kind != "notification" or item.op == "edit":  # an alert's later state is not news
             if done.outcome == "failed":
-                self._audit("reply.failed", "system", platform=item.to.platform, chat=item.to.chat,
-                            error=done.error)
+                self._audit("reply.failed" if item.op == "send" else "edit.failed", "system",
+                            platform=item.to.platform, chat=item.to.chat, error=done.error)
             return
         data: dict[str, Any] = {"platform": item.to.platform, "chat": item.to.chat,
                                 "event": item.message.meta.get("event"), "rule": item.message.meta.get("rule")}

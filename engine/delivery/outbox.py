@@ -40,12 +40,22 @@ CREATE TABLE IF NOT EXISTS outbox (
     error TEXT,
     created REAL NOT NULL,
     done REAL,
-    event TEXT
+    event TEXT,
+    alert TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_event ON outbox(event) WHERE event IS NOT NULL;
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(platform, seq) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS outbox_chat ON outbox(platform, chat, seq);
 """
+
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Give an outbox made before notifications followed their alert its `alert` column, and index it."""
+    if "alert" not in {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}:
+        conn.execute("ALTER TABLE outbox ADD COLUMN alert TEXT")
+    conn.execute("CREATE INDEX IF NOT EXISTS outbox_alert ON outbox(alert, seq) WHERE alert IS NOT NULL")
+
 
 Op = Literal["send", "edit"]
 Status = Literal["pending", "sent", "failed", "superseded"]
@@ -94,13 +104,14 @@ class Outbox:
         def _insert(conn: sqlite3.Connection) -> list[Outgoing]:
             new = []
             for item in rows:
+                notification = item.op == "send" and item.message.kind == "notification"
                 cursor = conn.execute(
-                    "INSERT OR IGNORE INTO outbox (key, platform, chat, thread, op, target, body, created, event) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO outbox (key, platform, chat, thread, op, target, body, created, event, "
+                    "alert) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (item.key, item.to.platform, item.to.chat, item.to.thread, item.op, item.target,
                      item.message.model_dump_json(exclude_defaults=True), now,
-                     item.message.meta.get("event") if item.op == "send" and item.message.kind == "notification"
-                     else None))
+                     item.message.meta.get("event") if notification else None,
+                     item.message.meta.get("alert") if notification else None))
                 if cursor.rowcount == 1:
                     item.seq = int(cursor.lastrowid or 0)
                     new.append(item)
@@ -147,6 +158,20 @@ class Outbox:
             "SELECT * FROM outbox WHERE event = ? AND status IN ('pending', 'sent') ORDER BY seq",
             (event_id,)).fetchall())
         return [_outgoing(row) for row in rows]
+
+    async def notifications_of_alert(self, fingerprint: str, limit: int = 50) -> list[Outgoing]:
+        """The notifications sent (or on their way) about an alert, by any rule and any firing: the newest `limit`,
+        oldest first."""
+        rows = await self._db.call(lambda conn: conn.execute(
+            "SELECT * FROM (SELECT * FROM outbox WHERE alert = ? AND status IN ('pending', 'sent') "
+            "ORDER BY seq DESC LIMIT ?) ORDER BY seq", (fingerprint, limit)).fetchall())
+        return [_outgoing(row) for row in rows]
+
+    async def close_alert(self, fingerprint: str) -> None:
+        """The alert's episode is over (it resolved): its messages no longer follow it, so the next firing starts
+        with messages of its own."""
+        await self._db.write(lambda conn: conn.execute("UPDATE outbox SET alert = NULL WHERE alert = ?",
+                                                       (fingerprint,)))
 
     async def pending_counts(self) -> dict[str, int]:
         """Rows not yet delivered, by platform (for /metrics; read through the pending rows' own index)."""

@@ -7,6 +7,7 @@ go. The runtime addresses people and conversations, never a platform's connector
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from engine.delivery.message import Conversation
 
@@ -26,6 +27,19 @@ class Notification:
     text: str
     buttons: tuple[Button, ...] = ()
     severity: str | None = None
+    alert: str | None = None  # the fingerprint of the alert it is about: its message follows the alert's state
+
+
+@dataclass(frozen=True)
+class AlertStatus:
+    """Where an alert stands now, as every message about it shows it."""
+
+    fired_at: datetime | None = None
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    muted_by: str | None = None
+    muted_until: datetime | None = None
+    resolved_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.delivery.message import Button, Capabilities, Message
-from engine.delivery.outlets import Notification, OutMessage, Output, Progress, Result, Text
+from engine.delivery.outlets import AlertStatus, Notification, OutMessage, Output, Progress, Result, Text
 
 TRUNCATED = "\n[… {n} more characters not shown]"
 CHOICES_META = "choices"  # a message's numbered choices (button handles), where buttons became text
@@ -22,7 +22,7 @@ def to_message(message: Notification | OutMessage, in_reply_to: str | None = Non
             kind="notification", text=message.text, severity=message.severity,
             buttons=tuple(Button.model_construct(handle=b.id, label=b.label, action=b.action, arg=b.arg)
                           for b in message.buttons),
-            meta={"event": message.event_id, "rule": message.rule})
+            meta={"event": message.event_id, "rule": message.rule, "alert": message.alert})
     if isinstance(message, Progress):
         text = f"{message.rule}: {message.state}" + (f" - {message.detail}" if message.detail else "")
         return Message(kind="progress", text=text, in_reply_to=in_reply_to,
@@ -39,6 +39,48 @@ def to_message(message: Notification | OutMessage, in_reply_to: str | None = Non
                              "task": message.task_id, "exit_code": message.exit_code, "output": message.output})
     assert isinstance(message, Text)
     return Message(kind="reply", text=message.text, in_reply_to=in_reply_to)
+
+
+def following(message: Message, status: AlertStatus) -> Message:
+    """A notification as it reads now that its alert has moved on: its text, then one line per thing that happened,
+    and only the buttons that still apply (none once the alert is resolved)."""
+    lines = status_lines(status)
+    gone = {"ack"} if status.acknowledged_by else set()
+    if status.muted_until is not None:
+        gone.add("mute")
+    buttons = () if status.resolved_at else tuple(b for b in message.buttons if b.action not in gone)
+    if not lines and buttons == message.buttons:
+        return message
+    return message.model_copy(update={"text": "\n".join([message.text, *lines]), "buttons": buttons})
+
+
+def status_lines(status: AlertStatus) -> list[str]:
+    """One line per thing that happened: `✅ Acknowledged by alice at 02:14 UTC`, `🔕 Muted by bob until 03:14 UTC`,
+    `✔ Resolved at 02:40 UTC, after 26m`."""
+    lines = []
+    if status.acknowledged_by:
+        lines.append(f"✅ Acknowledged by {status.acknowledged_by}" + _at(status.acknowledged_at))
+    if status.muted_until is not None:
+        lines.append(f"🔕 Muted by {status.muted_by or 'someone'} until {status.muted_until:%H:%M} UTC")
+    if status.resolved_at is not None:
+        lasted = ""
+        if status.fired_at is not None and status.resolved_at >= status.fired_at:
+            lasted = f", after {_duration((status.resolved_at - status.fired_at).total_seconds())}"
+        lines.append(f"✔ Resolved{_at(status.resolved_at)}{lasted}")
+    return lines
+
+
+def _at(when: object) -> str:
+    return f" at {when:%H:%M} UTC" if when is not None else ""
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 1:
+        return f"{int(seconds)}s"
+    if minutes < 120:
+        return f"{minutes}m"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def fit(message: Message, capabilities: Capabilities) -> Message:

@@ -39,6 +39,7 @@ from engine.core.config import Config
 from engine.core.errors import ConfigError
 from engine.plugin.api import ConnectorSpec, Integration
 from engine.plugin.discovery import validate_integrations
+from engine.reload import last_good
 from engine.reload.rules import catalog_for
 from engine.reload.tree import NAMES_IN_AUDIT, RulesDiff, TreeSnapshot, WatchedPaths, diff_graphs, read_tree
 from engine.runs.run import Services
@@ -149,6 +150,18 @@ class ReloadHost(Protocol):
 
     async def audit_publish(self, action: str, actor: str, **data: Any) -> None: ...
 
+    async def tell_admins(self, text: str) -> None:
+        """A notice to every admin, wherever they can be reached."""
+        ...
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """The engine started on the last rules that compiled, because the files on disk do not."""
+
+    saved: str
+    diagnostics: Sequence[DiagnosticView]
+
 
 class Reloader:
     """Owns the reload transaction, the last outcome (as a RulesView) and the file watcher."""
@@ -176,13 +189,40 @@ class Reloader:
 
     # -- start, triggers ---------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Remember what the running graph was compiled from, and publish the first RulesView."""
+    @property
+    def stale(self) -> bool:
+        """True while the rule files on disk are not what runs (a rejected reload, or a start on the last good
+        rules): /metrics says so, so it cannot go unnoticed."""
+        return self._last_attempt is not None
+
+    async def start(self, fallback: Fallback | None = None) -> None:
+        """Remember what the running graph was compiled from, and publish the first RulesView. With `fallback`, the
+        files on disk did not compile and the engine runs the last rules that did: that is reported at once, loudly,
+        and the next reload that compiles replaces them."""
         tree = await asyncio.to_thread(read_tree, self.paths)
-        self._running_digest = tree.digest
         engine = self._engine
-        self._publish(ReloadView(status="loaded", time=now_iso(), trigger="start", version=engine.runtime.graph_version,
-                                 message=f"{len(engine.runtime.graph.rules)} rules loaded"))
+        version = engine.runtime.graph_version
+        if fallback is None:
+            self._running_digest = tree.digest
+            await asyncio.to_thread(last_good.save, engine.config.data_dir, tree.sources)
+            self._publish(ReloadView(status="loaded", time=now_iso(), trigger="start", version=version,
+                                     message=f"{len(engine.runtime.graph.rules)} rules loaded"))
+            return
+        errors = [d for d in fallback.diagnostics if d.severity == "error"]
+        files = sorted({d.path for d in errors})
+        message = (f"the rule files do not compile ({len(errors)} error{'s' if len(errors) != 1 else ''} in "
+                   f"{', '.join(files)}): running the last rules that compiled, saved {fallback.saved}; "
+                   "fix the files and they load")
+        log.error("%s", message)
+        outcome = ReloadView(status="rejected", time=now_iso(), trigger="start", version=version, message=message,
+                             diagnostics=list(fallback.diagnostics))
+        self._last_attempt = (tree.digest, outcome)
+        await engine.audit_publish("rules.fallback", "system", saved=fallback.saved, files=files, errors=len(errors),
+                                   diagnostics=[{"at": d.where, "message": d.message}
+                                                for d in errors[:DIAGNOSTICS_IN_AUDIT]])
+        self._publish(outcome)
+        await engine.tell_admins(f"⚠ Herald started with the last rules that compiled (saved {fallback.saved}): "
+                                 f"{', '.join(files)} do not compile. `herald check` shows where.")
 
     def request(self, trigger: str) -> None:
         """Ask the reload loop for a reload (signal handlers and other synchronous callers)."""
@@ -276,7 +316,9 @@ class Reloader:
             self._engine.swap(result.graph, result.teams, config)
             self._running_digest, self._last_attempt = tree.digest, None
             self.reloads += 1
-            return await self._accepted(old, result.graph, diff, restart, trigger, actor)
+            outcome = await self._accepted(old, result.graph, diff, restart, trigger, actor)
+            await asyncio.to_thread(last_good.save, config.data_dir, tree.sources)  # what a broken restart runs
+            return outcome
 
     def _unchanged(self, trigger: str) -> ReloadView:
         """Nothing to do; a rejection shown earlier is cleared (the tree is back to what runs), and said so."""
@@ -330,6 +372,8 @@ class Reloader:
         except Exception:
             log.exception("re-planning stateful clauses after the swap to version %d failed", version)
         extra: dict[str, object] = {"needs_restart": restart} if restart else {}
+        if diff.moved:
+            extra["moved"] = [f"{a} -> {b}" for a, b in diff.moved[:NAMES_IN_AUDIT]]
         await engine.audit_publish("rules.reloaded", actor, trigger=trigger, version=version, diff=diff.summary,
                                    added=outcome.added, removed=outcome.removed, changed=outcome.changed, **extra)
         return outcome

@@ -146,31 +146,39 @@ def read_tree(paths: WatchedPaths) -> TreeSnapshot:
 
 @dataclass(frozen=True)
 class RulesDiff:
-    """Rules by name: added, removed, changed (same name, other fingerprint), and how many are the same."""
+    """Rules by name: added, removed, changed (same name, other fingerprint), moved (an unnamed rule that does the same
+    at another PATH:LINE: it keeps its state), and how many are the same."""
 
     added: tuple[str, ...]
     removed: tuple[str, ...]
     changed: tuple[str, ...]
     same: int
+    moved: tuple[tuple[str, str], ...] = ()  # (old PATH:LINE, new PATH:LINE)
 
     @property
     def summary(self) -> str:
-        return f"+{len(self.added)} -{len(self.removed)} ~{len(self.changed)} ={self.same}"
+        moved = f" moved {len(self.moved)}" if self.moved else ""
+        return f"+{len(self.added)} -{len(self.removed)} ~{len(self.changed)} ={self.same}{moved}"
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.removed or self.changed)
+        return not (self.added or self.removed or self.changed or self.moved)
 
 
 def diff_graphs(old: EventGraph, new: EventGraph) -> RulesDiff:
-    """Compare by rule name and fingerprint (what a rule does, not where it is written), in the new file order."""
+    """Compare by rule name and fingerprint (what a rule does, not where it is written), in the new file order; an
+    unnamed rule that went from one PATH:LINE to another doing the same is moved, not removed and added."""
     before = {rule.name: rule.fingerprint for rule in old.rules}
     after = {rule.name: rule.fingerprint for rule in new.rules}
-    added = tuple(name for name in after if name not in before)
-    removed = tuple(name for name in before if name not in after)
+    gone = {rule.state_key: rule.name for rule in old.rules if rule.name not in after and rule.state_key != rule.name}
+    moved = tuple((gone[rule.state_key], rule.name) for rule in new.rules
+                  if rule.name not in before and rule.state_key in gone)
+    moved_from, moved_to = {a for a, _ in moved}, {b for _, b in moved}
+    added = tuple(name for name in after if name not in before and name not in moved_to)
+    removed = tuple(name for name in before if name not in after and name not in moved_from)
     changed = tuple(name for name, fp in after.items() if name in before and before[name] != fp)
     same = sum(1 for name, fp in after.items() if before.get(name) == fp)
-    return RulesDiff(added, removed, changed, same)
+    return RulesDiff(added, removed, changed, same, moved)
 
 
 def at(diag: Diagnostic) -> str:

@@ -122,7 +122,7 @@ async def notify(action: NotifyAction, run: RuleRun, services: Services) -> Acti
             services.board.offered(fingerprint, buttons)
     text = render_template(action.template, run.fields) if action.template else summarize(event)
     note = Notification(event_id=event.id, rule=run.rule.name, text=text, buttons=buttons,
-                        severity=data.severity if isinstance(data, AlertData) else None)
+                        severity=data.severity if isinstance(data, AlertData) else None, alert=fingerprint)
     reach = await services.delivery.notify(audience, note, key=f"notify/{run.run_id}/{run.rule.actions.index(action)}")
     return ActionOutcome(f"notified {action.team} ({reach})")
 

@@ -87,6 +87,21 @@ class AlertBoard:
             alert.muted_until = muted_until.isoformat(timespec="minutes")
         self._publish(alert)
 
+    def firing(self) -> list[str]:
+        return [fingerprint for fingerprint, alert in self._alerts.items() if alert.data.status == "firing"]
+
+    def restore(self, fingerprint: str, *, acknowledged_by: str | None, muted_until: datetime | None,
+                buttons: tuple[Button, ...]) -> None:
+        """After a restart: who acknowledged or muted the alert (the alert state) and the buttons of its latest
+        notification that still apply (the outbox), so the board is what it was before the stop."""
+        alert = self._alerts.get(fingerprint)
+        if alert is None:
+            return
+        alert.acknowledged_by = acknowledged_by
+        alert.muted_until = muted_until.isoformat(timespec="minutes") if muted_until else None
+        alert.buttons = buttons
+        self._publish(alert)
+
     def _publish(self, alert: _Alert) -> None:
         # Built only when an observer looks: with nobody watching, a busy engine pays nothing per alert for it.
         self._bus.publish_lazy(AlertView, alert.data.fingerprint, functools.partial(alert.view))

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from engine.core.errors import AuthError
 from engine.core.store import Database
-from engine.delivery.outlets import Button
+from engine.delivery.outlets import AlertStatus, Button
 from engine.security import keys
 
 BUTTON_TTL_S = 24 * 3600
@@ -45,7 +45,6 @@ def button_label(action: str, arg: str | None) -> str:
     label = _LABELS.get(action, action.replace("-", " ").replace("_", " ").capitalize())
     return f"{label} {arg}" if arg else label
 DEFAULT_SPECS: tuple[tuple[str, str | None], ...] = tuple((action, arg) for _, action, arg in ALERT_BUTTONS)
-MUTE_DURATIONS = {"1h": timedelta(hours=1)}
 
 
 @dataclass(frozen=True)
@@ -138,12 +137,30 @@ class AlertState:
         until = self._muted.get(fingerprint)
         return until if until is not None and until > datetime.now(UTC) else None
 
-    async def resolved(self, fingerprint: str) -> None:
-        """A resolved alert forgets its acknowledgement and mute, so the next firing is news again."""
+    async def status(self, fingerprint: str) -> AlertStatus:
+        """Who acknowledged and muted the alert, and until when (as its messages show it)."""
+        row = await self._db.call(lambda conn: conn.execute(
+            "SELECT * FROM alert_state WHERE fingerprint = ?", (fingerprint,)).fetchone())
+        if row is None:
+            return AlertStatus()
+        until = _when(row["muted_until"])
+        return AlertStatus(acknowledged_by=row["acknowledged_by"], acknowledged_at=_when(row["acknowledged_at"]),
+                           muted_by=row["muted_by"] if until and until > datetime.now(UTC) else None,
+                           muted_until=until if until and until > datetime.now(UTC) else None)
+
+    async def resolved(self, fingerprint: str) -> AlertStatus:
+        """A resolved alert forgets its acknowledgement and mute, so the next firing is news again; returns what
+        it was up to then."""
+        last = await self.status(fingerprint)
         self._muted.pop(fingerprint, None)
         await self._db.write(
             lambda conn: conn.execute("DELETE FROM alert_state WHERE fingerprint = ?", (fingerprint,))
         )
+        return last
+
+
+def _when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
 
 
 def _binding(conn: sqlite3.Connection, handle: str, spend: bool) -> ButtonBinding:

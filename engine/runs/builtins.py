@@ -3,12 +3,16 @@ buttons Acknowledge and Mute, and the Confirm button of `require confirmation` (
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from dsl import EventGraph
+from dsl.checks import mute_problem
+from dsl.values import duration_seconds
 from engine.core.events import ButtonData, CommandData, Event
+from engine.delivery.delivery import HERALD_CHAT, person_chat
 from engine.delivery.outlets import Text
 from engine.intake import secrets
 from engine.runs import confirm
-from engine.runs.alerts import MUTE_DURATIONS
 from engine.runs.run import Services, who
 
 BUILTIN_COMMANDS = {
@@ -117,7 +121,26 @@ async def press_refusal(event: Event, graph: EventGraph, services: Services, now
         missing = [role for role in rule.required_roles if role not in roles]
         if missing:
             return f"{what} requires role {', '.join(missing)} (rule {rule.name}), which {principal} does not have"
+    if not await _addressed(event, data, principal, services):
+        return f"{what}: this notification was not sent to {principal} (only its recipients may press its buttons)"
     return None
+
+
+async def _addressed(event: Event, data: ButtonData, principal: str, services: Services) -> bool:
+    """Whether the notification this button came with was sent to this person: to the conversation the press came
+    from (a room it was posted in), to one of the person's own conversations on any platform, or to a room of
+    Herald's chat (which everyone allowed to join rooms may be in)."""
+    sent = await services.delivery.outbox.notifications_of(data.source_event)
+    if not sent:
+        return True  # sent before the outbox kept it, or pruned after a week: the roles above decide alone
+    places = {(item.to.platform, item.to.chat) for item in sent}
+    origin = event.reply_to
+    if origin is not None and (origin.platform, origin.chat) in places:
+        return True
+    if (HERALD_CHAT, person_chat(principal)) in places or any(
+            platform == HERALD_CHAT and chat.startswith("#") for platform, chat in places):
+        return True
+    return any(account in places for account in await services.directory.accounts_of(principal))
 
 
 async def press(event: Event, data: ButtonData, services: Services) -> None:
@@ -136,14 +159,14 @@ async def press(event: Event, data: ButtonData, services: Services) -> None:
         text = f"Already acknowledged by {earlier}." if earlier else f"Acknowledged by {presser}."
         services.board.pressed(data.alert_fingerprint, "ack", acknowledged_by=earlier or presser)
         if earlier is None:  # everyone who got the alert sees it is taken, wherever they are
-            await services.delivery.amend(data.source_event, note=f"✅ Acknowledged by {presser}",
-                                          drop=frozenset({"ack"}), key="ack")
-    elif data.arg in MUTE_DURATIONS:
-        until = await services.alerts.mute(data.alert_fingerprint, presser, MUTE_DURATIONS[data.arg])
+            await services.delivery.follow(data.alert_fingerprint, await services.alerts.status(
+                data.alert_fingerprint))
+    elif (problem := mute_problem(data.arg)) is None:  # the compiler checked it; the binding is signed
+        until = await services.alerts.mute(data.alert_fingerprint, presser,
+                                           timedelta(seconds=duration_seconds(data.arg or "")))
         text = f"Muted by {presser} until {until.isoformat(timespec='minutes')}."
         services.board.pressed(data.alert_fingerprint, "mute", muted_until=until)
-        await services.delivery.amend(data.source_event, drop=frozenset({"mute"}), key=f"mute/{event.id}",
-                                      note=f"🔕 Muted by {presser} until {until.isoformat(timespec='minutes')}")
+        await services.delivery.follow(data.alert_fingerprint, await services.alerts.status(data.alert_fingerprint))
     else:
-        text = f"Mute for {data.arg!r} is not offered; try one of {', '.join(MUTE_DURATIONS)}."
+        text = f"Not muted: {problem}."
     await services.delivery.reply(event.reply_to, Text(text))

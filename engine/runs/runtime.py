@@ -10,6 +10,7 @@ reports; the finished task is then an event of its own (`on task ...`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import sqlite3
@@ -86,9 +87,13 @@ class Runtime:
         elif isinstance(data, ButtonData):
             await press(event, data, services)
         elif isinstance(data, AlertData):
-            services.board.seen(event)
+            services.board.seen(event)  # "who was paged, when" starts here; notification.sent says where it went
+            services.audit_soon("alert.received", who(event), event=event.id, alert=data.fingerprint,
+                                name=data.name, status=data.status, severity=data.severity)
             if data.status == "resolved":
-                await services.alerts.resolved(data.fingerprint)
+                last = await services.alerts.resolved(data.fingerprint)
+                await services.delivery.follow(data.fingerprint, dataclasses.replace(
+                    last, fired_at=data.starts_at, resolved_at=data.ends_at or event.time))
 
         rules = graph.match(event.kind, fields)
         if not rules:

@@ -129,7 +129,7 @@ class Stateful:
             for clause in (*rule.stages, *rule.actions):
                 fingerprint = getattr(clause, "fingerprint", "")
                 if fingerprint:
-                    live.add((rule.name, fingerprint))
+                    live.add((rule.state_key, fingerprint))
         for timer in await self.timers.pending():
             if timer.kind in (ESCALATE, GROUP, SILENCE_END):
                 _, rule_name, clause_fingerprint, *_ = key_parts(timer.key)
@@ -142,8 +142,9 @@ class Stateful:
 
     # -- resuming runs -------------------------------------------------------------------------------------------
 
-    def current_rule(self, name: str) -> CompiledRule | None:
-        return next((rule for rule in self.runtime.graph.rules if rule.name == name), None)
+    def current_rule(self, key: str) -> CompiledRule | None:
+        """The running rule with this state key (or name: schedules keep names)."""
+        return next((rule for rule in self.runtime.graph.rules if key in (rule.state_key, rule.name)), None)
 
     async def load_event(self, event_id: str) -> Event | None:
         row = await self.services.db.call(
@@ -171,6 +172,12 @@ class Stateful:
         if await services.db.call(_latest_status, fingerprint) == "resolved":
             await services.audit_publish("escalation.skipped", "system", rule=p["rule"], alert=fingerprint,
                                          target=p["target"], reason="resolved")
+            return
+        until = await services.alerts.muted_until(fingerprint)
+        if until is not None:  # a mute quiets the alert everywhere, its escalation too
+            await services.audit_publish("escalation.skipped", "system", rule=p["rule"], alert=fingerprint,
+                                         target=p["target"],
+                                         reason=f"muted until {until.isoformat(timespec='minutes')}")
             return
         audience = actions.audience_for(p["target"], services)
         if audience is None:
@@ -260,7 +267,7 @@ async def dedupe(stage: DedupeStage, run: RuleRun, services: Services, index: in
     if value is None:  # missing is not empty: nothing to compare, so nothing to drop
         return PROCEED
     now = manager(services).now().timestamp()
-    key = (run.rule.name, stage.fingerprint, value)
+    key = (run.rule.state_key, stage.fingerprint, value)
 
     def _check(conn: sqlite3.Connection) -> float | None:
         row = conn.execute("SELECT until, run_id FROM dedupe_state WHERE rule = ? AND clause = ? AND value = ?",
@@ -286,7 +293,7 @@ async def rate_limit(stage: RateLimitStage, run: RuleRun, services: Services, in
     if value is None:
         value = ""  # a missing key field counts against the clause's shared bucket, never around it
     now = manager(services).now().timestamp()
-    key = (run.rule.name, stage.fingerprint, value)
+    key = (run.rule.state_key, stage.fingerprint, value)
 
     def _count(conn: sqlite3.Connection) -> float | None:
         if conn.execute("SELECT 1 FROM rate_hits WHERE rule = ? AND clause = ? AND value = ? AND run_id = ?",
@@ -318,7 +325,7 @@ async def group(stage: GroupStage, run: RuleRun, services: Services, index: int)
     state = manager(services)
     now = state.now()
     due = now + timedelta(seconds=stage.within_s)
-    key = (run.rule.name, stage.fingerprint, value)
+    key = (run.rule.state_key, stage.fingerprint, value)
 
     def _join(conn: sqlite3.Connection) -> tuple[str, int, float]:
         row = conn.execute("SELECT batch, count, due, event_id FROM group_state WHERE rule = ? AND clause = ? "
@@ -358,7 +365,7 @@ async def escalate(action: EscalateAction, run: RuleRun, services: Services) -> 
         return actions.ActionOutcome("resolved: nothing to escalate")
     state = manager(services)
     due = state.now() + timedelta(seconds=action.after_s)
-    key = state_key(ESCALATE, run.rule.name, action.fingerprint, data.fingerprint)
+    key = state_key(ESCALATE, run.rule.state_key, action.fingerprint, data.fingerprint)
     payload = {"rule": run.rule.name, "alert": data.fingerprint, "target": action.target, "event": run.event.id,
                "after": action.after_s, "text": summarize(run.event), "severity": data.severity}
     # A repeated firing notification keeps the escalation it already started; it must not push it later.
@@ -382,10 +389,11 @@ async def silence(action: SilenceAction, run: RuleRun, services: Services) -> ac
     state, by = manager(services), who(run.event)
     until = await services.alerts.mute(fingerprint, by, timedelta(seconds=seconds))
     await state.timers.schedule(SILENCE_END, until,
-                                state_key(SILENCE_END, run.rule.name, action.fingerprint, fingerprint),
+                                state_key(SILENCE_END, run.rule.state_key, action.fingerprint, fingerprint),
                                 {"rule": run.rule.name, "alert": fingerprint})
     await services.audit_publish("silence.added", by, rule=run.rule.name, alert=fingerprint,
                                  until=until.isoformat(timespec="seconds"))
+    await services.delivery.follow(fingerprint, await services.alerts.status(fingerprint))
     return actions.ActionOutcome(f"silenced {fingerprint} for {format_duration(seconds)}")
 
 

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, S
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
+import jwt
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -29,6 +30,7 @@ from engine.core.bus import Bus
 from engine.core.config import Config, HttpConfig
 from engine.core.errors import AuthError, Busy, ConfigError
 from engine.core.events import Actor, AlertData, ButtonData, Event, ReplyTo
+from engine.core.ids import new_id
 from engine.core.journal import Journal
 from engine.core.private import require_private_folder, write_private
 from engine.core.store import Database
@@ -37,15 +39,16 @@ from engine.delivery.connector import Connector
 from engine.delivery.delivery import Delivery
 from engine.delivery.message import Conversation
 from engine.delivery.outbox import Outbox, Outgoing
-from engine.delivery.outlets import Audience
+from engine.delivery.outlets import Audience, Button, Notification
 from engine.delivery.progress import OutputRelay
+from engine.delivery.render import following
 from engine.intake.intake import Intake
 from engine.intake.secrets import SecretIntake
 from engine.plugin import kv
 from engine.plugin.api import Acknowledge, ConnectorSpec, Integration, KeyValue, Unload
 from engine.plugin.discovery import active_integrations, connector_specs, discover, validate_integrations
 from engine.plugin.kv import SqliteKeyValue
-from engine.reload.reloader import ConfigSource, Reloader, adopt_config
+from engine.reload.reloader import ConfigSource, Fallback, Reloader, adopt_config
 from engine.runs import actions, alerts, confirm, runtime, schedules, stateful
 from engine.runs.alert_board import AlertBoard
 from engine.runs.alerts import AlertState
@@ -69,7 +72,10 @@ log = logging.getLogger("herald.engine")
 State = Literal["new", "starting", "running", "stopping", "stopped"]
 API_TOKEN_FILE = "api-token"
 LOCAL_OPERATOR = "local-operator"
-LOCAL_TOKEN_TTL_S = 30 * 24 * 3600
+# The local operator's token lives a day and is renewed while the engine runs (the old one stays valid until its own
+# expiry, so a running TUI is not cut off; clients re-read the file when they reconnect); a restart revokes it.
+LOCAL_TOKEN_TTL_S = 24 * 3600
+LOCAL_TOKEN_RENEW_S = 8 * 3600
 RECENT_ON_START = 200
 DISPATCH_LANES = 32  # rule runs in flight at once: more share each commit (8 -> 32: +40-50% end to end at batch 100)
 WAITING_AS_OBJECTS = 1_000  # beyond this many waiting events, the queue keeps their JSON (see _enqueue)
@@ -116,10 +122,11 @@ def tls_context(http: HttpConfig) -> ssl.SSLContext | None:
 class Engine:
     def __init__(self, config: Config, graph: EventGraph, *, teams: Sequence[TeamDecl] = (),
                  integrations: Sequence[Integration] | None = None, config_source: ConfigSource | None = None,
-                 watch: bool = True, clock: timers.Clock | None = None):
+                 watch: bool = True, clock: timers.Clock | None = None, fallback: Fallback | None = None):
         """`config_source` lets a reload re-read the config file (without it only rules reload); `watch` turns
         the file watcher on (reload() and request_reload() work either way)."""
         self.config = config
+        self._fallback = fallback  # started on the last rules that compiled: reported loudly at start
         self.state: State = "new"
         self.bus = Bus()
         self.db = Database(config.data_dir)
@@ -290,7 +297,7 @@ class Engine:
         require_private_folder(self.config.data_dir)  # 0700, or refuse to start (engine/core/private.py)
         await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA,
                             keys.SCHEMA, actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA,
-                            confirm.SCHEMA, outbox.SCHEMA, kv.SCHEMA, kv.migrate])
+                            confirm.SCHEMA, outbox.SCHEMA, outbox.migrate, kv.SCHEMA, kv.migrate])
         await self._load_recent()
         await self.alerts.load()
         await self.sandbox.start()
@@ -307,8 +314,10 @@ class Engine:
                            ssl_context=tls_context(self.config.http))
         await site.start()
         self.port = self._runner.addresses[0][1]
+        await self._revoke_previous_local_token()
         await self._issue_local_api_token()
-        await self.reloader.start()
+        self._spawn("local-token-renewal", self._renew_local_api_token)
+        await self.reloader.start(self._fallback)
         self._spawn("reloader", self.reloader.run)
         if self._watch:
             self._spawn("rules-watcher", self.reloader.watch)
@@ -334,7 +343,8 @@ class Engine:
             await self.runtime.task_finished(task)
         for event, body in await self.journal.unfinished():
             self._enqueue(event, body)  # accepted before a stop or crash: handle it now
-        self._spawn("timers", self.timers.run)  # timers that came due while Herald was down fire once, now
+        # timers that came due while Herald was down fire once, after a grace for clients to reconnect
+        self._spawn("timers", functools.partial(self.timers.run, grace_s=self.config.start_grace_s))
         self.bus.publish(await self.audit.append("engine.started", "system", rules=len(self.graph.rules),
                                                  port=self.port))
         log.info("Herald is running on http://%s:%s with %d rules", self.config.http.host, self.port,
@@ -378,6 +388,15 @@ class Engine:
     def request_reload(self, trigger: str = "signal") -> None:
         """Queue a reload from synchronous code (a signal handler); the reload loop runs it."""
         self.reloader.request(trigger)
+
+    async def tell_admins(self, text: str) -> None:
+        admins = tuple(name for name in self.config.principals if "admin" in self.directory.roles_of(name))
+        await self.delivery.notify(Audience(team="admins", members=admins),
+                                   Notification(event_id=new_id(), rule="(engine)", text=text, severity="warning"))
+
+    @property
+    def rules_stale(self) -> bool:
+        return self.reloader.stale
 
     def swap(self, graph: EventGraph, teams: Sequence[TeamDecl], config: Config) -> int:
         """Put a new graph, and a new config with its people, in place in one step (no await); returns the
@@ -435,13 +454,40 @@ class Engine:
                 self._waiting -= 1
 
     async def _load_recent(self) -> None:
+        board = self.runtime.services.board
         for event in await self.journal.recent(RECENT_ON_START):
             self.bus.publish(event_view(event))
-            self.runtime.services.board.seen(event)  # alerts as last heard of (their buttons are not kept)
+            board.seen(event)  # alerts as last heard of
+        for fingerprint in board.firing():  # ... with who acknowledged or muted them, and their buttons still good
+            status = await self.alerts.status(fingerprint)
+            sent = await self.outbox.notifications_of_alert(fingerprint, limit=1)
+            buttons = following(sent[-1].message, status).buttons if sent else ()
+            board.restore(fingerprint, acknowledged_by=status.acknowledged_by, muted_until=status.muted_until,
+                          buttons=tuple(Button(id=b.handle, label=b.label, action=b.action, arg=b.arg)
+                                        for b in buttons))
         for task in await self.tasks.recent(RECENT_ON_START):
             self.bus.publish(task.view())
         for entry in await self.audit.recent(RECENT_ON_START):
             self.bus.publish(entry)
+
+    async def _revoke_previous_local_token(self) -> None:
+        """The token the previous run left in the data folder can act as the local operator: refuse it from now on
+        (whoever copied it gets nothing), so local tokens never pile up."""
+        try:
+            previous = (self.config.data_dir / API_TOKEN_FILE).read_text().strip()
+            claims = jwt.decode(previous, options={"verify_signature": False})
+        except (OSError, jwt.PyJWTError):
+            return
+        if claims.get("local") is True and isinstance(claims.get("jti"), str) and isinstance(claims.get("exp"), int):
+            await self.db.write(keys.revoke, claims["jti"], claims["exp"])
+            await self.audit_publish("token.revoked", "system", jti=claims["jti"],
+                                     reason="the previous run's local token, replaced at start")
+            log.info("revoked the previous run's local API token")
+
+    async def _renew_local_api_token(self) -> None:
+        while True:
+            await asyncio.sleep(LOCAL_TOKEN_RENEW_S)
+            await self._issue_local_api_token()
 
     async def _issue_local_api_token(self) -> None:
         """A token for whoever runs Herald (the TUI, `herald send`), readable only by them."""

@@ -81,6 +81,8 @@ class Observed(Protocol):
     @property
     def graph(self) -> EventGraph: ...
     @property
+    def rules_stale(self) -> bool: ...
+    @property
     def runtime(self) -> Runtime: ...
     @property
     def bus(self) -> Bus: ...
@@ -122,6 +124,8 @@ async def render(engine: Observed) -> str:
         *_family("herald_rules", "gauge", "Rules in the running graph.", len(engine.graph.rules)),
         *_family("herald_rules_version", "gauge", "The running graph's version (each accepted reload adds one).",
                  engine.runtime.graph_version),
+        *_family("herald_rules_stale", "gauge", "1 while the rule files on disk are not what runs (a rejected "
+                 "reload, or a start on the last rules that compiled).", int(engine.rules_stale)),
         *_family("herald_observers", "gauge", "Live-update subscribers (TUI and stream clients).",
                  engine.bus.subscriber_count),
         *_family("herald_outbox_messages_total", "counter",

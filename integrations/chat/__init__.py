@@ -11,6 +11,7 @@ import json
 import secrets
 
 from aiohttp import WSMsgType, web
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.plugin import CONFIG_ACCOUNT_PREFIX, ConnectorSpec, IntegrationContext, Manifest, Unload, device_account
 from integrations.chat.connector import CAPABILITIES, PLATFORM, ROOM, ChatConnector, Session, parse_address
@@ -22,9 +23,22 @@ MAX_FRAME_BYTES = 64 * 1024
 MAX_ROOMS = 32
 
 
+class ChatConfig(BaseModel):
+    """`[integrations.chat]`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Accept any other secret of 16+ characters as an anonymous device account that may only /link itself to a
+    # person (and /help, /whoami), rate-limited. Off by default: a mistyped token is refused as unauthorised.
+    device_accounts: bool = False
+    # Who may join rooms (a team's `chat_rooms`): a linked person with one of these roles. Others are told which
+    # rooms they were refused; a team's notifications still reach its members in their own conversation.
+    room_roles: list[str] = Field(default_factory=lambda: ["admin", "operator"])
+
+
 class ChatIntegration:
     manifest = Manifest(name="chat", description="Herald's own WebSocket chat at /chat",
-                        provides=("trigger:command", "trigger:button", "trigger:message"),
+                        provides=("trigger:command", "trigger:button", "trigger:message"), config_model=ChatConfig,
                         connector=ConnectorSpec(platform=PLATFORM, parse_address=parse_address,
                                                 capabilities=CAPABILITIES))
 
@@ -102,14 +116,29 @@ async def _authenticate(ws: web.WebSocketResponse, ctx: IntegrationContext,
         await ws.close(code=4401, message=b"unauthorized")
         return None
     configured = ctx.directory.authenticate_chat(token)
-    # A configured token is that principal's account; any other secret is a device account of its own, which
-    # can /link itself to a person.
+    config = ctx.integration_config("chat")
+    if configured is None and not (isinstance(config, ChatConfig) and config.device_accounts):
+        await ws.send_json(error_frame("unauthorized", "unknown token (device accounts are off: "
+                                                       "[integrations.chat] device_accounts = true turns them on)"))
+        await ws.close(code=4401, message=b"unauthorized")
+        return None
+    # A configured token is that principal's account; any other secret (where allowed) is a device account of its
+    # own, which can /link itself to a person.
     account = CONFIG_ACCOUNT_PREFIX + configured if configured else device_account(token)
     principal = await ctx.directory.resolve(PLATFORM, account)
-    session = Session(id=secrets.token_hex(8), account=account, principal=principal, rooms=frozenset(rooms), ws=ws,
+    roles = ctx.directory.roles_of(principal)
+    room_roles = config.room_roles if isinstance(config, ChatConfig) else ChatConfig().room_roles
+    may_join = principal is not None and bool(roles.intersection(room_roles))
+    joined = sorted(set(rooms)) if may_join else []
+    session = Session(id=secrets.token_hex(8), account=account, principal=principal, rooms=frozenset(joined), ws=ws,
                       transport=request.transport)
-    await ws.send_json({"type": "welcome", "session": session.id, "account": account, "principal": principal,
-                        "roles": sorted(ctx.directory.roles_of(principal)), "rooms": sorted(session.rooms)})
+    welcome = {"type": "welcome", "session": session.id, "account": account, "principal": principal,
+               "roles": sorted(roles), "rooms": joined}
+    if set(rooms) - set(joined):
+        welcome["refused_rooms"] = sorted(set(rooms) - set(joined))
+        welcome["rooms_note"] = (f"joining a room needs a linked person with role {' or '.join(room_roles)} "
+                                 "([integrations.chat] room_roles)")
+    await ws.send_json(welcome)
     return session, since
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,10 @@ from integrations.chat.connector import PLATFORM, ChatConnector, Session
 
 log = logging.getLogger("herald.chat")
 
+# A session linked to no person (a device account) may send this many frames at once, then one per interval: enough
+# to /link and ask /whoami, not enough to fill the journal and the audit.
+UNLINKED_BURST = 5
+UNLINKED_INTERVAL_S = 2.0
 QUEUE_LIMIT = 256  # frames read but not yet handed on; beyond it the reader waits, and TCP pushes back on the client
 MAX_ID_CHARS = 128
 
@@ -72,7 +77,7 @@ class Inbox:
     The task exists only while there are frames to hand on: an idle session (most of them) holds no task and no
     queue, just an empty deque."""
 
-    __slots__ = ("_session", "_ctx", "_connector", "_items", "_task")
+    __slots__ = ("_session", "_ctx", "_connector", "_items", "_task", "_allowance", "_since")
 
     def __init__(self, session: Session, ctx: IntegrationContext, connector: ChatConnector) -> None:
         self._session = session
@@ -80,13 +85,28 @@ class Inbox:
         self._connector = connector
         self._items: deque[Item] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._allowance = float(UNLINKED_BURST)
+        self._since = time.monotonic()
 
     async def put(self, item: Item) -> None:
+        if isinstance(item, Said) and self._session.principal is None and not self._allowed():
+            item = Refusal(error_frame("rate_limited", f"an account linked to no person may send one message every "
+                                                       f"{UNLINKED_INTERVAL_S:g} s; /link it to act for someone",
+                                       item.client_id))
         self._items.append(item)
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
         if len(self._items) >= QUEUE_LIMIT:  # stop reading until the engine caught up; TCP pushes back
             await asyncio.shield(self._task)
+
+    def _allowed(self) -> bool:
+        now = time.monotonic()
+        self._allowance = min(UNLINKED_BURST, self._allowance + (now - self._since) / UNLINKED_INTERVAL_S)
+        self._since = now
+        if self._allowance < 1:
+            return False
+        self._allowance -= 1
+        return True
 
     async def close(self) -> None:
         """Hand on what was read, then stop (the client hung up; what it sent before still counts)."""

@@ -283,3 +283,13 @@ def test_self_emit_is_a_loop() -> None:
     result = compile_text("on event tick emit tick")
     assert result.graph is None
     assert "'rules/ops.rules:1' (rules/ops.rules:1) emits 'tick' -> back to" in result.diagnostics[0].message
+
+
+def test_mute_buttons_offer_any_duration_from_a_minute_to_a_week() -> None:
+    result = compile_text("on alert notify ops with buttons ack, mute 30m, mute 4h, mute 7d")
+    assert result.graph is not None and result.diagnostics == ()
+    for text, message in [("mute", "a mute button needs a duration, such as 'mute 1h'"),
+                          ("mute 30s", "a mute lasts from 1m to 7d, not 30s"),
+                          ("mute 8d", "a mute lasts from 1m to 7d, not 8d")]:
+        result = compile_text(f"on alert notify ops with buttons ack, {text}")
+        assert result.graph is None and [d.message for d in result.diagnostics] == [message], text

@@ -120,3 +120,24 @@ async def test_a_rule_on_a_built_in_button_tightens_who_may_press_it(config: Con
         acked = await bob.wait_for(lambda f: f.get("id") == pid, timeout=10)
     assert refused["code"] == "button_refused" and "Mute requires role admin" in refused["message"]
     assert acked["type"] == "ack"
+
+
+async def test_only_the_people_a_notification_was_sent_to_may_press_its_buttons(config: Config) -> None:
+    """Team ops is alice alone (no room): bob, an operator, learned a handle of her notification and presses it
+    from his own chat. He is refused, and the button still works for alice."""
+    people = {**config.principals, "bob": config.principals["bob"].model_copy(update={"roles": ["operator"]})}
+    teams = {"ops": config.teams["ops"].model_copy(update={"chat_rooms": []})}
+    async with running_engine(config.model_copy(update={"principals": people, "teams": teams})) as engine, \
+            ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice, \
+            ChatClient.connect(chat_url(engine), BOB_TOKEN) as bob:
+        buttons = await _alert_buttons(engine, alice, "DiskFull")
+        pid = await bob.press(buttons["ack"])
+        refused = await bob.wait_for(lambda f: f.get("in_reply_to") == pid, timeout=10)
+        assert refused["code"] == "button_refused"
+        assert refused["message"] == ("button refused: Acknowledge: this notification was not sent to bob (only its "
+                                      "recipients may press its buttons)")
+        taken = await alice.press(buttons["ack"])
+        assert (await alice.wait_for(lambda f: f.get("id") == taken))["type"] == "ack"
+        refusals = await engine.db.call(lambda c: c.execute(
+            "SELECT actor FROM audit_log WHERE action = 'button.refused'").fetchall())
+    assert [r["actor"] for r in refusals] == ["bob"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -10,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from engine.cli.main import main as herald
+from engine.core.config import Config
 from engine.security import identity
 from engine.server.app import Engine
-from engine.testing import ChatClient
+from engine.testing import ChatClient, running_engine
 from tests.support import chat_url
 
 DEVICE = "my-laptop-secret-0123456789"
@@ -93,3 +95,48 @@ async def test_an_unlinked_account_in_a_team_room_gets_no_notifications(engine: 
         await alice.wait_for(lambda f: f["type"] == "notification")
         assert await _ask(device, "/whoami")  # a round trip after the notification went out
     assert not any(f["type"] == "notification" for f in device.frames)
+
+
+async def test_a_device_account_is_refused_unless_the_config_turns_them_on(config: Config) -> None:
+    """A mistyped token is not an anonymous account by default (issue 18 item 10)."""
+    async with running_engine(config.model_copy(update={"integrations": {}})) as engine:
+        with pytest.raises(PermissionError, match="unknown token .device accounts are off"):
+            async with ChatClient.connect(chat_url(engine), DEVICE):
+                pass
+        events = await engine.db.call(lambda c: c.execute("SELECT count(*) AS n FROM events").fetchone())
+    assert events["n"] == 0
+
+
+async def test_an_unlinked_account_is_rate_limited_until_it_is_linked(
+        engine: Engine, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with ChatClient.connect(chat_url(engine), DEVICE) as device:
+        sent = [await device.say("/whoami") for _ in range(12)]
+        answers = [await device.wait_for(lambda f, m=m: f.get("in_reply_to") == m) for m in sent]
+        limited = [a for a in answers if a["type"] == "error" and a["code"] == "rate_limited"]
+        assert 5 <= len(answers) - len(limited) <= 6 and "/link it to act for someone" in limited[0]["message"]
+        events = await engine.db.call(lambda c: c.execute("SELECT count(*) AS n FROM events").fetchone())
+        assert events["n"] == len(answers) - len(limited)  # a refused frame is neither journaled nor audited
+
+        await asyncio.sleep(2.1)  # the allowance refills: the link goes through, and the limit is gone
+        assert (await _ask(device, f"/link {_link_token(config_file, 'alice', capsys)}")).startswith("Linked")
+        more = [await device.say("/whoami") for _ in range(12)]
+        replies = [await device.wait_for(lambda f, m=m: f.get("in_reply_to") == m) for m in more]
+    assert all(r["type"] == "reply" and r["text"].startswith("You are alice") for r in replies)
+
+
+async def test_rooms_are_joined_only_by_people_with_a_room_role(config: Config) -> None:
+    """By default only admins and operators join rooms (issue 18 item 10): bob, a viewer, is told which rooms he was
+    refused and does not see what is posted there; alice, an admin, does."""
+    from engine.testing.conformance import post_alert
+    from tests.support import ALICE_TOKEN, BOB_TOKEN
+
+    async with running_engine(config.model_copy(update={"integrations": {}})) as engine, \
+            ChatClient.connect(chat_url(engine), BOB_TOKEN, rooms=["ops"]) as bob, \
+            ChatClient.connect(chat_url(engine), ALICE_TOKEN, rooms=["ops"]) as alice:
+        assert bob.welcome["rooms"] == [] and bob.welcome["refused_rooms"] == ["ops"]
+        assert "needs a linked person with role admin or operator" in bob.welcome["rooms_note"]
+        assert alice.welcome["rooms"] == ["ops"] and "refused_rooms" not in alice.welcome
+        await post_alert(engine, "DiskFull")
+        await alice.wait_for(lambda f: f["type"] == "notification")
+        assert await _ask(bob, "/whoami")  # a round trip after the notification went out
+    assert not any(f["type"] == "notification" for f in bob.frames)

@@ -148,6 +148,25 @@ async def test_wrong_token_is_fatal_and_not_retried(engine: FakeEngine) -> None:
     assert client.status.startswith("failed: ") and "HTTP 401" in client.status
 
 
+async def test_a_client_that_rereads_its_token_tries_a_new_one_once_and_gives_up_on_the_same(
+        engine: FakeEngine) -> None:
+    """The engine renews its local token and a restarted engine refuses the previous run's: a client given the
+    token file's reader connects with the new token; one whose token stays refused gives up."""
+    tokens = iter(["previous-runs-token", TOKEN])
+    renewed = RemoteEngineClient(engine.url, lambda: next(tokens), delays=fast)
+    updates = renewed.updates()
+    [snapshot] = await take(updates, 1)
+    assert isinstance(snapshot, Snapshot) and engine.attempts == 2
+    await renewed.close()
+
+    stale = RemoteEngineClient(engine.url, lambda: "previous-runs-token", delays=fast)
+    with pytest.raises(AuthRejected, match="rejected the API token"):
+        async with asyncio.timeout(5):
+            async for _ in stale.updates():
+                pytest.fail("a refused client must not yield updates")
+    assert engine.attempts == 4
+
+
 @pytest.mark.parametrize("engine", [True], indirect=True)
 async def test_dropped_connection_is_reconnected_with_a_fresh_snapshot(engine: FakeEngine) -> None:
     client = RemoteEngineClient(engine.url, TOKEN, delays=fast)

@@ -262,3 +262,41 @@ async def test_dedupe_window_and_escalation_of_rule_a_survive_ten_reloads_that_c
             assert len(a_notes()) == 2
     finally:
         await engine.stop()
+
+
+UNNAMED_DEDUPE = 'on alert from db dedupe by alert.fingerprint for 30m notify ops saying "A {alert.name}"\n'
+
+
+async def test_moving_an_unnamed_rule_keeps_its_dedupe_window_and_the_diff_says_moved(
+        config: Config, rules_dir: Path) -> None:
+    """Unnamed rules are named PATH:LINE, but their state is keyed by what they do (issue 20 item 12): a comment
+    added above one (as `herald fmt` or an edit shifts lines) is a move, and its dedupe window holds."""
+    rules_file = rules_dir / "moving.rules"
+    write(rules_file, UNNAMED_DEDUPE)
+    result = compile_paths([config.rules_dir], config)
+    assert result.graph is not None, result.render_all()
+    engine = Engine(config, result.graph, teams=result.teams, watch=False)
+    await engine.start()
+    try:
+        async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice, aiohttp.ClientSession() as session:
+            def notes() -> list[dict[str, Any]]:
+                return [f for f in alice.frames if f["type"] == "notification" and f["text"].startswith("A ")]
+
+            [first] = await post_alerts(session, engine, [{"name": "Disk", "service": "db", "fingerprint": "fp-1"}])
+            await alice.wait_for(lambda f: f["type"] == "notification" and f["event"] == first)
+
+            write(rules_file, "# database pages\n\n" + UNNAMED_DEDUPE)
+            outcome = await engine.reload(trigger="test")
+            assert outcome.status == "reloaded" and outcome.diff.startswith("+0 -0 ~0 ="), outcome
+            assert outcome.diff.endswith(" moved 1"), outcome
+            assert outcome.added == [] and outcome.removed == []
+
+            await post_alerts(session, engine, [{"name": "Disk", "service": "db", "fingerprint": "fp-1"}])
+            [probe] = await post_alerts(session, engine, [{"name": "Other", "service": "db", "fingerprint": "fp-2"}])
+            await alice.wait_for(lambda f: f["type"] == "notification" and f["event"] == probe)
+            await asyncio.sleep(0.3)
+            assert [n["text"] for n in notes()] == ["A Disk", "A Other"]  # the repeat of Disk was deduplicated
+            [reloaded] = [e for e in engine.bus.snapshot().audit if e.action == "rules.reloaded"]
+    finally:
+        await engine.stop()
+    assert "moved" in str(reloaded)

@@ -1,0 +1,77 @@
+"""Sending and editing on Slack: chat.postMessage and chat.update with Block Kit, and a slash command's answers.
+
+A `reply` to a slash command (a denial, /help, /link) is shown only to the person who ran it: it goes to the
+command's `response_url` as an ephemeral message (that also works in a DM the bot is not part of). The URL was kept
+in the integration's store when the command arrived (it lives 30 minutes); without it, the reply is posted in the
+channel. Progress and results are ordinary messages, so they can be edited.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from engine.plugin import (
+    AddressError,
+    Capabilities,
+    Conversation,
+    IntegrationContext,
+    KeyValue,
+    Message,
+    MessageRef,
+    Rejected,
+)
+from integrations.slack import render
+from integrations.slack.web import SlackWeb, post_response
+
+log = logging.getLogger("herald.slack")
+
+PLATFORM = "slack"
+CAPABILITIES = Capabilities(buttons=True, edits=True, formatting="plain", max_text=render.MAX_SECTION,
+                            max_button_bytes=64, edit_interval_s=1.0)
+# Channels (C...), private channels (G...), direct messages (D...), and people (U..., W...: a DM with the bot).
+_ID = re.compile(r"[CGDUW][A-Z0-9]{2,20}")
+COMMAND_PREFIX = "cmd:"  # a ReplyTo.message_id that names a slash command (its trigger id), not a message
+RESPONSE_URL_TTL_S = 29 * 60
+EPHEMERAL = "ephemeral:"
+
+
+def parse_address(text: str) -> str:
+    if not _ID.fullmatch(text):
+        raise AddressError("a Slack address is a channel id (C012AB3CD; G... private, D... direct message) or a "
+                           "member id (U012AB3CD) as Slack shows it, e.g. slack:C012AB3CD")
+    return text
+
+
+def response_url_key(trigger_id: str) -> str:
+    return f"response:{trigger_id}"
+
+
+class SlackConnector:
+    platform = PLATFORM
+    capabilities = CAPABILITIES
+
+    def __init__(self, ctx: IntegrationContext, web: SlackWeb, store: KeyValue) -> None:
+        self._ctx = ctx
+        self._web = web
+        self._store = store
+
+    def parse_address(self, text: str) -> str:
+        return parse_address(text)
+
+    async def send(self, to: Conversation, message: Message, *, key: str, seq: int) -> MessageRef:
+        command = message.in_reply_to or ""
+        if message.kind == "reply" and command.startswith(COMMAND_PREFIX):
+            url = await self._store.get(response_url_key(command.removeprefix(COMMAND_PREFIX)))
+            body = {"response_type": "ephemeral", "replace_original": False, **render.payload(message)}
+            if url is not None and await post_response(self._ctx.http, url, body):
+                return MessageRef(platform=PLATFORM, chat=to.chat, id=EPHEMERAL + key)
+        result = await self._web.call("chat.postMessage", {"channel": to.chat, **render.payload(message)})
+        # Posting to a member id lands in their DM: the answer names that channel, which chat.update needs.
+        return MessageRef(platform=PLATFORM, chat=str(result.get("channel") or to.chat), id=str(result["ts"]))
+
+    async def edit(self, ref: MessageRef, message: Message, *, key: str, seq: int) -> MessageRef:
+        if ref.id.startswith(EPHEMERAL):
+            raise Rejected("an ephemeral answer cannot be edited")
+        await self._web.call("chat.update", {"channel": ref.chat, "ts": ref.id, **render.payload(message)})
+        return ref

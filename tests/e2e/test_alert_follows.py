@@ -1,0 +1,111 @@
+"""The message follows the alert: on every platform it went to, each notification is edited as the alert is
+acknowledged, muted and resolved, with only the buttons that still apply; the next firing starts fresh messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from engine.core.config import Config
+from engine.plugin import discover
+from engine.server.app import Engine
+from engine.testing import ChatClient, running_engine
+from engine.testing.conformance import eventually
+from tests.connectors.loopchat_server import LoopchatServer
+from tests.connectors.support import installed_plugin
+from tests.support import ALICE_TOKEN
+
+ROOM = "-100ops"
+
+
+def _config(tmp: Path, server: LoopchatServer) -> Config:
+    (tmp / "rules").mkdir()
+    (tmp / "rules" / "ops.rules").write_text("on alert notify ops with buttons\n")
+    return Config.model_validate({
+        "data_dir": "data", "rules_dir": "rules", "http": {"port": 0},
+        "principals": {"alice": {"roles": ["admin"], "accounts": ["loopchat:U100"], "chat_tokens": [ALICE_TOKEN]},
+                       "bob": {"roles": ["operator"], "accounts": ["loopchat:U200"]}},
+        "teams": {"ops": {"members": ["alice"], "targets": [f"loopchat:{ROOM}"]}},
+        "integrations": {"loopchat": {"api_url": server.url}},
+    }).resolved(tmp)
+
+
+async def _post(engine: Engine, status: str, *, starts: str = "2026-01-01T02:00:00Z",
+                ends: str = "2026-01-01T02:26:00Z") -> None:
+    alert: dict[str, Any] = {"status": status, "labels": {"alertname": "DiskFull", "severity": "critical"},
+                             "annotations": {"summary": "disk full on db1"}, "fingerprint": "fp-disk",
+                             "startsAt": starts}
+    if status == "resolved":
+        alert["endsAt"] = ends
+    body = {"version": "4", "status": status, "receiver": "herald", "groupKey": "g", "alerts": [alert]}
+    async with aiohttp.ClientSession() as http, \
+            http.post(f"http://127.0.0.1:{engine.port}/hooks/alertmanager", json=body) as response:
+        assert response.status == 200, await response.text()
+
+
+async def test_every_platforms_message_follows_ack_mute_and_resolve(
+        tmp_path: Path, platform_server: LoopchatServer) -> None:
+    with installed_plugin(tmp_path, "loopchat", "tests.connectors.loopchat:integration"):
+        async with running_engine(_config(tmp_path, platform_server), integrations=discover()) as engine, \
+                ChatClient.connect(f"ws://127.0.0.1:{engine.port}/chat", ALICE_TOKEN) as alice:
+            await _post(engine, "firing")
+            note = await alice.wait_for(lambda f: f["type"] == "notification")
+            [posted] = await eventually(lambda: _room(platform_server), "the notification in the room")
+
+            # bob acknowledges in the room; alice's own chat shows it too, and loses the Acknowledge button
+            platform_server.inject_press("U200", posted.message_id, _payload(posted, "Acknowledge"))
+            acked = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Acknowledged" in f["text"])
+            assert acked["message"] == str(note["seq"]) and "✅ Acknowledged by bob at " in acked["text"]
+            assert [b["label"] for b in acked["buttons"]] == ["Mute 1h"]
+            await eventually(lambda: _room_says(platform_server, "Acknowledged by bob"), "the room's edit")
+
+            # alice mutes from her chat; both messages keep the acknowledgement and add the mute
+            await alice.press(next(b["id"] for b in acked["buttons"]))
+            muted = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Muted" in f["text"])
+            assert "Acknowledged by bob" in muted["text"] and "🔕 Muted by alice until" in muted["text"]
+            assert muted["buttons"] == []
+            room = await eventually(lambda: _room_says(platform_server, "Muted by alice"), "the room's mute edit")
+            assert "Acknowledged by bob" in room.text and room.buttons == []
+
+            # resolved: both say so, with how long it lasted, and show no buttons
+            await _post(engine, "resolved")
+            done = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Resolved" in f["text"])
+            assert "✔ Resolved at 02:26 UTC, after 26m" in done["text"] and done["buttons"] == []
+            await eventually(lambda: _room_says(platform_server, "Resolved at 02:26 UTC"), "the room's resolve")
+
+            # the next firing is news again: a new message with both buttons, and the old one stays resolved
+            await _post(engine, "firing", starts="2026-01-01T03:00:00Z")
+            again = await alice.wait_for(lambda f: f["type"] == "notification" and f["seq"] != note["seq"])
+            assert [b["label"] for b in again["buttons"]] == ["Acknowledge", "Mute 1h"]
+            await alice.press(again["buttons"][0]["id"])
+            await alice.wait_for(lambda f: f["type"] == "notification_edit" and f["message"] == str(again["seq"]))
+            first = platform_server.chat_messages(ROOM)[0]
+            assert "Resolved" in first.text and first.text.count("Acknowledged") == 1
+
+            # the audit answers "who was paged, when, where"
+            rows = await engine.db.call(lambda c: c.execute(
+                "SELECT action, data FROM audit_log WHERE action IN ('alert.received', 'notification.sent') "
+                "ORDER BY seq").fetchall())
+            trail = [(r["action"], *(json.loads(r["data"]).get(k) for k in ("status", "platform", "chat")))
+                     for r in rows]
+            # alice is paged on Herald's chat and on Loopchat (her account there), and the team's room too
+            assert trail[0] == ("alert.received", "firing", None, None), trail
+            assert sorted(trail[1:4]) == [("notification.sent", None, "chat", "@alice"),
+                                          ("notification.sent", None, "loopchat", ROOM),
+                                          ("notification.sent", None, "loopchat", "U100")], trail
+            assert trail[4] == ("alert.received", "resolved", None, None), trail
+
+
+async def _room(server: LoopchatServer) -> list[Any]:
+    return server.chat_messages(ROOM)
+
+
+async def _room_says(server: LoopchatServer, text: str) -> Any:
+    return next((m for m in server.chat_messages(ROOM) if text in m.text), None)
+
+
+def _payload(posted: Any, label: str) -> str:
+    return next(b["callback_data"] for b in posted.buttons if b["text"] == label)

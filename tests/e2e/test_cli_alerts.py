@@ -1,0 +1,71 @@
+"""`herald alerts` against a running engine: list, show, acknowledge and mute through the stream API, with the same
+checks as a press in chat (issue 19)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from engine.cli.main import main as herald
+from engine.core.config import Config
+from engine.testing import running_engine
+from engine.testing.conformance import eventually, post_alert
+
+
+async def _herald(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = await asyncio.to_thread(herald, list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+async def test_list_show_ack_and_mute_an_alert_from_the_cli(
+        config: Config, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with running_engine(config.model_copy(update={"api_principal": "alice"})) as engine:
+        where = ("--config", str(config_file), "--url", f"http://127.0.0.1:{engine.port}")
+        await post_alert(engine, "DiskFull")
+        await eventually(lambda: asyncio.sleep(0, engine.bus.snapshot().alerts), "the alert on the board")
+
+        code, out, _ = await _herald(capsys, "alerts", "list", *where)
+        assert code == 0 and "fp-DiskFull" in out and "DiskFull" in out and "critical" in out
+
+        code, out, _ = await _herald(capsys, "alerts", "show", "DiskFull", *where)
+        assert code == 0 and "fingerprint   fp-DiskFull" in out and "Acknowledge, Mute 1h" in out
+
+        code, out, _ = await _herald(capsys, "alerts", "ack", "fp-Disk", *where)
+        assert (code, out.strip()) == (0, "Acknowledged by alice.")
+        code, _, err = await _herald(capsys, "alerts", "ack", "DiskFull", *where)
+        assert code == 1 and "no ack button to press (its buttons now: Mute 1h)" in err
+
+        code, out, _ = await _herald(capsys, "alerts", "mute", "DiskFull", "--for", "1h", *where)
+        assert code == 0 and out.startswith("Muted by alice until")
+        code, out, _ = await _herald(capsys, "alerts", "silences", *where)
+        assert code == 0 and "fp-DiskFull" in out and "alice" in out
+
+        code, _, err = await _herald(capsys, "alerts", "show", "NoSuchAlert", *where)
+        assert code == 1 and "no alert 'NoSuchAlert'" in err
+        pressed = await engine.db.call(lambda c: c.execute(
+            "SELECT actor, data FROM audit_log WHERE action = 'button.pressed' ORDER BY seq").fetchall())
+    assert [row["actor"] for row in pressed] == ["alice", "alice"]
+
+
+async def test_after_a_restart_the_board_still_shows_who_acknowledged_and_the_buttons_left(
+        config: Config, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 20 item 5: acknowledged and muted alerts are not shown as open after a restart, and their used
+    buttons are not offered again (the TUI reads the same snapshot)."""
+    config = config.model_copy(update={"api_principal": "alice"})
+    async with running_engine(config) as engine:
+        where = ("--config", str(config_file), "--url", f"http://127.0.0.1:{engine.port}")
+        for name in ("Acked", "Muted"):
+            await post_alert(engine, name)
+        await eventually(lambda: asyncio.sleep(0, len(engine.bus.snapshot().alerts) == 2), "both alerts")
+        assert (await _herald(capsys, "alerts", "ack", "Acked", *where))[0] == 0
+        assert (await _herald(capsys, "alerts", "mute", "Muted", *where))[0] == 0
+    async with running_engine(config) as engine:
+        alerts = {a.name: a for a in engine.bus.snapshot().alerts}
+        assert alerts["Acked"].acknowledged_by == "alice" and [b.label for b in alerts["Acked"].buttons] == ["Mute 1h"]
+        assert alerts["Muted"].muted_until is not None and [b.label for b in alerts["Muted"].buttons] == ["Acknowledge"]
+        where = ("--config", str(config_file), "--url", f"http://127.0.0.1:{engine.port}")
+        code, out, _ = await _herald(capsys, "alerts", "mute", "Acked", *where)  # its Mute button still works
+    assert code == 0 and out.startswith("Muted by alice until")

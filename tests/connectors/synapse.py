@@ -9,10 +9,12 @@ nonce, user, password and admin flag), as Synapse's own register_new_matrix_user
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import hmac
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -72,7 +74,7 @@ class Synapse:
         self._stdout = (d / "stdout.log").open("wb")
         self._process = subprocess.Popen([python, "-m", "synapse.app.homeserver", "-c", str(d / "homeserver.yaml")],
                                          cwd=d, stdout=self._stdout, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -135,6 +137,11 @@ class Synapse:
                 return json.loads(answer.read() or b"{}")
         except urllib.error.HTTPError as exc:
             raise RuntimeError(f"{method} {path}: {exc.code} {exc.read()!r}") from None
+
+
+def _die_with_parent() -> None:
+    """Synapse gets SIGTERM if the test run is killed before it can stop it (Linux prctl PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def _free_port() -> int:

@@ -1,6 +1,7 @@
-"""Every chat platform in one engine (issues 14-16 and 19): an alert reaches a team whose rooms are on Telegram,
-Slack and Discord and whose member is on Herald's chat; Acknowledge pressed on one platform edits every copy on all
-of them, and so does the resolve. Real connectors against the fake servers of tests/connectors, over loopback."""
+"""Every chat platform in one engine (issues 14-17 and 19): an alert reaches a team whose rooms are on Telegram,
+Slack, Discord and Matrix and whose member is on Herald's chat; Acknowledge pressed on one platform edits every copy
+on all of them, and so does the resolve. Real connectors against the fake servers of tests/connectors and a real
+Synapse, over loopback."""
 
 from __future__ import annotations
 
@@ -14,11 +15,17 @@ from engine.core.config import Config
 from engine.plugin import discover
 from engine.testing import ChatClient, running_engine
 from engine.testing.conformance import PlatformDriver, Shown, eventually, post_alert
+from tests.connectors.conftest import Homeserver
 from tests.connectors.discord_server import DiscordServer
+from tests.connectors.matrix_proxy import MatrixProxy
+from tests.connectors.matrix_support import MatrixPeople
 from tests.connectors.slack_server import SlackServer
 from tests.connectors.telegram_server import TelegramServer
 from tests.connectors.test_discord import DiscordDriver
 from tests.connectors.test_discord import settings as discord_settings
+from tests.connectors.test_matrix import _config as matrix_config
+from tests.connectors.test_matrix import _driver as matrix_driver
+from tests.connectors.test_matrix import people, proxy  # noqa: F401 - the Matrix fixtures, used by name below
 from tests.connectors.test_slack import SlackDriver, socket_config
 from tests.connectors.test_telegram import TelegramDriver, polling
 from tests.support import ALICE_TOKEN
@@ -56,11 +63,14 @@ def _note(driver: PlatformDriver, name: str) -> Callable[[], Awaitable[Shown | N
 
 
 async def test_one_alert_on_every_platform_follows_an_acknowledge_pressed_on_one(
-        tmp_path: Path, platforms: tuple[TelegramServer, SlackServer, DiscordServer]) -> None:
+        tmp_path: Path, platforms: tuple[TelegramServer, SlackServer, DiscordServer], homeserver: Homeserver,
+        people: MatrixPeople, proxy: MatrixProxy) -> None:  # noqa: F811 - pytest fixtures
     telegram, slack, discord = platforms
-    drivers: list[PlatformDriver] = [TelegramDriver(telegram), SlackDriver(slack), DiscordDriver(discord, slash=False)]
+    drivers: list[PlatformDriver] = [TelegramDriver(telegram), SlackDriver(slack), DiscordDriver(discord, slash=False),
+                                     await matrix_driver(homeserver, people, proxy)]
     config = _config(tmp_path, drivers, {"telegram": polling(telegram), "slack": socket_config(slack),
-                                         "discord": discord_settings(discord)})
+                                         "discord": discord_settings(discord),
+                                         "matrix": matrix_config(homeserver, proxy)})
     async with running_engine(config, integrations=discover()) as engine, \
             ChatClient.connect(f"ws://127.0.0.1:{engine.port}/chat", ALICE_TOKEN) as alice:
         await post_alert(engine, "EverywhereDown")

@@ -31,15 +31,6 @@ class SourceAuth(BaseModel):
     replay_window_s: int = Field(default=300, ge=1, le=3600)
 
 
-class WebhookConfig(BaseModel):
-    """`[integrations.webhook]` in the config."""
-
-    model_config = ConfigDict(extra="forbid")
-    alertmanager: SourceAuth = Field(default_factory=SourceAuth)
-    # With no bearer token or secret for a source, accept posts from this machine only.
-    allow_unauthenticated_loopback: bool = True
-
-
 @dataclass(frozen=True)
 class Signed:
     """A request whose signature verified: the signature, and until when a replay of it must be refused."""

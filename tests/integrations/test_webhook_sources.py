@@ -216,3 +216,15 @@ def test_a_mapping_is_checked_when_the_config_loads(config: Config, section: dic
     with pytest.raises(ConfigError) as caught:
         validate_integrations(_with(config, section), [webhook])
     assert problem in str(caught.value)
+
+
+def test_the_documented_webhook_sections_are_valid(config: Config) -> None:
+    import re
+    import tomllib
+
+    from tests.support import REPO
+
+    text = (REPO / "docs" / "configuration.md").read_text()
+    documented = tomllib.loads(re.search(r"```toml\n(.*?)```", text, re.S).group(1))  # type: ignore[union-attr]
+    settings = validate_integrations(_with(config, documented["integrations"]["webhook"]), [webhook])["webhook"]
+    assert settings.generic["uptime"].service == "check.service"  # type: ignore[attr-defined]

@@ -27,9 +27,9 @@ class Normalised:
 
 
 def normalise(data: AlertData, alerts: AlertsConfig) -> Normalised:
-    """`data` with its severity on the scale (unchanged when it already is, or has none)."""
+    """`data` with its severity on the scale (unchanged when it already is, or has none: absent or empty)."""
     raw = data.severity
-    if raw is None or raw in alerts.severities:
+    if raw is None or not raw.strip() or raw in alerts.severities:  # an empty label is no severity, not an unknown one
         return Normalised(data)
     word = raw.strip().lower()
     if word in alerts.severities:

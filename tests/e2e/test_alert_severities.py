@@ -83,11 +83,14 @@ async def test_an_unknown_severity_is_reported_and_treated_as_the_most_severe(
     assert "page=critical" in warning
 
 
-async def test_a_known_severity_is_left_as_it_came(config: Config) -> None:
+async def test_a_known_or_empty_severity_is_left_as_it_came(config: Config) -> None:
     async with running_engine(config) as engine:
         await _post(engine, {"severity": "critical", "service": "database"})
-        (data,) = await _journaled(engine)
-        assert data["severity"] == "critical" and "severity_raw" not in data["labels"]
+        await _post(engine, {"severity": "", "service": "web"})  # an empty label is no severity, not an unknown one
+        known, empty = await _journaled(engine)
+        assert known["severity"] == "critical" and "severity_raw" not in known["labels"]
+        assert empty["severity"] == "" and "severity_raw" not in empty["labels"]
+        assert await _metric(engine, "herald_alerts_unknown_severity_total") == 0
 
 
 def test_the_rules_compile_against_the_configured_scale(config_file: Path, rules_dir: Path) -> None:
@@ -116,3 +119,18 @@ def test_a_bad_scale_is_a_config_error(config_file: Path, alerts: str, problem: 
     with pytest.raises(ConfigError) as caught:
         _config(config_file, f"[alerts]\n{alerts}\n")
     assert problem in str(caught.value)
+
+
+async def test_a_new_scale_and_the_rule_naming_it_arrive_in_one_reload(config_file: Path, rules_dir: Path) -> None:
+    from tests.e2e.reload.support import engine_with_config_source
+
+    async with engine_with_config_source(config_file, watch=False) as engine:
+        config_file.write_text(config_file.read_text() + '[alerts]\nseverities = ["low", "high", "critical", "sev1"]\n'
+                               'severity_aliases = { p1 = "sev1" }\n')
+        (rules_dir / "sev.rules").write_text("on alert severity sev1 from web notify ops\n")
+        view = await engine.reload()
+        assert view.status == "reloaded" and view.needs_restart == [], view
+        await _post(engine, {"severity": "P1", "service": "web"})
+        (data,) = await _journaled(engine)
+        assert data["severity"] == "sev1"
+        assert await _metric(engine, "herald_alerts_unknown_severity_total") == 0

@@ -1,5 +1,5 @@
 """An alert no rule matched is never dropped in silence: `[alerts] unmatched = "TEAM"` gets a plain notification
-with Acknowledge and Mute (and the resolve), through the same delivery as `notify`; without it, a warning names the
+with Acknowledge and Mute that follows the alert, through the same delivery as `notify`; without it, a warning names the
 alert; either way `herald_alerts_unmatched_total` counts it."""
 
 from __future__ import annotations
@@ -48,18 +48,25 @@ async def _unmatched_total(engine: Engine) -> float:
     return float(line.split()[1])
 
 
-async def test_an_unmatched_alert_goes_to_the_unmatched_team_with_buttons(config_file: Path) -> None:
+async def test_an_unmatched_alert_goes_to_the_unmatched_team_and_follows_the_alert(config_file: Path) -> None:
+    labels = {"alertname": "QueueStuck", "severity": "warning", "service": "billing"}
     async with running_engine(_config(config_file, TRIAGE)) as engine, \
             ChatClient.connect(chat_url(engine), ALICE_TOKEN, rooms=["triage"]) as alice:
-        await _post(engine, {"alertname": "QueueStuck", "severity": "warning", "service": "billing"})
+        await _post(engine, labels)
         note = await alice.wait_for(lambda f: f["type"] == "notification", timeout=10)
         assert "QueueStuck" in note["text"] and "no rule matched" in note["text"]
         assert [b["label"] for b in note["buttons"]] == ["Acknowledge", "Mute 1h"]
         assert await _unmatched_total(engine) == 1
 
-        await _post(engine, {"alertname": "QueueStuck", "severity": "warning", "service": "billing"}, resolved=True)
-        back = await alice.wait_for(lambda f: f["type"] == "notification" and "[RESOLVED]" in f["text"], timeout=10)
-        assert "QueueStuck" in back["text"] and back["buttons"] == []
+        await alice.press(note["buttons"][0]["id"])  # Acknowledge works as on a rule's notification
+        acked = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Acknowledged" in f["text"],
+                                     timeout=10)
+        assert acked["message"] == str(note["seq"]) and [b["label"] for b in acked["buttons"]] == ["Mute 1h"]
+
+        await _post(engine, labels, resolved=True)  # the same message says it is resolved
+        done = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Resolved" in f["text"],
+                                    timeout=10)
+        assert done["message"] == str(note["seq"]) and done["buttons"] == []
         assert await _unmatched_total(engine) == 1  # a resolve is not a new unmatched alert
 
 

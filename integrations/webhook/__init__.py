@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from engine.plugin import Event, IntegrationContext, Manifest, Unload
 from integrations.webhook import grafana
 from integrations.webhook.alertmanager import AmPayload, to_events
-from integrations.webhook.auth import Authenticator, SourceAuth
+from integrations.webhook.auth import GRAFANA_SIGNATURE, HERALD_SIGNATURE, Authenticator, SignatureScheme, SourceAuth
 from integrations.webhook.generic import GenericReader
 from integrations.webhook.hook import Handler, Reader, make_handler, reject
 from integrations.webhook.replay import ReplayGuard
@@ -56,15 +56,17 @@ class WebhookIntegration:
         assert isinstance(config, WebhookConfig)  # validated when the config loaded
         store = ctx.store("webhook")
 
-        def handler(source: str, auth: SourceAuth, read: Reader, what: str) -> Handler:
+        def handler(source: str, auth: SourceAuth, read: Reader, what: str,
+                    scheme: SignatureScheme = HERALD_SIGNATURE) -> Handler:
             # Each source has its own credentials and its own replay memory: signatures of two sources never meet.
-            authenticator = Authenticator(auth, allow_loopback=config.allow_unauthenticated_loopback)
+            authenticator = Authenticator(auth, allow_loopback=config.allow_unauthenticated_loopback, scheme=scheme)
             return make_handler(ctx, authenticator=authenticator, replays=ReplayGuard(store, source), read=read,
                                 what=what)
 
         ctx.routes.add_post("/hooks/alertmanager", handler("alertmanager", config.alertmanager, read_alertmanager,
                                                            AM_PAYLOAD))
-        ctx.routes.add_post("/hooks/grafana", handler("grafana", config.grafana, grafana.read, GRAFANA_PAYLOAD))
+        ctx.routes.add_post("/hooks/grafana", handler("grafana", config.grafana, grafana.read, GRAFANA_PAYLOAD,
+                                                      GRAFANA_SIGNATURE))
         generic = {name: handler(f"generic/{name}", mapping, GenericReader(mapping, source=f"generic/{name}"),
                                  f"what [integrations.webhook.generic.{name}] reads")
                    for name, mapping in config.generic.items()}

@@ -228,3 +228,27 @@ def test_the_documented_webhook_sections_are_valid(config: Config) -> None:
     documented = tomllib.loads(re.search(r"```toml\n(.*?)```", text, re.S).group(1))  # type: ignore[union-attr]
     settings = validate_integrations(_with(config, documented["integrations"]["webhook"]), [webhook])["webhook"]
     assert settings.generic["uptime"].service == "check.service"  # type: ignore[attr-defined]
+
+
+async def test_grafana_signs_its_own_way_and_a_replay_is_refused(config: Config) -> None:
+    # As Grafana's documentation describes its HMAC signing with a Timestamp Header: hex HMAC-SHA256 of
+    # "<timestamp>:<body>", in X-Grafana-Alerting-Signature.
+    import hashlib
+    import hmac
+
+    cfg = _with(config, {"grafana": {"hmac_secret": SECRET}})
+    stamp = int(time.time())
+    mac = hmac.new(SECRET.encode(), f"{stamp}:".encode() + GRAFANA, hashlib.sha256).hexdigest()
+    headers = {"X-Grafana-Alerting-Timestamp": str(stamp), "X-Grafana-Alerting-Signature": mac}
+    async with running_engine(cfg) as engine:
+        assert await _post(engine, "/hooks/grafana", GRAFANA, {"X-Grafana-Alerting-Signature": mac}) == (
+            401, {"error": "missing X-Grafana-Alerting-Timestamp or X-Grafana-Alerting-Signature header"})
+        herald_style = {TIMESTAMP_HEADER: str(stamp), SIGNATURE_HEADER: sign(SECRET, stamp, GRAFANA)}
+        assert (await _post(engine, "/hooks/grafana", GRAFANA, herald_style))[0] == 401
+        tampered = GRAFANA.replace(b"High memory usage", b"Low memory usage!")
+        assert await _post(engine, "/hooks/grafana", tampered, headers) == (
+            403, {"error": "signature does not match the body"})
+        assert (await _post(engine, "/hooks/grafana", GRAFANA, headers))[0] == 200
+        assert await _post(engine, "/hooks/grafana", GRAFANA, headers) == (
+            403, {"error": "replayed request (this signature was already used)"})
+        assert len(await _journaled(engine)) == 2

@@ -11,7 +11,6 @@ way (integrations/webhook/hook.py), each with its own credentials.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -25,8 +24,6 @@ from integrations.webhook.generic import GenericReader
 from integrations.webhook.hook import Handler, Reader, make_handler, reject
 from integrations.webhook.replay import ReplayGuard
 from integrations.webhook.settings import WebhookConfig
-
-log = logging.getLogger("herald.webhook")
 
 AM_PAYLOAD = "an Alertmanager webhook payload (version 4)"
 GRAFANA_PAYLOAD = "a Grafana webhook payload (version 1)"
@@ -49,7 +46,7 @@ def readers(config: BaseModel | None) -> Mapping[str, Reader]:
 class WebhookIntegration:
     manifest = Manifest(name="webhook", description="Alerts by webhook from Alertmanager, Grafana and any JSON sender",
                         provides=("trigger:alert",), config_model=WebhookConfig,
-                        decode=lambda body: read_alertmanager(body), sources=readers)
+                        decode=read_alertmanager, sources=readers)
 
     async def setup(self, ctx: IntegrationContext) -> Unload:
         config = ctx.integration_config("webhook")

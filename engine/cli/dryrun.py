@@ -1,8 +1,10 @@
 """`herald test`: build the event the engine would build, and say what the engine would do with it; run nothing.
 
 The event goes through the engine's own paths: an alert is the Alertmanager payload `herald send alert` posts,
-translated by the webhook integration; a command is parsed like chat text; fields, argument binding and the
-permission check are `Event.fields` and `engine.runs.decide`, which the runtime calls too. What the dry run cannot
+translated by the webhook integration, or a body saved from any alert source (`herald test grafana body.json`) read
+by that source's own reader, its severity put on the configured scale as at intake; a command is parsed like chat
+text; fields, argument binding and the permission check are `Event.fields` and `engine.runs.decide`, which the
+runtime calls too. What the dry run cannot
 know without the engine's state (dedupe, rate limits, confirmations, disk space) it names as the clauses that decide.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from dsl import CompiledRule, EventGraph
 from dsl.describe import describe
 from dsl.plan import RequireRoleStage
 from engine.core.config import Config
+from engine.core.errors import ConfigError
 from engine.core.events import (
     Actor,
     AlertData,
@@ -34,6 +37,7 @@ from engine.core.events import (
     TaskData,
     utcnow,
 )
+from engine.core.severity import RAW_LABEL, normalise
 from engine.intake.commands import CommandTextError, parse_command
 from engine.runs import decide
 from engine.runs.builtins import BUILTIN_BUTTONS, BUILTIN_COMMANDS
@@ -50,6 +54,56 @@ class EventError(ValueError):
 
 
 # ---- building the event ---------------------------------------------------------------------------------------
+
+
+def events_from_args(words: Sequence[str], config: Config) -> list[Event]:
+    """The events named by `herald test`'s arguments: `SOURCE BODY.json` (every alert of a body that source posts,
+    e.g. `grafana` or `generic/uptime`), else the one event of `event_from_args`; alerts with their severity on the
+    configured scale, as the engine puts it when they arrive."""
+    if len(words) == 2 and words[1].endswith(".json"):
+        readers = source_readers(config)
+        if words[0] in readers:
+            events = _read_body(Path(words[1]), words[0], readers[words[0]])
+        else:
+            raise EventError(f"no installed alert source is called {words[0]!r} (sources: "
+                             f"{', '.join(sorted(readers)) or 'none'})")
+    else:
+        events = [event_from_args(words, config)]
+    return [_on_scale(event, config) for event in events]
+
+
+def source_readers(config: Config) -> Mapping[str, Callable[[Any], list[Event]]]:
+    """Every alert source the installed integrations this config turns on read, by name."""
+    from engine.plugin.discovery import active_integrations, discover, validate_integrations
+
+    installed = discover()
+    try:
+        settings = validate_integrations(config, installed)
+    except ConfigError as exc:
+        raise EventError(str(exc)) from None
+    readers: dict[str, Callable[[Any], list[Event]]] = {}
+    for integration in active_integrations(config, installed):
+        offer = integration.manifest.sources
+        if offer is not None:
+            readers.update(offer(settings.get(integration.manifest.name)))
+    return readers
+
+
+def _read_body(path: Path, source: str, read: Callable[[Any], list[Event]]) -> list[Event]:
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventError(f"{path}: {exc}") from None
+    try:
+        return read(body)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise EventError(f"{path}: the {source} hook would refuse this body (422): {exc}") from None
+
+
+def _on_scale(event: Event, config: Config) -> Event:
+    if not isinstance(event.data, AlertData):
+        return event
+    return event.model_copy(update={"data": normalise(event.data, config.alerts).data})
 
 
 def event_from_args(words: Sequence[str], config: Config) -> Event:
@@ -214,11 +268,27 @@ def explain(event: Event, graph: EventGraph, config: Config) -> list[str]:
             lines.append(_verdict(event, rule, lambda who: roles.get(who or "", frozenset())))
         else:
             lines.append(f"  no match    {_name(rule)}: {rule.explain(fields) or '?'} does not hold")
+    if isinstance(data, AlertData) and RAW_LABEL in data.labels:
+        lines.insert(1, _severity_note(data, config))
     if not graph.of_kind(event.kind):
         lines.append(f"  no rule is on {event.kind}")
     elif isinstance(data, CommandData) and not matched:
         lines.append(f"  the engine would answer: Unknown command /{data.name}.")
+    if isinstance(data, AlertData) and not matched and data.status == "firing":
+        team = config.alerts.unmatched
+        lines.append(f"  unmatched: the engine would notify {team} ([alerts] unmatched)" if team else
+                     "  unmatched: the engine would log a warning (no [alerts] unmatched team to tell)")
     return lines
+
+
+def _severity_note(data: AlertData, config: Config) -> str:
+    raw = data.labels[RAW_LABEL]
+    if raw.strip().lower() in config.alerts.severity_aliases:
+        return f"  severity {raw!r} arrives as {data.severity} ([alerts] severity_aliases)"
+    if raw.strip().lower() in config.alerts.severities:
+        return f"  severity {raw!r} arrives as {data.severity}"
+    return (f"  severity {raw!r} is not on the scale ({', '.join(config.alerts.severities)}): the engine would warn "
+            f"and treat it as {data.severity}")
 
 
 def _verdict(event: Event, rule: CompiledRule, roles_of: decide.RolesOf) -> str:

@@ -26,6 +26,8 @@ An event is inline words or a JSON file:
   schedule rule=nightly
   FILE.json: {"kind": "alert", "data": {"labels": {"severity": "critical"}}, "as": "alice"}
              (data holds the event's own fields, as in docs/rules.md; what it leaves out gets the defaults above)
+  SOURCE BODY.json: a body an alert source posts, read as its hook would (SOURCE: alertmanager, grafana,
+             generic/NAME); every alert in it
 """
 CONFIG_HELP = "config file naming teams, roles and the rules folder (default: ./herald.toml if it exists)"
 
@@ -110,11 +112,11 @@ def _compile(config: Config) -> EventGraph | None:
 
 
 def run_test(args: argparse.Namespace) -> int:
-    from engine.cli.dryrun import EventError, event_from_args, explain
+    from engine.cli.dryrun import EventError, events_from_args, explain
 
     config = _config(args)
     try:
-        event = event_from_args(args.event, config)
+        events = events_from_args(args.event, config)
     except EventError as exc:
         print(f"herald test: {exc}\n\n{EVENT_HELP}", file=sys.stderr)
         return EXIT_USAGE
@@ -122,7 +124,7 @@ def run_test(args: argparse.Namespace) -> int:
     if graph is None:
         print("herald test: the rules above do not compile", file=sys.stderr)
         return EXIT_FAILED
-    print("\n".join(explain(event, graph, config)))
+    print("\n".join(line for event in events for line in explain(event, graph, config)))
     return EXIT_OK
 
 

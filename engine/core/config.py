@@ -14,6 +14,7 @@ from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from dsl.catalog import DEFAULT_SEVERITIES
 from dsl.diagnostics import did_you_mean
 from engine.core.errors import ConfigError
 from engine.sandbox.runner import SandboxConfig
@@ -127,6 +128,46 @@ class QueueConfig(_Strict):
                                        for name in names if getattr(self, name) is not None})
 
 
+# A severity is written in rules as a word (`severity >= warning`), so it must be one the rule language reads.
+_SEVERITY = re.compile(r"[a-z0-9_][a-z0-9_-]*")
+
+
+class AlertsConfig(_Strict):
+    """`[alerts]`: the severity scale rules compare on, names sources use for its steps, and who hears of an alert
+    no rule handled."""
+
+    severities: list[str] = Field(default_factory=lambda: list(DEFAULT_SEVERITIES))  # least to most severe
+    # What a source may call a step of the scale (`page = "critical"`): an incoming alert's severity is translated
+    # when it arrives, so rules only ever see the scale's own words.
+    severity_aliases: dict[str, str] = Field(default_factory=dict)
+    # A team that gets a plain notification of every firing alert no rule matched (None: a warning in the log).
+    unmatched: str | None = None
+
+    @model_validator(mode="after")
+    def _scale(self) -> AlertsConfig:
+        problems = []
+        if not self.severities:
+            problems.append("severities: name at least one severity")
+        for name in self.severities:
+            if not _SEVERITY.fullmatch(name):
+                problems.append(f"severities: {name!r} is not a lowercase word (letters, digits, '_', '-')")
+        repeated = sorted({name for name in self.severities if self.severities.count(name) > 1})
+        if repeated:
+            problems.append(f"severities: {', '.join(repeated)} named twice")
+        for alias, target in self.severity_aliases.items():
+            if alias != alias.lower():
+                problems.append(f"severity_aliases.{alias}: write aliases in lowercase (severities arriving "
+                                "are compared in lowercase)")
+            if alias in self.severities:
+                problems.append(f"severity_aliases.{alias}: {alias!r} is already on the scale")
+            if target not in self.severities:
+                problems.append(f"severity_aliases.{alias}: {target!r} is not on the scale "
+                                f"({', '.join(self.severities)})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class Config(_Strict):
     data_dir: Path = Path(".herald")
     rules_dir: Path = Path("rules")
@@ -148,6 +189,7 @@ class Config(_Strict):
     # Timers that came due while Herald was down (escalations, schedules) wait this long after a start, so chat
     # clients reconnect and connectors attach first and the catch-up delivers what they send.
     start_grace_s: float = Field(default=5.0, ge=0, le=300)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     # Each integration's own section, validated by that integration's config model when it is set up.
     integrations: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -167,6 +209,10 @@ class Config(_Strict):
             for role in self.button_roles:
                 if role not in known_roles:
                     problems.append(f"button_roles: unknown role {role!r} (known: {sorted(known_roles)})")
+        unmatched = self.alerts.unmatched
+        if unmatched is not None and unmatched not in (self.teams or self.default_teams()):
+            problems.append(f"alerts.unmatched: unknown team {unmatched!r} (known: "
+                            f"{sorted(self.teams or self.default_teams())})")
         if self.api_principal is not None and self.api_principal not in self.principals:
             problems.append(f"api_principal: unknown principal {self.api_principal!r}")
         seen: dict[str, str] = {}

@@ -8,7 +8,7 @@ coroutine function that detaches it again.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,6 +48,10 @@ class Manifest:
     # How the integration turns what its source posts into events, without the engine (the dry run, `herald test`,
     # reads an alert exactly as the live hook would); raises ValueError for a body it cannot read.
     decode: Callable[[dict[str, Any]], list[Event]] | None = None
+    # The sources it reads alerts from, by name, given its validated config section (None without one): how each
+    # turns a parsed body into events, so `herald test SOURCE BODY.json` reads a saved body as the live route would.
+    # Each reader raises ValueError (pydantic's ValidationError is one) for a body it cannot read.
+    sources: Callable[[BaseModel | None], Mapping[str, Callable[[Any], list[Event]]]] | None = None
     # A platform that cannot run without its credentials (Telegram, Slack...): set up, and its config validated,
     # only when the config has an `[integrations.<name>]` section; installed but unconfigured, it stays off.
     needs_config: bool = False

@@ -14,7 +14,7 @@ one version. Runs already under way finish with the graph they started with (Run
 
 Config keys that only take effect at start (http, data_dir, rules_dir, scripts_dir, sandbox, workers,
 api_principal, integrations — integrations read their section when they are set up, and a running web server
-cannot take new routes) are reported as "needs a restart" and not applied; people, roles and teams are.
+cannot take new routes) are reported as "needs a restart" and not applied; people, roles, teams and alerts are.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ from engine.security.identity import Directory
 
 log = logging.getLogger("herald.reload")
 
-HOT_CONFIG_KEYS = ("roles", "principals", "teams")  # applied on reload; every other key needs a restart
+# Applied on reload; every other key needs a restart. `alerts` (the severity scale the rules compile against, its
+# aliases, the unmatched team) is swapped in the same step as the rules compiled against it.
+HOT_CONFIG_KEYS = ("roles", "principals", "teams", "alerts")
 QUIET_S = 0.15  # after the watcher's last change, wait this long for more before reloading (editors save in steps)
 WATCH_STEP_MS = 50
 WATCH_STOP_CHECK_MS = 500

@@ -36,17 +36,17 @@ def installed_connectors(config: Config) -> Mapping[str, ConnectorSpec]:
 
 
 def catalog_for(config: Config, connectors: Mapping[str, ConnectorSpec] | None = None) -> Catalog:
-    """What rules may name: configured teams (and the built-in ones, which a rule file may redeclare), roles and
-    people, the scripts in the scripts folder (the whitelist), and the chat platforms a connector is installed for,
-    with their address checks (default: the installed ones); and the sandbox limits, so a rule the engine could
-    never run does not compile."""
+    """What rules may name: the configured severity scale, configured teams (and the built-in ones, which a rule
+    file may redeclare), roles and people, the scripts in the scripts folder (the whitelist), and the chat
+    platforms a connector is installed for, with their address checks (default: the installed ones); and the
+    sandbox limits, so a rule the engine could never run does not compile."""
     specs = installed_connectors(config) if connectors is None else connectors
     scripts_dir = config.scripts_dir
     scripts: frozenset[str] = frozenset()
     if scripts_dir is not None and scripts_dir.is_dir():
         scripts = frozenset(p.name for p in scripts_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     catalog = Catalog(teams=frozenset(config.teams), roles=frozenset(config.roles), scripts=scripts,
-                      platforms=frozenset(specs),
+                      severities=tuple(config.alerts.severities), platforms=frozenset(specs),
                       address_checks={name: functools.partial(_address_problem, spec) for name, spec in specs.items()},
                       default_teams=frozenset(config.default_teams()), people=frozenset(config.principals),
                       min_memory_bytes=MIN_MEMORY)

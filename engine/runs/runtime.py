@@ -24,6 +24,7 @@ from engine.delivery.outlets import Audience, Progress, Result, Text
 from engine.runs import actions, decide, stages
 from engine.runs.builtins import BUILTIN_BUTTONS, BUILTIN_COMMANDS, help_text, press, run_builtin
 from engine.runs.run import RuleRun, RunState, Services, event_view, now_iso, who
+from engine.runs.unmatched import Unmatched
 from engine.tasks.queue import TaskRecord
 
 log = logging.getLogger("herald.runtime")
@@ -50,7 +51,13 @@ class Runtime:
         self._journal = journal
         self.graph = graph
         self.graph_version = 1
+        self._unmatched = Unmatched()
         self._set_teams(declared_teams or {})
+
+    @property
+    def unmatched_alerts(self) -> int:
+        """Firing alerts no rule matched since start (`herald_alerts_unmatched_total`)."""
+        return self._unmatched.count
 
     def swap_graph(self, graph: EventGraph, declared_teams: dict[str, Audience]) -> int:
         """Make `graph` the one new events are matched against, in one step (no await: no event sees half of it).
@@ -114,6 +121,9 @@ class Runtime:
             text = "I only understand commands, like /help."
         elif isinstance(data, ButtonData) and data.action not in BUILTIN_BUTTONS:
             text = f"Nothing is set up for the button {data.action!r}."
+        elif isinstance(data, AlertData):
+            await self._unmatched.alert(event, data, self.services)
+            return
         else:
             return
         await delivery.reply(event.reply_to, Text(text))

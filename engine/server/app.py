@@ -33,6 +33,7 @@ from engine.core.events import Actor, AlertData, ButtonData, Event, ReplyTo
 from engine.core.ids import new_id
 from engine.core.journal import Journal
 from engine.core.private import require_private_folder, write_private
+from engine.core.severity import normalise
 from engine.core.store import Database
 from engine.delivery import outbox
 from engine.delivery.connector import Connector
@@ -195,7 +196,25 @@ class Engine:
         if self._waiting + len(events) > self.config.max_queued_events:
             self.metrics.refused += len(events)
             raise Busy(f"{self._waiting} events are waiting to be handled")
-        await self._accept(events, acknowledge)
+        await self._accept([self._on_scale(event) for event in events], acknowledge)
+
+    def _on_scale(self, event: Event) -> Event:
+        """An alert with its severity on the configured scale; an unknown one is reported here, where it arrives."""
+        data = event.data
+        if not isinstance(data, AlertData):
+            return event
+        scale = self.config.alerts
+        normalised = normalise(data, scale)
+        if normalised.data is data:
+            return event
+        if normalised.unknown is not None:
+            self.metrics.unknown_severities += 1
+            log.warning("alert %s from %s has the unknown severity %r (the scale is %s; aliases: %s): it is treated "
+                        "as %s, the raw value kept in its label severity_raw", data.name or data.fingerprint,
+                        event.source, normalised.unknown, ", ".join(scale.severities),
+                        ", ".join(f"{k}={v}" for k, v in scale.severity_aliases.items()) or "none",
+                        normalised.data.severity)
+        return event.model_copy(update={"data": normalised.data})
 
     @property
     def waiting(self) -> int:

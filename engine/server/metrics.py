@@ -36,6 +36,7 @@ class Metrics:
         self.started = time.time()
         self.accepted: Counter[str] = Counter(dict.fromkeys(EVENT_KINDS, 0))  # events journaled, by kind
         self.refused = 0  # events refused with "busy" (503 / a busy reply): the queue was full or Herald stopping
+        self.unknown_severities = 0  # alerts that arrived with a severity neither on the scale nor an alias
 
     def count_accepted(self, kinds: Iterable[str]) -> None:
         self.accepted.update(kinds)
@@ -111,6 +112,12 @@ async def render(engine: Observed) -> str:
                  "Events journaled (durable) since start, by kind.", dict(metrics.accepted), "kind"),
         *_family("herald_events_refused_total", "counter",
                  "Events refused as busy (webhook 503, chat busy reply) since start.", metrics.refused),
+        *_family("herald_alerts_unknown_severity_total", "counter",
+                 "Alerts that arrived with a severity neither on the [alerts] scale nor an alias (treated as the "
+                 "most severe) since start.", metrics.unknown_severities),
+        *_family("herald_alerts_unmatched_total", "counter",
+                 "Firing alerts no rule matched since start (sent to [alerts] unmatched when set).",
+                 engine.runtime.unmatched_alerts),
         *_family("herald_events_waiting", "gauge", "Accepted events waiting for their rule runs.",
                  engine.waiting),
         *_family("herald_events_waiting_limit", "gauge", "The waiting events beyond which new ones are refused.",

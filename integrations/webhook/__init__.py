@@ -1,95 +1,81 @@
-"""Webhooks that turn monitoring alerts into events: `POST /hooks/alertmanager` (Alertmanager payload v4).
+"""Webhooks that turn monitoring alerts into events, one route per source:
 
-A sender is authenticated first (integrations/webhook/auth.py). A body is accepted whole or not at all: it is
-parsed and validated, then every alert in it is journaled in one transaction, and only then does the sender get 200.
-Bad input gets a 4xx with a JSON reason and nothing is stored: 401/403 (authentication, a replayed signature), 409
-(the same signed request is being handled right now), 413 (too large), 415 (not JSON), 400 (not parseable JSON,
-nested too deeply, a lone surrogate in a string, raw non-ASCII bytes in a header), 422 (JSON, but not an Alertmanager
-payload).
+- `POST /hooks/alertmanager`: Prometheus Alertmanager's payload (version 4), integrations/webhook/alertmanager.py;
+- `POST /hooks/grafana`: Grafana unified alerting's webhook contact point (version 1), integrations/webhook/grafana.py;
+- `POST /hooks/generic/<name>`: any JSON, read through the mapping `[integrations.webhook.generic.<name>]`,
+  integrations/webhook/generic.py.
+
+Every source is authenticated, size-limited, accepted whole or not at all and protected against replays in the same
+way (integrations/webhook/hook.py), each with its own credentials.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Mapping
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel
 
-from engine.plugin import Busy, IntegrationContext, Manifest, Unload, UnreadableInput, load_json
+from engine.plugin import Event, IntegrationContext, Manifest, Unload
+from integrations.webhook import grafana
 from integrations.webhook.alertmanager import AmPayload, to_events
-from integrations.webhook.auth import Authenticator, Refused, WebhookConfig
+from integrations.webhook.auth import GRAFANA_SIGNATURE, HERALD_SIGNATURE, Authenticator, SignatureScheme, SourceAuth
+from integrations.webhook.generic import GenericReader
+from integrations.webhook.hook import Handler, Reader, make_handler, reject
 from integrations.webhook.replay import ReplayGuard
+from integrations.webhook.settings import WebhookConfig
 
-log = logging.getLogger("herald.webhook")
-
-
-def _reject(status: int, reason: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status)
+AM_PAYLOAD = "an Alertmanager webhook payload (version 4)"
+GRAFANA_PAYLOAD = "a Grafana webhook payload (version 1)"
 
 
-def _describe(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "body"
-    more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-    return f"{where}: {first['msg']}{more}"
+def read_alertmanager(raw: object) -> list[Event]:
+    return to_events(AmPayload.model_validate(raw), source="alertmanager")
+
+
+def readers(config: BaseModel | None) -> Mapping[str, Reader]:
+    """Every source this config turns on, by name (`alertmanager`, `grafana`, `generic/<name>`): the dry run reads a
+    saved body through the same reader the live route uses."""
+    sources: dict[str, Reader] = {"alertmanager": read_alertmanager, "grafana": grafana.read}
+    if isinstance(config, WebhookConfig):
+        sources.update({f"generic/{name}": GenericReader(mapping, source=f"generic/{name}")
+                        for name, mapping in config.generic.items()})
+    return sources
 
 
 class WebhookIntegration:
-    manifest = Manifest(name="webhook", description="Alerts from Prometheus Alertmanager by webhook",
+    manifest = Manifest(name="webhook", description="Alerts by webhook from Alertmanager, Grafana and any JSON sender",
                         provides=("trigger:alert",), config_model=WebhookConfig,
-                        decode=lambda body: to_events(AmPayload.model_validate(body), source="alertmanager"))
+                        decode=read_alertmanager, sources=readers)
 
     async def setup(self, ctx: IntegrationContext) -> Unload:
         config = ctx.integration_config("webhook")
         assert isinstance(config, WebhookConfig)  # validated when the config loaded
-        authenticator = Authenticator(config.alertmanager, allow_loopback=config.allow_unauthenticated_loopback)
+        store = ctx.store("webhook")
 
-        replays = ReplayGuard(ctx.store("webhook"), "alertmanager")
+        def handler(source: str, auth: SourceAuth, read: Reader, what: str,
+                    scheme: SignatureScheme = HERALD_SIGNATURE) -> Handler:
+            # Each source has its own credentials and its own replay memory: signatures of two sources never meet.
+            authenticator = Authenticator(auth, allow_loopback=config.allow_unauthenticated_loopback, scheme=scheme)
+            return make_handler(ctx, authenticator=authenticator, replays=ReplayGuard(store, source), read=read,
+                                what=what)
 
-        async def alertmanager(request: web.Request) -> web.Response:
-            try:
-                authenticator.check_headers(request.headers, request.remote)
-            except Refused as exc:
-                return _reject(exc.status, exc.reason)
-            if request.content_type != "application/json":
-                return _reject(415, f"expected Content-Type application/json, got {request.content_type or 'none'}")
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                return _reject(413, f"body larger than {ctx.config.http.max_body_bytes} bytes")
-            try:
-                signed = authenticator.check_body(request.headers, body)
-                held = await replays.claim(signed) if signed is not None else None
-            except Refused as exc:
-                return _reject(exc.status, exc.reason)
-            try:
-                response = await _accept(body)
-                if held is not None and response.status == 200:
-                    await replays.accepted(held)
-                return response
-            finally:
-                if held is not None:
-                    replays.release(held)
+        ctx.routes.add_post("/hooks/alertmanager", handler("alertmanager", config.alertmanager, read_alertmanager,
+                                                           AM_PAYLOAD))
+        ctx.routes.add_post("/hooks/grafana", handler("grafana", config.grafana, grafana.read, GRAFANA_PAYLOAD,
+                                                      GRAFANA_SIGNATURE))
+        generic = {name: handler(f"generic/{name}", mapping, GenericReader(mapping, source=f"generic/{name}"),
+                                 f"what [integrations.webhook.generic.{name}] reads")
+                   for name, mapping in config.generic.items()}
 
-        async def _accept(body: bytes) -> web.Response:
-            """Parse, validate and journal a body whose sender is authenticated."""
-            try:
-                raw = load_json(body)
-            except UnreadableInput as exc:
-                return _reject(400, f"body is not valid JSON: {exc}")
-            try:
-                payload = AmPayload.model_validate(raw)
-            except ValidationError as exc:
-                return _reject(422, f"not an Alertmanager webhook payload (version 4): {_describe(exc)}")
-            events = to_events(payload, source="alertmanager")
-            try:
-                await ctx.submit(events)
-            except Busy as exc:
-                return web.json_response({"error": f"try again later: {exc}"}, status=503,
-                                         headers={"Retry-After": "1"})
-            return web.json_response({"accepted": len(events), "events": [e.id for e in events]})
+        async def generic_hook(request: web.Request) -> web.Response:
+            name = request.match_info["name"]
+            hook = generic.get(name)
+            if hook is None:  # not which ones are: the caller is not authenticated yet
+                return reject(404, f"no generic source {name!r} is configured ([integrations.webhook.generic.{name}])")
+            return await hook(request)
 
-        ctx.routes.add_post("/hooks/alertmanager", alertmanager)
+        ctx.routes.add_post("/hooks/generic/{name}", generic_hook)
 
         async def unload() -> None:
             return None  # routes go away with the web application

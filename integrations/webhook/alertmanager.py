@@ -33,7 +33,8 @@ class AmPayload(BaseModel):
     externalURL: str | None = None
 
 
-def _time(value: datetime | None) -> datetime | None:
+def given_time(value: datetime | None) -> datetime | None:
+    """None for Go's zero time, which Alertmanager and Grafana send for "not ended"."""
     return None if value is None or value.year == _GO_ZERO_YEAR else value
 
 
@@ -52,8 +53,8 @@ def to_events(payload: AmPayload, *, source: str) -> list[Event]:
             summary=annotations.get("summary") or annotations.get("description"),
             labels=labels,
             annotations=annotations,
-            starts_at=_time(alert.startsAt),
-            ends_at=_time(alert.endsAt),
+            starts_at=given_time(alert.startsAt),
+            ends_at=given_time(alert.endsAt),
             url=alert.generatorURL,
         )
         events.append(Event(source=source, time=now, data=data))

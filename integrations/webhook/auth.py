@@ -1,9 +1,11 @@
 """Authenticating webhook senders, per source: a bearer token, or an HMAC-SHA256 signature with a timestamp.
 
-Signature scheme (for senders that can sign): header `X-Herald-Timestamp: <unix seconds>` and
-`X-Herald-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<raw body>")>`. A timestamp outside the replay
-window is refused, and so is a signature already accepted inside it (integrations/webhook/replay.py keeps those).
-With nothing configured, only loopback may post.
+Herald's signature scheme (for senders that can sign): header `X-Herald-Timestamp: <unix seconds>` and
+`X-Herald-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<raw body>")>`. A source that signs its own way
+has its own `SignatureScheme` (Grafana: `X-Grafana-Alerting-Timestamp` and `X-Grafana-Alerting-Signature: <hex
+HMAC-SHA256(secret, "<timestamp>:<raw body>")>`). A timestamp outside the replay window is refused, and so is a
+signature already accepted inside it (integrations/webhook/replay.py keeps those). With nothing configured, only
+loopback may post.
 """
 
 from __future__ import annotations
@@ -24,20 +26,32 @@ TIMESTAMP_HEADER = "X-Herald-Timestamp"
 SIGNATURE_HEADER = "X-Herald-Signature"
 
 
+@dataclass(frozen=True)
+class SignatureScheme:
+    """Where a sender puts its timestamp and signature, and how it joins timestamp and body before signing."""
+
+    timestamp_header: str = TIMESTAMP_HEADER
+    signature_header: str = SIGNATURE_HEADER
+    separator: bytes = b"."
+    prefix: str = "sha256="  # before the hex digest in the signature header
+
+    def sign(self, secret: str, timestamp: int, body: bytes) -> str:
+        mac = hmac.new(secret.encode(), str(timestamp).encode() + self.separator + body, hashlib.sha256).hexdigest()
+        return self.prefix + mac
+
+
+HERALD_SIGNATURE = SignatureScheme()
+# Grafana's webhook contact point, with HMAC signing on and its Timestamp Header set to this name (Grafana signs
+# without a timestamp when none is set, which could be replayed forever: refused here as a missing header).
+GRAFANA_SIGNATURE = SignatureScheme(timestamp_header="X-Grafana-Alerting-Timestamp",
+                                    signature_header="X-Grafana-Alerting-Signature", separator=b":", prefix="")
+
+
 class SourceAuth(BaseModel):
     model_config = ConfigDict(extra="forbid")
     bearer_token: SecretStr | None = Field(default=None, min_length=16)
     hmac_secret: SecretStr | None = Field(default=None, min_length=16)
     replay_window_s: int = Field(default=300, ge=1, le=3600)
-
-
-class WebhookConfig(BaseModel):
-    """`[integrations.webhook]` in the config."""
-
-    model_config = ConfigDict(extra="forbid")
-    alertmanager: SourceAuth = Field(default_factory=SourceAuth)
-    # With no bearer token or secret for a source, accept posts from this machine only.
-    allow_unauthenticated_loopback: bool = True
 
 
 @dataclass(frozen=True)
@@ -57,14 +71,14 @@ class Refused(HeraldError):
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
     """The signature header value a sender computes (also used by tests and `herald send`)."""
-    mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"sha256={mac}"
+    return HERALD_SIGNATURE.sign(secret, timestamp, body)
 
 
 class Authenticator:
-    def __init__(self, auth: SourceAuth, *, allow_loopback: bool) -> None:
+    def __init__(self, auth: SourceAuth, *, allow_loopback: bool, scheme: SignatureScheme = HERALD_SIGNATURE) -> None:
         self._auth = auth
         self._allow_loopback = allow_loopback
+        self._scheme = scheme
 
     @property
     def needs_body(self) -> bool:
@@ -90,18 +104,20 @@ class Authenticator:
         secret = self._auth.hmac_secret
         if secret is None:
             return None
-        stamp, signature = _header(headers, TIMESTAMP_HEADER), _header(headers, SIGNATURE_HEADER)
+        scheme = self._scheme
+        stamp, signature = _header(headers, scheme.timestamp_header), _header(headers, scheme.signature_header)
         if not stamp or not signature:
-            raise Refused(401, f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
+            raise Refused(401, f"missing {scheme.timestamp_header} or {scheme.signature_header} header")
         try:
             timestamp = int(stamp)
         except ValueError:
-            raise Refused(403, f"{TIMESTAMP_HEADER} is not a unix time in seconds") from None
+            raise Refused(403, f"{scheme.timestamp_header} is not a unix time in seconds") from None
         now = time.time()
         window = self._auth.replay_window_s
         if abs(now - timestamp) > window:
             raise Refused(403, f"timestamp outside the {window} s replay window")
-        if not hmac.compare_digest(signature.encode(), sign(secret.get_secret_value(), timestamp, body).encode()):
+        expected = scheme.sign(secret.get_secret_value(), timestamp, body)
+        if not hmac.compare_digest(signature.encode(), expected.encode()):
             raise Refused(403, "signature does not match the body")
         # Refused as too old from timestamp + window on, so it needs remembering until then.
         return Signed(signature, timestamp + window)

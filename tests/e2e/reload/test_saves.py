@@ -77,6 +77,11 @@ async def test_broken_save_keeps_the_running_rules_and_reports_file_line_col(eng
         note = await alice.wait_for(lambda f: f["type"] == "notification" and f["event"] == web_event)
         assert note["text"] == "web: WebDown" and note["rule"] == "page-web"
 
+    # The audit entry is written just after the swap is published: under load it can lag the notification.
+    for _ in range(100):
+        if await audit_rows(engine, "rules.reloaded"):
+            break
+        await asyncio.sleep(0.02)
     [reloaded] = await audit_rows(engine, "rules.reloaded")
     assert reloaded["diff"] == "+1 -0 ~0 =2" and reloaded["added"] == ["page-web"] and reloaded["version"] == 2
     assert engine.reloader.view is not None and engine.reloader.view.last.diagnostics == []

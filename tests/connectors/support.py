@@ -60,3 +60,16 @@ class LoopchatDriver:
 
     async def drop_inbound(self) -> None:
         self.server.go_down(1.0)  # the long poll in flight and the next ones fail; the connector must recover
+
+
+class MemoryStore:
+    """An integration's key-value store (engine.plugin.KeyValue) in memory, for connector tests without an engine."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    async def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    async def put(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
+        self.values[key] = value

@@ -45,6 +45,7 @@ from integrations.discord.connector import DiscordConnector, parse_address
 from integrations.discord.interactions import Interactions
 from integrations.discord.rest import DiscordRest
 from tests.connectors.discord_server import DiscordServer, Posted
+from tests.connectors.support import MemoryStore
 
 ADMIN, VIEWER, ROOM = "1100000000000000001", "1100000000000000002", "1200000000000000001"
 
@@ -145,17 +146,6 @@ def test_addresses_and_config_say_what_is_wrong(tmp_path: Path) -> None:
     secret.chmod(0o600)
     config = DiscordConfig.model_validate({"application_id": "1", "token_file": str(secret)})
     assert read_secret(config, "token") == "from-a-file" and "from-a-file" not in repr(config)
-
-
-class MemoryStore:
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-
-    async def get(self, key: str) -> str | None:
-        return self.values.get(key)
-
-    async def put(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
-        self.values[key] = value
 
 
 async def test_a_retried_send_is_not_doubled_and_messages_render_as_discord_shows_them(

@@ -38,6 +38,7 @@ from integrations.matrix.sync import ENCRYPTED_OFF_TEXT
 from tests.connectors.conftest import Homeserver
 from tests.connectors.matrix_proxy import MatrixProxy
 from tests.connectors.matrix_support import MatrixDriver, MatrixPeople, as_shown, dumps
+from tests.connectors.support import MemoryStore
 
 
 @pytest.fixture
@@ -229,7 +230,7 @@ async def test_a_real_synapse_429_is_rate_limited(
     await people.call(homeserver.bot, "POST", f"/_matrix/client/v3/join/{room}", {})
     session = Session(MatrixConfig(homeserver=homeserver.synapse.url, user_id=bot,
                                    access_token=homeserver.bot.access_token, device_id=homeserver.bot.device_id),
-                      _MemoryStore(), tmp_path / "store")
+                      MemoryStore(), tmp_path / "store")
     await session.start()
     connector = MatrixConnector(_Context(), session)  # type: ignore[arg-type]
     to = Conversation(platform="matrix", chat=room)
@@ -252,24 +253,13 @@ async def test_a_real_synapse_429_is_rate_limited(
         await session.close()
 
 
-class _MemoryStore:
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-
-    async def get(self, key: str) -> str | None:
-        return self.values.get(key)
-
-    async def put(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
-        self.values[key] = value
-
-
 class _Context:
     """The one part of IntegrationContext the connector uses outside an engine."""
 
-    def __init__(self, store: _MemoryStore | None = None) -> None:
-        self._store = store or _MemoryStore()
+    def __init__(self, store: MemoryStore | None = None) -> None:
+        self._store = store or MemoryStore()
 
-    def store(self, namespace: str) -> _MemoryStore:
+    def store(self, namespace: str) -> MemoryStore:
         return self._store
 
 
@@ -428,7 +418,7 @@ async def test_a_password_login_keeps_its_device_and_a_person_gets_a_direct_room
     monkeypatch.setenv("HERALD_TEST_MATRIX_PW", "herald-pw")
     config = MatrixConfig(homeserver=homeserver.synapse.url, user_id=homeserver.bot.user_id,
                           password_env="HERALD_TEST_MATRIX_PW")
-    store = _MemoryStore()
+    store = MemoryStore()
     bob = Conversation(platform="matrix", chat=homeserver.bob.user_id)
     sent, devices, tokens = [], [], []
     for _ in range(2):

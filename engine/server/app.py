@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, S
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
-import jwt
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -32,7 +31,7 @@ from engine.core.errors import AuthError, Busy, ConfigError
 from engine.core.events import Actor, AlertData, ButtonData, Event, ReplyTo
 from engine.core.ids import new_id
 from engine.core.journal import Journal
-from engine.core.private import require_private_folder, write_private
+from engine.core.private import require_private_folder
 from engine.core.severity import normalise
 from engine.core.store import Database
 from engine.delivery import outbox
@@ -61,6 +60,7 @@ from engine.security import audit, identity, keys
 from engine.security.audit import AuditLog
 from engine.security.identity import Directory
 from engine.server.api import API_PURPOSE, StreamConnector, add_routes
+from engine.server.local_token import LocalToken
 from engine.server.metrics import Metrics
 from engine.tasks import queue as tasks
 from engine.tasks.queue import FINAL, TaskQueue, TaskWorkers
@@ -71,12 +71,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("herald.engine")
 
 State = Literal["new", "starting", "running", "stopping", "stopped"]
-API_TOKEN_FILE = "api-token"
-LOCAL_OPERATOR = "local-operator"
-# The local operator's token lives a day and is renewed while the engine runs (the old one stays valid until its own
-# expiry, so a running TUI is not cut off; clients re-read the file when they reconnect); a restart revokes it.
-LOCAL_TOKEN_TTL_S = 24 * 3600
-LOCAL_TOKEN_RENEW_S = 8 * 3600
 RECENT_ON_START = 200
 DISPATCH_LANES = 32  # rule runs in flight at once: more share each commit (8 -> 32: +40-50% end to end at batch 100)
 WAITING_AS_OBJECTS = 1_000  # beyond this many waiting events, the queue keeps their JSON (see _enqueue)
@@ -134,7 +128,8 @@ class Engine:
         self.directory = Directory(config, self.db)
         self.outbox = Outbox(self.db)
         self.delivery = Delivery(self.outbox, accounts=self.directory.accounts_of, audit=self._audit_soon)
-        self.api_token = ""  # the local operator's API token, issued at start
+        self._local_token = LocalToken(config, self.db, self.directory, purpose=API_PURPOSE,
+                                       audit=self.audit_publish)
         self.port: int | None = None
         self.installed = list(integrations) if integrations is not None else discover()
         self.integrations = active_integrations(config, self.installed)  # installed and turned on by the config
@@ -339,9 +334,8 @@ class Engine:
                            ssl_context=tls_context(self.config.http))
         await site.start()
         self.port = self._runner.addresses[0][1]
-        await self._revoke_previous_local_token()
-        await self._issue_local_api_token()
-        self._spawn("local-token-renewal", self._renew_local_api_token)
+        await self._local_token.start()
+        self._spawn("local-token-renewal", self._local_token.renew_forever)
         await self.reloader.start(self._fallback)
         self._spawn("reloader", self.reloader.run)
         if self._watch:
@@ -416,6 +410,11 @@ class Engine:
     def request_reload(self, trigger: str = "signal") -> None:
         """Queue a reload from synchronous code (a signal handler); the reload loop runs it."""
         self.reloader.request(trigger)
+
+    @property
+    def api_token(self) -> str:
+        """The local operator's API token, issued at start (engine.server.local_token)."""
+        return self._local_token.value
 
     async def tell_admins(self, text: str) -> None:
         admins = tuple(name for name in self.config.principals if "admin" in self.directory.roles_of(name))
@@ -497,30 +496,3 @@ class Engine:
             self.bus.publish(task.view())
         for entry in await self.audit.recent(RECENT_ON_START):
             self.bus.publish(entry)
-
-    async def _revoke_previous_local_token(self) -> None:
-        """The token the previous run left in the data folder can act as the local operator: refuse it from now on
-        (whoever copied it gets nothing), so local tokens never pile up."""
-        try:
-            previous = (self.config.data_dir / API_TOKEN_FILE).read_text().strip()
-            claims = jwt.decode(previous, options={"verify_signature": False})
-        except (OSError, jwt.PyJWTError):
-            return
-        if claims.get("local") is True and isinstance(claims.get("jti"), str) and isinstance(claims.get("exp"), int):
-            await self.db.write(keys.revoke, claims["jti"], claims["exp"])
-            await self.audit_publish("token.revoked", "system", jti=claims["jti"],
-                                     reason="the previous run's local token, replaced at start")
-            log.info("revoked the previous run's local API token")
-
-    async def _renew_local_api_token(self) -> None:
-        while True:
-            await asyncio.sleep(LOCAL_TOKEN_RENEW_S)
-            await self._issue_local_api_token()
-
-    async def _issue_local_api_token(self) -> None:
-        """A token for whoever runs Herald (the TUI, `herald send`), readable only by them."""
-        subject = self.config.api_principal or LOCAL_OPERATOR
-        self.api_token, _ = await self.db.call(
-            keys.issue, sub=subject, purpose=API_PURPOSE, ttl_s=LOCAL_TOKEN_TTL_S,
-            roles=tuple(sorted(self.directory.roles_of(subject))), extra={"local": True})
-        write_private(self.config.data_dir / API_TOKEN_FILE, self.api_token + "\n")  # 0600 even if it existed

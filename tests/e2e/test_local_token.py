@@ -7,7 +7,7 @@ import aiohttp
 import jwt
 
 from engine.core.config import Config
-from engine.server.app import API_TOKEN_FILE
+from engine.server.local_token import API_TOKEN_FILE
 from engine.testing import running_engine
 
 

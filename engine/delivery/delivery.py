@@ -166,8 +166,8 @@ class Delivery:
         muted, resolved...) with only the buttons that still apply. Edits of one message are coalesced by the
         senders (only the newest state waits out a platform's edit interval); a state already shown is not edited
         again. Returns how many messages will be edited."""
-        edits = []
-        for sent in await self.outbox.notifications_of_alert(fingerprint):
+        edits, notifications = [], await self.outbox.notifications_of_alert(fingerprint)
+        for sent in notifications:
             body = following(sent.message, status)
             if body is sent.message:
                 continue
@@ -175,7 +175,7 @@ class Delivery:
             edits.append(Outgoing(key=f"{sent.key}/state/{state}", to=sent.to, message=body, op="edit",
                                   target=sent.key))
         await self._put(edits, wait=True)
-        if status.resolved_at is not None:
+        if status.resolved_at is not None and notifications:  # no write for an alert nobody was told of
             await self.outbox.close_alert(fingerprint)
         return len(edits)
 

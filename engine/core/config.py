@@ -182,6 +182,9 @@ class Config(_Strict):
     queue: QueueConfig = Field(default_factory=QueueConfig)
     # Accepted events waiting for the dispatcher; beyond this, webhooks get 503 + Retry-After and chat "busy".
     max_queued_events: int = Field(default=10_000, ge=1)
+    # Below this much free space on the data folder's disk, new events are refused (503 + Retry-After, chat "busy")
+    # so that what was accepted can still be handled; 0 refuses only once writes fail.
+    min_free_disk_mb: int = Field(default=64, ge=0)
     # Who may press the built-in Acknowledge and Mute buttons: a person with any one of these roles (a rule
     # `on button mute require role admin` tightens it further). Checked before the button is used up.
     button_roles: list[str] = Field(default_factory=lambda: ["admin", "operator"])

@@ -96,6 +96,9 @@ class ApiHost(Observed, Protocol):
 
 def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -> None:
     async def healthz(request: web.Request) -> web.Response:
+        if engine.db.trouble is not None:  # a full or failing data disk: new events are refused until it recovers
+            return web.json_response({"status": "storage unavailable", "reason": f"the data disk cannot take writes: "
+                                      f"{engine.db.trouble}"}, status=503)
         if engine.state != "running":
             return web.json_response({"status": engine.state}, status=503)
         if engine.tasks.outage is not None:  # Redis unreachable: commands are taken, their tasks wait

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import io
 import logging
+import sqlite3
 import ssl
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -27,7 +28,7 @@ from engine.client.snapshots import ReloadView
 from engine.core import journal, timers
 from engine.core.bus import Bus
 from engine.core.config import Config, HttpConfig
-from engine.core.errors import AuthError, Busy, ConfigError
+from engine.core.errors import AuthError, Busy, ConfigError, DurabilityError
 from engine.core.events import Actor, AlertData, ButtonData, Event, ReplyTo
 from engine.core.ids import new_id
 from engine.core.journal import Journal
@@ -59,6 +60,7 @@ from engine.sandbox.runner import Sandbox
 from engine.security import audit, identity, keys
 from engine.security.audit import AuditLog
 from engine.security.identity import Directory
+from engine.server import full_disk
 from engine.server.api import API_PURPOSE, StreamConnector, add_routes
 from engine.server.local_token import LocalToken
 from engine.server.metrics import Metrics
@@ -76,6 +78,12 @@ DISPATCH_LANES = 32  # rule runs in flight at once: more share each commit (8 ->
 WAITING_AS_OBJECTS = 1_000  # beyond this many waiting events, the queue keeps their JSON (see _enqueue)
 HOUSEKEEPING_EVERY_S = 3600.0
 STOP_GRACE_S = 10.0  # how long stopping waits for background tasks to end after cancelling them
+
+
+SCHEMAS: list[str | Callable[[sqlite3.Connection], None]] = [
+    journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA, keys.SCHEMA,
+    actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA, confirm.SCHEMA, outbox.SCHEMA,
+    outbox.migrate, kv.SCHEMA, kv.migrate]
 
 
 def lane_of(event: Event) -> int:
@@ -124,7 +132,7 @@ class Engine:
         self._fallback = fallback  # started on the last rules that compiled: reported loudly at start
         self.state: State = "new"
         self.bus = Bus()
-        self.db = Database(config.data_dir)
+        self.db = Database(config.data_dir, min_free_bytes=config.min_free_disk_mb << 20)
         self.directory = Directory(config, self.db)
         self.outbox = Outbox(self.db)
         self.delivery = Delivery(self.outbox, accounts=self.directory.accounts_of, audit=self._audit_soon)
@@ -145,6 +153,7 @@ class Engine:
         # (503 / "busy") once `max_queued_events` wait, while events raised inside (emit, task results, timers)
         # always get in, so a dispatcher can never block on its own lane.
         self._lanes: list[asyncio.Queue[Event | str]] = [asyncio.Queue() for _ in range(DISPATCH_LANES)]
+        self._stalled = full_disk.Stalled(self.db, self._requeue)  # events that hit a full disk, until it takes writes
         self._waiting = 0
         self.metrics = Metrics()
         self._app = web.Application(client_max_size=config.http.max_body_bytes)
@@ -185,13 +194,21 @@ class Engine:
         return self._app.router
 
     async def submit(self, events: Sequence[Event], *, acknowledge: Acknowledge | None = None) -> None:
+        if self.db.trouble is not None:  # not one more "accepted" that could not be kept
+            self.metrics.refused += len(events)
+            raise Busy(f"the data disk cannot take writes ({self.db.trouble})", retry_after_s=full_disk.RETRY_AFTER_S)
         if self.state != "running":
             self.metrics.refused += len(events)
             raise Busy(f"engine is {self.state}, not accepting events")
         if self._waiting + len(events) > self.config.max_queued_events:
             self.metrics.refused += len(events)
             raise Busy(f"{self._waiting} events are waiting to be handled")
-        await self._accept([self._on_scale(event) for event in events], acknowledge)
+        try:
+            await self._accept([self._on_scale(event) for event in events], acknowledge)
+        except DurabilityError as exc:  # journaling them failed: the sender keeps them and sends them again
+            self.metrics.refused += len(events)
+            raise Busy(f"the data disk cannot take writes ({self.db.trouble or exc})",
+                       retry_after_s=full_disk.RETRY_AFTER_S) from exc
 
     def _on_scale(self, event: Event) -> Event:
         """An alert with its severity on the configured scale; an unknown one is reported here, where it arrives."""
@@ -315,9 +332,8 @@ class Engine:
     async def start(self) -> None:
         self.state = "starting"
         require_private_folder(self.config.data_dir)  # 0700, or refuse to start (engine/core/private.py)
-        await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA,
-                            keys.SCHEMA, actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA,
-                            confirm.SCHEMA, outbox.SCHEMA, outbox.migrate, kv.SCHEMA, kv.migrate])
+        await full_disk.open_store(self.db, SCHEMAS, host=self.config.http.host, port=self.config.http.port,
+                                   ssl_context=tls_context(self.config.http))
         await self._load_recent()
         await self.alerts.load()
         await self.sandbox.start()
@@ -327,13 +343,14 @@ class Engine:
         for integration in self.integrations:
             self._unloads.append(await integration.setup(self))
             log.info("integration %s loaded", integration.manifest.name)
-        await self.delivery.start()  # what a stop or crash left unsent goes out first, in order
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port,
                            ssl_context=tls_context(self.config.http))
         await site.start()
         self.port = self._runner.addresses[0][1]
+        await full_disk.wait_for_writes(self.db)  # meanwhile /healthz and every sender are told why nothing is taken
+        await self.delivery.start()  # what a stop or crash left unsent goes out first, in order
         await self._local_token.start()
         self._spawn("local-token-renewal", self._local_token.renew_forever)
         await self.reloader.start(self._fallback)
@@ -356,6 +373,7 @@ class Engine:
             self._spawn("task-adoption", functools.partial(self._workers.adopt, recovered.adoptions))
         self._spawn("output-relay", self.output_relay.run)
         self._spawn("housekeeping", self._housekeeping)
+        self._spawn("stalled-events", self._stalled.run)
         self.state = "running"
         for name, fn in self._until_running:
             self._spawn(name, fn)
@@ -430,6 +448,7 @@ class Engine:
         version. Only the reloader calls this, after everything compiled and validated."""
         if config is not self.config:
             adopt_config(self.runtime.services, self.directory, config)
+            self.db.min_free_bytes = config.min_free_disk_mb << 20
             self.config = config
         return self.runtime.swap_graph(graph, declared_audiences(teams, self.connectors))
 
@@ -468,12 +487,21 @@ class Engine:
         self._waiting += 1
         self._lanes[lane_of(event)].put_nowait(event if self._waiting <= WAITING_AS_OBJECTS else body)
 
+    def _requeue(self, item: Event | str) -> None:
+        event = item if isinstance(item, Event) else Event.model_validate_json(item)
+        self._waiting += 1
+        self._lanes[lane_of(event)].put_nowait(item)
+
     async def _dispatch(self, lane: asyncio.Queue[Event | str]) -> None:
         while True:
             item = await lane.get()
             try:
                 event = item if isinstance(item, Event) else Event.model_validate_json(item)
                 await self.runtime.handle(event)
+            except DurabilityError as exc:  # not handled: it waits for the disk, then runs again (same run ids)
+                log.warning("event %s waits for the data disk: %s", event.id, exc)
+                self.metrics.stalled += 1
+                self._stalled.add(item)
             except Exception:
                 log.exception("handling event %s failed; it stays in the journal for replay",
                               item.id if isinstance(item, Event) else item[:80])

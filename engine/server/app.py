@@ -378,8 +378,9 @@ class Engine:
         for name, fn in self._until_running:
             self._spawn(name, fn)
         self._until_running.clear()
-        # left running by a crash: local ones adopted or run again unless lost; remote ones failed (retried if asked)
-        for task in recovered.finished if recovered is not None else await self.tasks.recover():
+        # left running by a crash: local ones adopted, run again or failed (engine/tasks/recovery.py); those of
+        # `herald worker`s are left to them: their results wait in Redis, a dead worker's task is taken over
+        for task in recovered.finished if recovered is not None else ():
             await self.runtime.task_finished(task)
         for event, body in await self.journal.unfinished():
             self._enqueue(event, body)  # accepted before a stop or crash: handle it now

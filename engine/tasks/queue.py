@@ -197,19 +197,6 @@ class TaskQueue:
             "SELECT body FROM tasks WHERE status = 'running' ORDER BY create_time").fetchall())
         return [TaskRecord.model_validate_json(row["body"]) for row in rows]
 
-    async def recover(self) -> list[TaskRecord]:
-        """Without a local sandbox to ask (tasks run in `herald worker`s): tasks left running by a previous process
-        cannot be trusted to have finished: fail them, visibly (an attempt of a rule that asked for retries is
-        retried, like any failed attempt). Returns what was stored. With local workers, `TaskWorkers.recover`."""
-
-        def _recover(conn: sqlite3.Connection) -> list[TaskRecord]:
-            rows = conn.execute("SELECT body FROM tasks WHERE status = 'running'").fetchall()
-            return [_settle(conn, TaskRecord.model_validate_json(row["body"]).model_copy(
-                update={"status": "failed", "end_time": utcnow(),
-                        "error": "interrupted: Herald stopped while this task was running"})) for row in rows]
-
-        return await self._db.write(_recover)
-
     async def pending(self) -> list[TaskRecord]:
         """Pending tasks that are due (a retry waiting for its backoff is not)."""
         rows = await self._db.call(lambda conn: conn.execute(

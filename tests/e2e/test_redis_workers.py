@@ -133,3 +133,23 @@ async def test_a_worker_retries_a_failed_task_after_its_backoff(engine: Engine, 
     finally:
         worker.terminate()
         worker.wait(20)
+
+
+async def test_an_engine_restart_leaves_a_workers_running_task_to_it(queue_config: Path) -> None:
+    """The engine stops while a worker runs a task: at its start it does not fail the task (a `retry` rule would then
+    run it a second time); the worker's result is recorded and reaches the person who asked."""
+    worker = _worker(queue_config, W1)
+    try:
+        async with running_engine(load_config(queue_config)) as engine:
+            async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+                msg = await alice.say("/work across")
+                await _task_of(engine, "across", "running")
+                seen = max((int(f["seq"]) for f in alice.frames if "seq" in f), default=0)
+        async with running_engine(load_config(queue_config)) as engine:
+            finished = await _task_of(engine, "across", "succeeded")
+            async with ChatClient.connect(chat_url(engine), ALICE_TOKEN, since=seen) as alice:
+                result = await alice.wait_for(lambda f: f["type"] == "result" and f["in_reply_to"] == msg, timeout=30)
+        assert "done across" in finished.output and result["ok"]
+    finally:
+        worker.terminate()
+        worker.wait(20)

@@ -13,10 +13,11 @@ compiler's own types (which may change).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 
-from dsl import CommandParam, EventGraph
+from dsl import CommandParam, CompiledRule, EventGraph
 
 log = logging.getLogger("herald.plugin")
 
@@ -50,19 +51,17 @@ class CommandArgument:
 @dataclass(frozen=True)
 class CommandInfo:
     """A command the rules answer to. `arguments` is empty for an untyped command (its words go to the rules as
-    they are); `rules` names the rules it triggers; `description` says so in a sentence for a command menu."""
+    they are); `rules` names the rules it triggers (an unnamed rule by its PATH:LINE); `description` says so in a
+    short sentence for a command menu (an unnamed rule by its file's name and line only)."""
 
     name: str
     arguments: tuple[CommandArgument, ...]
     rules: tuple[str, ...]
+    description: str = ""
 
     @property
     def usage(self) -> str:
         return " ".join([f"/{self.name}", *(argument.usage() for argument in self.arguments)])
-
-    @property
-    def description(self) -> str:
-        return ("Runs rule " if len(self.rules) == 1 else "Runs rules ") + ", ".join(self.rules)
 
 
 def command_catalog(graph: EventGraph) -> tuple[CommandInfo, ...]:
@@ -70,9 +69,14 @@ def command_catalog(graph: EventGraph) -> tuple[CommandInfo, ...]:
     check, so the first rule's are the command's)."""
     return tuple(
         CommandInfo(name=name, arguments=tuple(_argument(param) for param in rules[0].params),
-                    rules=tuple(rule.name for rule in rules))
+                    rules=tuple(rule.name for rule in rules), description=_description(rules))
         for name, rules in sorted(graph.commands().items())
     )
+
+
+def _description(rules: Sequence[CompiledRule]) -> str:
+    names = [PurePath(rule.name).name if rule.name == rule.location else rule.name for rule in rules]
+    return ("Runs rule " if len(names) == 1 else "Runs rules ") + ", ".join(names)
 
 
 def _argument(param: CommandParam) -> CommandArgument:

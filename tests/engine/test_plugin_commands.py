@@ -53,14 +53,14 @@ async def test_an_integration_sees_the_rule_commands_and_hears_of_reloads_that_c
     async with running_engine(config, integrations=[listener]) as engine:
         assert listener.ctx is not None
         backup, ping = listener.ctx.commands()
-        assert backup == CommandInfo(name="backup", rules=("backup-now",), arguments=(
-            CommandArgument("mode", "choice", ("now", "nightly")),
-            CommandArgument("keep", "duration", optional=True, default="2592000s"),
-            CommandArgument("note", "text", optional=True)))
-        assert backup.usage == "/backup <mode: choice> [<keep: duration>] [<note: text>]".replace(
-            "choice", "now|nightly")
-        assert backup.description == "Runs rule backup-now"
-        assert ping.name == "ping" and ping.arguments == () and ping.rules[0].endswith("ops.rules:6")
+        arguments = (CommandArgument("mode", "choice", ("now", "nightly")),
+                     CommandArgument("keep", "duration", optional=True, default="2592000s"),  # 30d, as it binds
+                     CommandArgument("note", "text", optional=True))
+        assert backup == CommandInfo(name="backup", arguments=arguments, rules=("backup-now",),
+                                     description="Runs rule backup-now")
+        assert backup.usage == "/backup <mode: now|nightly> [<keep: duration>] [<note: text>]"
+        assert ping.name == "ping" and ping.arguments == () and ping.rules[0].endswith("/rules/ops.rules:6")
+        assert ping.description == "Runs rule ops.rules:6"  # an unnamed rule, by its file's name and line
 
         rules.write_text(RULES + "\non alert notify ops\n")  # no command changed: nobody is told
         assert (await engine.reload()).status == "reloaded"

@@ -26,8 +26,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from engine.plugin import CommandArgument, CommandInfo, DeliveryError, RateLimited, Rejected
-from integrations.discord.rest import DiscordRest
+from engine.plugin import CommandArgument, CommandInfo, DeliveryError, RateLimited
+from integrations.discord.rest import DiscordRejected, DiscordRest
 
 log = logging.getLogger("herald.discord")
 
@@ -158,27 +158,39 @@ class CommandRegistrar:
             await self._wanted.wait()
             self._wanted.clear()
             body = application_commands(self._catalog(), scope_global=self._global)
-            digest = hashlib.sha256(json.dumps([self._path, body], sort_keys=True).encode()).hexdigest()
-            if digest == self.registered:
-                continue
             try:
-                await self._rest.call("PUT", self._path, json=body, route=f"PUT {self._path}")
+                await self._put(body)
             except RateLimited as exc:  # as for every call: wait what Discord says, then send the newest body
                 await self._retry(exc.retry_after_s)
-                continue
-            except Rejected as exc:
+            except DiscordRejected as exc:
                 log.error("discord: registering the slash commands failed: %s (is application_id right, and was "
                           "the bot invited with the applications.commands scope?)", exc)
-                continue  # until the next change
+                if exc.status == 400 and len(body) > 1:  # a body Discord will not take: keep /herald usable
+                    await self._fall_back(body[:1])
             except DeliveryError as exc:
                 failures += 1
                 log.warning("discord: registering the slash commands failed (%s); retrying", exc)
                 await self._retry(min(RETRY_MAX_S, 2.0 ** failures))
-                continue
-            failures = 0
-            self.registered = digest
-            log.info("discord: %d slash commands registered (%s)", len(body),
-                     "globally" if self._global else "in the guild")
+            else:
+                failures = 0
+
+    async def _put(self, body: list[dict[str, Any]]) -> None:
+        """Overwrite the scope's commands with `body`, unless that is what Discord already holds."""
+        digest = hashlib.sha256(json.dumps([self._path, body], sort_keys=True).encode()).hexdigest()
+        if digest == self.registered:
+            return
+        await self._rest.call("PUT", self._path, json=body, route=f"PUT {self._path}")
+        self.registered = digest
+        log.info("discord: %d slash commands registered (%s)", len(body),
+                 "globally" if self._global else "in the guild")
+
+    async def _fall_back(self, body: list[dict[str, Any]]) -> None:
+        try:
+            await self._put(body)
+        except DeliveryError as exc:
+            log.error("discord: registering /herald alone failed too: %s", exc)
+        else:
+            log.warning("discord: only /herald is registered until the rules' commands change")
 
     async def _retry(self, delay_s: float) -> None:
         await asyncio.sleep(delay_s)

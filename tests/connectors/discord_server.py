@@ -60,8 +60,8 @@ Errors are Discord's JSON errors: 401 {"message": "401: Unauthorized", "code": 0
 Form Body. Creating a message honours `nonce` + `enforce_nonce` (a repeat returns the first message, counted in
 `repeats`), and, as on Discord, the bot's own messages are dispatched back to it as MESSAGE_CREATE.
 
-The test side acts as people (`say`, `slash`, `run_command`, `press`), breaks things (`rate_limit_next`, `drop`,
-`reconnect`, `invalidate`, `acks`) and reads what people see (`channel_messages`).
+The test side acts as people (`say`, `slash`, `run_command`, `press`), breaks things (`rate_limit_next`,
+`refuse_names`, `drop`, `reconnect`, `invalidate`, `acks`) and reads what people see (`channel_messages`).
 """
 
 from __future__ import annotations
@@ -148,6 +148,7 @@ class DiscordServer:
     messages: dict[str, Posted] = field(default_factory=dict)
     commands: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # "global" or a guild id -> commands
     registrations: list[tuple[str, list[str]]] = field(default_factory=list)  # each overwrite taken: scope, names
+    refuse_names: set[str] = field(default_factory=set)  # command names Discord would refuse (a test's stand-in)
     interactions: dict[str, Interaction] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     limited: list[str] = field(default_factory=list)  # the calls answered 429
@@ -510,6 +511,10 @@ class DiscordServer:
         except ValueError:
             return _error(400, 50109, "The request body contains invalid JSON.")
         errors = form_errors(body)
+        refused = {str(n): {"name": {"_errors": [{"code": "APPLICATION_COMMAND_INVALID_NAME",
+                                                  "message": "Command name is invalid"}]}}
+                   for n, c in enumerate(body if isinstance(body, list) else []) if c.get("name") in self.refuse_names}
+        errors = (errors or {}) | refused or None
         if errors is not None:
             return web.json_response({"code": 50035, "errors": errors, "message": "Invalid Form Body"}, status=400)
         scope = guild or "global"

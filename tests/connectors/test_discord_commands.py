@@ -215,3 +215,16 @@ async def test_conformance_with_rule_commands_as_slash_commands(tmp_path: Path, 
     assert backups and all(i.payload["data"]["options"] == [{"name": "args", "type": 3, "value": "now"}]
                            for i in backups)
     assert discord.early_calls == 0
+
+
+async def test_a_body_discord_refuses_leaves_herald_registered(
+        tmp_path: Path, discord: DiscordServer, caplog: pytest.LogCaptureFixture) -> None:
+    discord.refuse_names = {"deploy"}  # whatever Discord's reason, /herald must stay usable
+    async with engine_with(tmp_path, discord, RULES, guild_id=discord.guild_id):
+        async def herald_alone() -> bool:
+            return names(discord, discord.guild_id) == ["herald"]
+
+        await eventually(herald_alone, "/herald registered alone")
+        said = await discord.slash(ADMIN, ROOM, "backup now")
+        await eventually(lambda: _shows(discord, said, "backup now, keeping 3"), "the answer through /herald")
+    assert "registering the slash commands failed" in caplog.text and "Invalid Form Body" in caplog.text

@@ -110,7 +110,9 @@ def _clip(text: str) -> str:
 def command_text(data: Mapping[str, Any], catalog: Sequence[CommandInfo]) -> str:
     """The Herald command an interaction stands for: `/herald text:backup now` and `/backup mode:now` are both
     `/backup now`. The options are put in the order the rule's arguments take them (Discord sends them in the
-    order they were filled in); a left-out optional argument before a given one stands as its default."""
+    order they were filled in); a left-out optional argument before a given one stands as its default. Raises
+    SlashProblem when the text would not say what the person picked (a left-out argument with no default before a
+    given one; several words in an option that is one word)."""
     given = {str(o.get("name")): o.get("value") for o in data.get("options") or [] if isinstance(o, dict)}
     name = str(data.get("name", ""))
     if name == COMMAND:
@@ -131,7 +133,11 @@ def command_text(data: Mapping[str, Any], catalog: Sequence[CommandInfo]) -> str
                                    "(the arguments are taken in order)")
             words.append(left_out.default)
         skipped = []
-        words.append(str(given[argument.name]))
+        value = str(given[argument.name])
+        if argument.type != "text" and (not value or len(value.split()) != 1):
+            # Typed, it would be read as several arguments (or none): the person meant one.
+            raise SlashProblem(f"/{name}: {argument.name} is one word, not '{value}'")
+        words.append(value)
     return " ".join(words)
 
 

@@ -122,16 +122,18 @@ async def test_a_slash_command_runs_through_the_rules_checks(tmp_path: Path, dis
         with pytest.raises(AssertionError, match="required option service"):  # the client does not send it
             await discord.run_command(ADMIN, ROOM, "deploy", note="friday")
         gap = await discord.run_command(ADMIN, ROOM, "note", what="hello")  # `who` left out, before `what`
+        spaced = await discord.run_command(ADMIN, ROOM, "deploy", service="web --force")  # not two arguments
         for interaction, text in ((ran, "backup nightly, keeping 3"), (defaulted, "backup now, keeping 7"),
                                   (refused, "service may not start with '-'"),  # Herald's own refusal
                                   (stranger, "needs an account linked to a person"), (untyped, "pong"),
-                                  (gap, "/note: give who as well")):
+                                  (gap, "/note: give who as well"),
+                                  (spaced, "/deploy: service is one word, not 'web --force'")):
             await eventually(functools.partial(_shows, discord, interaction, text),
                              f"{text!r} in answer to a slash command",
                              seen=functools.partial(_contents, discord, interaction))
     assert all(discord.interactions[i].response == 5 for i in (ran, refused, stranger))  # journaled, then answered
     [said] = answer_to(discord, gap)  # nothing taken: the person is told why, privately
-    assert discord.interactions[gap].response == 4 and said.flags & 64
+    assert discord.interactions[gap].response == discord.interactions[spaced].response == 4 and said.flags & 64
     assert said.content == "/note: give who as well when you give what (the arguments are taken in order)"
 
 

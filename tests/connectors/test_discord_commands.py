@@ -230,3 +230,16 @@ async def test_a_body_discord_refuses_leaves_herald_registered(
         said = await discord.slash(ADMIN, ROOM, "backup now")
         await eventually(lambda: _shows(discord, said, "backup now, keeping 3"), "the answer through /herald")
     assert "registering the slash commands failed" in caplog.text and "Invalid Form Body" in caplog.text
+
+
+async def test_a_slash_command_over_http_interactions_is_read_the_same_way(
+        tmp_path: Path, discord: DiscordServer) -> None:
+    async with engine_with(tmp_path, discord, RULES, public_key=discord.public_key) as engine:
+        await eventually(lambda: _registered(discord, "global"), "the commands")
+        discord.interactions_url = f"http://127.0.0.1:{engine.port}/hooks/discord/interactions"
+        ran = await discord.run_command(ADMIN, ROOM, "backup", mode="now")
+        gap = await discord.run_command(ADMIN, ROOM, "note", what="hello")
+        await eventually(lambda: _shows(discord, ran, "backup now, keeping 3"), "the answer to /backup")
+    assert discord.interactions[ran].over_http and discord.interactions[ran].response == 5
+    assert discord.interactions[gap].over_http and discord.interactions[gap].response == 4  # the refusal, at once
+    assert discord.http_answers == [200, 200]

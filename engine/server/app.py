@@ -47,6 +47,7 @@ from engine.intake.intake import Intake
 from engine.intake.secrets import SecretIntake
 from engine.plugin import kv
 from engine.plugin.api import Acknowledge, ConnectorSpec, Integration, KeyValue, Unload
+from engine.plugin.commands import CommandCatalog, CommandInfo, CommandsChanged
 from engine.plugin.discovery import active_integrations, connector_specs, discover, validate_integrations
 from engine.plugin.kv import SqliteKeyValue
 from engine.reload.reloader import ConfigSource, Fallback, Reloader, adopt_config
@@ -176,6 +177,7 @@ class Engine:
         self._workers = TaskWorkers(queue=self.tasks, sandbox=self.sandbox, on_output=self.output_relay.line,
                                     on_finished=self.output_relay.reporting_after(self.runtime.task_finished))
         self.reloader = Reloader(self, config_source=config_source)
+        self._commands = CommandCatalog(graph)  # what integrations with native commands register
         self.timers = timers.Timers(self.db, clock=clock)  # `clock`: tests move time instead of sleeping
         self.stateful = stateful.Stateful(runtime=self.runtime, timers=self.timers,
                                           parts=(confirm.PART, schedules.PART))
@@ -312,6 +314,12 @@ class Engine:
 
     def now(self) -> float:
         return self.timers.clock.now().timestamp()
+
+    def commands(self) -> tuple[CommandInfo, ...]:
+        return self._commands.current
+
+    def on_commands_changed(self, callback: CommandsChanged) -> Callable[[], None]:
+        return self._commands.subscribe(callback)
 
     def _audit_soon(self, action: str, actor: str, **data: Any) -> None:
         self.runtime.services.audit_soon(action, actor, **data)
@@ -451,7 +459,9 @@ class Engine:
             adopt_config(self.runtime.services, self.directory, config)
             self.db.min_free_bytes = config.min_free_disk_mb << 20
             self.config = config
-        return self.runtime.swap_graph(graph, declared_audiences(teams, self.connectors))
+        version = self.runtime.swap_graph(graph, declared_audiences(teams, self.connectors))
+        self._commands.update(graph)  # integrations that registered native commands hear of a change
+        return version
 
     async def audit_publish(self, action: str, actor: str, **data: Any) -> None:
         self.bus.publish(await self.audit.append(action, actor, **data))

@@ -100,6 +100,8 @@ class Runtime:
                                 name=data.name, status=data.status, severity=data.severity)
             if data.status == "resolved":
                 last = await services.alerts.resolved(data.fingerprint)
+                if services.upstream is not None:
+                    await services.upstream.lift(data.fingerprint)
                 await services.delivery.follow(data.fingerprint, dataclasses.replace(
                     last, fired_at=data.starts_at, resolved_at=data.ends_at or event.time))
 

@@ -51,12 +51,13 @@ from engine.plugin.commands import CommandCatalog, CommandInfo, CommandsChanged
 from engine.plugin.discovery import active_integrations, connector_specs, discover, validate_integrations
 from engine.plugin.kv import SqliteKeyValue
 from engine.reload.reloader import ConfigSource, Fallback, Reloader, adopt_config
-from engine.runs import actions, alerts, confirm, runtime, schedules, stateful
+from engine.runs import actions, alerts, confirm, runtime, schedules, stateful, upstream_silences
 from engine.runs.alert_board import AlertBoard
 from engine.runs.alerts import AlertState
 from engine.runs.builtins import press_refusal
 from engine.runs.run import Services, event_view
 from engine.runs.runtime import Runtime
+from engine.runs.upstream_silences import UpstreamSilences
 from engine.sandbox.runner import Sandbox
 from engine.security import audit, identity, keys
 from engine.security.audit import AuditLog
@@ -84,7 +85,7 @@ STOP_GRACE_S = 10.0  # how long stopping waits for background tasks to end after
 SCHEMAS: list[str | Callable[[sqlite3.Connection], None]] = [
     journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA, keys.SCHEMA,
     actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA, confirm.SCHEMA, outbox.SCHEMA,
-    outbox.migrate, kv.SCHEMA, kv.migrate]
+    outbox.migrate, kv.SCHEMA, kv.migrate, upstream_silences.SCHEMA]
 
 
 def lane_of(event: Event) -> int:
@@ -168,7 +169,9 @@ class Engine:
         self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_folder, owner=owner)
         services = Services(config=config, directory=self.directory, db=self.db, audit=self.audit, tasks=self.tasks,
                             alerts=self.alerts, delivery=self.delivery, bus=self.bus,
-                            submit=self._submit_internal, board=AlertBoard(self.bus), cancel_task=self.cancel_task)
+                            submit=self._submit_internal, board=AlertBoard(self.bus), cancel_task=self.cancel_task,
+                            upstream=UpstreamSilences(self.db, self._alertmanager_url, lambda: self.http,
+                                                      self.audit_publish))
         self.runtime = Runtime(graph=graph, services=services, journal=self.journal,
                                declared_teams=declared_audiences(teams, self.connectors))
         self.intake = Intake(submit=self.submit, press=self.press, choices=self._choices,
@@ -320,6 +323,10 @@ class Engine:
 
     def on_commands_changed(self, callback: CommandsChanged) -> Callable[[], None]:
         return self._commands.subscribe(callback)
+
+    def _alertmanager_url(self) -> str | None:
+        url = self.config.alerts.alertmanager_url
+        return str(url).rstrip("/") if url is not None else None
 
     def _audit_soon(self, action: str, actor: str, **data: Any) -> None:
         self.runtime.services.audit_soon(action, actor, **data)

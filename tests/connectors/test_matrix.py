@@ -323,10 +323,10 @@ def test_the_config_takes_one_login_in_any_secret_form(tmp_path: Path, monkeypat
         MatrixConfig(**base, access_token="t", acess_token="typo")
 
 
-def test_addresses_are_room_ids_or_user_ids() -> None:
-    for good in ("!AbC:example.org", "!AbCdEf0123_-", "@alice:example.org"):
+def test_addresses_are_room_ids_room_aliases_or_user_ids() -> None:
+    for good in ("!AbC:example.org", "!AbCdEf0123_-", "#ops:example.org", "@alice:example.org"):
         assert parse_address(good) == good
-    for bad in ("#ops:example.org", "AbC:example.org", "@alice", "", "!a b"):
+    for bad in ("#ops", "#:example.org", "AbC:example.org", "@alice", "", "!a b"):
         with pytest.raises(AddressError, match="room id such as"):
             parse_address(bad)
 

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from engine.plugin import (
     AddressError,
     Conversation,
+    LinkButton,
     Message,
     RateLimited,
     Rejected,
@@ -329,6 +330,17 @@ def test_addresses_are_room_ids_room_aliases_or_user_ids() -> None:
     for bad in ("#ops", "#:example.org", "AbC:example.org", "@alice", "", "!a b"):
         with pytest.raises(AddressError, match="room id such as"):
             parse_address(bad)
+
+
+def test_links_are_lines_and_anchors_before_the_numbered_choices() -> None:
+    message = Message(kind="notification", text="[CRITICAL] disk\n\nReply with a number: 1 Acknowledge · 2 Mute 1h",
+                      links=(LinkButton(label="Runbook", url='https://wiki.example/a?b=1&c="2"'),))
+    sent = content.notice(message)
+    assert sent["body"] == ('[CRITICAL] disk\nRunbook: https://wiki.example/a?b=1&c="2"\n\n'
+                            "Reply with a number: 1 Acknowledge · 2 Mute 1h")
+    assert '<a href="https://wiki.example/a?b=1&amp;c=&quot;2&quot;">Runbook</a>' in sent["formatted_body"]
+    assert content.choice_labels(sent["body"]) == ["Acknowledge", "Mute 1h"]
+    assert content.replacement("$n", message)["m.new_content"]["body"] == sent["body"]  # edits keep them
 
 
 def test_contents_escape_html_thread_replies_and_edit_with_a_fallback() -> None:

@@ -52,10 +52,11 @@ class Receiver:
             await self._session.start()
         except LoginFailed as exc:
             log.error("matrix: %s; fix [integrations.matrix] and restart Herald (nothing is sent or received)", exc)
-            return
-        finally:
             if self._on_start is not None:
-                await self._on_start()
+                await self._on_start()  # nothing can be resolved: no notification waits for it any longer
+            return
+        if self._on_start is not None:
+            await self._on_start()
         token = await self._store.get("next_batch")
         failures = stalls = 0
         while True:

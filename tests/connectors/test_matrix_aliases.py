@@ -1,7 +1,8 @@
 """Room aliases (`matrix:#ops:server`) as team targets, against the real Synapse (tests/connectors/synapse.py).
 
 The team names its room by alias; Herald resolves it at start (`GET /directory/room/{roomAlias}`) and sends to the
-room id, where bob (another real client) sees the notification and alice presses its buttons with a numbered reply.
+room id, where bob (another real client) sees the notification and alice presses its buttons with a numbered reply
+(and, on a second room, with a reaction).
 An alias that does not exist is an error in the log at start and a failed (audited) notification, never silence;
 once someone creates it, the next notification finds it (resolved again on first use).
 """
@@ -77,9 +78,10 @@ async def test_a_team_named_by_room_alias_is_notified_in_its_room_and_a_numbered
             return [m for m in as_shown(await people.timeline(hs.alice, late_room), bot) if "AliasLater" in m.text]
 
         [later] = await eventually(in_late_room, "the next notification, in the newly created alias's room")
+        driver.press_by_reaction = True  # this time a ✅ reaction on the notification presses Acknowledge
         await driver.press(driver.admin, late_room, later, "Acknowledge")
 
         async def later_acknowledged() -> list[Any]:
             return [m for m in await in_late_room() if "Acknowledged by alice" in m.text]
 
-        await eventually(later_acknowledged, "the second notification acknowledged by a numbered reply")
+        await eventually(later_acknowledged, "the second notification acknowledged by a reaction")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from engine.delivery.message import Conversation
+from engine.delivery.message import Conversation, LinkButton
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Notification:
     buttons: tuple[Button, ...] = ()
     severity: str | None = None
     alert: str | None = None  # the fingerprint of the alert it is about: its message follows the alert's state
+    links: tuple[LinkButton, ...] = ()  # the alert's runbook, dashboard, source... (engine.runs.links)
 
 
 @dataclass(frozen=True)

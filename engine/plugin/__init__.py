@@ -8,7 +8,15 @@ reorganised without breaking a plugin.
 
 from engine.core.errors import AuthError, Busy, HeraldError
 from engine.core.events import Actor, AlertData, CommandData, Event, MessageData, ReplyTo, utcnow
-from engine.delivery.connector import AddressError, Connector, DeliveryError, RateLimited, Rejected, Unavailable
+from engine.delivery.connector import (
+    AddressError,
+    Connector,
+    DeliveryError,
+    NamesChats,
+    RateLimited,
+    Rejected,
+    Unavailable,
+)
 from engine.delivery.message import Button, Capabilities, Conversation, LinkButton, Message, MessageRef
 from engine.delivery.outbox import Outgoing
 from engine.intake.decoding import UnreadableInput, ascii_header, load_json
@@ -24,7 +32,7 @@ __all__ = [
     "AlertData", "AuthError", "Busy", "Button", "Capabilities", "CommandArgument", "CommandData", "CommandInfo",
     "CommandsChanged", "Connector", "ConnectorSpec", "Conversation", "DeliveryError", "Directory", "Event",
     "HeraldError", "Incoming", "Intake", "Integration", "IntegrationContext", "KeyValue", "LinkButton", "Manifest",
-    "Message", "MessageData", "MessageRef", "Outcome", "Outgoing", "RateLimited", "Rejected", "ReplyTo",
-    "Unavailable", "Unload", "UnreadableInput", "ascii_header", "check_secret", "device_account", "discover",
-    "load_json", "read_secret", "utcnow",
+    "Message", "MessageData", "MessageRef", "NamesChats", "Outcome", "Outgoing", "RateLimited", "Rejected",
+    "ReplyTo", "Unavailable", "Unload", "UnreadableInput", "ascii_header", "check_secret", "device_account",
+    "discover", "load_json", "read_secret", "utcnow",
 ]

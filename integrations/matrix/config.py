@@ -8,7 +8,8 @@
     store_dir = "matrix-store"                 # E2EE keys (only with encryption = true); relative to the config
     encryption = false
 
-Rooms are `matrix:!opaque:server` (or `matrix:!opaque` in new room versions) and people `matrix:@user:server`.
+Rooms are `matrix:!opaque:server` (or `matrix:!opaque` in new room versions) or a room alias `matrix:#ops:server`
+(resolved by the connector, integrations/matrix/aliases.py), and people `matrix:@user:server`.
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ from engine.plugin import AddressError, check_secret
 _USER_ID = re.compile(r"@[^:\s]+:\S+")
 # Room ids are opaque after the sigil: `!abc:server` in old room versions, `!abc` (no server) in room version 12+.
 _ROOM_ID = re.compile(r"![^\s/]+")
+_ROOM_ALIAS = re.compile(r"#[^:\s]+:\S+")
 
 
 def parse_address(text: str) -> str:
-    """A room (`!room id`) or a person (`@user:server`); aliases (`#ops:server`) are resolved by the connector."""
-    if _ROOM_ID.fullmatch(text) or _USER_ID.fullmatch(text):
+    """A room (`!room id`, or an alias `#ops:server` the connector resolves) or a person (`@user:server`)."""
+    if _ROOM_ID.fullmatch(text) or _ROOM_ALIAS.fullmatch(text) or _USER_ID.fullmatch(text):
         return text
     raise AddressError("a Matrix address is a room id such as !AbCdEf:example.org (or !AbCdEf in new room "
-                       "versions; see the room's settings, Advanced) or a user id such as @alice:example.org")
+                       "versions; see the room's settings, Advanced), a room alias such as #ops:example.org, "
+                       "or a user id such as @alice:example.org")
 
 
 class MatrixConfig(BaseModel):

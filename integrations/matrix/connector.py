@@ -27,6 +27,7 @@ from engine.plugin import (
     Unavailable,
 )
 from integrations.matrix import content
+from integrations.matrix.aliases import Aliases, is_alias
 from integrations.matrix.config import parse_address
 from integrations.matrix.session import Session
 
@@ -50,10 +51,16 @@ class MatrixConnector:
         self._ctx = ctx
         self._session = session
         self._store = ctx.store(PLATFORM)
+        self.aliases = Aliases(session, self._store)
         self._rooms: dict[str, str] = {}  # a person's id -> the direct room messages for them go to
 
     def parse_address(self, text: str) -> str:
         return parse_address(text)
+
+    async def chat_id(self, chat: str) -> str:
+        """A room alias's room id (engine.delivery NamesChats): notifications to `#ops:server` are kept under the
+        room id that replies and reactions from the room carry."""
+        return await self.aliases.room_for(chat) if is_alias(chat) else chat
 
     async def send(self, to: Conversation, message: Message, *, key: str, seq: int) -> MessageRef:
         room = await self._room(to.chat)
@@ -95,9 +102,11 @@ class MatrixConnector:
             raise Unavailable(f"not ready to send: {exc}") from None
 
     async def _room(self, chat: str) -> str:
-        """The room id for an address: a room id as is, a person's id their direct room with the bot."""
+        """The room id for an address: a room id as is, an alias resolved, a person's id their direct room."""
         if chat.startswith("!"):
             return chat
+        if is_alias(chat):
+            return self.aliases.known(chat) or await self.aliases.resolve(chat)
         if chat in self._rooms:
             return self._rooms[chat]
         client = self._session.client

@@ -204,6 +204,12 @@ class Delivery:
         unreachable: list[str] = []
         if turn.new:  # the storm's first overflow: its digest goes to the audience's conversations as they are now
             digest.conversations, unreachable = await self._resolve(audience)
+            if not digest.conversations:
+                self.unreached += 1
+                log.warning("the alert storm digest for %s reaches nobody (%s)", audience.team,
+                            ", ".join(unreachable) or "the team has no members or targets")
+                self._audit("notification.unreachable", "system", rule=message.rule, event=message.event_id,
+                            team=audience.team, unreachable=list(unreachable), digest=digest.id)
         if not turn.listed:
             assert self.storms is not None  # a turn comes from it
             listed = self.storms.add(turn, key=key, fingerprint=message.alert,

@@ -257,6 +257,8 @@ class Delivery:
             return
         data: dict[str, Any] = {"platform": item.to.platform, "chat": item.to.chat,
                                 "event": item.message.meta.get("event"), "rule": item.message.meta.get("rule")}
+        if item.message.meta.get("alert"):  # so an alert's history lists where it was sent
+            data["alert"] = item.message.meta["alert"]
         if done.outcome == "failed":
             self._audit("notification.failed", "system", **data, error=done.error)
         elif done.outcome == "sent" and done.ref is not None and done.ref.recipients == 0:

@@ -6,6 +6,7 @@ go. The runtime addresses people and conversations, never a platform's connector
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -41,6 +42,10 @@ class AlertStatus:
     muted_by: str | None = None
     muted_until: datetime | None = None
     resolved_at: datetime | None = None
+
+    def as_json(self) -> dict[str, str | None]:
+        return {name: value.isoformat() if isinstance(value, datetime) else value
+                for name, value in dataclasses.asdict(self).items()}
 
 
 @dataclass(frozen=True)

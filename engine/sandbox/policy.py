@@ -18,22 +18,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dsl.network import parse_allow_entry
 from engine.core.errors import SandboxError
 
 DEFAULT_IMAGE = "localhost/herald-sandbox:latest"
 NOBODY = 65534
-Network = Literal["none", "default"]
-NETWORKS: tuple[str, ...] = ("none", "default")
+Network = Literal["none", "default", "allow"]
+NETWORKS: tuple[str, ...] = ("none", "default", "allow")
 _ROOTFUL_NPROC = 1024  # rootful runs share host uid nobody; the pids cgroup is the real per-run limit there
 _NOFILE = 256
 _FSIZE = 16 * 1024 * 1024
 _CPU_SLACK_S = 5
 _CPU_PERIOD_US = 100_000
 # runc's own start-up (a Go program) runs under the run's RLIMIT_DATA before it execs the script; below ~80 MiB
-# it fails with "cannot allocate memory" on this Podman (measured), so a smaller limit could never start.
+# it fails with "cannot allocate memory" on this Podman (measured). Without a memory cgroup the start-up limit is the
+# run's whole memory (one process holds it then) and a wrapper lowers it to the per-process share before the script
+# runs; a run below this floor could not start at all, hence the minimum.
 MIN_MEMORY = 128 * 1024 * 1024
+# /dev/shm is a tmpfs like /tmp: its pages count against the run's memory, so it is kept small and counted.
+SHM_SIZE = 1024 * 1024
+# Without a memory cgroup each process's share is RLIMIT_DATA plus this much stack (RLIMIT_STACK).
+PROCESS_STACK = 2 * 1024 * 1024
+MIN_PROCESSES = 4  # fewer could not run a script with a pipeline; such a memory budget is refused
 # Rootless runs each get their own container uid from this part of the user's subordinate range, so the
 # per-uid RLIMIT_NPROC counts that run's processes only (not the service, conmon or other runs).
 RUN_UID_FIRST = 10_000
@@ -94,12 +102,61 @@ class SandboxConfig(BaseModel):
     # room when several runs started at once, so runs failed with "pthread_create failed".
     pids: int = Field(default=256, ge=16, le=4096)
     cpus: float = Field(default=1.0, gt=0, le=64)  # CPU share; needs a cpu cgroup (see HostLimits)
+    # Without a memory cgroup: each process's share (data + stack), so a run of `memory` gets
+    # (memory - tmpfs_size - /dev/shm) // process_memory processes at most, and all of them together stay in `memory`.
+    process_memory: str = Field(default="16m", pattern=_SIZE_RE)
 
     @field_validator("memory")
     @classmethod
     def _memory_floor(cls, value: str) -> str:
         check_memory(value)
         return value
+
+    @field_validator("process_memory")
+    @classmethod
+    def _process_floor(cls, value: str) -> str:
+        if parse_size(value) < 2 * PROCESS_STACK:
+            raise ValueError(f"process_memory {value!r} is below {format_size(2 * PROCESS_STACK)} "
+                             f"(each process has {format_size(PROCESS_STACK)} of stack besides its data)")
+        return value
+
+    @model_validator(mode="after")
+    def _budget_fits(self) -> SandboxConfig:
+        memory_budget(parse_size(self.memory), self)  # the default run must fit, cgroups or not
+        return self
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """How a run's memory is split where no memory cgroup holds the total: processes x share, plus the tmpfs."""
+
+    total: int
+    processes: int  # RLIMIT_NPROC of the run's uid, lowered before the script starts
+    data: int  # RLIMIT_DATA of each process
+    stack: int  # RLIMIT_STACK of each process
+    tmpfs: int  # /tmp and /dev/shm
+
+    @property
+    def bound(self) -> int:
+        return self.processes * (self.data + self.stack) + self.tmpfs
+
+    def describe(self) -> str:
+        return (f"memory={format_size(self.total)} in all (no cgroup): at most {self.processes} processes x "
+                f"{format_size(self.data + self.stack)} (RLIMIT_NPROC, RLIMIT_DATA {format_size(self.data)} + "
+                f"RLIMIT_STACK {format_size(self.stack)}) + /tmp and /dev/shm {format_size(self.tmpfs)}")
+
+
+def memory_budget(memory: int, config: SandboxConfig) -> MemoryBudget:
+    """The split of `memory` without a memory cgroup; ValueError when it leaves room for too few processes."""
+    tmpfs = parse_size(config.tmpfs_size) + SHM_SIZE
+    share = parse_size(config.process_memory)
+    processes = min(config.pids, (memory - tmpfs) // share)
+    if processes < MIN_PROCESSES:
+        raise ValueError(
+            f"memory {format_size(memory)} leaves room for only {max(processes, 0)} processes of "
+            f"{format_size(share)} (after /tmp {config.tmpfs_size} and /dev/shm {format_size(SHM_SIZE)}), "
+            f"fewer than {MIN_PROCESSES}: give the run more memory, or lower [sandbox] process_memory or tmpfs_size")
+    return MemoryBudget(memory, processes, share - PROCESS_STACK, PROCESS_STACK, tmpfs)
 
 
 @dataclass(frozen=True)
@@ -145,19 +202,31 @@ class RunLimits:
     cpus: float
     cpu_seconds: int  # per process (RLIMIT_CPU); the wall-clock timeout is the real bound
     network: Network
+    budget: MemoryBudget  # used where the host has no memory cgroup
+    allow: tuple[tuple[str, int], ...] = ()  # network "allow": the only destinations
 
     @classmethod
     def for_run(cls, config: SandboxConfig, *, timeout_s: float, memory: str | int | None,
-                network: str | None) -> RunLimits:
+                network: str | None, network_allow: Sequence[str] = ()) -> RunLimits:
         net = "none" if network is None else network
         if net not in NETWORKS:
             raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
+        if isinstance(network_allow, str):
+            raise ValueError("network_allow must be a sequence of \"ADDRESS:PORT\" strings, not one string")
+        allow = tuple(parse_allow_entry(entry) for entry in network_allow)
+        if net == "allow" and not allow:
+            raise ValueError("network \"allow\" needs at least one \"ADDRESS:PORT\" in network_allow")
+        if net != "allow" and allow:
+            raise ValueError(f"network_allow is only for network \"allow\", not {net!r}")
+        size = check_memory(config.memory if memory is None else memory)
         return cls(
-            memory=check_memory(config.memory if memory is None else memory),
+            memory=size,
             pids=config.pids,
             cpus=config.cpus,
             cpu_seconds=math.ceil(timeout_s) + _CPU_SLACK_S,
             network=net,  # type: ignore[arg-type]  # checked just above
+            budget=memory_budget(size, config),
+            allow=tuple(dict.fromkeys(allow)),
         )
 
 
@@ -171,6 +240,7 @@ class LimitPlan:
     memory_cgroup: bool
     pids_cgroup: bool
     cpu_cgroup: bool
+    budget: MemoryBudget | None = None  # without a memory cgroup: how the total is kept
 
     @property
     def note(self) -> str:
@@ -189,10 +259,11 @@ def plan_limits(limits: RunLimits, host: HostLimits) -> LimitPlan:
     if memory_cgroup:
         applied.append(f"memory={mem} for the whole run (memory cgroup; OOM kill)")
     else:
-        applied.append(f"memory={mem} per process (RLIMIT_DATA; allocations beyond it fail)")
-        missing.append("a memory total for the run: per process only, at most pids x memory in all")
+        applied.append(limits.budget.describe())
     if pids_cgroup:
         applied.append(f"pids={limits.pids} (pids cgroup)")
+    elif not memory_cgroup:
+        applied.append(f"pids={limits.budget.processes} (RLIMIT_NPROC of the run's own uid; the memory budget's)")
     elif host.rootless:
         applied.append(f"pids={limits.pids} (RLIMIT_NPROC of the run's own uid)")
     else:
@@ -205,7 +276,8 @@ def plan_limits(limits: RunLimits, host: HostLimits) -> LimitPlan:
         missing.append(f"a CPU share of {limits.cpus:g} cpus")
     lacking = next((c for c in ("memory", "pids", "cpu") if not host.has(c)), "")
     reason = host.why_not(lacking) if lacking else ""
-    return LimitPlan(tuple(applied), tuple(missing), reason, memory_cgroup, pids_cgroup, cpu_cgroup)
+    return LimitPlan(tuple(applied), tuple(missing), reason, memory_cgroup, pids_cgroup, cpu_cgroup,
+                     None if memory_cgroup else limits.budget)
 
 
 def host_id(mapping: Sequence[dict[str, int]], container_id: int) -> int | None:
@@ -334,16 +406,19 @@ def build_spec(
     ]
     if not host.rootless:
         rlimits[0] = {"type": "nproc", "soft": _ROOTFUL_NPROC, "hard": _ROOTFUL_NPROC}
-    if not plan.memory_cgroup:
-        # RLIMIT_DATA, not RLIMIT_AS: runc's Go start-up reserves far more address space than it uses.
+    command = argv
+    if plan.budget is not None:
+        # RLIMIT_DATA, not RLIMIT_AS: runc's Go start-up reserves far more address space than it uses. runc starts
+        # under the run's whole memory; the wrapper then lowers the limits to the budget's share before the script.
         rlimits.append({"type": "data", "soft": limits.memory, "hard": limits.memory})
+        command = budget_command(argv, plan.budget)
     if limits.network == "none":
-        netns = "none"
+        netns = "none"  # no filter needed: there is nothing but lo
     else:
         netns = "slirp4netns" if host.rootless else "bridge"
     spec: dict[str, Any] = {
         "image": config.image,
-        "command": argv,  # an argument vector: nothing here is ever parsed by a shell
+        "command": command,  # an argument vector: no argument is ever parsed by a shell
         "env": {"LANG": "C", "HERALD_TASK_ID": task_id, "HERALD_ATTEMPT": str(attempt), "HOME": "/tmp"},
         "labels": {"app": "herald", TASK_LABEL: task_id, ATTEMPT_LABEL: str(attempt)},
         "netns": {"nsmode": netns},
@@ -357,6 +432,7 @@ def build_spec(
              "options": ["ro", "rbind", "noexec", "nosuid", "nodev"]},
         ],
         "r_limits": rlimits,
+        "shm_size": SHM_SIZE,
         # conmon truncates the on-disk log past this size, so a script spewing output cannot fill the
         # sandbox user's disk; the output itself is read (and counted) from the attach stream.
         "log_configuration": {"size": log_size(config)},
@@ -378,6 +454,17 @@ def build_spec(
         spec["user"] = f"{run_uid}:{run_uid}"
         spec["labels"][UID_LABEL] = str(run_uid)
     return spec
+
+
+def budget_command(argv: list[str], budget: MemoryBudget) -> list[str]:
+    """`argv` (["/bin/sh", script, *args]) behind a fixed wrapper that lowers the run's limits to its memory budget.
+
+    busybox `ulimit` sets soft and hard limits alike, so the script cannot raise them again. The script and its
+    arguments stay separate argv entries ($0 and "$@"): nothing of them is ever parsed by the wrapper's shell.
+    """
+    wrapper = (f"ulimit -d {budget.data // 1024} && ulimit -s {budget.stack // 1024} && "
+               f"ulimit -u {budget.processes} && exec /bin/sh \"$0\" \"$@\"")
+    return [argv[0], "-c", wrapper, *argv[1:]]
 
 
 def log_size(config: SandboxConfig) -> int:
@@ -415,6 +502,7 @@ def verify_applied(
         ("command as argv", cfg.get("Cmd") == spec["command"]),
         (f"log_size_max={spec['log_configuration']['size']}", bool((hc.get("LogConfig") or {}).get("Size"))),
         (f"user={spec['user']} ({who})", cfg.get("User") == spec["user"]),
+        (f"/dev/shm size={format_size(spec['shm_size'])}", hc.get("ShmSize") == spec["shm_size"]),
     ]
     if "memory" in resources:
         limit = resources["memory"]["limit"]

@@ -41,7 +41,7 @@ from podman.domain.containers import Container
 from podman.errors import APIError, NotFound
 
 from engine.core.errors import SandboxError, SandboxUnavailable
-from engine.sandbox import leftovers
+from engine.sandbox import leftovers, netfilter
 from engine.sandbox.host import Connection, connect, image_missing, is_connection_error
 from engine.sandbox.leftovers import Leftover
 from engine.sandbox.output import WAIT_SLACK_S, OutputSink, explain, open_attach, read_log
@@ -242,6 +242,7 @@ class Sandbox:
         on_output: Callable[[str], None] | None = None,
         memory: str | int | None = None,
         network: str | None = None,
+        network_allow: Sequence[str] = (),
         attempt: int = 1,
         on_started: Callable[[RunStart], Awaitable[None]] | None = None,
         keep: bool = False,
@@ -252,8 +253,10 @@ class Sandbox:
         thread, and every line has been delivered when this returns. The output it sees and the
         result's `output` are capped alike; `output_bytes` counts everything printed.
 
-        `memory` (bytes, or a size such as "512m"; default `[sandbox] memory`) and `network` ("none",
-        the default, or "default": the rootless user-mode network, slirp4netns) apply to this run only.
+        `memory` (bytes, or a size such as "512m"; default `[sandbox] memory`) and `network` apply to this run
+        only. `network` is "none" (the default), "default" (the rootless user-mode network, slirp4netns, with the
+        host's own addresses blocked) or "allow" (only the "ADDRESS:PORT" entries of `network_allow`); a run with a
+        network starts only once its packet filter is set and read back (engine/sandbox/netfilter.py).
         The script sees `HERALD_TASK_ID` and `HERALD_ATTEMPT` (1, then 2... when a rule retries it).
 
         `on_started` is awaited after the container is created and checked, before it starts; if it raises, the
@@ -268,7 +271,13 @@ class Sandbox:
             raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
         if not isinstance(task_id, str) or "\x00" in task_id:
             raise ValueError(f"task_id must be a str without NUL bytes, got {task_id!r}")
-        limits = RunLimits.for_run(self._config, timeout_s=timeout_s, memory=memory, network=network)
+        limits = RunLimits.for_run(self._config, timeout_s=timeout_s, memory=memory, network=network,
+                                   network_allow=network_allow)
+        if limits.network != "none":
+            problem = netfilter.can_enter()
+            if problem:
+                raise SandboxUnavailable(problem)
+            netfilter.tools()
         folder = self._scripts_folder()
         script_rel = resolve_script(folder, script)
         argv = ["/bin/sh", f"/scripts/{script_rel}", *argv_args]
@@ -420,7 +429,7 @@ class Sandbox:
                                   attempt=task_attempt, limits=limits, plan=plan, host=conn.host, run_uid=run_uid)
                 if self._owner:
                     spec["labels"][leftovers.OWNER_LABEL] = self._owner
-                ctr, enforced = await self._call(self._create_blocking, conn, spec, plan, run_uid)
+                ctr, enforced = await self._call(self._create_blocking, conn, spec, plan, run_uid, limits)
                 return conn, ctr, enforced, plan, run_uid
             except APIError as exc:
                 self._uids_in_use.discard(run_uid)
@@ -436,9 +445,9 @@ class Sandbox:
         raise AssertionError("unreachable")
 
     def _create_blocking(
-        self, conn: Connection, spec: dict[str, Any], plan: LimitPlan, run_uid: int | None
+        self, conn: Connection, spec: dict[str, Any], plan: LimitPlan, run_uid: int | None, limits: RunLimits
     ) -> tuple[Container, tuple[str, ...]]:
-        """Blocking: create the container and verify what podman really applied."""
+        """Blocking: create the container, verify what podman really applied, and set its network filter."""
         try:
             resp = conn.client.api.post("/containers/create", data=json.dumps(spec),
                                         headers={"content-type": "application/json"})
@@ -451,10 +460,26 @@ class Sandbox:
             raise
         try:
             _, _, who = conn.reader(run_uid)
-            return ctr, verify_applied(ctr.attrs, spec, plan=plan, who=who, seccomp=conn.seccomp)
+            enforced = verify_applied(ctr.attrs, spec, plan=plan, who=who, seccomp=conn.seccomp)
+            if limits.network != "none":
+                enforced += (self._filter(ctr, limits),)
+            return ctr, enforced
         except BaseException:
             self._discard(ctr, False)
             raise
+
+    def _filter(self, ctr: Container, limits: RunLimits) -> str:
+        """Blocking: init the container (its namespace and slirp4netns set up, the script not started) and load its
+        packet filter; SandboxError if that cannot be done and proven."""
+        ctr.init()
+        ctr.reload()
+        pid = int((ctr.attrs.get("State") or {}).get("Pid") or 0)
+        if pid <= 0:
+            raise SandboxError("podman reported no process for the initialised container; refusing to run")
+        blocked = netfilter.host_addresses() if limits.network == "default" else ()
+        v4, v6 = netfilter.rulesets(limits.network, limits.allow, blocked)
+        netfilter.apply(pid, v4, v6)
+        return netfilter.describe(limits.network, limits.allow, blocked)
 
     async def _execute(
         self,

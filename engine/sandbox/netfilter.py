@@ -10,10 +10,10 @@ only hides 127.0.0.1. So every run with a network gets netfilter rules in its ow
 - IPv6: nothing but loopback, in both.
 
 How: the runner creates the container, `init`s it (Podman sets up the namespace and slirp4netns, runc waits before
-the script), and Herald, as root, enters that namespace with `nsenter` and loads the rules with `iptables-restore`;
-then reads them back with `iptables-save` and compares, rule by rule. Only then does the container start. The script
-has no capabilities (verified separately), so it cannot change them. Anything that fails here fails the run:
-nothing runs unfiltered.
+the script), and Herald (as root, or as the sandbox user through its rootless user namespace) enters that namespace
+with `nsenter` and loads the rules with `iptables-restore`; then reads them back with `iptables-save` and compares,
+rule by rule. Only then does the container start. The script has no capabilities (verified separately), so it cannot
+change them. Anything that fails here fails the run: nothing runs unfiltered.
 """
 
 from __future__ import annotations
@@ -101,26 +101,34 @@ def tools() -> dict[str, str]:
     return {name: str(path) for name, path in found.items()}
 
 
-def can_enter() -> str | None:
-    """Why this process cannot set a container's filter (it must be root), or None."""
-    if os.geteuid() != 0:
-        return ("runs with a network need Herald to run as root, to set the run's packet filter inside its "
-                "network namespace; without it they are refused (network none runs are unaffected)")
+def can_enter(podman_uid: int) -> str | None:
+    """Why this process cannot set the filter of a container of the Podman run by host uid `podman_uid`, or None.
+
+    Root can enter any network namespace. The sandbox user itself can too, through the user namespace its rootless
+    Podman made (it is root there, over that namespace's network only). Nobody else can.
+    """
+    if os.geteuid() not in (0, podman_uid):
+        return (f"runs with a network need Herald to run as root or as the sandbox user (uid {podman_uid}), to set "
+                "the run's packet filter inside its network namespace; they are refused (network none runs are "
+                "unaffected)")
     return None
 
 
-def apply(pid: int, v4: Ruleset, v6: Ruleset) -> None:
+def apply(pid: int, podman_uid: int, v4: Ruleset, v6: Ruleset) -> None:
     """Load both rulesets into the network namespace of process `pid` (the container's waiting init) and read them
     back; SandboxError, before the script could start, if anything is off."""
-    why = can_enter()
+    why = can_enter(podman_uid)
     if why:
         raise SandboxUnavailable(why)
     paths = tools()
     netns = _netns_of(pid)
+    # Not root: enter the rootless user namespace first, where the sandbox user has CAP_NET_ADMIN over the run's
+    # network namespace (and over nothing of the host's).
+    namespaces = ["--net"] if os.geteuid() == 0 else ["--user", "--net"]
     for restore, save, ruleset in (("iptables-restore", "iptables-save", v4),
                                    ("ip6tables-restore", "ip6tables-save", v6)):
-        _enter(paths, pid, [paths[restore]], ruleset.restore_input())
-        printed = _enter(paths, pid, [paths[save], "-t", "filter"], None)
+        _enter(paths, pid, namespaces, [paths[restore]], ruleset.restore_input())
+        printed = _enter(paths, pid, namespaces, [paths[save], "-t", "filter"], None)
         _check(printed, ruleset, save)
     if _netns_of(pid) != netns:  # the process we entered is still the container's, in the same namespace
         raise SandboxError("the container's network namespace changed while its filter was set; refusing to run")
@@ -137,8 +145,8 @@ def _netns_of(pid: int) -> str:
     return netns
 
 
-def _enter(paths: dict[str, str], pid: int, argv: list[str], stdin: str | None) -> str:
-    cmd = [paths["nsenter"], f"--target={pid}", "--net", "--", *argv]
+def _enter(paths: dict[str, str], pid: int, namespaces: list[str], argv: list[str], stdin: str | None) -> str:
+    cmd = [paths["nsenter"], f"--target={pid}", *namespaces, "--", *argv]
     try:
         done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -274,10 +274,7 @@ class Sandbox:
         limits = RunLimits.for_run(self._config, timeout_s=timeout_s, memory=memory, network=network,
                                    network_allow=network_allow)
         if limits.network != "none":
-            problem = netfilter.can_enter()
-            if problem:
-                raise SandboxUnavailable(problem)
-            netfilter.tools()
+            netfilter.tools()  # before anything is created: a host without iptables refuses networked runs
         folder = self._scripts_folder()
         script_rel = resolve_script(folder, script)
         argv = ["/bin/sh", f"/scripts/{script_rel}", *argv_args]
@@ -424,6 +421,10 @@ class Sandbox:
                 if problem:
                     self._problem = problem
                     raise SandboxUnavailable(problem)
+                if limits.network != "none":
+                    refused = netfilter.can_enter(conn.podman_uid)
+                    if refused:
+                        raise SandboxUnavailable(refused)
                 plan = plan_limits(limits, conn.host)
                 spec = build_spec(config=self._config, argv=argv, scripts_src=str(folder), task_id=task_id,
                                   attempt=task_attempt, limits=limits, plan=plan, host=conn.host, run_uid=run_uid)
@@ -462,13 +463,13 @@ class Sandbox:
             _, _, who = conn.reader(run_uid)
             enforced = verify_applied(ctr.attrs, spec, plan=plan, who=who, seccomp=conn.seccomp)
             if limits.network != "none":
-                enforced += (self._filter(ctr, limits),)
+                enforced += (self._filter(conn, ctr, limits),)
             return ctr, enforced
         except BaseException:
             self._discard(ctr, False)
             raise
 
-    def _filter(self, ctr: Container, limits: RunLimits) -> str:
+    def _filter(self, conn: Connection, ctr: Container, limits: RunLimits) -> str:
         """Blocking: init the container (its namespace and slirp4netns set up, the script not started) and load its
         packet filter; SandboxError if that cannot be done and proven."""
         ctr.init()
@@ -478,7 +479,7 @@ class Sandbox:
             raise SandboxError("podman reported no process for the initialised container; refusing to run")
         blocked = netfilter.host_addresses() if limits.network == "default" else ()
         v4, v6 = netfilter.rulesets(limits.network, limits.allow, blocked)
-        netfilter.apply(pid, v4, v6)
+        netfilter.apply(pid, conn.podman_uid, v4, v6)
         return netfilter.describe(limits.network, limits.allow, blocked)
 
     async def _execute(

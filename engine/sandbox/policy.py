@@ -140,10 +140,13 @@ class MemoryBudget:
     def bound(self) -> int:
         return self.processes * (self.data + self.stack) + self.tmpfs
 
+    def split(self) -> str:
+        return (f"at most {self.processes} processes x {format_size(self.data + self.stack)} (RLIMIT_NPROC, "
+                f"RLIMIT_DATA {format_size(self.data)} + RLIMIT_STACK {format_size(self.stack)}) + /tmp and /dev/shm "
+                f"{format_size(self.tmpfs)}")
+
     def describe(self) -> str:
-        return (f"memory={format_size(self.total)} in all (no cgroup): at most {self.processes} processes x "
-                f"{format_size(self.data + self.stack)} (RLIMIT_NPROC, RLIMIT_DATA {format_size(self.data)} + "
-                f"RLIMIT_STACK {format_size(self.stack)}) + /tmp and /dev/shm {format_size(self.tmpfs)}")
+        return f"memory={format_size(self.total)} in all (no cgroup): {self.split()}"
 
 
 def memory_budget(memory: int, config: SandboxConfig) -> MemoryBudget:

@@ -2,16 +2,16 @@
 
 The `[sandbox]` config model, the checks on a script name and on the scripts folder's permissions (as the sandbox
 user sees them), what the host lets Podman limit (`HostLimits`) and how each resource limit is enforced on it
-(`plan_limits`: a cgroup where the host allows one, an rlimit otherwise), the libpod container spec, and
-`verify_applied`, which reads the protections back from the created container. Pure functions: no Podman calls
-here (engine/sandbox/runner.py makes those).
+(`plan_limits`: a cgroup where the host allows one, rlimits otherwise, with the run's memory split by
+engine/sandbox/budget.py), the network a run may have (`none`, `default`, `allow` and its entries; the filter itself
+is engine/sandbox/netfilter.py), the libpod container spec, and `verify_applied`, which reads the protections back
+from the created container. Pure functions: no Podman calls here (engine/sandbox/runner.py makes those).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +22,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dsl.network import parse_allow_entry
 from engine.core.errors import SandboxError
+from engine.sandbox.budget import MIN_MEMORY as MIN_MEMORY  # re-exported: the rules' checks use it
+from engine.sandbox.budget import (
+    PROCESS_STACK,
+    SHM_SIZE,
+    SIZE_RE,
+    MemoryBudget,
+    budget_command,
+    check_memory,
+    format_size,
+    parse_size,
+    split_memory,
+)
 
 DEFAULT_IMAGE = "localhost/herald-sandbox:latest"
 NOBODY = 65534
@@ -32,53 +44,10 @@ _NOFILE = 256
 _FSIZE = 16 * 1024 * 1024
 _CPU_SLACK_S = 5
 _CPU_PERIOD_US = 100_000
-# runc's own start-up (a Go program) runs under the run's RLIMIT_DATA before it execs the script; below ~80 MiB
-# it fails with "cannot allocate memory" on this Podman (measured). Without a memory cgroup the start-up limit is the
-# run's whole memory (one process holds it then) and a wrapper lowers it to the per-process share before the script
-# runs; a run below this floor could not start at all, hence the minimum.
-MIN_MEMORY = 128 * 1024 * 1024
-# /dev/shm is a tmpfs like /tmp: its pages count against the run's memory, so it is kept small and counted.
-SHM_SIZE = 1024 * 1024
-# Without a memory cgroup each process's share is RLIMIT_DATA plus this much stack (RLIMIT_STACK).
-PROCESS_STACK = 2 * 1024 * 1024
-MIN_PROCESSES = 4  # fewer could not run a script with a pipeline; such a memory budget is refused
 # Rootless runs each get their own container uid from this part of the user's subordinate range, so the
 # per-uid RLIMIT_NPROC counts that run's processes only (not the service, conmon or other runs).
 RUN_UID_FIRST = 10_000
 RUN_UID_COUNT = 50_000
-_SIZE_RE = r"^[1-9][0-9]*[kmg]?$"
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def parse_size(size: str | int) -> int:
-    """Bytes in `size`: an int, or a string such as 256m, 1g, 65536 (binary units)."""
-    if isinstance(size, bool):
-        raise ValueError(f"not a size: {size!r}")
-    if isinstance(size, int):
-        if size <= 0:
-            raise ValueError(f"a size must be positive, got {size}")
-        return size
-    text = str(size).strip().lower()
-    if not re.match(_SIZE_RE, text):
-        raise ValueError(f"not a size: {size!r} (use e.g. 256m, 1g or a number of bytes)")
-    unit = text[-1] if text[-1] in "kmg" else ""
-    return int(text.removesuffix(unit)) * _UNITS[unit]
-
-
-def format_size(size: int) -> str:
-    for unit in ("g", "m", "k"):
-        if size % _UNITS[unit] == 0:
-            return f"{size // _UNITS[unit]}{unit}"
-    return str(size)
-
-
-def check_memory(size: str | int) -> int:
-    """Bytes of a memory limit; ValueError below the floor runc itself needs to start."""
-    value = parse_size(size)
-    if value < MIN_MEMORY:
-        raise ValueError(f"memory {size!r} is below the minimum of {format_size(MIN_MEMORY)} "
-                         "(runc needs about 80 MiB to start the container under the limit)")
-    return value
 
 
 class SandboxConfig(BaseModel):
@@ -94,9 +63,9 @@ class SandboxConfig(BaseModel):
     service_idle_s: int = Field(default=60, ge=0)
     image: str = Field(default=DEFAULT_IMAGE, min_length=1)
     default_timeout_s: float = Field(default=300, gt=0)
-    tmpfs_size: str = Field(default="16m", pattern=_SIZE_RE)
+    tmpfs_size: str = Field(default="16m", pattern=SIZE_RE)
     output_limit_bytes: int = Field(default=1_000_000, gt=0)
-    memory: str = Field(default="256m", pattern=_SIZE_RE)  # per run; a rule may ask for another amount
+    memory: str = Field(default="256m", pattern=SIZE_RE)  # per run; a rule may ask for another amount
     # Processes and threads of one run. RLIMIT_NPROC also binds runc's own start-up, which runs as the sandbox user
     # and counts all of that user's threads (the Podman service, conmon, other runs' start-ups): 64 left too little
     # room when several runs started at once, so runs failed with "pthread_create failed".
@@ -104,7 +73,7 @@ class SandboxConfig(BaseModel):
     cpus: float = Field(default=1.0, gt=0, le=64)  # CPU share; needs a cpu cgroup (see HostLimits)
     # Without a memory cgroup: each process's share (data + stack), so a run of `memory` gets
     # (memory - tmpfs_size - /dev/shm) // process_memory processes at most, and all of them together stay in `memory`.
-    process_memory: str = Field(default="16m", pattern=_SIZE_RE)
+    process_memory: str = Field(default="16m", pattern=SIZE_RE)
 
     @field_validator("memory")
     @classmethod
@@ -126,40 +95,10 @@ class SandboxConfig(BaseModel):
         return self
 
 
-@dataclass(frozen=True)
-class MemoryBudget:
-    """How a run's memory is split where no memory cgroup holds the total: processes x share, plus the tmpfs."""
-
-    total: int
-    processes: int  # RLIMIT_NPROC of the run's uid, lowered before the script starts
-    data: int  # RLIMIT_DATA of each process
-    stack: int  # RLIMIT_STACK of each process
-    tmpfs: int  # /tmp and /dev/shm
-
-    @property
-    def bound(self) -> int:
-        return self.processes * (self.data + self.stack) + self.tmpfs
-
-    def split(self) -> str:
-        return (f"at most {self.processes} processes x {format_size(self.data + self.stack)} (RLIMIT_NPROC, "
-                f"RLIMIT_DATA {format_size(self.data)} + RLIMIT_STACK {format_size(self.stack)}) + /tmp and /dev/shm "
-                f"{format_size(self.tmpfs)}")
-
-    def describe(self) -> str:
-        return f"memory={format_size(self.total)} in all (no cgroup): {self.split()}"
-
-
 def memory_budget(memory: int, config: SandboxConfig) -> MemoryBudget:
-    """The split of `memory` without a memory cgroup; ValueError when it leaves room for too few processes."""
-    tmpfs = parse_size(config.tmpfs_size) + SHM_SIZE
-    share = parse_size(config.process_memory)
-    processes = min(config.pids, (memory - tmpfs) // share)
-    if processes < MIN_PROCESSES:
-        raise ValueError(
-            f"memory {format_size(memory)} leaves room for only {max(processes, 0)} processes of "
-            f"{format_size(share)} (after /tmp {config.tmpfs_size} and /dev/shm {format_size(SHM_SIZE)}), "
-            f"fewer than {MIN_PROCESSES}: give the run more memory, or lower [sandbox] process_memory or tmpfs_size")
-    return MemoryBudget(memory, processes, share - PROCESS_STACK, PROCESS_STACK, tmpfs)
+    """The split of `memory` without a memory cgroup, under `config`; ValueError when it leaves too few processes."""
+    return split_memory(memory, tmpfs=parse_size(config.tmpfs_size), share=parse_size(config.process_memory),
+                        pids=config.pids, tmpfs_text=config.tmpfs_size)
 
 
 @dataclass(frozen=True)
@@ -457,17 +396,6 @@ def build_spec(
         spec["user"] = f"{run_uid}:{run_uid}"
         spec["labels"][UID_LABEL] = str(run_uid)
     return spec
-
-
-def budget_command(argv: list[str], budget: MemoryBudget) -> list[str]:
-    """`argv` (["/bin/sh", script, *args]) behind a fixed wrapper that lowers the run's limits to its memory budget.
-
-    busybox `ulimit` sets soft and hard limits alike, so the script cannot raise them again. The script and its
-    arguments stay separate argv entries ($0 and "$@"): nothing of them is ever parsed by the wrapper's shell.
-    """
-    wrapper = (f"ulimit -d {budget.data // 1024} && ulimit -s {budget.stack // 1024} && "
-               f"ulimit -u {budget.processes} && exec /bin/sh \"$0\" \"$@\"")
-    return [argv[0], "-c", wrapper, *argv[1:]]
 
 
 def log_size(config: SandboxConfig) -> int:

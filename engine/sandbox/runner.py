@@ -1,9 +1,11 @@
 """Run an operator's shell script in a locked-down, throw-away rootless Podman container.
 
-Each run gets a fresh container from a tiny busybox image: no network (unless the run opts in), no
+Each run gets a fresh container from a tiny busybox image: no network (unless the run opts in, and then
+through a packet filter set in its own namespace before the script starts: engine/sandbox/netfilter.py), no
 capabilities, a read-only root, a small noexec /tmp, the scripts folder mounted read-only, memory, pids
-and CPU limits (cgroups where the host allows them, rlimits otherwise: see `plan_limits`), and a
-wall-clock timeout that SIGKILLs it. The container runs under an unprivileged host user (`sandboxer`),
+and CPU limits (cgroups where the host allows them, rlimits that add up to the run's memory otherwise: see
+`plan_limits` and engine/sandbox/budget.py), and a wall-clock timeout that SIGKILLs it. The container runs
+under an unprivileged host user (`sandboxer`),
 and within it as a uid of its own (from that user's subordinate range), so even an escape lands in an
 account that owns nothing, and a fork bomb counts against its run only.
 

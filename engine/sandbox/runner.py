@@ -5,9 +5,9 @@ through a packet filter set in its own namespace before the script starts: engin
 capabilities, a read-only root, a small noexec /tmp, the scripts folder mounted read-only, memory, pids
 and CPU limits (cgroups where the host allows them, rlimits that add up to the run's memory otherwise: see
 `plan_limits` and engine/sandbox/budget.py), and a wall-clock timeout that SIGKILLs it. The container runs
-under an unprivileged host user (`sandboxer`),
-and within it as a uid of its own (from that user's subordinate range), so even an escape lands in an
-account that owns nothing, and a fork bomb counts against its run only.
+under an unprivileged host user (`sandboxer`), and within it as a uid of its own (from that user's
+subordinate range), so even an escape lands in an account that owns nothing, and a fork bomb counts against
+its run only.
 
 Output comes from the container's attach stream, which carries every byte the script writes: the
 first `output_limit_bytes` are kept (and streamed line by line to `on_output`), the rest is counted.

@@ -202,10 +202,10 @@ def plan_limits(limits: RunLimits, host: HostLimits) -> LimitPlan:
         applied.append(f"memory={mem} for the whole run (memory cgroup; OOM kill)")
     else:
         applied.append(limits.budget.describe())
-    if pids_cgroup:
-        applied.append(f"pids={limits.pids} (pids cgroup)")
-    elif not memory_cgroup:
+    if not memory_cgroup:  # the memory budget's process count, lowered by its wrapper (a pids cgroup or not)
         applied.append(f"pids={limits.budget.processes} (RLIMIT_NPROC of the run's own uid; the memory budget's)")
+    elif pids_cgroup:
+        applied.append(f"pids={limits.pids} (pids cgroup)")
     elif host.rootless:
         applied.append(f"pids={limits.pids} (RLIMIT_NPROC of the run's own uid)")
     else:

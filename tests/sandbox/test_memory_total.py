@@ -3,12 +3,17 @@ per-process limit cannot add up past the run's memory. Real rootless Podman."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from engine.sandbox.policy import memory_budget, parse_size
 from engine.sandbox.runner import Sandbox, SandboxConfig, SandboxResult
+from tests.support import REPO
 
 Record = Callable[[str, str, str], None]
 RUN_MEMORY = parse_size("256m")
@@ -51,3 +56,11 @@ async def test_many_small_children_stop_at_the_process_budget(sandbox: Sandbox, 
         assert 0 < held < budget.processes * 4 * 1024 * 1024
         assert budget.bound <= RUN_MEMORY
     record("40 children x 4 MiB under memory 256m", f"{held >> 20} MiB held, then 'can't fork'", mechanism)
+
+
+def test_a_budget_with_too_few_processes_is_a_config_error(config_file: Path) -> None:
+    config_file.write_text(config_file.read_text() + '\n[sandbox]\nmemory = "128m"\nprocess_memory = "64m"\n')
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "check", "--config", str(config_file)],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode != 0
+    assert "memory 128m leaves room for only 1 processes of 64m (after /tmp 16m and /dev/shm 1m)" in done.stderr

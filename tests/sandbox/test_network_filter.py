@@ -162,6 +162,13 @@ def _run_child(prefix: list[str], user: str | None, podman_url: str, folder: Pat
     return task, json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _why_the_sandbox_user_cannot_run_herald() -> str:
+    probe = subprocess.run([sys.executable, "-c", "import engine.sandbox.runner"], capture_output=True, text=True,
+                           timeout=60, cwd="/tmp", user="sandboxer", check=False,
+                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": "/tmp"})
+    return probe.stderr.strip()[-200:] if probe.returncode != 0 else ""
+
+
 def _containers_of(podman_url: str, task: str) -> list[str]:
     with PodmanClient(base_url=podman_url, timeout=30) as client:
         return [c.id for c in client.containers.list(all=True, filters=[f"label={TASK_LABEL}={task}"])]
@@ -189,6 +196,9 @@ async def test_the_sandbox_user_itself_can_set_the_filter(
     sandbox: Sandbox, podman_url: str, attack_dir: Path, services: tuple[_Service, _Service], record: Record
 ) -> None:
     # Herald running as the sandbox user (not root) enters the run's namespace through its rootless user namespace.
+    problem = _why_the_sandbox_user_cannot_run_herald()
+    if problem:
+        pytest.skip(f"the sandbox user cannot run this checkout's Python ({REPO}): {problem}")
     allowed, other = services
     ip = _host_ip()
     _, outcome = _run_child([], "sandboxer", podman_url, attack_dir, "allow", [f"{ip}:{allowed.port}"],

@@ -114,13 +114,19 @@ def can_enter(podman_uid: int) -> str | None:
     return None
 
 
-def apply(pid: int, podman_uid: int, v4: Ruleset, v6: Ruleset) -> None:
+def apply(pid: int, podman_uid: int, v4: Ruleset, v6: Ruleset, *, conmon_pid: int, run_uid: int) -> None:
     """Load both rulesets into the network namespace of process `pid` (the container's waiting init) and read them
-    back; SandboxError, before the script could start, if anything is off."""
+    back; SandboxError, before the script could start, if anything is off.
+
+    `conmon_pid` and `run_uid` (a host uid) are what Podman says of the container: the process must be conmon's child
+    and already run as the run's uid, so a pid that is not the container's (another PID namespace, a reused pid) is
+    never entered.
+    """
     why = can_enter(podman_uid)
     if why:
         raise SandboxUnavailable(why)
     paths = tools()
+    _check_process(pid, conmon_pid, run_uid)
     netns = _netns_of(pid)
     # Not root: enter the rootless user namespace first, where the sandbox user has CAP_NET_ADMIN over the run's
     # network namespace (and over nothing of the host's).
@@ -130,8 +136,22 @@ def apply(pid: int, podman_uid: int, v4: Ruleset, v6: Ruleset) -> None:
         _enter(paths, pid, namespaces, [paths[restore]], ruleset.restore_input())
         printed = _enter(paths, pid, namespaces, [paths[save], "-t", "filter"], None)
         _check(printed, ruleset, save)
-    if _netns_of(pid) != netns:  # the process we entered is still the container's, in the same namespace
+    _check_process(pid, conmon_pid, run_uid)  # the process we entered is still the container's, in the same netns
+    if _netns_of(pid) != netns:
         raise SandboxError("the container's network namespace changed while its filter was set; refusing to run")
+
+
+def _check_process(pid: int, conmon_pid: int, run_uid: int) -> None:
+    try:
+        stat_fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError as exc:
+        raise SandboxError(f"cannot read the container's process {pid}: {exc.strerror}; refusing to run") from exc
+    parent = int(stat_fields[1])  # after "pid (comm)": state, ppid
+    uids = next((line.split()[1:] for line in status if line.startswith("Uid:")), [])
+    if parent != conmon_pid or uids[:1] != [str(run_uid)]:
+        raise SandboxError(f"process {pid} is not the container's (parent {parent}, uid {uids[:1]}; expected conmon "
+                           f"{conmon_pid}, uid {run_uid}); refusing to set a filter there")
 
 
 def _netns_of(pid: int) -> str:

@@ -465,23 +465,24 @@ class Sandbox:
             _, _, who = conn.reader(run_uid)
             enforced = verify_applied(ctr.attrs, spec, plan=plan, who=who, seccomp=conn.seccomp)
             if limits.network != "none":
-                enforced += (self._filter(conn, ctr, limits),)
+                enforced += (self._filter(conn, ctr, limits, run_uid),)
             return ctr, enforced
         except BaseException:
             self._discard(ctr, False)
             raise
 
-    def _filter(self, conn: Connection, ctr: Container, limits: RunLimits) -> str:
+    def _filter(self, conn: Connection, ctr: Container, limits: RunLimits, run_uid: int | None) -> str:
         """Blocking: init the container (its namespace and slirp4netns set up, the script not started) and load its
         packet filter; SandboxError if that cannot be done and proven."""
         ctr.init()
         ctr.reload()
-        pid = int((ctr.attrs.get("State") or {}).get("Pid") or 0)
-        if pid <= 0:
+        state = ctr.attrs.get("State") or {}
+        pid, conmon_pid = int(state.get("Pid") or 0), int(state.get("ConmonPid") or 0)
+        if pid <= 0 or conmon_pid <= 0:
             raise SandboxError("podman reported no process for the initialised container; refusing to run")
         blocked = netfilter.host_addresses() if limits.network == "default" else ()
         v4, v6 = netfilter.rulesets(limits.network, limits.allow, blocked)
-        netfilter.apply(pid, conn.podman_uid, v4, v6)
+        netfilter.apply(pid, conn.podman_uid, v4, v6, conmon_pid=conmon_pid, run_uid=conn.reader(run_uid)[0])
         return netfilter.describe(limits.network, limits.allow, blocked)
 
     async def _execute(

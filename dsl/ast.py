@@ -389,7 +389,8 @@ class Reply:
 @quick_init
 @dataclass(frozen=True, slots=True)
 class RunScript:
-    """`run SCRIPT [sandboxed] [timeout D] [retry N [times]] [backoff D] [memory M] [network none|default]
+    """`run SCRIPT [sandboxed] [timeout D] [retry N [times]] [backoff D] [memory M]
+    [network none|default|allow "A:P", ...] [args "T" ...]`.
     [args "T" ...]`.
 
     `run` is always sandboxed; the word only says so. `retries` 0 means no retry; `backoff_s` None means the
@@ -405,6 +406,7 @@ class RunScript:
     memory_bytes: int | None = None
     memory_text: str | None = None
     network: str | None = None
+    network_allow: tuple[str, ...] = ()  # `network allow "A:P", ...`: each "ADDRESS:PORT" as written
     args: tuple[str, ...] = ()
     args_spans: tuple[Span, ...] = ()
     retries: int = 0

@@ -88,6 +88,8 @@ def _run(action: RunAction) -> str:
         words.append(f"memory {format_size(action.memory_bytes)}")
     if action.network != "none":
         words.append(f"network {action.network}")
+        if action.network_allow:
+            words[-1] += " " + ", ".join(quote(a) for a in action.network_allow)
     if action.args:
         words.append("args " + " ".join(quote(a) for a in action.args))
     return " ".join(words)

@@ -42,6 +42,7 @@ from dsl.fields import MISSING, Getter, getter
 from dsl.graph import CompiledRule, Condition
 from dsl.kinds import trigger_kind
 from dsl.matching import Check, Fields, Matcher, TypeInfo, compile_condition, regex_test, value_test
+from dsl.network import canonical_entry
 from dsl.plan import (
     Action,
     ButtonSpec,
@@ -204,6 +205,7 @@ def _action(action: object, text: str) -> Action:
             action.memory_bytes,
             action.network or "none",
             action.args,
+            network_allow=tuple(canonical_entry(a) for a in action.network_allow),
             retries=action.retries,
             backoff_s=action.backoff_s,
         )

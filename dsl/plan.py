@@ -53,7 +53,7 @@ class ReplyAction:
 class RunAction:
     """Run a whitelisted script, always sandboxed; None means the engine's default for that limit.
 
-    `args` are templates, one argv element each (never through a shell). `network` is "none" or "default".
+    `args` are templates, one argv element each (never through a shell). `network` is "none", "default" or "allow".
     `retries` is how many more attempts a failed or timed-out run gets (0: none); the delay before the first
     retry is `backoff_s` (None: the engine's default) and doubles for each attempt after it.
     """
@@ -65,6 +65,7 @@ class RunAction:
     args: tuple[str, ...] = ()
     retries: int = 0
     backoff_s: float | None = None
+    network_allow: tuple[str, ...] = ()  # with network "allow": the "ADDRESS:PORT" entries, canonical
 
 
 @quick_init

@@ -187,6 +187,8 @@ def print_action(action: object) -> str:
             words.append(f"memory {action.memory_text}")
         if action.network is not None:
             words.append(f"network {action.network}")
+            if action.network_allow:
+                words[-1] += " " + ", ".join(quote(a) for a in action.network_allow)
         if action.args:
             words.append("args " + " ".join(quote(a) for a in action.args))
         return " ".join(words)

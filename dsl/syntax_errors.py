@@ -43,7 +43,7 @@ _NAME_AFTER = {
     "another": "a role name",
     "notify": "a team name",
     "to": "a team name",
-    "network": "'none' or 'default'",
+    "network": "'none', 'default' or 'allow'",
     ":": "a type such as word, text, int, duration, user or a|b|c",
 }
 

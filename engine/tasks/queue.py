@@ -365,7 +365,8 @@ class TaskWorkers:
         try:
             result = await self._sandbox.run(
                 task.params.script, task.params.args, timeout_s=task.params.timeout, task_id=task.task_id,
-                memory=task.params.memory_bytes, network=task.params.network, attempt=task.attempt,
+                memory=task.params.memory_bytes, network=task.params.network,
+                network_allow=task.params.network_allow, attempt=task.attempt,
                 on_output=(lambda line: on_output(task, line)) if on_output else None,
                 on_started=functools.partial(self._record_start, task) if local else on_started, keep=local,
             )

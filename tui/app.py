@@ -305,7 +305,7 @@ class HeraldApp(App[None]):
         elif isinstance(update, RulesView):
             self._rules.show(update)
         elif isinstance(update, Reply):
-            self.show_reply(update.text)
+            self.show_reply(update.text, error=update.error)
         else:
             self._tables[type(update)].upsert(update)
         self._header.refresh_status()

@@ -39,16 +39,20 @@ log = logging.getLogger(__name__)
 
 STREAM_PATH = "/api/v1/stream"
 TOKEN_FILE = "api-token"
-
+HEARTBEAT_S = 3.0
+"""Seconds between pings; a pong missing for half of that ends the connection. An engine that stopped answering
+(stopped, hung, or behind a dead network) is seen within ~5 s instead of trusted for a minute."""
 
 
 class Reply(BaseModel):
-    """The engine's answer to one `send_command`, matched by the client-chosen `id`."""
+    """The engine's answer to one `send_command`, matched by the client-chosen `id`. `error` marks the client's own
+    word that no answer will come (the connection dropped before the engine answered)."""
 
     model_config = ConfigDict(frozen=True)
 
     id: str
     text: str
+    error: bool = False
 
 
 Update = Snapshot | EventView | RunView | TaskView | AuditView | RulesView | AlertView | Reply
@@ -84,7 +88,8 @@ class EngineClient(Protocol):
     """What the TUI needs from an engine, whether in-process, remote, or canned for tests."""
 
     status: str
-    """Human-readable connection state: "connecting", "connected", "disconnected: <reason>", "failed: <reason>"."""
+    """Human-readable connection state: "connecting", "connected", "disconnected, retrying in <s>: <reason>",
+    "failed: <reason>", "closed"."""
 
     def updates(self) -> AsyncIterator[Update]:
         """Yield a Snapshot after every (re)connect, then live items and replies; one consumer at a time."""
@@ -181,7 +186,7 @@ class RemoteEngineClient:
         *,
         delays: Callable[[], Iterator[float]] = backoff,
         connect_timeout: float = 10.0,
-        heartbeat: float = 20.0,
+        heartbeat: float = HEARTBEAT_S,
     ) -> None:
         self.url = stream_url(url)
         self.status = "connecting"
@@ -195,6 +200,9 @@ class RemoteEngineClient:
         self._heartbeat = heartbeat
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._closed = asyncio.Event()
+        # Commands and presses sent on the open connection that the engine has not answered yet: if it drops first,
+        # the consumer is told each one got no answer, so nothing typed vanishes silently.
+        self._unanswered: dict[str, str] = {}
 
     async def updates(self) -> AsyncIterator[Update]:
         """Connect, yield the snapshot and live updates, and reconnect after drops until `close()`.
@@ -209,13 +217,17 @@ class RemoteEngineClient:
                 token = ""
                 try:
                     token = self._token()
-                    async with session.ws_connect(
-                        self.url, headers={"Authorization": f"Bearer {token}"}, heartbeat=self._heartbeat
-                    ) as ws:
+                    # The whole handshake is bounded: a stopped engine's kernel still accepts the TCP connection.
+                    async with asyncio.timeout(self._connect_timeout):
+                        opened = await session.ws_connect(
+                            self.url, headers={"Authorization": f"Bearer {token}"}, heartbeat=self._heartbeat)
+                    async with opened as ws:
                         self._ws = ws
                         self.status = "connected"
                         delays = self._delays()  # a good connection resets the backoff
                         async for update in self._receive(ws):
+                            if isinstance(update, Reply):
+                                self._unanswered.pop(update.id, None)
                             yield update
                         reason = _close_reason(ws)
                 except (aiohttp.ClientError, OSError, TimeoutError, EngineClientError) as exc:
@@ -235,10 +247,20 @@ class RemoteEngineClient:
                 if self._closed.is_set():
                     break
                 delay = next(delays)
-                self.status = f"disconnected: {reason}; retrying in {delay:.1f}s"
+                self.status = f"disconnected, retrying in {delay:.1f}s: {reason}"
                 log.info("engine stream %s: %s", self.url, self.status)
+                for update in self._lost_answers():
+                    yield update
                 await self._sleep_unless_closed(delay)
         self.status = "closed"
+
+    def _lost_answers(self) -> list[Reply]:
+        """A Reply (error) for every command or press the dropped connection took without an answer."""
+        lost = [Reply(id=frame_id, error=True, text=f"no answer to {what}: the connection to the engine dropped "
+                      "before it answered; it may not have run (see the Audit tab once reconnected)")
+                for frame_id, what in self._unanswered.items()]
+        self._unanswered.clear()
+        return lost
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[Update]:
         """Yield the updates in the text frames of one connection until it ends."""
@@ -261,20 +283,22 @@ class RemoteEngineClient:
 
     async def send_command(self, text: str) -> None:
         """Send a command frame on the open connection; its Reply comes back through `updates()`."""
-        await self._send({"type": "command", "text": text, "id": new_id()})
+        await self._send({"type": "command", "text": text, "id": new_id()}, text)
 
     async def press(self, button_id: str) -> None:
         """Send a press frame on the open connection; the engine's answer comes back through `updates()`."""
-        await self._send({"type": "press", "button": button_id, "id": new_id()})
+        await self._send({"type": "press", "button": button_id, "id": new_id()}, "the button press")
 
-    async def _send(self, frame: dict[str, str]) -> None:
+    async def _send(self, frame: dict[str, str], what: str) -> None:
         ws = self._ws
         if ws is None or ws.closed:
-            raise NotConnected(f"not connected to the engine ({self.status})")
+            raise NotConnected(f"engine unreachable ({self.status})")
+        self._unanswered[frame["id"]] = what
         try:
             await ws.send_json(frame)
         except (aiohttp.ClientError, ConnectionError) as exc:
-            raise NotConnected(f"the connection to the engine dropped: {_describe(exc)}") from exc
+            self._unanswered.pop(frame["id"], None)
+            raise NotConnected(f"engine unreachable: the connection dropped: {_describe(exc)}") from exc
 
     async def close(self) -> None:
         """Close the connection and stop reconnecting; `updates()` then ends."""

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from engine.client.snapshots import AlertView, AuditView, EventView, ReloadView, RulesView, RunView, TaskView
 from engine.core.bus import Subscription
@@ -95,6 +95,7 @@ class ApiHost(Observed, Protocol):
 
 
 def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -> None:
+    stopping = asyncio.Event()
     async def healthz(request: web.Request) -> web.Response:
         if engine.state != "running":
             return web.json_response({"status": engine.state}, status=503)
@@ -132,6 +133,9 @@ def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -
             return claims
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
+        if stopping.is_set():  # opened while the engine stops: `going_away` has already closed the others
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"the engine is stopping")
+            return ws
         sub, unsubscribe = engine.bus.subscribe()
         conversation = f"token:{claims['jti']}"
         outlet.sockets.setdefault(conversation, set()).add(ws)
@@ -156,6 +160,14 @@ def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(text=await render_metrics(engine), headers={"Content-Type": CONTENT_TYPE})
 
+    async def going_away(app: web.Application) -> None:
+        stopping.set()
+        # Without this a stopping engine keeps every open stream up (answering pings) while aiohttp waits for the
+        # handlers to end: clients would go on saying "connected" to an engine that is gone.
+        for ws in [ws for sockets in outlet.sockets.values() for ws in sockets]:
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"the engine is stopping")
+
+    app.on_shutdown.append(going_away)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/stream", stream)

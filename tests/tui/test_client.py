@@ -201,7 +201,7 @@ async def test_unreachable_engine_is_retried_until_closed() -> None:
         consumer = group.create_task(consume())
         while delays_used < 3:
             await asyncio.sleep(0.01)
-        assert client.status.startswith("disconnected: ")
+        assert client.status.startswith("disconnected, retrying in ")
         with pytest.raises(NotConnected):
             await client.send_command("/backup now")
         await client.close()

@@ -31,7 +31,17 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
 from yarl import URL
 
-from engine.client.snapshots import AlertView, AuditView, EventView, RulesView, RunView, Snapshot, TaskView
+from engine.client.snapshots import (
+    AlertView,
+    AuditView,
+    EventTrace,
+    EventView,
+    RulesView,
+    RunView,
+    Snapshot,
+    TaskDetail,
+    TaskView,
+)
 from engine.core.errors import HeraldError
 from engine.core.ids import new_id
 
@@ -101,6 +111,14 @@ class EngineClient(Protocol):
 
     async def press(self, button_id: str) -> None:
         """Press an alert's button (an id from an `AlertView`) as the token's principal; answered like a command."""
+        ...
+
+    async def event_trace(self, event_id: str) -> EventTrace:
+        """An event's trace: the rules that ran on it (states, effects) and why each other rule did not match."""
+        ...
+
+    async def task_detail(self, task_id: str) -> TaskDetail:
+        """A task with its whole output."""
         ...
 
     async def close(self) -> None:
@@ -300,6 +318,28 @@ class RemoteEngineClient:
             self._unanswered.pop(frame["id"], None)
             raise NotConnected(f"engine unreachable: the connection dropped: {_describe(exc)}") from exc
 
+    async def event_trace(self, event_id: str) -> EventTrace:
+        return EventTrace.model_validate(await self._get(f"/api/v1/events/{event_id}"))
+
+    async def task_detail(self, task_id: str) -> TaskDetail:
+        return TaskDetail.model_validate(await self._get(f"/api/v1/tasks/{task_id}"))
+
+    async def _get(self, path: str) -> object:
+        """GET one of the engine's JSON resources with the token; EngineClientError says why it failed."""
+        scheme = {"ws": "http", "wss": "https"}.get(self.url.scheme, self.url.scheme)
+        url = self.url.with_scheme(scheme).with_path(path)
+        timeout = aiohttp.ClientTimeout(total=self._connect_timeout)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                async with session.get(url, headers={"Authorization": f"Bearer {self._token()}"}) as response:
+                    body = await response.json(content_type=None)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise EngineClientError(f"engine unreachable: {_describe(exc)}") from exc
+        if response.status != 200:
+            reason = body.get("error") if isinstance(body, dict) else None
+            raise EngineClientError(f"the engine answered {response.status}: {reason or 'no reason given'}")
+        return body
+
     async def close(self) -> None:
         """Close the connection and stop reconnecting; `updates()` then ends."""
         self._closed.set()
@@ -356,8 +396,12 @@ class StaticEngineClient:
         *,
         status: str = "connected",
         reply: Callable[[str], str] | None = None,
+        traces: dict[str, EventTrace] | None = None,
+        tasks: dict[str, TaskDetail] | None = None,
     ) -> None:
         self.status = status
+        self.traces = traces or {}
+        self.tasks = tasks or {}
         self.sent: list[str] = []
         self.pressed: list[str] = []
         self.closed = False
@@ -384,6 +428,16 @@ class StaticEngineClient:
     async def press(self, button_id: str) -> None:
         """Record the press."""
         self.pressed.append(button_id)
+
+    async def event_trace(self, event_id: str) -> EventTrace:
+        if event_id not in self.traces:
+            raise EngineClientError(f"the engine answered 404: no event {event_id!r} in the journal")
+        return self.traces[event_id]
+
+    async def task_detail(self, task_id: str) -> TaskDetail:
+        if task_id not in self.tasks:
+            raise EngineClientError(f"the engine answered 404: no task {task_id!r}")
+        return self.tasks[task_id]
 
     async def close(self) -> None:
         """End `updates()`."""

@@ -19,7 +19,16 @@ from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from engine.client.snapshots import AlertView, AuditView, EventView, ReloadView, RulesView, RunView, TaskView
+from engine.client.snapshots import (
+    AlertView,
+    AuditView,
+    EventView,
+    ReloadView,
+    RulesView,
+    RunView,
+    TaskDetail,
+    TaskView,
+)
 from engine.core.bus import Subscription
 from engine.core.errors import AuthError
 from engine.core.events import Actor, ReplyTo
@@ -28,6 +37,7 @@ from engine.delivery.connector import AddressError
 from engine.delivery.message import Capabilities, Conversation, Message, MessageRef
 from engine.intake.decoding import UnreadableInput, ascii_header, load_json
 from engine.intake.intake import Incoming, Intake, Outcome
+from engine.runs import trace
 from engine.security import keys
 from engine.security.identity import Directory
 from engine.server.metrics import CONTENT_TYPE, Observed
@@ -157,6 +167,26 @@ def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -
             await asyncio.gather(sender, watcher, return_exceptions=True)
         return ws
 
+    async def event_detail(request: web.Request) -> web.Response:
+        claims = await authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
+        event_id, graph = request.match_info["id"], engine.graph
+        found = await engine.db.call(lambda conn: trace.event_trace(conn, event_id, graph))
+        if found is None:
+            return json_error(404, f"no event {event_id!r} in the journal")
+        return web.json_response(found.model_dump(mode="json"))
+
+    async def task_detail(request: web.Request) -> web.Response:
+        claims = await authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
+        task = await engine.tasks.get(request.match_info["id"])
+        if task is None:
+            return json_error(404, f"no task {request.match_info['id']!r}")
+        detail = TaskDetail(task=task.view(), output=task.output, error=task.error or "", earlier=task.earlier)
+        return web.json_response(detail.model_dump(mode="json"))
+
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(text=await render_metrics(engine), headers={"Content-Type": CONTENT_TYPE})
 
@@ -172,6 +202,8 @@ def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/stream", stream)
     app.router.add_post("/api/v1/reload", reload)
+    app.router.add_get("/api/v1/events/{id}", event_detail)  # what the TUI's Enter shows
+    app.router.add_get("/api/v1/tasks/{id}", task_detail)
 
 
 async def _pump(ws: web.WebSocketResponse, engine: ApiHost, sub: Subscription) -> None:

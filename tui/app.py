@@ -23,7 +23,8 @@ from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, Tab
 from engine.client.remote import EngineClient, EngineClientError, Reply, Update
 from engine.client.snapshots import AlertView, AuditView, EventView, RuleEntry, RulesView, RunView, Snapshot, TaskView
 from tui.alerts import AlertsTable
-from tui.tables import RecordTable, clock, last_line, short_id
+from tui.detail import DetailScreen, audit_text, rule_text, task_text, trace_text
+from tui.tables import ROW_CAP, RecordTable, clock, last_line, short_id
 
 RULES_CAP = 20_000
 """Rules shown: the whole rule set of any realistic installation."""
@@ -51,6 +52,7 @@ class RunsTable(RecordTable[RunView]):
         ("event", "Event"),
         ("detail", "Detail"),
     )
+    WIDTHS: ClassVar[dict[str, int]] = {"rule": 24}
 
     def key_of(self, record: RunView) -> str:
         return record.run_id
@@ -64,15 +66,14 @@ class TasksTable(RecordTable[TaskView]):
     under the cursor (through `/cancel`, so the engine decides whether you may)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("c", "cancel_task", "Cancel task")]
+    WIDTHS: ClassVar[dict[str, int]] = {"command": 18, "script": 14}
 
     def action_cancel_task(self) -> None:
-        if self.row_count == 0:
-            return
-        row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
+        record = self.current()
         app = self.app
-        if isinstance(app, HeraldApp) and row_key.value is not None:
-            app.show_reply(f"sent: /cancel {row_key.value}")
-            app.send_command(f"/cancel {row_key.value}")
+        if isinstance(app, HeraldApp) and record is not None:
+            app.show_reply(f"sent: /cancel {record.task_id}")
+            app.send_command(f"/cancel {record.task_id}")
 
     COLUMNS = (
         ("task", "Task"),
@@ -117,21 +118,41 @@ class AuditTable(RecordTable[AuditView]):
 
 
 class RulesTable(RecordTable[RuleEntry]):
-    """The running rules in file order, by name, with where each is written."""
+    """The running rules in file order: name, trigger as written, status, and where each is written."""
 
-    COLUMNS = (("name", "Rule"), ("location", "Where"))
+    COLUMNS = (("name", "Rule"), ("trigger", "Trigger"), ("status", "Status"), ("location", "Where"))
+    WIDTHS: ClassVar[dict[str, int]] = {"name": 20, "trigger": 36}
+
+    def __init__(self, *, id: str, cap: int = ROW_CAP) -> None:
+        super().__init__(id=id, cap=cap)
+        self.statuses: dict[str, str] = {}
 
     def key_of(self, record: RuleEntry) -> str:
         return record.name
 
     def cells_of(self, record: RuleEntry) -> tuple[str, ...]:
-        return (record.name, record.location)
+        return (record.name, record.trigger, self.statuses.get(record.name, "running"), record.location)
 
     def load(self, records: Iterable[RuleEntry]) -> None:
         """Show a whole rule set at once, the cursor staying at the top (rules are read, not followed)."""
         self.clear()
+        self.records.clear()
         for record in list(records)[: self.cap]:
+            self.records[self.key_of(record)] = record
             self.add_row(*self.cells_of(record), key=self.key_of(record))
+
+
+def rule_statuses(view: RulesView) -> dict[str, str]:
+    """Each rule's status in a word or two: new or changed by the last reload, or kept from before a rejected one
+    when its file is among the broken ones (the rest simply run)."""
+    last = view.last
+    statuses = {name: "added" for name in last.added} | {name: "changed" for name in last.changed}
+    if last.status == "rejected":
+        broken = {diag.path for diag in last.diagnostics}
+        for rule in view.rules:
+            if rule.location.rsplit(":", 1)[0] in broken:
+                statuses[rule.name] = "kept (file broken)"
+    return statuses
 
 
 def rules_status(view: RulesView) -> str:
@@ -145,7 +166,7 @@ def rules_problems(view: RulesView) -> str:
     """Every diagnostic of a rejected reload as `file:line:col: message`, one a line ("" when it was accepted)."""
     if view.last.status != "rejected":
         return ""
-    lines = [str(diag) for diag in view.last.diagnostics]
+    lines = [f"{diag}\n{diag.source}" if diag.source else str(diag) for diag in view.last.diagnostics]
     return "\n".join(lines)
 
 
@@ -168,8 +189,9 @@ class RulesPane(TabPane):
         self.status.set_class(view.last.status == "rejected", "-error")
         self.problems.update(rules_problems(view))
         self.problems.display = view.last.status == "rejected"
-        names = [entry.name for entry in view.rules]
-        if names != [str(key.value) for key in self.table.rows]:
+        statuses = rule_statuses(view)
+        if view.rules != list(self.table.records.values()) or statuses != self.table.statuses:
+            self.table.statuses = statuses
             self.table.load(view.rules)
 
 
@@ -237,11 +259,15 @@ class HeraldApp(App[None]):
     TITLE = "Herald"
     CSS_PATH = "app.tcss"
     AUTO_FOCUS = None  # an auto-focused Input would swallow q, 1-5 and / as text
+    ENABLE_COMMAND_PALETTE = False  # its footer entry would push ours off an 80-column screen; `?` lists the keys
     BINDINGS: ClassVar[list[BindingType]] = [
+        # One footer entry for the six tab keys, so the footer fits 80 columns.
+        *(Binding(str(n), f"show_view('{view}')", "Tabs" if n == 1 else view.title(), show=n == 1,
+                  key_display="1-6" if n == 1 else None) for n, view in enumerate(VIEWS, start=1)),
+        Binding("slash", "focus_command", "Command"),
+        Binding("question_mark", "show_keys", "Keys"),
         Binding("q", "quit", "Quit"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
-        *(Binding(str(n), f"show_view('{view}')", view.title()) for n, view in enumerate(VIEWS, start=1)),
-        Binding("slash", "focus_command", "Command"),
         Binding("escape", "leave_command", "Back to table", show=False),
     ]
 
@@ -341,6 +367,41 @@ class HeraldApp(App[None]):
         if text:
             self.show_reply(f"sent: {text}")
             self.send_command(text)
+        self.action_leave_command()  # the keys are the table's again: arrows, Enter, 1-6, q
+
+    def on_data_table_row_selected(self, message: DataTable.RowSelected) -> None:
+        """Enter on a row: open the record in full (fetching an event's trace or a task's output first)."""
+        table = message.data_table
+        record = table.current() if isinstance(table, RecordTable) else None
+        if isinstance(record, AuditView):
+            self.push_screen(DetailScreen(audit_text(record)))
+        elif isinstance(record, RuleEntry):
+            self.push_screen(DetailScreen(rule_text(record)))
+        elif isinstance(record, EventView):
+            self.open_detail("event", record.id)
+        elif isinstance(record, RunView):
+            self.open_detail("event", record.event_id)
+        elif isinstance(record, AlertView) and record.event_id:
+            self.open_detail("event", record.event_id)
+        elif isinstance(record, TaskView):
+            self.open_detail("task", record.task_id)
+
+    @work(group="detail", exclusive=True)
+    async def open_detail(self, kind: str, key: str) -> None:
+        """Fetch what the detail screen shows from the engine, without blocking the UI."""
+        try:
+            if kind == "task":
+                text = task_text(await self.client.task_detail(key))
+            else:
+                text = trace_text(await self.client.event_trace(key))
+        except EngineClientError as exc:
+            self.show_reply(f"no detail for {kind} {key}: {exc}", error=True)
+            return
+        self.push_screen(DetailScreen(text))
+
+    def action_show_keys(self) -> None:
+        """List every key the console answers to."""
+        self.push_screen(DetailScreen(keys_text()))
 
     @work(group="commands")
     async def send_command(self, text: str) -> None:
@@ -368,6 +429,24 @@ class HeraldApp(App[None]):
         active = self.query_one(TabbedContent).active
         if active:
             self.query_one(f"#{active}-table", DataTable).focus()
+
+
+KEYS = (
+    ("1-6", "switch tab: " + ", ".join(f"{n} {view.title()}" for n, view in enumerate(VIEWS, start=1))),
+    ("up/down", "move in the table (also pgup, pgdn, home, end)"),
+    ("enter", "open the row's detail: an event's trace, a task's whole output, an audit entry, a rule"),
+    ("/", "type a command (enter sends it, escape goes back to the table)"),
+    ("escape", "back to the table (from the command line or a detail)"),
+    ("c", "Tasks tab: cancel the task under the cursor"),
+    ("a", "Alerts tab: press the alert's Acknowledge button"),
+    ("m", "Alerts tab: press the alert's Mute button"),
+    ("?", "this list"),
+    ("q", "quit (ctrl+q from anywhere)"),
+)
+
+
+def keys_text() -> str:
+    return "Keys\n\n" + "\n".join(f"{key:<9} {what}" for key, what in KEYS)
 
 
 def make_app(client: EngineClient) -> HeraldApp:

@@ -8,7 +8,9 @@ diagnostic (engine.reload). It sends a snapshot, then every update; a client may
 buttons of alerts (`{"type": "press", "button": "<the button's id from an alert update>"}`), which act as the
 token's subject (the local token may name another principal with `as`) exactly as a chat user's would, and whose
 progress and result come back as `reply` frames on the same socket. The token is checked again while the stream is
-open: revoked or expired, the stream is closed with the reason (code 1008).
+open: revoked or expired, the stream is closed with the reason (code 1008); a stopping engine closes every stream
+(code 1001) so clients see it at once. `GET /api/v1/events/{id}` (an event's trace, engine.runs.trace) and
+`GET /api/v1/tasks/{id}` (a task's whole output) take the same tokens: what the TUI's Enter shows (docs/tui.md).
 """
 
 from __future__ import annotations

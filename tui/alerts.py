@@ -39,7 +39,7 @@ class AlertsTable(RecordTable[AlertView]):
         ("state", "State"),
         ("buttons", "Buttons"),
     )
-    WIDTHS: ClassVar[dict[str, int]] = {"service": 12, "alert": 24}
+    WIDTHS: ClassVar[dict[str, int]] = {"service": 10, "alert": 20}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "press('ack')", "Acknowledge"),
         Binding("m", "press('mute')", "Mute"),

@@ -10,6 +10,8 @@ from textual.widgets._footer import FooterKey
 
 from engine.client.remote import StaticEngineClient
 from engine.client.snapshots import (
+    AlertView,
+    ButtonView,
     DiagnosticView,
     EventTrace,
     ReloadView,
@@ -40,7 +42,11 @@ RULES = RulesView(
                                                 message="unknown team 'opz'",
                                                 source="   on alert notify opz\n                   ^^^")]),
 )
-FULL = SNAPSHOT.model_copy(update={"rules": RULES})
+ALERT = AlertView(fingerprint="f1", status="firing", time=EVENT.time, name="DiskFullOnTheBiggestVolume",
+                  severity="critical", service="database-replica-eu-west", summary="/var is 97% full",
+                  event_id=EVENT.id, acknowledged_by="alice", muted_until="2025-11-27T18:40:05+00:00",
+                  buttons=[ButtonView(id="b1", label="Unmute", action="unmute")])
+FULL = SNAPSHOT.model_copy(update={"rules": RULES, "alerts": [ALERT]})
 
 
 def client() -> StaticEngineClient:
@@ -83,6 +89,7 @@ async def test_at_80x24_every_tab_shows_its_key_columns_and_the_footer_its_keys(
             await pilot.press(str(n))
             await pilot.pause()
             table = app.query_one(f"#{view}-table", DataTable)
+            assert table.row_count >= 1, view
             assert table.region.height >= 5, view  # rows to read, not a sliver
             left = 0
             for key, column in table.columns.items():

@@ -1,4 +1,5 @@
-"""How observers (the TUI) talk to an engine: a small protocol plus a WebSocket and an in-memory implementation.
+"""How observers (the TUI) talk to an engine: a small protocol and its WebSocket implementation (an in-memory one
+for tests is engine/client/static.py).
 
 The TUI imports only this module and `engine.snapshots`, so it holds plain snapshot records and never engine
 objects. `RemoteEngineClient` speaks the `/api/v1/stream` protocol:
@@ -385,62 +386,3 @@ def _fatal_error(exc: BaseException, url: URL) -> EngineClientError:
     if isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status == 404:
         return EngineClientError(f"no event stream at {url} (HTTP 404): is this a Herald engine URL?")
     return EngineClientError(f"cannot connect to the engine at {url}: {_describe(exc)}")
-
-
-class StaticEngineClient:
-    """An in-memory `EngineClient` for tests: yields canned updates, takes pushed ones, records commands."""
-
-    def __init__(
-        self,
-        updates: list[Update],
-        *,
-        status: str = "connected",
-        reply: Callable[[str], str] | None = None,
-        traces: dict[str, EventTrace] | None = None,
-        tasks: dict[str, TaskDetail] | None = None,
-    ) -> None:
-        self.status = status
-        self.traces = traces or {}
-        self.tasks = tasks or {}
-        self.sent: list[str] = []
-        self.pressed: list[str] = []
-        self.closed = False
-        self._reply = reply
-        self._queue: asyncio.Queue[Update | None] = asyncio.Queue()
-        for update in updates:
-            self._queue.put_nowait(update)
-
-    def push(self, update: Update) -> None:
-        """Deliver one more update to the consumer, as a live engine would."""
-        self._queue.put_nowait(update)
-
-    async def updates(self) -> AsyncIterator[Update]:
-        """Yield the given and pushed updates until `close()`."""
-        while (update := await self._queue.get()) is not None:
-            yield update
-
-    async def send_command(self, text: str) -> None:
-        """Record the command and, if a `reply` function was given, answer it with a Reply update."""
-        self.sent.append(text)
-        if self._reply is not None:
-            self.push(Reply(id=f"static-{len(self.sent)}", text=self._reply(text)))
-
-    async def press(self, button_id: str) -> None:
-        """Record the press."""
-        self.pressed.append(button_id)
-
-    async def event_trace(self, event_id: str) -> EventTrace:
-        if event_id not in self.traces:
-            raise EngineClientError(f"the engine answered 404: no event {event_id!r} in the journal")
-        return self.traces[event_id]
-
-    async def task_detail(self, task_id: str) -> TaskDetail:
-        if task_id not in self.tasks:
-            raise EngineClientError(f"the engine answered 404: no task {task_id!r}")
-        return self.tasks[task_id]
-
-    async def close(self) -> None:
-        """End `updates()`."""
-        if not self.closed:
-            self.closed = True
-            self._queue.put_nowait(None)

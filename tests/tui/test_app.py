@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable, Input, Static, TabbedContent
 
-from engine.client.remote import StaticEngineClient
 from engine.client.snapshots import AuditView, EventView, RunView, Snapshot, TaskView
+from engine.client.static import StaticEngineClient
 from tui import make_app
 from tui.app import HeraldApp
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from textual.widgets import DataTable, Static, TabbedContent
 
-from engine.client.remote import StaticEngineClient
 from engine.client.snapshots import DiagnosticView, ReloadView, RuleEntry, RulesView, Snapshot
+from engine.client.static import StaticEngineClient
 from tui import make_app
 
 LOADED = RulesView(

@@ -8,7 +8,6 @@ import pytest
 from textual.widgets import DataTable, Input, Static, TabbedContent
 from textual.widgets._footer import FooterKey
 
-from engine.client.remote import StaticEngineClient
 from engine.client.snapshots import (
     AlertView,
     ButtonView,
@@ -21,6 +20,7 @@ from engine.client.snapshots import (
     TaskDetail,
     TraceStep,
 )
+from engine.client.static import StaticEngineClient
 from tests.tui.test_app import EVENT, RUN, SNAPSHOT, TASK
 from tui import make_app
 from tui.app import VIEWS, HeraldApp

@@ -10,12 +10,17 @@ objects. `RemoteEngineClient` speaks the `/api/v1/stream` protocol:
     client -> {"type": "press", "button": "<a button id from an alert>", "id": "<client id>"}
     server -> {"type": "reply", "id": "<client id>", "text": "..."}
 
+and reads the details the stream does not carry: `GET /api/v1/events/{id}` (an `EventTrace`) and
+`GET /api/v1/tasks/{id}` (a `TaskDetail`). It pings every HEARTBEAT_S, so a silent engine is noticed within
+seconds; a command or press the connection took but the engine never answered comes back as a `Reply` with
+`error=True` when the connection drops, so nothing typed vanishes without a word.
+
 Exceptions (all derive from `engine.errors.HeraldError`):
 
     EngineClientError        the client could not do what was asked
     ├── TokenMissing         `<data dir>/api-token` is missing or empty
     ├── AuthRejected         the engine answered 401/403: retrying cannot help
-    └── NotConnected         send_command while no connection is open
+    └── NotConnected         send_command while no connection is open ("engine unreachable")
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ log = logging.getLogger(__name__)
 
 STREAM_PATH = "/api/v1/stream"
 TOKEN_FILE = "api-token"
+UNANSWERED_KEPT = 100
 HEARTBEAT_S = 3.0
 """Seconds between pings; a pong missing for half of that ends the connection. An engine that stopped answering
 (stopped, hung, or behind a dead network) is seen within ~5 s instead of trusted for a minute."""
@@ -313,6 +319,8 @@ class RemoteEngineClient:
         if ws is None or ws.closed:
             raise NotConnected(f"engine unreachable ({self.status})")
         self._unanswered[frame["id"]] = what
+        if len(self._unanswered) > UNANSWERED_KEPT:  # an engine that never answers must not grow this for ever
+            self._unanswered.pop(next(iter(self._unanswered)))
         try:
             await ws.send_json(frame)
         except (aiohttp.ClientError, ConnectionError) as exc:

@@ -250,6 +250,18 @@ class Runtime:
                                                                   text))
 
 
+def recent_runs(conn: sqlite3.Connection, limit: int) -> list[RunView]:
+    """The latest state of the `limit` runs that moved last, oldest first: what observers see after a restart.
+
+    Only the trace's tail is read (a run writes a handful of states), so a long history costs nothing at start."""
+    latest: dict[str, RunView] = {}
+    for row in conn.execute("SELECT * FROM run_trace ORDER BY rowid DESC LIMIT ?", (limit * 8,)):
+        if row["run_id"] not in latest and len(latest) < limit:
+            latest[row["run_id"]] = RunView(run_id=row["run_id"], event_id=row["event_id"], rule=row["rule"],
+                                            state=row["state"], time=row["time"], detail=row["detail"])
+    return list(reversed(latest.values()))
+
+
 def trace_of(conn: sqlite3.Connection, run_id: str) -> list[str]:
     """The states a run went through, in order (for tests and the API)."""
     return [row["state"] for row in conn.execute("SELECT state FROM run_trace WHERE run_id = ? ORDER BY rowid",

@@ -538,6 +538,8 @@ class Engine:
             board.restore(fingerprint, acknowledged_by=status.acknowledged_by, muted_until=status.muted_until,
                           buttons=tuple(Button(id=b.handle, label=b.label, action=b.action, arg=b.arg)
                                         for b in buttons))
+        for run in await self.db.call(runtime.recent_runs, RECENT_ON_START):  # with their final states
+            self.bus.publish(run)
         for task in await self.tasks.recent(RECENT_ON_START):
             self.bus.publish(task.view())
         for entry in await self.audit.recent(RECENT_ON_START):

@@ -40,9 +40,8 @@ from engine.delivery.connector import Connector
 from engine.delivery.delivery import Delivery
 from engine.delivery.message import Conversation
 from engine.delivery.outbox import Outbox, Outgoing
-from engine.delivery.outlets import Audience, Button, Notification
+from engine.delivery.outlets import Audience, Notification
 from engine.delivery.progress import OutputRelay
-from engine.delivery.render import following
 from engine.intake.intake import Intake
 from engine.intake.secrets import SecretIntake
 from engine.plugin import kv
@@ -55,14 +54,14 @@ from engine.runs import actions, alerts, confirm, runtime, schedules, stateful, 
 from engine.runs.alert_board import AlertBoard
 from engine.runs.alerts import AlertState
 from engine.runs.builtins import press_refusal
-from engine.runs.run import Services, event_view
+from engine.runs.run import Services
 from engine.runs.runtime import Runtime
 from engine.runs.upstream_silences import UpstreamSilences
 from engine.sandbox.runner import Sandbox
 from engine.security import audit, identity, keys
 from engine.security.audit import AuditLog
 from engine.security.identity import Directory
-from engine.server import full_disk
+from engine.server import full_disk, restore
 from engine.server.api import API_PURPOSE, StreamConnector, add_routes
 from engine.server.local_token import LocalToken
 from engine.server.metrics import Metrics
@@ -349,7 +348,9 @@ class Engine:
         require_private_folder(self.config.data_dir)  # 0700, or refuse to start (engine/core/private.py)
         await full_disk.open_store(self.db, SCHEMAS, host=self.config.http.host, port=self.config.http.port,
                                    ssl_context=tls_context(self.config.http))
-        await self._load_recent()
+        await restore.publish_recent(self.bus, self.runtime.services.board, journal=self.journal, alerts=self.alerts,
+                                     outbox=self.outbox, db=self.db, tasks=self.tasks, audit=self.audit,
+                                     limit=RECENT_ON_START)
         await self.alerts.load()
         await self.sandbox.start()
         stream = StreamConnector()
@@ -525,22 +526,3 @@ class Engine:
                               item.id if isinstance(item, Event) else item[:80])
             finally:
                 self._waiting -= 1
-
-    async def _load_recent(self) -> None:
-        board = self.runtime.services.board
-        for event in await self.journal.recent(RECENT_ON_START):
-            self.bus.publish(event_view(event))
-            board.seen(event)  # alerts as last heard of
-        for fingerprint in board.firing():  # ... with who acknowledged or muted them, and their buttons still good
-            status = await self.alerts.status(fingerprint)
-            sent = await self.outbox.notifications_of_alert(fingerprint, limit=1)
-            buttons = following(sent[-1].message, status).buttons if sent else ()
-            board.restore(fingerprint, acknowledged_by=status.acknowledged_by, muted_until=status.muted_until,
-                          buttons=tuple(Button(id=b.handle, label=b.label, action=b.action, arg=b.arg)
-                                        for b in buttons))
-        for run in await self.db.call(runtime.recent_runs, RECENT_ON_START):  # with their final states
-            self.bus.publish(run)
-        for task in await self.tasks.recent(RECENT_ON_START):
-            self.bus.publish(task.view())
-        for entry in await self.audit.recent(RECENT_ON_START):
-            self.bus.publish(entry)

@@ -16,6 +16,7 @@ import logging
 import sqlite3
 
 from dsl import EventGraph
+from dsl.values import human_duration
 from engine.client.snapshots import EventView, RunView
 from engine.core.events import AlertData, ButtonData, Cause, CommandData, Event, MessageData, TaskData, utcnow
 from engine.core.ids import derived_id
@@ -239,7 +240,7 @@ class Runtime:
         await self.services.audit_publish("task.retry", task.requested_by or "system", task=task.task_id,
                                           script=task.params.script, failed=failed, attempt=task.attempt,
                                           attempts=task.attempts, not_before=task.not_before.isoformat())
-        text = f"{failed}; retrying in {delay_s:.0f}s (attempt {task.attempt} of {task.attempts})"
+        text = f"{failed}; retrying in {human_duration(delay_s)} (attempt {task.attempt} of {task.attempts})"
         await self._trace(task.run_id, task.event_id, task.rule, RunState.EXECUTE, text)
         await self.services.delivery.reply(task.reply_to, Progress(task.run_id, task.rule, RunState.EXECUTE.value,
                                                                   text))

@@ -222,12 +222,13 @@ class Runtime:
         if task.depth + 1 > actions.MAX_EMIT_DEPTH:
             return
         duration = (task.end_time - task.start_time).total_seconds() if task.end_time and task.start_time else None
-        tail = task.output[-TAIL_CHARS:]
+        # Only what the script wrote to each stream; Herald's own reason (cancelled, could not start) goes with stderr.
+        stderr = "\n".join(part for part in (task.stderr_tail.rstrip("\n"), task.error or "") if part)
         await services.submit([Event(
             id=derived_id(task.create_time, "task-event", task.task_id), source="tasks", reply_to=task.reply_to,
             data=TaskData(task_id=task.task_id, script=task.params.script, status=task.status,
-                          exit_code=task.exit_code, duration=duration, stdout_tail=tail,
-                          stderr_tail=(task.error or tail)[-TAIL_CHARS:], rule=task.rule),
+                          exit_code=task.exit_code, duration=duration,
+                          stdout_tail=task.stdout_tail[-TAIL_CHARS:], stderr_tail=stderr[-TAIL_CHARS:], rule=task.rule),
             cause=Cause(root=task.event_id, parent=task.event_id, depth=task.depth + 1),
         )])
 

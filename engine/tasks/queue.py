@@ -394,7 +394,8 @@ def _finished(task: TaskRecord, result: SandboxResult, *, container: str | None)
     else:
         status = "succeeded" if result.exit_code == 0 else "failed"
     update: dict[str, object] = {"status": status, "end_time": utcnow(), "exit_code": result.exit_code,
-                                 "output": result.output, "output_bytes": result.output_bytes, "container": container}
+                                 "output": result.output, "output_bytes": result.output_bytes, "container": container,
+                                 "stdout_tail": result.stdout_tail, "stderr_tail": result.stderr_tail}
     if result.enforced:
         update.update(enforced=list(result.enforced), limits_note=result.limits_note)
     return task.model_copy(update=update)

@@ -35,6 +35,9 @@ on message matching /^hello\b/ reply "hi {message.user}"
 on command big require role admin check disk "/" has 999999tb free run backup.sh
 on command echo <first: word> <rest: text> require role admin run echo.sh args "{command.first}" "{command.rest}"
 on task echo.sh succeeded reply "echo finished: {task.status} {task.exit_code}"
+on command noisy require role admin run noisy.sh
+on task noisy.sh failed reply "stderr: {task.stderr_tail}"
+on task noisy.sh failed reply "stdout: {task.stdout_tail}"
 team people = @bob
 on command page require role admin notify people saying "paged by {command.user}"
 '''
@@ -46,6 +49,9 @@ async def engine(config: Config) -> AsyncIterator[Engine]:
     echo = config.scripts_dir / "echo.sh"
     echo.write_text('#!/bin/sh\nfor a in "$@"; do echo "arg=[$a]"; done\n')
     os.chmod(echo, 0o755)
+    noisy = config.scripts_dir / "noisy.sh"
+    noisy.write_text('#!/bin/sh\necho out-1\necho err-1 >&2\necho out-2\necho err-2 >&2\nexit 3\n')
+    os.chmod(noisy, 0o755)
     async with running_engine(config) as engine:
         yield engine
 
@@ -117,6 +123,17 @@ async def test_script_arguments_from_templates_and_the_task_trigger(engine: Engi
         follow_up = await alice.wait_for(lambda f: f["type"] == "reply" and "echo finished" in f["text"])
     assert result["ok"] and result["output"].splitlines() == ["arg=[one]", "arg=[two; $(three)]"]
     assert follow_up["text"] == "echo finished: succeeded 0"
+
+
+async def test_task_stderr_tail_holds_only_stderr_and_stdout_tail_only_stdout(engine: Engine) -> None:
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        frames = await _answers(alice, "/noisy", until="result")
+        result = next(f for f in frames if f["type"] == "result")
+        stderr = await alice.wait_for(lambda f: f["type"] == "reply" and f["text"].startswith("stderr:"))
+        stdout = await alice.wait_for(lambda f: f["type"] == "reply" and f["text"].startswith("stdout:"))
+    assert sorted(result["output"].splitlines()) == ["err-1", "err-2", "out-1", "out-2"]  # the chat sees both
+    assert stderr["text"].split() == ["stderr:", "err-1", "err-2"]
+    assert stdout["text"].split() == ["stdout:", "out-1", "out-2"]
 
 
 async def test_a_team_declared_in_a_rule_file_reaches_its_person(engine: Engine) -> None:

@@ -14,9 +14,10 @@ from engine.delivery.outlets import Text
 from engine.intake import secrets
 from engine.runs import confirm
 from engine.runs.run import Services, who
+from engine.runs.usage import BUILTIN_USAGE, command_help
 
 BUILTIN_COMMANDS = {
-    "help": "list the commands you may run",
+    "help": "list the commands you may run; /help COMMAND shows how to call one",
     "whoami": "say which person this account acts for",
     "link": "bind this account to a person with a one-time token from `herald identity link NAME`",
     "cancel": "stop a task you started (admins: any task): /cancel TASK_ID",
@@ -29,7 +30,7 @@ BUILTIN_BUTTONS = frozenset({"ack", "mute", confirm.BUTTON})
 
 async def run_builtin(event: Event, data: CommandData, graph: EventGraph, services: Services) -> None:
     if data.name == "help":
-        text = help_text(event, graph, services)
+        text = help_text(event, graph, services, data.args[0] if data.args else None)
     elif data.name == "whoami":
         text = whoami(event, services)
     elif data.name == "cancel":
@@ -39,10 +40,20 @@ async def run_builtin(event: Event, data: CommandData, graph: EventGraph, servic
     await services.delivery.reply(event.reply_to, Text(text))
 
 
-def help_text(event: Event, graph: EventGraph, services: Services) -> str:
-    """The commands this caller may run: a rule allows them and the caller has the roles it requires."""
+def help_text(event: Event, graph: EventGraph, services: Services, command: str | None = None) -> str:
+    """The commands this caller may run (a rule allows them and the caller has the roles it requires), or with
+    `command`, how to call that one."""
     principal = event.actor.principal if event.actor else None
     roles = services.directory.roles_of(principal)
+    if command is not None:
+        command = command.removeprefix("/")
+        if command in BUILTIN_USAGE and (principal is not None or command in UNLINKED_COMMANDS):
+            line, what = BUILTIN_USAGE[command]
+            return f"{line}: {what}."
+        usage = command_help(command, graph, principal, roles)
+        if usage is not None:
+            return usage
+        return f"There is no command /{command}. {help_text(event, graph, services)}"
     allowed = {
         name for name, rules in graph.commands().items()
         if principal is not None and any(set(rule.required_roles) <= roles for rule in rules)

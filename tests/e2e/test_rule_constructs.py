@@ -143,3 +143,20 @@ async def test_a_team_declared_in_a_rule_file_reaches_its_person(engine: Engine)
         note = await bob.wait_for(lambda f: f["type"] == "notification")
     assert note["text"] == "paged by alice"
     assert not any(f["type"] == "notification" for f in alice.frames)
+
+
+async def test_help_for_one_command_shows_its_usage_and_who_may_run_it(engine: Engine) -> None:
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice, \
+            ChatClient.connect(chat_url(engine), BOB_TOKEN) as bob:
+        assert _texts(await _answers(alice, "/help deploy")) == [
+            "/deploy <env: prod|staging> [<delay: duration = 0s>]: needs role admin (you may run it)."]
+        assert _texts(await _answers(bob, "/help /deploy")) == [
+            "/deploy <env: prod|staging> [<delay: duration = 0s>]: needs role admin (you lack admin)."]
+        assert _texts(await _answers(bob, "/help note")) == [
+            "/note <words: text>: anyone linked to a person may run it."]
+        assert _texts(await _answers(alice, "/help big")) == [
+            '/big: needs role admin (you may run it); before it runs: check disk "/" has 999999t free.']
+        cancel = _texts(await _answers(alice, "/help cancel"))[0]
+        assert cancel.startswith("/cancel TASK_ID: stop a task you started")
+        unknown = _texts(await _answers(alice, "/help nothing"))[0]
+        assert unknown.startswith("There is no command /nothing. You can run:")

@@ -15,8 +15,10 @@ BUILTIN_USAGE = {
     "help": ("/help [COMMAND]", "list the commands you may run, or show how to call one"),
     "whoami": ("/whoami", "say which person this account acts for"),
     "link": ("/link TOKEN", "bind this account to a person with a one-time token from `herald identity link NAME`"),
-    "cancel": ("/cancel TASK_ID", "stop a task you started (admins: any task); the first characters of its id "
-                                  "are enough when no other task starts with them"),
+    "cancel": ("/cancel TASK_ID", "stop a task you started (admins: any task); the first or the last characters "
+                                  "of its id (at least 4) are enough when they name one task"),
+    "status": ("/status TASK_ID", "how a task you started (admins: any task) is doing; its id may be shortened "
+                                  "as for /cancel"),
 }
 
 

@@ -22,7 +22,7 @@ BUILTIN_COMMANDS = {
     "whoami": "say which person this account acts for",
     "link": "bind this account to a person with a one-time token from `herald identity link NAME`",
     "cancel": "stop a task you started (admins: any task): /cancel TASK_ID",
-    "status": "how a task you started (admins: any task) is doing: /status TASK_ID",
+    "task": "how a task you started (admins: any task) is doing: /task TASK_ID",
 }
 # All an account that is not linked to a person may do.
 UNLINKED_COMMANDS = frozenset({"help", "whoami", "link"})
@@ -37,8 +37,8 @@ async def run_builtin(event: Event, data: CommandData, graph: EventGraph, servic
         text = whoami(event, services)
     elif data.name == "cancel":
         text = await cancel(event, data, services)
-    elif data.name == "status":
-        text = await status(event, data, services)
+    elif data.name == "task":
+        text = await task_status(event, data, services)
     else:
         text = await link(event, data, services)
     await services.delivery.reply(event.reply_to, Text(text))
@@ -124,9 +124,9 @@ async def cancel(event: Event, data: CommandData, services: Services) -> str:
     return await services.cancel_task(task.task_id, principal)
 
 
-async def status(event: Event, data: CommandData, services: Services) -> str:
+async def task_status(event: Event, data: CommandData, services: Services) -> str:
     if len(data.args) != 1:
-        return "Usage: /status TASK_ID (the id in the task's progress messages, or its first or last characters)."
+        return "Usage: /task TASK_ID (the id in the task's progress messages, or its first or last characters)."
     principal = event.actor.principal if event.actor else None
     task = await task_named(data.args[0], services)
     if isinstance(task, str):

@@ -17,7 +17,7 @@ BUILTIN_USAGE = {
     "link": ("/link TOKEN", "bind this account to a person with a one-time token from `herald identity link NAME`"),
     "cancel": ("/cancel TASK_ID", "stop a task you started (admins: any task); the first or the last characters "
                                   "of its id (at least 4) are enough when they name one task"),
-    "status": ("/status TASK_ID", "how a task you started (admins: any task) is doing; its id may be shortened "
+    "task": ("/task TASK_ID", "how a task you started (admins: any task) is doing; its id may be shortened "
                                   "as for /cancel"),
 }
 

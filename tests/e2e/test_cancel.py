@@ -76,7 +76,7 @@ async def _reply(client: ChatClient, text: str) -> str:
     return str((await client.wait_for(lambda f: f.get("in_reply_to") == msg and f["type"] == "reply"))["text"])
 
 
-async def test_short_task_ids_work_in_cancel_and_status_and_an_ambiguous_one_lists_the_candidates(
+async def test_short_task_ids_work_in_cancel_and_task_and_an_ambiguous_one_lists_the_candidates(
         engine: Engine) -> None:
     async with ChatClient.connect(chat_url(engine), BOB_TOKEN) as bob:
         await bob.say("/long")
@@ -84,11 +84,11 @@ async def test_short_task_ids_work_in_cancel_and_status_and_an_ambiguous_one_lis
         await bob.say("/long")
         pending = await _running_task(engine, "pending")
         # the TUI shows an id's last 8 characters; people type them in any case
-        assert await _reply(bob, f"/status {pending[-8:].lower()}") == \
+        assert await _reply(bob, f"/task {pending[-8:].lower()}") == \
             f"Task {pending} (long.sh, started by bob): pending."
         ambiguous = await _reply(bob, f"/cancel {running[:4]}")  # ids made moments apart share their start
         assert ambiguous == f"'{running[:4]}' could be any of these tasks: {pending}, {running}. Type more of its id."
         assert await _reply(bob, "/cancel 01") == "There is no task '01'."  # too short to mean one
         assert await _reply(bob, f"/cancel {pending[-8:]}") == f"Cancelled task {pending} before it started."
         assert (await _reply(bob, f"/cancel {running[:-1]}")).startswith(f"Stopping task {running}")
-        assert (await _reply(bob, "/help status")).startswith("/status TASK_ID: how a task you started")
+        assert (await _reply(bob, "/help task")).startswith("/task TASK_ID: how a task you started")

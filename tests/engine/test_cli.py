@@ -261,6 +261,15 @@ def test_check_knows_the_engines_limits_memory_cron_and_people(workdir: Path) ->
     assert "5 errors in 2 file(s)" in err
 
 
+def test_check_refuses_a_rule_on_one_of_heralds_own_commands(workdir: Path) -> None:
+    (workdir / "rules" / "own.rules").write_text('on command task reply "mine"\non command status reply "up"\n')
+    result = herald("check", cwd=workdir)
+    assert result.returncode == 1
+    assert ("rules/own.rules:1:1: /task is one of Herald's own commands (/cancel, /help, /link, /task, /whoami); "
+            "a rule on it would never run") in result.stderr
+    assert "1 error in 2 file(s)" in result.stderr  # /status is free for rules
+
+
 def test_the_examples_check_on_a_stock_install(tmp_path: Path) -> None:
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     assert herald("init", cwd=tmp_path).returncode == 0

@@ -233,6 +233,17 @@ def test_a_config_typo_while_running_is_a_config_rejection_and_fixing_it_is_logg
         _wait_for_log(workdir, "the problems reported before are fixed")
 
 
+def test_fixing_a_broken_rule_file_while_running_is_logged(workdir: Path) -> None:
+    rules = workdir / "rules" / "ops.rules"
+    good = rules.read_text()
+    with running_herald(workdir, "--port", "0"):
+        rules.write_text(good + "on alert notify nowhere\n")
+        log = _wait_for_log(workdir, "rules rejected")
+        assert "unknown team 'nowhere'" in log
+        rules.write_text(good)
+        _wait_for_log(workdir, "the problems reported before are fixed")
+
+
 @pytest.mark.parametrize("command", [["init"], ["fmt"], ["graph"], ["test"], ["check"]])
 def test_every_config_option_says_what_it_is(command: list[str], workdir: Path) -> None:
     result = herald(*command, "--help", cwd=workdir)

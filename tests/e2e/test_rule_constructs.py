@@ -160,3 +160,15 @@ async def test_help_for_one_command_shows_its_usage_and_who_may_run_it(engine: E
         assert cancel.startswith("/cancel TASK_ID: stop a task you started")
         unknown = _texts(await _answers(alice, "/help nothing"))[0]
         assert unknown.startswith("There is no command /nothing. You can run:")
+
+
+async def test_a_run_without_a_script_ends_with_a_result_after_its_reply(engine: Engine) -> None:
+    """docs/chat-protocol.md: the reply frame, then a result with what each action did and no task."""
+    async with ChatClient.connect(chat_url(engine), BOB_TOKEN) as bob:
+        frames = await _answers(bob, "/note the disk is fine", until="result")
+    kinds = [f["type"] for f in frames if f["type"] in ("reply", "result")]
+    assert kinds == ["reply", "result"]
+    result = frames[-1]
+    assert (result["ok"], result["text"], result["task"], result["exit_code"], result["output"]) == \
+        (True, "replied", None, None, "")
+    assert [f["state"] for f in frames if f["type"] == "progress"][-1] == "REPORT_RESULT"

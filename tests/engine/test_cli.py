@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -164,6 +166,35 @@ def test_send_and_reload_find_the_engine_the_data_folder_names(workdir: Path) ->
         assert reload.returncode == 0, reload.stderr
         after = herald("send", "alert", "severity=warning", "--url", url, cwd=workdir)  # --url after the kind
         assert after.returncode == 0, after.stderr
+
+
+def test_send_command_takes_a_short_task_id(
+        workdir: Path, rules_dir: Path) -> None:
+    assert herald("init", cwd=workdir).returncode == 0  # api_principal admin, as the README sets it up
+    script = rules_dir / "scripts" / "short.sh"  # rules_dir: where the sandbox user can read the script
+    script.write_text("#!/bin/sh\necho started\nsleep 2\n")
+    script.chmod(0o755)
+    with (rules_dir / "ops.rules").open("a") as rules:
+        rules.write("on command short require role admin run short.sh\n")
+    with running_herald(workdir, "--port", "0", "--rules", str(rules_dir)):
+        first = herald("send", "command", "/short", "--timeout", "1", cwd=workdir)
+        assert first.returncode == 1 and "no result within 1 s" in first.stderr  # its result comes later
+        match = re.search(r"task ([0-9A-Z]{26}) queued", first.stdout)
+        assert match, first.stdout
+        task = match.group(1)
+        deadline = time.monotonic() + 60
+        while _task_status(workdir, task) != "succeeded":
+            assert time.monotonic() < deadline, "the task did not finish"
+            time.sleep(0.1)
+        status = herald("send", "command", f"/task {task[-8:].lower()}", cwd=workdir)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout == f"Task {task} (short.sh, started by admin): succeeded, exit code 0.\nstarted\n"
+
+
+def _task_status(workdir: Path, task: str) -> str | None:
+    with contextlib.closing(sqlite3.connect(workdir / ".herald" / "herald.db")) as db:
+        row = db.execute("SELECT status FROM tasks WHERE task_id = ?", (task,)).fetchone()
+    return row[0] if row else None
 
 
 def test_a_port_in_use_is_a_one_line_error(workdir: Path) -> None:

@@ -69,14 +69,15 @@ async def wait_until_ok(url: str, *, process: subprocess.Popen[bytes] | None = N
 
 
 @asynccontextmanager
-async def start_alertmanager(folder: Path, config_yaml: str) -> AsyncIterator[Alertmanager]:
-    """Run a real Prometheus Alertmanager (clustering off, a free port) with this config until the block ends."""
+async def start_alertmanager(folder: Path, config_yaml: str, port: int | None = None) -> AsyncIterator[Alertmanager]:
+    """Run a real Prometheus Alertmanager (clustering off, on `port` or a free one) with this config until the block
+    ends."""
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     assert binary, "prometheus-alertmanager is not installed (bash .ci/setup installs it)"
     folder = folder / "alertmanager"
     (folder / "data").mkdir(parents=True)
     (folder / "am.yml").write_text(config_yaml)
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     with open(folder / "am.log", "wb") as log:
         process = subprocess.Popen(

@@ -57,8 +57,8 @@ async def _serve(config: Config, name: str) -> int:
         raise
     sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_folder, owner=f"worker-{name}")
     runner = TaskWorkers(queue=None, sandbox=sandbox, on_finished=_nothing)
-    worker = RedisWorker(config.queue, name=name, link=link, signer=signer, run_task=runner.execute,
-                         cancel_task=runner.cancel)
+    worker = RedisWorker(config.queue, name=name, host=socket.gethostname(), link=link, signer=signer,
+                         run_task=runner.execute, take_over=runner.take_over, cancel_task=runner.cancel)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -66,7 +66,9 @@ async def _serve(config: Config, name: str) -> int:
     tasks: list[asyncio.Task[None]] = []
     try:
         await sandbox.start()
-        await sandbox.remove_leftovers()  # of an earlier run under this name (a worker's tasks are not adopted yet)
+        # Of an earlier run under this name: the ones that never started. A started one is adopted by the worker
+        # that takes its task over (engine.tasks.recovery.take_over), this one included.
+        await sandbox.remove_leftovers(keep_started=True)
         tasks = [asyncio.create_task(worker.run(), name="worker-loop"),
                  asyncio.create_task(runner.monitor(), name="task-monitor")]
         stopping = asyncio.create_task(stop.wait(), name="stop-signal")

@@ -12,7 +12,16 @@ import tomllib
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dsl.catalog import DEFAULT_SEVERITIES
 from dsl.diagnostics import did_you_mean
@@ -142,6 +151,9 @@ class AlertsConfig(_Strict):
     severity_aliases: dict[str, str] = Field(default_factory=dict)
     # A team that gets a plain notification of every firing alert no rule matched (None: a warning in the log).
     unmatched: str | None = None
+    # Alertmanager's address (http://host:9093): a Mute on one of its alerts becomes a silence there too, expired
+    # when the alert resolves (engine/runs/upstream_silences.py). None: mutes stay in Herald.
+    alertmanager_url: AnyHttpUrl | None = None
 
     @model_validator(mode="after")
     def _scale(self) -> AlertsConfig:
@@ -182,6 +194,9 @@ class Config(_Strict):
     queue: QueueConfig = Field(default_factory=QueueConfig)
     # Accepted events waiting for the dispatcher; beyond this, webhooks get 503 + Retry-After and chat "busy".
     max_queued_events: int = Field(default=10_000, ge=1)
+    # Below this much free space on the data folder's disk, new events are refused (503 + Retry-After, chat "busy")
+    # so that what was accepted can still be handled; 0 refuses only once writes fail.
+    min_free_disk_mb: int = Field(default=64, ge=0)
     # Who may press the built-in Acknowledge and Mute buttons: a person with any one of these roles (a rule
     # `on button mute require role admin` tightens it further). Checked before the button is used up.
     button_roles: list[str] = Field(default_factory=lambda: ["admin", "operator"])

@@ -9,6 +9,7 @@
     ├── AuthError            a token, signature or button did not verify (the message says why)
     ├── DurabilityError      a commit could not be made durable (the fsync failed); its writes may not survive a
     │                        crash
+    │   └── StorageFull      the data disk is full or failing: writes fail until it takes them again
     ├── Busy                 the engine cannot accept more work right now; retry later
     ├── CommandTextError     chat text that cannot be a command (engine.intake.commands)
     ├── CronError            a schedule that is not a valid cron expression (engine.runs.schedules)
@@ -55,12 +56,20 @@ class DurabilityError(HeraldError):
     """The database could not make a commit durable: the writes in it may be lost by a crash or power cut."""
 
 
+class StorageFull(DurabilityError):
+    """The data disk cannot take writes (full, out of quota, failing): nothing new is accepted until it can."""
+
+
 class AuthError(HeraldError):
     """A credential was refused: expired, forged, replayed, revoked or for another purpose."""
 
 
 class Busy(HeraldError):
-    """The engine cannot accept more work right now; the sender should retry later."""
+    """The engine cannot accept more work right now; the sender should retry after `retry_after_s` seconds."""
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class QueueError(HeraldError):

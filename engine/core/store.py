@@ -16,11 +16,17 @@ A failed fsync (a disk error) is not survived by guessing: every write of that c
 pages it could not write, and SQLite stops replaying a WAL at its first bad frame, which would take later commits
 with it), so the next commit is answered only after a full checkpoint copied the whole WAL into the database file,
 synced it, and started the WAL anew. Until that works, each commit fails the same way; nothing waits forever.
+
+A disk that is full or failing (SQLite's "database or disk is full", an I/O error, ENOSPC) fails the writes it hits
+with `StorageFull`, and `trouble` says why until a commit succeeds again; deferred rows that failed that way are kept
+and ride with the next commit instead of being dropped. The engine refuses new work meanwhile and `probe`s the disk
+until it takes writes again (engine.server.app).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import os
@@ -32,7 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.core import private
-from engine.core.errors import DurabilityError
+from engine.core.errors import DurabilityError, StorageFull
 
 T = TypeVar("T")
 
@@ -58,9 +64,11 @@ def connect(path: Path) -> sqlite3.Connection:
 class Database:
     """An SQLite file in the data folder, reached only through `call` and the writes from async code."""
 
-    def __init__(self, data_dir: Path, *, fsync: Callable[[int], None] = os.fsync) -> None:
-        """`fsync` syncs the WAL's file descriptor (tests pass one that fails, as a failing disk does)."""
+    def __init__(self, data_dir: Path, *, fsync: Callable[[int], None] = os.fsync, min_free_bytes: int = 0) -> None:
+        """`fsync` syncs the WAL's file descriptor (tests pass one that fails, as a failing disk does);
+        below `min_free_bytes` free on its disk the store reports trouble (see `check_space`)."""
         self.path = data_dir / DB_NAME
+        self.min_free_bytes = min_free_bytes
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="herald-fsync")
         self._fsync = fsync
         self._wal_fd: int | None = None  # used on the fsync thread only
@@ -79,21 +87,30 @@ class Database:
         self._committer: asyncio.Future[None] | None = None
         self._deferred: asyncio.TimerHandle | None = None
         self.commits = 0  # transactions committed by `write` (for benchmarks and tests)
+        self._write_trouble: str | None = None  # why writes fail now; None once one succeeds
+        self._space_trouble: str | None = None  # too little free space, as `check_space` last saw it
 
     async def open(self, schemas: Iterable[str | Callable[[sqlite3.Connection], None]]) -> None:
         """Open the file and apply each schema: SQL text, or a function (a migration of an older file)."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=private.FOLDER_MODE)
-
-        conn = self._conn = connect(self.path)
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-            conn.execute("PRAGMA synchronous=NORMAL")  # each commit is made durable by `_sync` instead
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on a thread, not inside a commit
-            self._fsync_wal = True
-        for schema in schemas:
-            if callable(schema):
-                schema(conn)
-            else:
-                conn.executescript(schema)
+        if not self.check_space():
+            raise StorageFull(f"the data disk has too little room: {self.trouble}")
+        try:
+            conn = self._conn = connect(self.path)
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                conn.execute("PRAGMA synchronous=NORMAL")  # each commit is made durable by `_sync` instead
+                conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on a thread, not inside a commit
+                self._fsync_wal = True
+            for schema in schemas:
+                if callable(schema):
+                    schema(conn)
+                else:
+                    conn.executescript(schema)
+        except Exception as exc:  # a full disk is worth waiting for (the caller may); anything else is not
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            raise self._classified(exc) from None
         await self._sync()
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -102,7 +119,10 @@ class Database:
         loop)."""
         conn = self._require()
         changes = conn.total_changes
-        result = fn(conn, *args, **kwargs)
+        try:
+            result = fn(conn, *args, **kwargs)
+        except Exception as exc:
+            raise self._classified(exc) from None
         if conn.total_changes != changes:
             await self._sync()
         return result
@@ -154,6 +174,8 @@ class Database:
             self._start_commit()
             assert self._committer is not None
             await asyncio.shield(self._committer)
+            if self.trouble is not None:  # what is kept back waits for a disk that takes writes (or a replay)
+                return
 
     def _start_commit(self) -> None:
         if self._committer is None or self._committer.done():
@@ -188,8 +210,9 @@ class Database:
                 if error is not exc:
                     error.__cause__ = exc
                 outcomes = [(False, error) if ok else (ok, value) for ok, value in outcomes]
+            waiting = self._keep_deferred(batch, outcomes, rows)
             for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-                if future.done():
+                if future.done() or id(future) in waiting:
                     continue
                 if ok:
                     future.set_result(value)
@@ -197,26 +220,97 @@ class Database:
                     future.set_exception(value)
             if not self._awaited:  # only deferred writes are left: they wait for company (or their timer)
                 break
-        if self._pending or self._rows:
+        if (self._pending or self._rows) and self.trouble is None:  # else they wait for a write that works
             self._defer_commit()
 
     def _commit_batch(self, works: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
         conn = self._require()
         try:
             results = transaction(conn, lambda c: [work(c) for work in works])
-            self.commits += 1
+            self._committed()
             return [(True, result) for result in results]
         except Exception as exc:
-            if len(works) == 1:
-                return [(False, exc)]
+            error = self._classified(exc)
+            if len(works) == 1 or isinstance(error, StorageFull):  # a full disk fails them all alike
+                return [(False, error)] * len(works)
         outcomes: list[tuple[bool, Any]] = []
         for work in works:  # isolate the failing write(s)
             try:
                 outcomes.append((True, transaction(conn, work)))
-                self.commits += 1
+                self._committed()
             except Exception as exc:
-                outcomes.append((False, exc))
+                outcomes.append((False, self._classified(exc)))
         return outcomes
+
+    @property
+    def trouble(self) -> str | None:
+        """Why the disk should not be given new work now (full, failing, or below the free space asked for)."""
+        return self._write_trouble or self._space_trouble
+
+    def check_space(self) -> bool:
+        """Compare the disk's free space with `min_free_bytes`; False (and `trouble` says so) when below it."""
+        if not self.min_free_bytes:
+            return True
+        stats = os.statvfs(self.path.parent)
+        free = stats.f_bavail * stats.f_frsize
+        low = free < self.min_free_bytes
+        if low and self._space_trouble is None:
+            log.error("only %d MB free on the disk of %s (at least %d MB asked for by min_free_disk_mb): new work is "
+                      "refused until there is room", free >> 20, self.path.parent, self.min_free_bytes >> 20)
+        elif not low and self._space_trouble is not None:
+            log.warning("%s has room again (%d MB free)", self.path.parent, free >> 20)
+        self._space_trouble = f"{free >> 20} MB free, {self.min_free_bytes >> 20} MB needed" if low else None
+        return not low
+
+    def _committed(self) -> None:
+        self.commits += 1
+        if self._write_trouble is not None:
+            log.warning("%s takes writes again", self.path)
+            self._write_trouble = None
+
+    def _classified(self, exc: Exception) -> Exception:
+        """`exc`, or a StorageFull in its place when it says the disk is full or failing (noted in `trouble`)."""
+        reason = storage_trouble(exc)
+        if reason is None:
+            return exc
+        if self._write_trouble is None:
+            log.error("%s cannot take writes: %s; new work is refused until it can", self.path, reason)
+        self._write_trouble = reason
+        error = StorageFull(f"the data disk cannot take writes: {reason}")
+        error.__cause__ = exc
+        return error
+
+    def _keep_deferred(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
+                       outcomes: list[tuple[bool, Any]], rows: dict[str, list[tuple[Any, ...]]]) -> set[int]:
+        """Bookkeeping nobody waits on is not lost to a full disk: put it back to ride with a later commit (its
+        future is answered then). Returns the ids of the futures kept waiting."""
+        kept = []
+        for n, ((work, future), (ok, value)) in enumerate(zip(batch, outcomes, strict=True)):
+            if ok or not isinstance(value, StorageFull) or not isinstance(future, _Deferred):
+                continue
+            if rows and n == len(batch) - 1:  # the rows of `defer_row`, which nobody holds a future of
+                for sql, values in rows.items():
+                    self._rows[sql] = values + self._rows.get(sql, [])
+                outcomes[n] = (True, None)
+            else:
+                kept.append((work, future))
+        self._pending[:0] = kept
+        return {id(future) for _, future in kept}
+
+    async def probe(self) -> bool:
+        """Check the free space and try one small durable write (with any writes kept back); True when the disk
+        takes writes again."""
+        def touch(conn: sqlite3.Connection) -> None:
+            conn.execute("CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL)")
+            conn.execute("INSERT OR REPLACE INTO store_probe (id, at) VALUES (1, ?)", (time.time(),))
+
+        if not self.check_space():
+            return False
+        try:
+            await self.write(touch)
+        except (StorageFull, DurabilityError):
+            return False
+        return self.trouble is None
 
     async def _sync(self) -> None:
         """Make every commit so far durable, or raise DurabilityError (see the module docstring)."""
@@ -229,6 +323,7 @@ class Database:
         except Exception as exc:
             self.sync_failures += 1
             self._wal_suspect = True
+            self._write_trouble = storage_trouble(exc) or f"commits cannot be made durable ({exc!r})"
             log.error("could not make commits to %s durable (%r); their writers are told so, and the next commit "
                       "first copies the WAL into the database file and starts it anew", self.path, exc)
             raise DurabilityError(f"the commit could not be made durable: {exc}") from exc
@@ -289,6 +384,9 @@ class Database:
     async def close(self) -> None:
         if self._conn is not None:
             await self.flush()
+            if self._pending or self._rows:
+                log.warning("closing with %d deferred writes the full disk did not take (events they concern are "
+                            "replayed at the next start)", len(self._pending) + sum(map(len, self._rows.values())))
             if self._deferred is not None:
                 self._deferred.cancel()
                 self._deferred = None
@@ -309,8 +407,12 @@ def _execute_rows(rows: dict[str, list[tuple[Any, ...]]], conn: sqlite3.Connecti
         conn.executemany(sql, values)
 
 
+class _Deferred(asyncio.Future[Any]):
+    """The future of a write nobody waits on (`write_soon`, `defer_row`): on a full disk it is kept, not failed."""
+
+
 def _logged_future() -> asyncio.Future[Any]:
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future = _Deferred(loop=asyncio.get_running_loop())
     future.add_done_callback(_log_failure)
     return future
 
@@ -321,12 +423,29 @@ def _log_failure(future: asyncio.Future[Any]) -> None:
 
 
 def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    """Run `work` inside BEGIN IMMEDIATE ... COMMIT, rolling back on any error."""
+    """Run `work` inside BEGIN IMMEDIATE ... COMMIT, rolling back on any error (a failed COMMIT included: after a
+    full disk SQLite may already have rolled back by itself, or not)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = work(conn)
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return result
+
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
+_FULL_SQLITE = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN}
+
+
+def storage_trouble(exc: BaseException) -> str | None:
+    """What is wrong with the disk, if `exc` says it is full or failing; None for any other error."""
+    if isinstance(exc, StorageFull):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+        return os.strerror(exc.errno or 0).lower()
+    if isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _FULL_SQLITE:
+        return str(exc)
+    return None

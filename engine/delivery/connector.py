@@ -8,6 +8,9 @@ A connector declares its platform and `Capabilities` and implements:
   idempotency key, which a platform that deduplicates (Matrix transaction ids, Discord nonces) should pass on;
 - `edit(ref, message, key=, seq=)`: replace a sent message's content (only called when `capabilities.edits`).
 
+A connector whose addresses may name a chat otherwise than by its id (a Matrix room alias) also implements
+`NamesChats.chat_id`, so that Herald keeps every conversation under the one name its replies come from.
+
 Delivery failures are classified by the exception a connector raises, so the shared senders decide what to do:
 
     DeliveryError            (engine.core.errors.HeraldError)
@@ -62,4 +65,15 @@ class Connector(Protocol):
         ...
 
     async def edit(self, ref: MessageRef, message: Message, *, key: str, seq: int) -> MessageRef:
+        ...
+
+
+@runtime_checkable
+class NamesChats(Protocol):
+    """Optional, for a platform where one chat has several addresses (Matrix: `#ops:server` and `!id:server`)."""
+
+    async def chat_id(self, chat: str) -> str:
+        """The chat's own id for the address `chat` (as replies from it carry), so that what Herald keeps per
+        conversation (the outbox, numbered choices, who a notification reached) names it one way. `chat` itself
+        when it is an id already, or cannot be resolved now: the send then resolves it, or fails saying why."""
         ...

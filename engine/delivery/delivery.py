@@ -19,7 +19,7 @@ from typing import Any
 
 from engine.core.events import ReplyTo
 from engine.core.ids import new_id
-from engine.delivery.connector import Connector
+from engine.delivery.connector import Connector, NamesChats
 from engine.delivery.message import Conversation, Message
 from engine.delivery.outbox import Outbox, Outgoing
 from engine.delivery.outlets import AlertStatus, Audience, Notification, OutMessage, Progress, Result, Text
@@ -124,9 +124,12 @@ class Delivery:
     async def notify(self, audience: Audience, message: Notification | OutMessage, *, key: str | None = None) -> Reach:
         """Queue `message` for every conversation of `audience`; durable when this returns."""
         base = key or new_id()
-        conversations, unreachable = await self._resolve(audience)
+        named, unreachable = await self._resolve(audience)
+        conversations = list(named.values())
         body = to_message(message)
-        items = [Outgoing(key=f"{base}/{c.address}", to=c, message=body) for c in conversations]
+        # The key names the conversation as the team did, so a replayed run repeats it even if the chat's id was
+        # resolved differently in between (a room alias the homeserver could not be asked about the first time).
+        items = [Outgoing(key=f"{base}/{address}", to=c, message=body) for address, c in named.items()]
         await self._put(items, wait=True)
         reach = Reach(tuple(conversations), tuple(unreachable))
         if isinstance(message, Notification) and not conversations:
@@ -203,19 +206,23 @@ class Delivery:
             if sender is not None:
                 sender.offer(rows)
 
-    async def _resolve(self, audience: Audience) -> tuple[list[Conversation], list[str]]:
+    async def _resolve(self, audience: Audience) -> tuple[dict[str, Conversation], list[str]]:
+        """The audience's conversations (by the address that named each) and who cannot be reached."""
         conversations: dict[str, Conversation] = {}
+        chats: set[str] = set()  # each chat once, however many addresses name it
         unreachable: list[str] = []
 
-        def add(conversation: Conversation) -> None:
+        def add(conversation: Conversation, named: str | None = None) -> None:
             sender = self._senders.get(conversation.platform)
             if sender is not None and sender.connector.capabilities.notifications:
-                conversations.setdefault(conversation.address, conversation)
+                if conversation.address not in chats:
+                    chats.add(conversation.address)
+                    conversations.setdefault(named or conversation.address, conversation)
             else:
                 unreachable.append(conversation.address)
 
         for target in audience.targets:
-            add(target)
+            add(await self._chat_id(target), target.address)
         # Only ask where people can be reached (a database read) when some platform besides Herald's chat could.
         others = any(p != HERALD_CHAT and s.connector.capabilities.notifications for p, s in self._senders.items())
         for principal in audience.members:
@@ -230,7 +237,15 @@ class Delivery:
                     found = True
             if not found:
                 unreachable.append(f"@{principal}")
-        return list(conversations.values()), sorted(set(unreachable))
+        return conversations, sorted(set(unreachable))
+
+    async def _chat_id(self, to: Conversation) -> Conversation:
+        """`to` named by its chat's own id, where its connector knows chats by several names (NamesChats)."""
+        sender = self._senders.get(to.platform)
+        if sender is None or not isinstance(sender.connector, NamesChats):
+            return to
+        chat = await sender.connector.chat_id(to.chat)
+        return to if chat == to.chat else Conversation(platform=to.platform, chat=chat, thread=to.thread)
 
     async def _delivered(self, done: Delivered) -> None:
         item = done.item
@@ -242,6 +257,8 @@ class Delivery:
             return
         data: dict[str, Any] = {"platform": item.to.platform, "chat": item.to.chat,
                                 "event": item.message.meta.get("event"), "rule": item.message.meta.get("rule")}
+        if item.message.meta.get("alert"):  # so an alert's history lists where it was sent
+            data["alert"] = item.message.meta["alert"]
         if done.outcome == "failed":
             self._audit("notification.failed", "system", **data, error=done.error)
         elif done.outcome == "sent" and done.ref is not None and done.ref.recipients == 0:

@@ -9,12 +9,15 @@ outgoing message is journaled in the outbox before it is sent.
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # What a message is about; Herald's own chat keeps one frame type per kind, other platforms read only the text.
 MessageKind = Literal["notification", "reply", "progress", "result", "output"]
 MAX_HANDLE_BYTES = 64  # the smallest button payload of any platform (Telegram's callback_data)
+MAX_URL = 2048  # a link button's URL (Slack takes 3000; Discord's link buttons 512, which drops longer ones)
+MAX_LINK_LABEL = 64
 
 
 class _Record(BaseModel):
@@ -46,8 +49,40 @@ class Button(_Record):
 
 
 class LinkButton(_Record):
-    label: str
-    url: str
+    """A button that opens a web page (an alert's runbook, dashboard, source): an http(s) URL, nothing else, since
+    a chat client opens it for whoever taps it (no `javascript:`, `data:`, `file:` or app schemes)."""
+
+    label: str = Field(min_length=1, max_length=MAX_LINK_LABEL)
+    url: str = Field(max_length=MAX_URL)
+
+    @field_validator("url")
+    @classmethod
+    def _web_address(cls, url: str) -> str:
+        problem = url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
+        return url
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be a link button, or None: an absolute http or https URL with a host, no spaces or control
+    characters, and no user name or password in it (a secret would be shown to everyone in the chat)."""
+    if len(url) > MAX_URL:
+        return f"a link is longer than {MAX_URL} characters"
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return "a link may not contain spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return f"not a URL: {url[:80]!r}"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"a link must be an http or https URL, not {parts.scheme or 'relative'}: {url[:80]!r}"
+    if not parts.hostname:
+        return f"a link needs a host: {url[:80]!r}"
+    if parts.username is not None or parts.password is not None:
+        return "a link may not carry a user name or password"
+    return None
 
 
 class Message(_Record):

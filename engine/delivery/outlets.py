@@ -6,10 +6,11 @@ go. The runtime addresses people and conversations, never a platform's connector
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
-from engine.delivery.message import Conversation
+from engine.delivery.message import Conversation, LinkButton
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Notification:
     buttons: tuple[Button, ...] = ()
     severity: str | None = None
     alert: str | None = None  # the fingerprint of the alert it is about: its message follows the alert's state
+    links: tuple[LinkButton, ...] = ()  # the alert's runbook, dashboard, source... (engine.runs.links)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ class AlertStatus:
     muted_by: str | None = None
     muted_until: datetime | None = None
     resolved_at: datetime | None = None
+
+    def as_json(self) -> dict[str, str | None]:
+        return {name: value.isoformat() if isinstance(value, datetime) else value
+                for name, value in dataclasses.asdict(self).items()}
 
 
 @dataclass(frozen=True)

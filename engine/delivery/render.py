@@ -23,7 +23,7 @@ def to_message(message: Notification | OutMessage, in_reply_to: str | None = Non
             kind="notification", text=message.text, severity=message.severity,
             buttons=tuple(Button.model_construct(handle=b.id, label=b.label, action=b.action, arg=b.arg)
                           for b in message.buttons),
-            meta={"event": message.event_id, "rule": message.rule, "alert": message.alert})
+            links=message.links, meta={"event": message.event_id, "rule": message.rule, "alert": message.alert})
     if isinstance(message, Progress):
         text = f"{message.rule}: {message.state}" + (f" - {message.detail}" if message.detail else "")
         return Message(kind="progress", text=text, in_reply_to=in_reply_to,

@@ -28,6 +28,11 @@ COMMANDS_ONLY_TEXT = "Commands start with '/'; try /help."
 RefusalCode = Literal["busy", "bad_request", "not_command", "button_refused"]
 
 
+def busy_text(exc: Busy) -> str:
+    """What a person is told when Herald cannot take their command now, and why."""
+    return f"{BUSY_TEXT} ({exc})"
+
+
 @dataclass(frozen=True)
 class Incoming:
     """One thing a person sent: a message (`text`) or a press (`button`, the handle the platform carried)."""
@@ -136,9 +141,9 @@ class Intake:
 
         try:
             await self._submit([event for _, event in batch], acknowledge=acknowledge)
-        except Busy:
+        except Busy as exc:
             for item, _ in batch:
-                await refused(Outcome(item, code="busy", text=BUSY_TEXT))
+                await refused(Outcome(item, code="busy", text=busy_text(exc)))
 
     async def _press_one(self, item: Incoming, accepted: Answer | None, refused: Answer) -> None:
         assert item.button is not None
@@ -151,5 +156,5 @@ class Intake:
             await self._press(item.button, item.actor, item.reply_to, acknowledge=acknowledge)
         except AuthError as exc:
             await refused(Outcome(item, code="button_refused", text=f"button refused: {exc}"))
-        except Busy:
-            await refused(Outcome(item, code="busy", text=BUSY_TEXT))
+        except Busy as exc:
+            await refused(Outcome(item, code="busy", text=busy_text(exc)))

@@ -22,6 +22,7 @@ from engine.delivery.connector import Connector
 from engine.delivery.message import Capabilities
 from engine.delivery.outbox import Outgoing
 from engine.intake.intake import Intake
+from engine.plugin.commands import CommandInfo, CommandsChanged
 from engine.security.identity import Directory
 
 Unload = Callable[[], Awaitable[None]]
@@ -125,6 +126,17 @@ class IntegrationContext(Protocol):
 
     def now(self) -> float:
         """The engine's clock (seconds since the epoch; tests move it)."""
+        ...
+
+    def commands(self) -> tuple[CommandInfo, ...]:
+        """The commands the running rules answer to, by name, with their typed arguments (for platforms that
+        register native commands: Discord's slash commands). Built-in commands (/help, /link...) are not in it."""
+        ...
+
+    def on_commands_changed(self, callback: CommandsChanged) -> Callable[[], None]:
+        """Call `callback(catalog)` after a hot reload that changed `commands()` (a command added, removed, or its
+        arguments changed; not on a reload that left them as they were). It runs in the event loop, right after
+        the swap, so it must not block: set an event and do the work in a task of your own. Returns the detach."""
         ...
 
 

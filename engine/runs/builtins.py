@@ -212,6 +212,8 @@ async def press(event: Event, data: ButtonData, services: Services) -> None:
         until = await services.alerts.mute(data.alert_fingerprint, presser,
                                            timedelta(seconds=duration_seconds(data.arg or "")))
         text = f"Muted by {presser} until {until.isoformat(timespec='minutes')}."
+        if services.upstream is not None:
+            text += await services.upstream.mirror(data.source_event, until, presser)
         services.board.pressed(data.alert_fingerprint, "mute", muted_until=until)
         await services.delivery.follow(data.alert_fingerprint, await services.alerts.status(data.alert_fingerprint))
     else:

@@ -30,6 +30,7 @@ from engine.delivery.delivery import Delivery
 from engine.delivery.outlets import Audience
 from engine.runs.alert_board import AlertBoard
 from engine.runs.alerts import AlertState
+from engine.runs.upstream_silences import UpstreamSilences
 from engine.security.audit import AuditLog
 from engine.security.identity import Directory
 from engine.tasks.queue import TaskQueue
@@ -89,6 +90,8 @@ class Services:
     cancel_task: Callable[[str, str], Awaitable[str]] | None = None
     # The engine's stateful clauses (engine.runs.stateful.Stateful), set while they are attached.
     stateful: ClauseState | None = None
+    # Mutes mirrored into Alertmanager as silences ([alerts] alertmanager_url); None in tests that build Services.
+    upstream: UpstreamSilences | None = None
 
     async def audit_publish(self, action: str, actor: str, **data: Any) -> None:
         self.bus.publish(await self.audit.append(action, actor, **data))

@@ -18,6 +18,7 @@ import sqlite3
 from dsl import EventGraph
 from dsl.values import human_duration
 from engine.client.snapshots import EventView, RunView
+from engine.core.errors import DurabilityError
 from engine.core.events import AlertData, ButtonData, Cause, CommandData, Event, MessageData, TaskData, utcnow
 from engine.core.ids import derived_id
 from engine.core.journal import Journal
@@ -100,6 +101,8 @@ class Runtime:
                                 name=data.name, status=data.status, severity=data.severity)
             if data.status == "resolved":
                 last = await services.alerts.resolved(data.fingerprint)
+                if services.upstream is not None:
+                    await services.upstream.lift(data.fingerprint)
                 await services.delivery.follow(data.fingerprint, dataclasses.replace(
                     last, fired_at=data.starts_at, resolved_at=data.ends_at or event.time))
 
@@ -110,6 +113,8 @@ class Runtime:
             try:
                 # The run's id is derived, so a replay after a crash is the same run and its effects are not redone.
                 await self._run(RuleRun(derived_id(event.time, "run", event.id, rule.name), rule, event, dict(fields)))
+            except DurabilityError:  # not recorded: the event is not handled yet, and runs again later
+                raise
             except Exception:
                 log.exception("rule %s failed on event %s", rule.name, event.id)
         self._journal.mark_handled(event.id, now_iso(), version)

@@ -35,9 +35,11 @@ from engine.client.snapshots import RunView
 from engine.core.events import AlertData, Event
 from engine.core.ids import new_id
 from engine.core.timers import Timer, Timers, key_parts, key_prefix, state_key
+from engine.delivery.message import LinkButton
 from engine.delivery.outlets import Notification
 from engine.runs import actions, stages
 from engine.runs.alerts import ALERT_BUTTONS
+from engine.runs.links import alert_links
 from engine.runs.run import RuleRun, RunHost, RunState, Services, summarize, who
 from engine.runs.stages import PROCEED, StageOutcome
 
@@ -189,7 +191,8 @@ class Stateful:
         text = f"Escalated: not acknowledged after {format_duration(p['after'])}: {p['text']}"
         reach = await services.delivery.notify(audience, Notification(event_id=p["event"], rule=p["rule"],
                                                                       text=text, buttons=buttons,
-                                                                      severity=p.get("severity")),
+                                                                      severity=p.get("severity"),
+                                                                      links=_links(p.get("links"))),
                                                key=f"escalate/{timer.key}")
         await services.audit_publish("escalation.sent", "system", rule=p["rule"], alert=fingerprint,
                                      target=p["target"], reach=str(reach))
@@ -352,6 +355,13 @@ async def group(stage: GroupStage, run: RuleRun, services: Services, index: int)
 # -- actions ---------------------------------------------------------------------------------------------------
 
 
+def _links(stored: object) -> tuple[LinkButton, ...]:
+    """An escalation's links, as its timer kept them ([label, url] pairs; none in timers from before links)."""
+    if not isinstance(stored, list):
+        return ()
+    return tuple(LinkButton(label=label, url=url) for label, url in stored)
+
+
 @actions.handles(EscalateAction)
 async def escalate(action: EscalateAction, run: RuleRun, services: Services) -> actions.ActionOutcome:
     data = run.event.data
@@ -363,7 +373,8 @@ async def escalate(action: EscalateAction, run: RuleRun, services: Services) -> 
     due = state.now() + timedelta(seconds=action.after_s)
     key = state_key(ESCALATE, run.rule.state_key, action.fingerprint, data.fingerprint)
     payload = {"rule": run.rule.name, "alert": data.fingerprint, "target": action.target, "event": run.event.id,
-               "after": action.after_s, "text": summarize(run.event), "severity": data.severity}
+               "after": action.after_s, "text": summarize(run.event), "severity": data.severity,
+               "links": [[link.label, link.url] for link in alert_links(data)]}
     # A repeated firing notification keeps the escalation it already started; it must not push it later.
     if not await state.timers.schedule(ESCALATE, due, key, payload, replace=False):
         return actions.ActionOutcome(f"escalation to {action.target} already pending")

@@ -16,6 +16,7 @@ from engine.core.events import AlertData, Event
 from engine.delivery.outlets import Button, Notification
 from engine.runs.actions import audience_for
 from engine.runs.alerts import DEFAULT_SPECS
+from engine.runs.links import alert_links
 from engine.runs.run import Services, summarize
 
 log = logging.getLogger("herald.unmatched")
@@ -49,6 +50,7 @@ class Unmatched:
             event_id=event.id, rule=RULE, fingerprint=data.fingerprint, specs=DEFAULT_SPECS)
         services.board.offered(data.fingerprint, buttons)
         note = Notification(event_id=event.id, rule=RULE, text=f"{summarize(event)} (no rule matched this alert)",
-                            buttons=buttons, severity=data.severity, alert=data.fingerprint)
+                            buttons=buttons, severity=data.severity, alert=data.fingerprint,
+                            links=alert_links(data))
         # The key is derived from the event, so handling it again after a crash sends nothing twice.
         await services.delivery.notify(audience, note, key=f"unmatched/{event.id}")

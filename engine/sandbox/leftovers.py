@@ -52,15 +52,25 @@ def owner_filter(owner: str) -> list[str]:
 
 
 def find(client: PodmanClient, owner: str) -> list[Leftover]:
-    """Every container of `owner`, in any state. Each is checked for the owner label again here: if the filter were
-    ever ignored, the listing would hold everyone's containers, and a caller removes what it gets."""
+    """Every container of `owner`, in any state."""
+    return _labelled(client, OWNER_LABEL, owner)
+
+
+def find_task(client: PodmanClient, task_id: str) -> list[Leftover]:
+    """Every container of one task, whichever process on this machine made it (a `herald worker` that died)."""
+    return _labelled(client, TASK_LABEL, task_id)
+
+
+def _labelled(client: PodmanClient, key: str, value: str) -> list[Leftover]:
+    """The containers whose label `key` is `value`, in any state. Each is checked for the label again here: if the
+    filter were ever ignored, the listing would hold everyone's containers, and a caller removes what it gets."""
     found = []
-    for ctr in client.containers.list(all=True, filters=owner_filter(owner)):
+    for ctr in client.containers.list(all=True, filters=[f"label={key}={value}"]):
         attrs = ctr.attrs
         labels = attrs.get("Labels") or {}
-        if labels.get(OWNER_LABEL) != owner:
-            log.error("podman listed container %s of owner %r for owner %r: its label filter is not applied; "
-                      "leaving it alone", ctr.id[:12], labels.get(OWNER_LABEL), owner)
+        if labels.get(key) != value:
+            log.error("podman listed container %s with %s=%r when asked for %r: its label filter is not applied; "
+                      "leaving it alone", ctr.id[:12], key, labels.get(key), value)
             continue
         started = attrs.get("StartedAt")  # epoch seconds in the libpod listing; year 1 (negative) if never started
         found.append(Leftover(

@@ -167,11 +167,21 @@ class Sandbox:
             raise await self._classify(conn, exc) from exc
         return [left for left in found if left.container_id not in self._mine]
 
-    async def remove_leftovers(self, found: Iterable[Leftover] | None = None) -> int:
-        """Remove leftovers (by default all of `leftovers()`), killing any still running; never raises. Returns how
-        many were removed."""
+    async def containers_of_task(self, task_id: str) -> list[Leftover]:
+        """The containers of one task on this machine, whoever made them (a worker that died mid-task); raises
+        SandboxUnavailable when Podman cannot be asked."""
+        conn = await self._ensure_connected()
         try:
-            found = list(await self.leftovers() if found is None else found)
+            return await self._call(leftovers.find_task, conn.client, task_id)
+        except APIError as exc:
+            raise await self._classify(conn, exc) from exc
+
+    async def remove_leftovers(self, found: Iterable[Leftover] | None = None, *, keep_started: bool = False) -> int:
+        """Remove leftovers (by default all of `leftovers()`; with `keep_started`, only those that never started),
+        killing any still running; never raises. Returns how many were removed."""
+        try:
+            found = [left for left in (await self.leftovers() if found is None else found)
+                     if not (keep_started and left.started)]
             conn = await self._ensure_connected() if found else None
         except SandboxError as exc:
             log.warning("could not look for containers left behind by an earlier run: %s", exc)

@@ -28,7 +28,9 @@ from engine.delivery.connector import AddressError
 from engine.delivery.message import Capabilities, Conversation, Message, MessageRef
 from engine.intake.decoding import UnreadableInput, ascii_header, load_json
 from engine.intake.intake import Incoming, Intake, Outcome
+from engine.runs.alerts import AlertState
 from engine.security import keys
+from engine.security.audit import AuditLog
 from engine.security.identity import Directory
 from engine.server.metrics import CONTENT_TYPE, Observed
 from engine.server.metrics import render as render_metrics
@@ -90,12 +92,19 @@ class ApiHost(Observed, Protocol):
     def directory(self) -> Directory: ...
     @property
     def intake(self) -> Intake: ...
+    @property
+    def alerts(self) -> AlertState: ...
+    @property
+    def audit(self) -> AuditLog: ...
 
     async def reload(self, *, trigger: str = "api", actor: str = "system") -> ReloadView: ...
 
 
 def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -> None:
     async def healthz(request: web.Request) -> web.Response:
+        if engine.db.trouble is not None:  # a full or failing data disk: new events are refused until it recovers
+            return web.json_response({"status": "storage unavailable", "reason": f"the data disk cannot take writes: "
+                                      f"{engine.db.trouble}"}, status=503)
         if engine.state != "running":
             return web.json_response({"status": engine.state}, status=503)
         if engine.tasks.outage is not None:  # Redis unreachable: commands are taken, their tasks wait
@@ -153,6 +162,18 @@ def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -
             await asyncio.gather(sender, watcher, return_exceptions=True)
         return ws
 
+    async def alert(request: web.Request) -> web.Response:
+        """One alert: who acknowledged and muted it, and its history from the audit (any valid API token)."""
+        claims = await authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
+        fingerprint = request.match_info["fingerprint"]
+        history = await engine.audit.of_alert(fingerprint)
+        if not history:
+            return json_error(404, f"no alert {fingerprint!r} in the audit (give its whole fingerprint)")
+        status = await engine.alerts.status(fingerprint)
+        return web.json_response({"fingerprint": fingerprint, **status.as_json(), "history": history})
+
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(text=await render_metrics(engine), headers={"Content-Type": CONTENT_TYPE})
 
@@ -160,6 +181,7 @@ def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/stream", stream)
     app.router.add_post("/api/v1/reload", reload)
+    app.router.add_get("/api/v1/alerts/{fingerprint}", alert)
 
 
 async def _pump(ws: web.WebSocketResponse, engine: ApiHost, sub: Subscription) -> None:

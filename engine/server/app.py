@@ -12,6 +12,7 @@ import functools
 import hashlib
 import io
 import logging
+import sqlite3
 import ssl
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -27,7 +28,7 @@ from engine.client.snapshots import ReloadView
 from engine.core import journal, timers
 from engine.core.bus import Bus
 from engine.core.config import Config, HttpConfig
-from engine.core.errors import AuthError, Busy, ConfigError
+from engine.core.errors import AuthError, Busy, ConfigError, DurabilityError
 from engine.core.events import Actor, AlertData, ButtonData, Event, ReplyTo
 from engine.core.ids import new_id
 from engine.core.journal import Journal
@@ -46,19 +47,22 @@ from engine.intake.intake import Intake
 from engine.intake.secrets import SecretIntake
 from engine.plugin import kv
 from engine.plugin.api import Acknowledge, ConnectorSpec, Integration, KeyValue, Unload
+from engine.plugin.commands import CommandCatalog, CommandInfo, CommandsChanged
 from engine.plugin.discovery import active_integrations, connector_specs, discover, validate_integrations
 from engine.plugin.kv import SqliteKeyValue
 from engine.reload.reloader import ConfigSource, Fallback, Reloader, adopt_config
-from engine.runs import actions, alerts, confirm, runtime, schedules, stateful
+from engine.runs import actions, alerts, confirm, runtime, schedules, stateful, upstream_silences
 from engine.runs.alert_board import AlertBoard
 from engine.runs.alerts import AlertState
 from engine.runs.builtins import press_refusal
 from engine.runs.run import Services, event_view
 from engine.runs.runtime import Runtime
+from engine.runs.upstream_silences import UpstreamSilences
 from engine.sandbox.runner import Sandbox
 from engine.security import audit, identity, keys
 from engine.security.audit import AuditLog
 from engine.security.identity import Directory
+from engine.server import full_disk
 from engine.server.api import API_PURPOSE, StreamConnector, add_routes
 from engine.server.local_token import LocalToken
 from engine.server.metrics import Metrics
@@ -76,6 +80,12 @@ DISPATCH_LANES = 32  # rule runs in flight at once: more share each commit (8 ->
 WAITING_AS_OBJECTS = 1_000  # beyond this many waiting events, the queue keeps their JSON (see _enqueue)
 HOUSEKEEPING_EVERY_S = 3600.0
 STOP_GRACE_S = 10.0  # how long stopping waits for background tasks to end after cancelling them
+
+
+SCHEMAS: list[str | Callable[[sqlite3.Connection], None]] = [
+    journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA, keys.SCHEMA,
+    actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA, confirm.SCHEMA, outbox.SCHEMA,
+    outbox.migrate, kv.SCHEMA, kv.migrate, upstream_silences.SCHEMA]
 
 
 def lane_of(event: Event) -> int:
@@ -124,7 +134,7 @@ class Engine:
         self._fallback = fallback  # started on the last rules that compiled: reported loudly at start
         self.state: State = "new"
         self.bus = Bus()
-        self.db = Database(config.data_dir)
+        self.db = Database(config.data_dir, min_free_bytes=config.min_free_disk_mb << 20)
         self.directory = Directory(config, self.db)
         self.outbox = Outbox(self.db)
         self.delivery = Delivery(self.outbox, accounts=self.directory.accounts_of, audit=self._audit_soon)
@@ -145,6 +155,7 @@ class Engine:
         # (503 / "busy") once `max_queued_events` wait, while events raised inside (emit, task results, timers)
         # always get in, so a dispatcher can never block on its own lane.
         self._lanes: list[asyncio.Queue[Event | str]] = [asyncio.Queue() for _ in range(DISPATCH_LANES)]
+        self._stalled = full_disk.Stalled(self.db, self._requeue)  # events that hit a full disk, until it takes writes
         self._waiting = 0
         self.metrics = Metrics()
         self._app = web.Application(client_max_size=config.http.max_body_bytes)
@@ -158,7 +169,9 @@ class Engine:
         self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_folder, owner=owner)
         services = Services(config=config, directory=self.directory, db=self.db, audit=self.audit, tasks=self.tasks,
                             alerts=self.alerts, delivery=self.delivery, bus=self.bus,
-                            submit=self._submit_internal, board=AlertBoard(self.bus), cancel_task=self.cancel_task)
+                            submit=self._submit_internal, board=AlertBoard(self.bus), cancel_task=self.cancel_task,
+                            upstream=UpstreamSilences(self.db, self._alertmanager_url, lambda: self.http,
+                                                      self.audit_publish))
         self.runtime = Runtime(graph=graph, services=services, journal=self.journal,
                                declared_teams=declared_audiences(teams, self.connectors))
         self.intake = Intake(submit=self.submit, press=self.press, choices=self._choices,
@@ -167,6 +180,7 @@ class Engine:
         self._workers = TaskWorkers(queue=self.tasks, sandbox=self.sandbox, on_output=self.output_relay.line,
                                     on_finished=self.output_relay.reporting_after(self.runtime.task_finished))
         self.reloader = Reloader(self, config_source=config_source)
+        self._commands = CommandCatalog(graph)  # what integrations with native commands register
         self.timers = timers.Timers(self.db, clock=clock)  # `clock`: tests move time instead of sleeping
         self.stateful = stateful.Stateful(runtime=self.runtime, timers=self.timers,
                                           parts=(confirm.PART, schedules.PART))
@@ -185,13 +199,21 @@ class Engine:
         return self._app.router
 
     async def submit(self, events: Sequence[Event], *, acknowledge: Acknowledge | None = None) -> None:
+        if self.db.trouble is not None:  # not one more "accepted" that could not be kept
+            self.metrics.refused += len(events)
+            raise Busy(f"the data disk cannot take writes ({self.db.trouble})", retry_after_s=full_disk.RETRY_AFTER_S)
         if self.state != "running":
             self.metrics.refused += len(events)
             raise Busy(f"engine is {self.state}, not accepting events")
         if self._waiting + len(events) > self.config.max_queued_events:
             self.metrics.refused += len(events)
             raise Busy(f"{self._waiting} events are waiting to be handled")
-        await self._accept([self._on_scale(event) for event in events], acknowledge)
+        try:
+            await self._accept([self._on_scale(event) for event in events], acknowledge)
+        except DurabilityError as exc:  # journaling them failed: the sender keeps them and sends them again
+            self.metrics.refused += len(events)
+            raise Busy(f"the data disk cannot take writes ({self.db.trouble or exc})",
+                       retry_after_s=full_disk.RETRY_AFTER_S) from exc
 
     def _on_scale(self, event: Event) -> Event:
         """An alert with its severity on the configured scale; an unknown one is reported here, where it arrives."""
@@ -296,6 +318,16 @@ class Engine:
     def now(self) -> float:
         return self.timers.clock.now().timestamp()
 
+    def commands(self) -> tuple[CommandInfo, ...]:
+        return self._commands.current
+
+    def on_commands_changed(self, callback: CommandsChanged) -> Callable[[], None]:
+        return self._commands.subscribe(callback)
+
+    def _alertmanager_url(self) -> str | None:
+        url = self.config.alerts.alertmanager_url
+        return str(url).rstrip("/") if url is not None else None
+
     def _audit_soon(self, action: str, actor: str, **data: Any) -> None:
         self.runtime.services.audit_soon(action, actor, **data)
 
@@ -315,9 +347,8 @@ class Engine:
     async def start(self) -> None:
         self.state = "starting"
         require_private_folder(self.config.data_dir)  # 0700, or refuse to start (engine/core/private.py)
-        await self.db.open([journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA,
-                            keys.SCHEMA, actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA,
-                            confirm.SCHEMA, outbox.SCHEMA, outbox.migrate, kv.SCHEMA, kv.migrate])
+        await full_disk.open_store(self.db, SCHEMAS, host=self.config.http.host, port=self.config.http.port,
+                                   ssl_context=tls_context(self.config.http))
         await self._load_recent()
         await self.alerts.load()
         await self.sandbox.start()
@@ -327,13 +358,14 @@ class Engine:
         for integration in self.integrations:
             self._unloads.append(await integration.setup(self))
             log.info("integration %s loaded", integration.manifest.name)
-        await self.delivery.start()  # what a stop or crash left unsent goes out first, in order
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.http.host, self.config.http.port,
                            ssl_context=tls_context(self.config.http))
         await site.start()
         self.port = self._runner.addresses[0][1]
+        await full_disk.wait_for_writes(self.db)  # meanwhile /healthz and every sender are told why nothing is taken
+        await self.delivery.start()  # what a stop or crash left unsent goes out first, in order
         await self._local_token.start()
         self._spawn("local-token-renewal", self._local_token.renew_forever)
         await self.reloader.start(self._fallback)
@@ -356,12 +388,14 @@ class Engine:
             self._spawn("task-adoption", functools.partial(self._workers.adopt, recovered.adoptions))
         self._spawn("output-relay", self.output_relay.run)
         self._spawn("housekeeping", self._housekeeping)
+        self._spawn("stalled-events", self._stalled.run)
         self.state = "running"
         for name, fn in self._until_running:
             self._spawn(name, fn)
         self._until_running.clear()
-        # left running by a crash: local ones adopted or run again unless lost; remote ones failed (retried if asked)
-        for task in recovered.finished if recovered is not None else await self.tasks.recover():
+        # left running by a crash: local ones adopted, run again or failed (engine/tasks/recovery.py); those of
+        # `herald worker`s are left to them: their results wait in Redis, a dead worker's task is taken over
+        for task in recovered.finished if recovered is not None else ():
             await self.runtime.task_finished(task)
         for event, body in await self.journal.unfinished():
             self._enqueue(event, body)  # accepted before a stop or crash: handle it now
@@ -430,8 +464,11 @@ class Engine:
         version. Only the reloader calls this, after everything compiled and validated."""
         if config is not self.config:
             adopt_config(self.runtime.services, self.directory, config)
+            self.db.min_free_bytes = config.min_free_disk_mb << 20
             self.config = config
-        return self.runtime.swap_graph(graph, declared_audiences(teams, self.connectors))
+        version = self.runtime.swap_graph(graph, declared_audiences(teams, self.connectors))
+        self._commands.update(graph)  # integrations that registered native commands hear of a change
+        return version
 
     async def audit_publish(self, action: str, actor: str, **data: Any) -> None:
         self.bus.publish(await self.audit.append(action, actor, **data))
@@ -468,12 +505,21 @@ class Engine:
         self._waiting += 1
         self._lanes[lane_of(event)].put_nowait(event if self._waiting <= WAITING_AS_OBJECTS else body)
 
+    def _requeue(self, item: Event | str) -> None:
+        event = item if isinstance(item, Event) else Event.model_validate_json(item)
+        self._waiting += 1
+        self._lanes[lane_of(event)].put_nowait(item)
+
     async def _dispatch(self, lane: asyncio.Queue[Event | str]) -> None:
         while True:
             item = await lane.get()
             try:
                 event = item if isinstance(item, Event) else Event.model_validate_json(item)
                 await self.runtime.handle(event)
+            except DurabilityError as exc:  # not handled: it waits for the disk, then runs again (same run ids)
+                log.warning("event %s waits for the data disk: %s", event.id, exc)
+                self.metrics.stalled += 1
+                self._stalled.add(item)
             except Exception:
                 log.exception("handling event %s failed; it stays in the journal for replay",
                               item.id if isinstance(item, Event) else item[:80])

@@ -35,6 +35,7 @@ class Metrics:
     def __init__(self) -> None:
         self.started = time.time()
         self.accepted: Counter[str] = Counter(dict.fromkeys(EVENT_KINDS, 0))  # events journaled, by kind
+        self.stalled = 0  # accepted events whose rule runs hit a full disk and waited for it (engine.server.stalled)
         self.refused = 0  # events refused with "busy" (503 / a busy reply): the queue was full or Herald stopping
         self.unknown_severities = 0  # alerts that arrived with a severity neither on the scale nor an alias
 
@@ -112,6 +113,9 @@ async def render(engine: Observed) -> str:
                  "Events journaled (durable) since start, by kind.", dict(metrics.accepted), "kind"),
         *_family("herald_events_refused_total", "counter",
                  "Events refused as busy (webhook 503, chat busy reply) since start.", metrics.refused),
+        *_family("herald_events_stalled_total", "counter",
+                 "Accepted events whose rule runs hit a full data disk and waited for it (then ran again).",
+                 metrics.stalled),
         *_family("herald_alerts_unknown_severity_total", "counter",
                  "Alerts that arrived with a severity neither on the [alerts] scale nor an alias (treated as the "
                  "most severe) since start.", metrics.unknown_severities),
@@ -128,6 +132,8 @@ async def render(engine: Observed) -> str:
         *_family("herald_tasks", "gauge", "Tasks in the queue's table, by status.", tasks, "status"),
         *_family("herald_queue_up", "gauge", "1 while tasks can be handed to workers (0: Redis unreachable; the "
                  "embedded queue is always 1).", int(engine.tasks.outage is None)),
+        *_family("herald_storage_up", "gauge", "1 while the data disk takes writes (0: full or failing; new events "
+                 "are refused until it recovers).", int(engine.db.trouble is None)),
         *_family("herald_rules", "gauge", "Rules in the running graph.", len(engine.graph.rules)),
         *_family("herald_rules_version", "gauge", "The running graph's version (each accepted reload adds one).",
                  engine.runtime.graph_version),

@@ -216,19 +216,6 @@ class TaskQueue:
             "SELECT body FROM tasks WHERE status = 'running' ORDER BY create_time").fetchall())
         return [TaskRecord.model_validate_json(row["body"]) for row in rows]
 
-    async def recover(self) -> list[TaskRecord]:
-        """Without a local sandbox to ask (tasks run in `herald worker`s): tasks left running by a previous process
-        cannot be trusted to have finished: fail them, visibly (an attempt of a rule that asked for retries is
-        retried, like any failed attempt). Returns what was stored. With local workers, `TaskWorkers.recover`."""
-
-        def _recover(conn: sqlite3.Connection) -> list[TaskRecord]:
-            rows = conn.execute("SELECT body FROM tasks WHERE status = 'running'").fetchall()
-            return [_settle(conn, TaskRecord.model_validate_json(row["body"]).model_copy(
-                update={"status": "failed", "end_time": utcnow(),
-                        "error": "interrupted: Herald stopped while this task was running"})) for row in rows]
-
-        return await self._db.write(_recover)
-
     async def pending(self) -> list[TaskRecord]:
         """Pending tasks that are due (a retry waiting for its backoff is not)."""
         rows = await self._db.call(lambda conn: conn.execute(
@@ -311,9 +298,34 @@ class TaskWorkers:
         result like any run's."""
         await asyncio.gather(*(self._adopt_one(task, left) for task, left in adoptions))
 
-    async def execute(self, task: TaskRecord) -> TaskRecord:
-        """Run one task in the sandbox under the monitor's deadline; return it finished."""
-        return await self._supervise(task, self._run(task))
+    async def execute(self, task: TaskRecord,
+                      on_started: Callable[[RunStart], Awaitable[None]] | None = None) -> TaskRecord:
+        """Run one task in the sandbox under the monitor's deadline; return it finished. `on_started` (for
+        `herald worker`, which has no local queue to record it in) is awaited before its container starts."""
+        return await self._supervise(task, self._run(task, on_started))
+
+    async def take_over(self, task: TaskRecord, started_on: str | None, host: str) -> TaskRecord | None:
+        """For `herald worker`: a task taken over from a worker that stopped, finished by adopting its container, or
+        failed when its result cannot be known; None when it never started and may run now (recovery.take_over)."""
+        found: list[Leftover] | None = None
+        problem = None
+        try:
+            found = [c for c in await self._sandbox.containers_of_task(task.task_id)
+                     if c.attempt in (None, task.attempt)]
+        except SandboxError as exc:
+            problem = str(exc)
+        decision = recovery.take_over(found, started_on, host, problem)
+        await self._sandbox.remove_leftovers(decision.remove)
+        if decision.adopt is not None:
+            log.warning("task %s (%s): adopting container %s of the worker that stopped", task.task_id,
+                        task.params.script, decision.adopt.describe())
+            finished = await self._supervise(task, self._adopted(task, decision.adopt))
+            await asyncio.shield(self._sandbox.remove(decision.adopt.container_id))
+            return finished.model_copy(update={"container": None})
+        if decision.failed is not None:
+            log.error("task %s (%s): %s", task.task_id, task.params.script, decision.failed)
+            return task.model_copy(update={"status": "failed", "end_time": utcnow(), "error": decision.failed})
+        return None
 
     async def _adopt_one(self, task: TaskRecord, left: Leftover) -> None:
         await self._finish(await self._supervise(task, self._adopted(task, left)))
@@ -365,7 +377,8 @@ class TaskWorkers:
         entry[1].cancel()
         return True
 
-    async def _run(self, task: TaskRecord) -> TaskRecord:
+    async def _run(self, task: TaskRecord,
+                   on_started: Callable[[RunStart], Awaitable[None]] | None = None) -> TaskRecord:
         local = self._queue is not None  # `herald worker` (no queue) reports through Redis, and removes at once
         on_output = self._on_output
         try:
@@ -373,7 +386,7 @@ class TaskWorkers:
                 task.params.script, task.params.args, timeout_s=task.params.timeout, task_id=task.task_id,
                 memory=task.params.memory_bytes, network=task.params.network, attempt=task.attempt,
                 on_output=(lambda line: on_output(task, line)) if on_output else None,
-                on_started=functools.partial(self._record_start, task) if local else None, keep=local,
+                on_started=functools.partial(self._record_start, task) if local else on_started, keep=local,
             )
         except (HeraldError, ValueError) as exc:  # a DurabilityError from `_record_start` too: it never started
             return task.model_copy(update={"status": "failed", "end_time": utcnow(), "error": str(exc)})

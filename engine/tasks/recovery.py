@@ -61,3 +61,41 @@ def plan(running: list[TaskRecord], found: list[Leftover] | None, problem: str |
 
 def _belongs(container: Leftover, task: TaskRecord) -> bool:
     return container.task_id == task.task_id and container.attempt in (None, task.attempt)
+
+
+@dataclass
+class TakeOver:
+    """What a `herald worker` does with a task it took over from a worker that stopped (see `take_over`)."""
+
+    adopt: Leftover | None = None
+    rerun: bool = False
+    failed: str | None = None  # why its result cannot be known
+    remove: list[Leftover] = field(default_factory=list)  # its containers that never started
+
+
+def take_over(found: list[Leftover] | None, started_on: str | None, host: str, problem: str | None = None) -> TakeOver:
+    """Decide for a task taken over from a worker that stopped. `found`: the task's containers on this machine (None
+    when Podman could not be asked, `problem` says why); `started_on`: the machine the earlier worker recorded, in
+    Redis, before it started the task's container (None: no container of it ever started).
+
+        a container of it started here           adopt: its exit code and output are the result
+        no start recorded                        run it (removing containers that were created, never started)
+        recorded here, its container never ran   run it (the worker stopped between the record and the start)
+        recorded here, container gone            failed, result unknown; not run again
+        started on another machine               failed, cannot be checked from here; not run again
+    """
+    containers = list(found or [])
+    started = [c for c in containers if c.started]
+    never = [c for c in containers if not c.started]
+    if started:
+        return TakeOver(adopt=started[0], remove=never)
+    if started_on is None or (started_on == host and never):
+        return TakeOver(rerun=True, remove=never)
+    if found is None:
+        why = f"its container could not be checked ({problem})"
+    elif started_on != host:
+        why = f"it started on {started_on}, where this worker cannot see its container"
+    else:
+        why = "its container is gone"
+    return TakeOver(failed=f"interrupted: the worker running it stopped and {why}, so its result is unknown; it is "
+                           "not run again", remove=never)

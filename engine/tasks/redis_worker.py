@@ -8,6 +8,11 @@ the same Lua call that checks it, so a worker never takes back an entry another 
 over an entry left idle for `claim_idle_s` (its worker stopped), but only once it has itself been connected for
 `claim_idle_s`: after an outage every entry looks idle, and the workers that hold them need that long to refresh
 their claims. Results are retried through an outage until Redis has them; only then is the entry acknowledged.
+
+A task must not run twice: before a task's container starts, its worker records in Redis on which machine it
+starts (`<tasks stream>:started:<task>:<attempt>`). A worker that takes a task over adopts its container when it
+is on its own machine (its exit code and output are the result), runs the task only when no start was recorded,
+and otherwise reports it failed with its result unknown (engine.tasks.recovery.take_over).
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ from typing import Any
 from engine.core.config import QueueConfig
 from engine.core.errors import EntryRefused
 from engine.core.events import utcnow
+from engine.sandbox.runner import RunStart
 from engine.tasks.record import TaskRecord
 from engine.tasks.redis_link import BLOCK_MS, Link
 from engine.tasks.redis_queue import WORKER_GROUP, ensure_groups
 from engine.tasks.signing import EntrySigner
 
 log = logging.getLogger("herald.worker")
+STARTED_KEEP_S = 7 * 86400  # how long a record of where a task started is kept (far past any task's timeout)
+RunTask = Callable[[TaskRecord, Callable[[RunStart], Awaitable[None]]], Awaitable[TaskRecord]]
+TakeOver = Callable[[TaskRecord, str | None, str], Awaitable[TaskRecord | None]]
 
 # KEYS[1] stream; ARGV group, entry, consumer, refresh (1/0). Returns the entry's delivery count when `consumer`
 # holds it (refreshing the claim if asked), 0 when another consumer does, -1 when nobody does (acknowledged, or
@@ -44,11 +53,13 @@ return p[1][4]
 class RedisWorker:
     """`herald worker`: take tasks from the stream, run them, send back what happened."""
 
-    def __init__(self, config: QueueConfig, *, name: str, link: Link, signer: EntrySigner,
-                 run_task: Callable[[TaskRecord], Awaitable[TaskRecord]],
-                 cancel_task: Callable[[str, str], bool]) -> None:
+    def __init__(self, config: QueueConfig, *, name: str, host: str, link: Link, signer: EntrySigner,
+                 run_task: RunTask, take_over: TakeOver, cancel_task: Callable[[str, str], bool]) -> None:
         self._config = config
         self.name = name
+        self.host = host
+        self._take_over = take_over
+        self._taken_over: set[str] = set()  # entries this worker took over from one that stopped
         self._link = link
         self._client = link.client
         self._signer = signer
@@ -79,6 +90,7 @@ class RedisWorker:
             if claimed:
                 log.warning("worker %s took over task entry %s from a worker that stopped", self.name,
                             claimed[0][0])
+                self._taken_over.add(claimed[0][0])
                 return claimed
         response: Any = await self._client.xreadgroup(WORKER_GROUP, self.name, {stream: ">"}, count=1,
                                                       block=BLOCK_MS)
@@ -105,7 +117,13 @@ class RedisWorker:
             return
         keepalive = asyncio.ensure_future(self._keep_claimed(entry_id, task.task_id))
         try:
-            finished = await self._run_task(started)
+            finished = None
+            if entry_id in self._taken_over:  # it may have started under the worker that stopped
+                self._taken_over.discard(entry_id)
+                where = await self._link.call(functools.partial(self._client.get, self._started_key(started)))
+                finished = await self._take_over(started, str(where).split("\t")[0] if where else None, self.host)
+            if finished is None:
+                finished = await self._run_task(started, functools.partial(self._record_start, started))
         finally:
             keepalive.cancel()
             await asyncio.gather(keepalive, return_exceptions=True)
@@ -134,6 +152,15 @@ class RedisWorker:
         log.info("worker %s runs task %s (%s, entry %s, delivery %d)", self.name, task.task_id, task.params.script,
                  entry_id, delivery)
         return started
+
+    def _started_key(self, task: TaskRecord) -> str:
+        return f"{self._config.tasks_stream}:started:{task.task_id}:{task.attempt}"
+
+    async def _record_start(self, task: TaskRecord, start: RunStart) -> None:
+        """Before the container starts: on which machine, so a worker taking the task over never runs it again."""
+        await self._link.call(functools.partial(self._client.set, self._started_key(task),
+                                                f"{self.host}\t{self.name}\t{start.container_id}",
+                                                ex=STARTED_KEEP_S))
 
     async def _keep_claimed(self, entry_id: str, task_id: str) -> None:
         """Reset the entry's idle time while the task runs, so no other worker takes it over; stop the task if

@@ -240,7 +240,8 @@ def render(message: Message, seq: int, *, edits: str | None = None, replay: bool
         frame = {"type": "notification", "event": meta.get("event"), "rule": meta.get("rule"),
                  "severity": message.severity, "text": message.text,
                  "buttons": [{"id": b.handle, "label": b.label, "action": b.action, "arg": b.arg}
-                             for b in message.buttons]}
+                             for b in message.buttons],
+                 "links": [{"label": link.label, "url": link.url} for link in message.links]}
     elif message.kind == "progress":
         frame = {"type": "progress", "in_reply_to": message.in_reply_to, "run": meta.get("run"),
                  "rule": meta.get("rule"), "state": meta.get("state"), "detail": meta.get("detail", "")}

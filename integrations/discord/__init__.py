@@ -6,6 +6,7 @@ and interaction answers edited in place. docs/platforms/discord.md says how to c
     render.py        a Message as content or an embed, with action rows of buttons
     connector.py     send and edit (channel messages, interaction answers, direct messages)
     interactions.py  answering interactions within 3 s, and replying through their 15-minute tokens
+    commands.py      the rules' commands as slash commands (registered, re-registered on reload), read back as text
     inbound.py       messages, slash commands and presses handed to the intake
     gateway.py       the Gateway session: heartbeats, IDENTIFY, RESUME, INVALID_SESSION, close codes
     endpoint.py      HTTP interactions mode: POST /hooks/discord/interactions, Ed25519-signed
@@ -13,21 +14,18 @@ and interaction answers edited in place. docs/platforms/discord.md says how to c
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from engine.plugin import ConnectorSpec, DeliveryError, IntegrationContext, Manifest, Rejected, Unload, read_secret
+from engine.plugin import ConnectorSpec, IntegrationContext, Manifest, Unload, read_secret
+from integrations.discord.commands import CommandRegistrar
 from integrations.discord.config import DiscordConfig
 from integrations.discord.connector import CAPABILITIES, PLATFORM, DiscordConnector, parse_address
-from integrations.discord.endpoint import PATH, InteractionsEndpoint
 from integrations.discord.gateway import Gateway, intents
-from integrations.discord.inbound import Inbound, register_commands
+from integrations.discord.inbound import Inbound
 from integrations.discord.interactions import Interactions
 from integrations.discord.rest import DiscordRest
 
 log = logging.getLogger("herald.discord")
-
-REGISTER_ATTEMPTS = 5
 
 
 class DiscordIntegration:
@@ -39,6 +37,7 @@ class DiscordIntegration:
 
     def __init__(self) -> None:
         self.gateway: Gateway | None = None  # the running session, for tests and status
+        self.registrar: CommandRegistrar | None = None  # keeps the slash commands equal to the rules' commands
 
     async def setup(self, ctx: IntegrationContext) -> Unload:
         config = ctx.integration_config(PLATFORM)
@@ -54,27 +53,20 @@ class DiscordIntegration:
         self.gateway = Gateway(ctx.http, rest, token, intents(config.message_content), inbound.dispatch, store)
         ctx.spawn("discord-gateway", self.gateway.run)
         if config.public_key is not None:
+            from integrations.discord.endpoint import PATH, InteractionsEndpoint  # PyNaCl only when it is needed
+
             ctx.routes.add_post(PATH, InteractionsEndpoint(config.public_key, inbound).handle)
         if config.register_commands:
-            async def register() -> None:
-                await _register(rest, config.application_id, config.guild_id)
+            self.registrar = CommandRegistrar(rest, config.application_id, config.guild_id, ctx.commands)
+            stop_listening = ctx.on_commands_changed(self.registrar.changed)
+            ctx.spawn("discord-commands", self.registrar.run)
 
-            ctx.spawn("discord-commands", register)
+            async def unload() -> None:
+                stop_listening()
+                await detach()
+
+            return unload
         return detach
-
-
-async def _register(rest: DiscordRest, application_id: str, guild_id: str | None) -> None:
-    for attempt in range(REGISTER_ATTEMPTS):
-        try:
-            await register_commands(rest, application_id, guild_id)
-            return
-        except Rejected as exc:
-            log.error("discord: registering the /herald command failed: %s (is application_id right, and was the "
-                      "bot invited with the applications.commands scope?)", exc)
-            return
-        except DeliveryError as exc:
-            log.warning("discord: registering the /herald command failed (%s); retrying", exc)
-            await asyncio.sleep(min(30.0, 2.0 ** attempt))
 
 
 integration = DiscordIntegration()

@@ -26,14 +26,15 @@ class DiscordConfig(BaseModel):
     # request's Ed25519 signature; Discord then sends interactions there instead of over the Gateway.
     public_key: str | None = None
     api_url: str = DEFAULT_API_URL  # tests point it at a fake; the Gateway URL comes from GET {api_url}/gateway/bot
-    # Register the /herald slash command in this guild only (instant) instead of globally (up to an hour to appear,
-    # and the only way it is offered in direct messages).
+    # Register the slash commands (the rules' commands and /herald) in this guild only (instant) instead of globally
+    # (up to an hour to appear, and the only way they are offered in direct messages).
     guild_id: str | None = None
     # Ask for MESSAGE_CONTENT (a privileged intent to enable in the Developer Portal) so text commands typed in a
     # server channel (`/backup now` as a message) are read. Without it the bot still reads direct messages,
     # messages that mention it, and every slash command and button press.
     message_content: bool = True
-    # Register the /herald slash command at start (a bulk overwrite of the application's commands in that scope).
+    # Register the slash commands at start and after a reload that changes the rules' commands (a bulk overwrite of
+    # the application's commands in that scope).
     register_commands: bool = True
 
     @field_validator("application_id", "guild_id")

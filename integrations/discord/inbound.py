@@ -3,10 +3,11 @@
 - MESSAGE_CREATE: a message's text (`/backup now`, `/link TOKEN` in a direct message, or a bare number picking a
   numbered choice) is an item keyed by the message id, so a replay after a RESUME is the same event. Bots' messages
   (Herald's own among them) are ignored. A refusal is answered in the channel, as a reply to the message.
-- INTERACTION_CREATE, APPLICATION_COMMAND: `/herald text:backup now` is the command `/backup now`, keyed by the
-  interaction id. Once journaled it is answered DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE ("thinking"), and Herald's reply
-  replaces that message; a refusal is the ephemeral answer. `/herald link ...` is deferred ephemerally, so a link
-  token's answer is seen by its owner only.
+- INTERACTION_CREATE, APPLICATION_COMMAND: `/backup mode:now` (a rule command's own slash command) and
+  `/herald text:backup now` are both the command text `/backup now` (commands.py), keyed by the interaction id.
+  Once journaled it is answered DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE ("thinking"), and Herald's reply replaces that
+  message; a refusal is the ephemeral answer. `/herald link ...` is deferred ephemerally, so a link token's answer
+  is seen by its owner only.
 - INTERACTION_CREATE, MESSAGE_COMPONENT: a press of a button whose custom_id is Herald's handle; answered
   DEFERRED_UPDATE_MESSAGE once applied (Herald then edits the message itself), or the refusal, ephemeral.
 
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.plugin import Actor, DeliveryError, Incoming, IntegrationContext, Outcome, ReplyTo
+from integrations.discord.commands import SlashProblem, command_text
 from integrations.discord.connector import PLATFORM, DiscordConnector
 from integrations.discord.interactions import (
     CHANNEL_MESSAGE,
@@ -36,23 +38,8 @@ from integrations.discord.rest import DiscordRest
 log = logging.getLogger("herald.discord")
 
 APPLICATION_COMMAND, MESSAGE_COMPONENT = 2, 3
-COMMAND = "herald"  # the one slash command: /herald text:<a Herald command without its slash>
 DISCORD_EPOCH_MS = 1420070400000
 Respond = Callable[[int, dict[str, Any] | None], Awaitable[None]]  # (callback type, its data)
-
-# The slash command Herald registers. The plugin facade does not expose the compiled rules' commands, so one generic
-# command carries any of them as text; `/help` lists what the rules offer.
-COMMANDS = [{"name": COMMAND, "type": 1, "description": "Run a Herald command, e.g. backup now, help, link TOKEN",
-             "contexts": [0, 1], "integration_types": [0],
-             "options": [{"name": "text", "type": 3, "required": True,
-                          "description": "the command and its arguments, e.g. backup now"}]}]
-
-
-def command_text(data: dict[str, Any]) -> str:
-    """`/herald text:backup now` as the Herald command `/backup now`."""
-    options = {o.get("name"): o.get("value") for o in data.get("options") or []}
-    text = str(options.get("text") or "help").strip()
-    return "/" + text.lstrip("/")
 
 
 def snowflake_time(snowflake: str) -> datetime:
@@ -113,8 +100,20 @@ class Inbound:
         actor = Actor(platform=PLATFORM, account=str(user["id"]))
         data = interaction.get("data") or {}
         await self._interactions.remember(interaction)
+
+        async def answer(kind: int, data: dict[str, Any] | None) -> None:
+            try:
+                await respond(kind, data)
+            except DeliveryError as exc:  # too late (a replay after a RESUME), or Discord is down: the event stands
+                log.warning("discord: could not answer interaction %s: %s", interaction.get("id"), exc)
+
         if kind == APPLICATION_COMMAND:
-            text = command_text(data)
+            try:
+                text = command_text(data, self._ctx.commands())
+            except SlashProblem as exc:  # nothing was taken: say why, to the person only
+                await answer(CHANNEL_MESSAGE, {"content": str(exc), "flags": EPHEMERAL,
+                                               "allowed_mentions": {"parse": []}})
+                return
             item = Incoming(actor, ReplyTo(platform=PLATFORM, chat=channel, message_id=reply_id(interaction["id"])),
                             text=text, key=str(interaction["id"]), when=snowflake_time(str(interaction["id"])))
             private = text.split()[0] == "/link"  # a link token's answer is for its owner only
@@ -126,12 +125,6 @@ class Inbound:
                             button=str(data.get("custom_id", "")))
             ack = (DEFERRED_UPDATE_MESSAGE, None)
 
-        async def answer(kind: int, data: dict[str, Any] | None) -> None:
-            try:
-                await respond(kind, data)
-            except DeliveryError as exc:  # too late (a replay after a RESUME), or Discord is down: the event stands
-                log.warning("discord: could not answer interaction %s: %s", interaction.get("id"), exc)
-
         async def accepted(outcome: Outcome) -> None:
             await answer(*ack)
 
@@ -141,9 +134,3 @@ class Inbound:
 
         await self._ctx.intake.take([item], accepted=accepted, refused=refused)
 
-
-async def register_commands(rest: DiscordRest, application_id: str, guild_id: str | None) -> None:
-    """Bulk-overwrite the application's commands with Herald's (in one guild: instant; globally: up to an hour)."""
-    path = f"/applications/{application_id}" + (f"/guilds/{guild_id}" if guild_id else "") + "/commands"
-    commands = COMMANDS if guild_id is None else [{k: v for k, v in c.items() if k != "contexts"} for c in COMMANDS]
-    await rest.call("PUT", path, json=commands, route=f"PUT {path}")

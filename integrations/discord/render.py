@@ -16,6 +16,7 @@ from engine.plugin import Message
 MAX_CONTENT = 2000  # a message's content
 MAX_DESCRIPTION = 4096  # an embed's description
 MAX_LABEL = 80  # a button's label
+MAX_LINK_URL = 512  # a link button's url: "max 512 characters" (a longer link is left out)
 ROW = 5  # buttons in an action row; a message has at most five rows
 PRIMARY, SECONDARY, LINK = 1, 2, 5
 ACTION_ROW, BUTTON = 1, 2
@@ -50,5 +51,5 @@ def components(message: Message) -> list[dict[str, Any]]:
         {"type": BUTTON, "style": PRIMARY if n == 0 else SECONDARY, "label": b.label[:MAX_LABEL],
          "custom_id": b.handle} for n, b in enumerate(message.buttons)]
     buttons += [{"type": BUTTON, "style": LINK, "label": link.label[:MAX_LABEL], "url": link.url}
-                for link in message.links]
+                for link in message.links if len(link.url) <= MAX_LINK_URL]
     return [{"type": ACTION_ROW, "components": buttons[i:i + ROW]} for i in range(0, min(len(buttons), ROW * ROW), ROW)]

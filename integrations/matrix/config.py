@@ -8,7 +8,8 @@
     store_dir = "matrix-store"                 # E2EE keys (only with encryption = true); relative to the config
     encryption = false
 
-Rooms are `matrix:!opaque:server` (or `matrix:!opaque` in new room versions) and people `matrix:@user:server`.
+Rooms are `matrix:!opaque:server` (or `matrix:!opaque` in new room versions) or a room alias `matrix:#ops:server`
+(resolved by the connector, integrations/matrix/aliases.py), and people `matrix:@user:server`.
 """
 
 from __future__ import annotations
@@ -18,19 +19,28 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
-from engine.plugin import AddressError, check_secret
+from engine.plugin import AddressError, Capabilities, check_secret
+
+PLATFORM = "matrix"
+# No buttons: Herald renders numbered choices ("Reply with a number: 1 Acknowledge · 2 Mute 1h"); a reply "1" or a
+# reaction (1️⃣, ✅ for Acknowledge, 🔕 for Mute 1h) presses one. An event is at most 65535 bytes, and an edit carries
+# its text four times (body and HTML, fallback and new content): 4000 characters fit, escaped, in any script.
+CAPABILITIES = Capabilities(buttons=False, edits=True, formatting="plain", max_text=4000, edit_interval_s=1.0,
+                            dedupes=True)
 
 _USER_ID = re.compile(r"@[^:\s]+:\S+")
 # Room ids are opaque after the sigil: `!abc:server` in old room versions, `!abc` (no server) in room version 12+.
 _ROOM_ID = re.compile(r"![^\s/]+")
+_ROOM_ALIAS = re.compile(r"#[^:\s]+:\S+")
 
 
 def parse_address(text: str) -> str:
-    """A room (`!room id`) or a person (`@user:server`); aliases (`#ops:server`) are resolved by the connector."""
-    if _ROOM_ID.fullmatch(text) or _USER_ID.fullmatch(text):
+    """A room (`!room id`, or an alias `#ops:server` the connector resolves) or a person (`@user:server`)."""
+    if _ROOM_ID.fullmatch(text) or _ROOM_ALIAS.fullmatch(text) or _USER_ID.fullmatch(text):
         return text
     raise AddressError("a Matrix address is a room id such as !AbCdEf:example.org (or !AbCdEf in new room "
-                       "versions; see the room's settings, Advanced) or a user id such as @alice:example.org")
+                       "versions; see the room's settings, Advanced), a room alias such as #ops:example.org, "
+                       "or a user id such as @alice:example.org")
 
 
 class MatrixConfig(BaseModel):

@@ -16,7 +16,6 @@ import aiohttp
 from nio import ErrorResponse, JoinResponse, LocalProtocolError, RoomCreateResponse, RoomSendResponse
 
 from engine.plugin import (
-    Capabilities,
     Conversation,
     DeliveryError,
     IntegrationContext,
@@ -27,17 +26,12 @@ from engine.plugin import (
     Unavailable,
 )
 from integrations.matrix import content
-from integrations.matrix.config import parse_address
+from integrations.matrix.aliases import Aliases, is_alias
+from integrations.matrix.config import CAPABILITIES, PLATFORM, parse_address
 from integrations.matrix.session import Session
 
 log = logging.getLogger("herald.matrix")
 
-PLATFORM = "matrix"
-# No buttons: Herald renders numbered choices ("Reply with a number: 1 Acknowledge · 2 Mute 1h"); a reply "1" or a
-# reaction (1️⃣, ✅ for Acknowledge, 🔕 for Mute 1h) presses one. An event is at most 65535 bytes, and an edit carries
-# its text four times (body and HTML, fallback and new content): 4000 characters fit, escaped, in any script.
-CAPABILITIES = Capabilities(buttons=False, edits=True, formatting="plain", max_text=4000, edit_interval_s=1.0,
-                            dedupes=True)
 REACTIONS_TTL_S = 7 * 24 * 3600.0  # how long a reaction on a notification still presses its button
 CHOICES_META = "choices"  # engine.delivery.render: the handles of a message's numbered choices
 
@@ -50,10 +44,16 @@ class MatrixConnector:
         self._ctx = ctx
         self._session = session
         self._store = ctx.store(PLATFORM)
+        self.aliases = Aliases(session, self._store)
         self._rooms: dict[str, str] = {}  # a person's id -> the direct room messages for them go to
 
     def parse_address(self, text: str) -> str:
         return parse_address(text)
+
+    async def chat_id(self, chat: str) -> str:
+        """A room alias's room id (engine.delivery NamesChats): notifications to `#ops:server` are kept under the
+        room id that replies and reactions from the room carry."""
+        return await self.aliases.room_for(chat) if is_alias(chat) else chat
 
     async def send(self, to: Conversation, message: Message, *, key: str, seq: int) -> MessageRef:
         room = await self._room(to.chat)
@@ -95,9 +95,11 @@ class MatrixConnector:
             raise Unavailable(f"not ready to send: {exc}") from None
 
     async def _room(self, chat: str) -> str:
-        """The room id for an address: a room id as is, a person's id their direct room with the bot."""
+        """The room id for an address: a room id as is, an alias resolved, a person's id their direct room."""
         if chat.startswith("!"):
             return chat
+        if is_alias(chat):
+            return self.aliases.known(chat) or await self.aliases.resolve(chat)
         if chat in self._rooms:
             return self._rooms[chat]
         client = self._session.client

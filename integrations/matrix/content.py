@@ -21,20 +21,36 @@ LABEL_EMOJI = {"Acknowledge": "✅", "Mute 1h": "🔕", "Resolve": "☑️"}
 _REPLY_FALLBACK = re.compile(r"\A(?:> .*\n)+\n", re.MULTILINE)
 
 
-def plain_text(message: Message) -> str:
-    return f"{message.title}\n{message.text}" if message.title else message.text
-
-
 def notice(message: Message) -> dict[str, Any]:
-    """The content of an `m.room.message` for `message`: a notice, its HTML escaped, threaded as a reply."""
-    body = plain_text(message)
-    rich = html.escape(message.text).replace("\n", "<br/>")
+    """The content of an `m.room.message` for `message`: a notice, its HTML escaped, threaded as a reply. Links
+    (Matrix has no link buttons) are `label: url` lines in the body and anchors in the HTML, before the numbered
+    choices, which stay the last line."""
+    text, choices = _split_choices(message.text)
+    body = text + "".join(f"\n{link.label}: {link.url}" for link in message.links) + choices
+    if message.title:
+        body = f"{message.title}\n{body}"
+    rich = _html(text)
+    if message.links:
+        anchors = " · ".join(f'<a href="{html.escape(link.url, quote=True)}">{html.escape(link.label)}</a>'
+                             for link in message.links)
+        rich += f"<br/>{anchors}"
+    rich += _html(choices)
     if message.title:
         rich = f"<b>{html.escape(message.title)}</b><br/>{rich}"
     content: dict[str, Any] = {"msgtype": "m.notice", "body": body, "format": HTML_FORMAT, "formatted_body": rich}
     if message.in_reply_to:
         content["m.relates_to"] = {"m.in_reply_to": {"event_id": message.in_reply_to}}
     return content
+
+
+def _split_choices(text: str) -> tuple[str, str]:
+    """A message's text, and its closing line of numbered choices (with the blank line before it), if any."""
+    head, found, line = text.rpartition("\n\n" + CHOICES_PREFIX)
+    return (head, found + line) if found else (text, "")
+
+
+def _html(text: str) -> str:
+    return html.escape(text).replace("\n", "<br/>")
 
 
 def replacement(event_id: str, message: Message) -> dict[str, Any]:

@@ -36,7 +36,7 @@ UNDECRYPTABLE_TEXT = "Herald could not decrypt a message here (no key for it yet
 
 class Receiver:
     def __init__(self, ctx: IntegrationContext, session: Session, connector: MatrixConnector, *,
-                 timeout_s: float, encryption: bool,
+                 timeout_s: float, encryption: bool, on_start: Callable[[], Awaitable[None]] | None = None,
                  after_sync: Callable[[], Awaitable[None]] | None = None) -> None:
         self._ctx = ctx
         self._session = session
@@ -44,6 +44,7 @@ class Receiver:
         self._store = ctx.store(PLATFORM)
         self._timeout_ms = int(timeout_s * 1000)
         self._encryption = encryption
+        self._on_start = on_start  # once logged in (or refused), before the first sync: room aliases resolved
         self._after_sync = after_sync  # E2EE upkeep (keys, to-device messages) after each sync
 
     async def run(self) -> None:
@@ -51,7 +52,11 @@ class Receiver:
             await self._session.start()
         except LoginFailed as exc:
             log.error("matrix: %s; fix [integrations.matrix] and restart Herald (nothing is sent or received)", exc)
+            if self._on_start is not None:
+                await self._on_start()  # nothing can be resolved: no notification waits for it any longer
             return
+        if self._on_start is not None:
+            await self._on_start()
         token = await self._store.get("next_batch")
         failures = stalls = 0
         while True:

@@ -3,13 +3,16 @@
 Telegram allows 1-4096 characters of text after entities are parsed, counted in UTF-16 code units, so the visible
 text is cut before it is escaped (an entity such as `&amp;` or a surrogate pair is never split), with a note saying
 how much was left out. Buttons carry Herald's short handles as `callback_data` (at most 64 bytes); links become
-`url` buttons on a row of their own.
+`url` buttons on a row of their own, except those Telegram would refuse (see `opens`), which become text lines.
 """
 
 from __future__ import annotations
 
 import html
+import ipaddress
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from engine.plugin import Message
 
@@ -55,3 +58,25 @@ def keyboard(message: Message) -> dict[str, Any] | None:
     if message.links:
         rows.append([{"text": link.label, "url": link.url} for link in message.links])
     return {"inline_keyboard": rows} if rows else None
+
+
+def opens(url: str) -> bool:
+    """Whether Telegram takes `url` as a keyboard button. Its parser is undocumented; as seen, it refuses the whole
+    message (400 BUTTON_URL_INVALID) for an http(s) host without a dot that is not an IP address, such as
+    http://localhost:8080 (https://github.com/rubenlagus/TelegramBots/issues/302) or Prometheus's own
+    http://prometheus:9090, a common generatorURL."""
+    host = urlsplit(url).hostname or ""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return "." in host
+
+
+def links_in_text(message: Message, keep: Callable[[str], bool] = lambda url: False) -> Message:
+    """`message` with the links `keep` refuses moved from buttons into its text (`Source: http://...` lines)."""
+    moved = [link for link in message.links if not keep(link.url)]
+    if not moved:
+        return message
+    text = message.text + "".join(f"\n{link.label}: {link.url}" for link in moved)
+    return message.model_copy(update={"text": text, "links": tuple(link for link in message.links if keep(link.url))})

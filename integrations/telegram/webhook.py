@@ -64,7 +64,8 @@ def hook(receiver: Receiver, secret: str) -> Callable[[web.Request], Awaitable[w
         try:
             await receiver.handle(update)  # journaled (or refused) before Telegram hears 200; an error is a 500
         except Busy as exc:
-            return web.json_response({"error": f"try again later: {exc}"}, status=503, headers={"Retry-After": "1"})
+            return web.json_response({"error": f"try again later: {exc}"}, status=503,
+                                     headers={"Retry-After": str(exc.retry_after_s)})
         return web.Response(status=200)
 
     return telegram

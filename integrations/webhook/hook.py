@@ -84,7 +84,8 @@ def make_handler(ctx: IntegrationContext, *, authenticator: Authenticator, repla
         try:
             await ctx.submit(events)
         except Busy as exc:
-            return web.json_response({"error": f"try again later: {exc}"}, status=503, headers={"Retry-After": "1"})
+            return web.json_response({"error": f"try again later: {exc}"}, status=503,
+                                     headers={"Retry-After": str(exc.retry_after_s)})
         return web.json_response({"accepted": len(events), "events": [e.id for e in events]})
 
     return handle

@@ -1,23 +1,19 @@
-"""The Matrix tests' homeserver: one real Synapse for the session (tests/connectors/synapse.py)."""
+"""The Matrix tests' homeserver: one real Synapse for the session (tests/connectors/synapse.py), and per test the
+people who talk to it (MatrixPeople) and the fault-injecting proxy the bot talks through (MatrixProxy)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 
-from tests.connectors.synapse import Account, Synapse, missing_reason
+from tests.connectors.matrix_proxy import MatrixProxy
+from tests.connectors.matrix_support import MatrixPeople
+from tests.connectors.synapse import Homeserver, Synapse, missing_reason
 
-
-@dataclass
-class Homeserver:
-    synapse: Synapse
-    alice: Account  # admin on Herald, and a Synapse admin (to lower the bot's rate limit)
-    bob: Account
-    carol: Account  # no principal's account
-    bot: Account  # Herald's own account, on a fixed device
+__all__ = ["Homeserver"]
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +31,19 @@ def homeserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Homeserver]
                          bot=synapse.register("herald", "herald-pw", device_id="HERALDTEST"))
     finally:
         synapse.stop()
+
+
+@pytest.fixture
+async def people(homeserver: Homeserver) -> AsyncIterator[MatrixPeople]:
+    async with aiohttp.ClientSession() as http:
+        yield MatrixPeople(homeserver.synapse, http)
+
+
+@pytest.fixture
+async def proxy(homeserver: Homeserver) -> AsyncIterator[MatrixProxy]:
+    proxy = MatrixProxy(homeserver.synapse.url)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()

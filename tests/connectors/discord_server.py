@@ -44,14 +44,24 @@ X-Signature-Timestamp as a timestamp [...] If the signature fails validation, re
 "When responding to an interaction received via webhook, your server can simply respond to the received POST
 request." With `interactions_url` set, this fake signs (timestamp + body) with its own Ed25519 key and posts there.
 
+Application commands (https://discord.com/developers/docs/interactions/application-commands; the rules and their
+quotes are in discord_appcommands.py): `PUT /applications/{application.id}/commands` and `PUT /applications/
+{application.id}/guilds/{guild.id}/commands` "Takes a list of application commands, overwriting the existing [...]
+command list", checked as Discord checks it ("CHAT_INPUT command names and command option names must match the
+following regex [...] If there is a lowercase variant of any letters used, you must use those", descriptions 1-100
+characters, at most 25 options and 25 choices, required options first); a bad body is 400 {"code": 50035, "errors":
+{...}, "message": "Invalid Form Body"} and changes nothing. Each overwrite is kept in `registrations` (scope,
+names); a command keeps its id across overwrites while its name stays. `run_command` plays a person picking a
+registered command's options.
+
 Errors are Discord's JSON errors: 401 {"message": "401: Unauthorized", "code": 0} without `Authorization: Bot
 <token>` (interaction callbacks and webhooks take their token in the path instead), 404 {"code": 10003, "message":
 "Unknown Channel"}, 403 {"code": 50001, "message": "Missing Access"}, 404 10008 Unknown Message, 400 50035 Invalid
 Form Body. Creating a message honours `nonce` + `enforce_nonce` (a repeat returns the first message, counted in
 `repeats`), and, as on Discord, the bot's own messages are dispatched back to it as MESSAGE_CREATE.
 
-The test side acts as people (`say`, `slash`, `press`), breaks things (`rate_limit_next`, `drop`, `reconnect`,
-`invalidate`, `acks`) and reads what people see (`channel_messages`).
+The test side acts as people (`say`, `slash`, `run_command`, `press`), breaks things (`rate_limit_next`,
+`refuse_names`, `drop`, `reconnect`, `invalidate`, `acks`) and reads what people see (`channel_messages`).
 """
 
 from __future__ import annotations
@@ -66,6 +76,8 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType, web
 from nacl.signing import SigningKey
+
+from tests.connectors.discord_appcommands import form_errors, picked_options
 
 API = "/api/v10"
 DISCORD_EPOCH_MS = 1420070400000
@@ -135,6 +147,8 @@ class DiscordServer:
     channels: dict[str, dict[str, Any]] = field(default_factory=dict)
     messages: dict[str, Posted] = field(default_factory=dict)
     commands: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # "global" or a guild id -> commands
+    registrations: list[tuple[str, list[str]]] = field(default_factory=list)  # each overwrite taken: scope, names
+    refuse_names: set[str] = field(default_factory=set)  # command names Discord would refuse (a test's stand-in)
     interactions: dict[str, Interaction] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     limited: list[str] = field(default_factory=list)  # the calls answered 429
@@ -206,11 +220,18 @@ class DiscordServer:
 
     async def slash(self, user: str, channel: str, text: str) -> str:
         """`user` runs `/herald text:<text>` in `channel`; it must have been registered where it is used."""
+        return await self.run_command(user, channel, "herald", text=text)
+
+    async def run_command(self, user: str, channel: str, name: str, **picked: Any) -> str:
+        """`user` runs the registered slash command /`name` in `channel` with the options picked (name=value), as
+        the Discord client sends it: only a command registered where the channel is, with what its options allow."""
         guild = self.channels[channel].get("guild_id")
-        scope = [c["name"] for c in self.commands.get("global", []) + (self.commands.get(guild, []) if guild else [])]
-        assert "herald" in scope, f"/herald is not registered where {channel} can use it: {self.commands}"
-        data = {"id": self.commands.get(guild or "global", self.commands.get("global", [{}]))[0].get("id"),
-                "name": "herald", "type": 1, "options": [{"name": "text", "type": 3, "value": text}]}
+        scope = self.commands.get(guild, []) + self.commands.get("global", []) if guild else self.commands.get(
+            "global", [])
+        command = next((c for c in scope if c["name"] == name), None)
+        assert command is not None, f"/{name} is not registered where {channel} can use it: {sorted(self.commands)}"
+        data = {"id": command["id"], "name": name, "type": 1, **({"guild_id": guild} if guild else {}),
+                "options": picked_options(command, picked)}
         return await self._interaction(user, channel, 2, data, None)
 
     async def press(self, user: str, message_id: str, custom_id: str) -> str:
@@ -262,7 +283,8 @@ class DiscordServer:
         self._starts_reset_at = time.monotonic() + reset_after_ms / 1000
 
     def rate_limit_next(self, what: str, retry_after_s: float, *, global_: bool = False) -> None:
-        """Answer the next `what` ("create": a new message, "edit": any message edit) with a 429."""
+        """Answer the next `what` ("create": a new message, "edit": any message edit, "commands": a commands
+        overwrite) with a 429."""
         self._limits.append((what, retry_after_s, global_))
 
     async def drop(self, code: int = 4000) -> None:
@@ -441,7 +463,9 @@ class DiscordServer:
             return web.json_response({"message": "401: Unauthorized", "code": 0}, status=401)
         what = {("POST", "/channels/{channel}/messages"): "create", ("POST", "/webhooks/{app}/{token}"): "create",
                 ("PATCH", "/channels/{channel}/messages/{message}"): "edit",
-                ("PATCH", "/webhooks/{app}/{token}/messages/{message}"): "edit"}.get(
+                ("PATCH", "/webhooks/{app}/{token}/messages/{message}"): "edit",
+                ("PUT", "/applications/{app}/commands"): "commands",
+                ("PUT", "/applications/{app}/guilds/{guild}/commands"): "commands"}.get(
             (request.method, route.removeprefix(API)))
         for n, (kind, retry_after, global_) in enumerate(self._limits):
             if kind == what:
@@ -479,9 +503,30 @@ class DiscordServer:
     async def _put_commands(self, request: web.Request) -> web.Response:
         if request.match_info["app"] != self.application_id:
             return _error(403, 50001, "Missing Access")
-        commands = [c | {"id": self.snowflake(), "application_id": self.application_id, "version": "1"}
-                    for c in await request.json()]
-        self.commands[request.match_info.get("guild", "global")] = commands
+        guild = request.match_info.get("guild")
+        if guild is not None and guild != self.guild_id:
+            return _error(404, 10004, "Unknown Guild")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, 50109, "The request body contains invalid JSON.")
+        errors = form_errors(body)
+        refused = {str(n): {"name": {"_errors": [{"code": "APPLICATION_COMMAND_INVALID_NAME",
+                                                  "message": "Command name is invalid"}]}}
+                   for n, c in enumerate(body if isinstance(body, list) else []) if c.get("name") in self.refuse_names}
+        errors = (errors or {}) | refused or None
+        if errors is not None:
+            return web.json_response({"code": 50035, "errors": errors, "message": "Invalid Form Body"}, status=400)
+        scope = guild or "global"
+        before = {c["name"]: c for c in self.commands.get(scope, [])}
+        commands = []
+        for command in body:
+            kept = before.get(command["name"])
+            commands.append({"type": 1, **command, "id": kept["id"] if kept else self.snowflake(),
+                             "application_id": self.application_id, "version": self.snowflake(),
+                             **({"guild_id": guild} if guild else {})})
+        self.commands[scope] = commands
+        self.registrations.append((scope, [c["name"] for c in commands]))
         return web.json_response(commands)
 
     async def _create_message(self, request: web.Request) -> web.Response:

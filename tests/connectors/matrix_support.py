@@ -11,14 +11,18 @@ from __future__ import annotations
 import itertools
 import json
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from engine.testing.conformance import Shown
+from engine.core.config import Config
+from engine.plugin import discover
+from engine.testing.conformance import Shown, kit_config
+from integrations.matrix import integration
 from integrations.matrix.content import choice_labels
 from tests.connectors.matrix_proxy import MatrixProxy
-from tests.connectors.synapse import Account, Synapse
+from tests.connectors.synapse import Account, Homeserver, Synapse
 
 ENCRYPTION_STATE = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
 REACTIONS = {"Acknowledge": "✅", "Mute 1h": "🔕"}
@@ -40,8 +44,11 @@ class MatrixPeople:
             return data
 
     async def create_room(self, who: Account, invite: list[str], *, direct: bool = False,
-                          encrypted: bool = False) -> str:
+                          encrypted: bool = False, alias: str | None = None) -> str:
+        """A new room; `alias`: its local part, making the room `#alias:localhost` too."""
         body: dict[str, Any] = {"preset": "private_chat", "invite": invite, "is_direct": direct}
+        if alias is not None:
+            body["room_alias_name"] = alias
         if encrypted:
             body["initial_state"] = [ENCRYPTION_STATE]
         return str((await self.call(who, "POST", "/_matrix/client/v3/createRoom", body))["room_id"])
@@ -136,3 +143,28 @@ class MatrixDriver:
 
 def dumps(events: list[dict[str, Any]]) -> str:
     return json.dumps([(e.get("sender"), e.get("type"), (e.get("content") or {}).get("body")) for e in events])
+
+
+async def fresh_driver(hs: Homeserver, people: MatrixPeople, proxy: MatrixProxy, **options: Any) -> MatrixDriver:
+    """Fresh rooms for one test: the team's room and each person's direct room with the bot, all inviting it."""
+    bot = hs.bot.user_id
+    room = await people.create_room(hs.alice, [bot, hs.bob.user_id])
+    dms = {hs.alice.user_id: await people.create_room(hs.alice, [bot], direct=True),
+           hs.bob.user_id: await people.create_room(hs.bob, [bot], direct=True)}
+    return MatrixDriver(people, proxy, alice=hs.alice, bob=hs.bob, bot=bot, room=room, dms=dms, **options)
+
+
+def matrix_config(hs: Homeserver, proxy: MatrixProxy, **options: Any) -> dict[str, Any]:
+    """`[integrations.matrix]` for the bot, talking to Synapse through the proxy."""
+    return {"homeserver": proxy.url, "user_id": hs.bot.user_id, "access_token": hs.bot.access_token,
+            "device_id": hs.bot.device_id, "sync_timeout_s": 5, **options}
+
+
+def matrix_kit(tmp: Path, driver: MatrixDriver, hs: Homeserver, proxy: MatrixProxy, **options: Any) -> Config:
+    """The conformance kit's installation (engine.testing.conformance.kit_config) with the bot's Matrix config."""
+    return kit_config(tmp, driver, "matrix", matrix_config(hs, proxy, **options))
+
+
+def installed_with_matrix() -> list[Any]:
+    """Every installed integration (Herald's chat and webhook among them), this Matrix connector included."""
+    return [*(i for i in discover() if i.manifest.name != "matrix"), integration]

@@ -439,7 +439,9 @@ def _check_message(args: dict[str, Any]) -> str | None:
             return "invalid_blocks"
         if block.get("type") == "actions":
             ids = [e.get("action_id") for e in block["elements"]]
-            if len(ids) != len(set(ids)) or any(len(str(e.get("value", ""))) > 2000 for e in block["elements"]):
+            # A button's `url`: "Maximum length is 3000 characters" (Block Kit reference, button element).
+            if len(ids) != len(set(ids)) or any(len(str(e.get("value", ""))) > 2000 or len(str(e.get("url", "")))
+                                                > 3000 for e in block["elements"]):
                 return "invalid_blocks"
     return None
 

@@ -54,6 +54,15 @@ class Account:
     device_id: str
 
 
+@dataclass
+class Homeserver:
+    synapse: Synapse
+    alice: Account  # admin on Herald, and a Synapse admin (to lower the bot's rate limit)
+    bob: Account
+    carol: Account  # no principal's account
+    bot: Account  # Herald's own account, on a fixed device
+
+
 class Synapse:
     def __init__(self, folder: Path) -> None:
         self.folder = folder

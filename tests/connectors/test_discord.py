@@ -118,7 +118,7 @@ async def test_conformance_with_typed_commands(tmp_path: Path, discord: DiscordS
 
 async def test_conformance_with_the_slash_command(tmp_path: Path, discord: DiscordServer) -> None:
     await check_connector(tmp_path, integration, DiscordDriver(discord, slash=True), settings(discord))
-    assert [c["name"] for c in discord.commands["global"]] == ["herald"]
+    assert [c["name"] for c in discord.commands["global"]] == ["herald", "backup"]
     answered = [i for i in discord.interactions.values() if i.payload["type"] == 2]
     assert answered and all(i.response == 5 for i in answered), [i.response for i in answered]
     presses = [i for i in discord.interactions.values() if i.payload["type"] == 3]

@@ -5,10 +5,13 @@ Synapse, over loopback."""
 
 from __future__ import annotations
 
+import html
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from engine.core.config import Config
@@ -18,14 +21,11 @@ from engine.testing.conformance import PlatformDriver, Shown, eventually, post_a
 from tests.connectors.conftest import Homeserver
 from tests.connectors.discord_server import DiscordServer
 from tests.connectors.matrix_proxy import MatrixProxy
-from tests.connectors.matrix_support import MatrixPeople
+from tests.connectors.matrix_support import MatrixPeople, fresh_driver, matrix_config
 from tests.connectors.slack_server import SlackServer
 from tests.connectors.telegram_server import TelegramServer
 from tests.connectors.test_discord import DiscordDriver
 from tests.connectors.test_discord import settings as discord_settings
-from tests.connectors.test_matrix import _config as matrix_config
-from tests.connectors.test_matrix import _driver as matrix_driver
-from tests.connectors.test_matrix import people, proxy  # noqa: F401 - the Matrix fixtures, used by name below
 from tests.connectors.test_slack import SlackDriver, socket_config
 from tests.connectors.test_telegram import TelegramDriver, polling
 from tests.support import ALICE_TOKEN
@@ -64,10 +64,10 @@ def _note(driver: PlatformDriver, name: str) -> Callable[[], Awaitable[Shown | N
 
 async def test_one_alert_on_every_platform_follows_an_acknowledge_pressed_on_one(
         tmp_path: Path, platforms: tuple[TelegramServer, SlackServer, DiscordServer], homeserver: Homeserver,
-        people: MatrixPeople, proxy: MatrixProxy) -> None:  # noqa: F811 - pytest fixtures
+        people: MatrixPeople, proxy: MatrixProxy) -> None:
     telegram, slack, discord = platforms
     drivers: list[PlatformDriver] = [TelegramDriver(telegram), SlackDriver(slack), DiscordDriver(discord, slash=False),
-                                     await matrix_driver(homeserver, people, proxy)]
+                                     await fresh_driver(homeserver, people, proxy)]
     config = _config(tmp_path, drivers, {"telegram": polling(telegram), "slack": socket_config(slack),
                                          "discord": discord_settings(discord),
                                          "matrix": matrix_config(homeserver, proxy)})
@@ -101,3 +101,76 @@ async def test_one_alert_on_every_platform_follows_an_acknowledge_pressed_on_one
             assert shown.buttons == [] and "Acknowledged by alice" in shown.text, (d.platform, shown)
         done = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Resolved" in f["text"])
         assert done["buttons"] == []
+
+
+RUNBOOK = "https://wiki.example.com/runbooks/linked-down"
+GRAPH = "http://prometheus.example:9090/graph?g0.expr=up%20%3D%3D%200"
+LINKS = [("Runbook", RUNBOOK), ("Source", GRAPH)]
+
+
+async def _post_linked(engine: Any, status: str) -> None:
+    """An Alertmanager alert with a runbook annotation and Prometheus's generatorURL (issue 19's link buttons)."""
+    alert: dict[str, Any] = {"status": status, "fingerprint": "fp-linked", "startsAt": "2026-01-01T00:00:00Z",
+                             "labels": {"alertname": "LinkedDown", "severity": "critical", "service": "database"},
+                             "annotations": {"summary": "LinkedDown on db1", "runbook_url": RUNBOOK},
+                             "generatorURL": GRAPH}
+    if status == "resolved":
+        alert["endsAt"] = "2026-01-01T00:12:00Z"
+    body = {"version": "4", "status": status, "receiver": "herald", "groupKey": "linked", "alerts": [alert]}
+    async with aiohttp.ClientSession() as http, \
+            http.post(f"http://127.0.0.1:{engine.port}/hooks/alertmanager", json=body) as response:
+        assert response.status == 200, await response.text()
+
+
+async def _link_elements(telegram: TelegramServer, slack: SlackServer, discord: DiscordServer,
+                         people: MatrixPeople, drivers: list[PlatformDriver], hs: Homeserver) -> dict[str, Any]:
+    """The notification's links as each platform received them: its own link element, as a client renders it."""
+    [tg] = [m for m in telegram.chat_messages(drivers[0].room) if "LinkedDown" in m.text]
+    [sl] = [m for m in slack.in_chat(drivers[1].room) if "LinkedDown" in m.text]
+    [dc] = [m for m in discord.channel_messages(drivers[2].room) if "LinkedDown" in json.dumps(m.embeds) + m.content]
+    blocks = sl.blocks + [b for a in sl.attachments for b in a.get("blocks") or ()]
+    matrix = [e for e in await people.timeline(hs.alice, drivers[3].room)
+              if e.get("sender") == hs.bot.user_id and "LinkedDown" in str((e.get("content") or {}).get("body"))]
+    latest = matrix[-1]["content"]
+    latest = latest.get("m.new_content", latest)  # an edit: what clients show is its new content
+    return {
+        "telegram": [(b["text"], b["url"]) for b in tg.buttons if "url" in b],
+        "slack": [(e["text"]["text"], e["url"]) for b in blocks if b.get("type") == "actions"
+                  for e in b["elements"] if e.get("type") == "button" and "url" in e],
+        "discord": [(c["label"], c["url"]) for c in dc.buttons if c.get("style") == 5 and "custom_id" not in c],
+        "matrix": [(label, url) for label, url in LINKS
+                   if f'<a href="{html.escape(url)}">{label}</a>' in latest["formatted_body"]
+                   and f"\n{label}: {url}" in latest["body"]],
+    }
+
+
+async def test_an_alerts_links_arrive_as_each_platforms_link_element_and_survive_its_edits(
+        tmp_path: Path, platforms: tuple[TelegramServer, SlackServer, DiscordServer], homeserver: Homeserver,
+        people: MatrixPeople, proxy: MatrixProxy) -> None:
+    telegram, slack, discord = platforms
+    drivers: list[PlatformDriver] = [TelegramDriver(telegram), SlackDriver(slack), DiscordDriver(discord, slash=False),
+                                     await fresh_driver(homeserver, people, proxy)]
+    config = _config(tmp_path, drivers, {"telegram": polling(telegram), "slack": socket_config(slack),
+                                         "discord": discord_settings(discord),
+                                         "matrix": matrix_config(homeserver, proxy)})
+    async with running_engine(config, integrations=discover()) as engine, \
+            ChatClient.connect(f"ws://127.0.0.1:{engine.port}/chat", ALICE_TOKEN) as alice:
+        await _post_linked(engine, "firing")
+        note = await alice.wait_for(lambda f: f["type"] == "notification" and "LinkedDown" in f["text"])
+        assert [(link["label"], link["url"]) for link in note["links"]] == LINKS
+        for d in drivers:
+            await eventually(_note(d, "LinkedDown"), f"the notification on {d.platform}")
+        sent = await _link_elements(telegram, slack, discord, people, drivers, homeserver)
+        assert sent == {platform: LINKS for platform in sent}, sent
+
+        await _post_linked(engine, "resolved")  # every message is edited: the links stay, the buttons go
+        for d in drivers:
+            async def resolved(d: PlatformDriver = d) -> Shown | None:
+                shown = await _note(d, "LinkedDown")()
+                return shown if shown and "Resolved" in shown.text else None
+
+            await eventually(resolved, f"the resolve on {d.platform}")
+        done = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Resolved" in f["text"])
+        assert done["buttons"] == [] and [(link["label"], link["url"]) for link in done["links"]] == LINKS
+        edited = await _link_elements(telegram, slack, discord, people, drivers, homeserver)
+        assert edited == {platform: LINKS for platform in edited}, edited

@@ -9,11 +9,9 @@ reported when encryption is off, and a real Synapse 429 becomes RateLimited.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from nio import RoomSendError
 from pydantic import ValidationError
@@ -21,11 +19,11 @@ from pydantic import ValidationError
 from engine.plugin import (
     AddressError,
     Conversation,
+    LinkButton,
     Message,
     RateLimited,
     Rejected,
     Unavailable,
-    discover,
     read_secret,
 )
 from engine.security import identity
@@ -37,50 +35,24 @@ from integrations.matrix.session import Session
 from integrations.matrix.sync import ENCRYPTED_OFF_TEXT
 from tests.connectors.conftest import Homeserver
 from tests.connectors.matrix_proxy import MatrixProxy
-from tests.connectors.matrix_support import MatrixDriver, MatrixPeople, as_shown, dumps
+from tests.connectors.matrix_support import (
+    MatrixDriver,
+    MatrixPeople,
+    as_shown,
+    dumps,
+    fresh_driver,
+    installed_with_matrix,
+    matrix_config,
+    matrix_kit,
+)
 from tests.connectors.support import MemoryStore
-
-
-@pytest.fixture
-async def people(homeserver: Homeserver) -> AsyncIterator[MatrixPeople]:
-    async with aiohttp.ClientSession() as http:
-        yield MatrixPeople(homeserver.synapse, http)
-
-
-@pytest.fixture
-async def proxy(homeserver: Homeserver) -> AsyncIterator[MatrixProxy]:
-    proxy = MatrixProxy(homeserver.synapse.url)
-    await proxy.start()
-    try:
-        yield proxy
-    finally:
-        await proxy.stop()
-
-
-async def _driver(hs: Homeserver, people: MatrixPeople, proxy: MatrixProxy, **options: Any) -> MatrixDriver:
-    """Fresh rooms for one test: the team's room and each person's direct room with the bot, all inviting it."""
-    bot = hs.bot.user_id
-    room = await people.create_room(hs.alice, [bot, hs.bob.user_id])
-    dms = {hs.alice.user_id: await people.create_room(hs.alice, [bot], direct=True),
-           hs.bob.user_id: await people.create_room(hs.bob, [bot], direct=True)}
-    return MatrixDriver(people, proxy, alice=hs.alice, bob=hs.bob, bot=bot, room=room, dms=dms, **options)
-
-
-def _config(hs: Homeserver, proxy: MatrixProxy, **options: Any) -> dict[str, Any]:
-    return {"homeserver": proxy.url, "user_id": hs.bot.user_id, "access_token": hs.bot.access_token,
-            "device_id": hs.bot.device_id, "sync_timeout_s": 5, **options}
-
-
-def _installed() -> list[Any]:
-    """Every installed integration (Herald's chat and webhook among them), this Matrix connector included."""
-    return [*(i for i in discover() if i.manifest.name != "matrix"), integration]
 
 
 @pytest.mark.parametrize("press", ["a numbered reply", "a reaction"])
 async def test_matrix_passes_the_conformance_kit(tmp_path: Path, homeserver: Homeserver, people: MatrixPeople,
                                                  proxy: MatrixProxy, press: str) -> None:
-    driver = await _driver(homeserver, people, proxy, press_by_reaction=press == "a reaction")
-    await check_connector(tmp_path, integration, driver, _config(homeserver, proxy))
+    driver = await fresh_driver(homeserver, people, proxy, press_by_reaction=press == "a reaction")
+    await check_connector(tmp_path, integration, driver, matrix_config(homeserver, proxy))
     assert proxy.limited == 1, "the kit's 429 was not answered by the proxy"
     assert proxy.dropped >= 1, "no /sync long poll was in flight to cut"
 
@@ -90,13 +62,13 @@ async def test_a_restart_between_two_syncs_loses_and_repeats_nothing(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Two events per room in one sync: what was said while Herald was down overflows it, and the gap is fetched.
     monkeypatch.setattr(sync, "TIMELINE_LIMIT", 2)
-    driver = await _driver(homeserver, people, proxy)
+    driver = await fresh_driver(homeserver, people, proxy)
     dm = driver.direct_chat(driver.admin)
 
     async def answers(prefix: str) -> list[str]:
         return [m.text for m in await driver.shown(dm) if m.text.startswith(prefix)]
 
-    async with kit_engine(kit_config(tmp_path, driver, "matrix", _config(homeserver, proxy)), _installed()):
+    async with kit_engine(matrix_kit(tmp_path, driver, homeserver, proxy), installed_with_matrix()):
         # In the room first: with two events a sync, a join's batch would not reach back to the invite.
         await eventually(lambda: _has(people.joined(homeserver.alice, dm), homeserver.bot.user_id), "the bot in")
         await driver.say(driver.admin, dm, "/help")
@@ -106,7 +78,7 @@ async def test_a_restart_between_two_syncs_loses_and_repeats_nothing(
     await driver.say(driver.admin, dm, "!help")  # `!` for clients that keep a leading slash to themselves
     for _ in range(3):
         await driver.say(driver.admin, dm, "/help")
-    async with kit_engine(kit_config(tmp_path, driver, "matrix", _config(homeserver, proxy)), _installed()):
+    async with kit_engine(matrix_kit(tmp_path, driver, homeserver, proxy), installed_with_matrix()):
         await eventually(lambda: answers("You are alice"), "the answer to /whoami sent while Herald was down")
 
         async def five_helps() -> list[str]:
@@ -121,8 +93,8 @@ async def test_a_restart_between_two_syncs_loses_and_repeats_nothing(
 
 async def test_an_edit_replaces_the_notification_for_another_person_and_replies_are_threaded(
         tmp_path: Path, homeserver: Homeserver, people: MatrixPeople, proxy: MatrixProxy) -> None:
-    driver = await _driver(homeserver, people, proxy, press_by_reaction=True)
-    async with kit_engine(kit_config(tmp_path, driver, "matrix", _config(homeserver, proxy)), _installed()) as engine:
+    driver = await fresh_driver(homeserver, people, proxy, press_by_reaction=True)
+    async with kit_engine(matrix_kit(tmp_path, driver, homeserver, proxy), installed_with_matrix()) as engine:
         await eventually(lambda: people.joined(homeserver.alice, driver.room), "the bot in the team's room")
         await people.call(homeserver.bob, "POST", f"/_matrix/client/v3/join/{driver.room}", {})
         await post_alert(engine, "EditSeen")
@@ -166,8 +138,8 @@ async def _from_bot(people: MatrixPeople, hs: Homeserver, room: str) -> list[dic
 
 async def test_invites_are_joined_from_known_people_only(
         tmp_path: Path, homeserver: Homeserver, people: MatrixPeople, proxy: MatrixProxy) -> None:
-    driver = await _driver(homeserver, people, proxy)
-    async with kit_engine(kit_config(tmp_path, driver, "matrix", _config(homeserver, proxy)), _installed()):
+    driver = await fresh_driver(homeserver, people, proxy)
+    async with kit_engine(matrix_kit(tmp_path, driver, homeserver, proxy), installed_with_matrix()):
         bot = homeserver.bot.user_id
         stranger = await people.create_room(homeserver.carol, [bot])
         known = await people.create_room(homeserver.bob, [bot])
@@ -181,8 +153,8 @@ async def _has(members: Any, who: str) -> bool:
 
 async def test_an_encrypted_room_is_reported_when_encryption_is_off(
         tmp_path: Path, homeserver: Homeserver, people: MatrixPeople, proxy: MatrixProxy) -> None:
-    driver = await _driver(homeserver, people, proxy)
-    async with kit_engine(kit_config(tmp_path, driver, "matrix", _config(homeserver, proxy)), _installed()):
+    driver = await fresh_driver(homeserver, people, proxy)
+    async with kit_engine(matrix_kit(tmp_path, driver, homeserver, proxy), installed_with_matrix()):
         room = await people.create_room(homeserver.alice, [homeserver.bot.user_id], encrypted=True)
 
         async def told() -> list[dict[str, Any]]:
@@ -198,11 +170,11 @@ async def test_an_encrypted_room_is_reported_when_encryption_is_off(
 
 async def test_a_matrix_account_links_itself(
         tmp_path: Path, homeserver: Homeserver, people: MatrixPeople, proxy: MatrixProxy) -> None:
-    driver = await _driver(homeserver, people, proxy)
-    config = kit_config(tmp_path, driver, "matrix", _config(homeserver, proxy))
+    driver = await fresh_driver(homeserver, people, proxy)
+    config = matrix_kit(tmp_path, driver, homeserver, proxy)
     dave = config.principals["bob"].model_copy(update={"accounts": []})
     config = config.model_copy(update={"principals": {**config.principals, "dave": dave}})
-    async with kit_engine(config, _installed()) as engine:
+    async with kit_engine(config, installed_with_matrix()) as engine:
         # carol's account is no one's yet: she talks to the bot in the team's room, where alice invited her.
         await eventually(lambda: _has(people.joined(homeserver.alice, driver.room), homeserver.bot.user_id),
                          "the bot in the team's room")
@@ -281,13 +253,13 @@ async def test_an_encrypted_round_trip(tmp_path: Path, homeserver: Homeserver, p
     alice = AsyncClient(homeserver.synapse.url, homeserver.alice.user_id, store_path=str(_private(tmp_path / "a")),
                         config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True))
     assert isinstance(await alice.login("alice-pw", device_name="alice-e2e"), LoginResponse)
-    driver = await _driver(homeserver, people, proxy)
-    config = _config(homeserver, proxy, encryption=True, store_dir=str(tmp_path / "herald-keys"),
+    driver = await fresh_driver(homeserver, people, proxy)
+    config = matrix_config(homeserver, proxy, encryption=True, store_dir=str(tmp_path / "herald-keys"),
                      access_token=bot.access_token, device_id=bot.device_id)
     try:
         await alice.sync(timeout=0, full_state=True)
         await alice.keys_upload()
-        async with kit_engine(kit_config(tmp_path, driver, "matrix", config), _installed()):
+        async with kit_engine(kit_config(tmp_path, driver, "matrix", config), installed_with_matrix()):
             room = await people.create_room(homeserver.alice, [bot.user_id], encrypted=True)
             await eventually(lambda: _has(people.joined(homeserver.alice, room), bot.user_id), "the bot to join")
 
@@ -352,12 +324,23 @@ def test_the_config_takes_one_login_in_any_secret_form(tmp_path: Path, monkeypat
         MatrixConfig(**base, access_token="t", acess_token="typo")
 
 
-def test_addresses_are_room_ids_or_user_ids() -> None:
-    for good in ("!AbC:example.org", "!AbCdEf0123_-", "@alice:example.org"):
+def test_addresses_are_room_ids_room_aliases_or_user_ids() -> None:
+    for good in ("!AbC:example.org", "!AbCdEf0123_-", "#ops:example.org", "@alice:example.org"):
         assert parse_address(good) == good
-    for bad in ("#ops:example.org", "AbC:example.org", "@alice", "", "!a b"):
+    for bad in ("#ops", "#:example.org", "AbC:example.org", "@alice", "", "!a b"):
         with pytest.raises(AddressError, match="room id such as"):
             parse_address(bad)
+
+
+def test_links_are_lines_and_anchors_before_the_numbered_choices() -> None:
+    message = Message(kind="notification", text="[CRITICAL] disk\n\nReply with a number: 1 Acknowledge · 2 Mute 1h",
+                      links=(LinkButton(label="Runbook", url='https://wiki.example/a?b=1&c="2"'),))
+    sent = content.notice(message)
+    assert sent["body"] == ('[CRITICAL] disk\nRunbook: https://wiki.example/a?b=1&c="2"\n\n'
+                            "Reply with a number: 1 Acknowledge · 2 Mute 1h")
+    assert '<a href="https://wiki.example/a?b=1&amp;c=&quot;2&quot;">Runbook</a>' in sent["formatted_body"]
+    assert content.choice_labels(sent["body"]) == ["Acknowledge", "Mute 1h"]
+    assert content.replacement("$n", message)["m.new_content"]["body"] == sent["body"]  # edits keep them
 
 
 def test_contents_escape_html_thread_replies_and_edit_with_a_fallback() -> None:
@@ -443,7 +426,7 @@ async def test_what_was_said_between_the_invite_and_the_join_is_answered_and_old
         tmp_path: Path, homeserver: Homeserver, people: MatrixPeople, proxy: MatrixProxy,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sync, "TIMELINE_LIMIT", 2)  # the join's batch cannot reach back to the invite by itself
-    driver = await _driver(homeserver, people, proxy)
+    driver = await fresh_driver(homeserver, people, proxy)
     room = await people.create_room(homeserver.alice, [])
     await people.say(homeserver.alice, room, "/whoami")  # before the bot was asked in: history, not answered
     await people.call(homeserver.alice, "POST", f"/_matrix/client/v3/rooms/{room}/invite",
@@ -451,7 +434,7 @@ async def test_what_was_said_between_the_invite_and_the_join_is_answered_and_old
     await people.say(homeserver.alice, room, "/help")  # while Herald is not running yet
     for n in range(3):  # emotes, which Herald does not read: they push the invite out of the join's batch
         await people.send(homeserver.alice, room, "m.room.message", {"msgtype": "m.emote", "body": f"waves {n}"})
-    async with kit_engine(kit_config(tmp_path, driver, "matrix", _config(homeserver, proxy)), _installed()):
+    async with kit_engine(matrix_kit(tmp_path, driver, homeserver, proxy), installed_with_matrix()):
         answers = await eventually(lambda: _from_bot(people, homeserver, room), "the answer to /help")
         await asyncio.sleep(1.5)
         texts = [e["content"]["body"] for e in await _from_bot(people, homeserver, room)]

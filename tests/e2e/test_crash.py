@@ -61,6 +61,10 @@ class Load:
         self.accepted_alerts: set[str] = set()
         self.accepted_commands: set[str] = set()  # event ids from acks
         self.notifications: collections.Counter[str] = collections.Counter()
+        self.seqs: set[int] = set()  # outbox numbers of the frames received
+        self.notified: set[str] = set()  # the alerts' summaries, as the person saw them
+        self.acked_ids: set[str] = set()  # client ids of commands Herald acknowledged
+        self.results: set[str] = set()  # client ids of commands whose result reached the person
         self.next_alert = 0
         self.next_command = 0
 
@@ -85,18 +89,27 @@ class Load:
     async def chat(self, stop: asyncio.Event) -> None:
         try:
             async with websockets.connect(f"ws://127.0.0.1:{self.port}/chat") as ws:
-                await ws.send(json.dumps({"type": "auth", "token": ALICE_TOKEN}))
+                # As docs/chat-protocol.md asks of a client: send the largest seq seen, ignore frames already had.
+                await ws.send(json.dumps({"type": "auth", "token": ALICE_TOKEN, "since": max(self.seqs, default=0)}))
                 json.loads(await ws.recv())
                 sender = asyncio.ensure_future(self._commands(ws, stop))
                 try:
                     async for raw in ws:
                         frame = json.loads(raw)
+                        if "seq" in frame:
+                            if frame["seq"] in self.seqs:
+                                continue
+                            self.seqs.add(frame["seq"])
                         if frame["type"] == "notification":
                             # By event: a sender that lost its 200 to a crash posts the same alert again, which is
                             # a new event (Alertmanager does the same); one event must never notify twice.
                             self.notifications[frame["event"]] += 1
+                            self.notified.add(frame["text"].split("alert-", 1)[1][:6])
                         elif frame["type"] == "ack":
                             self.accepted_commands.add(frame["event"])
+                            self.acked_ids.add(frame["id"])
+                        elif frame["type"] == "result":
+                            self.results.add(frame["in_reply_to"])
                 finally:
                     sender.cancel()
         except (OSError, websockets.ConnectionClosed):
@@ -155,6 +168,10 @@ async def test_kill_9_loses_nothing_and_repeats_nothing(crash_config: Path) -> N
     assert unhandled == 0
     assert load.accepted_alerts <= summaries, "an accepted alert is missing from the journal"
     assert load.accepted_commands <= command_events, "an acknowledged command is missing from the journal"
+    unheard = load.accepted_alerts - {f"alert-{n}" for n in load.notified}
+    assert not unheard, f"accepted but never shown to the person: {sorted(unheard)[:5]}"
+    unanswered = load.acked_ids - load.results
+    assert not unanswered, f"commands acknowledged whose result never reached the person: {sorted(unanswered)[:5]}"
     twice = [text for text, n in load.notifications.items() if n > 1]
     assert not twice, f"notified more than once: {twice[:5]}"
     assert max(tasks_per_event.values()) == 1, "a command started more than one task"

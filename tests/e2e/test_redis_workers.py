@@ -1,5 +1,6 @@
 """Scale-out on a real redis-server: `herald worker` processes take tasks from a Redis stream; when one is killed
-mid-task, another takes the task over and it completes exactly once."""
+mid-task, another takes the task over and adopts its container: the script runs once and its real result is
+reported once."""
 
 from __future__ import annotations
 
@@ -19,18 +20,23 @@ from engine.testing import ChatClient, running_engine
 from tests.e2e.redis_server import ACL_PASSWORD, ACL_USER, SIGNING_KEY, W1, W2, RedisServer
 from tests.support import ALICE_TOKEN, REPO, chat_url
 
-SCRIPT = '#!/bin/sh\necho "start $1"\nsleep 4\necho "done $1"\n'
+SCRIPT = '#!/bin/sh\necho "start $1 in $(cat /etc/hostname)"\nsleep 4\necho "done $1"\n'
 FLAKY = '#!/bin/sh\necho "attempt $HERALD_ATTEMPT"\n[ "$HERALD_ATTEMPT" -ge "$1" ]\n'  # succeeds from attempt $1
 
 
 @pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    """A Redis that asks for a password, used through an ACL user that may touch herald:* keys only."""
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis", acl_user=True).start()
     try:
-        yield server.url(user=ACL_USER, password=ACL_PASSWORD)
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_url(redis: RedisServer) -> str:
+    """A Redis that asks for a password, used through an ACL user that may touch herald:* keys only."""
+    return redis.url(user=ACL_USER, password=ACL_PASSWORD)
 
 
 @pytest.fixture
@@ -60,6 +66,17 @@ def _worker(config: Path, name: str) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=open(config.parent / f"{name}.log", "wb"))  # noqa: SIM115
 
 
+async def _started_container(redis: RedisServer, task_id: str, timeout: float = 30) -> str:
+    """The container the worker recorded, before starting it, as the task's (attempt 1)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        record = redis.cli("GET", f"herald:tasks:started:{task_id}:1").strip()
+        if record:
+            return record.split("\t")[2]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no start was recorded for task {task_id}")
+
+
 async def _task_of(engine: Engine, n: str, status: str, timeout: float = 60):  # type: ignore[no-untyped-def]
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
@@ -70,15 +87,17 @@ async def _task_of(engine: Engine, n: str, status: str, timeout: float = 60):  #
     raise AssertionError(f"task {n} never became {status}")
 
 
-async def test_workers_share_tasks_and_a_killed_workers_task_completes_once(engine: Engine,
-                                                                          queue_config: Path) -> None:
+async def test_workers_share_tasks_and_a_killed_workers_task_completes_once(engine: Engine, queue_config: Path,
+                                                                          redis: RedisServer) -> None:
     workers = {name: _worker(queue_config, name) for name in (W1, W2)}
     try:
         async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
             msg = await alice.say("/work victim")
             running = await _task_of(engine, "victim", "running")
             assert running.worker in workers
-            workers.pop(running.worker).send_signal(signal.SIGKILL)  # dies mid-task
+            container = await _started_container(redis, running.task_id)
+            await asyncio.sleep(1.5)  # recorded just before it starts: let the script start (it sleeps 4 s)
+            workers.pop(running.worker).send_signal(signal.SIGKILL)  # dies mid-task; its container runs on
             survivor = next(iter(workers))
             result = await alice.wait_for(lambda f: f["type"] == "result" and f["in_reply_to"] == msg, timeout=60)
             others = [await alice.say(f"/work n{i}") for i in range(3)]
@@ -87,6 +106,7 @@ async def test_workers_share_tasks_and_a_killed_workers_task_completes_once(engi
             await asyncio.sleep(2.5)  # time for a duplicate result to show up, if there were one
         finished = await _task_of(engine, "victim", "succeeded")
         assert result["ok"] and finished.worker == survivor and "done victim" in finished.output
+        assert f"start victim in {container[:12]}" in finished.output, "the script ran again instead of adopted"
         assert [f for f in alice.frames if f["type"] == "result" and f["in_reply_to"] == msg] == [result]
         rows = await engine.db.call(lambda c: c.execute(
             "SELECT count(*) FROM audit_log WHERE action = 'task.finished'").fetchone()[0])
@@ -110,6 +130,26 @@ async def test_a_worker_retries_a_failed_task_after_its_backoff(engine: Engine, 
         waits = await engine.db.call(lambda c: c.execute(
             "SELECT count(*) FROM audit_log WHERE action = 'task.retry'").fetchone()[0])
         assert waits == 2
+    finally:
+        worker.terminate()
+        worker.wait(20)
+
+
+async def test_an_engine_restart_leaves_a_workers_running_task_to_it(queue_config: Path) -> None:
+    """The engine stops while a worker runs a task: at its start it does not fail the task (a `retry` rule would then
+    run it a second time); the worker's result is recorded and reaches the person who asked."""
+    worker = _worker(queue_config, W1)
+    try:
+        async with running_engine(load_config(queue_config)) as engine:
+            async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+                msg = await alice.say("/work across")
+                await _task_of(engine, "across", "running")
+                seen = max((int(f["seq"]) for f in alice.frames if "seq" in f), default=0)
+        async with running_engine(load_config(queue_config)) as engine:
+            finished = await _task_of(engine, "across", "succeeded")
+            async with ChatClient.connect(chat_url(engine), ALICE_TOKEN, since=seen) as alice:
+                result = await alice.wait_for(lambda f: f["type"] == "result" and f["in_reply_to"] == msg, timeout=30)
+        assert "done across" in finished.output and result["ok"]
     finally:
         worker.terminate()
         worker.wait(20)

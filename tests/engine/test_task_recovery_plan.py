@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from engine.sandbox.leftovers import Leftover
 from engine.tasks.queue import TaskParams, TaskRecord
-from engine.tasks.recovery import plan
+from engine.tasks.recovery import plan, take_over
 
 
 def task(task_id: str = "t1", *, container: str | None = None, attempt: int = 1) -> TaskRecord:
@@ -54,3 +54,29 @@ def test_containers_of_other_attempts_and_tasks_are_not_adopted_but_removed() ->
     result = plan([task(attempt=2)], [box("old", attempt=1), box("stray", "t9"), box("c2", attempt=2)])
     assert [(t.task_id, c.container_id) for t, c in result.adopt] == [("t1", "c2")]
     assert sorted(c.container_id for c in result.remove) == ["old", "stray"]
+
+
+# A `herald worker` taking over a task from a worker that stopped (engine.tasks.recovery.take_over); the e2e test is
+# tests/e2e/test_redis_workers.py.
+
+def test_a_taken_over_task_whose_container_started_here_is_adopted() -> None:
+    decision = take_over([box("c1"), box("c0", started=False)], started_on="h1", host="h1")
+    assert decision.adopt is not None and decision.adopt.container_id == "c1"
+    assert not decision.rerun and decision.failed is None and [c.container_id for c in decision.remove] == ["c0"]
+
+
+def test_a_taken_over_task_with_no_start_recorded_runs() -> None:
+    decision = take_over([box("c0", started=False)], started_on=None, host="h1")
+    assert decision.rerun and decision.adopt is None and [c.container_id for c in decision.remove] == ["c0"]
+
+
+def test_a_taken_over_task_recorded_here_whose_container_never_ran_runs() -> None:
+    assert take_over([box("c0", started=False)], started_on="h1", host="h1").rerun
+
+
+def test_a_taken_over_task_that_started_but_is_gone_or_elsewhere_is_failed_never_rerun() -> None:
+    gone = take_over([], started_on="h1", host="h1")
+    elsewhere = take_over([], started_on="h2", host="h1")
+    unknown = take_over(None, started_on="h1", host="h1", problem="podman is down")
+    for decision, why in ((gone, "is gone"), (elsewhere, "started on h2"), (unknown, "podman is down")):
+        assert not decision.rerun and decision.adopt is None and decision.failed and why in decision.failed

@@ -1,0 +1,103 @@
+"""Mutes mirrored into Alertmanager as silences (`[alerts] alertmanager_url`), so the source stops sending too.
+
+A Mute pressed on an alert that came from Alertmanager creates a silence there through its API v2
+(`POST /api/v2/silences`: one equality matcher per label of the alert, ending when the mute ends, created by the
+person who pressed). The silence's id is kept with the alert; when the alert resolves, Herald expires the silence
+(`DELETE /api/v2/silence/{id}`), so a mute never outlives its alert on either side. Alertmanager being away never
+fails the mute: Herald's own mute holds, the person is told the silence could not be made, and it is logged and
+audited (`silence.upstream_failed`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from engine.core.events import AlertData, Event
+from engine.core.store import Database
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS upstream_silences (
+    fingerprint TEXT PRIMARY KEY,
+    silence_id TEXT NOT NULL,
+    until TEXT NOT NULL
+);
+"""
+TIMEOUT_S = 5.0
+log = logging.getLogger("herald.silences")
+
+Audit = Callable[..., Awaitable[None]]
+
+
+class UpstreamSilences:
+    def __init__(self, db: Database, url: Callable[[], str | None], http: Callable[[], aiohttp.ClientSession],
+                 audit: Audit) -> None:
+        self._db = db
+        self._url = url  # read at each use: a config reload may change it
+        self._http = http
+        self._audit = audit
+
+    async def mirror(self, source_event: str | None, until: datetime, by: str) -> str:
+        """Silence in Alertmanager the alert the event `source_event` carried, until `until`; returns a few words
+        for the person who muted it ("" when there is nothing to mirror)."""
+        base = self._url()
+        alert = await self._alert(source_event) if base else None
+        if base is None or alert is None:
+            return ""
+        body = {"matchers": [{"name": name, "value": value, "isRegex": False, "isEqual": True}
+                             for name, value in sorted(alert.labels.items())],
+                "startsAt": datetime.now(UTC).isoformat(), "endsAt": until.isoformat(), "createdBy": by,
+                "comment": f"Muted from Herald by {by}"}
+        try:
+            answer = await self._call("POST", f"{base}/api/v2/silences", body)
+            silence_id = str(answer["silenceID"])
+        except (aiohttp.ClientError, TimeoutError, KeyError, TypeError, ValueError) as exc:
+            await self._failed("create", alert.fingerprint, exc, by)
+            return " Alertmanager could not be told (see the log); Herald's mute holds."
+        await self._db.write(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO upstream_silences (fingerprint, silence_id, until) VALUES (?, ?, ?)",
+            (alert.fingerprint, silence_id, until.isoformat())))
+        await self._audit("silence.upstream", by, alert=alert.fingerprint, silence=silence_id, until=until.isoformat())
+        return " Silenced in Alertmanager too."
+
+    async def lift(self, fingerprint: str) -> None:
+        """The alert resolved: expire the silence made for it, if any."""
+        row = await self._db.call(lambda conn: conn.execute(
+            "SELECT silence_id FROM upstream_silences WHERE fingerprint = ?", (fingerprint,)).fetchone())
+        base = self._url()
+        if row is None or base is None:
+            return
+        try:
+            await self._call("DELETE", f"{base}/api/v2/silence/{row['silence_id']}", None)
+        except aiohttp.ClientResponseError as exc:
+            if exc.status != 404:  # already gone (expired, or removed in Alertmanager's UI): nothing to undo
+                await self._failed("expire", fingerprint, exc, "system")
+                return
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            await self._failed("expire", fingerprint, exc, "system")
+            return
+        await self._db.write(lambda conn: conn.execute(
+            "DELETE FROM upstream_silences WHERE fingerprint = ?", (fingerprint,)))
+        await self._audit("silence.upstream_expired", "system", alert=fingerprint, silence=row["silence_id"])
+
+    async def _alert(self, event_id: str | None) -> AlertData | None:
+        row = await self._db.call(lambda conn: conn.execute(
+            "SELECT body FROM events WHERE id = ?", (event_id,)).fetchone()) if event_id else None
+        if row is None:
+            return None
+        event = Event.model_validate_json(row["body"])
+        return event.data if isinstance(event.data, AlertData) and event.source == "alertmanager" else None
+
+    async def _call(self, method: str, url: str, body: dict[str, Any] | None) -> Any:
+        async with self._http().request(method, url, json=body, raise_for_status=True,
+                                        timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as response:
+            return await response.json(content_type=None)
+
+    async def _failed(self, what: str, fingerprint: str, exc: BaseException, by: str) -> None:
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        log.warning("could not %s the Alertmanager silence of alert %s: %s", what, fingerprint, reason)
+        await self._audit("silence.upstream_failed", by, alert=fingerprint, step=what, reason=reason)

@@ -112,6 +112,8 @@ class Catalog:
     default_teams: frozenset[str] = frozenset()
     # The people `@name` may name; None: the compiler is not told (any `@name` is accepted).
     people: frozenset[str] | None = None
+    # Commands the engine answers itself (/help, /cancel...): a rule on one would never run.
+    builtin_commands: frozenset[str] = frozenset()
     # The smallest memory limit a sandboxed run can start with (the engine's sandbox knows the real floor).
     min_memory_bytes: int = 4 * 1024 * 1024
 

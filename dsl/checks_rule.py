@@ -140,6 +140,10 @@ def _check_trigger(rule: Rule, ctx: RuleContext) -> Iterator[Diagnostic]:
                 if diag is not None:
                     yield diag
     elif isinstance(trigger, CommandTrigger):
+        if trigger.name in catalog.builtin_commands:  # Herald answers these itself: the rule would never run
+            yield Diagnostic(trigger.span, f"/{trigger.name} is one of Herald's own commands "
+                                           f"({', '.join('/' + c for c in sorted(catalog.builtin_commands))}); "
+                                           "a rule on it would never run: name the command differently")
         yield from _check_params(trigger.params)
     elif isinstance(trigger, TaskTrigger):
         yield from known_name("script", trigger.script, trigger.script_span or trigger.span, catalog.scripts)

@@ -122,7 +122,8 @@ class CompiledRule:
     does (not where it is written or its comments), so a reload can tell an unchanged rule from a changed one.
     `matches(fields)` is built from `conditions` and `checks` when it is first asked for (the graph's index
     builds its own matcher for most rules, so most never need this one); `explain(fields)` names the first of
-    them that fails. `stages` are the clauses the engine runs before the actions, in written order.
+    them that fails. `stages` are the clauses the engine runs before the actions, in written order except that a
+    confirmation comes last.
     """
 
     name: str

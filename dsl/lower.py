@@ -107,6 +107,9 @@ def lower_rule(
             checks.append(Check(text, compile_condition(clause.condition, info)))
         else:
             stages.append(_stage(clause, text))
+    # A confirmation is asked for last: nobody should confirm a run that a rate limit, a dedupe window or a full disk
+    # then refuses. The other clauses keep the order written.
+    stages.sort(key=lambda stage: isinstance(stage, ConfirmStage))
     lines = [print_trigger(trigger), *clause_texts, *action_texts]
     return CompiledRule(
         name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -132,7 +133,8 @@ async def _press(ws: aiohttp.ClientWebSocketResponse, alert: AlertView, action: 
         print(f"{alert.name or alert.fingerprint}: no {action}{' ' + duration if duration else ''} button to press "
               f"({why})", file=sys.stderr)
         return EXIT_FAILED
-    await ws.send_json({"type": "press", "button": buttons[0].id, "id": "cli"})
+    press_id = f"cli-{secrets.token_hex(6)}"  # answers go to the person: an earlier run's late one is not this one's
+    await ws.send_json({"type": "press", "button": buttons[0].id, "id": press_id})
     async for msg in ws:
         if msg.type != aiohttp.WSMsgType.TEXT:
             break
@@ -140,7 +142,7 @@ async def _press(ws: aiohttp.ClientWebSocketResponse, alert: AlertView, action: 
         if frame.get("type") == "error":
             print(f"error: {frame.get('message')}", file=sys.stderr)
             return EXIT_FAILED
-        if frame.get("type") == "reply" and frame.get("id") == "cli":
+        if frame.get("type") == "reply" and frame.get("id") == press_id:
             text = str(frame.get("text", ""))
             print(text)
             return EXIT_OK if text.startswith(("Acknowledged", "Muted")) else EXIT_FAILED

@@ -147,7 +147,8 @@ def graph_text(graph: EventGraph) -> str:
     for kind in dict.fromkeys(rule.kind for rule in graph.rules):
         out.append(f"on {kind}:")
         for rule in graph.of_kind(kind):
-            when = [c.text or f"{c.field} = {c.value}" for c in rule.conditions] + [c.text for c in rule.checks]
+            when = [c.text or f"{c.field} = {c.value}" for c in rule.conditions] + \
+                [c.text.removeprefix("when ") for c in rule.checks]  # a `when` clause's text starts with its keyword
             out.append(f"  {rule.name}" if rule.name == rule.location else f"  {rule.name} ({rule.location})")
             out.append(f"    when   {' and '.join(when) or 'always'}")
             for stage in rule.stages:

@@ -16,6 +16,7 @@ import logging
 import sqlite3
 
 from dsl import EventGraph
+from dsl.values import human_duration
 from engine.client.snapshots import EventView, RunView
 from engine.core.errors import DurabilityError
 from engine.core.events import AlertData, ButtonData, Cause, CommandData, Event, MessageData, TaskData, utcnow
@@ -226,12 +227,13 @@ class Runtime:
         if task.depth + 1 > actions.MAX_EMIT_DEPTH:
             return
         duration = (task.end_time - task.start_time).total_seconds() if task.end_time and task.start_time else None
-        tail = task.output[-TAIL_CHARS:]
+        # Only what the script wrote to each stream; Herald's own reason (cancelled, could not start) goes with stderr.
+        stderr = "\n".join(part for part in (task.stderr_tail.rstrip("\n"), task.error or "") if part)
         await services.submit([Event(
             id=derived_id(task.create_time, "task-event", task.task_id), source="tasks", reply_to=task.reply_to,
             data=TaskData(task_id=task.task_id, script=task.params.script, status=task.status,
-                          exit_code=task.exit_code, duration=duration, stdout_tail=tail,
-                          stderr_tail=(task.error or tail)[-TAIL_CHARS:], rule=task.rule),
+                          exit_code=task.exit_code, duration=duration,
+                          stdout_tail=task.stdout_tail[-TAIL_CHARS:], stderr_tail=stderr[-TAIL_CHARS:], rule=task.rule),
             cause=Cause(root=task.event_id, parent=task.event_id, depth=task.depth + 1),
         )])
 
@@ -244,7 +246,7 @@ class Runtime:
         await self.services.audit_publish("task.retry", task.requested_by or "system", task=task.task_id,
                                           script=task.params.script, failed=failed, attempt=task.attempt,
                                           attempts=task.attempts, not_before=task.not_before.isoformat())
-        text = f"{failed}; retrying in {delay_s:.0f}s (attempt {task.attempt} of {task.attempts})"
+        text = f"{failed}; retrying in {human_duration(delay_s)} (attempt {task.attempt} of {task.attempts})"
         await self._trace(task.run_id, task.event_id, task.rule, RunState.EXECUTE, text)
         await self.services.delivery.reply(task.reply_to, Progress(task.run_id, task.rule, RunState.EXECUTE.value,
                                                                   text))

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from dsl import EventGraph
 from dsl.graph import CompiledRule
 from dsl.plan import DedupeStage, EscalateAction, GroupStage, RateLimitStage, SilenceAction
-from dsl.values import duration_seconds, format_duration, is_duration
+from dsl.values import duration_seconds, format_duration, human_duration, is_duration
 from engine.client.snapshots import RunView
 from engine.core.events import AlertData, Event
 from engine.core.ids import new_id
@@ -287,7 +287,7 @@ async def dedupe(stage: DedupeStage, run: RuleRun, services: Services, index: in
     if until is None:
         return PROCEED
     return StageOutcome(False, f"duplicate: {stage.field} {value} was seen within the last "
-                               f"{format_duration(stage.for_s)} (next one passes in {_seconds(until - now)})")
+                               f"{format_duration(stage.for_s)} (next one passes in {human_duration(until - now)})")
 
 
 @stages.handles(RateLimitStage)
@@ -317,7 +317,7 @@ async def rate_limit(stage: RateLimitStage, run: RuleRun, services: Services, in
         return PROCEED
     whose = f" for {value}" if value else ""
     return StageOutcome(False, f"rate limited (at most {stage.count} per {format_duration(stage.per_s)}{whose}), "
-                               f"try again in {_seconds(wait)}")
+                               f"try again in {human_duration(wait)}")
 
 
 @stages.handles(GroupStage)
@@ -349,11 +349,7 @@ async def group(stage: GroupStage, run: RuleRun, services: Services, index: int)
         return StageOutcome(False, f"grouped by {stage.field} {value}: batch {batch} runs in "
                                    f"{format_duration(stage.within_s)}", parked=True)
     return StageOutcome(False, f"grouped into batch {batch} ({count} events so far, runs in "
-                               f"{_seconds(closes - now.timestamp())})")
-
-
-def _seconds(seconds: float) -> str:
-    return f"{max(1, round(seconds))}s"
+                               f"{human_duration(closes - now.timestamp())})")
 
 
 # -- actions ---------------------------------------------------------------------------------------------------

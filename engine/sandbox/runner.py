@@ -46,7 +46,7 @@ from engine.core.errors import SandboxError, SandboxUnavailable
 from engine.sandbox import leftovers, netfilter
 from engine.sandbox.host import Connection, connect, image_missing, is_connection_error
 from engine.sandbox.leftovers import Leftover
-from engine.sandbox.output import WAIT_SLACK_S, OutputSink, explain, open_attach, read_log
+from engine.sandbox.output import STDERR, STDOUT, WAIT_SLACK_S, OutputSink, explain, feed_log, open_attach, read_log
 from engine.sandbox.output import pump as pump_stream
 from engine.sandbox.podman_service import PodmanService
 from engine.sandbox.policy import (
@@ -87,6 +87,8 @@ class SandboxResult:
     not_enforced: tuple[str, ...] = ()  # limits this host could not apply, and why
     limits_note: str = ""  # one line for people: each limit's mechanism, then what the host could not enforce
     container_id: str = ""  # still there only after a run with keep=True, or an adoption: `remove()` it
+    stdout_tail: str = ""  # the end of stdout alone, and of stderr alone (`output` has both, interleaved)
+    stderr_tail: str = ""
 
 
 @dataclass(frozen=True)
@@ -355,7 +357,7 @@ class Sandbox:
         exit_code = int(await waiter)
         await self._call(ctr.reload)
         sink = OutputSink(self._config.output_limit_bytes, None)
-        sink.feed(await self._call(read_log, conn.client, ctr.id, self._config.output_limit_bytes))
+        feed_log(sink, await self._call(read_log, conn.client, ctr.id, self._config.output_limit_bytes))
         output = sink.head.decode(errors="replace")
         if sink.truncated:
             output += "\n" + sink.truncation_note()
@@ -365,7 +367,8 @@ class Sandbox:
         return SandboxResult(
             exit_code=None if timed_out else exit_code, output=output, timed_out=timed_out,
             duration_s=duration if duration is not None else time.time() - started_at, enforced=(),
-            output_bytes=sink.total, container_id=ctr.id,
+            output_bytes=sink.total, container_id=ctr.id, stdout_tail=sink.tail(STDOUT),
+            stderr_tail=sink.tail(STDERR),
         )
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -540,7 +543,7 @@ class Sandbox:
                 if pending:
                     log.warning("attach stream of %s did not end %.0f s after exit", ctr.id[:12], _DRAIN_S)
             else:
-                sink.feed(await self._call(read_log, conn.client, ctr.id, self._config.output_limit_bytes))
+                feed_log(sink, await self._call(read_log, conn.client, ctr.id, self._config.output_limit_bytes))
         finally:
             if sock is not None:
                 sock.close()  # also ends a pump still blocked on it (a cancelled or stuck run)
@@ -563,6 +566,8 @@ class Sandbox:
             not_enforced=plan.missing,
             limits_note=plan.note,
             container_id=ctr.id,
+            stdout_tail=sink.tail(STDOUT),
+            stderr_tail=sink.tail(STDERR),
         )
 
     def _discard(self, ctr: Container, may_run: bool) -> None:

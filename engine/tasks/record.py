@@ -46,8 +46,10 @@ class TaskRecord(BaseModel):
     start_time: datetime | None = None
     end_time: datetime | None = None
     exit_code: int | None = None
-    output: str = ""
-    error: str | None = None
+    output: str = ""  # stdout and stderr interleaved, as the chat shows it
+    stdout_tail: str = ""  # the end of each stream alone, for `{task.stdout_tail}` and `{task.stderr_tail}`
+    stderr_tail: str = ""
+    error: str | None = None  # Herald's reason when it could not run the script or stopped it
     enforced: list[str] = Field(default_factory=list)
     run_id: str
     rule: str
@@ -96,5 +98,6 @@ class TaskRecord(BaseModel):
             "earlier": [*self.earlier, self.outcome()],
             "container": None,
             "start_time": None, "end_time": None, "exit_code": None, "output": "", "error": None,
+            "stdout_tail": "", "stderr_tail": "",
             "output_bytes": None, "worker": None, "queue_entry": None, "queue_delivery": None,
         })

@@ -439,13 +439,27 @@ class Silence:
 
 @quick_init
 @dataclass(frozen=True, slots=True)
-class Escalate:
-    """`escalate to TARGET after D unless acknowledged`."""
+class EscalationStep:
+    """`to TARGET after D` in an `escalate`: D counts from when the escalation was armed (the alert's firing)."""
 
     target: str
     after_s: float
     span: Span
     target_span: Span | None = None
+    after_span: Span | None = None
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
+class Escalate:
+    """`escalate to T1 after D1[, to T2 after D2 ...][, repeat every R] (unless|until) acknowledged`.
+
+    `repeat_s` None: each step notifies once. Otherwise the last step's target is notified again every R."""
+
+    steps: tuple[EscalationStep, ...]
+    span: Span
+    repeat_s: float | None = None
+    repeat_span: Span | None = None
 
 
 Action: TypeAlias = Notify | Reply | RunScript | Emit | Silence | Escalate

@@ -50,6 +50,7 @@ from dsl.plan import (
     DedupeStage,
     EmitAction,
     EscalateAction,
+    EscalateStep,
     GroupStage,
     NotifyAction,
     RateLimitStage,
@@ -212,7 +213,8 @@ def _action(action: object, text: str) -> Action:
     if isinstance(action, Silence):
         return SilenceAction(action.field, action.for_s, action.for_field, _hash(text))
     assert isinstance(action, Escalate)
-    return EscalateAction(action.target, action.after_s, _hash(text))
+    steps = tuple(EscalateStep(step.target, step.after_s) for step in action.steps)
+    return EscalateAction(steps, action.repeat_s, _hash(text))
 
 
 def _param(param: Param) -> CommandParam:

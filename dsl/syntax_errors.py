@@ -25,7 +25,7 @@ KEYWORDS = (
     "require", "role", "confirmation", "by", "another", "within", "dedupe", "for", "group", "most", "per",
     "check", "disk", "has", "free", "notify", "saying", "with", "buttons", "reply", "run", "sandboxed",
     "timeout", "retry", "times", "backoff", "memory", "network", "args", "emit", "silence", "escalate", "to",
-    "after", "unless", "acknowledged",
+    "after", "unless", "acknowledged", "until", "repeat",
 )  # fmt: skip
 
 # What a NAME stands for depends on the word before it.

@@ -51,7 +51,7 @@ from engine.plugin.commands import CommandCatalog, CommandInfo, CommandsChanged
 from engine.plugin.discovery import active_integrations, connector_specs, discover, validate_integrations
 from engine.plugin.kv import SqliteKeyValue
 from engine.reload.reloader import ConfigSource, Fallback, Reloader, adopt_config
-from engine.runs import actions, alerts, confirm, runtime, schedules, stateful
+from engine.runs import actions, alerts, confirm, escalation, runtime, schedules, stateful
 from engine.runs.alert_board import AlertBoard
 from engine.runs.alerts import AlertState
 from engine.runs.builtins import press_refusal
@@ -180,7 +180,7 @@ class Engine:
         self._commands = CommandCatalog(graph)  # what integrations with native commands register
         self.timers = timers.Timers(self.db, clock=clock)  # `clock`: tests move time instead of sleeping
         self.stateful = stateful.Stateful(runtime=self.runtime, timers=self.timers,
-                                          parts=(confirm.PART, schedules.PART))
+                                          parts=(confirm.PART, schedules.PART, escalation.PART))
         self._detach_stateful: Callable[[], None] | None = None
         self._watch = watch
 

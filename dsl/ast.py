@@ -151,6 +151,18 @@ class TaskTrigger:
 
 @quick_init
 @dataclass(frozen=True, slots=True)
+class MissingTrigger:
+    """`on alert missing NAME for D`: a dead man's switch on the alert named NAME (its alertname)."""
+
+    name: str
+    for_s: float
+    span: Span
+    name_span: Span | None = None
+    for_span: Span | None = None
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
 class ScheduleTrigger:
     """`on schedule every D` | `every day at HH:MM` | `cron "m h dom mon dow"`, optionally `in ZONE`.
 
@@ -192,6 +204,7 @@ class MessageTrigger:
 
 Trigger: TypeAlias = (
     AlertTrigger | CommandTrigger | ButtonTrigger | TaskTrigger | ScheduleTrigger | EventTrigger | MessageTrigger
+    | MissingTrigger
 )
 
 # ---- conditions ---------------------------------------------------------------------------------------------

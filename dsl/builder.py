@@ -39,6 +39,7 @@ from dsl.ast import (
     LabelMatch,
     Member,
     MessageTrigger,
+    MissingTrigger,
     Notify,
     Param,
     RateLimit,
@@ -269,6 +270,11 @@ class AstBuilder(ConditionCallbacks, Transformer[Token, Any]):
 
     def task_status(self, children: list[Token]) -> Token:
         return children[0]
+
+    def missing_trigger(self, children: list[Token]) -> MissingTrigger:
+        _, _, _, name, _, duration = children
+        return MissingTrigger(str(name), duration_seconds(duration), self.cover(children[0], duration),
+                              self.span(name), self.span(duration))
 
     def schedule_trigger(self, children: list[Any]) -> ScheduleTrigger:
         spec: Piece = children[2]

@@ -27,6 +27,7 @@ from dsl.ast import (
     Matches,
     MemberOf,
     MessageTrigger,
+    MissingTrigger,
     Not,
     Notify,
     Param,
@@ -73,6 +74,7 @@ MIN_RETRIES, MAX_RETRIES = 1, 10
 # An escalation's repeat: at most one page per minute per alert and rule, however the rule is written.
 MIN_REPEAT_S = 60.0
 MAX_ESCALATION_STEPS = 10
+MIN_MISSING_S = 60.0  # `on alert missing NAME for D`
 MIN_BACKOFF_S, MAX_BACKOFF_S = 1.0, 3600.0
 _CLOCK = re.compile(r"([0-9]{1,2}):([0-9]{2})")
 
@@ -149,6 +151,12 @@ def _check_trigger(rule: Rule, ctx: RuleContext) -> Iterator[Diagnostic]:
         yield from known_name("script", trigger.script, trigger.script_span or trigger.span, catalog.scripts)
     elif isinstance(trigger, ScheduleTrigger):
         yield from _check_schedule(trigger, ctx)
+    elif isinstance(trigger, MissingTrigger) and trigger.for_s < MIN_MISSING_S:
+        yield Diagnostic(trigger.for_span or trigger.span,
+                         f"'for {format_duration(trigger.for_s)}' is too short to tell a heartbeat is missing: give "
+                         f"{format_duration(MIN_MISSING_S)} or more",
+                         hint="a heartbeat alert (Alertmanager's Watchdog) arrives every repeat_interval; wait for a "
+                              "few of them")
     elif isinstance(trigger, MessageTrigger):
         diag = check_regex(trigger.pattern, trigger.pattern_span)
         if diag is not None:

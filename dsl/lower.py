@@ -22,6 +22,7 @@ from dsl.ast import (
     EventTrigger,
     Group,
     MessageTrigger,
+    MissingTrigger,
     Notify,
     Param,
     RateLimit,
@@ -52,6 +53,7 @@ from dsl.plan import (
     EscalateAction,
     EscalateStep,
     GroupStage,
+    MissingSpec,
     NotifyAction,
     RateLimitStage,
     ReplyAction,
@@ -121,6 +123,7 @@ def lower_rule(
         tuple(stages),
         tuple([_param(p) for p in params]) if params else (),
         _schedule(trigger) if isinstance(trigger, ScheduleTrigger) else None,
+        MissingSpec(trigger.name, trigger.for_s) if isinstance(trigger, MissingTrigger) else None,
     )
 
 
@@ -158,6 +161,8 @@ def _trigger_tests(rule: Rule, name: str, info: TypeInfo) -> tuple[list[Conditio
             conditions.append(Condition("task.status", t.status, t.status))
     elif isinstance(t, ScheduleTrigger):
         conditions.append(Condition("schedule.rule", name, print_trigger(t)))
+    elif isinstance(t, MissingTrigger):
+        conditions.append(Condition("heartbeat.rule", name, print_trigger(t)))
     elif isinstance(t, EventTrigger):
         conditions.append(Condition("event.name", t.name, f"event {t.name}"))
     elif isinstance(t, MessageTrigger):

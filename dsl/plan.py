@@ -174,6 +174,15 @@ Stage: TypeAlias = RequireRoleStage | ConfirmStage | DedupeStage | GroupStage | 
 
 @quick_init
 @dataclass(frozen=True, slots=True)
+class MissingSpec:
+    """A dead man's switch: the rule runs when no firing alert named `name` arrived for `for_s`."""
+
+    name: str
+    for_s: float
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
 class ScheduleSpec:
     """When a schedule rule fires: `how` is "every" (every_s), "daily" (at HH:MM) or "cron"; `zone` IANA or None."""
 

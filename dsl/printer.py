@@ -31,6 +31,7 @@ from dsl.ast import (
     Matches,
     MemberOf,
     MessageTrigger,
+    MissingTrigger,
     Not,
     Notify,
     Param,
@@ -109,6 +110,7 @@ _TRIGGERS: dict[type, Callable[..., str]] = {
     ScheduleTrigger: _schedule,
     EventTrigger: lambda t: f"on event {t.name}",
     MessageTrigger: lambda t: f"on message matching {slash(t.pattern)}",
+    MissingTrigger: lambda t: f"on alert missing {t.name} for {_d(t.for_s)}",
 }
 
 

@@ -95,6 +95,8 @@ class Runtime:
         elif isinstance(data, ButtonData):
             await press(event, data, services)
         elif isinstance(data, AlertData):
+            if services.stateful is not None:
+                await services.stateful.alert_arrived(event, data)
             services.board.seen(event)  # "who was paged, when" starts here; notification.sent says where it went
             services.audit_soon("alert.received", who(event), event=event.id, alert=data.fingerprint,
                                 name=data.name, status=data.status, severity=data.severity)

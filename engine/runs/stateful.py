@@ -33,7 +33,7 @@ from dsl.graph import CompiledRule
 from dsl.plan import DedupeStage, GroupStage, RateLimitStage, SilenceAction
 from dsl.values import duration_seconds, format_duration, is_duration
 from engine.client.snapshots import RunView
-from engine.core.events import Event
+from engine.core.events import AlertData, Event
 from engine.core.ids import new_id
 from engine.core.timers import Timer, Timers, key_parts, key_prefix, state_key
 from engine.runs import actions, stages
@@ -85,6 +85,8 @@ class ClausePart:
 
     timers: Mapping[str, Callable[[Stateful, Timer], Awaitable[None]]]
     on_swap: Callable[[Stateful, EventGraph], Awaitable[None]]
+    # Called for every alert the runtime handles, before rules match it (the dead man's switch re-arms here).
+    on_alert: Callable[[Stateful, Event, AlertData], Awaitable[None]] | None = None
 
 
 class Stateful:
@@ -138,6 +140,11 @@ class Stateful:
         for part in self._parts:
             await part.on_swap(self, new)
         await self.timers.schedule(SWEEP, self.now() + timedelta(seconds=SWEEP_EVERY_S), SWEEP, {}, replace=False)
+
+    async def alert_arrived(self, event: Event, data: AlertData) -> None:
+        for part in self._parts:
+            if part.on_alert is not None:
+                await part.on_alert(self, event, data)
 
     # -- resuming runs -------------------------------------------------------------------------------------------
 

@@ -79,12 +79,13 @@ async def replan(state: Stateful, graph: EventGraph) -> None:
         await state.timers.schedule(MISSING, due, row["key"], {"rule": rule.state_key})
 
 
-async def alert_arrived(state: Stateful, event: Event, data: AlertData) -> None:
-    """A firing alert named like a watched heartbeat re-arms its switch, and says it is back if it was missing."""
-    if data.status != "firing":
-        return
+async def alert_arrived(state: Stateful, event: Event, data: AlertData) -> bool:
+    """A firing alert named like a watched heartbeat re-arms its switch, and says it is back if it was missing.
+    Returns whether a switch watches this alert (its arrivals, and its resolves, are then not "unmatched")."""
     name = data.name or data.labels.get("alertname")
     rules = [rule for rule in state.runtime.graph.rules if rule.missing is not None and rule.missing.name == name]
+    if data.status != "firing":
+        return bool(rules)
     for rule in rules:
         assert rule.missing is not None
         key, now = switch_key(rule), state.now()
@@ -96,6 +97,7 @@ async def alert_arrived(state: Stateful, event: Event, data: AlertData) -> None:
             silent = now.timestamp() - (before["last_seen"] or before["armed"])
             await _raise(state, rule, "back", key, before["last_seen"], silent,
                          f"{rule.missing.name} is back, after {_ago(silent)} of silence")
+    return bool(rules)
 
 
 async def missing_due(state: Stateful, timer: Timer) -> None:

@@ -85,8 +85,9 @@ class ClausePart:
 
     timers: Mapping[str, Callable[[Stateful, Timer], Awaitable[None]]]
     on_swap: Callable[[Stateful, EventGraph], Awaitable[None]]
-    # Called for every alert the runtime handles, before rules match it (the dead man's switch re-arms here).
-    on_alert: Callable[[Stateful, Event, AlertData], Awaitable[None]] | None = None
+    # Called for every alert the runtime handles, before rules match it (the dead man's switch re-arms here);
+    # True: the part took the alert as meant for it, so it is not "unmatched" when no rule matches it.
+    on_alert: Callable[[Stateful, Event, AlertData], Awaitable[bool]] | None = None
 
 
 class Stateful:
@@ -141,10 +142,13 @@ class Stateful:
             await part.on_swap(self, new)
         await self.timers.schedule(SWEEP, self.now() + timedelta(seconds=SWEEP_EVERY_S), SWEEP, {}, replace=False)
 
-    async def alert_arrived(self, event: Event, data: AlertData) -> None:
+    async def alert_arrived(self, event: Event, data: AlertData) -> bool:
+        """Show an arriving alert to the parts that watch alerts; whether one of them took it."""
+        taken = False
         for part in self._parts:
             if part.on_alert is not None:
-                await part.on_alert(self, event, data)
+                taken = await part.on_alert(self, event, data) or taken
+        return taken
 
     # -- resuming runs -------------------------------------------------------------------------------------------
 

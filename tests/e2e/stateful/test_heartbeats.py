@@ -72,6 +72,23 @@ async def test_other_alerts_do_not_count_as_the_heartbeat(config: Config) -> Non
         assert _said(alice) == ["Watchdog not heard from at all since watching began at 12:00 UTC, 10m ago"]
 
 
+async def test_a_watched_heartbeat_is_not_an_unmatched_alert(config: Config) -> None:
+    """With `[alerts] unmatched = "ops"`, an alert no rule matches goes to ops; a heartbeat a switch watches is
+    handled by the switch, so it does not page ops every time it arrives."""
+    config = config.model_copy(update={"alerts": config.alerts.model_copy(update={"unmatched": "ops"})})
+    clock = ManualClock(START)
+    async with engine_for(config, RULES, clock) as engine, \
+            ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        await _beat(engine, clock)
+        await _beat(engine, clock)
+        await post_alert(engine, "Watchdog", service="alertmanager", resolved=True)
+        await post_alert(engine, "DiskFull", service="alertmanager")
+        await alice.wait_for(lambda f: f["type"] == "notification")
+        await drain(alice)
+        unmatched = [n["text"] for n in notes(alice, "(no rule matched)")]
+        assert len(unmatched) == 1 and "DiskFull" in unmatched[0]
+
+
 async def test_a_restart_does_not_reset_the_clock_nor_repeat_the_alarm(config: Config) -> None:
     clock = ManualClock(START)
     config = config.model_copy(update={"start_grace_s": 0.5})

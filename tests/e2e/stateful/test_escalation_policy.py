@@ -133,3 +133,32 @@ async def test_the_policy_goes_on_across_a_restart_and_catches_up_once(config: C
         sent = await audit(engine, "escalation.sent")
         assert [(e["target"], e.get("repeat")) for e in sent] == [("ops", None), ("managers", None),
                                                                    ("managers", 1)]
+
+
+async def test_a_timer_pending_from_before_policies_still_escalates(config: Config) -> None:
+    """An escalation timer stored by an engine before policies existed holds one step as `target` and `after`; the
+    one-step form keeps its fingerprint, so after the upgrade that timer is kept and fires as it would have."""
+    rules = '''
+team managers = @dave
+
+rule old:
+  on alert from db
+  notify ops
+  escalate to managers after 15m unless acknowledged
+'''
+    clock = ManualClock(START)
+    async with engine_for(config, rules, clock) as engine:
+        fingerprint = await post_alert(engine, "Legacy")
+        await settle(engine)
+        [timer] = [t for t in await engine.timers.pending() if t.kind == "escalate"]
+        old_payload = {"rule": "old", "alert": fingerprint, "target": "managers", "event": timer.payload["event"],
+                       "after": 900.0, "text": "Legacy", "severity": None}
+        await engine.timers.schedule("escalate", timer.due, timer.key, old_payload)
+    async with engine_for(config, rules, clock) as engine, \
+            ChatClient.connect(chat_url(engine), DAVE_TOKEN) as dave:
+        await tick(engine, clock, 15 * 60 + 1)
+        await dave.wait_for(lambda f: f["type"] == "notification")
+        await tick(engine, clock, 60 * 60)
+        await drain(dave)
+        assert [n["text"] for n in notes(dave, "old")] == ["Escalated: not acknowledged after 15m: Legacy"]
+        assert [t for t in await engine.timers.pending() if t.kind == "escalate"] == []

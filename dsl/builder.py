@@ -33,11 +33,13 @@ from dsl.ast import (
     Dedupe,
     Emit,
     Escalate,
+    EscalationStep,
     EventTrigger,
     Group,
     LabelMatch,
     Member,
     MessageTrigger,
+    MissingTrigger,
     Notify,
     Param,
     RateLimit,
@@ -270,6 +272,11 @@ class AstBuilder(ConditionCallbacks, Transformer[Token, Any]):
     def task_status(self, children: list[Token]) -> Token:
         return children[0]
 
+    def missing_trigger(self, children: list[Token]) -> MissingTrigger:
+        _, _, _, name, _, duration = children
+        return MissingTrigger(str(name), duration_seconds(duration), self.cover(children[0], duration),
+                              self.span(name), self.span(duration))
+
     def schedule_trigger(self, children: list[Any]) -> ScheduleTrigger:
         spec: Piece = children[2]
         zone: Piece | None = children[3] if len(children) > 3 else None
@@ -489,11 +496,32 @@ class AstBuilder(ConditionCallbacks, Transformer[Token, Any]):
             self.span(last),
         )
 
-    def escalate(self, children: list[Token]) -> Escalate:
-        target = children[2]
-        return Escalate(
-            str(target), duration_seconds(children[4]), self.cover(children[0], children[-1]), self.span(target)
-        )
+    def escalate(self, children: list[Any]) -> Escalate:
+        """Steps, then at most one repeat, last; the order of the delays is the checks' (dsl.checks_rule)."""
+        span = self.cover(children[0], children[-1])
+        items = [c for c in children[1:-2] if isinstance(c, Piece)]
+        steps = tuple(p.value for p in items if p.kind == "step")
+        repeats = [p for p in items if p.kind == "repeat"]
+        if not steps:
+            self.error(span, "an escalation needs at least one step such as 'to oncall after 5m'",
+                       hint="escalate to oncall after 5m, repeat every 30m until acknowledged")
+        for extra in repeats[1:]:
+            self.error(extra.span, "'repeat every' is given twice in this escalation")
+        if repeats and items[-1] is not repeats[-1]:
+            self.error(repeats[0].span, "'repeat every' comes last, after the steps",
+                       hint="escalate to oncall after 5m, to managers after 15m, repeat every 30m until acknowledged")
+        repeat = repeats[0] if repeats else None
+        return Escalate(steps, span, duration_seconds(repeat.value) if repeat is not None else None,
+                        repeat.span if repeat is not None else None)
+
+    def escalate_step(self, children: list[Token]) -> Piece:
+        _, target, _, after = children
+        span = self.cover(children[0], after)
+        return Piece("step", span, EscalationStep(str(target), duration_seconds(after), span, self.span(target),
+                                                   self.span(after)))
+
+    def escalate_repeat(self, children: list[Token]) -> Piece:
+        return Piece("repeat", self.cover(children[0], children[-1]), children[-1])
 
     def _once(self, pieces: list[Piece], words: dict[str, str], repeatable: str = "") -> dict[str, Piece]:
         """The pieces by kind; a kind given twice is reported at its second place."""

@@ -79,6 +79,10 @@ TRIGGER_FIELDS: Mapping[str, Mapping[str, str]] = MappingProxyType(
             }
         ),
         "schedule": _kind({"schedule.rule": "text", "schedule.time": "text"}),
+        # `on alert missing NAME for D`: state is "missing" (not heard from for D) or "back" (heard from again)
+        "heartbeat": _kind({"heartbeat.rule": "text", "heartbeat.name": "text", "heartbeat.state": "text",
+                            "heartbeat.last_seen": "text", "heartbeat.silent_for": "duration",
+                            "heartbeat.summary": "text"}),
         "event": _kind({"event.name": "text", "event.*": "any"}),
         "message": _kind({"message.text": "text", "message.user": "user", "message.chat": "text"}),
     }

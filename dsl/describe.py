@@ -26,6 +26,7 @@ from dsl.plan import (
     RunAction,
     SilenceAction,
 )
+from dsl.printer import escalation_text
 from dsl.values import format_duration, quote
 
 _DESCRIBERS: dict[type, Callable[[Any], str]] = {}
@@ -108,7 +109,7 @@ def _silence(action: SilenceAction) -> str:
 
 @_describes(EscalateAction)
 def _escalate(action: EscalateAction) -> str:
-    return f"escalate to {action.target} after {format_duration(action.after_s)} unless acknowledged"
+    return escalation_text([(step.target, step.after_s) for step in action.steps], action.repeat_s)
 
 
 @_describes(RequireRoleStage)

@@ -28,6 +28,7 @@ from dsl.plan import (
     ConfirmStage,
     EmitAction,
     EscalateAction,
+    MissingSpec,
     NotifyAction,
     ReplyAction,
     RunAction,
@@ -61,6 +62,7 @@ INDEX_FIELDS: Mapping[str, tuple[str, ...]] = {
     "button": ("button.action",),
     "task": ("task.script",),
     "schedule": ("schedule.rule",),
+    "heartbeat": ("heartbeat.rule",),
     "event": ("event.name",),
 }
 
@@ -138,6 +140,7 @@ class CompiledRule:
     stages: tuple[Stage, ...] = ()
     params: tuple[CommandParam, ...] = ()
     schedule: ScheduleSpec | None = None
+    missing: MissingSpec | None = None  # `on alert missing NAME for D`
     _matcher: Matcher | None = dataclass_field(default=None, init=False, repr=False, compare=False)
 
     @property

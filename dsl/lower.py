@@ -22,6 +22,7 @@ from dsl.ast import (
     EventTrigger,
     Group,
     MessageTrigger,
+    MissingTrigger,
     Notify,
     Param,
     RateLimit,
@@ -51,7 +52,9 @@ from dsl.plan import (
     DedupeStage,
     EmitAction,
     EscalateAction,
+    EscalateStep,
     GroupStage,
+    MissingSpec,
     NotifyAction,
     RateLimitStage,
     ReplyAction,
@@ -124,6 +127,7 @@ def lower_rule(
         tuple(stages),
         tuple([_param(p) for p in params]) if params else (),
         _schedule(trigger) if isinstance(trigger, ScheduleTrigger) else None,
+        MissingSpec(trigger.name, trigger.for_s) if isinstance(trigger, MissingTrigger) else None,
     )
 
 
@@ -161,6 +165,8 @@ def _trigger_tests(rule: Rule, name: str, info: TypeInfo) -> tuple[list[Conditio
             conditions.append(Condition("task.status", t.status, t.status))
     elif isinstance(t, ScheduleTrigger):
         conditions.append(Condition("schedule.rule", name, print_trigger(t)))
+    elif isinstance(t, MissingTrigger):
+        conditions.append(Condition("heartbeat.rule", name, print_trigger(t)))
     elif isinstance(t, EventTrigger):
         conditions.append(Condition("event.name", t.name, f"event {t.name}"))
     elif isinstance(t, MessageTrigger):
@@ -217,7 +223,8 @@ def _action(action: object, text: str) -> Action:
     if isinstance(action, Silence):
         return SilenceAction(action.field, action.for_s, action.for_field, _hash(text))
     assert isinstance(action, Escalate)
-    return EscalateAction(action.target, action.after_s, _hash(text))
+    steps = tuple(EscalateStep(step.target, step.after_s) for step in action.steps)
+    return EscalateAction(steps, action.repeat_s, _hash(text))
 
 
 def _param(param: Param) -> CommandParam:

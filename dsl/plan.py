@@ -89,11 +89,21 @@ class SilenceAction:
 
 @quick_init
 @dataclass(frozen=True, slots=True)
-class EscalateAction:
-    """Notify `target` after `after_s` unless the alert is acknowledged by then."""
+class EscalateStep:
+    """Notify `target` once `after_s` has passed since the escalation was armed."""
 
     target: str
     after_s: float
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
+class EscalateAction:
+    """Each step in turn, unless the alert is acknowledged, muted or resolved by then; with `repeat_s`, the last
+    step's target again every `repeat_s` until the alert is acknowledged or resolved."""
+
+    steps: tuple[EscalateStep, ...]
+    repeat_s: float | None = None
     fingerprint: str = ""
 
 
@@ -161,6 +171,15 @@ class CheckDiskStage:
 
 
 Stage: TypeAlias = RequireRoleStage | ConfirmStage | DedupeStage | GroupStage | RateLimitStage | CheckDiskStage
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
+class MissingSpec:
+    """A dead man's switch: the rule runs when no firing alert named `name` arrived for `for_s`."""
+
+    name: str
+    for_s: float
 
 
 @quick_init

@@ -24,6 +24,7 @@ An event is inline words or a JSON file:
   event deploy-done [KEY=VALUE ...]
   message text="disk full?"
   schedule rule=nightly
+  heartbeat rule=watchdog name=Watchdog [state=missing|back]
   FILE.json: {"kind": "alert", "data": {"labels": {"severity": "critical"}}, "as": "alice"}
              (data holds the event's own fields, as in docs/rules.md; what it leaves out gets the defaults above)
   SOURCE BODY.json: a body an alert source posts, read as its hook would (SOURCE: alertmanager, grafana,

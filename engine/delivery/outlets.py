@@ -33,6 +33,15 @@ class Notification:
 
 
 @dataclass(frozen=True)
+class Escalated:
+    """An escalation step that notified `target`: the latest time, and how often (repeats count)."""
+
+    target: str
+    at: datetime
+    times: int = 1
+
+
+@dataclass(frozen=True)
 class AlertStatus:
     """Where an alert stands now, as every message about it shows it."""
 
@@ -42,6 +51,7 @@ class AlertStatus:
     muted_by: str | None = None
     muted_until: datetime | None = None
     resolved_at: datetime | None = None
+    escalations: tuple[Escalated, ...] = ()
 
     def as_json(self) -> dict[str, str | None]:
         return {name: value.isoformat() if isinstance(value, datetime) else value

@@ -57,12 +57,16 @@ def following(message: Message, status: AlertStatus) -> Message:
 
 def status_lines(status: AlertStatus) -> list[str]:
     """One line per thing that happened: `✅ Acknowledged by alice at 02:14 UTC`, `🔕 Muted by bob until 03:14 UTC`,
+    `⏫ Escalated to managers at 02:19 UTC`,
     `✔ Resolved at 02:40 UTC, after 26m`."""
     lines = []
     if status.acknowledged_by:
         lines.append(f"✅ Acknowledged by {status.acknowledged_by}" + _at(status.acknowledged_at))
     if status.muted_until is not None:
         lines.append(f"🔕 Muted by {status.muted_by or 'someone'} until {status.muted_until:%H:%M} UTC")
+    for step in status.escalations:
+        again = f", {step.times} times" if step.times > 1 else ""
+        lines.append(f"⏫ Escalated to {step.target}{_at(step.at)}{again}")
     if status.resolved_at is not None:
         lasted = ""
         if status.fired_at is not None and status.resolved_at >= status.fired_at:

@@ -20,7 +20,7 @@ from engine.sandbox.policy import MIN_MEMORY
 RULE_SUFFIX = ".rules"
 
 # What the runtime can run today; a rule using anything else is a compile error naming it, not a silent no-op.
-ENGINE_TRIGGERS = ("alert", "command", "button", "task", "event", "message", "schedule")
+ENGINE_TRIGGERS = ("alert", "command", "button", "task", "event", "message", "schedule", "heartbeat")
 ENGINE_ACTIONS = ("notify", "reply", "run", "emit", "silence", "escalate")
 ENGINE_STAGES = ("require role", "check disk", "require confirmation", "dedupe", "group", "rate limit")
 

@@ -83,6 +83,7 @@ class Runtime:
         graph, version = self.graph, self.graph_version  # one version for the whole event, even across a swap
         data = event.data
         fields = event.fields()
+        heard = False  # an alert a dead man's switch watches
         if isinstance(data, CommandData):
             if data.name in BUILTIN_COMMANDS:  # a built-in may answer at once: its entry is durable first
                 await services.audit_publish("command.received", who(event), event=event.id, text=data.safe_text)
@@ -96,6 +97,7 @@ class Runtime:
         elif isinstance(data, ButtonData):
             await press(event, data, services)
         elif isinstance(data, AlertData):
+            heard = services.stateful is not None and await services.stateful.alert_arrived(event, data)
             services.board.seen(event)  # "who was paged, when" starts here; notification.sent says where it went
             services.audit_soon("alert.received", who(event), event=event.id, alert=data.fingerprint,
                                 name=data.name, status=data.status, severity=data.severity)
@@ -107,7 +109,7 @@ class Runtime:
                     last, fired_at=data.starts_at, resolved_at=data.ends_at or event.time))
 
         rules = graph.match(event.kind, fields)
-        if not rules:
+        if not rules and not heard:
             await self._nothing_matched(event, graph)
         for rule in rules:
             try:

@@ -50,7 +50,17 @@ from engine.plugin.commands import CommandCatalog, CommandInfo, CommandsChanged
 from engine.plugin.discovery import active_integrations, connector_specs, discover, validate_integrations
 from engine.plugin.kv import SqliteKeyValue
 from engine.reload.reloader import ConfigSource, Fallback, Reloader, adopt_config
-from engine.runs import actions, alerts, confirm, runtime, schedules, stateful, upstream_silences
+from engine.runs import (
+    actions,
+    alerts,
+    confirm,
+    escalation,
+    heartbeats,
+    runtime,
+    schedules,
+    stateful,
+    upstream_silences,
+)
 from engine.runs.alert_board import AlertBoard
 from engine.runs.alerts import AlertState
 from engine.runs.builtins import press_refusal
@@ -84,7 +94,8 @@ STOP_GRACE_S = 10.0  # how long stopping waits for background tasks to end after
 SCHEMAS: list[str | Callable[[sqlite3.Connection], None]] = [
     journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA, keys.SCHEMA,
     actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA, confirm.SCHEMA, outbox.SCHEMA,
-    outbox.migrate, kv.SCHEMA, kv.migrate, upstream_silences.SCHEMA]
+    outbox.migrate, kv.SCHEMA, kv.migrate, upstream_silences.SCHEMA,
+    heartbeats.SCHEMA]
 
 
 def lane_of(event: Event) -> int:
@@ -182,7 +193,8 @@ class Engine:
         self._commands = CommandCatalog(graph)  # what integrations with native commands register
         self.timers = timers.Timers(self.db, clock=clock)  # `clock`: tests move time instead of sleeping
         self.stateful = stateful.Stateful(runtime=self.runtime, timers=self.timers,
-                                          parts=(confirm.PART, schedules.PART))
+                                          parts=(confirm.PART, schedules.PART, escalation.PART,
+                                                 heartbeats.PART))
         self._detach_stateful: Callable[[], None] | None = None
         self._watch = watch
 

@@ -12,6 +12,7 @@ from dsl import (
     DedupeStage,
     EmitAction,
     EscalateAction,
+    EscalateStep,
     GroupStage,
     NotifyAction,
     RateLimitStage,
@@ -194,7 +195,7 @@ def test_actions_become_the_plan() -> None:
     assert run == RunAction("backup.sh", 3600.0, 512 * 1024**2, "default", ("{alert.service}", "-v"))
     assert emit == EmitAction("x")
     assert isinstance(silence, SilenceAction) and (silence.by_field, silence.duration_s) == ("alert.fingerprint", 7200)
-    assert isinstance(escalate, EscalateAction) and (escalate.target, escalate.after_s) == ("@carol", 900.0)
+    assert isinstance(escalate, EscalateAction) and escalate.steps == (EscalateStep("@carol", 900.0),)
     assert silence.fingerprint and escalate.fingerprint
 
 

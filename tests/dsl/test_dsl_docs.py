@@ -45,7 +45,7 @@ def test_the_reference_has_examples_of_every_construct() -> None:
                  "on message", "when ", "require role", "require confirmation", "dedupe by", "group by",
                  "at most", "check disk", "notify", "reply", "run ", "emit", "silence", "escalate", "label ",
                  "cron", "every day at", "matches", " in [", "is set", "memory", "network", "args",
-                 "retry", "backoff"):
+                 "retry", "backoff", "on alert missing"):
         assert word in text, word
 
 

@@ -38,7 +38,7 @@ def cli_args(spec: dict[str, Any]) -> list[str]:
     """`podman run` flags equal to a libpod spec built by engine.sandbox_policy.build_spec."""
     args = ["run", "--rm", "--network", spec["netns"]["nsmode"], "--cap-drop", "ALL", "--read-only",
             "--security-opt", "no-new-privileges", "--user", spec["user"],
-            "--log-opt", f"max-size={spec['log_configuration']['size']}"]
+            "--log-opt", f"max-size={spec['log_configuration']['size']}", "--shm-size", str(spec["shm_size"])]
     tmp, scripts = spec["mounts"]
     args += ["--tmpfs", f"/tmp:{','.join(tmp['options'])}"]
     args += ["-v", f"{scripts['source']}:/scripts:ro,noexec,nosuid,nodev"]

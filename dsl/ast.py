@@ -151,6 +151,18 @@ class TaskTrigger:
 
 @quick_init
 @dataclass(frozen=True, slots=True)
+class MissingTrigger:
+    """`on alert missing NAME for D`: a dead man's switch on the alert named NAME (its alertname)."""
+
+    name: str
+    for_s: float
+    span: Span
+    name_span: Span | None = None
+    for_span: Span | None = None
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
 class ScheduleTrigger:
     """`on schedule every D` | `every day at HH:MM` | `cron "m h dom mon dow"`, optionally `in ZONE`.
 
@@ -192,6 +204,7 @@ class MessageTrigger:
 
 Trigger: TypeAlias = (
     AlertTrigger | CommandTrigger | ButtonTrigger | TaskTrigger | ScheduleTrigger | EventTrigger | MessageTrigger
+    | MissingTrigger
 )
 
 # ---- conditions ---------------------------------------------------------------------------------------------
@@ -389,7 +402,8 @@ class Reply:
 @quick_init
 @dataclass(frozen=True, slots=True)
 class RunScript:
-    """`run SCRIPT [sandboxed] [timeout D] [retry N [times]] [backoff D] [memory M] [network none|default]
+    """`run SCRIPT [sandboxed] [timeout D] [retry N [times]] [backoff D] [memory M]
+    [network none|default|allow "A:P", ...] [args "T" ...]`.
     [args "T" ...]`.
 
     `run` is always sandboxed; the word only says so. `retries` 0 means no retry; `backoff_s` None means the
@@ -405,6 +419,7 @@ class RunScript:
     memory_bytes: int | None = None
     memory_text: str | None = None
     network: str | None = None
+    network_allow: tuple[str, ...] = ()  # `network allow "A:P", ...`: each "ADDRESS:PORT" as written
     args: tuple[str, ...] = ()
     args_spans: tuple[Span, ...] = ()
     retries: int = 0
@@ -439,13 +454,27 @@ class Silence:
 
 @quick_init
 @dataclass(frozen=True, slots=True)
-class Escalate:
-    """`escalate to TARGET after D unless acknowledged`."""
+class EscalationStep:
+    """`to TARGET after D` in an `escalate`: D counts from when the escalation was armed (the alert's firing)."""
 
     target: str
     after_s: float
     span: Span
     target_span: Span | None = None
+    after_span: Span | None = None
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
+class Escalate:
+    """`escalate to T1 after D1[, to T2 after D2 ...][, repeat every R] (unless|until) acknowledged`.
+
+    `repeat_s` None: each step notifies once. Otherwise the last step's target is notified again every R."""
+
+    steps: tuple[EscalationStep, ...]
+    span: Span
+    repeat_s: float | None = None
+    repeat_span: Span | None = None
 
 
 Action: TypeAlias = Notify | Reply | RunScript | Emit | Silence | Escalate

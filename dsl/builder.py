@@ -33,11 +33,13 @@ from dsl.ast import (
     Dedupe,
     Emit,
     Escalate,
+    EscalationStep,
     EventTrigger,
     Group,
     LabelMatch,
     Member,
     MessageTrigger,
+    MissingTrigger,
     Notify,
     Param,
     RateLimit,
@@ -55,12 +57,13 @@ from dsl.ast import (
 )
 from dsl.builder_conditions import ConditionCallbacks, Extent, value_of
 from dsl.diagnostics import Diagnostic
+from dsl.network import NETWORK_WORDS, parse_allow_entry
 from dsl.values import duration_seconds, size_bytes, unquote, unslash
 
 # Re-exported: older callers import it from here.
 __all__ = ["AstBuilder", "duration_seconds"]
 
-NETWORKS = ("none", "default")
+NETWORKS = NETWORK_WORDS
 _CLAUSES = frozenset({When, RequireRole, RequireConfirmation, Dedupe, Group, RateLimit, CheckDisk})
 _ALERT_FILTERS = {"status": "the alert status", "severity": "'severity'", "service": "'from'"}
 _RUN_OPTIONS = {
@@ -269,6 +272,11 @@ class AstBuilder(ConditionCallbacks, Transformer[Token, Any]):
     def task_status(self, children: list[Token]) -> Token:
         return children[0]
 
+    def missing_trigger(self, children: list[Token]) -> MissingTrigger:
+        _, _, _, name, _, duration = children
+        return MissingTrigger(str(name), duration_seconds(duration), self.cover(children[0], duration),
+                              self.span(name), self.span(duration))
+
     def schedule_trigger(self, children: list[Any]) -> ScheduleTrigger:
         spec: Piece = children[2]
         zone: Piece | None = children[3] if len(children) > 3 else None
@@ -390,13 +398,8 @@ class AstBuilder(ConditionCallbacks, Transformer[Token, Any]):
         memory = options.get("memory")
         size = memory.value if memory is not None else None
         network = options.get("network")
-        network_word = network.value if network is not None else None
-        if network_word is not None and str(network_word) not in NETWORKS:
-            self.error(
-                self.span(network_word),
-                f"expected 'none' or 'default' after 'network', found '{network_word}'",
-                hint="'network none' (the default) gives the script no network; 'network default' gives it one",
-            )
+        network_word = network.value[0] if network is not None else None
+        allow = self._network_allow(network) if network is not None else ()
         retry = options.get("retry")
         retries = retry.value if retry is not None else None
         backoff = options.get("backoff")
@@ -414,6 +417,7 @@ class AstBuilder(ConditionCallbacks, Transformer[Token, Any]):
             memory_bytes=size_bytes(size) if size is not None else None,
             memory_text=str(size) if size is not None else None,
             network=str(network_word) if network_word is not None else None,
+            network_allow=allow,
             args=tuple(unquote(t) for t in arg_tokens),
             args_spans=tuple(self.span(t) for t in arg_tokens),
             retries=int(retries) if retries is not None else 0,
@@ -439,7 +443,39 @@ class AstBuilder(ConditionCallbacks, Transformer[Token, Any]):
         return Piece("memory", self.cover(children[0], children[1]), children[1])
 
     def network(self, children: list[Token]) -> Piece:
-        return Piece("network", self.cover(children[0], children[1]), children[1])
+        entries = [t for t in children[2:] if t.type == "STRING"]
+        return Piece("network", self.cover(children[0], children[-1]), (children[1], entries))
+
+    def _network_allow(self, piece: Piece) -> tuple[str, ...]:
+        """The allow-list of `network allow "A:P", ...`, each entry checked; errors at the word or entry at fault."""
+        word, entries = piece.value
+        if str(word) not in NETWORKS:
+            self.error(
+                self.span(word),
+                f"expected 'none', 'default' or 'allow' after 'network', found '{word}'",
+                hint="'network none' (the default) gives the script no network; 'network default' gives it one "
+                     "(the host's own addresses blocked); 'network allow \"ADDRESS:PORT\", ...' only those",
+            )
+            return ()
+        if str(word) != "allow":
+            if entries:
+                self.error(self.span(entries[0]), f"'network {word}' takes no addresses",
+                           hint="to allow only some destinations, write 'network allow \"ADDRESS:PORT\", ...'")
+            return ()
+        if not entries:
+            self.error(self.span(word), "'network allow' needs at least one \"ADDRESS:PORT\"",
+                       hint='e.g. network allow "192.0.2.10:443"; no network at all is \'network none\'')
+            return ()
+        allowed: list[str] = []
+        for token in entries:
+            text = unquote(token)
+            try:
+                parse_allow_entry(text)
+            except ValueError as exc:
+                self.error(self.span(token), str(exc), hint='each entry is "ADDRESS:PORT", e.g. "192.0.2.10:443"')
+                continue
+            allowed.append(text)
+        return tuple(allowed)
 
     def args(self, children: list[Token]) -> Piece:
         return Piece("args", self.cover(children[0], children[-1]), children[1:])
@@ -460,11 +496,32 @@ class AstBuilder(ConditionCallbacks, Transformer[Token, Any]):
             self.span(last),
         )
 
-    def escalate(self, children: list[Token]) -> Escalate:
-        target = children[2]
-        return Escalate(
-            str(target), duration_seconds(children[4]), self.cover(children[0], children[-1]), self.span(target)
-        )
+    def escalate(self, children: list[Any]) -> Escalate:
+        """Steps, then at most one repeat, last; the order of the delays is the checks' (dsl.checks_rule)."""
+        span = self.cover(children[0], children[-1])
+        items = [c for c in children[1:-2] if isinstance(c, Piece)]
+        steps = tuple(p.value for p in items if p.kind == "step")
+        repeats = [p for p in items if p.kind == "repeat"]
+        if not steps:
+            self.error(span, "an escalation needs at least one step such as 'to oncall after 5m'",
+                       hint="escalate to oncall after 5m, repeat every 30m until acknowledged")
+        for extra in repeats[1:]:
+            self.error(extra.span, "'repeat every' is given twice in this escalation")
+        if repeats and items[-1] is not repeats[-1]:
+            self.error(repeats[0].span, "'repeat every' comes last, after the steps",
+                       hint="escalate to oncall after 5m, to managers after 15m, repeat every 30m until acknowledged")
+        repeat = repeats[0] if repeats else None
+        return Escalate(steps, span, duration_seconds(repeat.value) if repeat is not None else None,
+                        repeat.span if repeat is not None else None)
+
+    def escalate_step(self, children: list[Token]) -> Piece:
+        _, target, _, after = children
+        span = self.cover(children[0], after)
+        return Piece("step", span, EscalationStep(str(target), duration_seconds(after), span, self.span(target),
+                                                   self.span(after)))
+
+    def escalate_repeat(self, children: list[Token]) -> Piece:
+        return Piece("repeat", self.cover(children[0], children[-1]), children[-1])
 
     def _once(self, pieces: list[Piece], words: dict[str, str], repeatable: str = "") -> dict[str, Piece]:
         """The pieces by kind; a kind given twice is reported at its second place."""

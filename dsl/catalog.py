@@ -79,6 +79,10 @@ TRIGGER_FIELDS: Mapping[str, Mapping[str, str]] = MappingProxyType(
             }
         ),
         "schedule": _kind({"schedule.rule": "text", "schedule.time": "text"}),
+        # `on alert missing NAME for D`: state is "missing" (not heard from for D) or "back" (heard from again)
+        "heartbeat": _kind({"heartbeat.rule": "text", "heartbeat.name": "text", "heartbeat.state": "text",
+                            "heartbeat.last_seen": "text", "heartbeat.silent_for": "duration",
+                            "heartbeat.summary": "text"}),
         "event": _kind({"event.name": "text", "event.*": "any"}),
         "message": _kind({"message.text": "text", "message.user": "user", "message.chat": "text"}),
     }
@@ -112,6 +116,8 @@ class Catalog:
     default_teams: frozenset[str] = frozenset()
     # The people `@name` may name; None: the compiler is not told (any `@name` is accepted).
     people: frozenset[str] | None = None
+    # Commands the engine answers itself (/help, /cancel...): a rule on one would never run.
+    builtin_commands: frozenset[str] = frozenset()
     # The smallest memory limit a sandboxed run can start with (the engine's sandbox knows the real floor).
     min_memory_bytes: int = 4 * 1024 * 1024
 

@@ -21,11 +21,13 @@ from dsl.ast import (
     Dedupe,
     Emit,
     Escalate,
+    EscalationStep,
     Group,
     IsSet,
     Matches,
     MemberOf,
     MessageTrigger,
+    MissingTrigger,
     Not,
     Notify,
     Param,
@@ -69,6 +71,10 @@ MAYBE_CONVERSATIONAL = frozenset({"event", "task"})
 _FROM_A_PERSON = CONVERSATIONAL | MAYBE_CONVERSATIONAL
 # `run ... retry N times backoff D`: the engine doubles the delay per attempt (and caps it at the longest backoff).
 MIN_RETRIES, MAX_RETRIES = 1, 10
+# An escalation's repeat: at most one page per minute per alert and rule, however the rule is written.
+MIN_REPEAT_S = 60.0
+MAX_ESCALATION_STEPS = 10
+MIN_MISSING_S = 60.0  # `on alert missing NAME for D`
 MIN_BACKOFF_S, MAX_BACKOFF_S = 1.0, 3600.0
 _CLOCK = re.compile(r"([0-9]{1,2}):([0-9]{2})")
 
@@ -140,11 +146,21 @@ def _check_trigger(rule: Rule, ctx: RuleContext) -> Iterator[Diagnostic]:
                 if diag is not None:
                     yield diag
     elif isinstance(trigger, CommandTrigger):
+        if trigger.name in catalog.builtin_commands:  # Herald answers these itself: the rule would never run
+            yield Diagnostic(trigger.span, f"/{trigger.name} is one of Herald's own commands "
+                                           f"({', '.join('/' + c for c in sorted(catalog.builtin_commands))}); "
+                                           "a rule on it would never run: name the command differently")
         yield from _check_params(trigger.params)
     elif isinstance(trigger, TaskTrigger):
         yield from known_name("script", trigger.script, trigger.script_span or trigger.span, catalog.scripts)
     elif isinstance(trigger, ScheduleTrigger):
         yield from _check_schedule(trigger, ctx)
+    elif isinstance(trigger, MissingTrigger) and trigger.for_s < MIN_MISSING_S:
+        yield Diagnostic(trigger.for_span or trigger.span,
+                         f"'for {format_duration(trigger.for_s)}' is too short to tell a heartbeat is missing: give "
+                         f"{format_duration(MIN_MISSING_S)} or more",
+                         hint="a heartbeat alert (Alertmanager's Watchdog) arrives every repeat_interval; wait for a "
+                              "few of them")
     elif isinstance(trigger, MessageTrigger):
         diag = check_regex(trigger.pattern, trigger.pattern_span)
         if diag is not None:
@@ -346,11 +362,32 @@ def _check_action(action: object, kind: str, known: Mapping[str, str], ctx: Rule
         elif not action.for_s:
             yield Diagnostic(action.for_span or span, "a silence of zero seconds silences nothing")
     elif isinstance(action, Escalate):
-        yield from _target(action.target, action.target_span or span, ctx)
+        yield from _check_escalate(action, ctx)
         if kind != "alert":
             yield Diagnostic(span, "only an alert can be acknowledged, so 'escalate' fits alert rules only")
     elif isinstance(action, Emit):
         return
+
+
+def _check_escalate(action: Escalate, ctx: RuleContext) -> Iterator[Diagnostic]:
+    """Known targets, delays that grow step by step (a later step after an earlier one), and a repeat of at least
+    MIN_REPEAT_S: the bound on how often one alert can page someone."""
+    if len(action.steps) > MAX_ESCALATION_STEPS:
+        yield Diagnostic(action.steps[MAX_ESCALATION_STEPS].span,
+                         f"an escalation has at most {MAX_ESCALATION_STEPS} steps")
+    before: EscalationStep | None = None
+    for step in action.steps:
+        yield from _target(step.target, step.target_span or step.span, ctx)
+        if before is not None and step.after_s <= before.after_s:
+            yield Diagnostic(step.after_span or step.span,
+                             f"this step comes after {format_duration(step.after_s)}, which is not later than the "
+                             f"step before it (after {format_duration(before.after_s)})",
+                             hint="list the steps in the order they happen, each later than the one before")
+        before = step
+    if action.repeat_s is not None and action.repeat_s < MIN_REPEAT_S:
+        yield Diagnostic(action.repeat_span or action.span,
+                         f"'repeat every {format_duration(action.repeat_s)}' is too often: repeat every "
+                         f"{format_duration(MIN_REPEAT_S)} or more")
 
 
 def _check_retry(action: RunScript, span: Span) -> Iterator[Diagnostic]:

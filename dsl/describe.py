@@ -26,6 +26,7 @@ from dsl.plan import (
     RunAction,
     SilenceAction,
 )
+from dsl.printer import escalation_text
 from dsl.values import format_duration, quote
 
 _DESCRIBERS: dict[type, Callable[[Any], str]] = {}
@@ -88,6 +89,8 @@ def _run(action: RunAction) -> str:
         words.append(f"memory {format_size(action.memory_bytes)}")
     if action.network != "none":
         words.append(f"network {action.network}")
+        if action.network_allow:
+            words[-1] += " " + ", ".join(quote(a) for a in action.network_allow)
     if action.args:
         words.append("args " + " ".join(quote(a) for a in action.args))
     return " ".join(words)
@@ -106,7 +109,7 @@ def _silence(action: SilenceAction) -> str:
 
 @_describes(EscalateAction)
 def _escalate(action: EscalateAction) -> str:
-    return f"escalate to {action.target} after {format_duration(action.after_s)} unless acknowledged"
+    return escalation_text([(step.target, step.after_s) for step in action.steps], action.repeat_s)
 
 
 @_describes(RequireRoleStage)

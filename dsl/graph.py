@@ -28,6 +28,7 @@ from dsl.plan import (
     ConfirmStage,
     EmitAction,
     EscalateAction,
+    MissingSpec,
     NotifyAction,
     ReplyAction,
     RunAction,
@@ -61,6 +62,7 @@ INDEX_FIELDS: Mapping[str, tuple[str, ...]] = {
     "button": ("button.action",),
     "task": ("task.script",),
     "schedule": ("schedule.rule",),
+    "heartbeat": ("heartbeat.rule",),
     "event": ("event.name",),
 }
 
@@ -122,7 +124,8 @@ class CompiledRule:
     does (not where it is written or its comments), so a reload can tell an unchanged rule from a changed one.
     `matches(fields)` is built from `conditions` and `checks` when it is first asked for (the graph's index
     builds its own matcher for most rules, so most never need this one); `explain(fields)` names the first of
-    them that fails. `stages` are the clauses the engine runs before the actions, in written order.
+    them that fails. `stages` are the clauses the engine runs before the actions, in written order except that a
+    confirmation comes last.
     """
 
     name: str
@@ -137,6 +140,7 @@ class CompiledRule:
     stages: tuple[Stage, ...] = ()
     params: tuple[CommandParam, ...] = ()
     schedule: ScheduleSpec | None = None
+    missing: MissingSpec | None = None  # `on alert missing NAME for D`
     _matcher: Matcher | None = dataclass_field(default=None, init=False, repr=False, compare=False)
 
     @property

@@ -13,6 +13,7 @@ from dsl.ast import (
     EventTrigger,
     Group,
     MessageTrigger,
+    MissingTrigger,
     Notify,
     RateLimit,
     Reply,
@@ -33,6 +34,7 @@ _TRIGGERS: dict[type, str] = {
     ScheduleTrigger: "schedule",
     EventTrigger: "event",
     MessageTrigger: "message",
+    MissingTrigger: "heartbeat",
 }
 _ACTIONS: dict[type, str] = {
     Notify: "notify",

@@ -22,6 +22,7 @@ from dsl.ast import (
     EventTrigger,
     Group,
     MessageTrigger,
+    MissingTrigger,
     Notify,
     Param,
     RateLimit,
@@ -42,6 +43,7 @@ from dsl.fields import MISSING, Getter, getter
 from dsl.graph import CompiledRule, Condition
 from dsl.kinds import trigger_kind
 from dsl.matching import Check, Fields, Matcher, TypeInfo, compile_condition, regex_test, value_test
+from dsl.network import canonical_entry
 from dsl.plan import (
     Action,
     ButtonSpec,
@@ -50,7 +52,9 @@ from dsl.plan import (
     DedupeStage,
     EmitAction,
     EscalateAction,
+    EscalateStep,
     GroupStage,
+    MissingSpec,
     NotifyAction,
     RateLimitStage,
     ReplyAction,
@@ -106,6 +110,9 @@ def lower_rule(
             checks.append(Check(text, compile_condition(clause.condition, info)))
         else:
             stages.append(_stage(clause, text))
+    # A confirmation is asked for last: nobody should confirm a run that a rate limit, a dedupe window or a full disk
+    # then refuses. The other clauses keep the order written.
+    stages.sort(key=lambda stage: isinstance(stage, ConfirmStage))
     lines = [print_trigger(trigger), *clause_texts, *action_texts]
     return CompiledRule(
         name,
@@ -120,6 +127,7 @@ def lower_rule(
         tuple(stages),
         tuple([_param(p) for p in params]) if params else (),
         _schedule(trigger) if isinstance(trigger, ScheduleTrigger) else None,
+        MissingSpec(trigger.name, trigger.for_s) if isinstance(trigger, MissingTrigger) else None,
     )
 
 
@@ -157,6 +165,8 @@ def _trigger_tests(rule: Rule, name: str, info: TypeInfo) -> tuple[list[Conditio
             conditions.append(Condition("task.status", t.status, t.status))
     elif isinstance(t, ScheduleTrigger):
         conditions.append(Condition("schedule.rule", name, print_trigger(t)))
+    elif isinstance(t, MissingTrigger):
+        conditions.append(Condition("heartbeat.rule", name, print_trigger(t)))
     elif isinstance(t, EventTrigger):
         conditions.append(Condition("event.name", t.name, f"event {t.name}"))
     elif isinstance(t, MessageTrigger):
@@ -204,6 +214,7 @@ def _action(action: object, text: str) -> Action:
             action.memory_bytes,
             action.network or "none",
             action.args,
+            network_allow=tuple(canonical_entry(a) for a in action.network_allow),
             retries=action.retries,
             backoff_s=action.backoff_s,
         )
@@ -212,7 +223,8 @@ def _action(action: object, text: str) -> Action:
     if isinstance(action, Silence):
         return SilenceAction(action.field, action.for_s, action.for_field, _hash(text))
     assert isinstance(action, Escalate)
-    return EscalateAction(action.target, action.after_s, _hash(text))
+    steps = tuple(EscalateStep(step.target, step.after_s) for step in action.steps)
+    return EscalateAction(steps, action.repeat_s, _hash(text))
 
 
 def _param(param: Param) -> CommandParam:

@@ -53,7 +53,7 @@ class ReplyAction:
 class RunAction:
     """Run a whitelisted script, always sandboxed; None means the engine's default for that limit.
 
-    `args` are templates, one argv element each (never through a shell). `network` is "none" or "default".
+    `args` are templates, one argv element each (never through a shell). `network` is "none", "default" or "allow".
     `retries` is how many more attempts a failed or timed-out run gets (0: none); the delay before the first
     retry is `backoff_s` (None: the engine's default) and doubles for each attempt after it.
     """
@@ -65,6 +65,7 @@ class RunAction:
     args: tuple[str, ...] = ()
     retries: int = 0
     backoff_s: float | None = None
+    network_allow: tuple[str, ...] = ()  # with network "allow": the "ADDRESS:PORT" entries, canonical
 
 
 @quick_init
@@ -88,11 +89,21 @@ class SilenceAction:
 
 @quick_init
 @dataclass(frozen=True, slots=True)
-class EscalateAction:
-    """Notify `target` after `after_s` unless the alert is acknowledged by then."""
+class EscalateStep:
+    """Notify `target` once `after_s` has passed since the escalation was armed."""
 
     target: str
     after_s: float
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
+class EscalateAction:
+    """Each step in turn, unless the alert is acknowledged, muted or resolved by then; with `repeat_s`, the last
+    step's target again every `repeat_s` until the alert is acknowledged or resolved."""
+
+    steps: tuple[EscalateStep, ...]
+    repeat_s: float | None = None
     fingerprint: str = ""
 
 
@@ -160,6 +171,15 @@ class CheckDiskStage:
 
 
 Stage: TypeAlias = RequireRoleStage | ConfirmStage | DedupeStage | GroupStage | RateLimitStage | CheckDiskStage
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
+class MissingSpec:
+    """A dead man's switch: the rule runs when no firing alert named `name` arrived for `for_s`."""
+
+    name: str
+    for_s: float
 
 
 @quick_init

@@ -31,6 +31,7 @@ from dsl.ast import (
     Matches,
     MemberOf,
     MessageTrigger,
+    MissingTrigger,
     Not,
     Notify,
     Param,
@@ -109,6 +110,7 @@ _TRIGGERS: dict[type, Callable[..., str]] = {
     ScheduleTrigger: _schedule,
     EventTrigger: lambda t: f"on event {t.name}",
     MessageTrigger: lambda t: f"on message matching {slash(t.pattern)}",
+    MissingTrigger: lambda t: f"on alert missing {t.name} for {_d(t.for_s)}",
 }
 
 
@@ -187,6 +189,8 @@ def print_action(action: object) -> str:
             words.append(f"memory {action.memory_text}")
         if action.network is not None:
             words.append(f"network {action.network}")
+            if action.network_allow:
+                words[-1] += " " + ", ".join(quote(a) for a in action.network_allow)
         if action.args:
             words.append("args " + " ".join(quote(a) for a in action.args))
         return " ".join(words)
@@ -196,7 +200,16 @@ def print_action(action: object) -> str:
         duration = f"{{{action.for_field}}}" if action.for_field else _d(action.for_s or 0)
         return f"silence alert by {action.field} for {duration}"
     assert isinstance(action, Escalate)
-    return f"escalate to {action.target} after {_d(action.after_s)} unless acknowledged"
+    return escalation_text([(step.target, step.after_s) for step in action.steps], action.repeat_s)
+
+
+def escalation_text(steps: list[tuple[str, float]], repeat_s: float | None) -> str:
+    """`escalate to T after D unless acknowledged` (one step, as it always read: its fingerprint, and so its
+    pending timers, stay the same) or `escalate to A after D1, to B after D2, repeat every R until acknowledged`."""
+    parts = [f"to {target} after {_d(after)}" for target, after in steps]
+    if repeat_s is not None:
+        parts.append(f"repeat every {_d(repeat_s)}")
+    return f"escalate {', '.join(parts)} {'until' if repeat_s is not None else 'unless'} acknowledged"
 
 
 def body_lines(rule: Rule) -> list[str]:

@@ -25,7 +25,7 @@ KEYWORDS = (
     "require", "role", "confirmation", "by", "another", "within", "dedupe", "for", "group", "most", "per",
     "check", "disk", "has", "free", "notify", "saying", "with", "buttons", "reply", "run", "sandboxed",
     "timeout", "retry", "times", "backoff", "memory", "network", "args", "emit", "silence", "escalate", "to",
-    "after", "unless", "acknowledged",
+    "after", "unless", "acknowledged", "until", "repeat", "missing",
 )  # fmt: skip
 
 # What a NAME stands for depends on the word before it.
@@ -43,7 +43,8 @@ _NAME_AFTER = {
     "another": "a role name",
     "notify": "a team name",
     "to": "a team name",
-    "network": "'none' or 'default'",
+    "missing": "an alert name such as Watchdog",
+    "network": "'none', 'default' or 'allow'",
     ":": "a type such as word, text, int, duration, user or a|b|c",
 }
 

@@ -6,6 +6,7 @@ field needs?) and the argument binder (typing what a chat user typed).
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -67,6 +68,28 @@ def unslash(token: str) -> str:
 def slash(pattern: str) -> str:
     """`unslash`'s inverse."""
     return "/" + pattern.replace("/", "\\/") + "/"
+
+
+def human_duration(seconds: float) -> str:
+    """A wait as people write it, rounded up to two units: `3000` -> `50m`, `3900` -> `1h 5m`, `42.2` -> `43s`.
+
+    Rounded up, because it answers "when may I try again": a wait shown shorter than it is would fail again.
+    Seconds are shown under ten minutes only; above a day, hours are the finest unit.
+    """
+    left = max(1, math.ceil(seconds))
+    if left >= 86400:
+        step = 3600
+    elif left >= 600:
+        step = 60
+    else:
+        step = 1
+    left = -(-left // step) * step
+    parts = []
+    for unit, size in _UNIT_SECONDS.items():
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts[:2])
 
 
 def format_duration(seconds: float) -> str:

@@ -13,6 +13,8 @@ Imports are read from the source with `ast`, so a lazy import inside a function 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,12 @@ def test_no_module_of_ours_is_in_an_import_cycle() -> None:
 def test_every_engine_room_says_what_it_is_for(package: str) -> None:
     init = REPO / "engine" / package / "__init__.py"
     assert init.exists() and ast.get_docstring(ast.parse(init.read_text())), f"engine/{package} has no docstring"
+
+
+def test_discovering_integrations_imports_no_platform_sdk() -> None:
+    """Every engine discovers every installed integration to read its manifest; a platform's SDK (matrix-nio and
+    its crypto, slack_sdk, PyNaCl: ~18 MiB resident together) is imported only when its platform is configured."""
+    probe = ("import sys; from engine.plugin.discovery import discover; discover(); "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'nio', 'vodozemac', 'slack_sdk', 'nacl'}))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"discover() imported {out.strip()}"

@@ -39,6 +39,7 @@ class AlertsTable(RecordTable[AlertView]):
         ("state", "State"),
         ("buttons", "Buttons"),
     )
+    WIDTHS: ClassVar[dict[str, int]] = {"service": 10, "alert": 20}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "press('ack')", "Acknowledge"),
         Binding("m", "press('mute')", "Mute"),
@@ -53,10 +54,6 @@ class AlertsTable(RecordTable[AlertView]):
             self.button = button
             self.alert = alert
 
-    def __init__(self, *, id: str) -> None:
-        super().__init__(id=id)
-        self.records: dict[str, AlertView] = {}
-
     def key_of(self, record: AlertView) -> str:
         return record.fingerprint
 
@@ -65,21 +62,8 @@ class AlertsTable(RecordTable[AlertView]):
         return (clock(record.time), record.severity or "?", record.service or "?", title, alert_state(record),
                 " ".join(f"[{button.label}]" for button in record.buttons))
 
-    def upsert(self, record: AlertView) -> None:
-        self.records[record.fingerprint] = record
-        super().upsert(record)
-        if len(self.records) > self.row_count:  # rows past the cap were dropped: forget their records too
-            self.records = {key: self.records[key] for key in (str(row.value) for row in self.rows)}
-
-    def load(self, records: object) -> None:
-        self.records.clear()
-        super().load(records)  # type: ignore[arg-type]
-
     def action_press(self, action: str) -> None:
-        if self.row_count == 0:
-            return
-        row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
-        record = self.records.get(str(row_key.value))
+        record = self.current()
         if record is None:
             return
         button = next((b for b in record.buttons if b.action == action), None)

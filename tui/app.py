@@ -4,13 +4,13 @@ with their buttons (tui.alerts), plus a command line.
 The app is built by `make_app(client)` around an `EngineClient` and holds only snapshot records from
 `engine.snapshots`. A background worker reads `client.updates()` and posts `EngineUpdate` messages; the app
 routes each one to the table for its record type. Every table is keyed by the record's stable id, so an update
-for a row already shown (a task going from running to succeeded) replaces that row in place. The Rules tab shows
-the running version's rules and the last reload; when a reload was rejected, every problem as file:line:col.
+for a row already shown (a task going from running to succeeded) replaces that row in place. The Rules tab is
+tui.rules; Enter on a row opens its detail (tui.detail); `?` lists the keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import ClassVar
 
 from pydantic import BaseModel
@@ -23,10 +23,9 @@ from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, Tab
 from engine.client.remote import EngineClient, EngineClientError, Reply, Update
 from engine.client.snapshots import AlertView, AuditView, EventView, RuleEntry, RulesView, RunView, Snapshot, TaskView
 from tui.alerts import AlertsTable
+from tui.detail import DetailScreen, audit_text, rule_text, task_text, trace_text
+from tui.rules import RulesPane
 from tui.tables import RecordTable, clock, last_line, short_id
-
-RULES_CAP = 20_000
-"""Rules shown: the whole rule set of any realistic installation."""
 
 
 class EventsTable(RecordTable[EventView]):
@@ -51,6 +50,7 @@ class RunsTable(RecordTable[RunView]):
         ("event", "Event"),
         ("detail", "Detail"),
     )
+    WIDTHS: ClassVar[dict[str, int]] = {"rule": 24}
 
     def key_of(self, record: RunView) -> str:
         return record.run_id
@@ -64,15 +64,14 @@ class TasksTable(RecordTable[TaskView]):
     under the cursor (through `/cancel`, so the engine decides whether you may)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("c", "cancel_task", "Cancel task")]
+    WIDTHS: ClassVar[dict[str, int]] = {"command": 18, "script": 14}
 
     def action_cancel_task(self) -> None:
-        if self.row_count == 0:
-            return
-        row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
+        record = self.current()
         app = self.app
-        if isinstance(app, HeraldApp) and row_key.value is not None:
-            app.show_reply(f"sent: /cancel {row_key.value}")
-            app.send_command(f"/cancel {row_key.value}")
+        if isinstance(app, HeraldApp) and record is not None:
+            app.show_reply(f"sent: /cancel {record.task_id}")
+            app.send_command(f"/cancel {record.task_id}")
 
     COLUMNS = (
         ("task", "Task"),
@@ -114,63 +113,6 @@ class AuditTable(RecordTable[AuditView]):
 
     def cells_of(self, record: AuditView) -> tuple[str, ...]:
         return (str(record.seq), clock(record.time), record.action, record.actor, record.summary)
-
-
-class RulesTable(RecordTable[RuleEntry]):
-    """The running rules in file order, by name, with where each is written."""
-
-    COLUMNS = (("name", "Rule"), ("location", "Where"))
-
-    def key_of(self, record: RuleEntry) -> str:
-        return record.name
-
-    def cells_of(self, record: RuleEntry) -> tuple[str, ...]:
-        return (record.name, record.location)
-
-    def load(self, records: Iterable[RuleEntry]) -> None:
-        """Show a whole rule set at once, the cursor staying at the top (rules are read, not followed)."""
-        self.clear()
-        for record in list(records)[: self.cap]:
-            self.add_row(*self.cells_of(record), key=self.key_of(record))
-
-
-def rules_status(view: RulesView) -> str:
-    """One line: the running version, how many rules, and what the last reload did."""
-    last = view.last
-    when = f"{last.trigger}, {clock(last.time)}"
-    return f"version {view.version} · {len(view.rules)} rules · {last.message} ({when})"
-
-
-def rules_problems(view: RulesView) -> str:
-    """Every diagnostic of a rejected reload as `file:line:col: message`, one a line ("" when it was accepted)."""
-    if view.last.status != "rejected":
-        return ""
-    lines = [str(diag) for diag in view.last.diagnostics]
-    return "\n".join(lines)
-
-
-class RulesPane(TabPane):
-    """The Rules tab: a status line, the last reload's problems (only when it was rejected), the rules."""
-
-    def __init__(self) -> None:
-        super().__init__("Rules", id="rules")
-        self.status = Static("no rules yet", id="rules-status", markup=False)
-        self.problems = Static("", id="rules-problems", markup=False)
-        self.table = RulesTable(id="rules-table", cap=RULES_CAP)
-
-    def compose(self) -> ComposeResult:
-        yield self.status
-        yield self.problems
-        yield self.table
-
-    def show(self, view: RulesView) -> None:
-        self.status.update(rules_status(view))
-        self.status.set_class(view.last.status == "rejected", "-error")
-        self.problems.update(rules_problems(view))
-        self.problems.display = view.last.status == "rejected"
-        names = [entry.name for entry in view.rules]
-        if names != [str(key.value) for key in self.table.rows]:
-            self.table.load(view.rules)
 
 
 class EngineUpdate(Message):
@@ -237,11 +179,15 @@ class HeraldApp(App[None]):
     TITLE = "Herald"
     CSS_PATH = "app.tcss"
     AUTO_FOCUS = None  # an auto-focused Input would swallow q, 1-5 and / as text
+    ENABLE_COMMAND_PALETTE = False  # its footer entry would push ours off an 80-column screen; `?` lists the keys
     BINDINGS: ClassVar[list[BindingType]] = [
+        # One footer entry for the six tab keys, so the footer fits 80 columns.
+        *(Binding(str(n), f"show_view('{view}')", "Tabs" if n == 1 else view.title(), show=n == 1,
+                  key_display="1-6" if n == 1 else None) for n, view in enumerate(VIEWS, start=1)),
+        Binding("slash", "focus_command", "Command"),
+        Binding("question_mark", "show_keys", "Keys"),
         Binding("q", "quit", "Quit"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
-        *(Binding(str(n), f"show_view('{view}')", view.title()) for n, view in enumerate(VIEWS, start=1)),
-        Binding("slash", "focus_command", "Command"),
         Binding("escape", "leave_command", "Back to table", show=False),
     ]
 
@@ -305,7 +251,7 @@ class HeraldApp(App[None]):
         elif isinstance(update, RulesView):
             self._rules.show(update)
         elif isinstance(update, Reply):
-            self.show_reply(update.text)
+            self.show_reply(update.text, error=update.error)
         else:
             self._tables[type(update)].upsert(update)
         self._header.refresh_status()
@@ -341,6 +287,41 @@ class HeraldApp(App[None]):
         if text:
             self.show_reply(f"sent: {text}")
             self.send_command(text)
+        self.action_leave_command()  # the keys are the table's again: arrows, Enter, 1-6, q
+
+    def on_data_table_row_selected(self, message: DataTable.RowSelected) -> None:
+        """Enter on a row: open the record in full (fetching an event's trace or a task's output first)."""
+        table = message.data_table
+        record = table.current() if isinstance(table, RecordTable) else None
+        if isinstance(record, AuditView):
+            self.push_screen(DetailScreen(audit_text(record)))
+        elif isinstance(record, RuleEntry):
+            self.push_screen(DetailScreen(rule_text(record)))
+        elif isinstance(record, EventView):
+            self.open_detail("event", record.id)
+        elif isinstance(record, RunView):
+            self.open_detail("event", record.event_id)
+        elif isinstance(record, AlertView) and record.event_id:
+            self.open_detail("event", record.event_id)
+        elif isinstance(record, TaskView):
+            self.open_detail("task", record.task_id)
+
+    @work(group="detail", exclusive=True)
+    async def open_detail(self, kind: str, key: str) -> None:
+        """Fetch what the detail screen shows from the engine, without blocking the UI."""
+        try:
+            if kind == "task":
+                text = task_text(await self.client.task_detail(key))
+            else:
+                text = trace_text(await self.client.event_trace(key))
+        except EngineClientError as exc:
+            self.show_reply(f"no detail for {kind} {key}: {exc}", error=True)
+            return
+        self.push_screen(DetailScreen(text))
+
+    def action_show_keys(self) -> None:
+        """List every key the console answers to."""
+        self.push_screen(DetailScreen(keys_text()))
 
     @work(group="commands")
     async def send_command(self, text: str) -> None:
@@ -368,6 +349,24 @@ class HeraldApp(App[None]):
         active = self.query_one(TabbedContent).active
         if active:
             self.query_one(f"#{active}-table", DataTable).focus()
+
+
+KEYS = (
+    ("1-6", "switch tab: " + ", ".join(f"{n} {view.title()}" for n, view in enumerate(VIEWS, start=1))),
+    ("up/down", "move in the table (also pgup, pgdn, home, end)"),
+    ("enter", "open the row's detail: an event's trace, a task's whole output, an audit entry, a rule"),
+    ("/", "type a command (enter sends it, escape goes back to the table)"),
+    ("escape", "back to the table (from the command line or a detail)"),
+    ("c", "Tasks tab: cancel the task under the cursor"),
+    ("a", "Alerts tab: press the alert's Acknowledge button"),
+    ("m", "Alerts tab: press the alert's Mute button"),
+    ("?", "this list"),
+    ("q", "quit (ctrl+q from anywhere)"),
+)
+
+
+def keys_text() -> str:
+    return "Keys\n\n" + "\n".join(f"{key:<9} {what}" for key, what in KEYS)
 
 
 def make_app(client: EngineClient) -> HeraldApp:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 ROW_CAP = 500
@@ -35,12 +36,23 @@ class RecordTable(DataTable, Generic[R]):
 
     COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = ()
     """(column key, label) pairs, in display order."""
+    WIDTHS: ClassVar[dict[str, int]] = {}
+    """Fixed widths of the columns whose text can be long, so the columns after them stay on an 80-column screen."""
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Detail")]
 
     def __init__(self, *, id: str, cap: int = ROW_CAP) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.cap = cap
+        self.records: dict[str, R] = {}  # by row key: what Enter shows in full
         for key, label in self.COLUMNS:
-            self.add_column(label, key=key)
+            self.add_column(label, key=key, width=self.WIDTHS.get(key))
+
+    def current(self) -> R | None:
+        """The record under the cursor, if any."""
+        if self.row_count == 0:
+            return None
+        row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
+        return self.records.get(str(row_key.value))
 
     def key_of(self, record: R) -> str:
         """The record's stable id, used as the row key."""
@@ -53,6 +65,7 @@ class RecordTable(DataTable, Generic[R]):
     def load(self, records: Iterable[R]) -> None:
         """Replace every row with `records` (a fresh snapshot after a (re)connect)."""
         self.clear()
+        self.records.clear()
         for record in list(records)[-self.cap :]:
             self.upsert(record)
 
@@ -60,14 +73,17 @@ class RecordTable(DataTable, Generic[R]):
         """Replace the row with the record's key, or append a new row and drop the oldest past the cap."""
         key = self.key_of(record)
         cells = self.cells_of(record)
+        self.records[key] = record
         if key in self.rows:
             for (column, _), value in zip(self.COLUMNS, cells, strict=True):
-                self.update_cell(key, column, value, update_width=True)
+                self.update_cell(key, column, value, update_width=column not in self.WIDTHS)
             return
         following = self.row_count == 0 or self.cursor_row >= self.row_count - 1
         self.add_row(*cells, key=key)
         while self.row_count > self.cap:
-            self.remove_row(next(iter(self.rows)))
+            oldest = next(iter(self.rows))
+            self.remove_row(oldest)
+            self.records.pop(str(oldest.value), None)
         if following:  # keep the newest row in view unless the user has moved up to read older ones
             self.move_cursor(row=self.row_count - 1, animate=False)
 

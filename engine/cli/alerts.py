@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 
@@ -66,6 +68,7 @@ async def _act(address: EngineAddress, token: str, args: argparse.Namespace) -> 
                 alert = _find(snapshot.alerts, args.alert)
                 if kind == "show":
                     print(_details(alert))
+                    print(_history(await _fetch_history(http, address.url, token, alert.fingerprint)))
                     return EXIT_OK
                 return await _press(ws, alert, "ack" if kind == "ack" else "mute", getattr(args, "duration", None))
         except aiohttp.WSServerHandshakeError as exc:
@@ -74,6 +77,34 @@ async def _act(address: EngineAddress, token: str, args: argparse.Namespace) -> 
             raise HeraldError(f"cannot reach Herald at {address.url} ({exc}); is `herald run` running?") from None
         except TimeoutError:
             raise HeraldError(f"no answer from Herald within {TIMEOUT_S:.0f} s") from None
+
+
+async def _fetch_history(http: aiohttp.ClientSession, url: str, token: str, fingerprint: str) -> list[dict[str, Any]]:
+    async with http.get(f"{url.rstrip('/')}/api/v1/alerts/{fingerprint}",
+                        headers={"Authorization": f"Bearer {token}"}) as response:
+        if response.status == 404:
+            return []
+        body = await response.json()
+        if response.status != 200:
+            raise HeraldError(f"the alert's history: {body.get('error', response.status)}")
+        return list(body["history"])
+
+
+# What a history line shows of an audit entry's data, in this order (the alert itself is the line's subject).
+_HISTORY_FIELDS = ("status", "severity", "button", "arg", "platform", "chat", "recipients", "until", "silence",
+                   "rule", "reason", "error", "step")
+
+
+def _history(entries: Sequence[dict[str, Any]]) -> str:
+    if not entries:
+        return "  history       none in the audit"
+    lines = ["  history"]
+    for entry in entries:
+        data = entry["data"]
+        details = " ".join(f"{key}={data[key]}" for key in _HISTORY_FIELDS if data.get(key) not in (None, ""))
+        lines.append(f"    {entry['time'][:19].replace('T', ' ')}  {entry['action']:<24} {entry['actor']:<12} "
+                     f"{details}".rstrip())
+    return "\n".join(lines)
 
 
 async def _snapshot(ws: aiohttp.ClientWebSocketResponse) -> Snapshot:
@@ -102,7 +133,8 @@ async def _press(ws: aiohttp.ClientWebSocketResponse, alert: AlertView, action: 
         print(f"{alert.name or alert.fingerprint}: no {action}{' ' + duration if duration else ''} button to press "
               f"({why})", file=sys.stderr)
         return EXIT_FAILED
-    await ws.send_json({"type": "press", "button": buttons[0].id, "id": "cli"})
+    press_id = f"cli-{secrets.token_hex(6)}"  # answers go to the person: an earlier run's late one is not this one's
+    await ws.send_json({"type": "press", "button": buttons[0].id, "id": press_id})
     async for msg in ws:
         if msg.type != aiohttp.WSMsgType.TEXT:
             break
@@ -110,7 +142,7 @@ async def _press(ws: aiohttp.ClientWebSocketResponse, alert: AlertView, action: 
         if frame.get("type") == "error":
             print(f"error: {frame.get('message')}", file=sys.stderr)
             return EXIT_FAILED
-        if frame.get("type") == "reply" and frame.get("id") == "cli":
+        if frame.get("type") == "reply" and frame.get("id") == press_id:
             text = str(frame.get("text", ""))
             print(text)
             return EXIT_OK if text.startswith(("Acknowledged", "Muted")) else EXIT_FAILED

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import secrets
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -66,7 +67,10 @@ async def _post_alert(address: EngineAddress, payload: dict[str, Any]) -> int:
 
 
 async def _run_command(address: EngineAddress, token: str, text: str, principal: str | None, timeout: float) -> int:
-    frame: dict[str, object] = {"type": "command", "text": text, "id": "cli"}
+    # Answers go to the person, not the connection: a fixed id would take a late answer to an earlier `herald send`
+    # (a result after its --timeout) for this one's.
+    frame_id = f"cli-{secrets.token_hex(6)}"
+    frame: dict[str, object] = {"type": "command", "text": text, "id": frame_id}
     if principal:
         frame["as"] = principal
     headers = {"Authorization": f"Bearer {token}"}
@@ -74,7 +78,7 @@ async def _run_command(address: EngineAddress, token: str, text: str, principal:
         try:
             async with session.ws_connect(f"{address.url}/api/v1/stream", headers=headers) as ws:
                 await ws.send_json(frame)
-                return await asyncio.wait_for(_print_replies(ws), timeout)
+                return await asyncio.wait_for(_print_replies(ws, frame_id), timeout)
         except aiohttp.WSServerHandshakeError as exc:
             raise HeraldError(f"Herald refused the API token ({exc.status}): is the data folder right?") from None
         except aiohttp.ClientError as exc:
@@ -83,7 +87,7 @@ async def _run_command(address: EngineAddress, token: str, text: str, principal:
             raise HeraldError(f"no result within {timeout:.0f} s") from None
 
 
-async def _print_replies(ws: aiohttp.ClientWebSocketResponse) -> int:
+async def _print_replies(ws: aiohttp.ClientWebSocketResponse, frame_id: str) -> int:
     async for msg in ws:
         if msg.type != aiohttp.WSMsgType.TEXT:
             break
@@ -91,7 +95,7 @@ async def _print_replies(ws: aiohttp.ClientWebSocketResponse) -> int:
         if frame.get("type") == "error":
             print(f"error: {frame.get('message')}", file=sys.stderr)
             return 1
-        if frame.get("type") == "reply" and frame.get("id") == "cli":
+        if frame.get("type") == "reply" and frame.get("id") == frame_id:
             print(frame["text"], flush=True)
             if frame.get("final"):
                 return 0

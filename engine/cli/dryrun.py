@@ -32,6 +32,7 @@ from engine.core.events import (
     EmittedData,
     Event,
     EventData,
+    HeartbeatData,
     MessageData,
     ScheduleData,
     TaskData,
@@ -43,7 +44,8 @@ from engine.runs import decide
 from engine.runs.builtins import BUILTIN_BUTTONS, BUILTIN_COMMANDS
 
 KINDS: dict[str, type[BaseModel]] = {model.model_fields["kind"].default: model for model in
-                          (AlertData, CommandData, ButtonData, TaskData, EmittedData, MessageData, ScheduleData)}
+                          (AlertData, CommandData, ButtonData, TaskData, EmittedData, MessageData, ScheduleData,
+                           HeartbeatData)}
 _DATA = TypeAdapter(EventData)
 _ACTED = ("command", "button", "message")  # the kinds people send; the rest come from systems
 DRY_RUN = "dry-run"  # what stands in for ids the engine would make (button ids, task ids)
@@ -199,6 +201,7 @@ def _data(kind: str, values: dict[str, Any]) -> Any:
         "button": {"button_id": DRY_RUN, "rule": DRY_RUN, "source_event": DRY_RUN},
         "task": {"task_id": DRY_RUN, "rule": DRY_RUN},
         "schedule": {"time": utcnow().isoformat(timespec="seconds")},
+        "heartbeat": {"state": "missing"},
     }.get(kind, {})
     if kind == "alert" and "fingerprint" not in values:
         labels = values.get("labels") or {}

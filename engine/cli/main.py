@@ -307,7 +307,8 @@ def _last_good_rules(config: Config, broken: CompileResult, *, strict: bool) -> 
         return broken, None
     print(f"herald: WARNING: the rules above do not compile: starting with the last rules that compiled (saved "
           f"{saved.saved}, {len(result.graph.rules)} rules); fix the files and they load", file=sys.stderr)
-    return result, Fallback(saved=saved.saved, diagnostics=diagnostic_views(broken.diagnostics))
+    return result, Fallback(saved=saved.saved,
+                            diagnostics=diagnostic_views(broken.diagnostics, list(broken.sources.items())))
 
 
 def _reload(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ An event is inline words or a JSON file:
   event deploy-done [KEY=VALUE ...]
   message text="disk full?"
   schedule rule=nightly
+  heartbeat rule=watchdog name=Watchdog [state=missing|back]
   FILE.json: {"kind": "alert", "data": {"labels": {"severity": "critical"}}, "as": "alice"}
              (data holds the event's own fields, as in docs/rules.md; what it leaves out gets the defaults above)
   SOURCE BODY.json: a body an alert source posts, read as its hook would (SOURCE: alertmanager, grafana,
@@ -147,7 +148,8 @@ def graph_text(graph: EventGraph) -> str:
     for kind in dict.fromkeys(rule.kind for rule in graph.rules):
         out.append(f"on {kind}:")
         for rule in graph.of_kind(kind):
-            when = [c.text or f"{c.field} = {c.value}" for c in rule.conditions] + [c.text for c in rule.checks]
+            when = [c.text or f"{c.field} = {c.value}" for c in rule.conditions] + \
+                [c.text.removeprefix("when ") for c in rule.checks]  # a `when` clause's text starts with its keyword
             out.append(f"  {rule.name}" if rule.name == rule.location else f"  {rule.name} ({rule.location})")
             out.append(f"    when   {' and '.join(when) or 'always'}")
             for stage in rule.stages:

@@ -79,7 +79,8 @@ class _Doctor:
 
     def checks(self) -> list[Callable[[], Check]]:
         return [self.podman, self.runc, self.user_exists, self.subids, self.uidmap_tools, self.service_answers,
-                self.runtime, self.cgroups, self.image, self.tun, self.scripts_folder, self.trial_run]
+                self.runtime, self.cgroups, self.memory, self.image, self.tun, self.network_filter,
+                self.scripts_folder, self.trial_run]
 
     def podman(self) -> Check:
         path = shutil.which("podman", path=_SAFE_PATH)
@@ -177,6 +178,22 @@ class _Doctor:
                   f"usable: {controllers}. {plan.note}")
         return Check("cgroups/limits", True, detail)
 
+    def memory(self) -> Check:
+        """How a run's memory is bounded here: a cgroup total, or rlimits split so that they add up to it."""
+        from engine.sandbox.policy import HostLimits, RunLimits, format_size, plan_limits
+
+        if not self.info:
+            return Check("memory", False, "podman service not reachable", "fix the podman service first")
+        limits = RunLimits.for_run(self.sb, timeout_s=self.sb.default_timeout_s, memory=None, network=None)
+        plan = plan_limits(limits, HostLimits.from_info(self.info["host"]))
+        if plan.budget is None:
+            return Check("memory", True, f"each run's total is a memory cgroup of {format_size(limits.memory)} "
+                                         "(the kernel OOM-kills past it; /tmp and /dev/shm pages count in it)")
+        budget = plan.budget
+        return Check("memory", True, f"no memory cgroup, so rlimits keep the total: {budget.split()} = at "
+                                     f"most {format_size(budget.bound)} of {format_size(budget.total)}; a run "
+                                     "asking for more memory gets more processes, not bigger ones")
+
     def image(self) -> Check:
         if self.client is None:
             return Check("image", False, "podman service not reachable", "fix the podman service first")
@@ -198,6 +215,32 @@ class _Doctor:
             return Check("/dev/net/tun", False, f"mode {mode:o}: slirp4netns (network default) cannot open it",
                          "chmod 666 /dev/net/tun (only needed for rules that opt in to network default)")
         return Check("/dev/net/tun", True, f"mode {mode:o}: network default (slirp4netns) possible")
+
+    def network_filter(self) -> Check:
+        """Runs with a network (`network default`, `network allow`) need their packet filter; prove it on a trial."""
+        from engine.sandbox import netfilter
+        from engine.sandbox.policy import host_id
+
+        fix = "only needed for rules with network default or network allow; networked runs are refused until then"
+        if not self.info:
+            return Check("network filter", False, "podman service not reachable", "fix the podman service first")
+        host = self.info["host"]
+        podman_uid = (host_id(host["idMappings"]["uidmap"], 0) or 0) if host["security"]["rootless"] else 0
+        try:
+            netfilter.tools()
+        except SandboxUnavailable as exc:
+            return Check("network filter", False, str(exc), fix)
+        refused = netfilter.can_enter(podman_uid)
+        if refused:
+            return Check("network filter", False, refused, f"run herald as root or as the sandbox user ({fix})")
+        if not self.tun().ok:
+            return Check("network filter", True, "iptables and nsenter present; no trial (no /dev/net/tun)")
+        try:
+            result = self._trial(network="default")
+        except Exception as exc:
+            return Check("network filter", False, f"a trial run with network default failed: {exc}", fix)
+        line = next((e for e in result.enforced if e.startswith("netfilter:")), "no filter reported")
+        return Check("network filter", True, f"trial run with network default: {line}")
 
     def scripts_folder(self) -> Check:
         from engine.sandbox.policy import RUN_UID_FIRST, access_problem, host_id
@@ -231,6 +274,16 @@ class _Doctor:
         """A real run of a one-line script: proves the whole path, and shows what was enforced."""
         if self.client is None:
             return Check("trial run", False, "podman service not reachable", "fix the podman service first")
+        try:
+            result = self._trial()
+        except Exception as exc:
+            return Check("trial run", False, f"a one-line script failed: {exc}", "see the checks above")
+        if result.exit_code != 0 or result.output != "ok\n":
+            return Check("trial run", False, f"exit {result.exit_code}, output {result.output[:200]!r}",
+                         "see the checks above")
+        return Check("trial run", True, f"{result.duration_s * 1000:.0f} ms; enforced: {', '.join(result.enforced)}")
+
+    def _trial(self, **options: Any) -> Any:
         from engine.sandbox.runner import Sandbox
 
         folder = Path(tempfile.mkdtemp(prefix="herald-doctor-", dir="/tmp"))
@@ -239,15 +292,9 @@ class _Doctor:
             (folder / "doctor.sh").write_text("echo ok\n")
             (folder / "doctor.sh").chmod(0o644)
             # Reuses the service found or started above: a Sandbox only starts one if nothing answers.
-            result = asyncio.run(_trial(Sandbox(config=self.sb, scripts_dir=folder)))
-        except Exception as exc:
-            return Check("trial run", False, f"a one-line script failed: {exc}", "see the checks above")
+            return asyncio.run(_trial(Sandbox(config=self.sb, scripts_dir=folder), **options))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        if result.exit_code != 0 or result.output != "ok\n":
-            return Check("trial run", False, f"exit {result.exit_code}, output {result.output[:200]!r}",
-                         "see the checks above")
-        return Check("trial run", True, f"{result.duration_s * 1000:.0f} ms; enforced: {', '.join(result.enforced)}")
 
     def close(self) -> None:
         if self.client is not None:
@@ -256,12 +303,12 @@ class _Doctor:
             self.service.stop()
 
 
-async def _trial(sb: Any) -> Any:
+async def _trial(sb: Any, **options: Any) -> Any:
     await sb.start()
     try:
         if sb.problem:
             raise SandboxUnavailable(sb.problem)
-        return await sb.run("doctor.sh", [], timeout_s=30, task_id="herald-doctor")
+        return await sb.run("doctor.sh", [], timeout_s=30, task_id="herald-doctor", **options)
     finally:
         await sb.close()
 

@@ -1,4 +1,5 @@
-"""How observers (the TUI) talk to an engine: a small protocol plus a WebSocket and an in-memory implementation.
+"""How observers (the TUI) talk to an engine: a small protocol and its WebSocket implementation (an in-memory one
+for tests is engine/client/static.py).
 
 The TUI imports only this module and `engine.snapshots`, so it holds plain snapshot records and never engine
 objects. `RemoteEngineClient` speaks the `/api/v1/stream` protocol:
@@ -9,12 +10,17 @@ objects. `RemoteEngineClient` speaks the `/api/v1/stream` protocol:
     client -> {"type": "press", "button": "<a button id from an alert>", "id": "<client id>"}
     server -> {"type": "reply", "id": "<client id>", "text": "..."}
 
+and reads the details the stream does not carry: `GET /api/v1/events/{id}` (an `EventTrace`) and
+`GET /api/v1/tasks/{id}` (a `TaskDetail`). It pings every HEARTBEAT_S, so a silent engine is noticed within
+seconds; a command or press the connection took but the engine never answered comes back as a `Reply` with
+`error=True` when the connection drops, so nothing typed vanishes without a word.
+
 Exceptions (all derive from `engine.errors.HeraldError`):
 
     EngineClientError        the client could not do what was asked
     ├── TokenMissing         `<data dir>/api-token` is missing or empty
     ├── AuthRejected         the engine answered 401/403: retrying cannot help
-    └── NotConnected         send_command while no connection is open
+    └── NotConnected         send_command while no connection is open ("engine unreachable")
 """
 
 from __future__ import annotations
@@ -31,7 +37,17 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
 from yarl import URL
 
-from engine.client.snapshots import AlertView, AuditView, EventView, RulesView, RunView, Snapshot, TaskView
+from engine.client.snapshots import (
+    AlertView,
+    AuditView,
+    EventTrace,
+    EventView,
+    RulesView,
+    RunView,
+    Snapshot,
+    TaskDetail,
+    TaskView,
+)
 from engine.core.errors import HeraldError
 from engine.core.ids import new_id
 
@@ -39,16 +55,21 @@ log = logging.getLogger(__name__)
 
 STREAM_PATH = "/api/v1/stream"
 TOKEN_FILE = "api-token"
-
+UNANSWERED_KEPT = 100
+HEARTBEAT_S = 3.0
+"""Seconds between pings; a pong missing for half of that ends the connection. An engine that stopped answering
+(stopped, hung, or behind a dead network) is seen within ~5 s instead of trusted for a minute."""
 
 
 class Reply(BaseModel):
-    """The engine's answer to one `send_command`, matched by the client-chosen `id`."""
+    """The engine's answer to one `send_command`, matched by the client-chosen `id`. `error` marks the client's own
+    word that no answer will come (the connection dropped before the engine answered)."""
 
     model_config = ConfigDict(frozen=True)
 
     id: str
     text: str
+    error: bool = False
 
 
 Update = Snapshot | EventView | RunView | TaskView | AuditView | RulesView | AlertView | Reply
@@ -84,7 +105,8 @@ class EngineClient(Protocol):
     """What the TUI needs from an engine, whether in-process, remote, or canned for tests."""
 
     status: str
-    """Human-readable connection state: "connecting", "connected", "disconnected: <reason>", "failed: <reason>"."""
+    """Human-readable connection state: "connecting", "connected", "disconnected, retrying in <s>: <reason>",
+    "failed: <reason>", "closed"."""
 
     def updates(self) -> AsyncIterator[Update]:
         """Yield a Snapshot after every (re)connect, then live items and replies; one consumer at a time."""
@@ -96,6 +118,14 @@ class EngineClient(Protocol):
 
     async def press(self, button_id: str) -> None:
         """Press an alert's button (an id from an `AlertView`) as the token's principal; answered like a command."""
+        ...
+
+    async def event_trace(self, event_id: str) -> EventTrace:
+        """An event's trace: the rules that ran on it (states, effects) and why each other rule did not match."""
+        ...
+
+    async def task_detail(self, task_id: str) -> TaskDetail:
+        """A task with its whole output."""
         ...
 
     async def close(self) -> None:
@@ -181,7 +211,7 @@ class RemoteEngineClient:
         *,
         delays: Callable[[], Iterator[float]] = backoff,
         connect_timeout: float = 10.0,
-        heartbeat: float = 20.0,
+        heartbeat: float = HEARTBEAT_S,
     ) -> None:
         self.url = stream_url(url)
         self.status = "connecting"
@@ -195,6 +225,9 @@ class RemoteEngineClient:
         self._heartbeat = heartbeat
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._closed = asyncio.Event()
+        # Commands and presses sent on the open connection that the engine has not answered yet: if it drops first,
+        # the consumer is told each one got no answer, so nothing typed vanishes silently.
+        self._unanswered: dict[str, str] = {}
 
     async def updates(self) -> AsyncIterator[Update]:
         """Connect, yield the snapshot and live updates, and reconnect after drops until `close()`.
@@ -209,13 +242,17 @@ class RemoteEngineClient:
                 token = ""
                 try:
                     token = self._token()
-                    async with session.ws_connect(
-                        self.url, headers={"Authorization": f"Bearer {token}"}, heartbeat=self._heartbeat
-                    ) as ws:
+                    # The whole handshake is bounded: a stopped engine's kernel still accepts the TCP connection.
+                    async with asyncio.timeout(self._connect_timeout):
+                        opened = await session.ws_connect(
+                            self.url, headers={"Authorization": f"Bearer {token}"}, heartbeat=self._heartbeat)
+                    async with opened as ws:
                         self._ws = ws
                         self.status = "connected"
                         delays = self._delays()  # a good connection resets the backoff
                         async for update in self._receive(ws):
+                            if isinstance(update, Reply):
+                                self._unanswered.pop(update.id, None)
                             yield update
                         reason = _close_reason(ws)
                 except (aiohttp.ClientError, OSError, TimeoutError, EngineClientError) as exc:
@@ -235,10 +272,20 @@ class RemoteEngineClient:
                 if self._closed.is_set():
                     break
                 delay = next(delays)
-                self.status = f"disconnected: {reason}; retrying in {delay:.1f}s"
+                self.status = f"disconnected, retrying in {delay:.1f}s: {reason}"
                 log.info("engine stream %s: %s", self.url, self.status)
+                for update in self._lost_answers():
+                    yield update
                 await self._sleep_unless_closed(delay)
         self.status = "closed"
+
+    def _lost_answers(self) -> list[Reply]:
+        """A Reply (error) for every command or press the dropped connection took without an answer."""
+        lost = [Reply(id=frame_id, error=True, text=f"no answer to {what}: the connection to the engine dropped "
+                      "before it answered; it may not have run (see the Audit tab once reconnected)")
+                for frame_id, what in self._unanswered.items()]
+        self._unanswered.clear()
+        return lost
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[Update]:
         """Yield the updates in the text frames of one connection until it ends."""
@@ -261,20 +308,46 @@ class RemoteEngineClient:
 
     async def send_command(self, text: str) -> None:
         """Send a command frame on the open connection; its Reply comes back through `updates()`."""
-        await self._send({"type": "command", "text": text, "id": new_id()})
+        await self._send({"type": "command", "text": text, "id": new_id()}, text)
 
     async def press(self, button_id: str) -> None:
         """Send a press frame on the open connection; the engine's answer comes back through `updates()`."""
-        await self._send({"type": "press", "button": button_id, "id": new_id()})
+        await self._send({"type": "press", "button": button_id, "id": new_id()}, "the button press")
 
-    async def _send(self, frame: dict[str, str]) -> None:
+    async def _send(self, frame: dict[str, str], what: str) -> None:
         ws = self._ws
         if ws is None or ws.closed:
-            raise NotConnected(f"not connected to the engine ({self.status})")
+            raise NotConnected(f"engine unreachable ({self.status})")
+        self._unanswered[frame["id"]] = what
+        if len(self._unanswered) > UNANSWERED_KEPT:  # an engine that never answers must not grow this for ever
+            self._unanswered.pop(next(iter(self._unanswered)))
         try:
             await ws.send_json(frame)
         except (aiohttp.ClientError, ConnectionError) as exc:
-            raise NotConnected(f"the connection to the engine dropped: {_describe(exc)}") from exc
+            self._unanswered.pop(frame["id"], None)
+            raise NotConnected(f"engine unreachable: the connection dropped: {_describe(exc)}") from exc
+
+    async def event_trace(self, event_id: str) -> EventTrace:
+        return EventTrace.model_validate(await self._get(f"/api/v1/events/{event_id}"))
+
+    async def task_detail(self, task_id: str) -> TaskDetail:
+        return TaskDetail.model_validate(await self._get(f"/api/v1/tasks/{task_id}"))
+
+    async def _get(self, path: str) -> object:
+        """GET one of the engine's JSON resources with the token; EngineClientError says why it failed."""
+        scheme = {"ws": "http", "wss": "https"}.get(self.url.scheme, self.url.scheme)
+        url = self.url.with_scheme(scheme).with_path(path)
+        timeout = aiohttp.ClientTimeout(total=self._connect_timeout)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                async with session.get(url, headers={"Authorization": f"Bearer {self._token()}"}) as response:
+                    body = await response.json(content_type=None)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise EngineClientError(f"engine unreachable: {_describe(exc)}") from exc
+        if response.status != 200:
+            reason = body.get("error") if isinstance(body, dict) else None
+            raise EngineClientError(f"the engine answered {response.status}: {reason or 'no reason given'}")
+        return body
 
     async def close(self) -> None:
         """Close the connection and stop reconnecting; `updates()` then ends."""
@@ -321,48 +394,3 @@ def _fatal_error(exc: BaseException, url: URL) -> EngineClientError:
     if isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status == 404:
         return EngineClientError(f"no event stream at {url} (HTTP 404): is this a Herald engine URL?")
     return EngineClientError(f"cannot connect to the engine at {url}: {_describe(exc)}")
-
-
-class StaticEngineClient:
-    """An in-memory `EngineClient` for tests: yields canned updates, takes pushed ones, records commands."""
-
-    def __init__(
-        self,
-        updates: list[Update],
-        *,
-        status: str = "connected",
-        reply: Callable[[str], str] | None = None,
-    ) -> None:
-        self.status = status
-        self.sent: list[str] = []
-        self.pressed: list[str] = []
-        self.closed = False
-        self._reply = reply
-        self._queue: asyncio.Queue[Update | None] = asyncio.Queue()
-        for update in updates:
-            self._queue.put_nowait(update)
-
-    def push(self, update: Update) -> None:
-        """Deliver one more update to the consumer, as a live engine would."""
-        self._queue.put_nowait(update)
-
-    async def updates(self) -> AsyncIterator[Update]:
-        """Yield the given and pushed updates until `close()`."""
-        while (update := await self._queue.get()) is not None:
-            yield update
-
-    async def send_command(self, text: str) -> None:
-        """Record the command and, if a `reply` function was given, answer it with a Reply update."""
-        self.sent.append(text)
-        if self._reply is not None:
-            self.push(Reply(id=f"static-{len(self.sent)}", text=self._reply(text)))
-
-    async def press(self, button_id: str) -> None:
-        """Record the press."""
-        self.pressed.append(button_id)
-
-    async def close(self) -> None:
-        """End `updates()`."""
-        if not self.closed:
-            self.closed = True
-            self._queue.put_nowait(None)

@@ -82,6 +82,7 @@ class AuditView(_View):
 class RuleEntry(_View):
     name: str
     location: str  # file:line
+    trigger: str = ""  # as written: `on alert severity critical service database`
 
 
 class DiagnosticView(_View):
@@ -92,6 +93,7 @@ class DiagnosticView(_View):
     col: int
     message: str
     severity: str = "error"
+    source: str = ""  # the source line and a caret line under the problem, when the file could be read
 
     @property
     def where(self) -> str:
@@ -134,3 +136,42 @@ class Snapshot(_View):
     audit: list[AuditView] = []
     alerts: list[AlertView] = []
     rules: RulesView | None = None
+
+
+class TraceStep(_View):
+    """One state a rule run entered, with what it said there."""
+
+    state: str
+    time: str
+    detail: str = ""
+
+
+class RuleTrace(_View):
+    """What one rule of the event's kind did with it: ran (its states and the effects done), or did not match
+    (`failed_clause`: the first clause of its trigger the event fails, as written)."""
+
+    rule: str
+    location: str = ""
+    matched: bool
+    failed_clause: str = ""
+    run_id: str = ""
+    steps: list[TraceStep] = []
+    effects: list[str] = []
+
+
+class EventTrace(_View):
+    """`GET /api/v1/events/{id}`: an event, the fields rules test, and every rule of its kind with its verdict.
+    Rules that no longer exist but ran on it are listed too (from the durable trace)."""
+
+    event: EventView
+    fields: dict[str, str] = {}
+    rules: list[RuleTrace] = []
+
+
+class TaskDetail(_View):
+    """`GET /api/v1/tasks/{id}`: a task and its whole output (the stream carries only its tail)."""
+
+    task: TaskView
+    output: str = ""
+    error: str = ""
+    earlier: list[str] = []

@@ -143,8 +143,21 @@ class ScheduleData(_Model):
     time: str
 
 
+class HeartbeatData(_Model):
+    """A dead man's switch (`on alert missing NAME for D`) changed: `state` "missing" (no firing alert NAME arrived
+    for D) or "back" (one arrived again); `summary` says it in words."""
+
+    kind: Literal["heartbeat"] = "heartbeat"
+    rule: str
+    name: str
+    state: Literal["missing", "back"]
+    last_seen: str | None = None  # ISO time of the last arrival before the silence, if there was one
+    silent_for: float = 0.0  # seconds
+    summary: str = ""
+
+
 EventData = Annotated[
-    AlertData | CommandData | ButtonData | TaskData | EmittedData | MessageData | ScheduleData,
+    AlertData | CommandData | ButtonData | TaskData | EmittedData | MessageData | ScheduleData | HeartbeatData,
     Field(discriminator="kind"),
 ]
 

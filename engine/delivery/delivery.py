@@ -314,6 +314,8 @@ class Delivery:
             return
         data: dict[str, Any] = {"platform": item.to.platform, "chat": item.to.chat,
                                 "event": item.message.meta.get("event"), "rule": item.message.meta.get("rule")}
+        if item.message.meta.get("alert"):  # so an alert's history lists where it was sent
+            data["alert"] = item.message.meta["alert"]
         if "storm" in item.message.meta:
             data["digest"] = item.message.meta["storm"]
         if done.outcome == "failed":

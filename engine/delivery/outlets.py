@@ -6,6 +6,7 @@ go. The runtime addresses people and conversations, never a platform's connector
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,6 +34,15 @@ class Notification:
 
 
 @dataclass(frozen=True)
+class Escalated:
+    """An escalation step that notified `target`: the latest time, and how often (repeats count)."""
+
+    target: str
+    at: datetime
+    times: int = 1
+
+
+@dataclass(frozen=True)
 class AlertStatus:
     """Where an alert stands now, as every message about it shows it."""
 
@@ -42,6 +52,11 @@ class AlertStatus:
     muted_by: str | None = None
     muted_until: datetime | None = None
     resolved_at: datetime | None = None
+    escalations: tuple[Escalated, ...] = ()
+
+    def as_json(self) -> dict[str, str | None]:
+        return {name: value.isoformat() if isinstance(value, datetime) else value
+                for name, value in dataclasses.asdict(self).items()}
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dsl.values import human_duration
 from engine.delivery.message import Button, Capabilities, Message
 from engine.delivery.outlets import AlertStatus, Notification, OutMessage, Output, Progress, Result, Text
 
@@ -56,31 +57,26 @@ def following(message: Message, status: AlertStatus) -> Message:
 
 def status_lines(status: AlertStatus) -> list[str]:
     """One line per thing that happened: `✅ Acknowledged by alice at 02:14 UTC`, `🔕 Muted by bob until 03:14 UTC`,
+    `⏫ Escalated to managers at 02:19 UTC`,
     `✔ Resolved at 02:40 UTC, after 26m`."""
     lines = []
     if status.acknowledged_by:
         lines.append(f"✅ Acknowledged by {status.acknowledged_by}" + _at(status.acknowledged_at))
     if status.muted_until is not None:
         lines.append(f"🔕 Muted by {status.muted_by or 'someone'} until {status.muted_until:%H:%M} UTC")
+    for step in status.escalations:
+        again = f", {step.times} times" if step.times > 1 else ""
+        lines.append(f"⏫ Escalated to {step.target}{_at(step.at)}{again}")
     if status.resolved_at is not None:
         lasted = ""
         if status.fired_at is not None and status.resolved_at >= status.fired_at:
-            lasted = f", after {_duration((status.resolved_at - status.fired_at).total_seconds())}"
+            lasted = f", after {human_duration((status.resolved_at - status.fired_at).total_seconds())}"
         lines.append(f"✔ Resolved{_at(status.resolved_at)}{lasted}")
     return lines
 
 
 def _at(when: object) -> str:
     return f" at {when:%H:%M} UTC" if when is not None else ""
-
-
-def _duration(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    if minutes < 1:
-        return f"{int(seconds)}s"
-    if minutes < 120:
-        return f"{minutes}m"
-    return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def fit(message: Message, capabilities: Capabilities) -> Message:

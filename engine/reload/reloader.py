@@ -20,6 +20,7 @@ cannot take new routes) are reported as "needs a restart" and not applied; peopl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -31,8 +32,9 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ValidationError
 from watchfiles import Change, awatch
 
-from dsl import CompileCache, CompileResult, EventGraph, compile_sources
+from dsl import CompileCache, CompiledRule, CompileResult, EventGraph, compile_sources
 from dsl.ast import TeamDecl
+from dsl.diagnostics import render
 from engine.client.snapshots import DiagnosticView, ReloadView, RuleEntry, RulesView
 from engine.core.bus import Bus
 from engine.core.config import Config
@@ -75,9 +77,25 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def diagnostic_views(diags: Sequence[Any]) -> list[DiagnosticView]:
+def diagnostic_views(diags: Sequence[Any], sources: Sequence[tuple[str, str]] = ()) -> list[DiagnosticView]:
+    """Diagnostics for observers, each with its source line and caret (as `herald check` prints them)."""
+    texts = dict(sources)
     return [DiagnosticView(path=d.span.path, line=d.span.line, col=d.span.col, message=d.message,
-                           severity=d.severity) for d in diags]
+                           severity=d.severity, source=_source_lines(d, texts.get(d.span.path, "")))
+            for d in diags]
+
+
+def _source_lines(diag: Any, text: str) -> str:
+    """The lines `render` puts under the `path:line:col: message` line: the source line and the carets."""
+    rendered = render(dataclasses.replace(diag, hint=None), text).splitlines()[1:]
+    return "\n".join(rendered)
+
+
+def trigger_of(rule: CompiledRule) -> str:
+    """A compiled rule's trigger in the words of a rule file: `on alert severity critical service database`."""
+    head = f"on command {rule.command}" if rule.command else f"on {rule.kind}"
+    tests = [c.as_check().text for c in rule.conditions if not (rule.command and c.field == "command.name")]
+    return " ".join([head, *tests, *(c.text for c in rule.checks)])
 
 
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -294,7 +312,7 @@ class Reloader:
                 return self._last_attempt[1]  # the same broken tree: already reported
             self.attempts += 1
             if tree.problems:
-                return await self._reject(tree, diagnostic_views(tree.problems), trigger, actor)
+                return await self._reject(tree, diagnostic_views(tree.problems, tree.sources), trigger, actor)
             config, restart = self._engine.config, []
             if self._config_source is not None:
                 try:
@@ -311,7 +329,8 @@ class Reloader:
                                               actor, what="config")
             result = await asyncio.to_thread(_compile, tree, config, self._compile_cache, self._engine.connectors)
             if result.graph is None:
-                return await self._reject(tree, diagnostic_views(result.diagnostics), trigger, actor)
+                return await self._reject(tree, diagnostic_views(result.diagnostics, tree.sources), trigger,
+                                          actor)
             # From here to the swap: no await, so no event sees a mix of versions.
             old = self._engine.runtime.graph
             diff = diff_graphs(old, result.graph)
@@ -383,7 +402,7 @@ class Reloader:
     def _publish(self, last: ReloadView) -> None:
         graph = self._engine.runtime.graph
         rules = self.view.rules if self.view is not None and self.view.version == last.version else [
-            RuleEntry(name=rule.name, location=rule.location) for rule in graph.rules]
+            RuleEntry(name=rule.name, location=rule.location, trigger=trigger_of(rule)) for rule in graph.rules]
         self.view = RulesView(version=self._engine.runtime.graph_version, rules=rules, last=last)
         self._engine.bus.publish(self.view)
 

@@ -14,12 +14,13 @@ from engine.core.errors import RulesError
 from engine.delivery.connector import AddressError
 from engine.plugin.api import ConnectorSpec, Integration
 from engine.plugin.discovery import active_integrations, connector_specs, discover
+from engine.runs.builtins import BUILTIN_COMMANDS
 from engine.sandbox.policy import MIN_MEMORY
 
 RULE_SUFFIX = ".rules"
 
 # What the runtime can run today; a rule using anything else is a compile error naming it, not a silent no-op.
-ENGINE_TRIGGERS = ("alert", "command", "button", "task", "event", "message", "schedule")
+ENGINE_TRIGGERS = ("alert", "command", "button", "task", "event", "message", "schedule", "heartbeat")
 ENGINE_ACTIONS = ("notify", "reply", "run", "emit", "silence", "escalate")
 ENGINE_STAGES = ("require role", "check disk", "require confirmation", "dedupe", "group", "rate limit")
 
@@ -49,7 +50,7 @@ def catalog_for(config: Config, connectors: Mapping[str, ConnectorSpec] | None =
                       severities=tuple(config.alerts.severities), platforms=frozenset(specs),
                       address_checks={name: functools.partial(_address_problem, spec) for name, spec in specs.items()},
                       default_teams=frozenset(config.default_teams()), people=frozenset(config.principals),
-                      min_memory_bytes=MIN_MEMORY)
+                      min_memory_bytes=MIN_MEMORY, builtin_commands=frozenset(BUILTIN_COMMANDS))
     return catalog.restricted_to(triggers=ENGINE_TRIGGERS, actions=ENGINE_ACTIONS, stages=ENGINE_STAGES)
 
 

@@ -152,6 +152,7 @@ async def run_script(action: RunAction, run: RuleRun, services: Services) -> Act
         params=TaskParams(script=action.script, args=args,
                           timeout=action.timeout_s or services.config.sandbox.default_timeout_s,
                           memory_bytes=action.memory_bytes, network=action.network,  # type: ignore[arg-type]
+                          network_allow=list(action.network_allow),
                           retries=action.retries,
                           backoff_s=action.backoff_s or DEFAULT_BACKOFF_S),
         run_id=run.run_id, rule=run.rule.name, event_id=event.id,

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from engine.core.errors import AuthError
 from engine.core.store import Database
-from engine.delivery.outlets import AlertStatus, Button
+from engine.delivery.outlets import AlertStatus, Button, Escalated
 from engine.security import keys
 
 BUTTON_TTL_S = 24 * 3600
@@ -34,6 +34,12 @@ CREATE TABLE IF NOT EXISTS alert_state (
     muted_until TEXT,
     muted_by TEXT
 );
+CREATE TABLE IF NOT EXISTS alert_escalations (
+    fingerprint TEXT NOT NULL,
+    target TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_escalations_alert ON alert_escalations(fingerprint);
 """
 
 ALERT_BUTTONS = (("Acknowledge", "ack", None), ("Mute 1h", "mute", "1h"))
@@ -137,26 +143,44 @@ class AlertState:
         until = self._muted.get(fingerprint)
         return until if until is not None and until > datetime.now(UTC) else None
 
+    async def escalated(self, fingerprint: str, target: str, at: datetime) -> None:
+        """Record that an escalation step notified `target` (its messages then say so)."""
+        await self._db.write(lambda conn: conn.execute(
+            "INSERT INTO alert_escalations (fingerprint, target, at) VALUES (?, ?, ?)",
+            (fingerprint, target, at.isoformat())))
+
     async def status(self, fingerprint: str) -> AlertStatus:
-        """Who acknowledged and muted the alert, and until when (as its messages show it)."""
-        row = await self._db.call(lambda conn: conn.execute(
-            "SELECT * FROM alert_state WHERE fingerprint = ?", (fingerprint,)).fetchone())
+        """Who acknowledged and muted the alert, and until when, and whom it was escalated to (as its messages show
+        it)."""
+        row, steps = await self._db.call(_status_rows, fingerprint)
+        escalations = tuple(Escalated(s["target"], datetime.fromisoformat(s["at"]), int(s["times"])) for s in steps)
         if row is None:
-            return AlertStatus()
+            return AlertStatus(escalations=escalations)
         until = _when(row["muted_until"])
         return AlertStatus(acknowledged_by=row["acknowledged_by"], acknowledged_at=_when(row["acknowledged_at"]),
                            muted_by=row["muted_by"] if until and until > datetime.now(UTC) else None,
-                           muted_until=until if until and until > datetime.now(UTC) else None)
+                           muted_until=until if until and until > datetime.now(UTC) else None,
+                           escalations=escalations)
 
     async def resolved(self, fingerprint: str) -> AlertStatus:
         """A resolved alert forgets its acknowledgement and mute, so the next firing is news again; returns what
         it was up to then."""
         last = await self.status(fingerprint)
         self._muted.pop(fingerprint, None)
-        await self._db.write(
-            lambda conn: conn.execute("DELETE FROM alert_state WHERE fingerprint = ?", (fingerprint,))
-        )
+        await self._db.write(_forget, fingerprint)
         return last
+
+
+def _status_rows(conn: sqlite3.Connection, fingerprint: str) -> tuple[sqlite3.Row | None, list[sqlite3.Row]]:
+    row = conn.execute("SELECT * FROM alert_state WHERE fingerprint = ?", (fingerprint,)).fetchone()
+    steps = conn.execute("SELECT target, max(at) AS at, count(*) AS times FROM alert_escalations "
+                         "WHERE fingerprint = ? GROUP BY target ORDER BY min(rowid)", (fingerprint,)).fetchall()
+    return row, steps
+
+
+def _forget(conn: sqlite3.Connection, fingerprint: str) -> None:
+    conn.execute("DELETE FROM alert_state WHERE fingerprint = ?", (fingerprint,))
+    conn.execute("DELETE FROM alert_escalations WHERE fingerprint = ?", (fingerprint,))
 
 
 def _when(text: str | None) -> datetime | None:

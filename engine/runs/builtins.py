@@ -14,12 +14,15 @@ from engine.delivery.outlets import Text
 from engine.intake import secrets
 from engine.runs import confirm
 from engine.runs.run import Services, who
+from engine.runs.usage import BUILTIN_USAGE, command_help
+from engine.tasks.record import TaskRecord
 
 BUILTIN_COMMANDS = {
-    "help": "list the commands you may run",
+    "help": "list the commands you may run; /help COMMAND shows how to call one",
     "whoami": "say which person this account acts for",
     "link": "bind this account to a person with a one-time token from `herald identity link NAME`",
     "cancel": "stop a task you started (admins: any task): /cancel TASK_ID",
+    "task": "how a task you started (admins: any task) is doing: /task TASK_ID",
 }
 # All an account that is not linked to a person may do.
 UNLINKED_COMMANDS = frozenset({"help", "whoami", "link"})
@@ -29,20 +32,32 @@ BUILTIN_BUTTONS = frozenset({"ack", "mute", confirm.BUTTON})
 
 async def run_builtin(event: Event, data: CommandData, graph: EventGraph, services: Services) -> None:
     if data.name == "help":
-        text = help_text(event, graph, services)
+        text = help_text(event, graph, services, data.args[0] if data.args else None)
     elif data.name == "whoami":
         text = whoami(event, services)
     elif data.name == "cancel":
         text = await cancel(event, data, services)
+    elif data.name == "task":
+        text = await task_status(event, data, services)
     else:
         text = await link(event, data, services)
     await services.delivery.reply(event.reply_to, Text(text))
 
 
-def help_text(event: Event, graph: EventGraph, services: Services) -> str:
-    """The commands this caller may run: a rule allows them and the caller has the roles it requires."""
+def help_text(event: Event, graph: EventGraph, services: Services, command: str | None = None) -> str:
+    """The commands this caller may run (a rule allows them and the caller has the roles it requires), or with
+    `command`, how to call that one."""
     principal = event.actor.principal if event.actor else None
     roles = services.directory.roles_of(principal)
+    if command is not None:
+        command = command.removeprefix("/")
+        if command in BUILTIN_USAGE and (principal is not None or command in UNLINKED_COMMANDS):
+            line, what = BUILTIN_USAGE[command]
+            return f"{line}: {what}."
+        usage = command_help(command, graph, principal, roles)
+        if usage is not None:
+            return usage
+        return f"There is no command /{command}. {help_text(event, graph, services)}"
     allowed = {
         name for name, rules in graph.commands().items()
         if principal is not None and any(set(rule.required_roles) <= roles for rule in rules)
@@ -79,20 +94,52 @@ async def link(event: Event, data: CommandData, services: Services) -> str:
     return f"Linked: this {actor.platform} account now acts for {principal} (roles: {roles})."
 
 
+async def task_named(typed: str, services: Services) -> TaskRecord | str:
+    """The task a person typed the id of (whole, or its unique start or end), or why there is not exactly one."""
+    found = await services.tasks.find(typed)
+    if isinstance(found, TaskRecord):
+        return found
+    if not found:
+        return f"There is no task {typed!r}."
+    return f"{typed!r} could be any of these tasks: {', '.join(found)}. Type more of its id."
+
+
+def _may_touch(principal: str | None, task: TaskRecord, services: Services) -> bool:
+    """Deny by default: only the person who asked for the task, or an admin."""
+    return principal is not None and (principal == task.requested_by
+                                      or "admin" in services.directory.roles_of(principal))
+
+
 async def cancel(event: Event, data: CommandData, services: Services) -> str:
-    """Deny by default: only the person who asked for the task, or an admin, may cancel it."""
     if len(data.args) != 1:
-        return "Usage: /cancel TASK_ID (the id in the task's progress messages)."
+        return "Usage: /cancel TASK_ID (the id in the task's progress messages, or its first or last characters)."
     principal = event.actor.principal if event.actor else None
-    task = await services.tasks.get(data.args[0])
-    if task is None:
-        return f"There is no task {data.args[0]!r}."
-    if principal is None or (principal != task.requested_by
-                             and "admin" not in services.directory.roles_of(principal)):
+    task = await task_named(data.args[0], services)
+    if isinstance(task, str):
+        return task
+    if not _may_touch(principal, task, services):
         await services.audit_publish("task.cancel_denied", who(event), task=task.task_id)
         return "Denied: only the person who started a task, or an admin, may cancel it."
-    assert services.cancel_task is not None
+    assert services.cancel_task is not None and principal is not None
     return await services.cancel_task(task.task_id, principal)
+
+
+async def task_status(event: Event, data: CommandData, services: Services) -> str:
+    if len(data.args) != 1:
+        return "Usage: /task TASK_ID (the id in the task's progress messages, or its first or last characters)."
+    principal = event.actor.principal if event.actor else None
+    task = await task_named(data.args[0], services)
+    if isinstance(task, str):
+        return task
+    if not _may_touch(principal, task, services):
+        return "Denied: only the person who started a task, or an admin, may see it."
+    text = f"Task {task.task_id} ({task.params.script}, started by {task.requested_by or 'a rule'}): {task.status}"
+    if task.attempts > 1:
+        text += f", attempt {task.attempt} of {task.attempts}"
+    if task.exit_code is not None:
+        text += f", exit code {task.exit_code}"
+    last = [line for line in (task.error or task.output).splitlines() if line.strip()][-3:]
+    return text + "." + "".join(f"\n{line}" for line in last)
 
 
 async def press_refusal(event: Event, graph: EventGraph, services: Services, now: float) -> str | None:

@@ -21,6 +21,7 @@ from engine.core.events import (
     CommandData,
     EmittedData,
     Event,
+    HeartbeatData,
     MessageData,
     ScheduleData,
     TaskData,
@@ -67,6 +68,8 @@ class ClauseState(Protocol):
     """The stateful clauses of an engine (engine.runs.stateful.Stateful), as the services carry them."""
 
     def now(self) -> datetime: ...
+
+    async def alert_arrived(self, event: Event, data: AlertData) -> bool: ...
 
 
 @dataclass(eq=False)
@@ -150,6 +153,8 @@ def summarize(event: Event) -> str:
         return f"{who(event)}: {data.text[:200]}"
     if isinstance(data, ScheduleData):
         return f"schedule of {data.rule}"
+    if isinstance(data, HeartbeatData):
+        return data.summary or f"{data.name} {data.state}"
     return event.kind
 
 

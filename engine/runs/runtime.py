@@ -16,6 +16,7 @@ import logging
 import sqlite3
 
 from dsl import EventGraph
+from dsl.values import human_duration
 from engine.client.snapshots import EventView, RunView
 from engine.core.errors import DurabilityError
 from engine.core.events import AlertData, ButtonData, Cause, CommandData, Event, MessageData, TaskData, utcnow
@@ -82,6 +83,7 @@ class Runtime:
         graph, version = self.graph, self.graph_version  # one version for the whole event, even across a swap
         data = event.data
         fields = event.fields()
+        heard = False  # an alert a dead man's switch watches
         if isinstance(data, CommandData):
             if data.name in BUILTIN_COMMANDS:  # a built-in may answer at once: its entry is durable first
                 await services.audit_publish("command.received", who(event), event=event.id, text=data.safe_text)
@@ -95,6 +97,7 @@ class Runtime:
         elif isinstance(data, ButtonData):
             await press(event, data, services)
         elif isinstance(data, AlertData):
+            heard = services.stateful is not None and await services.stateful.alert_arrived(event, data)
             services.board.seen(event)  # "who was paged, when" starts here; notification.sent says where it went
             services.audit_soon("alert.received", who(event), event=event.id, alert=data.fingerprint,
                                 name=data.name, status=data.status, severity=data.severity)
@@ -106,7 +109,7 @@ class Runtime:
                     last, fired_at=data.starts_at, resolved_at=data.ends_at or event.time))
 
         rules = graph.match(event.kind, fields)
-        if not rules:
+        if not rules and not heard:
             await self._nothing_matched(event, graph)
         for rule in rules:
             try:
@@ -226,12 +229,13 @@ class Runtime:
         if task.depth + 1 > actions.MAX_EMIT_DEPTH:
             return
         duration = (task.end_time - task.start_time).total_seconds() if task.end_time and task.start_time else None
-        tail = task.output[-TAIL_CHARS:]
+        # Only what the script wrote to each stream; Herald's own reason (cancelled, could not start) goes with stderr.
+        stderr = "\n".join(part for part in (task.stderr_tail.rstrip("\n"), task.error or "") if part)
         await services.submit([Event(
             id=derived_id(task.create_time, "task-event", task.task_id), source="tasks", reply_to=task.reply_to,
             data=TaskData(task_id=task.task_id, script=task.params.script, status=task.status,
-                          exit_code=task.exit_code, duration=duration, stdout_tail=tail,
-                          stderr_tail=(task.error or tail)[-TAIL_CHARS:], rule=task.rule),
+                          exit_code=task.exit_code, duration=duration,
+                          stdout_tail=task.stdout_tail[-TAIL_CHARS:], stderr_tail=stderr[-TAIL_CHARS:], rule=task.rule),
             cause=Cause(root=task.event_id, parent=task.event_id, depth=task.depth + 1),
         )])
 
@@ -244,10 +248,22 @@ class Runtime:
         await self.services.audit_publish("task.retry", task.requested_by or "system", task=task.task_id,
                                           script=task.params.script, failed=failed, attempt=task.attempt,
                                           attempts=task.attempts, not_before=task.not_before.isoformat())
-        text = f"{failed}; retrying in {delay_s:.0f}s (attempt {task.attempt} of {task.attempts})"
+        text = f"{failed}; retrying in {human_duration(delay_s)} (attempt {task.attempt} of {task.attempts})"
         await self._trace(task.run_id, task.event_id, task.rule, RunState.EXECUTE, text)
         await self.services.delivery.reply(task.reply_to, Progress(task.run_id, task.rule, RunState.EXECUTE.value,
                                                                   text))
+
+
+def recent_runs(conn: sqlite3.Connection, limit: int) -> list[RunView]:
+    """The latest state of the `limit` runs that moved last, oldest first: what observers see after a restart.
+
+    Only the trace's tail is read (a run writes a handful of states), so a long history costs nothing at start."""
+    latest: dict[str, RunView] = {}
+    for row in conn.execute("SELECT * FROM run_trace ORDER BY rowid DESC LIMIT ?", (limit * 8,)):
+        if row["run_id"] not in latest and len(latest) < limit:
+            latest[row["run_id"]] = RunView(run_id=row["run_id"], event_id=row["event_id"], rule=row["rule"],
+                                            state=row["state"], time=row["time"], detail=row["detail"])
+    return list(reversed(latest.values()))
 
 
 def trace_of(conn: sqlite3.Connection, run_id: str) -> list[str]:

@@ -12,8 +12,9 @@ in); this module owns the per-engine `Stateful` object that ties them to the run
 - group by F within D: the first event of a group opens a window of D (Alertmanager's group_wait); later ones join
   it; every event's run ends SKIPPED ("grouped"), and when the window closes the rule runs once, as the batch's
   own run, with the first event's fields plus `group.count` and `group.key`.
-- escalate to T after D unless acknowledged: a timer per (rule, clause, alert); when it fires and the alert is
-  neither acknowledged nor resolved, T is notified with the alert's buttons; either way it is audited.
+- escalate to T after D[, ...][, repeat every R] unless/until acknowledged: a timer per (rule, clause, alert),
+  walked step by step by engine.runs.escalation (a ClausePart); this module keeps its kind's timers in step with
+  the graph.
 - silence alert by F for D: the alert whose fingerprint is F's value is muted (engine.alerts: persisted, checked
   on every notification, gone when the alert resolves); a timer audits the silence's end.
 """
@@ -29,18 +30,14 @@ from datetime import datetime, timedelta
 
 from dsl import EventGraph
 from dsl.graph import CompiledRule
-from dsl.plan import DedupeStage, EscalateAction, GroupStage, RateLimitStage, SilenceAction
-from dsl.values import duration_seconds, format_duration, is_duration
+from dsl.plan import DedupeStage, GroupStage, RateLimitStage, SilenceAction
+from dsl.values import duration_seconds, format_duration, human_duration, is_duration
 from engine.client.snapshots import RunView
 from engine.core.events import AlertData, Event
 from engine.core.ids import new_id
 from engine.core.timers import Timer, Timers, key_parts, key_prefix, state_key
-from engine.delivery.message import LinkButton
-from engine.delivery.outlets import Notification
 from engine.runs import actions, stages
-from engine.runs.alerts import ALERT_BUTTONS
-from engine.runs.links import alert_links
-from engine.runs.run import RuleRun, RunHost, RunState, Services, summarize, who
+from engine.runs.run import RuleRun, RunHost, RunState, Services, who
 from engine.runs.stages import PROCEED, StageOutcome
 
 SCHEMA = """
@@ -88,6 +85,9 @@ class ClausePart:
 
     timers: Mapping[str, Callable[[Stateful, Timer], Awaitable[None]]]
     on_swap: Callable[[Stateful, EventGraph], Awaitable[None]]
+    # Called for every alert the runtime handles, before rules match it (the dead man's switch re-arms here);
+    # True: the part took the alert as meant for it, so it is not "unmatched" when no rule matches it.
+    on_alert: Callable[[Stateful, Event, AlertData], Awaitable[bool]] | None = None
 
 
 class Stateful:
@@ -108,7 +108,7 @@ class Stateful:
     def attach(self) -> Callable[[], None]:
         """Register this engine's handlers and timer kinds; the returned function detaches them."""
         self.services.stateful = self
-        detaches = [self.timers.on(ESCALATE, self._escalate_due), self.timers.on(GROUP, self._group_due),
+        detaches = [self.timers.on(GROUP, self._group_due),
                     self.timers.on(SILENCE_END, self._silence_end), self.timers.on(SWEEP, self._sweep)]
         for part in self._parts:
             detaches += [self.timers.on(kind, functools.partial(handler, self))
@@ -142,6 +142,14 @@ class Stateful:
             await part.on_swap(self, new)
         await self.timers.schedule(SWEEP, self.now() + timedelta(seconds=SWEEP_EVERY_S), SWEEP, {}, replace=False)
 
+    async def alert_arrived(self, event: Event, data: AlertData) -> bool:
+        """Show an arriving alert to the parts that watch alerts; whether one of them took it."""
+        taken = False
+        for part in self._parts:
+            if part.on_alert is not None:
+                taken = await part.on_alert(self, event, data) or taken
+        return taken
+
     # -- resuming runs -------------------------------------------------------------------------------------------
 
     def current_rule(self, key: str) -> CompiledRule | None:
@@ -162,40 +170,6 @@ class Stateful:
                                           detail=detail))
 
     # -- timers --------------------------------------------------------------------------------------------------
-
-    async def _escalate_due(self, timer: Timer) -> None:
-        p, services = timer.payload, self.services
-        fingerprint = p["alert"]
-        acknowledged_by = await services.db.call(_acknowledged_by, fingerprint)
-        if acknowledged_by is not None:
-            await services.audit_publish("escalation.skipped", "system", rule=p["rule"], alert=fingerprint,
-                                         target=p["target"], reason=f"acknowledged by {acknowledged_by}")
-            return
-        if await services.db.call(_latest_status, fingerprint) == "resolved":
-            await services.audit_publish("escalation.skipped", "system", rule=p["rule"], alert=fingerprint,
-                                         target=p["target"], reason="resolved")
-            return
-        until = await services.alerts.muted_until(fingerprint)
-        if until is not None:  # a mute quiets the alert everywhere, its escalation too
-            await services.audit_publish("escalation.skipped", "system", rule=p["rule"], alert=fingerprint,
-                                         target=p["target"],
-                                         reason=f"muted until {until.isoformat(timespec='minutes')}")
-            return
-        audience = actions.audience_for(p["target"], services)
-        if audience is None:
-            await services.audit_publish("escalation.failed", "system", rule=p["rule"], alert=fingerprint,
-                                         target=p["target"], reason="target is not configured")
-            return
-        buttons = await services.alerts.make_buttons(event_id=p["event"], rule=p["rule"], fingerprint=fingerprint,
-                                                     specs=tuple((a, g) for _, a, g in ALERT_BUTTONS))
-        text = f"Escalated: not acknowledged after {format_duration(p['after'])}: {p['text']}"
-        reach = await services.delivery.notify(audience, Notification(event_id=p["event"], rule=p["rule"],
-                                                                      text=text, buttons=buttons,
-                                                                      severity=p.get("severity"),
-                                                                      links=_links(p.get("links"))),
-                                               key=f"escalate/{timer.key}")
-        await services.audit_publish("escalation.sent", "system", rule=p["rule"], alert=fingerprint,
-                                     target=p["target"], reach=str(reach))
 
     async def _group_due(self, timer: Timer) -> None:
         _, rule_name, clause, value = key_parts(timer.key)
@@ -242,12 +216,12 @@ def _sweep_expired(conn: sqlite3.Connection, now: float) -> None:
     conn.execute("DELETE FROM rate_hits WHERE time < ?", (now - 7 * 86400,))
 
 
-def _acknowledged_by(conn: sqlite3.Connection, fingerprint: str) -> str | None:
+def acknowledged_by(conn: sqlite3.Connection, fingerprint: str) -> str | None:
     row = conn.execute("SELECT acknowledged_by FROM alert_state WHERE fingerprint = ?", (fingerprint,)).fetchone()
     return None if row is None or row["acknowledged_by"] is None else str(row["acknowledged_by"])
 
 
-def _latest_status(conn: sqlite3.Connection, fingerprint: str) -> str | None:
+def latest_status(conn: sqlite3.Connection, fingerprint: str) -> str | None:
     row = conn.execute("SELECT json_extract(body, '$.data.status') AS status FROM events WHERE kind = 'alert' "
                        "AND json_extract(body, '$.data.fingerprint') = ? ORDER BY id DESC LIMIT 1",
                        (fingerprint,)).fetchone()
@@ -287,7 +261,7 @@ async def dedupe(stage: DedupeStage, run: RuleRun, services: Services, index: in
     if until is None:
         return PROCEED
     return StageOutcome(False, f"duplicate: {stage.field} {value} was seen within the last "
-                               f"{format_duration(stage.for_s)} (next one passes in {_seconds(until - now)})")
+                               f"{format_duration(stage.for_s)} (next one passes in {human_duration(until - now)})")
 
 
 @stages.handles(RateLimitStage)
@@ -317,7 +291,7 @@ async def rate_limit(stage: RateLimitStage, run: RuleRun, services: Services, in
         return PROCEED
     whose = f" for {value}" if value else ""
     return StageOutcome(False, f"rate limited (at most {stage.count} per {format_duration(stage.per_s)}{whose}), "
-                               f"try again in {_seconds(wait)}")
+                               f"try again in {human_duration(wait)}")
 
 
 @stages.handles(GroupStage)
@@ -349,41 +323,10 @@ async def group(stage: GroupStage, run: RuleRun, services: Services, index: int)
         return StageOutcome(False, f"grouped by {stage.field} {value}: batch {batch} runs in "
                                    f"{format_duration(stage.within_s)}", parked=True)
     return StageOutcome(False, f"grouped into batch {batch} ({count} events so far, runs in "
-                               f"{_seconds(closes - now.timestamp())})")
-
-
-def _seconds(seconds: float) -> str:
-    return f"{max(1, round(seconds))}s"
+                               f"{human_duration(closes - now.timestamp())})")
 
 
 # -- actions ---------------------------------------------------------------------------------------------------
-
-
-def _links(stored: object) -> tuple[LinkButton, ...]:
-    """An escalation's links, as its timer kept them ([label, url] pairs; none in timers from before links)."""
-    if not isinstance(stored, list):
-        return ()
-    return tuple(LinkButton(label=label, url=url) for label, url in stored)
-
-
-@actions.handles(EscalateAction)
-async def escalate(action: EscalateAction, run: RuleRun, services: Services) -> actions.ActionOutcome:
-    data = run.event.data
-    if not isinstance(data, AlertData):  # the compiler allows escalate on alert rules only
-        return actions.ActionOutcome("escalate needs an alert")
-    if data.status == "resolved":
-        return actions.ActionOutcome("resolved: nothing to escalate")
-    state = manager(services)
-    due = state.now() + timedelta(seconds=action.after_s)
-    key = state_key(ESCALATE, run.rule.state_key, action.fingerprint, data.fingerprint)
-    payload = {"rule": run.rule.name, "alert": data.fingerprint, "target": action.target, "event": run.event.id,
-               "after": action.after_s, "text": summarize(run.event), "severity": data.severity,
-               "links": [[link.label, link.url] for link in alert_links(data)]}
-    # A repeated firing notification keeps the escalation it already started; it must not push it later.
-    if not await state.timers.schedule(ESCALATE, due, key, payload, replace=False):
-        return actions.ActionOutcome(f"escalation to {action.target} already pending")
-    return actions.ActionOutcome(f"escalates to {action.target} at {due.isoformat(timespec='seconds')} "
-                                 "unless acknowledged")
 
 
 @actions.handles(SilenceAction)
@@ -408,4 +351,4 @@ async def silence(action: SilenceAction, run: RuleRun, services: Services) -> ac
     return actions.ActionOutcome(f"silenced {fingerprint} for {format_duration(seconds)}")
 
 
-__all__ = ["Stateful", "key_prefix", "manager"]
+__all__ = ["ESCALATE", "Stateful", "acknowledged_by", "key_prefix", "latest_status", "manager"]

@@ -39,6 +39,11 @@ class Connection:
     def rootless(self) -> bool:
         return self.host.rootless
 
+    @property
+    def podman_uid(self) -> int:
+        """The host uid Podman runs as (container root, rootless), 0 for rootful."""
+        return (host_id(self.uidmap, 0) or 0) if self.rootless else 0
+
     def reader(self, run_uid: int | None) -> tuple[int, int, str]:
         """Host uid and gid the script's files are read as, and who that is, for messages."""
         if run_uid is None:

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from podman import PodmanClient
-from podman.api import stream_frames
 
 from engine.core.errors import SandboxError
 
@@ -22,10 +21,13 @@ log = logging.getLogger("engine.sandbox")
 CONTROL_TIMEOUT_S = 30.0  # HTTP timeout of create/start/kill/remove/inspect
 WAIT_SLACK_S = 30.0  # HTTP read timeout of wait/logs beyond the run's own timeout
 _ATTACH_PATH = "/v4.0.0/libpod/containers/{id}/attach?stream=true&stdout=true&stderr=true&logs=false"
+STDOUT, STDERR = 1, 2  # the stream byte of a multiplexed frame's header
+TAIL_BYTES = 4096  # kept of the end of each stream, past the output limit too (a task's stdout_tail, stderr_tail)
 
 
 class OutputSink:
-    """Keeps the first `limit` bytes of a run's output, counts all of it, and cuts the kept part into lines.
+    """Keeps the first `limit` bytes of a run's output, counts all of it, and cuts the kept part into lines; keeps
+    the last TAIL_BYTES of stdout and of stderr apart, for rules that ask for one of them.
 
     Fed by one thread (the attach reader); `finish()` runs after that thread is done. Lines go to `emit`
     (which hands them to the event loop) as they complete, so a chat sees progress while the script runs.
@@ -37,10 +39,15 @@ class OutputSink:
         self._chunks: list[bytes] = []
         self._kept = 0
         self._line = b""
+        self._tails = {STDOUT: bytearray(), STDERR: bytearray()}
         self.total = 0
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, stream: int = STDOUT) -> None:
         self.total += len(data)
+        tail = self._tails.get(stream)
+        if tail is not None:
+            tail += data
+            del tail[:-TAIL_BYTES]
         data = data[: self._limit - self._kept]
         if not data:
             return
@@ -54,6 +61,10 @@ class OutputSink:
     @property
     def head(self) -> bytes:
         return b"".join(self._chunks)
+
+    def tail(self, stream: int) -> str:
+        """The end of what the script wrote to one stream (STDOUT or STDERR)."""
+        return self._tails[stream].decode(errors="replace")
 
     @property
     def truncated(self) -> bool:
@@ -127,20 +138,20 @@ def pump(sock: socket.socket, sink: OutputSink) -> None:
             header = reader.read(8)
             if len(header) < 8:
                 return
-            (size,) = struct.unpack(">I", header[4:])
+            stream, size = struct.unpack(">BxxxI", header)
             while size:
                 data = reader.read1(min(size, 65536))
                 if not data:
                     return
                 size -= len(data)
-                sink.feed(data)
+                sink.feed(data, stream)
     except (OSError, ValueError) as exc:  # closed under us (a cancelled run), or a read timeout
         log.debug("attach stream ended: %r", exc)
     finally:
         reader.close()
 
 
-def read_log(client: PodmanClient, ctr_id: str, limit: int) -> bytes:
+def read_log(client: PodmanClient, ctr_id: str, limit: int) -> list[tuple[int, bytes]]:
     """Blocking: the output in Podman's log of the container, up to about `limit` bytes. For a service we cannot
     attach to (not a local socket), and for a run adopted after a restart (nobody was attached while it ran).
 
@@ -150,23 +161,36 @@ def read_log(client: PodmanClient, ctr_id: str, limit: int) -> bytes:
                           stream=True, timeout=CONTROL_TIMEOUT_S)
     try:
         resp.raise_for_status()
-        chunks: list[bytes] = []
+        frames: list[tuple[int, bytes]] = []
         size = 0
         for frame in _frames(resp):
-            chunks.append(frame)
-            size += len(frame)
+            frames.append(frame)
+            size += len(frame[1])
             if size > limit:
                 break  # no need to read the rest
     finally:
         resp.close()
-    return b"".join(chunks)
+    return frames
 
 
-def _frames(resp: Any) -> Iterator[bytes]:
-    """The payloads of a multiplexed log response (stdout and stderr frames, in log order)."""
-    for frame in stream_frames(resp):
-        if isinstance(frame, bytes):  # always, without demux; the check is for the type checker
-            yield frame
+def feed_log(sink: OutputSink, frames: list[tuple[int, bytes]]) -> None:
+    for stream, data in frames:
+        sink.feed(data, stream)
+
+
+def _frames(resp: Any) -> Iterator[tuple[int, bytes]]:
+    """(stream, payload) of each frame of a multiplexed log response (stdout and stderr, in log order); podman-py's
+    stream_frames drops the stream byte."""
+    raw = resp.raw
+    while True:
+        header = raw.read(8)
+        if len(header) < 8:
+            return
+        stream, size = struct.unpack_from(">BxxxL", header)
+        data = raw.read(size) if size else b""
+        if len(data) < size:
+            return
+        yield stream, data
 
 
 def explain(text: str) -> str:

@@ -2,75 +2,52 @@
 
 The `[sandbox]` config model, the checks on a script name and on the scripts folder's permissions (as the sandbox
 user sees them), what the host lets Podman limit (`HostLimits`) and how each resource limit is enforced on it
-(`plan_limits`: a cgroup where the host allows one, an rlimit otherwise), the libpod container spec, and
-`verify_applied`, which reads the protections back from the created container. Pure functions: no Podman calls
-here (engine/sandbox/runner.py makes those).
+(`plan_limits`: a cgroup where the host allows one, rlimits otherwise, with the run's memory split by
+engine/sandbox/budget.py), the network a run may have (`none`, `default`, `allow` and its entries; the filter itself
+is engine/sandbox/netfilter.py), the libpod container spec, and `verify_applied`, which reads the protections back
+from the created container. Pure functions: no Podman calls here (engine/sandbox/runner.py makes those).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dsl.network import parse_allow_entry
 from engine.core.errors import SandboxError
+from engine.sandbox.budget import MIN_MEMORY as MIN_MEMORY  # re-exported: the rules' checks use it
+from engine.sandbox.budget import (
+    PROCESS_STACK,
+    SHM_SIZE,
+    SIZE_RE,
+    MemoryBudget,
+    budget_command,
+    check_memory,
+    format_size,
+    parse_size,
+    split_memory,
+)
 
 DEFAULT_IMAGE = "localhost/herald-sandbox:latest"
 NOBODY = 65534
-Network = Literal["none", "default"]
-NETWORKS: tuple[str, ...] = ("none", "default")
+Network = Literal["none", "default", "allow"]
+NETWORKS: tuple[str, ...] = ("none", "default", "allow")
 _ROOTFUL_NPROC = 1024  # rootful runs share host uid nobody; the pids cgroup is the real per-run limit there
 _NOFILE = 256
 _FSIZE = 16 * 1024 * 1024
 _CPU_SLACK_S = 5
 _CPU_PERIOD_US = 100_000
-# runc's own start-up (a Go program) runs under the run's RLIMIT_DATA before it execs the script; below ~80 MiB
-# it fails with "cannot allocate memory" on this Podman (measured), so a smaller limit could never start.
-MIN_MEMORY = 128 * 1024 * 1024
 # Rootless runs each get their own container uid from this part of the user's subordinate range, so the
 # per-uid RLIMIT_NPROC counts that run's processes only (not the service, conmon or other runs).
 RUN_UID_FIRST = 10_000
 RUN_UID_COUNT = 50_000
-_SIZE_RE = r"^[1-9][0-9]*[kmg]?$"
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def parse_size(size: str | int) -> int:
-    """Bytes in `size`: an int, or a string such as 256m, 1g, 65536 (binary units)."""
-    if isinstance(size, bool):
-        raise ValueError(f"not a size: {size!r}")
-    if isinstance(size, int):
-        if size <= 0:
-            raise ValueError(f"a size must be positive, got {size}")
-        return size
-    text = str(size).strip().lower()
-    if not re.match(_SIZE_RE, text):
-        raise ValueError(f"not a size: {size!r} (use e.g. 256m, 1g or a number of bytes)")
-    unit = text[-1] if text[-1] in "kmg" else ""
-    return int(text.removesuffix(unit)) * _UNITS[unit]
-
-
-def format_size(size: int) -> str:
-    for unit in ("g", "m", "k"):
-        if size % _UNITS[unit] == 0:
-            return f"{size // _UNITS[unit]}{unit}"
-    return str(size)
-
-
-def check_memory(size: str | int) -> int:
-    """Bytes of a memory limit; ValueError below the floor runc itself needs to start."""
-    value = parse_size(size)
-    if value < MIN_MEMORY:
-        raise ValueError(f"memory {size!r} is below the minimum of {format_size(MIN_MEMORY)} "
-                         "(runc needs about 80 MiB to start the container under the limit)")
-    return value
 
 
 class SandboxConfig(BaseModel):
@@ -86,20 +63,42 @@ class SandboxConfig(BaseModel):
     service_idle_s: int = Field(default=60, ge=0)
     image: str = Field(default=DEFAULT_IMAGE, min_length=1)
     default_timeout_s: float = Field(default=300, gt=0)
-    tmpfs_size: str = Field(default="16m", pattern=_SIZE_RE)
+    tmpfs_size: str = Field(default="16m", pattern=SIZE_RE)
     output_limit_bytes: int = Field(default=1_000_000, gt=0)
-    memory: str = Field(default="256m", pattern=_SIZE_RE)  # per run; a rule may ask for another amount
+    memory: str = Field(default="256m", pattern=SIZE_RE)  # per run; a rule may ask for another amount
     # Processes and threads of one run. RLIMIT_NPROC also binds runc's own start-up, which runs as the sandbox user
     # and counts all of that user's threads (the Podman service, conmon, other runs' start-ups): 64 left too little
     # room when several runs started at once, so runs failed with "pthread_create failed".
     pids: int = Field(default=256, ge=16, le=4096)
     cpus: float = Field(default=1.0, gt=0, le=64)  # CPU share; needs a cpu cgroup (see HostLimits)
+    # Without a memory cgroup: each process's share (data + stack), so a run of `memory` gets
+    # (memory - tmpfs_size - /dev/shm) // process_memory processes at most, and all of them together stay in `memory`.
+    process_memory: str = Field(default="16m", pattern=SIZE_RE)
 
     @field_validator("memory")
     @classmethod
     def _memory_floor(cls, value: str) -> str:
         check_memory(value)
         return value
+
+    @field_validator("process_memory")
+    @classmethod
+    def _process_floor(cls, value: str) -> str:
+        if parse_size(value) < 2 * PROCESS_STACK:
+            raise ValueError(f"process_memory {value!r} is below {format_size(2 * PROCESS_STACK)} "
+                             f"(each process has {format_size(PROCESS_STACK)} of stack besides its data)")
+        return value
+
+    @model_validator(mode="after")
+    def _budget_fits(self) -> SandboxConfig:
+        memory_budget(parse_size(self.memory), self)  # the default run must fit, cgroups or not
+        return self
+
+
+def memory_budget(memory: int, config: SandboxConfig) -> MemoryBudget:
+    """The split of `memory` without a memory cgroup, under `config`; ValueError when it leaves too few processes."""
+    return split_memory(memory, tmpfs=parse_size(config.tmpfs_size), share=parse_size(config.process_memory),
+                        pids=config.pids, tmpfs_text=config.tmpfs_size)
 
 
 @dataclass(frozen=True)
@@ -145,19 +144,31 @@ class RunLimits:
     cpus: float
     cpu_seconds: int  # per process (RLIMIT_CPU); the wall-clock timeout is the real bound
     network: Network
+    budget: MemoryBudget  # used where the host has no memory cgroup
+    allow: tuple[tuple[str, int], ...] = ()  # network "allow": the only destinations
 
     @classmethod
     def for_run(cls, config: SandboxConfig, *, timeout_s: float, memory: str | int | None,
-                network: str | None) -> RunLimits:
+                network: str | None, network_allow: Sequence[str] = ()) -> RunLimits:
         net = "none" if network is None else network
         if net not in NETWORKS:
             raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
+        if isinstance(network_allow, str):
+            raise ValueError("network_allow must be a sequence of \"ADDRESS:PORT\" strings, not one string")
+        allow = tuple(parse_allow_entry(entry) for entry in network_allow)
+        if net == "allow" and not allow:
+            raise ValueError("network \"allow\" needs at least one \"ADDRESS:PORT\" in network_allow")
+        if net != "allow" and allow:
+            raise ValueError(f"network_allow is only for network \"allow\", not {net!r}")
+        size = check_memory(config.memory if memory is None else memory)
         return cls(
-            memory=check_memory(config.memory if memory is None else memory),
+            memory=size,
             pids=config.pids,
             cpus=config.cpus,
             cpu_seconds=math.ceil(timeout_s) + _CPU_SLACK_S,
             network=net,  # type: ignore[arg-type]  # checked just above
+            budget=memory_budget(size, config),
+            allow=tuple(dict.fromkeys(allow)),
         )
 
 
@@ -171,6 +182,7 @@ class LimitPlan:
     memory_cgroup: bool
     pids_cgroup: bool
     cpu_cgroup: bool
+    budget: MemoryBudget | None = None  # without a memory cgroup: how the total is kept
 
     @property
     def note(self) -> str:
@@ -189,9 +201,10 @@ def plan_limits(limits: RunLimits, host: HostLimits) -> LimitPlan:
     if memory_cgroup:
         applied.append(f"memory={mem} for the whole run (memory cgroup; OOM kill)")
     else:
-        applied.append(f"memory={mem} per process (RLIMIT_DATA; allocations beyond it fail)")
-        missing.append("a memory total for the run: per process only, at most pids x memory in all")
-    if pids_cgroup:
+        applied.append(limits.budget.describe())
+    if not memory_cgroup:  # the memory budget's process count, lowered by its wrapper (a pids cgroup or not)
+        applied.append(f"pids={limits.budget.processes} (RLIMIT_NPROC of the run's own uid; the memory budget's)")
+    elif pids_cgroup:
         applied.append(f"pids={limits.pids} (pids cgroup)")
     elif host.rootless:
         applied.append(f"pids={limits.pids} (RLIMIT_NPROC of the run's own uid)")
@@ -205,7 +218,8 @@ def plan_limits(limits: RunLimits, host: HostLimits) -> LimitPlan:
         missing.append(f"a CPU share of {limits.cpus:g} cpus")
     lacking = next((c for c in ("memory", "pids", "cpu") if not host.has(c)), "")
     reason = host.why_not(lacking) if lacking else ""
-    return LimitPlan(tuple(applied), tuple(missing), reason, memory_cgroup, pids_cgroup, cpu_cgroup)
+    return LimitPlan(tuple(applied), tuple(missing), reason, memory_cgroup, pids_cgroup, cpu_cgroup,
+                     None if memory_cgroup else limits.budget)
 
 
 def host_id(mapping: Sequence[dict[str, int]], container_id: int) -> int | None:
@@ -334,16 +348,19 @@ def build_spec(
     ]
     if not host.rootless:
         rlimits[0] = {"type": "nproc", "soft": _ROOTFUL_NPROC, "hard": _ROOTFUL_NPROC}
-    if not plan.memory_cgroup:
-        # RLIMIT_DATA, not RLIMIT_AS: runc's Go start-up reserves far more address space than it uses.
+    command = argv
+    if plan.budget is not None:
+        # RLIMIT_DATA, not RLIMIT_AS: runc's Go start-up reserves far more address space than it uses. runc starts
+        # under the run's whole memory; the wrapper then lowers the limits to the budget's share before the script.
         rlimits.append({"type": "data", "soft": limits.memory, "hard": limits.memory})
+        command = budget_command(argv, plan.budget)
     if limits.network == "none":
-        netns = "none"
+        netns = "none"  # no filter needed: there is nothing but lo
     else:
         netns = "slirp4netns" if host.rootless else "bridge"
     spec: dict[str, Any] = {
         "image": config.image,
-        "command": argv,  # an argument vector: nothing here is ever parsed by a shell
+        "command": command,  # an argument vector: no argument is ever parsed by a shell
         "env": {"LANG": "C", "HERALD_TASK_ID": task_id, "HERALD_ATTEMPT": str(attempt), "HOME": "/tmp"},
         "labels": {"app": "herald", TASK_LABEL: task_id, ATTEMPT_LABEL: str(attempt)},
         "netns": {"nsmode": netns},
@@ -357,6 +374,7 @@ def build_spec(
              "options": ["ro", "rbind", "noexec", "nosuid", "nodev"]},
         ],
         "r_limits": rlimits,
+        "shm_size": SHM_SIZE,
         # conmon truncates the on-disk log past this size, so a script spewing output cannot fill the
         # sandbox user's disk; the output itself is read (and counted) from the attach stream.
         "log_configuration": {"size": log_size(config)},
@@ -415,6 +433,7 @@ def verify_applied(
         ("command as argv", cfg.get("Cmd") == spec["command"]),
         (f"log_size_max={spec['log_configuration']['size']}", bool((hc.get("LogConfig") or {}).get("Size"))),
         (f"user={spec['user']} ({who})", cfg.get("User") == spec["user"]),
+        (f"/dev/shm size={format_size(spec['shm_size'])}", hc.get("ShmSize") == spec["shm_size"]),
     ]
     if "memory" in resources:
         limit = resources["memory"]["limit"]

@@ -1,11 +1,13 @@
 """Run an operator's shell script in a locked-down, throw-away rootless Podman container.
 
-Each run gets a fresh container from a tiny busybox image: no network (unless the run opts in), no
+Each run gets a fresh container from a tiny busybox image: no network (unless the run opts in, and then
+through a packet filter set in its own namespace before the script starts: engine/sandbox/netfilter.py), no
 capabilities, a read-only root, a small noexec /tmp, the scripts folder mounted read-only, memory, pids
-and CPU limits (cgroups where the host allows them, rlimits otherwise: see `plan_limits`), and a
-wall-clock timeout that SIGKILLs it. The container runs under an unprivileged host user (`sandboxer`),
-and within it as a uid of its own (from that user's subordinate range), so even an escape lands in an
-account that owns nothing, and a fork bomb counts against its run only.
+and CPU limits (cgroups where the host allows them, rlimits that add up to the run's memory otherwise: see
+`plan_limits` and engine/sandbox/budget.py), and a wall-clock timeout that SIGKILLs it. The container runs
+under an unprivileged host user (`sandboxer`), and within it as a uid of its own (from that user's
+subordinate range), so even an escape lands in an account that owns nothing, and a fork bomb counts against
+its run only.
 
 Output comes from the container's attach stream, which carries every byte the script writes: the
 first `output_limit_bytes` are kept (and streamed line by line to `on_output`), the rest is counted.
@@ -41,10 +43,10 @@ from podman.domain.containers import Container
 from podman.errors import APIError, NotFound
 
 from engine.core.errors import SandboxError, SandboxUnavailable
-from engine.sandbox import leftovers
+from engine.sandbox import leftovers, netfilter
 from engine.sandbox.host import Connection, connect, image_missing, is_connection_error
 from engine.sandbox.leftovers import Leftover
-from engine.sandbox.output import WAIT_SLACK_S, OutputSink, explain, open_attach, read_log
+from engine.sandbox.output import STDERR, STDOUT, WAIT_SLACK_S, OutputSink, explain, feed_log, open_attach, read_log
 from engine.sandbox.output import pump as pump_stream
 from engine.sandbox.podman_service import PodmanService
 from engine.sandbox.policy import (
@@ -85,6 +87,8 @@ class SandboxResult:
     not_enforced: tuple[str, ...] = ()  # limits this host could not apply, and why
     limits_note: str = ""  # one line for people: each limit's mechanism, then what the host could not enforce
     container_id: str = ""  # still there only after a run with keep=True, or an adoption: `remove()` it
+    stdout_tail: str = ""  # the end of stdout alone, and of stderr alone (`output` has both, interleaved)
+    stderr_tail: str = ""
 
 
 @dataclass(frozen=True)
@@ -252,6 +256,7 @@ class Sandbox:
         on_output: Callable[[str], None] | None = None,
         memory: str | int | None = None,
         network: str | None = None,
+        network_allow: Sequence[str] = (),
         attempt: int = 1,
         on_started: Callable[[RunStart], Awaitable[None]] | None = None,
         keep: bool = False,
@@ -262,8 +267,10 @@ class Sandbox:
         thread, and every line has been delivered when this returns. The output it sees and the
         result's `output` are capped alike; `output_bytes` counts everything printed.
 
-        `memory` (bytes, or a size such as "512m"; default `[sandbox] memory`) and `network` ("none",
-        the default, or "default": the rootless user-mode network, slirp4netns) apply to this run only.
+        `memory` (bytes, or a size such as "512m"; default `[sandbox] memory`) and `network` apply to this run
+        only. `network` is "none" (the default), "default" (the rootless user-mode network, slirp4netns, with the
+        host's own addresses blocked) or "allow" (only the "ADDRESS:PORT" entries of `network_allow`); a run with a
+        network starts only once its packet filter is set and read back (engine/sandbox/netfilter.py).
         The script sees `HERALD_TASK_ID` and `HERALD_ATTEMPT` (1, then 2... when a rule retries it).
 
         `on_started` is awaited after the container is created and checked, before it starts; if it raises, the
@@ -278,7 +285,10 @@ class Sandbox:
             raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
         if not isinstance(task_id, str) or "\x00" in task_id:
             raise ValueError(f"task_id must be a str without NUL bytes, got {task_id!r}")
-        limits = RunLimits.for_run(self._config, timeout_s=timeout_s, memory=memory, network=network)
+        limits = RunLimits.for_run(self._config, timeout_s=timeout_s, memory=memory, network=network,
+                                   network_allow=network_allow)
+        if limits.network != "none":
+            netfilter.tools()  # before anything is created: a host without iptables refuses networked runs
         folder = self._scripts_folder()
         script_rel = resolve_script(folder, script)
         argv = ["/bin/sh", f"/scripts/{script_rel}", *argv_args]
@@ -347,7 +357,7 @@ class Sandbox:
         exit_code = int(await waiter)
         await self._call(ctr.reload)
         sink = OutputSink(self._config.output_limit_bytes, None)
-        sink.feed(await self._call(read_log, conn.client, ctr.id, self._config.output_limit_bytes))
+        feed_log(sink, await self._call(read_log, conn.client, ctr.id, self._config.output_limit_bytes))
         output = sink.head.decode(errors="replace")
         if sink.truncated:
             output += "\n" + sink.truncation_note()
@@ -357,7 +367,8 @@ class Sandbox:
         return SandboxResult(
             exit_code=None if timed_out else exit_code, output=output, timed_out=timed_out,
             duration_s=duration if duration is not None else time.time() - started_at, enforced=(),
-            output_bytes=sink.total, container_id=ctr.id,
+            output_bytes=sink.total, container_id=ctr.id, stdout_tail=sink.tail(STDOUT),
+            stderr_tail=sink.tail(STDERR),
         )
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -425,12 +436,16 @@ class Sandbox:
                 if problem:
                     self._problem = problem
                     raise SandboxUnavailable(problem)
+                if limits.network != "none":
+                    refused = netfilter.can_enter(conn.podman_uid)
+                    if refused:
+                        raise SandboxUnavailable(refused)
                 plan = plan_limits(limits, conn.host)
                 spec = build_spec(config=self._config, argv=argv, scripts_src=str(folder), task_id=task_id,
                                   attempt=task_attempt, limits=limits, plan=plan, host=conn.host, run_uid=run_uid)
                 if self._owner:
                     spec["labels"][leftovers.OWNER_LABEL] = self._owner
-                ctr, enforced = await self._call(self._create_blocking, conn, spec, plan, run_uid)
+                ctr, enforced = await self._call(self._create_blocking, conn, spec, plan, run_uid, limits)
                 return conn, ctr, enforced, plan, run_uid
             except APIError as exc:
                 self._uids_in_use.discard(run_uid)
@@ -446,9 +461,9 @@ class Sandbox:
         raise AssertionError("unreachable")
 
     def _create_blocking(
-        self, conn: Connection, spec: dict[str, Any], plan: LimitPlan, run_uid: int | None
+        self, conn: Connection, spec: dict[str, Any], plan: LimitPlan, run_uid: int | None, limits: RunLimits
     ) -> tuple[Container, tuple[str, ...]]:
-        """Blocking: create the container and verify what podman really applied."""
+        """Blocking: create the container, verify what podman really applied, and set its network filter."""
         try:
             resp = conn.client.api.post("/containers/create", data=json.dumps(spec),
                                         headers={"content-type": "application/json"})
@@ -461,10 +476,27 @@ class Sandbox:
             raise
         try:
             _, _, who = conn.reader(run_uid)
-            return ctr, verify_applied(ctr.attrs, spec, plan=plan, who=who, seccomp=conn.seccomp)
+            enforced = verify_applied(ctr.attrs, spec, plan=plan, who=who, seccomp=conn.seccomp)
+            if limits.network != "none":
+                enforced += (self._filter(conn, ctr, limits, run_uid),)
+            return ctr, enforced
         except BaseException:
             self._discard(ctr, False)
             raise
+
+    def _filter(self, conn: Connection, ctr: Container, limits: RunLimits, run_uid: int | None) -> str:
+        """Blocking: init the container (its namespace and slirp4netns set up, the script not started) and load its
+        packet filter; SandboxError if that cannot be done and proven."""
+        ctr.init()
+        ctr.reload()
+        state = ctr.attrs.get("State") or {}
+        pid, conmon_pid = int(state.get("Pid") or 0), int(state.get("ConmonPid") or 0)
+        if pid <= 0 or conmon_pid <= 0:
+            raise SandboxError("podman reported no process for the initialised container; refusing to run")
+        blocked = netfilter.host_addresses() if limits.network == "default" else ()
+        v4, v6 = netfilter.rulesets(limits.network, limits.allow, blocked)
+        netfilter.apply(pid, conn.podman_uid, v4, v6, conmon_pid=conmon_pid, run_uid=conn.reader(run_uid)[0])
+        return netfilter.describe(limits.network, limits.allow, blocked)
 
     async def _execute(
         self,
@@ -511,7 +543,7 @@ class Sandbox:
                 if pending:
                     log.warning("attach stream of %s did not end %.0f s after exit", ctr.id[:12], _DRAIN_S)
             else:
-                sink.feed(await self._call(read_log, conn.client, ctr.id, self._config.output_limit_bytes))
+                feed_log(sink, await self._call(read_log, conn.client, ctr.id, self._config.output_limit_bytes))
         finally:
             if sock is not None:
                 sock.close()  # also ends a pump still blocked on it (a cancelled or stuck run)
@@ -534,6 +566,8 @@ class Sandbox:
             not_enforced=plan.missing,
             limits_note=plan.note,
             container_id=ctr.id,
+            stdout_tail=sink.tail(STDOUT),
+            stderr_tail=sink.tail(STDERR),
         )
 
     def _discard(self, ctr: Container, may_run: bool) -> None:

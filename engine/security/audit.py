@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS audit_log (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS audit_alert ON audit_log(json_extract(data, '$.alert'))
+    WHERE json_extract(data, '$.alert') IS NOT NULL;
 """
 
 GENESIS = "0" * 64
@@ -145,6 +147,16 @@ class AuditLog:
 
         self._db.write_soon(_append, self._anchor, action, actor, data).add_done_callback(_committed)
         return entry
+
+    async def of_alert(self, fingerprint: str, limit: int = 500) -> list[dict[str, Any]]:
+        """An alert's history as the audit holds it, oldest first (the newest `limit`): received, notified where,
+        pressed, muted, escalated, silenced, resolved."""
+        rows = await self._db.call(lambda conn: conn.execute(
+            "SELECT * FROM (SELECT seq, time, action, actor, data FROM audit_log "
+            "WHERE json_extract(data, '$.alert') = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+            (fingerprint, limit)).fetchall())
+        return [{"seq": row["seq"], "time": row["time"], "action": row["action"], "actor": row["actor"],
+                 "data": json.loads(row["data"])} for row in rows]
 
     async def recent(self, limit: int) -> list[AuditView]:
         rows = await self._db.call(

@@ -8,7 +8,9 @@ diagnostic (engine.reload). It sends a snapshot, then every update; a client may
 buttons of alerts (`{"type": "press", "button": "<the button's id from an alert update>"}`), which act as the
 token's subject (the local token may name another principal with `as`) exactly as a chat user's would, and whose
 progress and result come back as `reply` frames on the same socket. The token is checked again while the stream is
-open: revoked or expired, the stream is closed with the reason (code 1008).
+open: revoked or expired, the stream is closed with the reason (code 1008); a stopping engine closes every stream
+(code 1001) so clients see it at once. `GET /api/v1/events/{id}` (an event's trace, engine.runs.trace) and
+`GET /api/v1/tasks/{id}` (a task's whole output) take the same tokens: what the TUI's Enter shows (docs/tui.md).
 """
 
 from __future__ import annotations
@@ -17,9 +19,18 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
-from engine.client.snapshots import AlertView, AuditView, EventView, ReloadView, RulesView, RunView, TaskView
+from engine.client.snapshots import (
+    AlertView,
+    AuditView,
+    EventView,
+    ReloadView,
+    RulesView,
+    RunView,
+    TaskDetail,
+    TaskView,
+)
 from engine.core.bus import Subscription
 from engine.core.errors import AuthError
 from engine.core.events import Actor, ReplyTo
@@ -28,7 +39,10 @@ from engine.delivery.connector import AddressError
 from engine.delivery.message import Capabilities, Conversation, Message, MessageRef
 from engine.intake.decoding import UnreadableInput, ascii_header, load_json
 from engine.intake.intake import Incoming, Intake, Outcome
+from engine.runs import trace
+from engine.runs.alerts import AlertState
 from engine.security import keys
+from engine.security.audit import AuditLog
 from engine.security.identity import Directory
 from engine.server.metrics import CONTENT_TYPE, Observed
 from engine.server.metrics import render as render_metrics
@@ -90,11 +104,16 @@ class ApiHost(Observed, Protocol):
     def directory(self) -> Directory: ...
     @property
     def intake(self) -> Intake: ...
+    @property
+    def alerts(self) -> AlertState: ...
+    @property
+    def audit(self) -> AuditLog: ...
 
     async def reload(self, *, trigger: str = "api", actor: str = "system") -> ReloadView: ...
 
 
 def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -> None:
+    stopping = asyncio.Event()
     async def healthz(request: web.Request) -> web.Response:
         if engine.db.trouble is not None:  # a full or failing data disk: new events are refused until it recovers
             return web.json_response({"status": "storage unavailable", "reason": f"the data disk cannot take writes: "
@@ -135,6 +154,9 @@ def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -
             return claims
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
+        if stopping.is_set():  # opened while the engine stops: `going_away` has already closed the others
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"the engine is stopping")
+            return ws
         sub, unsubscribe = engine.bus.subscribe()
         conversation = f"token:{claims['jti']}"
         outlet.sockets.setdefault(conversation, set()).add(ws)
@@ -156,13 +178,56 @@ def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -
             await asyncio.gather(sender, watcher, return_exceptions=True)
         return ws
 
+    async def alert(request: web.Request) -> web.Response:
+        """One alert: who acknowledged and muted it, and its history from the audit (any valid API token)."""
+        claims = await authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
+        fingerprint = request.match_info["fingerprint"]
+        history = await engine.audit.of_alert(fingerprint)
+        if not history:
+            return json_error(404, f"no alert {fingerprint!r} in the audit (give its whole fingerprint)")
+        status = await engine.alerts.status(fingerprint)
+        return web.json_response({"fingerprint": fingerprint, **status.as_json(), "history": history})
+
+    async def event_detail(request: web.Request) -> web.Response:
+        claims = await authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
+        event_id, graph = request.match_info["id"], engine.graph
+        found = await engine.db.call(lambda conn: trace.event_trace(conn, event_id, graph))
+        if found is None:
+            return json_error(404, f"no event {event_id!r} in the journal")
+        return web.json_response(found.model_dump(mode="json"))
+
+    async def task_detail(request: web.Request) -> web.Response:
+        claims = await authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
+        task = await engine.tasks.get(request.match_info["id"])
+        if task is None:
+            return json_error(404, f"no task {request.match_info['id']!r}")
+        detail = TaskDetail(task=task.view(), output=task.output, error=task.error or "", earlier=task.earlier)
+        return web.json_response(detail.model_dump(mode="json"))
+
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(text=await render_metrics(engine), headers={"Content-Type": CONTENT_TYPE})
 
+    async def going_away(app: web.Application) -> None:
+        stopping.set()
+        # Without this a stopping engine keeps every open stream up (answering pings) while aiohttp waits for the
+        # handlers to end: clients would go on saying "connected" to an engine that is gone.
+        for ws in [ws for sockets in outlet.sockets.values() for ws in sockets]:
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"the engine is stopping")
+
+    app.on_shutdown.append(going_away)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/stream", stream)
     app.router.add_post("/api/v1/reload", reload)
+    app.router.add_get("/api/v1/alerts/{fingerprint}", alert)
+    app.router.add_get("/api/v1/events/{id}", event_detail)  # what the TUI's Enter shows
+    app.router.add_get("/api/v1/tasks/{id}", task_detail)
 
 
 async def _pump(ws: web.WebSocketResponse, engine: ApiHost, sub: Subscription) -> None:

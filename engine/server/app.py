@@ -40,9 +40,8 @@ from engine.delivery.connector import Connector
 from engine.delivery.delivery import Delivery
 from engine.delivery.message import Conversation
 from engine.delivery.outbox import Outbox, Outgoing
-from engine.delivery.outlets import Audience, Button, Notification
+from engine.delivery.outlets import Audience, Notification
 from engine.delivery.progress import OutputRelay
-from engine.delivery.render import following
 from engine.intake.intake import Intake
 from engine.intake.secrets import SecretIntake
 from engine.plugin import kv
@@ -51,18 +50,28 @@ from engine.plugin.commands import CommandCatalog, CommandInfo, CommandsChanged
 from engine.plugin.discovery import active_integrations, connector_specs, discover, validate_integrations
 from engine.plugin.kv import SqliteKeyValue
 from engine.reload.reloader import ConfigSource, Fallback, Reloader, adopt_config
-from engine.runs import actions, alerts, confirm, runtime, schedules, stateful, upstream_silences
+from engine.runs import (
+    actions,
+    alerts,
+    confirm,
+    escalation,
+    heartbeats,
+    runtime,
+    schedules,
+    stateful,
+    upstream_silences,
+)
 from engine.runs.alert_board import AlertBoard
 from engine.runs.alerts import AlertState
 from engine.runs.builtins import press_refusal
-from engine.runs.run import Services, event_view
+from engine.runs.run import Services
 from engine.runs.runtime import Runtime
 from engine.runs.upstream_silences import UpstreamSilences
 from engine.sandbox.runner import Sandbox
 from engine.security import audit, identity, keys
 from engine.security.audit import AuditLog
 from engine.security.identity import Directory
-from engine.server import full_disk
+from engine.server import full_disk, restore
 from engine.server.api import API_PURPOSE, StreamConnector, add_routes
 from engine.server.local_token import LocalToken
 from engine.server.metrics import Metrics
@@ -85,7 +94,8 @@ STOP_GRACE_S = 10.0  # how long stopping waits for background tasks to end after
 SCHEMAS: list[str | Callable[[sqlite3.Connection], None]] = [
     journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA, keys.SCHEMA,
     actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA, confirm.SCHEMA, outbox.SCHEMA,
-    outbox.migrate, kv.SCHEMA, kv.migrate, upstream_silences.SCHEMA, storm.SCHEMA]
+    outbox.migrate, kv.SCHEMA, kv.migrate, upstream_silences.SCHEMA,
+    heartbeats.SCHEMA, storm.SCHEMA]
 
 
 def lane_of(event: Event) -> int:
@@ -187,7 +197,8 @@ class Engine:
         self._commands = CommandCatalog(graph)  # what integrations with native commands register
         self.timers = timers.Timers(self.db, clock=clock)  # `clock`: tests move time instead of sleeping
         self.stateful = stateful.Stateful(runtime=self.runtime, timers=self.timers,
-                                          parts=(confirm.PART, schedules.PART))
+                                          parts=(confirm.PART, schedules.PART, escalation.PART,
+                                                 heartbeats.PART))
         self._detach_stateful: Callable[[], None] | None = None
         self._watch = watch
 
@@ -353,7 +364,9 @@ class Engine:
         require_private_folder(self.config.data_dir)  # 0700, or refuse to start (engine/core/private.py)
         await full_disk.open_store(self.db, SCHEMAS, host=self.config.http.host, port=self.config.http.port,
                                    ssl_context=tls_context(self.config.http))
-        await self._load_recent()
+        await restore.publish_recent(self.bus, self.runtime.services.board, journal=self.journal, alerts=self.alerts,
+                                     outbox=self.outbox, db=self.db, tasks=self.tasks, audit=self.audit,
+                                     limit=RECENT_ON_START)
         await self.alerts.load()
         await self.sandbox.start()
         stream = StreamConnector()
@@ -529,20 +542,3 @@ class Engine:
                               item.id if isinstance(item, Event) else item[:80])
             finally:
                 self._waiting -= 1
-
-    async def _load_recent(self) -> None:
-        board = self.runtime.services.board
-        for event in await self.journal.recent(RECENT_ON_START):
-            self.bus.publish(event_view(event))
-            board.seen(event)  # alerts as last heard of
-        for fingerprint in board.firing():  # ... with who acknowledged or muted them, and their buttons still good
-            status = await self.alerts.status(fingerprint)
-            sent = await self.outbox.notifications_of_alert(fingerprint, limit=1)
-            buttons = following(sent[-1].message, status).buttons if sent else ()
-            board.restore(fingerprint, acknowledged_by=status.acknowledged_by, muted_until=status.muted_until,
-                          buttons=tuple(Button(id=b.handle, label=b.label, action=b.action, arg=b.arg)
-                                        for b in buttons))
-        for task in await self.tasks.recent(RECENT_ON_START):
-            self.bus.publish(task.view())
-        for entry in await self.audit.recent(RECENT_ON_START):
-            self.bus.publish(entry)

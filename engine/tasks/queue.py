@@ -45,6 +45,7 @@ from engine.tasks.record import (  # noqa: F401 - the queue's records, re-export
 log = logging.getLogger("herald.tasks")
 
 MONITOR_GRACE_S = 30.0  # the sandbox kills at the timeout itself; the monitor is the backstop
+MIN_SHORT_ID = 4  # the fewest characters of a task id a person may type for the whole id
 IDLE_POLL_S = 60.0  # a claim with nothing due re-checks at least this often
 
 SCHEMA = """
@@ -173,6 +174,24 @@ class TaskQueue:
             lambda conn: conn.execute("SELECT body FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         )
         return TaskRecord.model_validate_json(row["body"]) if row else None
+
+    async def find(self, typed: str) -> TaskRecord | list[str]:
+        """The task a person means by `typed`: its whole id, or the start or the end of it (the TUI shows the last
+        8 characters) when only one task's id starts or ends so, and it is at least MIN_SHORT_ID long. Otherwise
+        the ids it could mean, newest first (at most 10; empty when none)."""
+        typed = typed.strip().upper()  # ids are upper-case; people type them in either case
+        exact = await self.get(typed)
+        if exact is not None:
+            return exact
+        if len(typed) < MIN_SHORT_ID or not typed.isalnum():  # and no LIKE wildcards from what was typed
+            return []
+        rows = await self._db.call(lambda conn: conn.execute(
+            "SELECT task_id FROM tasks WHERE task_id LIKE ? OR task_id LIKE ? ORDER BY create_time DESC LIMIT 10",
+            (f"{typed}%", f"%{typed}")).fetchall())
+        ids = [row["task_id"] for row in rows]
+        if len(ids) == 1:
+            return await self.get(ids[0]) or []
+        return ids
 
     async def cancel_pending(self, task_id: str, by: str) -> TaskRecord | None:
         """Cancel a task that has not started; the cancelled record, or None if it is not pending."""
@@ -365,7 +384,8 @@ class TaskWorkers:
         try:
             result = await self._sandbox.run(
                 task.params.script, task.params.args, timeout_s=task.params.timeout, task_id=task.task_id,
-                memory=task.params.memory_bytes, network=task.params.network, attempt=task.attempt,
+                memory=task.params.memory_bytes, network=task.params.network,
+                network_allow=task.params.network_allow, attempt=task.attempt,
                 on_output=(lambda line: on_output(task, line)) if on_output else None,
                 on_started=functools.partial(self._record_start, task) if local else on_started, keep=local,
             )
@@ -407,7 +427,8 @@ def _finished(task: TaskRecord, result: SandboxResult, *, container: str | None)
     else:
         status = "succeeded" if result.exit_code == 0 else "failed"
     update: dict[str, object] = {"status": status, "end_time": utcnow(), "exit_code": result.exit_code,
-                                 "output": result.output, "output_bytes": result.output_bytes, "container": container}
+                                 "output": result.output, "output_bytes": result.output_bytes, "container": container,
+                                 "stdout_tail": result.stdout_tail, "stderr_tail": result.stderr_tail}
     if result.enforced:
         update.update(enforced=list(result.enforced), limits_note=result.limits_note)
     return task.model_copy(update=update)

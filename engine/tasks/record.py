@@ -29,7 +29,8 @@ class TaskParams(BaseModel):
     args: list[str] = Field(default_factory=list)
     timeout: float
     memory_bytes: int | None = None  # None: the sandbox's default
-    network: Literal["none", "default"] = "none"
+    network: Literal["none", "default", "allow"] = "none"
+    network_allow: list[str] = Field(default_factory=list)  # with "allow": "ADDRESS:PORT" (the sandbox checks them)
     retries: int = Field(default=0, ge=0, le=10)  # further attempts after a failed or timed-out one
     backoff_s: float = DEFAULT_BACKOFF_S
 
@@ -45,8 +46,10 @@ class TaskRecord(BaseModel):
     start_time: datetime | None = None
     end_time: datetime | None = None
     exit_code: int | None = None
-    output: str = ""
-    error: str | None = None
+    output: str = ""  # stdout and stderr interleaved, as the chat shows it
+    stdout_tail: str = ""  # the end of each stream alone, for `{task.stdout_tail}` and `{task.stderr_tail}`
+    stderr_tail: str = ""
+    error: str | None = None  # Herald's reason when it could not run the script or stopped it
     enforced: list[str] = Field(default_factory=list)
     run_id: str
     rule: str
@@ -95,5 +98,6 @@ class TaskRecord(BaseModel):
             "earlier": [*self.earlier, self.outcome()],
             "container": None,
             "start_time": None, "end_time": None, "exit_code": None, "output": "", "error": None,
+            "stdout_tail": "", "stderr_tail": "",
             "output_bytes": None, "worker": None, "queue_entry": None, "queue_delivery": None,
         })

@@ -20,7 +20,6 @@ from engine.plugin import ConnectorSpec, IntegrationContext, Manifest, Unload, r
 from integrations.discord.commands import CommandRegistrar
 from integrations.discord.config import DiscordConfig
 from integrations.discord.connector import CAPABILITIES, PLATFORM, DiscordConnector, parse_address
-from integrations.discord.endpoint import PATH, InteractionsEndpoint
 from integrations.discord.gateway import Gateway, intents
 from integrations.discord.inbound import Inbound
 from integrations.discord.interactions import Interactions
@@ -54,6 +53,8 @@ class DiscordIntegration:
         self.gateway = Gateway(ctx.http, rest, token, intents(config.message_content), inbound.dispatch, store)
         ctx.spawn("discord-gateway", self.gateway.run)
         if config.public_key is not None:
+            from integrations.discord.endpoint import PATH, InteractionsEndpoint  # PyNaCl only when it is needed
+
             ctx.routes.add_post(PATH, InteractionsEndpoint(config.public_key, inbound).handle)
         if config.register_commands:
             self.registrar = CommandRegistrar(rest, config.application_id, config.guild_id, ctx.commands)

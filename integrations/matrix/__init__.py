@@ -13,11 +13,7 @@ import logging
 from collections.abc import Iterable
 
 from engine.plugin import ConnectorSpec, IntegrationContext, Manifest, Unload
-from integrations.matrix import encryption
-from integrations.matrix.config import MatrixConfig, parse_address
-from integrations.matrix.connector import CAPABILITIES, PLATFORM, MatrixConnector
-from integrations.matrix.session import Session
-from integrations.matrix.sync import Receiver
+from integrations.matrix.config import CAPABILITIES, PLATFORM, MatrixConfig, parse_address
 
 log = logging.getLogger("herald.matrix")
 
@@ -30,6 +26,12 @@ class MatrixIntegration:
                                                 capabilities=CAPABILITIES))
 
     async def setup(self, ctx: IntegrationContext) -> Unload:
+        # matrix-nio and its crypto are imported only when Matrix is configured (they cost an engine ~12 MiB)
+        from integrations.matrix import encryption
+        from integrations.matrix.connector import MatrixConnector
+        from integrations.matrix.session import Session
+        from integrations.matrix.sync import Receiver
+
         config = ctx.integration_config(PLATFORM)
         assert isinstance(config, MatrixConfig)
         store_dir = config.store_dir or ctx.config.data_dir / "matrix-store"

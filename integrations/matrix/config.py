@@ -19,7 +19,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
-from engine.plugin import AddressError, check_secret
+from engine.plugin import AddressError, Capabilities, check_secret
+
+PLATFORM = "matrix"
+# No buttons: Herald renders numbered choices ("Reply with a number: 1 Acknowledge · 2 Mute 1h"); a reply "1" or a
+# reaction (1️⃣, ✅ for Acknowledge, 🔕 for Mute 1h) presses one. An event is at most 65535 bytes, and an edit carries
+# its text four times (body and HTML, fallback and new content): 4000 characters fit, escaped, in any script.
+CAPABILITIES = Capabilities(buttons=False, edits=True, formatting="plain", max_text=4000, edit_interval_s=1.0,
+                            dedupes=True)
 
 _USER_ID = re.compile(r"@[^:\s]+:\S+")
 # Room ids are opaque after the sigil: `!abc:server` in old room versions, `!abc` (no server) in room version 12+.

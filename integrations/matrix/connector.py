@@ -16,7 +16,6 @@ import aiohttp
 from nio import ErrorResponse, JoinResponse, LocalProtocolError, RoomCreateResponse, RoomSendResponse
 
 from engine.plugin import (
-    Capabilities,
     Conversation,
     DeliveryError,
     IntegrationContext,
@@ -28,17 +27,11 @@ from engine.plugin import (
 )
 from integrations.matrix import content
 from integrations.matrix.aliases import Aliases, is_alias
-from integrations.matrix.config import parse_address
+from integrations.matrix.config import CAPABILITIES, PLATFORM, parse_address
 from integrations.matrix.session import Session
 
 log = logging.getLogger("herald.matrix")
 
-PLATFORM = "matrix"
-# No buttons: Herald renders numbered choices ("Reply with a number: 1 Acknowledge · 2 Mute 1h"); a reply "1" or a
-# reaction (1️⃣, ✅ for Acknowledge, 🔕 for Mute 1h) presses one. An event is at most 65535 bytes, and an edit carries
-# its text four times (body and HTML, fallback and new content): 4000 characters fit, escaped, in any script.
-CAPABILITIES = Capabilities(buttons=False, edits=True, formatting="plain", max_text=4000, edit_interval_s=1.0,
-                            dedupes=True)
 REACTIONS_TTL_S = 7 * 24 * 3600.0  # how long a reaction on a notification still presses its button
 CHOICES_META = "choices"  # engine.delivery.render: the handles of a message's numbered choices
 

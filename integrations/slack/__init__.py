@@ -11,13 +11,7 @@ slack.md has the app manifest to paste into Slack and every setting.
 from __future__ import annotations
 
 from engine.plugin import ConnectorSpec, IntegrationContext, Manifest, Unload
-from integrations.slack.config import SlackConfig
-from integrations.slack.connector import CAPABILITIES, PLATFORM, SlackConnector, parse_address
-from integrations.slack.inbound import Inbound
-from integrations.slack.socket import SocketMode
-from integrations.slack.tokens import Tokens
-from integrations.slack.web import SlackWeb, make_client
-from integrations.slack.webhook import add_routes
+from integrations.slack.config import CAPABILITIES, PLATFORM, SlackConfig, parse_address
 
 STORE = "slack"
 
@@ -30,6 +24,14 @@ class SlackIntegration:
                                                 capabilities=CAPABILITIES))
 
     async def setup(self, ctx: IntegrationContext) -> Unload:
+        # slack_sdk is imported only when Slack is configured
+        from integrations.slack.connector import SlackConnector
+        from integrations.slack.inbound import Inbound
+        from integrations.slack.socket import SocketMode
+        from integrations.slack.tokens import Tokens
+        from integrations.slack.web import SlackWeb, make_client
+        from integrations.slack.webhook import add_routes
+
         config = ctx.integration_config(PLATFORM)
         assert isinstance(config, SlackConfig)  # validated when the config loaded
         store = ctx.store(STORE)

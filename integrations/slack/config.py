@@ -7,11 +7,26 @@ Slack posts to Herald's `/hooks/slack/*` routes and `signing_secret` verifies th
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from engine.plugin import check_secret, read_secret
+from engine.plugin import AddressError, Capabilities, check_secret, read_secret
+from integrations.slack import render
+
+PLATFORM = "slack"
+CAPABILITIES = Capabilities(buttons=True, edits=True, formatting="plain", max_text=render.MAX_SECTION,
+                            max_button_bytes=64, edit_interval_s=1.0)
+# Channels (C...), private channels (G...), direct messages (D...), and people (U..., W...: a DM with the bot).
+_ID = re.compile(r"[CGDUW][A-Z0-9]{2,20}")
+
+
+def parse_address(text: str) -> str:
+    if not _ID.fullmatch(text):
+        raise AddressError("a Slack address is a channel id (C012AB3CD; G... private, D... direct message) or a "
+                           "member id (U012AB3CD) as Slack shows it, e.g. slack:C012AB3CD")
+    return text
 
 DEFAULT_API_URL = "https://slack.com/api/"
 

@@ -9,11 +9,8 @@ channel. Progress and results are ordinary messages, so they can be edited.
 from __future__ import annotations
 
 import logging
-import re
 
 from engine.plugin import (
-    AddressError,
-    Capabilities,
     Conversation,
     IntegrationContext,
     KeyValue,
@@ -22,25 +19,14 @@ from engine.plugin import (
     Rejected,
 )
 from integrations.slack import render
+from integrations.slack.config import CAPABILITIES, PLATFORM, parse_address
 from integrations.slack.web import SlackWeb, post_response
 
 log = logging.getLogger("herald.slack")
 
-PLATFORM = "slack"
-CAPABILITIES = Capabilities(buttons=True, edits=True, formatting="plain", max_text=render.MAX_SECTION,
-                            max_button_bytes=64, edit_interval_s=1.0)
-# Channels (C...), private channels (G...), direct messages (D...), and people (U..., W...: a DM with the bot).
-_ID = re.compile(r"[CGDUW][A-Z0-9]{2,20}")
 COMMAND_PREFIX = "cmd:"  # a ReplyTo.message_id that names a slash command (its trigger id), not a message
 RESPONSE_URL_TTL_S = 29 * 60
 EPHEMERAL = "ephemeral:"
-
-
-def parse_address(text: str) -> str:
-    if not _ID.fullmatch(text):
-        raise AddressError("a Slack address is a channel id (C012AB3CD; G... private, D... direct message) or a "
-                           "member id (U012AB3CD) as Slack shows it, e.g. slack:C012AB3CD")
-    return text
 
 
 def response_url_key(trigger_id: str) -> str:

@@ -12,6 +12,7 @@ from dsl import (
     DedupeStage,
     EmitAction,
     EscalateAction,
+    EscalateStep,
     GroupStage,
     NotifyAction,
     RateLimitStage,
@@ -166,11 +167,11 @@ def test_clauses_become_stages_with_fingerprints() -> None:
     rule = one("rule r:\n  on command backup\n  require role admin\n  require confirmation by another admin within 2m\n"
                "  dedupe by command.user for 1m\n  group by command.user within 30s\n"
                "  at most 2 per 1h per command.user\n  check disk \"/var\" has 5gb free\n  run backup.sh")
-    kinds = [type(s) for s in rule.stages]
-    assert kinds == [RequireRoleStage, ConfirmStage, DedupeStage, GroupStage, RateLimitStage, CheckDiskStage]
-    assert rule.stages[1] == ConfirmStage("admin", 120.0, rule.stages[1].fingerprint)
-    assert rule.stages[4] == RateLimitStage(2, 3600.0, "command.user", rule.stages[4].fingerprint)
-    assert rule.stages[5] == CheckDiskStage("/var", 5 * GIB, rule.stages[5].fingerprint)
+    kinds = [type(s) for s in rule.stages]  # the confirmation is asked last, after every clause that may refuse
+    assert kinds == [RequireRoleStage, DedupeStage, GroupStage, RateLimitStage, CheckDiskStage, ConfirmStage]
+    assert rule.stages[5] == ConfirmStage("admin", 120.0, rule.stages[5].fingerprint)
+    assert rule.stages[3] == RateLimitStage(2, 3600.0, "command.user", rule.stages[3].fingerprint)
+    assert rule.stages[4] == CheckDiskStage("/var", 5 * GIB, rule.stages[4].fingerprint)
     assert len({s.fingerprint for s in rule.stages}) == 6
     assert rule.required_roles == ("admin",)
 
@@ -194,7 +195,7 @@ def test_actions_become_the_plan() -> None:
     assert run == RunAction("backup.sh", 3600.0, 512 * 1024**2, "default", ("{alert.service}", "-v"))
     assert emit == EmitAction("x")
     assert isinstance(silence, SilenceAction) and (silence.by_field, silence.duration_s) == ("alert.fingerprint", 7200)
-    assert isinstance(escalate, EscalateAction) and (escalate.target, escalate.after_s) == ("@carol", 900.0)
+    assert isinstance(escalate, EscalateAction) and escalate.steps == (EscalateStep("@carol", 900.0),)
     assert silence.fingerprint and escalate.fingerprint
 
 

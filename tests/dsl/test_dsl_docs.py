@@ -18,6 +18,25 @@ DOC_CATALOG = Catalog(
     scripts=frozenset({"backup.sh", "restart-db.sh", "rotate-logs.sh"}),
 )
 EXAMPLES = re.findall(r"```rules\n(.*?)```", (REPO / "docs" / "rules.md").read_text(encoding="utf-8"), re.S)
+# Every page a user reads. A fenced block of rules is ```rules (compiled, must be clean), ```herald-error (deliberately
+# wrong: must fail to compile) or ```rules-fragment (a piece of a rule, not compiled); rules anywhere else fail.
+PAGES = sorted([*REPO.glob("docs/*.md"), *REPO.glob("docs/platforms/*.md"), REPO / "README.md",
+                *REPO.glob("examples/**/*.md")])
+FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```", re.S | re.M)
+TRANSCRIPT = re.compile(r"^ {4}\$ .*\n(?: {4}.*\n)*", re.M)  # `$ herald check` and what it printed (it quotes rules)
+RULE_LINE = re.compile(r"^\s*(on (alert|command|button|task|schedule|event|message)\b|rule [\w-]+:|team [\w-]+ =)",
+                       re.M)
+
+
+def _blocks(language: str) -> list[tuple[str, str]]:
+    found = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for match in FENCE.finditer(text):
+            if match.group(1) == language:
+                line = text.count("\n", 0, match.start()) + 1
+                found.append((f"{page.relative_to(REPO)}:{line}", match.group(2)))
+    return found
 
 
 def test_the_reference_has_examples_of_every_construct() -> None:
@@ -26,7 +45,7 @@ def test_the_reference_has_examples_of_every_construct() -> None:
                  "on message", "when ", "require role", "require confirmation", "dedupe by", "group by",
                  "at most", "check disk", "notify", "reply", "run ", "emit", "silence", "escalate", "label ",
                  "cron", "every day at", "matches", " in [", "is set", "memory", "network", "args",
-                 "retry", "backoff"):
+                 "retry", "backoff", "on alert missing"):
         assert word in text, word
 
 
@@ -35,6 +54,33 @@ def test_every_example_in_the_docs_compiles(number: int) -> None:
     result = compile_sources([(f"docs/rules.md#{number}", EXAMPLES[number])], DOC_CATALOG)
     assert result.graph is not None, result.render_all()
     assert all(d.severity == "warning" for d in result.diagnostics), result.render_all()
+
+
+@pytest.mark.parametrize(("where", "text"), _blocks("rules"), ids=lambda v: v if ".md:" in str(v) else "")
+def test_every_rules_block_in_every_page_compiles_clean(where: str, text: str) -> None:
+    result = compile_sources([(where, text)], DOC_CATALOG)
+    assert result.graph is not None and result.diagnostics == (), result.render_all()
+
+
+@pytest.mark.parametrize(("where", "text"), _blocks("herald-error"), ids=lambda v: v if ".md:" in str(v) else "")
+def test_every_deliberately_wrong_block_fails_to_compile(where: str, text: str) -> None:
+    result = compile_sources([(where, text)], DOC_CATALOG)
+    assert result.graph is None and any(d.severity == "error" for d in result.diagnostics), where
+
+
+def test_no_page_shows_rules_outside_a_marked_block() -> None:
+    """Rules in an unmarked block (an indented one, or a fence of another language) would escape the tests."""
+    unmarked = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        outside = FENCE.sub(lambda m: "" if m.group(1) in ("rules", "herald-error", "rules-fragment") else m.group(2),
+                            TRANSCRIPT.sub("", text))
+        unmarked += [f"{page.relative_to(REPO)}: {m.group(0).strip()}" for m in RULE_LINE.finditer(outside)]
+    assert unmarked == []
+
+
+def test_the_pages_hold_rules_blocks_beyond_the_reference() -> None:
+    assert {where.split(":")[0] for where, _ in _blocks("rules")} >= {"docs/rules.md", "README.md"}
 
 
 def test_examples_folder_compiles_against_a_stock_install_and_is_formatted() -> None:

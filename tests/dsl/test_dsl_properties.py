@@ -37,7 +37,8 @@ ACTIONS = [
 ]  # fmt: skip
 # The options of `run`, each written in the ways the grammar takes; `run_actions` picks some in any order.
 RUN_OPTIONS = [
-    ["sandboxed"], ["timeout 1h", "timeout 90s"], ["memory 512m", "memory 1GiB"], ["network none", "network default"],
+    ["sandboxed"], ["timeout 1h", "timeout 90s"], ["memory 512m", "memory 1GiB"],
+    ["network none", "network default", 'network allow "192.0.2.10:443"', 'network allow "10.0.0.1:53","192.0.2.1:80"'],
     ['args "a" "{x.y}"', 'args "-v"'], ["retry 3 times", "retry 1", "retry 10 times"], ["backoff 30s", "backoff 2m"],
 ]  # fmt: skip
 COMMENTS = ["", "  # a comment", "\t# another: \"quoted\" /slashed/"]

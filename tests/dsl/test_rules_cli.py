@@ -36,6 +36,8 @@ rule deploy:
   require role admin
   at most 2 per 1h
   run backup.sh sandboxed timeout 10m memory 256m args "{command.env}"
+
+on alert when alert.labels.env = prod notify ops
 """
 
 
@@ -83,6 +85,7 @@ def test_graph_and_dry_run_show_an_explicit_button_list_as_written(workdir: Path
     assert 'do     notify ops saying "{alert.service} is {alert.severity}" with buttons ack, mute 1h' in graph.stdout
     assert "stage  at most 2 per 1h" in graph.stdout
     assert "run backup.sh sandboxed timeout 10m memory 256m" in graph.stdout
+    assert "when   firing and alert.labels.env = prod\n" in graph.stdout  # not "and when alert..."
     assert herald("graph", "--dot", cwd=workdir).returncode == 0
     dry = herald("test", "alert", "severity=critical", "service=database", cwd=workdir)
     assert dry.returncode == 0, dry.stderr

@@ -69,3 +69,26 @@ async def test_only_the_requester_or_an_admin_may_cancel(engine: Engine, config:
         assert answer["text"] == "Denied: only the person who started a task, or an admin, may cancel it."
         msg = await alice.say(f"/cancel {running}")
         await alice.wait_for(lambda f: f.get("in_reply_to") == msg and f["type"] == "reply")
+
+
+async def _reply(client: ChatClient, text: str) -> str:
+    msg = await client.say(text)
+    return str((await client.wait_for(lambda f: f.get("in_reply_to") == msg and f["type"] == "reply"))["text"])
+
+
+async def test_short_task_ids_work_in_cancel_and_task_and_an_ambiguous_one_lists_the_candidates(
+        engine: Engine) -> None:
+    async with ChatClient.connect(chat_url(engine), BOB_TOKEN) as bob:
+        await bob.say("/long")
+        running = await _running_task(engine, "running")
+        await bob.say("/long")
+        pending = await _running_task(engine, "pending")
+        # the TUI shows an id's last 8 characters; people type them in any case
+        assert await _reply(bob, f"/task {pending[-8:].lower()}") == \
+            f"Task {pending} (long.sh, started by bob): pending."
+        ambiguous = await _reply(bob, f"/cancel {running[:4]}")  # ids made moments apart share their start
+        assert ambiguous == f"'{running[:4]}' could be any of these tasks: {pending}, {running}. Type more of its id."
+        assert await _reply(bob, "/cancel 01") == "There is no task '01'."  # too short to mean one
+        assert await _reply(bob, f"/cancel {pending[-8:]}") == f"Cancelled task {pending} before it started."
+        assert (await _reply(bob, f"/cancel {running[:-1]}")).startswith(f"Stopping task {running}")
+        assert (await _reply(bob, "/help task")).startswith("/task TASK_ID: how a task you started")

@@ -43,6 +43,14 @@ async def test_list_show_ack_and_mute_an_alert_from_the_cli(
         code, out, _ = await _herald(capsys, "alerts", "silences", *where)
         assert code == 0 and "fp-DiskFull" in out and "alice" in out
 
+        await engine.db.flush()
+        code, out, _ = await _herald(capsys, "alerts", "show", "DiskFull", *where)
+        history = [line.split()[2:4] for line in out.split("  history\n", 1)[1].splitlines()]
+        assert code == 0 and [action for action, _ in history] == [
+            "alert.received", "notification.unheard", "notification.unheard", "button.pressed", "button.pressed"]
+        assert [actor for action, actor in history if action == "button.pressed"] == ["alice", "alice"]
+        assert "button=ack" in out and "button=mute arg=1h" in out
+
         code, _, err = await _herald(capsys, "alerts", "show", "NoSuchAlert", *where)
         assert code == 1 and "no alert 'NoSuchAlert'" in err
         pressed = await engine.db.call(lambda c: c.execute(

@@ -63,8 +63,8 @@ async def test_unknown_command_lists_what_the_caller_may_run(engine: Engine) -> 
         unknown = await alice.wait_for(lambda f: f["type"] == "reply" and f["in_reply_to"] == a)
         helped = await bob.wait_for(lambda f: f["type"] == "reply" and f["in_reply_to"] == b)
         chatter = await alice.wait_for(lambda f: f["type"] == "reply" and f["in_reply_to"] == t)
-    assert unknown["text"] == "Unknown command /deploy. You can run: /backup, /cancel, /help, /link, /whoami."
-    assert helped["text"] == "You can run: /cancel, /help, /link, /whoami."  # bob may not run /backup
+    assert unknown["text"] == "Unknown command /deploy. You can run: /backup, /cancel, /help, /link, /task, /whoami."
+    assert helped["text"] == "You can run: /cancel, /help, /link, /task, /whoami."  # bob may not run /backup
     assert "/help" in chatter["text"]
 
 

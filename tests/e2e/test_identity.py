@@ -47,7 +47,7 @@ async def test_an_unlinked_account_links_once_with_a_one_time_token(
         assert await _ask(device, f"/link {token}") == \
             "Linked: this chat account now acts for alice (roles: admin)."
         assert (await _ask(device, "/whoami")).startswith("You are alice (roles: admin)")
-        assert await _ask(device, "/help") == "You can run: /backup, /cancel, /help, /link, /whoami."
+        assert await _ask(device, "/help") == "You can run: /backup, /cancel, /help, /link, /task, /whoami."
 
         async with ChatClient.connect(chat_url(engine), OTHER_DEVICE) as other:
             assert await _ask(other, f"/link {token}") == "Link refused: already used."

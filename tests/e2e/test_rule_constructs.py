@@ -35,6 +35,9 @@ on message matching /^hello\b/ reply "hi {message.user}"
 on command big require role admin check disk "/" has 999999tb free run backup.sh
 on command echo <first: word> <rest: text> require role admin run echo.sh args "{command.first}" "{command.rest}"
 on task echo.sh succeeded reply "echo finished: {task.status} {task.exit_code}"
+on command noisy require role admin run noisy.sh
+on task noisy.sh failed reply "stderr: {task.stderr_tail}"
+on task noisy.sh failed reply "stdout: {task.stdout_tail}"
 team people = @bob
 on command page require role admin notify people saying "paged by {command.user}"
 '''
@@ -46,6 +49,9 @@ async def engine(config: Config) -> AsyncIterator[Engine]:
     echo = config.scripts_dir / "echo.sh"
     echo.write_text('#!/bin/sh\nfor a in "$@"; do echo "arg=[$a]"; done\n')
     os.chmod(echo, 0o755)
+    noisy = config.scripts_dir / "noisy.sh"
+    noisy.write_text('#!/bin/sh\necho out-1\necho err-1 >&2\necho out-2\necho err-2 >&2\nexit 3\n')
+    os.chmod(noisy, 0o755)
     async with running_engine(config) as engine:
         yield engine
 
@@ -119,6 +125,17 @@ async def test_script_arguments_from_templates_and_the_task_trigger(engine: Engi
     assert follow_up["text"] == "echo finished: succeeded 0"
 
 
+async def test_task_stderr_tail_holds_only_stderr_and_stdout_tail_only_stdout(engine: Engine) -> None:
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        frames = await _answers(alice, "/noisy", until="result")
+        result = next(f for f in frames if f["type"] == "result")
+        stderr = await alice.wait_for(lambda f: f["type"] == "reply" and f["text"].startswith("stderr:"))
+        stdout = await alice.wait_for(lambda f: f["type"] == "reply" and f["text"].startswith("stdout:"))
+    assert sorted(result["output"].splitlines()) == ["err-1", "err-2", "out-1", "out-2"]  # the chat sees both
+    assert stderr["text"].split() == ["stderr:", "err-1", "err-2"]
+    assert stdout["text"].split() == ["stdout:", "out-1", "out-2"]
+
+
 async def test_a_team_declared_in_a_rule_file_reaches_its_person(engine: Engine) -> None:
     async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice, \
             ChatClient.connect(chat_url(engine), BOB_TOKEN) as bob:
@@ -126,3 +143,32 @@ async def test_a_team_declared_in_a_rule_file_reaches_its_person(engine: Engine)
         note = await bob.wait_for(lambda f: f["type"] == "notification")
     assert note["text"] == "paged by alice"
     assert not any(f["type"] == "notification" for f in alice.frames)
+
+
+async def test_help_for_one_command_shows_its_usage_and_who_may_run_it(engine: Engine) -> None:
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice, \
+            ChatClient.connect(chat_url(engine), BOB_TOKEN) as bob:
+        assert _texts(await _answers(alice, "/help deploy")) == [
+            "/deploy <env: prod|staging> [<delay: duration = 0s>]: needs role admin (you may run it)."]
+        assert _texts(await _answers(bob, "/help /deploy")) == [
+            "/deploy <env: prod|staging> [<delay: duration = 0s>]: needs role admin (you lack admin)."]
+        assert _texts(await _answers(bob, "/help note")) == [
+            "/note <words: text>: anyone linked to a person may run it."]
+        assert _texts(await _answers(alice, "/help big")) == [
+            '/big: needs role admin (you may run it); before it runs: check disk "/" has 999999t free.']
+        cancel = _texts(await _answers(alice, "/help cancel"))[0]
+        assert cancel.startswith("/cancel TASK_ID: stop a task you started")
+        unknown = _texts(await _answers(alice, "/help nothing"))[0]
+        assert unknown.startswith("There is no command /nothing. You can run:")
+
+
+async def test_a_run_without_a_script_ends_with_a_result_after_its_reply(engine: Engine) -> None:
+    """docs/chat-protocol.md: the reply frame, then a result with what each action did and no task."""
+    async with ChatClient.connect(chat_url(engine), BOB_TOKEN) as bob:
+        frames = await _answers(bob, "/note the disk is fine", until="result")
+    kinds = [f["type"] for f in frames if f["type"] in ("reply", "result")]
+    assert kinds == ["reply", "result"]
+    result = frames[-1]
+    assert (result["ok"], result["text"], result["task"], result["exit_code"], result["output"]) == \
+        (True, "replied", None, None, "")
+    assert [f["state"] for f in frames if f["type"] == "progress"][-1] == "REPORT_RESULT"

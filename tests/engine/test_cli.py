@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -166,6 +168,35 @@ def test_send_and_reload_find_the_engine_the_data_folder_names(workdir: Path) ->
         assert after.returncode == 0, after.stderr
 
 
+def test_send_command_takes_a_short_task_id(
+        workdir: Path, rules_dir: Path) -> None:
+    assert herald("init", cwd=workdir).returncode == 0  # api_principal admin, as the README sets it up
+    script = rules_dir / "scripts" / "short.sh"  # rules_dir: where the sandbox user can read the script
+    script.write_text("#!/bin/sh\necho started\nsleep 2\n")
+    script.chmod(0o755)
+    with (rules_dir / "ops.rules").open("a") as rules:
+        rules.write("on command short require role admin run short.sh\n")
+    with running_herald(workdir, "--port", "0", "--rules", str(rules_dir)):
+        first = herald("send", "command", "/short", "--timeout", "1", cwd=workdir)
+        assert first.returncode == 1 and "no result within 1 s" in first.stderr  # its result comes later
+        match = re.search(r"task ([0-9A-Z]{26}) queued", first.stdout)
+        assert match, first.stdout
+        task = match.group(1)
+        deadline = time.monotonic() + 60
+        while _task_status(workdir, task) != "succeeded":
+            assert time.monotonic() < deadline, "the task did not finish"
+            time.sleep(0.1)
+        status = herald("send", "command", f"/task {task[-8:].lower()}", cwd=workdir)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout == f"Task {task} (short.sh, started by admin): succeeded, exit code 0.\nstarted\n"
+
+
+def _task_status(workdir: Path, task: str) -> str | None:
+    with contextlib.closing(sqlite3.connect(workdir / ".herald" / "herald.db")) as db:
+        row = db.execute("SELECT status FROM tasks WHERE task_id = ?", (task,)).fetchone()
+    return row[0] if row else None
+
+
 def test_a_port_in_use_is_a_one_line_error(workdir: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -233,6 +264,17 @@ def test_a_config_typo_while_running_is_a_config_rejection_and_fixing_it_is_logg
         _wait_for_log(workdir, "the problems reported before are fixed")
 
 
+def test_fixing_a_broken_rule_file_while_running_is_logged(workdir: Path) -> None:
+    rules = workdir / "rules" / "ops.rules"
+    good = rules.read_text()
+    with running_herald(workdir, "--port", "0"):
+        rules.write_text(good + "on alert notify nowhere\n")
+        log = _wait_for_log(workdir, "rules rejected")
+        assert "unknown team 'nowhere'" in log
+        rules.write_text(good)
+        _wait_for_log(workdir, "the problems reported before are fixed")
+
+
 @pytest.mark.parametrize("command", [["init"], ["fmt"], ["graph"], ["test"], ["check"]])
 def test_every_config_option_says_what_it_is(command: list[str], workdir: Path) -> None:
     result = herald(*command, "--help", cwd=workdir)
@@ -259,6 +301,15 @@ def test_check_knows_the_engines_limits_memory_cron_and_people(workdir: Path) ->
     assert "rules/limits.rules:4:18: cron \"0 0 31 2 *\": day of month: no month in the expression has that day" in err
     assert "rules/limits.rules:5:14: unknown person 'ghost'" in err
     assert "5 errors in 2 file(s)" in err
+
+
+def test_check_refuses_a_rule_on_one_of_heralds_own_commands(workdir: Path) -> None:
+    (workdir / "rules" / "own.rules").write_text('on command task reply "mine"\non command status reply "up"\n')
+    result = herald("check", cwd=workdir)
+    assert result.returncode == 1
+    assert ("rules/own.rules:1:1: /task is one of Herald's own commands (/cancel, /help, /link, /task, /whoami); "
+            "a rule on it would never run") in result.stderr
+    assert "1 error in 2 file(s)" in result.stderr  # /status is free for rules
 
 
 def test_the_examples_check_on_a_stock_install(tmp_path: Path) -> None:

@@ -75,4 +75,25 @@ ATTACKS: dict[str, str] = {
         "exit 0\n"
     ),
     "hello.sh": "echo hello from $(id -u)\n",
+    # Each argument is ADDRESS:PORT: try a TCP connection to it.
+    "connect.sh": (
+        "for target in \"$@\"; do\n"
+        "  nc -w 2 \"${target%:*}\" \"${target##*:}\" </dev/null 2>&1; echo \"nc $target rc=$?\"\n"
+        "done\n"
+        "ls /sys/class/net\n"
+    ),
+    # $1 children, each holding a string of 2^$2 bytes for 10 s. The parent waits (a while at most) for each child's
+    # mark, left once it holds its string, before the next fork; a failed fork ends the script and every child with
+    # it, so the "held" lines are what the children held at the same time.
+    "fork_memory.sh": (
+        "echo \"processes: $(ulimit -u), data kB: $(ulimit -d)\"\n"
+        "c=0\n"
+        "while [ $c -lt \"$1\" ]; do\n"
+        "  ( x=a; i=0; while [ $i -lt \"$2\" ]; do x=\"$x$x\"; i=$((i+1)); done\n"
+        "    echo \"held ${#x}\"; : > /tmp/m$c; sleep 10 ) &\n"
+        "  n=0; while [ ! -e /tmp/m$c ] && [ $n -lt 100000 ]; do n=$((n+1)); done\n"
+        "  c=$((c+1))\n"
+        "done\n"
+        "echo \"all $1 children started\"\n"
+    ),
 }

@@ -23,6 +23,13 @@ def test_doctor_passes_on_a_set_up_host(config_file: Path) -> None:
     for check in ("podman", "runc", "sandbox user", "subuid/subgid", "podman service", "image", "trial run"):
         assert any(line.startswith("OK") and f" {check}:" in line for line in lines), (check, lines)
     assert "network=none" in result.stdout and "cap_drop=ALL" in result.stdout
+    # How a run's memory is bounded on this host, as a total (issue 18 item 12), and the proof of the network filter.
+    memory = next(line for line in lines if " memory:" in line)
+    assert memory.startswith("OK") and ("memory cgroup of 256m" in memory or "of 256m" in memory), memory
+    if "no memory cgroup" in memory:
+        assert "at most 14 processes x 16m" in memory and "/dev/shm" in memory
+    network = next(line for line in lines if " network filter:" in line)
+    assert network.startswith("OK") and ("host addresses blocked" in network or "no trial" in network), network
 
 
 def test_doctor_names_a_missing_image_and_its_fix(config_file: Path) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from podman import PodmanClient
 
+from engine.sandbox.policy import memory_budget
 from engine.sandbox.runner import Sandbox, SandboxConfig, SandboxResult
 
 Record = Callable[[str, str, str], None]
@@ -274,18 +275,21 @@ async def test_memory_bomb_is_refused(sandbox: Sandbox, record: Record) -> None:
     result = await _run(sandbox, "memory_bomb.sh")
     assert "SURVIVED" not in result.output
     mechanism = _mechanism(result, "memory=")
+    budget = memory_budget(256 * 1024 * 1024, SandboxConfig())
     if "RLIMIT_DATA" in mechanism:
-        assert "data limit kB: 262144" in result.output
+        # No memory cgroup: each process gets its share of the run's 256m (engine/sandbox/policy.py memory_budget).
+        assert f"data limit kB: {budget.data // 1024}" in result.output
         assert "out of memory" in result.output and result.exit_code not in (None, 0)
-        outcome = "refused: allocation failed at 256m (sh: out of memory)"
+        outcome = f"refused: allocation failed at the process share {budget.data >> 20}m (sh: out of memory)"
     else:  # a memory cgroup: the kernel OOM-kills the run
         assert result.exit_code == 137
         outcome = "killed by the OOM killer (rc 137)"
     # The per-run option moves the limit.
     bigger = await _run(sandbox, "memory_bomb.sh", memory="512m")
     assert "SURVIVED" not in bigger.output
-    if "RLIMIT_DATA" in mechanism:
-        assert "data limit kB: 524288" in bigger.output
+    if "RLIMIT_DATA" in mechanism:  # more memory: the same share each, more processes
+        bigger_budget = memory_budget(512 * 1024 * 1024, SandboxConfig())
+        assert f"at most {bigger_budget.processes} processes" in _mechanism(bigger, "memory=")
     with pytest.raises(ValueError, match="below the minimum"):
         await _run(sandbox, "hello.sh", memory="16m")
     await _assert_healthy(sandbox)

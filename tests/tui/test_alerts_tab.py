@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from textual.widgets import DataTable, Static, TabbedContent
 
-from engine.client.remote import StaticEngineClient
 from engine.client.snapshots import AlertView, ButtonView, Snapshot
+from engine.client.static import StaticEngineClient
 from tui import make_app
 
 ACK = ButtonView(id="signed-ack", label="Acknowledge", action="ack")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable, Input, Static, TabbedContent
 
-from engine.client.remote import StaticEngineClient
 from engine.client.snapshots import AuditView, EventView, RunView, Snapshot, TaskView
+from engine.client.static import StaticEngineClient
 from tui import make_app
 from tui.app import HeraldApp
 
@@ -154,9 +154,9 @@ async def test_header_shows_the_client_status() -> None:
     async with app.run_test(size=(120, 30)) as pilot:
         await pilot.pause()
         assert "engine: connected" in header_text(app)
-        client.status = "disconnected: connection refused; retrying in 2.0s"
+        client.status = "disconnected, retrying in 2.0s: connection refused"
         await pilot.pause(0.4)  # the header polls the client's status
-        assert "engine: disconnected: connection refused" in header_text(app)
+        assert "engine: disconnected, retrying in 2.0s: connection refused" in header_text(app)
 
 
 async def test_number_keys_switch_views_and_q_quits() -> None:

@@ -51,6 +51,7 @@ class FakeEngine:
     """The engine's stream endpoint, reduced to the protocol; counts what clients did to it."""
 
     drop_first_connection: bool = False
+    silent: bool = False  # takes commands and drops the connection without answering
     url: str = ""
     attempts: int = 0
     connections: int = 0
@@ -73,6 +74,9 @@ class FakeEngine:
         async for msg in ws:
             frame = json.loads(msg.data)
             self.commands.append(frame)
+            if self.silent:
+                await ws.close()
+                break
             await ws.send_json({"type": "reply", "id": frame["id"], "text": f"ok: {frame['text']}"})
         return ws
 
@@ -120,6 +124,20 @@ async def test_yields_snapshot_then_items_and_round_trips_a_command(engine: Fake
     async with asyncio.timeout(5):
         assert [u async for u in updates] == []
     assert client.status == "closed"
+
+
+async def test_a_command_the_dropped_connection_took_unanswered_is_reported(engine: FakeEngine) -> None:
+    engine.silent = True
+    client = RemoteEngineClient(engine.url, TOKEN, delays=fast)
+    updates = client.updates()
+    await take(updates, 3)
+    await client.send_command("/backup now")
+    [lost] = [u for u in await take(updates, 1) if isinstance(u, Reply)]
+    assert lost == Reply(id=engine.commands[0]["id"], error=True, text=(
+        "no answer to /backup now: the connection to the engine dropped before it answered; it may not have run "
+        "(see the Audit tab once reconnected)"))
+    await client.close()
+    await updates.aclose()
 
 
 async def test_close_while_the_consumer_waits_for_frames_ends_updates(engine: FakeEngine) -> None:
@@ -201,7 +219,7 @@ async def test_unreachable_engine_is_retried_until_closed() -> None:
         consumer = group.create_task(consume())
         while delays_used < 3:
             await asyncio.sleep(0.01)
-        assert client.status.startswith("disconnected: ")
+        assert client.status.startswith("disconnected, retrying in ")
         with pytest.raises(NotConnected):
             await client.send_command("/backup now")
         await client.close()

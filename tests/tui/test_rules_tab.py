@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from textual.widgets import DataTable, Static, TabbedContent
 
-from engine.client.remote import StaticEngineClient
 from engine.client.snapshots import DiagnosticView, ReloadView, RuleEntry, RulesView, Snapshot
+from engine.client.static import StaticEngineClient
 from tui import make_app
 
 LOADED = RulesView(
@@ -31,7 +31,8 @@ async def test_rules_tab_lists_the_running_rules_and_the_last_reload() -> None:
         assert app.query_one(TabbedContent).active == "rules"
         table = app.query_one("#rules-table", DataTable)
         assert [list(map(str, table.get_row_at(i))) for i in range(table.row_count)] == [
-            ["db-critical", "rules/ops.rules:4"], ["rules/ops.rules:9", "rules/ops.rules:9"]]
+            ["db-critical", "", "running", "rules/ops.rules:4"],
+            ["rules/ops.rules:9", "", "running", "rules/ops.rules:9"]]
         status = str(app.query_one("#rules-status", Static).content)
         assert "version 3" in status and "2 rules" in status and "+1 -0 ~2 =117" in status
         assert not app.query_one("#rules-problems", Static).display

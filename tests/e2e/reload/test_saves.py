@@ -108,7 +108,8 @@ async def test_the_tui_rules_tab_shows_the_error_and_then_the_new_rules(engine: 
         (rules_dir / "extra.rules").write_text("rule page-web:\n  on alert from web\n  notify ops\n")
         await until(lambda: table.row_count == 3, what="the new rule")
         assert not problems.display and "version 2" in str(status.content) and "+1 -0 ~0 =2" in str(status.content)
-        assert str(table.get_row("page-web")[1]).endswith("extra.rules:1")
+        assert [str(cell) for cell in table.get_row("page-web")[1:3]] == ["on alert from web firing", "added"]
+        assert str(table.get_row("page-web")[3]).endswith("extra.rules:1")
 
 
 # -- editor save patterns --------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ async def test_rate_limit_per_user_answers_with_when_to_retry(config: Config) ->
         await tick(engine, clock, 600)
         assert (await answer(alice, "/ping"))["text"] == "pong"
         refused = (await answer(alice, "/ping"))["text"]
-        assert refused == "Not run: rate limited (at most 2 per 1h for alice), try again in 3000s."
+        assert refused == "Not run: rate limited (at most 2 per 1h for alice), try again in 50m."
         assert (await answer(bob, "/ping"))["text"] == "pong"  # a bucket per user
         await tick(engine, clock, 3001)
         assert (await answer(alice, "/ping"))["text"] == "pong"

@@ -153,3 +153,22 @@ async def test_a_pending_confirmation_of_a_changed_rule_is_cancelled(config: Con
         assert told["text"] == "The confirmation for /drop was cancelled: rule drop changed."
         assert (await press(dave, confirm_button(dave)))["message"] == \
             "button refused: the request was cancelled because its rule changed"
+
+
+async def test_a_rate_limit_refuses_before_anyone_is_asked_to_confirm(config: Config) -> None:
+    """The docs' order (`require confirmation` written before `at most`): the limit is checked first, so nobody
+    confirms a run that is then refused, and the wait reads as people write it."""
+    rules = ('rule purge:\n  on command purge\n  require role admin\n  require confirmation within 1m\n'
+             '  at most 1 per 1h\n  reply "purged"\n')
+    clock = ManualClock(START)
+    async with engine_for(config, rules, clock) as engine, \
+            ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        await answer(alice, "/purge", kind="progress")
+        await alice.wait_for(lambda f: len(notes(alice, "purge")) == 1)
+        assert (await press(alice, confirm_button(alice)))["text"] == "Confirmed: /purge."
+        await alice.wait_for(lambda f: f["type"] == "reply" and f["text"] == "purged")
+        await tick(engine, clock, 180 + 1)
+        refused = await answer(alice, "/purge")
+        assert refused["text"] == "Not run: rate limited (at most 1 per 1h), try again in 57m."
+        assert len(notes(alice, "purge")) == 1  # no second Confirm button was sent
+        assert [s for s, _ in await runs(engine, "purge")] == ["REPORT_RESULT", "SKIPPED"]

@@ -36,6 +36,8 @@ data_dir = "data"
 rules_dir = "rules"
 [http]
 port = {{port}}
+[alerts]
+storm_threshold = 0  # one notification per alert (what Alertmanager's webhook gets too), not one storm digest
 [principals.bench]
 roles = ["admin"]
 chat_tokens = ["{TOKEN}"]

@@ -50,6 +50,8 @@ data_dir = "data"
 rules_dir = "rules"
 [http]
 port = {{port}}
+[alerts]
+storm_threshold = 0  # one notification per open alert (the worst case for memory), not one storm digest
 [principals.bench]
 roles = ["admin"]
 chat_tokens = ["{TOKEN}"]

@@ -107,3 +107,13 @@ async def stalled_engine(config: Config, *, max_queued_events: int) -> AsyncIter
 
         engine.runtime.handle = slow_handle  # type: ignore[method-assign]
         yield engine, gate
+
+
+# For tests that count one notification per alert (hundreds of them): no alert storm digest. Storms have their own
+# tests (tests/e2e/test_alert_storm.py).
+ONE_BY_ONE_TOML = "\n[alerts]\nstorm_threshold = 0\n"
+
+
+def one_by_one(config: Config) -> Config:
+    """`config` with alert storm digests off."""
+    return config.model_copy(update={"alerts": config.alerts.model_copy(update={"storm_threshold": 0})})

@@ -39,9 +39,14 @@ class Subscription:
             self.overflowed = True
 
 
+# The board keeps every alert of a storm of hundreds (one row per fingerprint), not only the newest `keep` updates.
+KEEP_ALERTS = 5_000
+
+
 class Bus:
-    def __init__(self, keep: int = 200) -> None:
+    def __init__(self, keep: int = 200, keep_alerts: int = KEEP_ALERTS) -> None:
         self._keep = keep
+        self._keep_alerts = max(keep, keep_alerts)
         self._recent: dict[type, OrderedDict[object, Update | Callable[[], Update]]] = {
             kind: OrderedDict() for kind in _KEYS}
         self._subscribers: set[Subscription] = set()
@@ -62,7 +67,7 @@ class Bus:
         recent = self._recent[kind]
         recent.pop(key, None)
         recent[key] = update
-        if len(recent) > self._keep:
+        if len(recent) > (self._keep_alerts if kind is AlertView else self._keep):
             recent.popitem(last=False)
 
     def snapshot(self) -> Snapshot:

@@ -154,6 +154,11 @@ class AlertsConfig(_Strict):
     # Alertmanager's address (http://host:9093): a Mute on one of its alerts becomes a silence there too, expired
     # when the alert resolves (engine/runs/upstream_silences.py). None: mutes stay in Herald.
     alertmanager_url: AnyHttpUrl | None = None
+    # Alert storms (engine/delivery/storm.py): beyond `storm_threshold` alert notifications to one team within
+    # `storm_window_s`, further ones are listed in one digest message per conversation, edited as they arrive.
+    # 0 turns storm digests off.
+    storm_threshold: int = Field(default=10, ge=0)
+    storm_window_s: float = Field(default=60.0, gt=0, le=86_400)
 
     @model_validator(mode="after")
     def _scale(self) -> AlertsConfig:

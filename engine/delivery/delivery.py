@@ -25,6 +25,8 @@ from engine.delivery.outbox import Outbox, Outgoing
 from engine.delivery.outlets import AlertStatus, Audience, Notification, OutMessage, Progress, Result, Text
 from engine.delivery.render import following, to_message
 from engine.delivery.sender import Delivered, PlatformSender
+from engine.delivery.storm import RULE as STORM_RULE
+from engine.delivery.storm import Digest, Storms, Turn
 
 log = logging.getLogger("herald.delivery")
 
@@ -45,17 +47,21 @@ class Reach:
 
     queued: tuple[Conversation, ...]
     unreachable: tuple[str, ...]
+    digest: str | None = None  # listed in this alert storm digest instead of a message of its own
 
     def __str__(self) -> str:
         where = ", ".join(sorted({c.platform for c in self.queued}))
         text = f"{len(self.queued)} conversation{'s' if len(self.queued) != 1 else ''}" + (f" on {where}" if where
                                                                                            else "")
+        if self.digest is not None:
+            text = f"in the alert storm digest, {text}"
         return text + (f"; unreachable: {', '.join(self.unreachable)}" if self.unreachable else "")
 
 
 class Delivery:
-    def __init__(self, outbox: Outbox, *, accounts: Accounts, audit: Audit) -> None:
+    def __init__(self, outbox: Outbox, *, accounts: Accounts, audit: Audit, storms: Storms | None = None) -> None:
         self.outbox = outbox
+        self.storms = storms  # None: every alert notification goes out on its own
         self._accounts = accounts
         self._audit = audit
         self._senders: dict[str, PlatformSender] = {}
@@ -100,8 +106,12 @@ class Delivery:
         """Send what a stop or crash left unconfirmed, in outbox order (call once the connectors are registered)."""
         self._started = True
         await self._resume(None)
+        if self.storms is not None:
+            await self.storms.start(self._edit_digest)
 
     async def close(self) -> None:
+        if self.storms is not None:
+            await self.storms.close()
         for sender in list(self._senders.values()):
             await sender.close()
 
@@ -122,8 +132,13 @@ class Delivery:
     # -- what the runtime calls ----------------------------------------------------------------------------------
 
     async def notify(self, audience: Audience, message: Notification | OutMessage, *, key: str | None = None) -> Reach:
-        """Queue `message` for every conversation of `audience`; durable when this returns."""
+        """Queue `message` for every conversation of `audience`; durable when this returns. An alert notification
+        during an alert storm becomes a line of the audience's digest message instead (engine.delivery.storm)."""
         base = key or new_id()
+        if self.storms is not None and isinstance(message, Notification) and message.alert is not None:
+            turn = self.storms.admit(audience.team, base)
+            if turn is not None:
+                return await self._into_digest(turn, audience, message, base)
         named, unreachable = await self._resolve(audience)
         conversations = list(named.values())
         body = to_message(message)
@@ -169,6 +184,8 @@ class Delivery:
         muted, resolved...) with only the buttons that still apply. Edits of one message are coalesced by the
         senders (only the newest state waits out a platform's edit interval); a state already shown is not edited
         again. Returns how many messages will be edited."""
+        if self.storms is not None:
+            self.storms.follow(fingerprint, digest_mark(status))
         edits, notifications = [], await self.outbox.notifications_of_alert(fingerprint)
         for sent in notifications:
             body = following(sent.message, status)
@@ -181,6 +198,46 @@ class Delivery:
         if status.resolved_at is not None and notifications:  # no write for an alert nobody was told of
             await self.outbox.close_alert(fingerprint)
         return len(edits)
+
+    async def _into_digest(self, turn: Turn, audience: Audience, message: Notification, key: str) -> Reach:
+        digest = turn.digest
+        unreachable: list[str] = []
+        if turn.new:  # the storm's first overflow: its digest goes to the audience's conversations as they are now
+            digest.conversations, unreachable = await self._resolve(audience)
+            if not digest.conversations:
+                self.unreached += 1
+                log.warning("the alert storm digest for %s reaches nobody (%s)", audience.team,
+                            ", ".join(unreachable) or "the team has no members or targets")
+                self._audit("notification.unreachable", "system", rule=message.rule, event=message.event_id,
+                            team=audience.team, unreachable=list(unreachable), digest=digest.id)
+        if not turn.listed:
+            assert self.storms is not None  # a turn comes from it
+            listed = self.storms.add(turn, key=key, fingerprint=message.alert,
+                                     line=message.line or message.text.split("\n", 1)[0][:120])
+            if turn.new:
+                await self._put([Outgoing(key=digest.message_key(address), to=c, message=self._digest_body(digest, c))
+                                 for address, c in digest.conversations.items()], wait=True)
+            await listed
+            self._audit("notification.digested", "system", rule=message.rule, event=message.event_id,
+                        team=audience.team, digest=digest.id, alert=message.alert)
+        return Reach(tuple(digest.conversations.values()), tuple(unreachable), digest=digest.id)
+
+    async def _edit_digest(self, digest: Digest) -> None:
+        """Re-render a digest in each of its conversations (an edit through the outbox; the senders coalesce)."""
+        edits = []
+        for address, conversation in digest.conversations.items():
+            body = self._digest_body(digest, conversation)
+            target = digest.message_key(address)
+            edits.append(Outgoing(key=f"{target}/{_digest(body.text)}", to=conversation, message=body, op="edit",
+                                  target=target))
+        await self._put(edits, wait=True)
+
+    def _digest_body(self, digest: Digest, to: Conversation) -> Message:
+        """The digest as `to`'s platform can show it: whole lines, and an honest count of those left out."""
+        sender = self._senders.get(to.platform)
+        text = digest.text(sender.connector.capabilities.max_text if sender else None)
+        return Message(kind="notification", text=text, meta={"rule": STORM_RULE, "storm": digest.id,
+                                                             "team": digest.team})
 
     async def _put(self, items: Sequence[Outgoing], *, wait: bool) -> None:
         """Journal `items`; each goes to its platform's sender once durable (commits complete in order, so rows
@@ -259,6 +316,8 @@ class Delivery:
                                 "event": item.message.meta.get("event"), "rule": item.message.meta.get("rule")}
         if item.message.meta.get("alert"):  # so an alert's history lists where it was sent
             data["alert"] = item.message.meta["alert"]
+        if "storm" in item.message.meta:
+            data["digest"] = item.message.meta["storm"]
         if done.outcome == "failed":
             self._audit("notification.failed", "system", **data, error=done.error)
         elif done.outcome == "sent" and done.ref is not None and done.ref.recipients == 0:
@@ -269,6 +328,17 @@ class Delivery:
                         reason="nobody connected; delivered when a client reconnects")
         elif done.outcome == "sent":
             self._audit("notification.sent", "system", **data, recipients=done.ref.recipients if done.ref else None)
+
+
+def digest_mark(status: AlertStatus) -> str:
+    """What an alert's line in a storm digest adds once the alert moves on."""
+    if status.resolved_at is not None:
+        return " — ✔ resolved"
+    if status.acknowledged_by:
+        return f" — ✅ acknowledged by {status.acknowledged_by}"
+    if status.muted_until is not None:
+        return " — 🔕 muted"
+    return ""
 
 
 def _reply_key(to: ReplyTo, message: OutMessage, body: Message) -> str:

@@ -30,6 +30,7 @@ class Notification:
     severity: str | None = None
     alert: str | None = None  # the fingerprint of the alert it is about: its message follows the alert's state
     links: tuple[LinkButton, ...] = ()  # the alert's runbook, dashboard, source... (engine.runs.links)
+    line: str | None = None  # the alert in one line, for an alert storm's digest (engine.delivery.storm)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from engine.core.events import AlertData, Cause, CommandData, EmittedData, Event
 from engine.core.ids import derived_id
 from engine.delivery.message import Conversation
 from engine.delivery.outlets import Audience, Button, Notification, Text
+from engine.delivery.storm import alert_line
 from engine.runs.links import alert_links
 from engine.runs.run import RuleRun, Services, summarize, who
 from engine.tasks.queue import DEFAULT_BACKOFF_S, TaskParams, TaskRecord
@@ -125,7 +126,7 @@ async def notify(action: NotifyAction, run: RuleRun, services: Services) -> Acti
     alert = data if isinstance(data, AlertData) else None
     note = Notification(event_id=event.id, rule=run.rule.name, text=text, buttons=buttons,
                         severity=alert.severity if alert else None, alert=fingerprint,
-                        links=alert_links(alert) if alert else ())
+                        links=alert_links(alert) if alert else (), line=alert_line(alert) if alert else None)
     reach = await services.delivery.notify(audience, note, key=f"notify/{run.run_id}/{run.rule.actions.index(action)}")
     return ActionOutcome(f"notified {action.team} ({reach})")
 

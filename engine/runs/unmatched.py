@@ -14,6 +14,7 @@ import logging
 
 from engine.core.events import AlertData, Event
 from engine.delivery.outlets import Button, Notification
+from engine.delivery.storm import alert_line
 from engine.runs.actions import audience_for
 from engine.runs.alerts import DEFAULT_SPECS
 from engine.runs.links import alert_links
@@ -51,6 +52,6 @@ class Unmatched:
         services.board.offered(data.fingerprint, buttons)
         note = Notification(event_id=event.id, rule=RULE, text=f"{summarize(event)} (no rule matched this alert)",
                             buttons=buttons, severity=data.severity, alert=data.fingerprint,
-                            links=alert_links(data))
+                            links=alert_links(data), line=alert_line(data))
         # The key is derived from the event, so handling it again after a crash sends nothing twice.
         await services.delivery.notify(audience, note, key=f"unmatched/{event.id}")

@@ -35,7 +35,7 @@ from engine.core.journal import Journal
 from engine.core.private import require_private_folder
 from engine.core.severity import normalise
 from engine.core.store import Database
-from engine.delivery import outbox
+from engine.delivery import outbox, storm
 from engine.delivery.connector import Connector
 from engine.delivery.delivery import Delivery
 from engine.delivery.message import Conversation
@@ -95,7 +95,7 @@ SCHEMAS: list[str | Callable[[sqlite3.Connection], None]] = [
     journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA, keys.SCHEMA,
     actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA, confirm.SCHEMA, outbox.SCHEMA,
     outbox.migrate, kv.SCHEMA, kv.migrate, upstream_silences.SCHEMA,
-    heartbeats.SCHEMA]
+    heartbeats.SCHEMA, storm.SCHEMA]
 
 
 def lane_of(event: Event) -> int:
@@ -147,7 +147,11 @@ class Engine:
         self.db = Database(config.data_dir, min_free_bytes=config.min_free_disk_mb << 20)
         self.directory = Directory(config, self.db)
         self.outbox = Outbox(self.db)
-        self.delivery = Delivery(self.outbox, accounts=self.directory.accounts_of, audit=self._audit_soon)
+        clock = clock or timers.SystemClock()
+        storms = storm.Storms(self.db, now=lambda: clock.now().timestamp(),
+                              policy=lambda: (self.config.alerts.storm_threshold, self.config.alerts.storm_window_s))
+        self.delivery = Delivery(self.outbox, accounts=self.directory.accounts_of, audit=self._audit_soon,
+                                 storms=storms)
         self._local_token = LocalToken(config, self.db, self.directory, purpose=API_PURPOSE,
                                        audit=self.audit_publish)
         self.port: int | None = None

@@ -36,7 +36,9 @@ log = logging.getLogger("herald.chat")
 PLATFORM = "chat"
 ROOM = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 # Our own socket: every state of a run is shown, not coalesced; clients drop a frame whose seq they already have.
-CAPABILITIES = Capabilities(buttons=True, edits=True, threads=False, formatting="plain", max_text=16_384,
+# max_text: a 64 KB frame is nothing to a WebSocket, and an alert storm's digest of 500 alerts (about 100 characters
+# a line) fits whole.
+CAPABILITIES = Capabilities(buttons=True, edits=True, threads=False, formatting="plain", max_text=65_536,
                             edit_interval_s=0, dedupes=True)
 CATCH_UP_LIMIT = 500
 SHOWN_KEPT = 256

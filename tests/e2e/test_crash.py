@@ -21,7 +21,7 @@ import websockets
 
 from engine.cli.client import alert_payload
 from engine.core.store import DB_NAME
-from tests.support import ALICE_TOKEN, REPO, free_port, wait_until_ok
+from tests.support import ALICE_TOKEN, ONE_BY_ONE_TOML, REPO, free_port, wait_until_ok
 
 ALERTS = int(os.environ.get("HERALD_CRASH_ALERTS", "5000"))
 COMMANDS = int(os.environ.get("HERALD_CRASH_COMMANDS", "500"))
@@ -128,6 +128,7 @@ def crash_config(tmp_path: Path, config_file: Path, rules_dir: Path) -> Path:
     script = rules_dir / "scripts" / "work.sh"
     script.write_text("#!/bin/sh\necho \"worked $HERALD_TASK_ID\"\n")
     os.chmod(script, 0o755)
+    config_file.write_text(config_file.read_text() + ONE_BY_ONE_TOML)
     return config_file
 
 

@@ -24,7 +24,7 @@ import websockets
 
 from engine.cli.client import alert_payload
 from engine.core.store import DB_NAME
-from tests.support import ALICE_TOKEN, REPO, free_port, wait_until_ok
+from tests.support import ALICE_TOKEN, ONE_BY_ONE_TOML, REPO, free_port, wait_until_ok
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs as the data disk needs root "
                                                           "(CI runs as root)")
@@ -123,6 +123,7 @@ async def notified_summaries(port: int) -> set[str]:
 
 def disk_config(config_file: Path, disk: Path, min_free_mb: int) -> Path:
     text = config_file.read_text().replace('data_dir = "data"', f'data_dir = "{disk / "data"}"')
+    text = text if ONE_BY_ONE_TOML in text else text + ONE_BY_ONE_TOML
     config_file.write_text(text.replace("[http]", f"min_free_disk_mb = {min_free_mb}\n\n[http]"))
     return config_file
 

@@ -26,7 +26,7 @@ from engine.testing import running_engine
 from engine.testing.conformance import eventually, post_alert
 from tests.connectors.loopchat_server import LoopchatServer
 from tests.connectors.support import installed_plugin
-from tests.support import REPO, free_port, wait_until_ok
+from tests.support import ONE_BY_ONE_TOML, REPO, free_port, wait_until_ok
 
 ROOM = "-100ops"
 
@@ -111,7 +111,7 @@ async def test_kill_9_with_1000_messages_queued_delivers_each_exactly_once(
     (tmp_path / "rules" / "ops.rules").write_text("on alert notify ops\n")
     config = tmp_path / "herald.toml"
     config.write_text(f'data_dir = "data"\nrules_dir = "rules"\n[teams.ops]\ntargets = ["loopchat:{ROOM}"]\n'
-                      f'[integrations.loopchat]\napi_url = "{platform_server.url}"\n')
+                      f'[integrations.loopchat]\napi_url = "{platform_server.url}"\n' + ONE_BY_ONE_TOML)
     platform_server.go_down(3600)  # unreachable while the alerts arrive: 1,000 messages wait in the outbox
     port = free_port()
     herald = _start(config, port, plugin)

@@ -10,18 +10,26 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 import websockets
 
 from engine.cli.client import alert_payload
+from engine.core.config import Config
 from engine.server.app import Engine
-from engine.testing import ChatClient
-from tests.support import ALICE_TOKEN, BOB_TOKEN, chat_url, http_url
+from engine.testing import ChatClient, running_engine
+from tests.support import ALICE_TOKEN, BOB_TOKEN, chat_url, http_url, one_by_one
 
 ALERTS = 600
 SUMMARY_CHARS = 12_000  # ~7 MB of notifications in all: past the kernel's socket buffers and the session's bound
+
+
+@pytest.fixture
+async def engine(config: Config) -> AsyncIterator[Engine]:
+    async with running_engine(one_by_one(config)) as engine:  # 600 notifications, not one storm digest
+        yield engine
 
 
 async def post_alerts(engine: Engine) -> None:

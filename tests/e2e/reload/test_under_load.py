@@ -22,7 +22,7 @@ from tests.e2e.reload.support import (
     write,
     write_atomically,
 )
-from tests.support import ALICE_TOKEN, chat_url
+from tests.support import ALICE_TOKEN, chat_url, one_by_one
 
 # -- exactly once under load ---------------------------------------------------------------------------------------
 
@@ -40,6 +40,7 @@ def stress_rules(generation: int, *, broken: bool) -> str:
 
 
 async def test_no_event_is_dropped_or_doubled_while_rules_reload(config: Config, rules_dir: Path) -> None:
+    config = one_by_one(config)
     stress_file = rules_dir / "stress.rules"
     write_atomically(stress_file, stress_rules(0, broken=False))
     result = compile_paths([config.rules_dir], config)

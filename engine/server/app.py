@@ -414,6 +414,9 @@ class Engine:
         # `herald worker`s are left to them: their results wait in Redis, a dead worker's task is taken over
         for task in recovered.finished if recovered is not None else ():
             await self.runtime.task_finished(task)
+        for task in await self.tasks.unreported():  # stored as finished, then a stop before its result went out
+            await self.runtime.task_finished(task)
+            self.tasks.reported(task.task_id)
         for event, body in await self.journal.unfinished():
             self._enqueue(event, body)  # accepted before a stop or crash: handle it now
         # timers that came due while Herald was down fire once, after a grace for clients to reconnect

@@ -61,10 +61,14 @@ CREATE INDEX IF NOT EXISTS tasks_open ON tasks(status, create_time) WHERE status
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Files written before retries existed lack `not_before`."""
+    """Files written before retries existed lack `not_before`; before results were marked reported, `unreported`
+    (1: stored as final, its result not yet handed to the run and the requester; see `TaskQueue.unreported`)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
     if "not_before" not in columns:
         conn.execute("ALTER TABLE tasks ADD COLUMN not_before REAL")
+    if "unreported" not in columns:
+        conn.execute("ALTER TABLE tasks ADD COLUMN unreported INTEGER NOT NULL DEFAULT 0")
+    conn.execute("CREATE INDEX IF NOT EXISTS tasks_unreported ON tasks(task_id) WHERE unreported = 1")
 
 
 def _save(conn: sqlite3.Connection, task: TaskRecord) -> None:
@@ -78,9 +82,12 @@ def _save(conn: sqlite3.Connection, task: TaskRecord) -> None:
 
 
 def _settle(conn: sqlite3.Connection, finished: TaskRecord) -> TaskRecord:
-    """Store a finished attempt: as final, or as the pending retry it earns. Returns what was stored."""
+    """Store a finished attempt: as final (not yet reported), or as the pending retry it earns. Returns what was
+    stored."""
     stored = finished.next_attempt(utcnow()) or finished
     _save(conn, stored)
+    if stored.status in FINAL:
+        conn.execute("UPDATE tasks SET unreported = 1 WHERE task_id = ?", (stored.task_id,))
     return stored
 
 
@@ -159,6 +166,18 @@ class TaskQueue:
     async def update(self, task: TaskRecord) -> None:
         await self._db.write(_save, task)
         self._on_change(task)
+
+    def reported(self, task_id: str) -> None:
+        """The task's result reached its run and its requester's outbox: a start need not report it again. Rides
+        with the next commit (a crash before it only means one more, identical, report at start)."""
+        self._db.defer_row("UPDATE tasks SET unreported = 0 WHERE task_id = ?", (task_id,))
+
+    async def unreported(self) -> list[TaskRecord]:
+        """Final tasks whose result was stored but, because Herald stopped in between, maybe never reported:
+        reported again at start (the result's outbox key makes a second copy of a sent one the same row)."""
+        rows = await self._db.call(lambda conn: conn.execute(
+            "SELECT body FROM tasks WHERE unreported = 1 ORDER BY create_time").fetchall())
+        return [TaskRecord.model_validate_json(row["body"]) for row in rows]
 
     async def settle(self, finished: TaskRecord) -> TaskRecord:
         """Store a finished attempt; a failure with retries left comes back pending (see the module docstring).
@@ -342,8 +361,10 @@ class TaskWorkers:
             return
         try:
             await self._on_finished(settled)
+            self._queue.reported(settled.task_id)
         except Exception:
-            log.exception("reporting the result of task %s failed", settled.task_id)
+            log.exception("reporting the result of task %s failed; the next start reports it again",
+                          settled.task_id)
         finally:
             if finished.container:
                 await asyncio.shield(self._sandbox.remove(finished.container))  # a stop must not strand it

@@ -231,7 +231,9 @@ class RemoteTasks:
         if current.status != "running" or not self._holds(current, result):
             holder = f"{current.worker} holds it" if current.status == "running" else "no worker has claimed it"
             raise EntryRefused(f"a result for task {current.task_id} from {result.worker}, but {holder}")
-        await self._on_finished(await self._queue.settle(reported))
+        settled = await self._queue.settle(reported)
+        await self._on_finished(settled)
+        self._queue.reported(settled.task_id)
 
     @staticmethod
     def _holds(current: TaskRecord, result: TaskRecord) -> bool:

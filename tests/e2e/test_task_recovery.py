@@ -24,14 +24,14 @@ import websockets
 from podman import PodmanClient
 
 from engine.core.config import Config
-from engine.core.events import utcnow
+from engine.core.events import ReplyTo, utcnow
 from engine.core.store import DB_NAME
 from engine.sandbox.policy import DEFAULT_IMAGE
 from engine.tasks.queue import FINAL, TaskParams, TaskRecord
-from engine.testing import running_engine
+from engine.testing import ChatClient, running_engine
 from tests.e2e.test_crash import Herald
 from tests.engine.conftest import podman_url  # noqa: F401  (fixture: the sandbox user's real Podman service)
-from tests.support import ALICE_TOKEN, free_port
+from tests.support import ALICE_TOKEN, chat_url, free_port
 
 SLOW = '#!/bin/sh\necho "started attempt $HERALD_ATTEMPT"\nsleep 5\necho "slow done"\n'
 ONCE = '#!/bin/sh\necho "ran attempt $HERALD_ATTEMPT of $HERALD_TASK_ID"\n'
@@ -248,3 +248,29 @@ async def test_at_start_unstarted_tasks_run_lost_ones_fail_and_leftovers_go(
     assert other.attrs["State"]["Status"] == "running", "another owner's container was touched"
     audit = audit_of(recovery_config.data_dir / DB_NAME, lost)
     assert [(action, data["status"]) for action, data in audit] == [("task.finished", "failed")]
+
+
+async def test_a_result_stored_but_not_reported_before_a_crash_is_reported_at_start(recovery_config: Config) -> None:
+    """`kill -9` after a task's result was stored and before it reached its run and its requester: the next start
+    reports it (the crash test found one such result that never reached the person)."""
+    async with running_engine(recovery_config):  # makes the database
+        pass
+    done = _running_task("stored-not-reported", container=None).model_copy(update={
+        "status": "succeeded", "end_time": utcnow(), "exit_code": 0, "output": "ran before the crash\n",
+        "reply_to": ReplyTo(platform="chat", chat="@alice", message_id="m-lost")})
+
+    def leave_a_crash_behind() -> None:
+        with sqlite3.connect(recovery_config.data_dir / DB_NAME) as db:
+            db.execute("INSERT INTO tasks (task_id, status, create_time, body, unreported) VALUES (?, ?, ?, ?, 1)",
+                       (done.task_id, done.status, done.create_time.isoformat(), done.model_dump_json()))
+
+    await asyncio.to_thread(leave_a_crash_behind)
+    async with running_engine(recovery_config) as engine, \
+            ChatClient.connect(chat_url(engine), ALICE_TOKEN, since=0) as alice:
+        result = await alice.wait_for(lambda f: f["type"] == "result" and f["in_reply_to"] == "m-lost", timeout=30)
+        assert result["ok"] and result["task"] == done.task_id and "ran before the crash" in result["output"]
+        assert await engine.tasks.unreported() == []
+    async with running_engine(recovery_config) as engine:  # reported once: a later start does not report it again
+        rows = await engine.db.call(lambda conn: conn.execute(
+            "SELECT count(*) FROM audit_log WHERE action = 'task.finished'").fetchone()[0])
+    assert rows == 1

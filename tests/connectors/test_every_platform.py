@@ -44,6 +44,18 @@ async def platforms() -> AsyncIterator[tuple[TelegramServer, SlackServer, Discor
         await telegram.stop()
 
 
+async def _every_platform(
+        tmp: Path, platforms: tuple[TelegramServer, SlackServer, DiscordServer], homeserver: Homeserver,
+        people: MatrixPeople, proxy: MatrixProxy) -> tuple[list[PlatformDriver], Config]:
+    """A driver for each platform, and one engine's config with all of them turned on."""
+    telegram, slack, discord = platforms
+    drivers: list[PlatformDriver] = [TelegramDriver(telegram), SlackDriver(slack), DiscordDriver(discord, slash=False),
+                                     await fresh_driver(homeserver, people, proxy)]
+    return drivers, _config(tmp, drivers, {"telegram": polling(telegram), "slack": socket_config(slack),
+                                           "discord": discord_settings(discord),
+                                           "matrix": matrix_config(homeserver, proxy)})
+
+
 def _config(tmp: Path, drivers: list[PlatformDriver], sections: dict[str, Any]) -> Config:
     (tmp / "rules").mkdir()
     (tmp / "rules" / "ops.rules").write_text("on alert notify ops with buttons\n")
@@ -65,12 +77,7 @@ def _note(driver: PlatformDriver, name: str) -> Callable[[], Awaitable[Shown | N
 async def test_one_alert_on_every_platform_follows_an_acknowledge_pressed_on_one(
         tmp_path: Path, platforms: tuple[TelegramServer, SlackServer, DiscordServer], homeserver: Homeserver,
         people: MatrixPeople, proxy: MatrixProxy) -> None:
-    telegram, slack, discord = platforms
-    drivers: list[PlatformDriver] = [TelegramDriver(telegram), SlackDriver(slack), DiscordDriver(discord, slash=False),
-                                     await fresh_driver(homeserver, people, proxy)]
-    config = _config(tmp_path, drivers, {"telegram": polling(telegram), "slack": socket_config(slack),
-                                         "discord": discord_settings(discord),
-                                         "matrix": matrix_config(homeserver, proxy)})
+    drivers, config = await _every_platform(tmp_path, platforms, homeserver, people, proxy)
     async with running_engine(config, integrations=discover()) as engine, \
             ChatClient.connect(f"ws://127.0.0.1:{engine.port}/chat", ALICE_TOKEN) as alice:
         await post_alert(engine, "EverywhereDown")
@@ -147,12 +154,7 @@ async def _link_elements(telegram: TelegramServer, slack: SlackServer, discord: 
 async def test_an_alerts_links_arrive_as_each_platforms_link_element_and_survive_its_edits(
         tmp_path: Path, platforms: tuple[TelegramServer, SlackServer, DiscordServer], homeserver: Homeserver,
         people: MatrixPeople, proxy: MatrixProxy) -> None:
-    telegram, slack, discord = platforms
-    drivers: list[PlatformDriver] = [TelegramDriver(telegram), SlackDriver(slack), DiscordDriver(discord, slash=False),
-                                     await fresh_driver(homeserver, people, proxy)]
-    config = _config(tmp_path, drivers, {"telegram": polling(telegram), "slack": socket_config(slack),
-                                         "discord": discord_settings(discord),
-                                         "matrix": matrix_config(homeserver, proxy)})
+    drivers, config = await _every_platform(tmp_path, platforms, homeserver, people, proxy)
     async with running_engine(config, integrations=discover()) as engine, \
             ChatClient.connect(f"ws://127.0.0.1:{engine.port}/chat", ALICE_TOKEN) as alice:
         await _post_linked(engine, "firing")
@@ -160,7 +162,7 @@ async def test_an_alerts_links_arrive_as_each_platforms_link_element_and_survive
         assert [(link["label"], link["url"]) for link in note["links"]] == LINKS
         for d in drivers:
             await eventually(_note(d, "LinkedDown"), f"the notification on {d.platform}")
-        sent = await _link_elements(telegram, slack, discord, people, drivers, homeserver)
+        sent = await _link_elements(*platforms, people, drivers, homeserver)
         assert sent == {platform: LINKS for platform in sent}, sent
 
         await _post_linked(engine, "resolved")  # every message is edited: the links stay, the buttons go
@@ -172,5 +174,5 @@ async def test_an_alerts_links_arrive_as_each_platforms_link_element_and_survive
             await eventually(resolved, f"the resolve on {d.platform}")
         done = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Resolved" in f["text"])
         assert done["buttons"] == [] and [(link["label"], link["url"]) for link in done["links"]] == LINKS
-        edited = await _link_elements(telegram, slack, discord, people, drivers, homeserver)
+        edited = await _link_elements(*platforms, people, drivers, homeserver)
         assert edited == {platform: LINKS for platform in edited}, edited

@@ -159,8 +159,10 @@ async def run_script(action: RunAction, run: RuleRun, services: Services) -> Act
         requested_by=event.actor.principal if event.actor else None, reply_to=event.reply_to,
         depth=event.cause.depth,
     )
-    if not await services.tasks.enqueue(task):
-        return ActionOutcome(f"task {task.task_id} was queued before a restart", task_id=task.task_id)
+    if not await services.tasks.enqueue(task):  # a replay after a crash: say how the task really is
+        earlier = await services.tasks.get(task.task_id)
+        status = earlier.status if earlier is not None else "queued"
+        return ActionOutcome(f"task {task.task_id} already {status} before a restart", task_id=task.task_id)
     await services.audit_publish("task.queued", who(event), task=task.task_id, script=action.script,
                                  args=args, rule=run.rule.name)
     unavailable = ("; the task queue is unavailable right now, it starts when the queue is back"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,6 +30,8 @@ class ChatClient:
         self.welcome = welcome
         self.frames: list[dict[str, Any]] = []
         self._seq = 0
+        # unique per client: one that reconnects is sent the history since, with its earlier ids in in_reply_to
+        self._prefix = secrets.token_hex(3)
 
     @classmethod
     @asynccontextmanager
@@ -48,13 +51,13 @@ class ChatClient:
     async def say(self, text: str) -> str:
         """Send a message; return its client id (replies carry it as in_reply_to)."""
         self._seq += 1
-        client_id = f"m{self._seq}"
+        client_id = f"m{self._prefix}-{self._seq}"
         await self.ws.send(json.dumps({"type": "message", "id": client_id, "text": text}))
         return client_id
 
     async def press(self, button_id: str) -> str:
         self._seq += 1
-        client_id = f"p{self._seq}"
+        client_id = f"p{self._prefix}-{self._seq}"
         await self.ws.send(json.dumps({"type": "press", "id": client_id, "button": button_id}))
         return client_id
 

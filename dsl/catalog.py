@@ -91,8 +91,8 @@ TRIGGER_FIELDS: Mapping[str, Mapping[str, str]] = MappingProxyType(
 ACTION_KINDS = ("notify", "reply", "run", "emit", "silence", "escalate")
 STAGE_KINDS = ("require role", "require confirmation", "dedupe", "group", "rate limit", "check disk")
 DEFAULT_PLATFORMS = frozenset({"chat", "telegram", "slack", "discord", "matrix", "irc", "email"})
-# Buttons the engine handles itself (it knows what ack and mute do without a rule).
-DEFAULT_BUTTONS = frozenset({"ack", "mute"})
+# Buttons the engine handles itself (it knows what ack, unack and mute do without a rule).
+DEFAULT_BUTTONS = frozenset({"ack", "unack", "mute"})
 
 
 @dataclass(frozen=True, slots=True)

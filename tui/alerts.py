@@ -1,8 +1,9 @@
 """The Alerts tab: each recent alert once, with its state and the buttons of its latest notification.
 
-`a` presses the alert's Acknowledge button and `m` its Mute button, as the operator, exactly as in chat: the engine
-checks the button's signature and the rules, and its answer shows on the reply line. A button works once, so after
-a press (here or in chat) the engine stops offering it and the key says there is nothing to press.
+`a` presses the alert's Acknowledge button, `u` its Unacknowledge button and `m` its Mute button, as the operator,
+exactly as in chat: the engine checks the button's signature and the rules, and its answer shows on the reply line.
+The engine offers only the buttons that apply now (Unacknowledge once the alert is acknowledged, Acknowledge again
+after that); when there is none of the key's kind, the key says there is nothing to press.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class AlertsTable(RecordTable[AlertView]):
     WIDTHS: ClassVar[dict[str, int]] = {"service": 10, "alert": 20}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "press('ack')", "Acknowledge"),
+        Binding("u", "press('unack')", "Unack"),
         Binding("m", "press('mute')", "Mute"),
     ]
 

@@ -1,8 +1,8 @@
-"""`herald alerts`: the alerts a running engine knows, and acknowledging or muting one, from a shell.
+"""`herald alerts`: the alerts a running engine knows, and acknowledging, unacknowledging or muting one, from a shell.
 
 It reads the engine's stream API (`/api/v1/stream`: its first frame is a snapshot with the alerts) and acts by
 pressing the alert's own buttons there, so a press from the CLI passes the same checks as one from chat or the TUI
-(roles, recipients, a button works once) and is audited as the token's person.
+(signature, expiry, roles, recipients) and is audited as the token's person.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ TIMEOUT_S = 15.0
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    alerts = sub.add_parser("alerts", help="list, show, acknowledge or mute the alerts of a running engine",
+    alerts = sub.add_parser("alerts", help="list, show, (un)acknowledge or mute the alerts of a running engine",
                             description="Examples:  herald alerts list\n"
                                         "           herald alerts show DiskFull\n"
                                         "           herald alerts ack 3f2a9c\n"
+                                        "           herald alerts unack 3f2a9c\n"
                                         "           herald alerts mute DiskFull --for 4h",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     add_client_args(alerts)
@@ -38,12 +39,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     listing.add_argument("--all", action="store_true", help="include resolved alerts")
     show = kinds.add_parser("show", help="one alert in full")
     ack = kinds.add_parser("ack", help="acknowledge an alert (as the API token's person)")
+    unack = kinds.add_parser("unack", help="return an acknowledged alert to open: its escalation resumes")
     mute = kinds.add_parser("mute", help="mute an alert with one of the Mute buttons it was sent with")
     mute.add_argument("--for", dest="duration", metavar="D", help="which Mute button: 1h, 4h... (default: the first)")
     kinds.add_parser("silences", help="the alerts muted now, and until when")
-    for parser in (show, ack, mute):
+    for parser in (show, ack, unack, mute):
         parser.add_argument("alert", help="a fingerprint (or its start) or an alert name")
-    for parser in (listing, show, ack, mute, kinds.choices["silences"]):
+    for parser in (listing, show, ack, unack, mute, kinds.choices["silences"]):
         add_client_args(parser, suppress=True)
     alerts.set_defaults(handler=_alerts)
 
@@ -70,7 +72,7 @@ async def _act(address: EngineAddress, token: str, args: argparse.Namespace) -> 
                     print(_details(alert))
                     print(_history(await _fetch_history(http, address.url, token, alert.fingerprint)))
                     return EXIT_OK
-                return await _press(ws, alert, "ack" if kind == "ack" else "mute", getattr(args, "duration", None))
+                return await _press(ws, alert, kind, getattr(args, "duration", None))
         except aiohttp.WSServerHandshakeError as exc:
             raise HeraldError(f"Herald refused the API token ({exc.status}): is the data folder right?") from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -127,10 +129,18 @@ def _find(alerts: Sequence[AlertView], wanted: str) -> AlertView:
 
 async def _press(ws: aiohttp.ClientWebSocketResponse, alert: AlertView, action: str, duration: str | None) -> int:
     buttons = [b for b in alert.buttons if b.action == action and (duration is None or b.arg == duration)]
+    name = alert.name or alert.fingerprint
+    if not buttons and alert.status == "firing" and action in ("ack", "unack"):
+        if action == "ack" and alert.acknowledged_by:
+            print(f"{name}: already acknowledged by {alert.acknowledged_by}", file=sys.stderr)
+            return EXIT_FAILED
+        if action == "unack" and not alert.acknowledged_by:
+            print(f"{name}: not acknowledged (it is open): nothing to unacknowledge", file=sys.stderr)
+            return EXIT_FAILED
     if not buttons:
         offered = ", ".join(f"{b.label}" for b in alert.buttons) or "none"
         why = "it is resolved" if alert.status == "resolved" else f"its buttons now: {offered}"
-        print(f"{alert.name or alert.fingerprint}: no {action}{' ' + duration if duration else ''} button to press "
+        print(f"{name}: no {action}{' ' + duration if duration else ''} button to press "
               f"({why})", file=sys.stderr)
         return EXIT_FAILED
     press_id = f"cli-{secrets.token_hex(6)}"  # answers go to the person: an earlier run's late one is not this one's
@@ -145,7 +155,7 @@ async def _press(ws: aiohttp.ClientWebSocketResponse, alert: AlertView, action: 
         if frame.get("type") == "reply" and frame.get("id") == press_id:
             text = str(frame.get("text", ""))
             print(text)
-            return EXIT_OK if text.startswith(("Acknowledged", "Muted")) else EXIT_FAILED
+            return EXIT_OK if text.startswith(("Acknowledged", "Unacknowledged", "Muted")) else EXIT_FAILED
     raise HeraldError("the engine closed the stream before answering")
 
 

@@ -49,6 +49,8 @@ class AlertStatus:
     fired_at: datetime | None = None
     acknowledged_by: str | None = None
     acknowledged_at: datetime | None = None
+    unacknowledged_by: str | None = None  # the latest unacknowledgement (acknowledging again keeps it shown)
+    unacknowledged_at: datetime | None = None
     muted_by: str | None = None
     muted_until: datetime | None = None
     resolved_at: datetime | None = None

@@ -14,16 +14,44 @@ from engine.delivery.outlets import AlertStatus, Notification, OutMessage, Outpu
 
 TRUNCATED = "\n[… {n} more characters not shown]"
 CHOICES_META = "choices"  # a message's numbered choices (button handles), where buttons became text
+# Every button a notification was sent with, those hidden now included (an Unacknowledge until the alert is
+# acknowledged): `following` shows the ones that apply as the alert moves on, back and forth.
+ALL_BUTTONS_META = "all_buttons"
+
+
+def hidden_actions(*, acknowledged: bool, muted: bool) -> frozenset[str]:
+    """The alert-state buttons that do not apply now: Acknowledge once acknowledged, Unacknowledge until then, Mute
+    while muted."""
+    return frozenset({"ack" if acknowledged else "unack", *(("mute",) if muted else ())})
+
+
+def all_buttons(message: Message) -> tuple[Button, ...]:
+    """Every button the notification was sent with, shown now or not."""
+    stored = message.meta.get(ALL_BUTTONS_META)
+    if not isinstance(stored, list):
+        return message.buttons
+    return tuple(Button.model_validate(button) for button in stored)
+
+
+def shown_buttons(buttons: tuple[Button, ...], status: AlertStatus) -> tuple[Button, ...]:
+    """The buttons that apply to an alert in this state (none once it is resolved)."""
+    if status.resolved_at is not None:
+        return ()
+    gone = hidden_actions(acknowledged=bool(status.acknowledged_by), muted=status.muted_until is not None)
+    return tuple(b for b in buttons if b.action not in gone)
 
 
 def to_message(message: Notification | OutMessage, in_reply_to: str | None = None) -> Message:
     # Built from the runtime's own typed records, so no validation is needed (model_construct: a hot path).
     if isinstance(message, Notification):
-        return Message.model_construct(
-            kind="notification", text=message.text, severity=message.severity,
-            buttons=tuple(Button.model_construct(handle=b.id, label=b.label, action=b.action, arg=b.arg)
-                          for b in message.buttons),
-            links=message.links, meta={"event": message.event_id, "rule": message.rule, "alert": message.alert})
+        buttons = tuple(Button.model_construct(handle=b.id, label=b.label, action=b.action, arg=b.arg)
+                        for b in message.buttons)
+        meta: dict[str, Any] = {"event": message.event_id, "rule": message.rule, "alert": message.alert}
+        if any(b.action == "unack" for b in buttons):  # a button hidden for now: kept, for `following`
+            meta[ALL_BUTTONS_META] = [b.model_dump() for b in buttons]
+            buttons = shown_buttons(buttons, AlertStatus())
+        return Message.model_construct(kind="notification", text=message.text, severity=message.severity,
+                                       buttons=buttons, links=message.links, meta=meta)
     if isinstance(message, Progress):
         text = f"{message.rule}: {message.state}" + (f" - {message.detail}" if message.detail else "")
         return Message(kind="progress", text=text, in_reply_to=in_reply_to,
@@ -44,24 +72,24 @@ def to_message(message: Notification | OutMessage, in_reply_to: str | None = Non
 
 def following(message: Message, status: AlertStatus) -> Message:
     """A notification as it reads now that its alert has moved on: its text, then one line per thing that happened,
-    and only the buttons that still apply (none once the alert is resolved)."""
+    and only the buttons that apply now (none once the alert is resolved). Hidden buttons are left out here, before
+    `fit`, so a platform's numbered choices count only the ones shown."""
     lines = status_lines(status)
-    gone = {"ack"} if status.acknowledged_by else set()
-    if status.muted_until is not None:
-        gone.add("mute")
-    buttons = () if status.resolved_at else tuple(b for b in message.buttons if b.action not in gone)
+    buttons = shown_buttons(all_buttons(message), status)
     if not lines and buttons == message.buttons:
         return message
     return message.model_copy(update={"text": "\n".join([message.text, *lines]), "buttons": buttons})
 
 
 def status_lines(status: AlertStatus) -> list[str]:
-    """One line per thing that happened: `✅ Acknowledged by alice at 02:14 UTC`, `🔕 Muted by bob until 03:14 UTC`,
-    `⏫ Escalated to managers at 02:19 UTC`,
-    `✔ Resolved at 02:40 UTC, after 26m`."""
+    """One line per thing that happened: `✅ Acknowledged by alice at 02:14 UTC`, `↩ Unacknowledged by bob at 02:20
+    UTC` (the latest, in time order with an acknowledgement after it), `🔕 Muted by bob until 03:14 UTC`,
+    `⏫ Escalated to managers at 02:19 UTC`, `✔ Resolved at 02:40 UTC, after 26m`."""
     lines = []
+    if status.unacknowledged_by:  # an unacknowledgement clears the acknowledgement, so any shown one is newer
+        lines.append(f"↩ Unacknowledged by {status.unacknowledged_by}{_at(status.unacknowledged_at)}")
     if status.acknowledged_by:
-        lines.append(f"✅ Acknowledged by {status.acknowledged_by}" + _at(status.acknowledged_at))
+        lines.append(f"✅ Acknowledged by {status.acknowledged_by}{_at(status.acknowledged_at)}")
     if status.muted_until is not None:
         lines.append(f"🔕 Muted by {status.muted_by or 'someone'} until {status.muted_until:%H:%M} UTC")
     for step in status.escalations:

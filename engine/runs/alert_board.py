@@ -3,8 +3,9 @@
 It follows alert events, the buttons sent with their notifications, and the acknowledgements and mutes that presses
 make, and publishes an `AlertView` whenever one of those changes an alert. It is a view, not a record: the journal
 and the `alert_state` table are the record, and the board keeps only the `BOARD_CAP` alerts heard of most recently,
-so a flood of distinct alerts cannot grow it without bound. Buttons are single use; once one of an action has been
-pressed (here or in any chat) the board stops offering that action for the alert's latest notification.
+so a flood of distinct alerts cannot grow it without bound. A rule's button is single use: once one of an action
+has been pressed (here or in any chat) the board stops offering that action for the alert's latest notification.
+The alert-state buttons (Acknowledge, Unacknowledge, Mute) are kept and shown while they apply, as in the messages.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from engine.client.snapshots import AlertView, ButtonView
 from engine.core.bus import Bus
 from engine.core.events import AlertData, Event
 from engine.delivery.outlets import Button
+from engine.delivery.render import hidden_actions
+from engine.runs.alerts import TOGGLES
 
 BOARD_CAP = 500  # alerts kept on the board; the TUI shows as many rows per table
 
@@ -33,12 +36,13 @@ class _Alert:
 
     def view(self) -> AlertView:
         data = self.data
+        hidden = hidden_actions(acknowledged=bool(self.acknowledged_by), muted=self.muted_until is not None)
         return AlertView(fingerprint=data.fingerprint, status=data.status, time=self.time.isoformat(),
                          name=data.name or "", severity=data.severity or "", service=data.service or "",
                          summary=data.summary or "", event_id=self.event_id, acknowledged_by=self.acknowledged_by,
                          muted_until=self.muted_until,
                          buttons=[ButtonView(id=b.id, label=b.label, action=b.action, arg=b.arg)
-                                  for b in self.buttons])
+                                  for b in self.buttons if b.action not in hidden])
 
 
 class AlertBoard:
@@ -75,12 +79,16 @@ class AlertBoard:
             self._publish(alert)
 
     def pressed(self, fingerprint: str, action: str, *, acknowledged_by: str | None = None,
-                muted_until: datetime | None = None) -> None:
-        """A button of `action` was pressed for the alert (each works once), with what the press did."""
+                muted_until: datetime | None = None, unacknowledged: bool = False) -> None:
+        """A button of `action` was pressed for the alert, with what the press did: a rule's button works once, an
+        alert-state button stays (and shows while it applies)."""
         alert = self._alerts.get(fingerprint)
         if alert is None:
             return
-        alert.buttons = tuple(b for b in alert.buttons if b.action != action)
+        if action not in TOGGLES:
+            alert.buttons = tuple(b for b in alert.buttons if b.action != action)
+        if unacknowledged:
+            alert.acknowledged_by = None
         if acknowledged_by is not None:
             alert.acknowledged_by = acknowledged_by
         if muted_until is not None:
@@ -93,7 +101,7 @@ class AlertBoard:
     def restore(self, fingerprint: str, *, acknowledged_by: str | None, muted_until: datetime | None,
                 buttons: tuple[Button, ...]) -> None:
         """After a restart: who acknowledged or muted the alert (the alert state) and the buttons of its latest
-        notification that still apply (the outbox), so the board is what it was before the stop."""
+        notification (the outbox; the view shows those that apply), so the board is what it was before the stop."""
         alert = self._alerts.get(fingerprint)
         if alert is None:
             return

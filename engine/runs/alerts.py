@@ -1,18 +1,25 @@
-"""Alert-side state: the buttons sent with notifications, acknowledgements and mutes (silences).
+"""Alert-side state: the buttons sent with notifications, acknowledgements, unacknowledgements and mutes (silences),
+and the escalation policies an acknowledgement stopped (so an unacknowledgement can resume them).
 
 A button is bound on the server to a signed value (engine.security.keys: an HMAC covers the rule, event, action,
 argument, alert and expiry) and reaches platforms only as a short random handle (16 characters; Telegram carries at
 most 64 bytes, Discord 100). A press names the handle; the binding behind it is verified, so an unknown handle, an
-altered binding or an expired one is refused, and each button works once (a replay is refused).
+altered binding or an expired one is refused. A rule's button and Confirm work once (a replay is refused). The
+alert-state buttons (`TOGGLES`: Acknowledge, Unacknowledge, Mute) are not used up: an alert can be acknowledged
+again after an unacknowledgement, so the same message's Acknowledge must work again. What they do is idempotent
+("already acknowledged by alice"), and every press still passes every check (signature, expiry, the person's roles,
+whether the notification was sent to them), so replaying one does nothing the presser may not do anyway.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from engine.core.errors import AuthError
 from engine.core.store import Database
@@ -32,7 +39,9 @@ CREATE TABLE IF NOT EXISTS alert_state (
     acknowledged_by TEXT,
     acknowledged_at TEXT,
     muted_until TEXT,
-    muted_by TEXT
+    muted_by TEXT,
+    unacknowledged_by TEXT,
+    unacknowledged_at TEXT
 );
 CREATE TABLE IF NOT EXISTS alert_escalations (
     fingerprint TEXT NOT NULL,
@@ -40,10 +49,27 @@ CREATE TABLE IF NOT EXISTS alert_escalations (
     at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alert_escalations_alert ON alert_escalations(fingerprint);
+CREATE TABLE IF NOT EXISTS escalation_paused (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS escalation_paused_alert ON escalation_paused(fingerprint);
 """
 
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Give an alert_state table made before unacknowledgements its two columns."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(alert_state)")}
+    for column in ("unacknowledged_by", "unacknowledged_at"):
+        if column not in have:
+            conn.execute(f"ALTER TABLE alert_state ADD COLUMN {column} TEXT")
+
+
 ALERT_BUTTONS = (("Acknowledge", "ack", None), ("Mute 1h", "mute", "1h"))
-_LABELS = {"ack": "Acknowledge"}
+# Buttons that set the alert's state: not used up by a press (see above); which show depends on the state.
+TOGGLES = frozenset({"ack", "unack", "mute"})
+_LABELS = {"ack": "Acknowledge", "unack": "Unacknowledge"}
 
 
 def button_label(action: str, arg: str | None) -> str:
@@ -72,8 +98,12 @@ class AlertState:
         self, *, event_id: str, rule: str, fingerprint: str | None,
         specs: tuple[tuple[str, str | None], ...] = DEFAULT_SPECS,
     ) -> tuple[Button, ...]:
-        """Sign one button per (action, arg) for this notification."""
+        """Sign one button per (action, arg) for this notification; an Acknowledge comes with its Unacknowledge
+        (hidden until the alert is acknowledged: engine.delivery.render.shown_buttons)."""
         expires = int(time.time()) + BUTTON_TTL_S
+        if fingerprint is not None and any(a == "ack" for a, _ in specs) and not any(a == "unack" for a, _ in specs):
+            at = next(i for i, (a, _) in enumerate(specs) if a == "ack") + 1
+            specs = (*specs[:at], ("unack", None), *specs[at:])
 
         def _sign(conn: sqlite3.Connection) -> tuple[Button, ...]:
             buttons = []
@@ -120,6 +150,41 @@ class AlertState:
 
         return await self._db.write(_ack)
 
+    async def unacknowledge(self, fingerprint: str, by: str) -> str | None:
+        """Return an acknowledged alert to open; return who had acknowledged it (None: it was not, nothing done)."""
+
+        def _unack(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT acknowledged_by FROM alert_state WHERE fingerprint = ?",
+                               (fingerprint,)).fetchone()
+            if row is None or not row["acknowledged_by"]:
+                return None
+            conn.execute("UPDATE alert_state SET acknowledged_by = NULL, acknowledged_at = NULL, "
+                         "unacknowledged_by = ?, unacknowledged_at = ? WHERE fingerprint = ?",
+                         (by, datetime.now(UTC).isoformat(), fingerprint))
+            return str(row["acknowledged_by"])
+
+        return await self._db.write(_unack)
+
+    async def pause_escalation(self, key: str, fingerprint: str, payload: dict[str, Any]) -> None:
+        """Keep an escalation policy an acknowledgement stopped (its timer's key and payload, at the step it
+        stopped), for an unacknowledgement to resume; a resolve forgets it."""
+        body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
+        await self._db.write(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO escalation_paused (key, fingerprint, payload) VALUES (?, ?, ?)",
+            (key, fingerprint, body)))
+
+    async def take_paused(self, fingerprint: str) -> list[tuple[str, dict[str, Any]]]:
+        """The escalation policies an acknowledgement stopped for this alert, removed (resuming them is the
+        caller's)."""
+
+        def _take(conn: sqlite3.Connection) -> list[tuple[str, dict[str, Any]]]:
+            rows = conn.execute("SELECT key, payload FROM escalation_paused WHERE fingerprint = ? ORDER BY rowid",
+                                (fingerprint,)).fetchall()
+            conn.execute("DELETE FROM escalation_paused WHERE fingerprint = ?", (fingerprint,))
+            return [(str(row["key"]), json.loads(row["payload"])) for row in rows]
+
+        return await self._db.write(_take)
+
     async def mute(self, fingerprint: str, by: str, duration: timedelta) -> datetime:
         until = datetime.now(UTC) + duration
         await self._db.write(
@@ -158,13 +223,15 @@ class AlertState:
             return AlertStatus(escalations=escalations)
         until = _when(row["muted_until"])
         return AlertStatus(acknowledged_by=row["acknowledged_by"], acknowledged_at=_when(row["acknowledged_at"]),
+                           unacknowledged_by=row["unacknowledged_by"],
+                           unacknowledged_at=_when(row["unacknowledged_at"]),
                            muted_by=row["muted_by"] if until and until > datetime.now(UTC) else None,
                            muted_until=until if until and until > datetime.now(UTC) else None,
                            escalations=escalations)
 
     async def resolved(self, fingerprint: str) -> AlertStatus:
-        """A resolved alert forgets its acknowledgement and mute, so the next firing is news again; returns what
-        it was up to then."""
+        """A resolved alert forgets its acknowledgement, mute and stopped escalations, so the next firing is news
+        again; returns what it was up to then."""
         last = await self.status(fingerprint)
         self._muted.pop(fingerprint, None)
         await self._db.write(_forget, fingerprint)
@@ -181,6 +248,7 @@ def _status_rows(conn: sqlite3.Connection, fingerprint: str) -> tuple[sqlite3.Ro
 def _forget(conn: sqlite3.Connection, fingerprint: str) -> None:
     conn.execute("DELETE FROM alert_state WHERE fingerprint = ?", (fingerprint,))
     conn.execute("DELETE FROM alert_escalations WHERE fingerprint = ?", (fingerprint,))
+    conn.execute("DELETE FROM escalation_paused WHERE fingerprint = ?", (fingerprint,))
 
 
 def _when(text: str | None) -> datetime | None:

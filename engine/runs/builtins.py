@@ -1,5 +1,5 @@
 """What Herald does by itself, whatever the rules say: the /help, /whoami and /link commands, the alert
-buttons Acknowledge and Mute, and the Confirm button of `require confirmation` (engine.confirm)."""
+buttons Acknowledge, Unacknowledge and Mute, and the Confirm button of `require confirmation` (engine.confirm)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from engine.core.events import ButtonData, CommandData, Event
 from engine.delivery.delivery import HERALD_CHAT, person_chat
 from engine.delivery.outlets import Text
 from engine.intake import secrets
-from engine.runs import confirm
+from engine.runs import confirm, escalation
+from engine.runs.alerts import TOGGLES
 from engine.runs.run import Services, who
 from engine.runs.usage import BUILTIN_USAGE, command_help
 from engine.tasks.record import TaskRecord
@@ -27,7 +28,8 @@ BUILTIN_COMMANDS = {
 # All an account that is not linked to a person may do.
 UNLINKED_COMMANDS = frozenset({"help", "whoami", "link"})
 # Buttons Herald gives a meaning to without any rule.
-BUILTIN_BUTTONS = frozenset({"ack", "mute", confirm.BUTTON})
+BUILTIN_BUTTONS = frozenset({*TOGGLES, confirm.BUTTON})
+_NAMES = {"ack": "Acknowledge", "unack": "Unacknowledge", "mute": "Mute"}
 
 
 async def run_builtin(event: Event, data: CommandData, graph: EventGraph, services: Services) -> None:
@@ -147,17 +149,17 @@ async def press_refusal(event: Event, graph: EventGraph, services: Services, now
     allowed leaves it for the people who are (deny by default, as for commands):
 
     - Confirm: only the person the confirmation asks (engine.runs.confirm);
-    - Acknowledge and Mute: a person with one of the config's `button_roles`, and the roles of every rule
-      `on button ack|mute require role R` that matches (rules may tighten the default, never loosen it).
+    - Acknowledge, Unacknowledge and Mute: a person with one of the config's `button_roles`, and the roles of every
+      rule `on button ack|unack|mute require role R` that matches (rules may tighten the default, never loosen it).
     """
     data = event.data
     assert isinstance(data, ButtonData)
     principal = event.actor.principal if event.actor else None
     if data.action == confirm.BUTTON:
         return await confirm.press_refusal(services, data.arg or "", principal, now)
-    if data.action not in ("ack", "mute") or data.alert_fingerprint is None:
+    if data.action not in TOGGLES or data.alert_fingerprint is None:
         return None  # a rule's own button: its rule's CHECK_PERMISSION decides
-    what = "Acknowledge" if data.action == "ack" else "Mute"
+    what = _NAMES[data.action]
     if principal is None:
         return f"{what} needs an account linked to a person (`herald identity link NAME`, then /link TOKEN)"
     roles = services.directory.roles_of(principal)
@@ -191,15 +193,15 @@ async def _addressed(event: Event, data: ButtonData, principal: str, services: S
 
 
 async def press(event: Event, data: ButtonData, services: Services) -> None:
-    """Every press is audited; Acknowledge and Mute act on the alert the button came with, Confirm on the request
-    it was sent for."""
+    """Every press is audited; Acknowledge, Unacknowledge and Mute act on the alert the button came with, Confirm on
+    the request it was sent for."""
     presser = who(event)
     await services.audit_publish("button.pressed", presser, event=event.id, button=data.action, arg=data.arg,
                                  alert=data.alert_fingerprint, source_event=data.source_event, rule=data.rule)
     if data.action == confirm.BUTTON:
         await confirm.pressed(event, data, services)
         return
-    if data.alert_fingerprint is None or data.action not in ("ack", "mute"):
+    if data.alert_fingerprint is None or data.action not in TOGGLES:
         return  # rules `on button NAME` give it meaning
     if data.action == "ack":
         earlier = await services.alerts.acknowledge(data.alert_fingerprint, presser)
@@ -208,6 +210,8 @@ async def press(event: Event, data: ButtonData, services: Services) -> None:
         if earlier is None:  # everyone who got the alert sees it is taken, wherever they are
             await services.delivery.follow(data.alert_fingerprint, await services.alerts.status(
                 data.alert_fingerprint))
+    elif data.action == "unack":
+        text = await unacknowledge(data.alert_fingerprint, presser, services)
     elif (problem := mute_problem(data.arg)) is None:  # the compiler checked it; the binding is signed
         until = await services.alerts.mute(data.alert_fingerprint, presser,
                                            timedelta(seconds=duration_seconds(data.arg or "")))
@@ -219,3 +223,17 @@ async def press(event: Event, data: ButtonData, services: Services) -> None:
     else:
         text = f"Not muted: {problem}."
     await services.delivery.reply(event.reply_to, Text(text))
+
+
+async def unacknowledge(fingerprint: str, presser: str, services: Services) -> str:
+    """Return an acknowledged alert to open: audited, every message edited (Acknowledge back), its escalation
+    policies resumed (engine.runs.escalation.resume). An open alert is left as it is, and the answer says so."""
+    earlier = await services.alerts.unacknowledge(fingerprint, presser)
+    if earlier is None:
+        return "Not acknowledged: the alert is open already, there is nothing to unacknowledge."
+    await services.audit_publish("alert.unacknowledged", presser, alert=fingerprint, was=earlier)
+    services.board.pressed(fingerprint, "unack", unacknowledged=True)
+    await services.delivery.follow(fingerprint, await services.alerts.status(fingerprint))
+    resumed = await escalation.resume(fingerprint, services)
+    again = f" Its escalation resumes: {resumed}." if resumed else ""
+    return f"Unacknowledged by {presser} (was acknowledged by {earlier}); the alert is open again.{again}"

@@ -5,7 +5,9 @@ One persisted timer per (rule, clause, alert) walks the policy: its payload hold
 is next and when the escalation was armed (the alert's first firing that ran the rule), so a restart neither loses
 nor restarts it. When a step comes due:
 
-- acknowledged or resolved: audited `escalation.skipped`, and the policy ends there;
+- resolved: audited `escalation.skipped`, and the policy ends there;
+- acknowledged: audited `escalation.skipped`, and the policy stops at this step: it is kept aside (the alert's
+  `escalation_paused`, dropped when the alert resolves) for an unacknowledgement to resume;
 - muted (a silence): audited `escalation.skipped` for this step only; the policy goes on, so a 30m mute of an alert
   nobody fixes does not end its escalation for good;
 - otherwise the step's target is notified (with the alert's buttons, following the alert like any notification),
@@ -16,6 +18,14 @@ Then the next step is planned at armed + its delay; after the last step, with `r
 at the previous due + R. A repeat that came due while Herald was down fires once, then keeps its rhythm from now (no
 burst of missed repeats); steps that came due while down each fire once, in order, after the start grace.
 The compiler bounds R to at least a minute (dsl.checks_rule.MIN_REPEAT_S).
+
+An unacknowledgement (the Unacknowledge button, `herald alerts unack`) resumes a policy an acknowledgement stopped,
+from the step it stopped at (`resume`): that step comes due again as long after the unacknowledgement as it came
+after the step before it in the policy (the first step: its own delay; a later step: its delay minus the one
+before; a repeat: the repeat interval), and the steps after it keep their spacing from there, so "repeat every 30m
+until acknowledged" applies again. The person who unacknowledges gets that gap to take the alert again before the
+next people are called. A policy whose step had not come due yet when the alert was acknowledged never stopped:
+its timer fires as planned, and now notifies. A policy whose rule or clause is gone since is not resumed.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from dsl import EventGraph
 from dsl.plan import EscalateAction
 from dsl.values import format_duration
 from engine.core.events import AlertData
-from engine.core.timers import Timer, state_key
+from engine.core.timers import Timer, key_parts, state_key
 from engine.delivery.message import LinkButton
 from engine.delivery.outlets import Notification
 from engine.runs import actions
@@ -83,6 +93,9 @@ async def escalate_due(state: Stateful, timer: Timer) -> None:
     by = await services.db.call(acknowledged_by, fingerprint)
     if by is not None:
         await services.audit_publish("escalation.skipped", "system", **audit, reason=f"acknowledged by {by}")
+        if await services.db.call(latest_status, fingerprint) != "resolved":  # kept for an unacknowledgement
+            await services.alerts.pause_escalation(timer.key, fingerprint, {
+                **p, "steps": [list(step) for step in steps], "step": index, "armed": armed.timestamp()})
         return
     if await services.db.call(latest_status, fingerprint) == "resolved":
         await services.audit_publish("escalation.skipped", "system", **audit, reason="resolved")
@@ -142,6 +155,45 @@ async def _plan_next(state: Stateful, timer: Timer, steps: list[tuple[str, float
                "armed": armed.timestamp()}
     # replace=False: a firing that armed a new escalation in the meantime keeps its own
     await state.timers.schedule(ESCALATE, due, timer.key, payload, replace=False)
+
+
+async def resume(fingerprint: str, services: Services) -> str:
+    """Resume the escalation policies an acknowledgement stopped for this alert (see the module's docstring);
+    say when each comes due next ("" when there are none)."""
+    paused = await services.alerts.take_paused(fingerprint)
+    if not paused or services.stateful is None:
+        return ""
+    state = manager(services)
+    if await services.db.call(latest_status, fingerprint) == "resolved":
+        return ""
+    now, said = state.now(), []
+    for key, p in paused:
+        if not _clause_exists(state, key):
+            continue
+        steps, index = _steps(p), int(p.get("step", 0))
+        if index < len(steps):  # a step: its gap in the policy; the steps after it keep their spacing
+            gap = steps[index][1] - (steps[index - 1][1] if index > 0 else 0.0)
+            armed = now + timedelta(seconds=gap - steps[index][1])
+        else:  # a repeat: one interval from now
+            gap = float(p.get("repeat") or 0.0)
+            armed = datetime.fromtimestamp(p["armed"], UTC) if "armed" in p else now
+        due = now + timedelta(seconds=gap)
+        payload = {**p, "step": index, "armed": armed.timestamp()}
+        # replace=False: an escalation a later firing armed meanwhile goes on as it is
+        if await state.timers.schedule(ESCALATE, due, key, payload, replace=False):
+            target = steps[min(index, len(steps) - 1)][0]
+            await services.audit_publish("escalation.resumed", "system", rule=p["rule"], alert=fingerprint,
+                                         target=target, step=min(index, len(steps) - 1) + 1,
+                                         due=due.isoformat(timespec="seconds"))
+            said.append(f"to {target} at {due.isoformat(timespec='seconds')}")
+    return ", ".join(said)
+
+
+def _clause_exists(state: Stateful, key: str) -> bool:
+    """Whether the rule and escalate clause a timer key names still run (a reload may have removed them)."""
+    _, rule_key, clause, *_ = key_parts(key)
+    rule = state.current_rule(rule_key)
+    return rule is not None and any(getattr(action, "fingerprint", None) == clause for action in rule.actions)
 
 
 async def _on_swap(state: Stateful, graph: EventGraph) -> None:

@@ -62,7 +62,7 @@ from engine.runs import (
     upstream_silences,
 )
 from engine.runs.alert_board import AlertBoard
-from engine.runs.alerts import AlertState
+from engine.runs.alerts import TOGGLES, AlertState
 from engine.runs.builtins import press_refusal
 from engine.runs.run import Services
 from engine.runs.runtime import Runtime
@@ -92,8 +92,8 @@ STOP_GRACE_S = 10.0  # how long stopping waits for background tasks to end after
 
 
 SCHEMAS: list[str | Callable[[sqlite3.Connection], None]] = [
-    journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA, keys.SCHEMA,
-    actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA, confirm.SCHEMA, outbox.SCHEMA,
+    journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA, alerts.migrate,
+    keys.SCHEMA, actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA, confirm.SCHEMA, outbox.SCHEMA,
     outbox.migrate, kv.SCHEMA, kv.migrate, upstream_silences.SCHEMA,
     heartbeats.SCHEMA, storm.SCHEMA]
 
@@ -279,7 +279,9 @@ class Engine:
             refusal = await press_refusal(event, self.runtime.graph, self.runtime.services, self.now())
             if refusal is not None:  # not allowed: the button stays for those who are
                 raise AuthError(refusal)
-            await self.alerts.redeem(button_id)  # used up now (a concurrent press of the same button loses here)
+            if binding.fingerprint is None or binding.action not in TOGGLES:
+                await self.alerts.redeem(button_id)  # used up now (a concurrent press of the same button loses here)
+            # an alert-state button is not used up: it works again after the state turns back (engine.runs.alerts)
         except AuthError as exc:  # unknown, altered, expired, replayed, or not this person's to press
             self.bus.publish(await self.audit.append("button.refused", who, reason=str(exc)))
             raise

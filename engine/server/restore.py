@@ -9,7 +9,7 @@ from engine.core.journal import Journal
 from engine.core.store import Database
 from engine.delivery.outbox import Outbox
 from engine.delivery.outlets import Button
-from engine.delivery.render import following
+from engine.delivery.render import all_buttons
 from engine.runs import runtime
 from engine.runs.alert_board import AlertBoard
 from engine.runs.alerts import AlertState
@@ -26,7 +26,7 @@ async def publish_recent(bus: Bus, board: AlertBoard, *, journal: Journal, alert
     for fingerprint in board.firing():  # ... with who acknowledged or muted them, and their buttons still good
         status = await alerts.status(fingerprint)
         sent = await outbox.notifications_of_alert(fingerprint, limit=1)
-        buttons = following(sent[-1].message, status).buttons if sent else ()
+        buttons = all_buttons(sent[-1].message) if sent else ()  # the board shows those that apply
         board.restore(fingerprint, acknowledged_by=status.acknowledged_by, muted_until=status.muted_until,
                       buttons=tuple(Button(id=b.handle, label=b.label, action=b.action, arg=b.arg) for b in buttons))
     for run in await db.call(runtime.recent_runs, limit):  # with their final states

@@ -55,20 +55,20 @@ async def test_every_platforms_message_follows_ack_mute_and_resolve(
             note = await alice.wait_for(lambda f: f["type"] == "notification")
             [posted] = await eventually(lambda: _room(platform_server), "the notification in the room")
 
-            # bob acknowledges in the room; alice's own chat shows it too, and loses the Acknowledge button
+            # bob acknowledges in the room; alice's own chat shows it too: Unacknowledge in place of Acknowledge
             platform_server.inject_press("U200", posted.message_id, _payload(posted, "Acknowledge"))
             acked = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Acknowledged" in f["text"])
             assert acked["message"] == str(note["seq"]) and "✅ Acknowledged by bob at " in acked["text"]
-            assert [b["label"] for b in acked["buttons"]] == ["Mute 1h"]
+            assert [b["label"] for b in acked["buttons"]] == ["Unacknowledge", "Mute 1h"]
             await eventually(lambda: _room_says(platform_server, "Acknowledged by bob"), "the room's edit")
 
             # alice mutes from her chat; both messages keep the acknowledgement and add the mute
-            await alice.press(next(b["id"] for b in acked["buttons"]))
+            await alice.press(next(b["id"] for b in acked["buttons"] if b["action"] == "mute"))
             muted = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Muted" in f["text"])
             assert "Acknowledged by bob" in muted["text"] and "🔕 Muted by alice until" in muted["text"]
-            assert muted["buttons"] == []
+            assert [b["label"] for b in muted["buttons"]] == ["Unacknowledge"]
             room = await eventually(lambda: _room_says(platform_server, "Muted by alice"), "the room's mute edit")
-            assert "Acknowledged by bob" in room.text and room.buttons == []
+            assert "Acknowledged by bob" in room.text and [b["text"] for b in room.buttons] == ["Unacknowledge"]
 
             # resolved: both say so, with how long it lasted, and show no buttons
             await _post(engine, "resolved")
@@ -97,6 +97,53 @@ async def test_every_platforms_message_follows_ack_mute_and_resolve(
                                           ("notification.sent", None, "loopchat", ROOM),
                                           ("notification.sent", None, "loopchat", "U100")], trail
             assert trail[4] == ("alert.received", "resolved", None, None), trail
+
+
+async def test_an_unacknowledgement_edits_every_message_and_brings_acknowledge_back(
+        tmp_path: Path, platform_server: LoopchatServer) -> None:
+    """Acknowledged by alice in her chat, unacknowledged by bob in the room: both conversations' messages say so
+    and offer Acknowledge again, the same Acknowledge button works again, and the alert's record shows it all."""
+    with installed_plugin(tmp_path, "loopchat", "tests.connectors.loopchat:integration"):
+        async with running_engine(_config(tmp_path, platform_server), integrations=discover()) as engine, \
+                ChatClient.connect(f"ws://127.0.0.1:{engine.port}/chat", ALICE_TOKEN) as alice:
+            await _post(engine, "firing")
+            note = await alice.wait_for(lambda f: f["type"] == "notification")
+            assert [b["label"] for b in note["buttons"]] == ["Acknowledge", "Mute 1h"]  # Unacknowledge: not yet
+            [posted] = await eventually(lambda: _room(platform_server), "the notification in the room")
+            assert [b["text"] for b in posted.buttons] == ["Acknowledge", "Mute 1h"]
+            ack = note["buttons"][0]["id"]
+            await alice.press(ack)
+            await eventually(lambda: _room_says(platform_server, "Acknowledged by alice"), "the room's edit")
+            assert [b["text"] for b in posted.buttons] == ["Unacknowledge", "Mute 1h"]
+
+            platform_server.inject_press("U200", posted.message_id, _payload(posted, "Unacknowledge"))
+            back = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Unacknowledged" in f["text"])
+            assert back["message"] == str(note["seq"]) and "↩ Unacknowledged by bob at " in back["text"]
+            assert "✅ Acknowledged" not in back["text"]
+            assert [b["label"] for b in back["buttons"]] == ["Acknowledge", "Mute 1h"]
+            room = await eventually(lambda: _room_says(platform_server, "Unacknowledged by bob"), "the room's edit")
+            assert "✅ Acknowledged" not in room.text
+            assert [b["text"] for b in room.buttons] == ["Acknowledge", "Mute 1h"]
+            await eventually(lambda: _room_says(platform_server, "Unacknowledged by bob (was acknowledged by alice); "
+                                                "the alert is open again."), "the answer to bob in the room")
+
+            pid = await alice.press(ack)  # the Acknowledge button the message first came with works again
+            again = await alice.wait_for(lambda f: f.get("in_reply_to") == pid and f["type"] == "reply")
+            assert again["text"] == "Acknowledged by alice."
+            final = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Acknowledged by alice"
+                                         in f["text"] and "Unacknowledged" in f["text"])
+            lines = final["text"].splitlines()
+            assert lines[-2].startswith("↩ Unacknowledged by bob at ")
+            assert lines[-1].startswith("✅ Acknowledged by alice")
+
+            await engine.db.flush()
+            async with aiohttp.ClientSession() as http, http.get(
+                    f"http://127.0.0.1:{engine.port}/api/v1/alerts/fp-disk",
+                    headers={"Authorization": f"Bearer {engine.api_token}"}) as response:
+                record = await response.json()
+            assert record["acknowledged_by"] == "alice" and record["unacknowledged_by"] == "bob"
+            [entry] = [e for e in record["history"] if e["action"] == "alert.unacknowledged"]
+            assert entry["actor"] == "bob" and entry["data"]["was"] == "alice"
 
 
 async def _room(server: LoopchatServer) -> list[Any]:

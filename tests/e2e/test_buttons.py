@@ -1,5 +1,7 @@
 """Buttons reach platforms as short handles bound on the server to a signed binding: an unknown handle, an altered
-binding, an expired or replayed press is refused (and audited) over real chat."""
+binding, an expired press is refused (and audited) over real chat, and so is a replay of a rule's button. The
+alert-state buttons (Acknowledge, Unacknowledge, Mute) are not used up, so an alert can go back and forth; what they
+do is idempotent, and every press of one passes every check again."""
 
 from __future__ import annotations
 
@@ -48,7 +50,8 @@ async def _press(engine: Engine, button_id: str) -> dict:
 
 
 async def test_a_genuine_button_works_once_and_a_replay_is_refused(engine: Engine) -> None:
-    await _button(engine)
+    """A rule's button (here `retry`, of an alert's notification) is used up by its first press."""
+    await _button(engine, a="retry")
     async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
         first = await alice.press(HANDLE)
         assert (await alice.wait_for(lambda f: f.get("id") == first))["type"] == "ack"
@@ -141,3 +144,59 @@ async def test_only_the_people_a_notification_was_sent_to_may_press_its_buttons(
         refusals = await engine.db.call(lambda c: c.execute(
             "SELECT actor FROM audit_log WHERE action = 'button.refused'").fetchall())
     assert [r["actor"] for r in refusals] == ["bob"]
+
+
+async def _answer(client: ChatClient, button: str) -> dict:
+    pid = await client.press(button)
+    return await client.wait_for(lambda f: f.get("in_reply_to") == pid and f["type"] in ("reply", "error"), timeout=10)
+
+
+async def _acked_by(engine: Engine, fingerprint: str) -> object:
+    row = await engine.db.call(lambda c: c.execute(
+        "SELECT acknowledged_by FROM alert_state WHERE fingerprint = ?", (fingerprint,)).fetchone())
+    return None if row is None else row["acknowledged_by"]
+
+
+async def test_alert_state_buttons_are_not_used_up_and_their_presses_are_idempotent_and_checked(
+        engine: Engine) -> None:
+    """Acknowledge twice: the second says who has it. Bob, a viewer, may not unacknowledge (refused, audited, the
+    alert stays acknowledged). Alice unacknowledges; pressing Unacknowledge again says the alert is open."""
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN, rooms=["ops"]) as alice, \
+            ChatClient.connect(chat_url(engine), BOB_TOKEN, rooms=["ops"]) as bob:
+        buttons = await _alert_buttons(engine, alice, "DiskFull")
+        assert set(buttons) == {"ack", "mute"}  # Unacknowledge is not shown before an acknowledgement
+        assert (await _answer(alice, buttons["ack"]))["text"] == "Acknowledged by alice."
+        assert (await _answer(alice, buttons["ack"]))["text"] == "Already acknowledged by alice."
+        edit = await alice.wait_for(lambda f: f["type"] == "notification_edit")
+        unack = next(b["id"] for b in edit["buttons"] if b["action"] == "unack")
+
+        refused = await _answer(bob, unack)
+        assert refused["message"] == ("button refused: Unacknowledge needs role admin or operator, which bob does "
+                                      "not have")
+        assert await _acked_by(engine, "fp-DiskFull") == "alice"
+
+        answer = await _answer(alice, unack)
+        assert answer["text"] == "Unacknowledged by alice (was acknowledged by alice); the alert is open again."
+        assert await _acked_by(engine, "fp-DiskFull") is None
+        again = await _answer(alice, unack)
+        assert again["text"] == "Not acknowledged: the alert is open already, there is nothing to unacknowledge."
+    await engine.db.flush()
+    rows = await engine.db.call(lambda c: c.execute(
+        "SELECT action, actor FROM audit_log WHERE action IN ('button.refused', 'alert.unacknowledged') "
+        "ORDER BY seq").fetchall())
+    assert [(r["action"], r["actor"]) for r in rows] == [("button.refused", "bob"), ("alert.unacknowledged", "alice")]
+
+
+async def test_a_rule_on_the_unack_button_tightens_who_may_unacknowledge(config: Config) -> None:
+    """Operators may acknowledge and unacknowledge by default; `on button unack require role admin` leaves them
+    acknowledging only."""
+    (config.rules_dir / "unack.rules").write_text("on button unack require role admin reply \"taken back\"\n")
+    people = {**config.principals, "bob": config.principals["bob"].model_copy(update={"roles": ["operator"]})}
+    async with running_engine(config.model_copy(update={"principals": people})) as engine, \
+            ChatClient.connect(chat_url(engine), BOB_TOKEN, rooms=["ops"]) as bob:
+        buttons = await _alert_buttons(engine, bob, "Sticky")
+        assert (await _answer(bob, buttons["ack"]))["text"] == "Acknowledged by bob."
+        edit = await bob.wait_for(lambda f: f["type"] == "notification_edit")
+        refused = await _answer(bob, next(b["id"] for b in edit["buttons"] if b["action"] == "unack"))
+        assert refused["type"] == "error" and "Unacknowledge requires role admin" in refused["message"]
+        assert await _acked_by(engine, "fp-Sticky") == "bob"

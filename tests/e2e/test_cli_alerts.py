@@ -1,5 +1,5 @@
-"""`herald alerts` against a running engine: list, show, acknowledge and mute through the stream API, with the same
-checks as a press in chat (issue 19)."""
+"""`herald alerts` against a running engine: list, show, acknowledge, unacknowledge and mute through the stream API,
+with the same checks as a press in chat (issue 19)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ async def test_list_show_ack_and_mute_an_alert_from_the_cli(
         code, out, _ = await _herald(capsys, "alerts", "ack", "fp-Disk", *where)
         assert (code, out.strip()) == (0, "Acknowledged by alice.")
         code, _, err = await _herald(capsys, "alerts", "ack", "DiskFull", *where)
-        assert code == 1 and "no ack button to press (its buttons now: Mute 1h)" in err
+        assert code == 1 and "DiskFull: already acknowledged by alice" in err
 
         code, out, _ = await _herald(capsys, "alerts", "mute", "DiskFull", "--for", "1h", *where)
         assert code == 0 and out.startswith("Muted by alice until")
@@ -72,8 +72,41 @@ async def test_after_a_restart_the_board_still_shows_who_acknowledged_and_the_bu
         assert (await _herald(capsys, "alerts", "mute", "Muted", *where))[0] == 0
     async with running_engine(config) as engine:
         alerts = {a.name: a for a in engine.bus.snapshot().alerts}
-        assert alerts["Acked"].acknowledged_by == "alice" and [b.label for b in alerts["Acked"].buttons] == ["Mute 1h"]
+        assert alerts["Acked"].acknowledged_by == "alice"
+        assert [b.label for b in alerts["Acked"].buttons] == ["Unacknowledge", "Mute 1h"]
         assert alerts["Muted"].muted_until is not None and [b.label for b in alerts["Muted"].buttons] == ["Acknowledge"]
         where = ("--config", str(config_file), "--url", f"http://127.0.0.1:{engine.port}")
         code, out, _ = await _herald(capsys, "alerts", "mute", "Acked", *where)  # its Mute button still works
     assert code == 0 and out.startswith("Muted by alice until")
+
+
+async def test_unacknowledge_from_the_cli_and_the_state_after_a_restart(
+        config: Config, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`herald alerts unack`: an open alert says so; an acknowledged one is open again (Acknowledge offered again,
+    the history says who), and stays so after a restart, where the Acknowledge button still works."""
+    config = config.model_copy(update={"api_principal": "alice"})
+    async with running_engine(config) as engine:
+        where = ("--config", str(config_file), "--url", f"http://127.0.0.1:{engine.port}")
+        await post_alert(engine, "DiskFull")
+        await eventually(lambda: asyncio.sleep(0, engine.bus.snapshot().alerts), "the alert on the board")
+        code, _, err = await _herald(capsys, "alerts", "unack", "DiskFull", *where)
+        assert code == 1 and "DiskFull: not acknowledged (it is open): nothing to unacknowledge" in err
+
+        assert (await _herald(capsys, "alerts", "ack", "DiskFull", *where))[:2] == (0, "Acknowledged by alice.\n")
+        code, out, _ = await _herald(capsys, "alerts", "show", "DiskFull", *where)
+        assert "acknowledged  alice" in out and "buttons       Unacknowledge, Mute 1h" in out
+        code, out, _ = await _herald(capsys, "alerts", "unack", "fp-Disk", *where)
+        assert (code, out.strip()) == (0, "Unacknowledged by alice (was acknowledged by alice); the alert is open "
+                                          "again.")
+        await engine.db.flush()
+        code, out, _ = await _herald(capsys, "alerts", "show", "DiskFull", *where)
+        assert "acknowledged  no" in out and "buttons       Acknowledge, Mute 1h" in out
+        assert "alert.unacknowledged     alice" in out
+    async with running_engine(config) as engine:
+        [alert] = engine.bus.snapshot().alerts
+        assert alert.acknowledged_by is None and [b.label for b in alert.buttons] == ["Acknowledge", "Mute 1h"]
+        where = ("--config", str(config_file), "--url", f"http://127.0.0.1:{engine.port}")
+        code, out, _ = await _herald(capsys, "alerts", "ack", "DiskFull", *where)
+        assert (code, out.strip()) == (0, "Acknowledged by alice.")
+        status = await engine.alerts.status("fp-DiskFull")
+    assert (status.acknowledged_by, status.unacknowledged_by) == ("alice", "alice")

@@ -61,7 +61,8 @@ async def test_an_unmatched_alert_goes_to_the_unmatched_team_and_follows_the_ale
         await alice.press(note["buttons"][0]["id"])  # Acknowledge works as on a rule's notification
         acked = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Acknowledged" in f["text"],
                                      timeout=10)
-        assert acked["message"] == str(note["seq"]) and [b["label"] for b in acked["buttons"]] == ["Mute 1h"]
+        assert acked["message"] == str(note["seq"])
+        assert [b["label"] for b in acked["buttons"]] == ["Unacknowledge", "Mute 1h"]
 
         await _post(engine, labels, resolved=True)  # the same message says it is resolved
         done = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Resolved" in f["text"],

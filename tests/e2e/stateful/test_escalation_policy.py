@@ -162,3 +162,80 @@ rule old:
         await drain(dave)
         assert [n["text"] for n in notes(dave, "old")] == ["Escalated: not acknowledged after 15m: Legacy"]
         assert [t for t in await engine.timers.pending() if t.kind == "escalate"] == []
+
+
+
+async def _button(client: ChatClient, action: str) -> str:
+    """The newest `action` button this client was shown for the alert (in a notification or an edit of one)."""
+    frame = await client.wait_for(lambda f: f["type"] in ("notification", "notification_edit")
+                                  and any(b["action"] == action for b in f["buttons"]))
+    return str(next(b["id"] for b in frame["buttons"] if b["action"] == action))
+
+
+async def test_an_unacknowledgement_resumes_the_policy_where_the_acknowledgement_stopped_it(config: Config) -> None:
+    """Acknowledged at 12:06, so step 2 (managers, due 12:15) is skipped and the policy stops there. Unacknowledged
+    at 12:20: step 2 comes due again its gap later (15m - 5m = 10m, at 12:30), then the repeat every 30m applies
+    again, until the next acknowledgement."""
+    clock = ManualClock(START)
+    async with engine_for(config, POLICY_RULES, clock) as engine, \
+            ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice, \
+            ChatClient.connect(chat_url(engine), DAVE_TOKEN) as dave:
+        await post_alert(engine, "Sticky")
+        await settle(engine)
+        ack = await _button(alice, "ack")
+        await tick(engine, clock, 6 * 60)  # step 1, to ops
+        await alice.wait_for(lambda f: f["type"] == "notification" and f["text"].startswith("Escalated"))
+        assert (await press(alice, ack))["text"] == "Acknowledged by alice."
+        unack = await _button(alice, "unack")
+        await tick(engine, clock, 10 * 60)  # 12:16: step 2 was due at 12:15, skipped
+        await drain(dave)
+        assert _escalations(dave) == []
+        assert [s["reason"] for s in await audit(engine, "escalation.skipped")] == ["acknowledged by alice"]
+
+        await tick(engine, clock, 4 * 60)  # 12:20
+        answer = await press(alice, unack)
+        assert answer["text"] == ("Unacknowledged by alice (was acknowledged by alice); the alert is open again. "
+                                  "Its escalation resumes: to managers at 2026-06-01T12:30:00+00:00.")
+        await tick(engine, clock, 9 * 60)  # 12:29: not yet
+        await drain(dave)
+        assert _escalations(dave) == []
+        await tick(engine, clock, 61)  # 12:30: step 2, to managers
+        await dave.wait_for(lambda f: len(_escalations(dave)) == 1)
+        await tick(engine, clock, 30 * 60)  # 13:00: the repeat applies again
+        await dave.wait_for(lambda f: len(_escalations(dave)) == 2)
+
+        assert (await press(alice, ack))["text"] == "Acknowledged by alice."  # the same button works again
+        await tick(engine, clock, 31 * 60)
+        await drain(dave)
+        assert len(_escalations(dave)) == 2
+        sent = await audit(engine, "escalation.sent")
+        assert [(e["target"], e["step"], e.get("repeat")) for e in sent] == [
+            ("ops", 1, None), ("managers", 2, None), ("managers", 2, 1)]
+        [resumed] = await audit(engine, "escalation.resumed")
+        assert (resumed["target"], resumed["step"], resumed["due"]) == ("managers", 2, "2026-06-01T12:30:00+00:00")
+
+
+async def test_a_stopped_policy_survives_a_restart_and_resumes_after_it(config: Config) -> None:
+    """Acknowledged before step 1 came due: step 1 is skipped and the policy stops there, across a restart; an
+    unacknowledgement after the restart (with the same message's button) resumes it at step 1, 5m later."""
+    clock = ManualClock(START)
+    async with engine_for(config, POLICY_RULES, clock) as engine, \
+            ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        await post_alert(engine, "Sticky")
+        await settle(engine)
+        assert (await press(alice, await _button(alice, "ack")))["text"] == "Acknowledged by alice."
+        unack = await _button(alice, "unack")
+        await tick(engine, clock, 6 * 60)  # 12:06: step 1 skipped, the policy kept aside
+        [skipped] = await audit(engine, "escalation.skipped")
+        assert skipped["step"] == 1
+    async with engine_for(config, POLICY_RULES, clock) as engine, \
+            ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice, \
+            ChatClient.connect(chat_url(engine), DAVE_TOKEN) as dave:
+        answer = await press(alice, unack)
+        assert answer["text"].endswith("Its escalation resumes: to ops at 2026-06-01T12:11:00+00:00.")
+        await tick(engine, clock, 5 * 60 + 1)  # 12:11: step 1, to ops
+        await alice.wait_for(lambda f: f["type"] == "notification" and f["text"].startswith("Escalated"))
+        await tick(engine, clock, 10 * 60)  # 12:21: step 2, to managers, keeping its 10m after step 1
+        await dave.wait_for(lambda f: len(_escalations(dave)) == 1)
+        sent = await audit(engine, "escalation.sent")
+        assert [(e["target"], e["step"]) for e in sent] == [("ops", 1), ("managers", 2)]

@@ -343,7 +343,7 @@ async def test_a_429_on_a_button_edit_is_waited_out(tmp_path: Path, discord: Dis
 
         await eventually(edited, "the edit after the 429")
     assert "PATCH /api/v10/channels/{channel}/messages/{message}" in discord.limited
-    assert message.edits == 1 and [b["label"] for b in message.buttons] == ["Mute 1h"]
+    assert message.edits == 1 and [b["label"] for b in message.buttons] == ["Unacknowledge", "Mute 1h"]
     [press] = [i for i in discord.interactions.values() if i.payload["type"] == 3]
     assert press.response == 6  # DEFERRED_UPDATE_MESSAGE, then the edit
 

@@ -1,7 +1,7 @@
 """Every chat platform in one engine (issues 14-17 and 19): an alert reaches a team whose rooms are on Telegram,
 Slack, Discord and Matrix and whose member is on Herald's chat; Acknowledge pressed on one platform edits every copy
-on all of them, and so does the resolve. Real connectors against the fake servers of tests/connectors and a real
-Synapse, over loopback."""
+on all of them, and so do an Unacknowledge pressed on another and the resolve. Real connectors against the fake
+servers of tests/connectors and a real Synapse, over loopback."""
 
 from __future__ import annotations
 
@@ -94,9 +94,23 @@ async def test_one_alert_on_every_platform_follows_an_acknowledge_pressed_on_one
                 return shown if shown and "Acknowledged by alice" in shown.text else None
 
             shown = await eventually(acknowledged, f"the acknowledgement on {d.platform}")
-            assert [label for label, _ in shown.buttons] == ["Mute 1h"], (d.platform, shown)
+            assert [label for label, _ in shown.buttons] == ["Unacknowledge", "Mute 1h"], (d.platform, shown)
         edit = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Acknowledged" in f["text"])
         assert edit["message"] == str(chat_note["seq"])
+
+        # Unacknowledge on Matrix (a numbered choice: the shared layer numbered only the buttons shown)
+        matrix = drivers[3]
+        await matrix.press(matrix.admin, matrix.room, await _note(matrix, "EverywhereDown")(), "Unacknowledge")
+        for d in drivers:
+            async def unacknowledged(d: PlatformDriver = d) -> Shown | None:
+                shown = await _note(d, "EverywhereDown")()
+                return shown if shown and "↩ Unacknowledged by alice" in shown.text else None
+
+            shown = await eventually(unacknowledged, f"the unacknowledgement on {d.platform}")
+            assert [label for label, _ in shown.buttons] == ["Acknowledge", "Mute 1h"], (d.platform, shown)
+            assert "✅ Acknowledged" not in shown.text, (d.platform, shown)
+        edit = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Unacknowledged" in f["text"])
+        assert [b["label"] for b in edit["buttons"]] == ["Acknowledge", "Mute 1h"]
 
         await post_alert(engine, "EverywhereDown", resolved=True)
         for d in drivers:
@@ -105,7 +119,7 @@ async def test_one_alert_on_every_platform_follows_an_acknowledge_pressed_on_one
                 return shown if shown and "Resolved at 00:12 UTC, after 12m" in shown.text else None
 
             shown = await eventually(resolved, f"the resolve on {d.platform}")
-            assert shown.buttons == [] and "Acknowledged by alice" in shown.text, (d.platform, shown)
+            assert shown.buttons == [] and "Unacknowledged by alice" in shown.text, (d.platform, shown)
         done = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Resolved" in f["text"])
         assert done["buttons"] == []
 

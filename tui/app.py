@@ -258,8 +258,8 @@ class HeraldApp(App[None]):
 
     def on_alerts_table_press(self, message: AlertsTable.Press) -> None:
         if message.button is None:
-            self.show_reply(f"{message.alert}: no {message.action} button to press (already pressed, resolved, "
-                            "or sent without buttons)", error=True)
+            self.show_reply(f"{message.alert}: no {message.action} button to press (it does not apply now, was "
+                            "already pressed, or the alert is resolved or was sent without buttons)", error=True)
             return
         self.show_reply(f"pressed: {message.button.label} on {message.alert}")
         self.press_button(message.button.id)

@@ -1,4 +1,4 @@
-"""The Alerts tab with a canned client: one row per alert, updated in place, and `a` / `m` press its buttons."""
+"""The Alerts tab with a canned client: one row per alert, updated in place, and `a` / `u` / `m` press its buttons."""
 
 from __future__ import annotations
 
@@ -51,3 +51,23 @@ async def test_an_update_replaces_the_row_and_a_spent_button_is_not_pressed_agai
         assert rows(app)[0].endswith("| resolved | ")
 
 
+
+
+async def test_u_presses_the_unacknowledge_button_of_an_acknowledged_alert() -> None:
+    unack = ButtonView(id="signed-unack", label="Unacknowledge", action="unack")
+    acked = FIRING.model_copy(update={"acknowledged_by": "alice", "buttons": [unack, MUTE]})
+    client = StaticEngineClient([Snapshot(alerts=[acked])])
+    app = make_app(client)
+    async with app.run_test(size=(140, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("6")
+        assert rows(app)[0].endswith("| acked by alice | [Unacknowledge] [Mute 1h]")
+        await pilot.press("u")
+        await pilot.pause()
+        assert client.pressed == ["signed-unack"]
+        client.push(FIRING)  # open again: Acknowledge is back, and `u` has nothing to press
+        await pilot.pause()
+        await pilot.press("u")
+        await pilot.pause()
+        assert client.pressed == ["signed-unack"]
+        assert "DiskFull: no unack button to press" in str(app.query_one("#reply", Static).render())

@@ -94,7 +94,7 @@ async def _fetch_history(http: aiohttp.ClientSession, url: str, token: str, fing
 
 # What a history line shows of an audit entry's data, in this order (the alert itself is the line's subject).
 _HISTORY_FIELDS = ("status", "severity", "button", "arg", "platform", "chat", "recipients", "until", "silence",
-                   "rule", "reason", "error", "step")
+                   "rule", "reason", "error", "target", "step", "due", "was")
 
 
 def _history(entries: Sequence[dict[str, Any]]) -> str:

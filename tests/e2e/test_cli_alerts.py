@@ -101,7 +101,7 @@ async def test_unacknowledge_from_the_cli_and_the_state_after_a_restart(
         await engine.db.flush()
         code, out, _ = await _herald(capsys, "alerts", "show", "DiskFull", *where)
         assert "acknowledged  no" in out and "buttons       Acknowledge, Mute 1h" in out
-        assert "alert.unacknowledged     alice" in out
+        assert "alert.unacknowledged     alice        was=alice" in out
     async with running_engine(config) as engine:
         [alert] = engine.bus.snapshot().alerts
         assert alert.acknowledged_by is None and [b.label for b in alert.buttons] == ["Acknowledge", "Mute 1h"]

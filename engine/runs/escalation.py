@@ -160,15 +160,17 @@ async def _plan_next(state: Stateful, timer: Timer, steps: list[tuple[str, float
 async def resume(fingerprint: str, services: Services) -> str:
     """Resume the escalation policies an acknowledgement stopped for this alert (see the module's docstring);
     say when each comes due next ("" when there are none)."""
-    paused = await services.alerts.take_paused(fingerprint)
-    if not paused or services.stateful is None:
+    if services.stateful is None:
         return ""
     state = manager(services)
-    if await services.db.call(latest_status, fingerprint) == "resolved":
+    paused = await services.alerts.take_paused(fingerprint)
+    if not paused or await services.db.call(latest_status, fingerprint) == "resolved":
         return ""
     now, said = state.now(), []
     for key, p in paused:
         if not _clause_exists(state, key):
+            await services.audit_publish("escalation.skipped", "system", rule=p["rule"], alert=fingerprint,
+                                         reason="not resumed: the rule or its escalate clause changed since")
             continue
         steps, index = _steps(p), int(p.get("step", 0))
         if index < len(steps):  # a step: its gap in the policy; the steps after it keep their spacing

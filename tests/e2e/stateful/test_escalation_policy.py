@@ -239,3 +239,22 @@ async def test_a_stopped_policy_survives_a_restart_and_resumes_after_it(config: 
         await dave.wait_for(lambda f: len(_escalations(dave)) == 1)
         sent = await audit(engine, "escalation.sent")
         assert [(e["target"], e["step"]) for e in sent] == [("ops", 1), ("managers", 2)]
+
+
+async def test_a_stopped_policy_whose_rule_changed_is_not_resumed(config: Config) -> None:
+    clock = ManualClock(START)
+    async with engine_for(config, POLICY_RULES, clock) as engine, \
+            ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        await post_alert(engine, "Sticky")
+        await settle(engine)
+        assert (await press(alice, await _button(alice, "ack")))["text"] == "Acknowledged by alice."
+        unack = await _button(alice, "unack")
+        await tick(engine, clock, 6 * 60)
+    changed = POLICY_RULES.replace("to managers after 15m", "to managers after 20m")
+    async with engine_for(config, changed, clock) as engine, \
+            ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        answer = await press(alice, unack)
+        assert answer["text"] == "Unacknowledged by alice (was acknowledged by alice); the alert is open again."
+        assert [t for t in await engine.timers.pending() if t.kind == "escalate"] == []
+        reasons = [s["reason"] for s in await audit(engine, "escalation.skipped")]
+        assert reasons == ["acknowledged by alice", "not resumed: the rule or its escalate clause changed since"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from engine.core.config import Config, load_config
 from engine.core.timers import ManualClock
@@ -181,3 +183,27 @@ async def test_a_rule_silence_becomes_an_alertmanager_silence_that_ends_with_the
             ("silence.upstream", silence["id"]), ("silence.upstream_expired", silence["id"])]
         found = await call("GET", f"{am.url}/api/v2/silence/{silence['id']}")
         assert found["status"]["state"] == "expired", "the silence outlived its alert"
+
+
+async def test_an_alertmanager_away_is_logged_once_per_outage_and_shown_in_metrics(
+        tmp_path: Path, config_file: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="herald.silences")
+    port = free_port()  # nothing listens there yet
+    config_file.write_text(config_file.read_text() + f'\n[alerts]\nalertmanager_url = "http://127.0.0.1:{port}"\n'
+                                                     "alertmanager_sync_s = 0.2\n")
+    async with engine_for(load_config(config_file), RULES) as engine:
+
+        async def up(value: str) -> bool:
+            async with aiohttp.ClientSession() as session, session.get(f"{http_url(engine)}/metrics") as response:
+                return f"herald_alertmanager_up {value}\n" in await response.text()
+
+        await eventually(lambda: up("0"), "herald_alertmanager_up 0")
+        for _ in range(3):  # more rounds of the same outage
+            await engine.silence_sync.sync()
+        away = [r for r in caplog.records if r.name == "herald.silences" and "cannot read" in r.getMessage()]
+        assert len(away) == 1, "an outage is logged once, not once per round"
+
+        async with start_alertmanager(tmp_path, ALERTMANAGER_CONFIG.format(hook=f"{http_url(engine)}/hooks/x"),
+                                      port=port):
+            await eventually(lambda: up("1"), "herald_alertmanager_up 1")
+        assert any("answers again" in r.getMessage() for r in caplog.records if r.name == "herald.silences")

@@ -51,6 +51,7 @@ class AlertStatus:
     acknowledged_at: datetime | None = None
     muted_by: str | None = None
     muted_until: datetime | None = None
+    muted_in: str | None = None  # where the silence lives when it is not Herald's own ("Alertmanager")
     resolved_at: datetime | None = None
     escalations: tuple[Escalated, ...] = ()
 

@@ -30,6 +30,7 @@ class _Alert:
     acknowledged_by: str | None = None
     muted_until: str | None = None
     buttons: tuple[Button, ...] = ()
+    source: str = ""  # where the alert came from ("alertmanager", "grafana", ...)
 
     def view(self) -> AlertView:
         data = self.data
@@ -56,12 +57,12 @@ class AlertBoard:
         alerts = self._alerts
         alert = alerts.get(data.fingerprint)
         if alert is None:  # the common case in a storm of distinct alerts: one small record, views built later
-            alert = alerts[data.fingerprint] = _Alert(data, event.time, event.id)
+            alert = alerts[data.fingerprint] = _Alert(data, event.time, event.id, source=event.source)
             if len(alerts) > self._cap:
                 alerts.popitem(last=False)
         else:
             alerts.move_to_end(data.fingerprint)
-            alert.data, alert.time, alert.event_id = data, event.time, event.id
+            alert.data, alert.time, alert.event_id, alert.source = data, event.time, event.id, event.source
             if data.status == "resolved":
                 alert.acknowledged_by = alert.muted_until = None
                 alert.buttons = ()
@@ -89,6 +90,18 @@ class AlertBoard:
 
     def firing(self) -> list[str]:
         return [fingerprint for fingerprint, alert in self._alerts.items() if alert.data.status == "firing"]
+
+    def firing_from(self, source: str) -> list[AlertData]:
+        """The alerts from `source` that are firing now (what an Alertmanager silence may cover)."""
+        return [alert.data for alert in self._alerts.values()
+                if alert.data.status == "firing" and alert.source == source]
+
+    def muted(self, fingerprint: str, until: datetime | None) -> None:
+        """A silence began, changed or ended outside a press (Alertmanager's own)."""
+        alert = self._alerts.get(fingerprint)
+        if alert is not None:
+            alert.muted_until = until.isoformat(timespec="minutes") if until else None
+            self._publish(alert)
 
     def restore(self, fingerprint: str, *, acknowledged_by: str | None, muted_until: datetime | None,
                 buttons: tuple[Button, ...]) -> None:

@@ -66,6 +66,7 @@ from engine.runs.alerts import AlertState
 from engine.runs.builtins import press_refusal
 from engine.runs.run import Services
 from engine.runs.runtime import Runtime
+from engine.runs.silence_sync import SilenceSync
 from engine.runs.upstream_silences import UpstreamSilences
 from engine.sandbox.runner import Sandbox
 from engine.security import audit, identity, keys
@@ -92,8 +93,8 @@ STOP_GRACE_S = 10.0  # how long stopping waits for background tasks to end after
 
 
 SCHEMAS: list[str | Callable[[sqlite3.Connection], None]] = [
-    journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA, keys.SCHEMA,
-    actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA, confirm.SCHEMA, outbox.SCHEMA,
+    journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA, alerts.migrate,
+    keys.SCHEMA, actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA, confirm.SCHEMA, outbox.SCHEMA,
     outbox.migrate, kv.SCHEMA, kv.migrate, upstream_silences.SCHEMA,
     heartbeats.SCHEMA, storm.SCHEMA]
 
@@ -181,11 +182,16 @@ class Engine:
         self.tasks = TaskQueue(self.db, on_change=lambda task: self.bus.publish(task.view()))
         owner = "engine-" + hashlib.sha256(str(config.data_dir).encode()).hexdigest()[:12]  # one per data folder
         self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_folder, owner=owner)
+        board = AlertBoard(self.bus)
+        upstream = UpstreamSilences(self.db, self._alertmanager_url, lambda: self.http, self.audit_publish)
         services = Services(config=config, directory=self.directory, db=self.db, audit=self.audit, tasks=self.tasks,
                             alerts=self.alerts, delivery=self.delivery, bus=self.bus,
-                            submit=self._submit_internal, board=AlertBoard(self.bus), cancel_task=self.cancel_task,
-                            upstream=UpstreamSilences(self.db, self._alertmanager_url, lambda: self.http,
-                                                      self.audit_publish))
+                            submit=self._submit_internal, board=board, cancel_task=self.cancel_task,
+                            upstream=upstream)
+        self.silence_sync = SilenceSync(db=self.db, upstream=upstream, alerts=self.alerts, board=board,
+                                        follow=self.delivery.follow, audit=self.audit_publish,
+                                        url=self._alertmanager_url,
+                                        every_s=lambda: self.config.alerts.alertmanager_sync_s)
         self.runtime = Runtime(graph=graph, services=services, journal=self.journal,
                                declared_teams=declared_audiences(teams, self.connectors))
         self.intake = Intake(submit=self.submit, press=self.press, choices=self._choices,
@@ -406,6 +412,7 @@ class Engine:
         self._spawn("output-relay", self.output_relay.run)
         self._spawn("housekeeping", self._housekeeping)
         self._spawn("stalled-events", self._stalled.run)
+        self._spawn("alertmanager-silences", self.silence_sync.run)  # idle while no alertmanager_url is set
         self.state = "running"
         for name, fn in self._until_running:
             self._spawn(name, fn)

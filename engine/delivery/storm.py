@@ -177,6 +177,8 @@ class Storms:
     def admit(self, team: str, key: str) -> Turn | None:
         """Decide where an alert notification to `team` goes: None, on its own (and counted); else a `Turn`."""
         threshold, window = self._policy()
+        if threshold <= 0:  # storms off: nothing to count (counting anyway kept every alert of the window)
+            return None
         audience = self._audiences.setdefault(team, _Audience())
         now = self._now()
         digest = audience.digest
@@ -190,7 +192,7 @@ class Storms:
             return Turn(digest, new=False, listed=False)
         while audience.recent and now - audience.recent[0] >= window:
             audience.recent.popleft()
-        if threshold <= 0 or len(audience.recent) < threshold:
+        if len(audience.recent) < threshold:
             audience.recent.append(now)
             recent = json.dumps(list(audience.recent))
             self._db.write_soon(lambda conn: conn.execute(

@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS finished_storms (
 
 DIGEST_EDIT_S = 2.0  # a digest is re-rendered at most this often, however fast alerts arrive
 DIGEST_DEBOUNCE_S = 0.25  # a burst of changes (a resolve of 500 alerts) waits this long to become one re-render
-FOLLOW_S = KEEP_DONE_S  # a finished digest follows its alerts this long at most: then its message's reference is gone
+FOLLOW_S = KEEP_DONE_S  # a finished digest follows its alerts this long after it was sent: then its reference is gone
 SUMMARY_CHARS = 60
 RULE = "alert storm"  # the digest's rule name, as Herald's chat and the audit show it
 MORE = "… and {n} more, see `herald alerts list`"
@@ -180,7 +180,7 @@ class Storms:
             if digest is not None:
                 self._list(digest, line["key"], line["fingerprint"], line["line"], line["mark"])
         now = self._now()
-        for digest in [d for d in self._live.values() if d.over and now - d.last >= FOLLOW_S]:
+        for digest in [d for d in self._live.values() if d.over and now - d.started >= FOLLOW_S]:
             self._retire(digest)  # its message's reference is no longer kept: an edit would be a new message
         self._dirty.update(self._live)  # a line or state written just before a crash reaches the message now
         self._flusher = asyncio.create_task(self._flush(edit), name="storm-digests")
@@ -252,7 +252,7 @@ class Storms:
         new line, or a notification of its own)."""
         now = self._now()
         for digest in list(self._by_fingerprint.get(fingerprint, ())):
-            if digest.over and now - digest.last >= FOLLOW_S:
+            if digest.over and now - digest.started >= FOLLOW_S:
                 self._retire(digest)
                 continue
             lines = digest.fingerprints.get(fingerprint, [])

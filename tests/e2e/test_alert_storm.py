@@ -6,7 +6,7 @@ of its own again; a restart mid-storm continues the same digest. The engine's cl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -210,6 +210,18 @@ async def test_a_finished_digest_follows_its_alerts_across_a_restart_with_one_ed
                              "the six alerts resolved in the finished digest")
             assert posted.edits - edits < 6, f"{posted.edits - edits} edits of the digest for 6 resolves"
             assert len(platform_server.chat_messages(ROOM)) == 4  # edited in place: no new message
+
+            # every alert of the finished digest resolved: it is let go, its message final
+            async def kept() -> int:
+                return int(await engine.db.call(lambda c: c.execute(
+                    "SELECT (SELECT count(*) FROM finished_storms) + (SELECT count(*) FROM storm_lines)")
+                    .fetchone()[0]))
+
+            await eventually(lambda: _is_zero(kept()), "the finished digest let go")
+
+
+async def _is_zero(count: Awaitable[int]) -> bool:
+    return await count == 0
 
 
 def _line(text: str, name: str) -> str:

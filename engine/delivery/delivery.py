@@ -186,7 +186,7 @@ class Delivery:
         again. `reshow`: the status lost something the messages show (a mute ended early, in Alertmanager), so a
         message is edited even back to how it was first sent. Returns how many messages will be edited."""
         if self.storms is not None:
-            self.storms.follow(fingerprint, digest_mark(status))
+            self.storms.follow(fingerprint, digest_mark(status), resolved=status.resolved_at is not None)
         edits, notifications = [], await self.outbox.notifications_of_alert(fingerprint)
         for sent in notifications:
             body = following(sent.message, status)
@@ -332,14 +332,18 @@ class Delivery:
 
 
 def digest_mark(status: AlertStatus) -> str:
-    """What an alert's line in a storm digest adds once the alert moves on."""
+    """What an alert's line in a storm digest adds once the alert moves on (` — ✅ acknowledged by alice · ⏫ escalated
+    to managers`, ` — ✔ resolved`)."""
     if status.resolved_at is not None:
         return " — ✔ resolved"
+    parts = []
     if status.acknowledged_by:
-        return f" — ✅ acknowledged by {status.acknowledged_by}"
+        parts.append(f"✅ acknowledged by {status.acknowledged_by}")
     if status.muted_until is not None:
-        return " — 🔕 muted"
-    return ""
+        parts.append(f"🔕 muted until {status.muted_until:%H:%M} UTC")
+    if status.escalations:
+        parts.append("⏫ escalated to " + ", ".join(step.target for step in status.escalations))
+    return " — " + " · ".join(parts) if parts else ""
 
 
 def _reply_key(to: ReplyTo, message: OutMessage, body: Message) -> str:

@@ -55,9 +55,19 @@ class AlertStatus:
     resolved_at: datetime | None = None
     escalations: tuple[Escalated, ...] = ()
 
-    def as_json(self) -> dict[str, str | None]:
-        return {name: value.isoformat() if isinstance(value, datetime) else value
-                for name, value in dataclasses.asdict(self).items()}
+    def as_json(self) -> dict[str, object]:
+        """JSON-safe, times as ISO 8601, escalation steps included (`[{"target", "at", "times"}]`)."""
+        return {name: _plain(value) for name, value in dataclasses.asdict(self).items()}
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
-from engine.client.snapshots import AlertView, ButtonView
+from engine.client.snapshots import AlertView, ButtonView, EscalationView
 from engine.core.bus import Bus
 from engine.core.events import AlertData, Event
-from engine.delivery.outlets import Button
+from engine.delivery.outlets import Button, Escalated
 
 BOARD_CAP = 500  # alerts kept on the board; the TUI shows as many rows per table
 
@@ -31,6 +31,7 @@ class _Alert:
     muted_until: str | None = None
     buttons: tuple[Button, ...] = ()
     source: str = ""  # where the alert came from ("alertmanager", "grafana", ...)
+    escalations: tuple[Escalated, ...] = ()
 
     def view(self) -> AlertView:
         data = self.data
@@ -39,7 +40,9 @@ class _Alert:
                          summary=data.summary or "", event_id=self.event_id, acknowledged_by=self.acknowledged_by,
                          muted_until=self.muted_until,
                          buttons=[ButtonView(id=b.id, label=b.label, action=b.action, arg=b.arg)
-                                  for b in self.buttons])
+                                  for b in self.buttons],
+                         escalations=[EscalationView(target=s.target, at=s.at.isoformat(), times=s.times)
+                                      for s in self.escalations])
 
 
 class AlertBoard:
@@ -65,7 +68,7 @@ class AlertBoard:
             alert.data, alert.time, alert.event_id, alert.source = data, event.time, event.id, event.source
             if data.status == "resolved":
                 alert.acknowledged_by = alert.muted_until = None
-                alert.buttons = ()
+                alert.buttons = alert.escalations = ()
         self._publish(alert)
 
     def offered(self, fingerprint: str, buttons: tuple[Button, ...]) -> None:
@@ -88,6 +91,13 @@ class AlertBoard:
             alert.muted_until = muted_until.isoformat(timespec="minutes")
         self._publish(alert)
 
+    def escalated(self, fingerprint: str, steps: tuple[Escalated, ...]) -> None:
+        """An escalation step notified someone: the alert's steps as they stand now (whom, when, how often)."""
+        alert = self._alerts.get(fingerprint)
+        if alert is not None:
+            alert.escalations = steps
+            self._publish(alert)
+
     def firing(self) -> list[str]:
         return [fingerprint for fingerprint, alert in self._alerts.items() if alert.data.status == "firing"]
 
@@ -104,15 +114,17 @@ class AlertBoard:
             self._publish(alert)
 
     def restore(self, fingerprint: str, *, acknowledged_by: str | None, muted_until: datetime | None,
-                buttons: tuple[Button, ...]) -> None:
-        """After a restart: who acknowledged or muted the alert (the alert state) and the buttons of its latest
-        notification that still apply (the outbox), so the board is what it was before the stop."""
+                buttons: tuple[Button, ...], escalations: tuple[Escalated, ...] = ()) -> None:
+        """After a restart: who acknowledged or muted the alert and whom it was escalated to (the alert state) and
+        the buttons of its latest notification that still apply (the outbox), so the board is what it was before
+        the stop."""
         alert = self._alerts.get(fingerprint)
         if alert is None:
             return
         alert.acknowledged_by = acknowledged_by
         alert.muted_until = muted_until.isoformat(timespec="minutes") if muted_until else None
         alert.buttons = buttons
+        alert.escalations = escalations
         self._publish(alert)
 
     def _publish(self, alert: _Alert) -> None:

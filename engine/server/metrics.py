@@ -36,12 +36,15 @@ class Metrics:
     def __init__(self) -> None:
         self.started = time.time()
         self.accepted: Counter[str] = Counter(dict.fromkeys(EVENT_KINDS, 0))  # events journaled, by kind
-        self.stalled = 0  # accepted events whose rule runs hit a full disk and waited for it (engine.server.stalled)
+        self.stalled = 0  # accepted events whose rule runs hit a full disk and waited for it (engine.server.dispatch)
         self.refused = 0  # events refused with "busy" (503 / a busy reply): the queue was full or Herald stopping
         self.unknown_severities = 0  # alerts that arrived with a severity neither on the scale nor an alias
 
     def count_accepted(self, kinds: Iterable[str]) -> None:
         self.accepted.update(kinds)
+
+    def count_stalled(self) -> None:
+        self.stalled += 1
 
 
 def _escape(value: str) -> str:

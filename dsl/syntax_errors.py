@@ -108,6 +108,10 @@ _BODY_WORDS = frozenset(
     {"when", "require", "dedupe", "group", "at", "check", "notify", "reply", "run", "emit", "silence", "escalate"}
 )
 _WORD_BEFORE = re.compile(r"[A-Za-z0-9_.\-]+|:")
+# `on alert missing` and the word after it (none when the line ends there or a comment starts).
+_MISSING = re.compile(r'\bon\s+alert\s+missing\b[ \t]*(?P<word>[^\s#"]*)')
+_DURATION_LIKE = re.compile(r"\d")  # no alert name starts with a digit: `missing 10m` forgot the name
+_KEYWORD_WORDS = frozenset(KEYWORDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +136,9 @@ def describe_syntax_error(
     `next_line` is where the following chunk starts, if any; `after_rule` says whether a chunk came before.
     """
     src = _Source(path, lines, offset, after_rule)
+    nameless = _nameless_heartbeat(src, getattr(err, "line", None))
+    if nameless is not None:
+        return nameless
     expected = _expected(err)
     if isinstance(err, UnexpectedCharacters):
         if err.char in "\"/" and _unclosed(lines, err.line, err.column):
@@ -191,6 +198,27 @@ def _unexpected(
     if src.after_rule and col == 1 and word in _BODY_WORDS and "RULE" in expected:
         hint = "a line that belongs to the rule above is indented like the rule's other lines"
     return Diagnostic(src.span(line, col, width), message, hint=hint)
+
+
+def _nameless_heartbeat(src: _Source, error_line: int | None) -> Diagnostic | None:
+    """`on alert missing for 10m` forgot the heartbeat alert's name: lark reads 'for' as the name and then stumbles
+    on '10m' ("expected 'for' after 'for'"), which says nothing useful; say what is missing instead."""
+    for number, text in enumerate(src.lines, start=1):
+        if error_line not in (None, -1, 0, number):
+            continue
+        found = _MISSING.search(text.split("#", 1)[0].split('"', 1)[0])  # not in a comment or a quoted text
+        if found is None:
+            continue
+        word = found.group("word")
+        if word and word not in _KEYWORD_WORDS and not _DURATION_LIKE.match(word):
+            continue  # a name is there: the problem is elsewhere
+        col = found.start("word") + 1
+        return Diagnostic(
+            src.span(number, col, len(word)),
+            "'on alert missing' needs the name of the heartbeat alert, e.g. 'on alert missing Watchdog for 10m'",
+            hint="the name is the alertname of the alert that should keep arriving (Alertmanager's Watchdog)",
+        )
+    return None
 
 
 def _unclosed(lines: list[str], line: int, col: int) -> bool:

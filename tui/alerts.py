@@ -1,4 +1,5 @@
-"""The Alerts tab: each recent alert once, with its state and the buttons of its latest notification.
+"""The Alerts tab: each recent alert once, with its state (acknowledged, muted, escalated to whom and how often) and
+the buttons of its latest notification.
 
 `a` presses the alert's Acknowledge button, `u` its Unacknowledge button and `m` its Mute button, as the operator,
 exactly as in chat: the engine checks the button's signature and the rules, and its answer shows on the reply line.
@@ -26,6 +27,9 @@ def alert_state(record: AlertView) -> str:
         done.append(f"acked by {record.acknowledged_by}")
     if record.muted_until:
         done.append(f"muted until {clock(record.muted_until)}")
+    if record.escalations:
+        done.append("escalated to " + ", ".join(step.target + (f" ×{step.times}" if step.times > 1 else "")
+                                                for step in record.escalations))
     return ", ".join(done) or "open"
 
 

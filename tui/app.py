@@ -23,7 +23,7 @@ from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, Tab
 from engine.client.remote import EngineClient, EngineClientError, Reply, Update
 from engine.client.snapshots import AlertView, AuditView, EventView, RuleEntry, RulesView, RunView, Snapshot, TaskView
 from tui.alerts import AlertsTable
-from tui.detail import DetailScreen, audit_text, rule_text, task_text, trace_text
+from tui.detail import DetailScreen, alert_text, audit_text, rule_text, task_text, trace_text
 from tui.rules import RulesPane
 from tui.tables import RecordTable, clock, last_line, short_id
 
@@ -302,13 +302,15 @@ class HeraldApp(App[None]):
         elif isinstance(record, RunView):
             self.open_detail("event", record.event_id)
         elif isinstance(record, AlertView) and record.event_id:
-            self.open_detail("event", record.event_id)
+            self.open_detail("event", record.event_id, heading=alert_text(record))
+        elif isinstance(record, AlertView):
+            self.push_screen(DetailScreen(alert_text(record)))
         elif isinstance(record, TaskView):
             self.open_detail("task", record.task_id)
 
     @work(group="detail", exclusive=True)
-    async def open_detail(self, kind: str, key: str) -> None:
-        """Fetch what the detail screen shows from the engine, without blocking the UI."""
+    async def open_detail(self, kind: str, key: str, *, heading: str = "") -> None:
+        """Fetch what the detail screen shows from the engine, without blocking the UI (`heading`: shown first)."""
         try:
             if kind == "task":
                 text = task_text(await self.client.task_detail(key))
@@ -317,7 +319,7 @@ class HeraldApp(App[None]):
         except EngineClientError as exc:
             self.show_reply(f"no detail for {kind} {key}: {exc}", error=True)
             return
-        self.push_screen(DetailScreen(text))
+        self.push_screen(DetailScreen(f"{heading}\n\n{text}" if heading else text))
 
     def action_show_keys(self) -> None:
         """List every key the console answers to."""
@@ -354,7 +356,8 @@ class HeraldApp(App[None]):
 KEYS = (
     ("1-6", "switch tab: " + ", ".join(f"{n} {view.title()}" for n, view in enumerate(VIEWS, start=1))),
     ("up/down", "move in the table (also pgup, pgdn, home, end)"),
-    ("enter", "open the row's detail: an event's trace, a task's whole output, an audit entry, a rule"),
+    ("enter", "open the row's detail: an event's trace, a task's whole output, an audit entry, a rule, an alert's "
+              "escalations and trace"),
     ("/", "type a command (enter sends it, escape goes back to the table)"),
     ("escape", "back to the table (from the command line or a detail)"),
     ("c", "Tasks tab: cancel the task under the cursor"),

@@ -2,7 +2,8 @@
 
 An event shows its trace (the rules that ran on it with each state and what they did, and for every other rule of
 its kind the clause it failed); a run shows its event's trace; a task its whole output; an audit entry every field;
-an alert its event's trace. The texts are built here from client records (`engine.client.snapshots`).
+an alert where it stands (acknowledged, muted, each escalation step: to whom, when, how many times), then its
+latest event's trace. The texts are built here from client records (`engine.client.snapshots`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
-from engine.client.snapshots import AuditView, EventTrace, RuleEntry, RuleTrace, TaskDetail
+from engine.client.snapshots import AlertView, AuditView, EventTrace, RuleEntry, RuleTrace, TaskDetail
 from tui.tables import clock
 
 
@@ -59,6 +60,27 @@ def task_text(detail: TaskDetail) -> str:
 def audit_text(entry: AuditView) -> str:
     return "\n".join([f"Audit entry {entry.seq}", f"  time    {entry.time}", f"  action  {entry.action}",
                       f"  actor   {entry.actor}", "", entry.summary])
+
+
+def alert_text(alert: AlertView) -> str:
+    """Where an alert stands: its state, who acknowledged or muted it, and every escalation step since it fired."""
+    lines = [f"Alert {alert.name or alert.fingerprint}", f"  fingerprint {alert.fingerprint}",
+             f"  {alert.status}, {alert.severity or '?'} severity, service {alert.service or '?'}, "
+             f"last heard of {clock(alert.time)}"]
+    if alert.summary:
+        lines.append(f"  {alert.summary}")
+    if alert.acknowledged_by:
+        lines.append(f"  acknowledged by {alert.acknowledged_by}")
+    if alert.muted_until:
+        lines.append(f"  muted until {clock(alert.muted_until)}")
+    if alert.escalations:
+        lines += ["", f"Escalations ({len(alert.escalations)}):"]
+        lines += [f"  to {step.target}, last at {clock(step.at)}, " + ("once" if step.times == 1 else
+                                                                       f"{step.times} times")
+                  for step in alert.escalations]
+    else:
+        lines += ["", "Not escalated."]
+    return "\n".join(lines)
 
 
 def rule_text(rule: RuleEntry) -> str:

@@ -54,6 +54,14 @@ class ButtonView(_View):
     arg: str | None = None
 
 
+class EscalationView(_View):
+    """An escalation step of an alert: whom it notified, the latest time (ISO 8601), and how often (repeats)."""
+
+    target: str
+    at: str
+    times: int = 1
+
+
 class AlertView(_View):
     """An alert as an operator sees it: its latest state, who acknowledged or muted it, and the buttons of its
     latest notification that nobody has pressed yet (none once it resolved)."""
@@ -69,6 +77,7 @@ class AlertView(_View):
     acknowledged_by: str | None = None
     muted_until: str | None = None
     buttons: list[ButtonView] = []
+    escalations: list[EscalationView] = []  # since it last fired, in the order the steps first notified
 
 
 class AuditView(_View):

@@ -151,9 +151,12 @@ class AlertsConfig(_Strict):
     severity_aliases: dict[str, str] = Field(default_factory=dict)
     # A team that gets a plain notification of every firing alert no rule matched (None: a warning in the log).
     unmatched: str | None = None
-    # Alertmanager's address (http://host:9093): a Mute on one of its alerts becomes a silence there too, expired
-    # when the alert resolves (engine/runs/upstream_silences.py). None: mutes stay in Herald.
+    # Alertmanager's address (http://host:9093): a Mute on one of its alerts (or a rule's silence) becomes a silence
+    # there too, expired when the alert resolves (engine/runs/upstream_silences.py), and silences changed or made
+    # there are followed (engine/runs/silence_sync.py). None: mutes stay in Herald.
     alertmanager_url: AnyHttpUrl | None = None
+    # How often Herald reads Alertmanager's silences to follow changes made there (engine/runs/silence_sync.py).
+    alertmanager_sync_s: float = Field(default=30.0, gt=0, le=3600)
     # Alert storms (engine/delivery/storm.py): beyond `storm_threshold` alert notifications to one team within
     # `storm_window_s`, further ones are listed in one digest message per conversation, edited as they arrive.
     # 0 turns storm digests off.

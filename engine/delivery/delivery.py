@@ -179,17 +179,18 @@ class Delivery:
         await self._put([item], wait=False)  # a run does not wait for its progress to be durable; the sender does
         return True
 
-    async def follow(self, fingerprint: str, status: AlertStatus) -> int:
+    async def follow(self, fingerprint: str, status: AlertStatus, *, reshow: bool = False) -> int:
         """Edit every notification about alert `fingerprint`, on every platform, to show `status` (acknowledged,
         muted, resolved...) with only the buttons that still apply. Edits of one message are coalesced by the
         senders (only the newest state waits out a platform's edit interval); a state already shown is not edited
-        again. Returns how many messages will be edited."""
+        again. `reshow`: the status lost something the messages show (a mute ended early, in Alertmanager), so a
+        message is edited even back to how it was first sent. Returns how many messages will be edited."""
         if self.storms is not None:
-            self.storms.follow(fingerprint, digest_mark(status))
+            self.storms.follow(fingerprint, digest_mark(status), resolved=status.resolved_at is not None)
         edits, notifications = [], await self.outbox.notifications_of_alert(fingerprint)
         for sent in notifications:
             body = following(sent.message, status)
-            if body is sent.message:
+            if body is sent.message and not reshow:
                 continue
             state = _digest(body.text + "|" + ",".join(b.handle for b in body.buttons))
             edits.append(Outgoing(key=f"{sent.key}/state/{state}", to=sent.to, message=body, op="edit",
@@ -331,14 +332,18 @@ class Delivery:
 
 
 def digest_mark(status: AlertStatus) -> str:
-    """What an alert's line in a storm digest adds once the alert moves on."""
+    """What an alert's line in a storm digest adds once the alert moves on (` — ✅ acknowledged by alice · ⏫ escalated
+    to managers`, ` — ✔ resolved`)."""
     if status.resolved_at is not None:
         return " — ✔ resolved"
+    parts = []
     if status.acknowledged_by:
-        return f" — ✅ acknowledged by {status.acknowledged_by}"
+        parts.append(f"✅ acknowledged by {status.acknowledged_by}")
     if status.muted_until is not None:
-        return " — 🔕 muted"
-    return ""
+        parts.append(f"🔕 muted until {status.muted_until:%H:%M} UTC")
+    if status.escalations:
+        parts.append("⏫ escalated to " + ", ".join(step.target for step in status.escalations))
+    return " — " + " · ".join(parts) if parts else ""
 
 
 def _reply_key(to: ReplyTo, message: OutMessage, body: Message) -> str:

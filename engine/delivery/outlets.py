@@ -53,12 +53,23 @@ class AlertStatus:
     unacknowledged_at: datetime | None = None
     muted_by: str | None = None
     muted_until: datetime | None = None
+    muted_in: str | None = None  # where the silence lives when it is not Herald's own ("Alertmanager")
     resolved_at: datetime | None = None
     escalations: tuple[Escalated, ...] = ()
 
-    def as_json(self) -> dict[str, str | None]:
-        return {name: value.isoformat() if isinstance(value, datetime) else value
-                for name, value in dataclasses.asdict(self).items()}
+    def as_json(self) -> dict[str, object]:
+        """JSON-safe, times as ISO 8601, escalation steps included (`[{"target", "at", "times"}]`)."""
+        return {name: _plain(value) for name, value in dataclasses.asdict(self).items()}
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 @dataclass(frozen=True)

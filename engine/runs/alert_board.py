@@ -15,10 +15,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
-from engine.client.snapshots import AlertView, ButtonView
+from engine.client.snapshots import AlertView, ButtonView, EscalationView
 from engine.core.bus import Bus
 from engine.core.events import AlertData, Event
-from engine.delivery.outlets import Button
+from engine.delivery.outlets import Button, Escalated
 from engine.delivery.render import hidden_actions
 from engine.runs.alerts import TOGGLES
 
@@ -33,6 +33,8 @@ class _Alert:
     acknowledged_by: str | None = None
     muted_until: str | None = None
     buttons: tuple[Button, ...] = ()
+    source: str = ""  # where the alert came from ("alertmanager", "grafana", ...)
+    escalations: tuple[Escalated, ...] = ()
 
     def view(self) -> AlertView:
         data = self.data
@@ -42,7 +44,9 @@ class _Alert:
                          summary=data.summary or "", event_id=self.event_id, acknowledged_by=self.acknowledged_by,
                          muted_until=self.muted_until,
                          buttons=[ButtonView(id=b.id, label=b.label, action=b.action, arg=b.arg)
-                                  for b in self.buttons if b.action not in hidden])
+                                  for b in self.buttons if b.action not in hidden],
+                         escalations=[EscalationView(target=s.target, at=s.at.isoformat(), times=s.times)
+                                      for s in self.escalations])
 
 
 class AlertBoard:
@@ -60,15 +64,15 @@ class AlertBoard:
         alerts = self._alerts
         alert = alerts.get(data.fingerprint)
         if alert is None:  # the common case in a storm of distinct alerts: one small record, views built later
-            alert = alerts[data.fingerprint] = _Alert(data, event.time, event.id)
+            alert = alerts[data.fingerprint] = _Alert(data, event.time, event.id, source=event.source)
             if len(alerts) > self._cap:
                 alerts.popitem(last=False)
         else:
             alerts.move_to_end(data.fingerprint)
-            alert.data, alert.time, alert.event_id = data, event.time, event.id
+            alert.data, alert.time, alert.event_id, alert.source = data, event.time, event.id, event.source
             if data.status == "resolved":
                 alert.acknowledged_by = alert.muted_until = None
-                alert.buttons = ()
+                alert.buttons = alert.escalations = ()
         self._publish(alert)
 
     def offered(self, fingerprint: str, buttons: tuple[Button, ...]) -> None:
@@ -95,19 +99,40 @@ class AlertBoard:
             alert.muted_until = muted_until.isoformat(timespec="minutes")
         self._publish(alert)
 
+    def escalated(self, fingerprint: str, steps: tuple[Escalated, ...]) -> None:
+        """An escalation step notified someone: the alert's steps as they stand now (whom, when, how often)."""
+        alert = self._alerts.get(fingerprint)
+        if alert is not None:
+            alert.escalations = steps
+            self._publish(alert)
+
     def firing(self) -> list[str]:
         return [fingerprint for fingerprint, alert in self._alerts.items() if alert.data.status == "firing"]
 
+    def firing_from(self, source: str) -> list[AlertData]:
+        """The alerts from `source` that are firing now (what an Alertmanager silence may cover)."""
+        return [alert.data for alert in self._alerts.values()
+                if alert.data.status == "firing" and alert.source == source]
+
+    def muted(self, fingerprint: str, until: datetime | None) -> None:
+        """A silence began, changed or ended outside a press (Alertmanager's own)."""
+        alert = self._alerts.get(fingerprint)
+        if alert is not None:
+            alert.muted_until = until.isoformat(timespec="minutes") if until else None
+            self._publish(alert)
+
     def restore(self, fingerprint: str, *, acknowledged_by: str | None, muted_until: datetime | None,
-                buttons: tuple[Button, ...]) -> None:
-        """After a restart: who acknowledged or muted the alert (the alert state) and the buttons of its latest
-        notification (the outbox; the view shows those that apply), so the board is what it was before the stop."""
+                buttons: tuple[Button, ...], escalations: tuple[Escalated, ...] = ()) -> None:
+        """After a restart: who acknowledged or muted the alert and whom it was escalated to (the alert state) and
+        the buttons of its latest notification (the outbox; the view shows those that apply), so the board is what
+        it was before the stop."""
         alert = self._alerts.get(fingerprint)
         if alert is None:
             return
         alert.acknowledged_by = acknowledged_by
         alert.muted_until = muted_until.isoformat(timespec="minutes") if muted_until else None
         alert.buttons = buttons
+        alert.escalations = escalations
         self._publish(alert)
 
     def _publish(self, alert: _Alert) -> None:

@@ -59,9 +59,10 @@ CREATE INDEX IF NOT EXISTS escalation_paused_alert ON escalation_paused(fingerpr
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Give an alert_state table made before unacknowledgements its two columns."""
+    """Give a store made before mutes could come from Alertmanager its `muted_in` column (None: muted in Herald),
+    and one made before unacknowledgements its two columns."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(alert_state)")}
-    for column in ("unacknowledged_by", "unacknowledged_at"):
+    for column in ("muted_in", "unacknowledged_by", "unacknowledged_at"):
         if column not in have:
             conn.execute(f"ALTER TABLE alert_state ADD COLUMN {column} TEXT")
 
@@ -186,17 +187,28 @@ class AlertState:
         return await self._db.write(_take)
 
     async def mute(self, fingerprint: str, by: str, duration: timedelta) -> datetime:
-        until = datetime.now(UTC) + duration
+        return await self.mute_until(fingerprint, by, datetime.now(UTC) + duration)
+
+    async def mute_until(self, fingerprint: str, by: str, until: datetime, *, muted_in: str | None = None) -> datetime:
+        """Mute the alert until `until`; `muted_in` names where the silence lives when it is not Herald's own
+        ("Alertmanager": a silence made there, which Herald follows)."""
         await self._db.write(
             lambda conn: conn.execute(
-                "INSERT INTO alert_state (fingerprint, muted_until, muted_by) VALUES (?, ?, ?) "
+                "INSERT INTO alert_state (fingerprint, muted_until, muted_by, muted_in) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(fingerprint) DO UPDATE SET muted_until = excluded.muted_until, "
-                "muted_by = excluded.muted_by",
-                (fingerprint, until.isoformat(), by),
+                "muted_by = excluded.muted_by, muted_in = excluded.muted_in",
+                (fingerprint, until.isoformat(), by, muted_in),
             )
         )
         self._muted[fingerprint] = until
         return until
+
+    async def unmute(self, fingerprint: str) -> None:
+        """The silence ended before its time (expired in Alertmanager): the alert is heard again."""
+        self._muted.pop(fingerprint, None)
+        await self._db.write(lambda conn: conn.execute(
+            "UPDATE alert_state SET muted_until = NULL, muted_by = NULL, muted_in = NULL WHERE fingerprint = ?",
+            (fingerprint,)))
 
     async def load(self) -> None:
         """Read the mutes into memory: every notification asks, so the answer must not cost a database trip."""
@@ -222,12 +234,12 @@ class AlertState:
         if row is None:
             return AlertStatus(escalations=escalations)
         until = _when(row["muted_until"])
+        muted = until is not None and until > datetime.now(UTC)
         return AlertStatus(acknowledged_by=row["acknowledged_by"], acknowledged_at=_when(row["acknowledged_at"]),
                            unacknowledged_by=row["unacknowledged_by"],
                            unacknowledged_at=_when(row["unacknowledged_at"]),
-                           muted_by=row["muted_by"] if until and until > datetime.now(UTC) else None,
-                           muted_until=until if until and until > datetime.now(UTC) else None,
-                           escalations=escalations)
+                           muted_by=row["muted_by"] if muted else None, muted_until=until if muted else None,
+                           muted_in=row["muted_in"] if muted else None, escalations=escalations)
 
     async def resolved(self, fingerprint: str) -> AlertStatus:
         """A resolved alert forgets its acknowledgement, mute and stopped escalations, so the next firing is news

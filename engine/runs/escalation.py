@@ -121,7 +121,9 @@ async def _notify(state: Stateful, timer: Timer, target: str, *, elapsed: float,
         return
     # The alert's record first, so the messages already out say who it went to; the new one then follows too.
     await services.alerts.escalated(fingerprint, target, state.now())
-    await services.delivery.follow(fingerprint, await services.alerts.status(fingerprint))
+    status = await services.alerts.status(fingerprint)
+    services.board.escalated(fingerprint, status.escalations)  # the TUI's Alerts tab and `herald alerts` show it
+    await services.delivery.follow(fingerprint, status)
     buttons = await services.alerts.make_buttons(event_id=p["event"], rule=p["rule"], fingerprint=fingerprint,
                                                  specs=tuple((a, g) for _, a, g in ALERT_BUTTONS))
     late = round(elapsed / 60) * 60 if elapsed >= 60 else round(elapsed)  # a repeat says "after 1h15m", to the minute

@@ -347,6 +347,8 @@ async def silence(action: SilenceAction, run: RuleRun, services: Services) -> ac
                                 {"rule": run.rule.name, "alert": fingerprint})
     await services.audit_publish("silence.added", by, rule=run.rule.name, alert=fingerprint,
                                  until=until.isoformat(timespec="seconds"))
+    if services.upstream is not None:  # an Alertmanager alert is silenced there too, until the same end
+        await services.upstream.mirror_rule(fingerprint, until, by, run.rule.name)
     await services.delivery.follow(fingerprint, await services.alerts.status(fingerprint))
     return actions.ActionOutcome(f"silenced {fingerprint} for {format_duration(seconds)}")
 

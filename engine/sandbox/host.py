@@ -7,25 +7,27 @@ from __future__ import annotations
 
 import logging
 import pwd
-from dataclasses import dataclass
-
-import requests
-from podman import PodmanClient
-from podman.errors import APIError
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from engine.core.errors import SandboxUnavailable
+from engine.sandbox.libpod import Libpod, PodmanFailure
 from engine.sandbox.output import CONTROL_TIMEOUT_S
 from engine.sandbox.podman_service import SETUP_HINT, PodmanService, ping, socket_url_for
 from engine.sandbox.policy import DEFAULT_IMAGE, NOBODY, HostLimits, SandboxConfig, host_id, run_uid_range
+
+if TYPE_CHECKING:
+    from podman import PodmanClient
 
 log = logging.getLogger("engine.sandbox")
 
 
 @dataclass(frozen=True)
 class Connection:
-    """A live client plus what the service told us about itself."""
+    """A reachable service plus what it told us about itself."""
 
-    client: PodmanClient
+    api: Libpod  # the calls every engine makes (engine/sandbox/libpod.py)
     url: str
     host: HostLimits
     seccomp: bool
@@ -34,6 +36,21 @@ class Connection:
     run_uids: range  # rootless: container uids handed out one per run; empty when rootful
     owner: str  # who runs podman, for messages: "sandboxer (uid 1001)"
     store: str  # whose image store the image must be in, for messages
+    _clients: list[PodmanClient] = field(default_factory=list, compare=False, repr=False)
+
+    @cached_property
+    def client(self) -> PodmanClient:
+        """podman-py, which runs containers: imported and connected with the first run (engine/sandbox/libpod.py)."""
+        from podman import PodmanClient
+
+        client = PodmanClient(base_url=self.url, timeout=CONTROL_TIMEOUT_S)
+        self._clients.append(client)
+        return client
+
+    def close(self) -> None:
+        """Blocking: release podman-py's connections, if a run made any."""
+        for client in self._clients:
+            client.close()
 
     @property
     def rootless(self) -> bool:
@@ -54,12 +71,6 @@ class Connection:
         return uid, gid, f"a per-run uid of {self.owner} (host uid {uid}, a subordinate id)"
 
 
-def is_connection_error(exc: BaseException) -> bool:
-    # podman-py wraps every OSError (requests' included) in APIError; the cause tells a dead service apart.
-    cause = exc.__cause__ if isinstance(exc, APIError) else exc
-    return isinstance(cause, (requests.ConnectionError, ConnectionError, FileNotFoundError))
-
-
 def connect(cfg: SandboxConfig, service: PodmanService, *, parallel_runs: int) -> Connection:
     """Blocking: reach the service (maybe starting it), learn who it runs as, check the image."""
     url = cfg.podman_url or socket_url_for(cfg.user)
@@ -70,9 +81,10 @@ def connect(cfg: SandboxConfig, service: PodmanService, *, parallel_runs: int) -
             f"no podman service answers at {url}: start it (`podman system service --time=0 {url}` "
             f"as {cfg.user or 'the current user'}) or set autostart = true"
         )
-    client = PodmanClient(base_url=url, timeout=CONTROL_TIMEOUT_S)
+    api = Libpod(url, CONTROL_TIMEOUT_S)
     try:
-        info = client.info()["host"]
+        answer = api.json("GET", "/info")
+        info = answer["host"]
         host = HostLimits.from_info(info)
         uidmap: tuple[dict[str, int], ...] = ()
         gidmap: tuple[dict[str, int], ...] = ()
@@ -97,18 +109,30 @@ def connect(cfg: SandboxConfig, service: PodmanService, *, parallel_runs: int) -
             store = owner
         else:
             owner = store = "root (rootful podman)"
-        if not client.images.exists(cfg.image):
+        if not image_exists(api, cfg.image):
             raise SandboxUnavailable(image_missing(cfg.image, store))
+        seccomp = bool(info["security"].get("seccompEnabled"))
     except SandboxUnavailable:
-        client.close()
         raise
-    except Exception as exc:
-        client.close()
+    except PodmanFailure as exc:
+        if exc.unreachable:
+            raise SandboxUnavailable(str(exc)) from exc
         raise SandboxUnavailable(f"the podman service at {url} answers but misbehaves: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SandboxUnavailable(f"the podman service at {url} answers but misbehaves: {exc!r}") from exc
     log.info("sandbox ready: %s, %s, cgroup %s, image %s", url, "rootless" if host.rootless else "rootful",
              host.cgroup_version, cfg.image)
-    seccomp = bool(info["security"].get("seccompEnabled"))
-    return Connection(client, url, host, seccomp, uidmap, gidmap, run_uids, owner, store)
+    return Connection(api, url, host, seccomp, uidmap, gidmap, run_uids, owner, store)
+
+
+def image_exists(api: Libpod, image: str) -> bool:
+    try:
+        api.json("GET", f"/images/{image}/exists")
+    except PodmanFailure as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
 
 
 def image_missing(image: str, who: str) -> str:

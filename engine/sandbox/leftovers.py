@@ -10,15 +10,14 @@ Blocking; engine/sandbox/runner.py calls these from its worker threads.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from podman import PodmanClient
-from podman.errors import APIError, NotFound
-
+from engine.sandbox.libpod import Libpod, PodmanFailure, container_path
 from engine.sandbox.policy import ATTEMPT_LABEL, OWNER_LABEL, TASK_LABEL, UID_LABEL
 
 log = logging.getLogger("engine.sandbox")
@@ -44,37 +43,33 @@ class Leftover:
         return f"{self.container_id[:12]} (task {self.task_id}, attempt {self.attempt}, {self.state})"
 
 
-def owner_filter(owner: str) -> list[str]:
-    """The list filter for one owner's containers. A list of "label=key=value" strings: podman-py encodes a dict's
-    list value as one string (`{"label": ["k=v"]}` asks for the label "['k=v']" and matches nothing,
-    containers/podman-py#542), which is how crashes left containers behind for good."""
-    return [f"label={OWNER_LABEL}={owner}"]
-
-
-def find(client: PodmanClient, owner: str) -> list[Leftover]:
+def find(api: Libpod, owner: str) -> list[Leftover]:
     """Every container of `owner`, in any state."""
-    return _labelled(client, OWNER_LABEL, owner)
+    return _labelled(api, OWNER_LABEL, owner)
 
 
-def find_task(client: PodmanClient, task_id: str) -> list[Leftover]:
+def find_task(api: Libpod, task_id: str) -> list[Leftover]:
     """Every container of one task, whichever process on this machine made it (a `herald worker` that died)."""
-    return _labelled(client, TASK_LABEL, task_id)
+    return _labelled(api, TASK_LABEL, task_id)
 
 
-def _labelled(client: PodmanClient, key: str, value: str) -> list[Leftover]:
+def _labelled(api: Libpod, key: str, value: str) -> list[Leftover]:
     """The containers whose label `key` is `value`, in any state. Each is checked for the label again here: if the
-    filter were ever ignored, the listing would hold everyone's containers, and a caller removes what it gets."""
+    filter were ever ignored (podman-py once sent it so that it matched nothing, containers/podman-py#542), the
+    listing would hold everyone's containers, and a caller removes what it gets."""
     found = []
-    for ctr in client.containers.list(all=True, filters=[f"label={key}={value}"]):
-        attrs = ctr.attrs
+    listing = api.json("GET", "/containers/json",
+                       {"all": "true", "filters": json.dumps({"label": [f"{key}={value}"]})})
+    for attrs in listing or ():
         labels = attrs.get("Labels") or {}
-        if labels.get(key) != value:
+        container_id = str(attrs.get("Id") or "")
+        if labels.get(key) != value or not container_id:
             log.error("podman listed container %s with %s=%r when asked for %r: its label filter is not applied; "
-                      "leaving it alone", ctr.id[:12], key, labels.get(key), value)
+                      "leaving it alone", container_id[:12], key, labels.get(key), value)
             continue
         started = attrs.get("StartedAt")  # epoch seconds in the libpod listing; year 1 (negative) if never started
         found.append(Leftover(
-            container_id=ctr.id, task_id=labels.get(TASK_LABEL), attempt=_int(labels.get(ATTEMPT_LABEL)),
+            container_id=container_id, task_id=labels.get(TASK_LABEL), attempt=_int(labels.get(ATTEMPT_LABEL)),
             state=str(attrs.get("State") or "unknown"),
             started_at=float(started) if isinstance(started, int | float) and started > 0 else None,
             run_uid=_int(labels.get(UID_LABEL)),
@@ -82,18 +77,22 @@ def _labelled(client: PodmanClient, key: str, value: str) -> list[Leftover]:
     return found
 
 
-def remove(client: PodmanClient, container_id: str) -> bool:
+def remove(api: Libpod, container_id: str) -> bool:
     """SIGKILL (sh ignores SIGTERM, and a forced remove would wait 10 s for it) and remove; False if it was gone."""
     try:
-        client.containers.get(container_id).kill(signal="SIGKILL")
-    except NotFound:
-        return False
-    except APIError:  # 409: not running (exited, or never started)
-        pass
+        api.json("POST", container_path(container_id, "kill"), {"signal": "SIGKILL"})
+    except PodmanFailure as exc:
+        if exc.status == 404:
+            return False
+        if exc.unreachable:
+            raise
+        # otherwise not running (exited, or never started: Podman 4.3 says 500 "container state improper")
     try:
-        client.containers.remove(container_id, force=True)
-    except NotFound:
-        return False
+        api.json("DELETE", container_path(container_id), {"force": "true"})
+    except PodmanFailure as exc:
+        if exc.status == 404:
+            return False
+        raise
     return True
 
 

@@ -5,22 +5,21 @@ Blocking helpers for the sandbox's worker threads (engine/sandbox/runner.py runs
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import socket
 import struct
 from collections.abc import Callable, Iterator
-from typing import Any
-
-from podman import PodmanClient
 
 from engine.core.errors import SandboxError
+from engine.sandbox.libpod import PREFIX, Libpod, container_path
 
 log = logging.getLogger("engine.sandbox")
 
 CONTROL_TIMEOUT_S = 30.0  # HTTP timeout of create/start/kill/remove/inspect
 WAIT_SLACK_S = 30.0  # HTTP read timeout of wait/logs beyond the run's own timeout
-_ATTACH_PATH = "/v4.0.0/libpod/containers/{id}/attach?stream=true&stdout=true&stderr=true&logs=false"
+_ATTACH_PATH = PREFIX + "/containers/{id}/attach?stream=true&stdout=true&stderr=true&logs=false"
 STDOUT, STDERR = 1, 2  # the stream byte of a multiplexed frame's header
 TAIL_BYTES = 4096  # kept of the end of each stream, past the output limit too (a task's stdout_tail, stderr_tail)
 
@@ -151,16 +150,14 @@ def pump(sock: socket.socket, sink: OutputSink) -> None:
         reader.close()
 
 
-def read_log(client: PodmanClient, ctr_id: str, limit: int) -> list[tuple[int, bytes]]:
+def read_log(api: Libpod, ctr_id: str, limit: int) -> list[tuple[int, bytes]]:
     """Blocking: the output in Podman's log of the container, up to about `limit` bytes. For a service we cannot
     attach to (not a local socket), and for a run adopted after a restart (nobody was attached while it ran).
 
     conmon keeps at most log_size of it, so a larger output is counted only up to that.
     """
-    resp = client.api.get(f"/containers/{ctr_id}/logs", params={"follow": False, "stdout": True, "stderr": True},
-                          stream=True, timeout=CONTROL_TIMEOUT_S)
+    resp = api.open("GET", container_path(ctr_id, "logs"), {"follow": "false", "stdout": "true", "stderr": "true"})
     try:
-        resp.raise_for_status()
         frames: list[tuple[int, bytes]] = []
         size = 0
         for frame in _frames(resp):
@@ -178,16 +175,14 @@ def feed_log(sink: OutputSink, frames: list[tuple[int, bytes]]) -> None:
         sink.feed(data, stream)
 
 
-def _frames(resp: Any) -> Iterator[tuple[int, bytes]]:
-    """(stream, payload) of each frame of a multiplexed log response (stdout and stderr, in log order); podman-py's
-    stream_frames drops the stream byte."""
-    raw = resp.raw
+def _frames(resp: http.client.HTTPResponse) -> Iterator[tuple[int, bytes]]:
+    """(stream, payload) of each frame of a multiplexed log response (stdout and stderr, in log order)."""
     while True:
-        header = raw.read(8)
+        header = resp.read(8)
         if len(header) < 8:
             return
         stream, size = struct.unpack_from(">BxxxL", header)
-        data = raw.read(size) if size else b""
+        data = resp.read(size) if size else b""
         if len(data) < size:
             return
         yield stream, data

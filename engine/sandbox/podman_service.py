@@ -29,9 +29,8 @@ import time
 from dataclasses import dataclass
 from typing import IO
 
-from podman import PodmanClient
-
-from engine.core.errors import SandboxUnavailable
+from engine.core.errors import SandboxError, SandboxUnavailable
+from engine.sandbox.libpod import Libpod
 
 __all__ = ["PodmanService", "UserInfo", "build_image", "image_exists", "ping", "podman_as", "socket_url_for",
            "user_info"]
@@ -96,9 +95,8 @@ def socket_url_for(user: str | None) -> str:
 def ping(url: str, *, timeout_s: float = 2.0) -> bool:
     """True if a Podman service answers at `url`."""
     try:
-        with PodmanClient(base_url=url, timeout=timeout_s) as client:
-            return bool(client.ping())
-    except Exception:  # any failure (no socket, refused, garbage) means "not answering"
+        return Libpod(url, timeout_s).ping()
+    except SandboxError:  # not a URL Podman can be reached at
         return False
 
 

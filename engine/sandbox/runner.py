@@ -12,8 +12,10 @@ its run only.
 Output comes from the container's attach stream, which carries every byte the script writes: the
 first `output_limit_bytes` are kept (and streamed line by line to `on_output`), the rest is counted.
 
-podman-py is synchronous. Every call into it goes through `Sandbox._call`, which runs it on the
-sandbox's own small thread pool; the event loop never blocks on Podman.
+Podman is reached in two ways, both synchronous: engine/sandbox/libpod.py for what every engine does at start
+(the service, its host, the image, leftovers), and podman-py, imported with the first run, for the run itself
+(engine/sandbox/container.py). Every call goes through `Sandbox._call`, which runs it on the sandbox's own small
+thread pool; the event loop never blocks on Podman.
 
 Crash recovery (engine/sandbox/leftovers.py): a caller that must not run a script twice passes `on_started`, which
 records the container durably before it starts, and `keep=True`, which leaves the exited container in place until
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import random
 import time
@@ -37,16 +38,14 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-from podman.domain.containers import Container
-from podman.errors import APIError, NotFound
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.core.errors import SandboxError, SandboxUnavailable
 from engine.sandbox import leftovers, netfilter
-from engine.sandbox.host import Connection, connect, image_missing, is_connection_error
+from engine.sandbox.host import Connection, connect
 from engine.sandbox.leftovers import Leftover
-from engine.sandbox.output import STDERR, STDOUT, WAIT_SLACK_S, OutputSink, explain, feed_log, open_attach, read_log
+from engine.sandbox.libpod import PodmanFailure
+from engine.sandbox.output import STDERR, STDOUT, WAIT_SLACK_S, OutputSink, feed_log, open_attach, read_log
 from engine.sandbox.output import pump as pump_stream
 from engine.sandbox.podman_service import PodmanService
 from engine.sandbox.policy import (
@@ -60,8 +59,10 @@ from engine.sandbox.policy import (
     check_args,
     plan_limits,
     resolve_script,
-    verify_applied,
 )
+
+if TYPE_CHECKING:
+    from engine.sandbox.container import Container
 
 __all__ = ["DEFAULT_IMAGE", "Leftover", "RunStart", "Sandbox", "SandboxConfig", "SandboxResult"]
 
@@ -164,8 +165,8 @@ class Sandbox:
             return []
         conn = await self._ensure_connected()
         try:
-            found = await self._call(leftovers.find, conn.client, self._owner)
-        except APIError as exc:
+            found = await self._call(leftovers.find, conn.api, self._owner)
+        except PodmanFailure as exc:
             raise await self._classify(conn, exc) from exc
         return [left for left in found if left.container_id not in self._mine]
 
@@ -174,8 +175,8 @@ class Sandbox:
         SandboxUnavailable when Podman cannot be asked."""
         conn = await self._ensure_connected()
         try:
-            return await self._call(leftovers.find_task, conn.client, task_id)
-        except APIError as exc:
+            return await self._call(leftovers.find_task, conn.api, task_id)
+        except PodmanFailure as exc:
             raise await self._classify(conn, exc) from exc
 
     async def remove_leftovers(self, found: Iterable[Leftover] | None = None, *, keep_started: bool = False) -> int:
@@ -192,12 +193,12 @@ class Sandbox:
         for left in found:
             assert conn is not None
             try:
-                if await self._call(leftovers.remove, conn.client, left.container_id):
+                if await self._call(leftovers.remove, conn.api, left.container_id):
                     removed += 1
                     log.warning("removed container %s, left behind by an earlier run of this %s", left.describe(),
                                 "worker" if (self._owner or "").startswith("worker-") else "engine")
-            except APIError as exc:
-                log.warning("could not remove leftover container %s: %s", left.describe(), explain(str(exc)))
+            except PodmanFailure as exc:
+                log.warning("could not remove leftover container %s: %s", left.describe(), exc)
         return removed
 
     async def adopt(self, left: Leftover, *, timeout_s: float) -> SandboxResult:
@@ -209,6 +210,8 @@ class Sandbox:
             raise SandboxError("the sandbox is closed")
         if left.started_at is None:
             raise ValueError(f"container {left.describe()} never started: there is nothing to adopt")
+        from engine.sandbox import container  # podman-py, loaded with the first run or adoption
+
         async with self._slots:
             conn = await self._ensure_connected()
             self._mine.add(left.container_id)
@@ -216,11 +219,11 @@ class Sandbox:
                 self._uids_in_use.add(left.run_uid)
             done = False
             try:
-                ctr = await self._call(conn.client.containers.get, left.container_id)
+                ctr = await self._call(container.get, conn, left.container_id)
                 result = await self._await_adopted(conn, ctr, left.started_at, timeout_s)
                 done = True
                 return result
-            except APIError as exc:
+            except PodmanFailure as exc:
                 raise await self._classify(conn, exc) from exc
             finally:
                 if done:
@@ -292,6 +295,8 @@ class Sandbox:
         folder = self._scripts_folder()
         script_rel = resolve_script(folder, script)
         argv = ["/bin/sh", f"/scripts/{script_rel}", *argv_args]
+        from engine.sandbox import container  # podman-py, loaded with the first run
+
         async with self._slots:
             conn, ctr, enforced, plan, run_uid = await self._create(folder, script_rel, argv, limits, task_id,
                                                                        attempt)
@@ -303,7 +308,7 @@ class Sandbox:
                 result = await self._execute(conn, ctr, enforced, plan, timeout_s, on_output)
                 exited = True
                 return result
-            except APIError as exc:
+            except PodmanFailure as exc:
                 raise await self._classify(conn, exc) from exc
             finally:
                 if exited and keep:
@@ -311,7 +316,7 @@ class Sandbox:
                 else:
                     # Shielded: a cancelled run must still not leave its container behind; the pool
                     # thread finishes the removal even if nobody awaits it any more.
-                    await asyncio.shield(self._call(self._discard, ctr, not exited))
+                    await asyncio.shield(self._call(container.discard, ctr, not exited))
                     self._release(ctr.id, run_uid)  # only once its container (and processes) are gone
 
     async def close(self) -> None:
@@ -325,7 +330,7 @@ class Sandbox:
         self._closed = True
         conn, self._conn = self._conn, None
         if conn is not None:
-            await self._call(conn.client.close)
+            await self._call(conn.close)
         await self._call(self._service.stop)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -339,29 +344,30 @@ class Sandbox:
     def _remove_quietly(self, conn: Connection, container_id: str) -> None:
         """Blocking: kill and remove one container; a failure is logged, not raised."""
         try:
-            leftovers.remove(conn.client, container_id)
-        except APIError as exc:
-            log.warning("could not remove sandbox container %s: %s", container_id[:12], explain(str(exc)))
+            leftovers.remove(conn.api, container_id)
+        except PodmanFailure as exc:
+            log.warning("could not remove sandbox container %s: %s", container_id[:12], exc)
 
     async def _await_adopted(self, conn: Connection, ctr: Container, started_at: float,
                              timeout_s: float) -> SandboxResult:
+        from engine.sandbox import container
+
         loop = asyncio.get_running_loop()
         remaining = max(0.0, timeout_s - (time.time() - started_at))
-        waiter = loop.run_in_executor(self._pool, functools.partial(
-            ctr.wait, condition="exited", interval="10ms", timeout=remaining + WAIT_SLACK_S))
+        waiter = loop.run_in_executor(self._pool, container.wait, ctr, remaining + WAIT_SLACK_S)
         waiter.add_done_callback(_consume_result)
         done, _ = await asyncio.wait({waiter}, timeout=remaining)
         timed_out = False
         if not done:
-            timed_out = await self._call(_kill, ctr)
-        exit_code = int(await waiter)
-        await self._call(ctr.reload)
+            timed_out = await self._call(container.kill, ctr)
+        exit_code = await waiter
+        attrs = await self._call(container.reload, ctr)
         sink = OutputSink(self._config.output_limit_bytes, None)
-        feed_log(sink, await self._call(read_log, conn.client, ctr.id, self._config.output_limit_bytes))
+        feed_log(sink, await self._call(read_log, conn.api, ctr.id, self._config.output_limit_bytes))
         output = sink.head.decode(errors="replace")
         if sink.truncated:
             output += "\n" + sink.truncation_note()
-        duration = leftovers.finished_after_s(ctr.attrs)
+        duration = leftovers.finished_after_s(attrs)
         log.info("adopted container %s: it %s", ctr.id[:12],
                  "timed out and was killed" if timed_out else f"exited with {exit_code}")
         return SandboxResult(
@@ -387,7 +393,7 @@ class Sandbox:
             if self._conn is not None and self._service.exited:
                 # The service we started ended (normally: its idle timeout): connect again, which starts a new one.
                 conn, self._conn = self._conn, None
-                await self._call(conn.client.close)
+                await self._call(conn.close)
             if self._conn is None:
                 try:
                     self._conn = await self._call(self._connect)
@@ -401,17 +407,17 @@ class Sandbox:
         """Blocking: reach the service (maybe starting it), learn who it runs as, check the image."""
         return connect(self._config, self._service, parallel_runs=_MAX_PARALLEL_RUNS)
 
-    async def _classify(self, conn: Connection, exc: APIError) -> SandboxError:
-        """Turn a podman-py error into ours; a dead service is dropped so the next run reconnects."""
-        if is_connection_error(exc):
+    async def _classify(self, conn: Connection, exc: PodmanFailure) -> SandboxError:
+        """What a failed Podman call means for the run; a dead service is dropped so the next run reconnects."""
+        if exc.unreachable:
             if self._conn is conn:
                 self._conn = None
-                await self._call(conn.client.close)
+                await self._call(conn.close)
             fix = "it is restarted on the next run" if self._config.autostart else "start it again"
-            problem = f"the podman service at {conn.url} stopped answering ({exc.__cause__!r}): {fix}"
+            problem = f"the podman service at {conn.url} stopped answering ({exc.__cause__ or exc!r}): {fix}"
             self._problem = problem
             return SandboxUnavailable(problem)
-        return SandboxError(f"podman failed during the run: {explain(str(exc))}")
+        return SandboxError(f"podman failed during the run: {exc}")
 
     def _take_uid(self, conn: Connection) -> int | None:
         """A container uid no other run of ours is using (rootless), or None (rootful: nobody)."""
@@ -428,6 +434,8 @@ class Sandbox:
         self, folder: Path, script_rel: str, argv: list[str], limits: RunLimits, task_id: str, task_attempt: int
     ) -> tuple[Connection, Container, tuple[str, ...], LimitPlan, int | None]:
         """Create the run's container on a live connection; reconnect once if the service had died."""
+        from engine.sandbox import container
+
         for attempt in (1, 2):
             conn = await self._ensure_connected()
             run_uid = self._take_uid(conn)
@@ -445,9 +453,9 @@ class Sandbox:
                                   attempt=task_attempt, limits=limits, plan=plan, host=conn.host, run_uid=run_uid)
                 if self._owner:
                     spec["labels"][leftovers.OWNER_LABEL] = self._owner
-                ctr, enforced = await self._call(self._create_blocking, conn, spec, plan, run_uid, limits)
+                ctr, enforced = await self._call(container.create, conn, spec, plan, run_uid, limits)
                 return conn, ctr, enforced, plan, run_uid
-            except APIError as exc:
+            except PodmanFailure as exc:
                 self._uids_in_use.discard(run_uid)
                 error = await self._classify(conn, exc)
                 # Nothing was created yet, so trying again on a fresh connection is safe.
@@ -459,44 +467,6 @@ class Sandbox:
                 self._uids_in_use.discard(run_uid)
                 raise
         raise AssertionError("unreachable")
-
-    def _create_blocking(
-        self, conn: Connection, spec: dict[str, Any], plan: LimitPlan, run_uid: int | None, limits: RunLimits
-    ) -> tuple[Container, tuple[str, ...]]:
-        """Blocking: create the container, verify what podman really applied, and set its network filter."""
-        try:
-            resp = conn.client.api.post("/containers/create", data=json.dumps(spec),
-                                        headers={"content-type": "application/json"})
-            resp.raise_for_status()
-            ctr = conn.client.containers.get(resp.json()["Id"])
-        except APIError as exc:
-            # Re-checked on every run: removing the image later gives the same clear message.
-            if not is_connection_error(exc) and "image not known" in str(exc).lower():
-                raise SandboxUnavailable(image_missing(spec["image"], conn.store)) from exc
-            raise
-        try:
-            _, _, who = conn.reader(run_uid)
-            enforced = verify_applied(ctr.attrs, spec, plan=plan, who=who, seccomp=conn.seccomp)
-            if limits.network != "none":
-                enforced += (self._filter(conn, ctr, limits, run_uid),)
-            return ctr, enforced
-        except BaseException:
-            self._discard(ctr, False)
-            raise
-
-    def _filter(self, conn: Connection, ctr: Container, limits: RunLimits, run_uid: int | None) -> str:
-        """Blocking: init the container (its namespace and slirp4netns set up, the script not started) and load its
-        packet filter; SandboxError if that cannot be done and proven."""
-        ctr.init()
-        ctr.reload()
-        state = ctr.attrs.get("State") or {}
-        pid, conmon_pid = int(state.get("Pid") or 0), int(state.get("ConmonPid") or 0)
-        if pid <= 0 or conmon_pid <= 0:
-            raise SandboxError("podman reported no process for the initialised container; refusing to run")
-        blocked = netfilter.host_addresses() if limits.network == "default" else ()
-        v4, v6 = netfilter.rulesets(limits.network, limits.allow, blocked)
-        netfilter.apply(pid, conn.podman_uid, v4, v6, conmon_pid=conmon_pid, run_uid=conn.reader(run_uid)[0])
-        return netfilter.describe(limits.network, limits.allow, blocked)
 
     async def _execute(
         self,
@@ -515,6 +485,8 @@ class Sandbox:
             def emit(line: str) -> None:  # called from the attach thread, and from finish() here
                 loop.call_soon_threadsafe(_deliver, callback, line)
 
+        from engine.sandbox import container
+
         sink = OutputSink(self._config.output_limit_bytes, emit)
         sock = await self._call(open_attach, conn.url, ctr.id, timeout_s)
         pump: asyncio.Future[None] | None = None
@@ -522,20 +494,15 @@ class Sandbox:
             if sock is not None:
                 pump = loop.run_in_executor(self._pool, pump_stream, sock, sink)
             started = time.perf_counter()
-            await self._call(ctr.start)
-            waiter = loop.run_in_executor(
-                self._pool,
-                # interval: podman polls the state at this rate; its 250 ms default is most of a short run.
-                functools.partial(ctr.wait, condition="exited", interval="10ms",
-                                  timeout=timeout_s + WAIT_SLACK_S),
-            )
+            await self._call(container.start, ctr)
+            waiter = loop.run_in_executor(self._pool, container.wait, ctr, timeout_s + WAIT_SLACK_S)
             # If this run is cancelled, nobody awaits the waiter; its late error must not be logged as lost.
             waiter.add_done_callback(_consume_result)
             done, _ = await asyncio.wait({waiter}, timeout=timeout_s)
             timed_out = False
             if not done:
-                timed_out = await self._call(_kill, ctr)
-            exit_code: int | None = int(await waiter)
+                timed_out = await self._call(container.kill, ctr)
+            exit_code: int | None = await waiter
             duration = time.perf_counter() - started
             if pump is not None:
                 # conmon closes the stream once the container's stdio is drained: normally at once.
@@ -543,7 +510,7 @@ class Sandbox:
                 if pending:
                     log.warning("attach stream of %s did not end %.0f s after exit", ctr.id[:12], _DRAIN_S)
             else:
-                feed_log(sink, await self._call(read_log, conn.client, ctr.id, self._config.output_limit_bytes))
+                feed_log(sink, await self._call(read_log, conn.api, ctr.id, self._config.output_limit_bytes))
         finally:
             if sock is not None:
                 sock.close()  # also ends a pump still blocked on it (a cancelled or stuck run)
@@ -569,26 +536,6 @@ class Sandbox:
             stdout_tail=sink.tail(STDOUT),
             stderr_tail=sink.tail(STDERR),
         )
-
-    def _discard(self, ctr: Container, may_run: bool) -> None:
-        """Blocking: remove the container; SIGKILL first if it may still run (sh ignores SIGTERM)."""
-        if may_run:
-            _kill(ctr)
-        try:
-            ctr.remove(force=True)
-        except NotFound:
-            pass
-        except APIError as exc:
-            log.warning("could not remove sandbox container %s: %s", ctr.id[:12], exc)
-
-
-def _kill(ctr: Container) -> bool:
-    """SIGKILL the container; False if it had already exited."""
-    try:
-        ctr.kill(signal="SIGKILL")
-        return True
-    except APIError:  # 409 "not running" (or gone): it beat the timeout
-        return False
 
 
 def _consume_result(future: asyncio.Future[Any]) -> None:

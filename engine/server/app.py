@@ -14,7 +14,6 @@ import io
 import logging
 import sqlite3
 import ssl
-import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -66,6 +65,7 @@ from engine.runs.alerts import TOGGLES, AlertState
 from engine.runs.builtins import press_refusal
 from engine.runs.run import Services
 from engine.runs.runtime import Runtime
+from engine.runs.silence_sync import SilenceSync
 from engine.runs.upstream_silences import UpstreamSilences
 from engine.sandbox.runner import Sandbox
 from engine.security import audit, identity, keys
@@ -73,6 +73,7 @@ from engine.security.audit import AuditLog
 from engine.security.identity import Directory
 from engine.server import full_disk, restore
 from engine.server.api import API_PURPOSE, StreamConnector, add_routes
+from engine.server.dispatch import Dispatcher
 from engine.server.local_token import LocalToken
 from engine.server.metrics import Metrics
 from engine.tasks import queue as tasks
@@ -85,8 +86,6 @@ log = logging.getLogger("herald.engine")
 
 State = Literal["new", "starting", "running", "stopping", "stopped"]
 RECENT_ON_START = 200
-DISPATCH_LANES = 32  # rule runs in flight at once: more share each commit (8 -> 32: +40-50% end to end at batch 100)
-WAITING_AS_OBJECTS = 1_000  # beyond this many waiting events, the queue keeps their JSON (see _enqueue)
 HOUSEKEEPING_EVERY_S = 3600.0
 STOP_GRACE_S = 10.0  # how long stopping waits for background tasks to end after cancelling them
 
@@ -96,17 +95,6 @@ SCHEMAS: list[str | Callable[[sqlite3.Connection], None]] = [
     keys.SCHEMA, actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA, confirm.SCHEMA, outbox.SCHEMA,
     outbox.migrate, kv.SCHEMA, kv.migrate, upstream_silences.SCHEMA,
     heartbeats.SCHEMA, storm.SCHEMA]
-
-
-def lane_of(event: Event) -> int:
-    """The dispatch lane of an event: by conversation, else by alert, else by the chain of events it belongs to."""
-    if event.reply_to is not None:
-        key = f"{event.reply_to.platform}/{event.reply_to.chat}"
-    elif isinstance(event.data, AlertData):
-        key = event.data.fingerprint
-    else:
-        key = event.cause.root or event.id
-    return zlib.crc32(key.encode()) % DISPATCH_LANES
 
 
 def declared_audiences(teams: Sequence[TeamDecl], connectors: Mapping[str, ConnectorSpec]) -> dict[str, Audience]:
@@ -163,14 +151,6 @@ class Engine:
         self._unloads: list[Unload] = []
         self._background: set[asyncio.Task[None]] = set()
         self._until_running: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
-        # Accepted events wait in lanes, one dispatcher each: events of one conversation or one alert always take
-        # the same lane (so they are handled in order), different ones run side by side (so their writes share
-        # group commits). Unbounded as data structures, bounded by admission: outside senders are refused
-        # (503 / "busy") once `max_queued_events` wait, while events raised inside (emit, task results, timers)
-        # always get in, so a dispatcher can never block on its own lane.
-        self._lanes: list[asyncio.Queue[Event | str]] = [asyncio.Queue() for _ in range(DISPATCH_LANES)]
-        self._stalled = full_disk.Stalled(self.db, self._requeue)  # events that hit a full disk, until it takes writes
-        self._waiting = 0
         self.metrics = Metrics()
         self._app = web.Application(client_max_size=config.http.max_body_bytes)
         self._runner: web.AppRunner | None = None
@@ -181,13 +161,23 @@ class Engine:
         self.tasks = TaskQueue(self.db, on_change=lambda task: self.bus.publish(task.view()))
         owner = "engine-" + hashlib.sha256(str(config.data_dir).encode()).hexdigest()[:12]  # one per data folder
         self.sandbox = Sandbox(config=config.sandbox, scripts_dir=config.scripts_folder, owner=owner)
+        board = AlertBoard(self.bus)
+        upstream = UpstreamSilences(self.db, self._alertmanager_url, lambda: self.http, self.audit_publish)
         services = Services(config=config, directory=self.directory, db=self.db, audit=self.audit, tasks=self.tasks,
                             alerts=self.alerts, delivery=self.delivery, bus=self.bus,
-                            submit=self._submit_internal, board=AlertBoard(self.bus), cancel_task=self.cancel_task,
-                            upstream=UpstreamSilences(self.db, self._alertmanager_url, lambda: self.http,
-                                                      self.audit_publish))
+                            submit=self._submit_internal, board=board, cancel_task=self.cancel_task,
+                            upstream=upstream)
+        self.silence_sync = SilenceSync(db=self.db, upstream=upstream, alerts=self.alerts, board=board,
+                                        follow=self.delivery.follow, audit=self.audit_publish,
+                                        url=self._alertmanager_url,
+                                        every_s=lambda: self.config.alerts.alertmanager_sync_s)
         self.runtime = Runtime(graph=graph, services=services, journal=self.journal,
                                declared_teams=declared_audiences(teams, self.connectors))
+        # Accepted events wait in lanes (engine/server/dispatch.py). Unbounded as data structures, bounded by
+        # admission: outside senders are refused (503 / "busy") once `max_queued_events` wait, while events raised
+        # inside (emit, task results, timers) always get in, so a dispatcher can never block on its own lane.
+        self.dispatcher = Dispatcher(self.db, lambda event: self.runtime.handle(event),
+                                     on_stalled=self.metrics.count_stalled)
         self.intake = Intake(submit=self.submit, press=self.press, choices=self._choices,
                              resolve=self.directory.resolve)
         self.output_relay = OutputRelay(self.delivery, self.bus)
@@ -220,9 +210,9 @@ class Engine:
         if self.state != "running":
             self.metrics.refused += len(events)
             raise Busy(f"engine is {self.state}, not accepting events")
-        if self._waiting + len(events) > self.config.max_queued_events:
+        if self.dispatcher.waiting + len(events) > self.config.max_queued_events:
             self.metrics.refused += len(events)
-            raise Busy(f"{self._waiting} events are waiting to be handled")
+            raise Busy(f"{self.dispatcher.waiting} events are waiting to be handled")
         try:
             await self._accept([self._on_scale(event) for event in events], acknowledge)
         except DurabilityError as exc:  # journaling them failed: the sender keeps them and sends them again
@@ -251,7 +241,7 @@ class Engine:
     @property
     def waiting(self) -> int:
         """Accepted events whose rule runs have not finished yet."""
-        return self._waiting
+        return self.dispatcher.waiting
 
     async def _submit_internal(self, events: Sequence[Event]) -> None:
         """Events raised by rules, tasks and timers: never refused for load (see the queue's comment)."""
@@ -263,7 +253,7 @@ class Engine:
         if acknowledge is not None:
             await acknowledge(events)
         for event, body in new:
-            self._enqueue(event, body)
+            self.dispatcher.enqueue(event, body)
 
     async def press(
         self, button_id: str, actor: Actor, reply_to: ReplyTo | None, *, acknowledge: Acknowledge | None = None
@@ -394,8 +384,7 @@ class Engine:
         # before any event is handled: stateful clauses need their state; schedules are planned, stale state dropped
         self._detach_stateful = self.stateful.attach()
         await self.stateful.on_graph_swapped(None, self.runtime.graph)
-        for n, lane in enumerate(self._lanes):
-            self._spawn(f"dispatcher-{n}", functools.partial(self._dispatch, lane))
+        self.dispatcher.start(self._spawn)
         recovered = None
         if self.config.queue.redis_url:  # tasks run in `herald worker` processes
             await self._start_remote_tasks()
@@ -407,7 +396,7 @@ class Engine:
             self._spawn("task-adoption", functools.partial(self._workers.adopt, recovered.adoptions))
         self._spawn("output-relay", self.output_relay.run)
         self._spawn("housekeeping", self._housekeeping)
-        self._spawn("stalled-events", self._stalled.run)
+        self._spawn("alertmanager-silences", self.silence_sync.run)  # idle while no alertmanager_url is set
         self.state = "running"
         for name, fn in self._until_running:
             self._spawn(name, fn)
@@ -420,7 +409,7 @@ class Engine:
             await self.runtime.task_finished(task)
             self.tasks.reported(task.task_id)
         for event, body in await self.journal.unfinished():
-            self._enqueue(event, body)  # accepted before a stop or crash: handle it now
+            self.dispatcher.enqueue(event, body)  # accepted before a stop or crash: handle it now
         # timers that came due while Herald was down fire once, after a grace for clients to reconnect
         self._spawn("timers", functools.partial(self.timers.run, grace_s=self.config.start_grace_s))
         self.bus.publish(await self.audit.append("engine.started", "system", rules=len(self.graph.rules),
@@ -519,31 +508,3 @@ class Engine:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s crashed", task.get_name(), exc_info=task.exception())
-
-    def _enqueue(self, event: Event, body: str) -> None:
-        """Queue an accepted event for its rule runs. Past `WAITING_AS_OBJECTS` waiting events (a burst), the queue
-        holds the event's journaled body instead of the event: about 0.5 kB instead of 3 kB each, for ~3 us to read
-        it back when its turn comes (what runs is then exactly what a replay after a crash would run)."""
-        self._waiting += 1
-        self._lanes[lane_of(event)].put_nowait(event if self._waiting <= WAITING_AS_OBJECTS else body)
-
-    def _requeue(self, item: Event | str) -> None:
-        event = item if isinstance(item, Event) else Event.model_validate_json(item)
-        self._waiting += 1
-        self._lanes[lane_of(event)].put_nowait(item)
-
-    async def _dispatch(self, lane: asyncio.Queue[Event | str]) -> None:
-        while True:
-            item = await lane.get()
-            try:
-                event = item if isinstance(item, Event) else Event.model_validate_json(item)
-                await self.runtime.handle(event)
-            except DurabilityError as exc:  # not handled: it waits for the disk, then runs again (same run ids)
-                log.warning("event %s waits for the data disk: %s", event.id, exc)
-                self.metrics.stalled += 1
-                self._stalled.add(item)
-            except Exception:
-                log.exception("handling event %s failed; it stays in the journal for replay",
-                              item.id if isinstance(item, Event) else item[:80])
-            finally:
-                self._waiting -= 1

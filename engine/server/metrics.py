@@ -21,6 +21,7 @@ from engine.core.store import Database
 from engine.delivery.delivery import Delivery
 from engine.delivery.outbox import Outbox
 from engine.runs.runtime import Runtime
+from engine.runs.silence_sync import SilenceSync
 from engine.tasks.queue import TaskQueue
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -35,12 +36,15 @@ class Metrics:
     def __init__(self) -> None:
         self.started = time.time()
         self.accepted: Counter[str] = Counter(dict.fromkeys(EVENT_KINDS, 0))  # events journaled, by kind
-        self.stalled = 0  # accepted events whose rule runs hit a full disk and waited for it (engine.server.stalled)
+        self.stalled = 0  # accepted events whose rule runs hit a full disk and waited for it (engine.server.dispatch)
         self.refused = 0  # events refused with "busy" (503 / a busy reply): the queue was full or Herald stopping
         self.unknown_severities = 0  # alerts that arrived with a severity neither on the scale nor an alias
 
     def count_accepted(self, kinds: Iterable[str]) -> None:
         self.accepted.update(kinds)
+
+    def count_stalled(self) -> None:
+        self.stalled += 1
 
 
 def _escape(value: str) -> str:
@@ -94,6 +98,8 @@ class Observed(Protocol):
     def outbox(self) -> Outbox: ...
     @property
     def tasks(self) -> TaskQueue: ...  # its `outage`: /healthz and herald_queue_up
+    @property
+    def silence_sync(self) -> SilenceSync: ...  # its `reachable`: herald_alertmanager_up
 
 
 async def render(engine: Observed) -> str:
@@ -132,6 +138,9 @@ async def render(engine: Observed) -> str:
         *_family("herald_tasks", "gauge", "Tasks in the queue's table, by status.", tasks, "status"),
         *_family("herald_queue_up", "gauge", "1 while tasks can be handed to workers (0: Redis unreachable; the "
                  "embedded queue is always 1).", int(engine.tasks.outage is None)),
+        *_family("herald_alertmanager_up", "gauge", "1 while Alertmanager's silences can be read (0: unreachable, "
+                 "Herald's view of them waits; -1: no alertmanager_url or not asked yet).",
+                 {True: 1, False: 0, None: -1}[engine.silence_sync.reachable]),
         *_family("herald_storage_up", "gauge", "1 while the data disk takes writes (0: full or failing; new events "
                  "are refused until it recovers).", int(engine.db.trouble is None)),
         *_family("herald_rules", "gauge", "Rules in the running graph.", len(engine.graph.rules)),

@@ -28,6 +28,7 @@ async def publish_recent(bus: Bus, board: AlertBoard, *, journal: Journal, alert
         sent = await outbox.notifications_of_alert(fingerprint, limit=1)
         buttons = all_buttons(sent[-1].message) if sent else ()  # the board shows those that apply
         board.restore(fingerprint, acknowledged_by=status.acknowledged_by, muted_until=status.muted_until,
+                      escalations=status.escalations,
                       buttons=tuple(Button(id=b.handle, label=b.label, action=b.action, arg=b.arg) for b in buttons))
     for run in await db.call(runtime.recent_runs, limit):  # with their final states
         bus.publish(run)

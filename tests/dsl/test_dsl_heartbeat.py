@@ -37,3 +37,26 @@ def test_it_is_checked_like_any_trigger() -> None:
     assert problems("on alert missing Watchdog for 10m notify nobody\n") == ["1:42: unknown team 'nobody'"]
     [syntax] = compile_text("on alert missing Watchdog notify ops\n").diagnostics
     assert syntax.span.line == 1 and "'for'" in syntax.message
+
+
+NAMELESS = ("rules/ops.rules:{line}:{col}: 'on alert missing' needs the name of the heartbeat alert, e.g. "
+            "'on alert missing Watchdog for 10m'")
+
+
+def test_a_forgotten_alert_name_is_said_plainly_at_its_place() -> None:
+    def rendered(text: str) -> str:
+        result = compile_text(text)
+        assert len(result.diagnostics) == 1
+        return result.render_all()
+
+    # lark would read 'for' as the name and say "expected 'for' after 'for', found '10m'"
+    assert rendered("on alert missing for 10m notify ops\n").splitlines() == [
+        NAMELESS.format(line=1, col=18),
+        "   on alert missing for 10m notify ops",
+        "                    ^^^",
+        "   hint: the name is the alertname of the alert that should keep arriving (Alertmanager's Watchdog)"]
+    assert rendered("rule wd:\n  on alert missing for 10m\n  notify ops\n").startswith(NAMELESS.format(line=2, col=20))
+    assert rendered("on alert missing 10m notify ops\n").startswith(NAMELESS.format(line=1, col=18))
+    assert rendered("on alert missing\n").startswith(NAMELESS.format(line=1, col=17))
+    # with the name there, a forgotten 'for D' is still said as before
+    assert "expected 'for' after 'Watchdog'" in rendered("on alert missing Watchdog notify ops\n")

@@ -6,7 +6,7 @@ of its own again; a restart mid-storm continues the same digest. The engine's cl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -174,6 +174,58 @@ async def test_a_restart_mid_storm_continues_the_same_digest(tmp_path: Path,
                                                           for line in posted.text.splitlines())),
                              "Storm12 resolved in the digest")
             assert len(platform_server.chat_messages(ROOM)) == 4
+
+
+async def test_a_finished_digest_follows_its_alerts_across_a_restart_with_one_edit_for_many(
+        tmp_path: Path, platform_server: LoopchatServer) -> None:
+    clock = ManualClock(START)
+    config = _config(tmp_path, platform_server, storm_threshold=2, storm_window_s=60)
+    with installed_plugin(tmp_path, "loopchat", "tests.connectors.loopchat:integration"):
+        async with _engine(config, clock) as engine:
+            await _post(engine, range(0, 8))
+            await settle(engine)
+            posted = await eventually(lambda: asyncio.sleep(0, _room_digest_lists(platform_server, 6)),
+                                      "a digest of 6")
+            # the storm is over: the next alert after the window is a message of its own
+            clock.advance(61)
+            await _post(engine, range(8, 9))
+            await settle(engine)
+            await eventually(lambda: asyncio.sleep(0, len(platform_server.chat_messages(ROOM)) == 4),
+                             "Storm8 on its own")
+            # during the storm or after it: an acknowledged alert's line says so
+            board = {a.fingerprint: a for a in engine.bus.snapshot().alerts}
+            ack = next(b.id for b in board["fp-3"].buttons if b.action == "ack")
+            async with ChatClient.connect(f"ws://127.0.0.1:{engine.port}/chat", ALICE_TOKEN) as alice:
+                pressed = await alice.press(ack)
+                reply = await alice.wait_for(lambda f: f.get("in_reply_to") == pressed)
+                assert str(reply.get("text")).startswith("Acknowledged"), reply
+            await eventually(lambda: asyncio.sleep(0, _line(posted.text, "Storm3").endswith(
+                "— ✅ acknowledged by alice")), "Storm3 acknowledged in the finished digest")
+        async with _engine(config, clock) as engine:  # the finished digest still follows after a restart
+            edits = posted.edits
+            await _post(engine, range(2, 8), status="resolved")  # all six alerts of the digest, in one request
+            await settle(engine)
+            await eventually(lambda: asyncio.sleep(0, all(_line(posted.text, f"Storm{n}").endswith("— ✔ resolved")
+                                                          for n in range(2, 8))),
+                             "the six alerts resolved in the finished digest")
+            assert posted.edits - edits < 6, f"{posted.edits - edits} edits of the digest for 6 resolves"
+            assert len(platform_server.chat_messages(ROOM)) == 4  # edited in place: no new message
+
+            # every alert of the finished digest resolved: it is let go, its message final
+            async def kept() -> int:
+                return int(await engine.db.call(lambda c: c.execute(
+                    "SELECT (SELECT count(*) FROM finished_storms) + (SELECT count(*) FROM storm_lines)")
+                    .fetchone()[0]))
+
+            await eventually(lambda: _is_zero(kept()), "the finished digest let go")
+
+
+async def _is_zero(count: Awaitable[int]) -> bool:
+    return await count == 0
+
+
+def _line(text: str, name: str) -> str:
+    return next((line for line in text.splitlines() if line.startswith(f"• CRITICAL {name} ")), "")
 
 
 def _room_digest_lists(server: LoopchatServer, count: int) -> Any:

@@ -12,7 +12,7 @@ import pytest
 
 from engine.cli.client import alert_payload
 from engine.core.config import Config
-from engine.server import app as engine_app
+from engine.server import dispatch
 from engine.server.app import Engine
 from engine.testing import ChatClient
 from tests.support import ALICE_TOKEN, chat_url, http_url, stalled_engine
@@ -65,7 +65,7 @@ async def test_a_burst_kept_as_journal_bodies_is_handled_like_any_other(
     """Past WAITING_AS_OBJECTS waiting events the queue keeps each event's journaled JSON (here: from the first),
     and the rule runs get the same event back: the default rules notify ops of a critical database alert."""
     engine, gate = stalled
-    monkeypatch.setattr(engine_app, "WAITING_AS_OBJECTS", 0)
+    monkeypatch.setattr(dispatch, "WAITING_AS_OBJECTS", 0)
     async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
         for service in ("database", "web"):
             payload = alert_payload({"severity": "critical", "service": service, "alertname": "Down"},

@@ -7,8 +7,11 @@ output, and that each protection holds from inside the container.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -334,3 +337,36 @@ async def test_an_idle_service_exits_and_the_next_run_starts_it_again(scripts_di
         await sb.close()
         for pid in _service_pids(url):  # only if a failure above left it running
             os.kill(pid, 15)
+
+
+_LAZY_PROBE = """
+import asyncio, json, sys
+from pathlib import Path
+from engine.sandbox.runner import Sandbox, SandboxConfig
+
+def loaded():
+    return sorted({m.split('.')[0] for m in sys.modules} & {'podman', 'requests'})
+
+async def main():
+    sandbox = Sandbox(config=SandboxConfig(podman_url=sys.argv[1], autostart=False), scripts_dir=Path(sys.argv[2]),
+                      owner='lazy-probe-' + sys.argv[3])
+    await sandbox.start()
+    await sandbox.remove_leftovers()
+    at_start = loaded()
+    result = await sandbox.run('exit.sh', ['0'], timeout_s=20, task_id='lazy')
+    await sandbox.close()
+    print(json.dumps({'problem': sandbox.problem, 'at_start': at_start, 'after_run': loaded(),
+                      'exit_code': result.exit_code}))
+
+asyncio.run(main())
+"""
+
+
+def test_podman_py_is_loaded_with_the_first_run_not_at_start(podman_url: str, scripts_dir: Path) -> None:
+    """The start-up check and the leftover listing speak Podman's REST API with the standard library; podman-py and
+    requests (~9 MiB resident) come with the first run (issue 13's memory budget for an idle engine)."""
+    probe = subprocess.run([sys.executable, "-c", _LAZY_PROBE, podman_url, str(scripts_dir), uuid.uuid4().hex[:8]],
+                           cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert seen == {"problem": None, "at_start": [], "after_run": ["podman", "requests"], "exit_code": 0}, seen

@@ -339,6 +339,8 @@ def digest_mark(status: AlertStatus) -> str:
     parts = []
     if status.acknowledged_by:
         parts.append(f"✅ acknowledged by {status.acknowledged_by}")
+    elif status.unacknowledged_by:  # open again: said, so the line does not just lose its acknowledgement
+        parts.append(f"↩ unacknowledged by {status.unacknowledged_by}")
     if status.muted_until is not None:
         parts.append(f"🔕 muted until {status.muted_until:%H:%M} UTC")
     if status.escalations:

@@ -201,6 +201,15 @@ async def test_a_finished_digest_follows_its_alerts_across_a_restart_with_one_ed
                 assert str(reply.get("text")).startswith("Acknowledged"), reply
             await eventually(lambda: asyncio.sleep(0, _line(posted.text, "Storm3").endswith(
                 "— ✅ acknowledged by alice")), "Storm3 acknowledged in the finished digest")
+            # and an unacknowledged one's line says that (the board offers Unacknowledge once it is acknowledged)
+            unack = next(b.id for b in {a.fingerprint: a for a in engine.bus.snapshot().alerts}["fp-3"].buttons
+                         if b.action == "unack")
+            async with ChatClient.connect(f"ws://127.0.0.1:{engine.port}/chat", ALICE_TOKEN) as alice:
+                pressed = await alice.press(unack)
+                reply = await alice.wait_for(lambda f: f.get("in_reply_to") == pressed)
+                assert str(reply.get("text")).startswith("Unacknowledged"), reply
+            await eventually(lambda: asyncio.sleep(0, _line(posted.text, "Storm3").endswith(
+                "— ↩ unacknowledged by alice")), "Storm3 unacknowledged in the finished digest")
         async with _engine(config, clock) as engine:  # the finished digest still follows after a restart
             edits = posted.edits
             await _post(engine, range(2, 8), status="resolved")  # all six alerts of the digest, in one request

@@ -384,8 +384,8 @@ class AstBuilder(ConditionCallbacks, Transformer[Token, Any]):
         return Piece("buttons", self.cover(children[0], children[-1]), refs)
 
     def button(self, children: list[Token]) -> ButtonRef:
-        arg = children[1] if len(children) > 1 else None
-        return ButtonRef(str(children[0]), str(arg) if arg is not None else None, self.cover(children[0], children[-1]))
+        arg = " ".join(str(word) for word in children[1:]) or None  # a duration, or "until resolved"
+        return ButtonRef(str(children[0]), arg, self.cover(children[0], children[-1]))
 
     def reply(self, children: list[Token]) -> Reply:
         text = children[1]

@@ -25,6 +25,8 @@ from dsl.loops import emit_loops
 from dsl.values import duration_seconds, format_duration
 
 MUTE_MIN_S, MUTE_MAX_S = 60, 7 * 24 * 3600  # a Mute button's duration: a minute to a week
+# A Mute that the alert's resolve ends (at the latest after MUTE_MAX_S: a source that never resolves it).
+MUTE_UNTIL_RESOLVED = "until resolved"
 
 
 def check_files(files: Sequence[RuleFile], catalog: Catalog) -> list[Diagnostic]:
@@ -144,7 +146,11 @@ def _check_buttons(rules: Sequence[Rule], catalog: Catalog) -> Iterator[Diagnost
                     problem = mute_problem(button.arg)
                     if problem is not None:
                         yield Diagnostic(button.span or action.span, problem,
-                                         hint="for example: with buttons ack, mute 30m, mute 4h")
+                                         hint="for example: with buttons ack, mute 30m, mute until resolved")
+                elif button.arg == MUTE_UNTIL_RESOLVED:
+                    yield Diagnostic(button.span or action.span,
+                                     f"only a mute button can last 'until resolved', not '{button.name}'",
+                                     hint="for example: with buttons ack, mute until resolved")
                 if button.name not in handled and button.name not in catalog.buttons:
                     yield Diagnostic(button.span or action.span,
                                      f"no rule handles the button '{button.name}', so pressing it does nothing",
@@ -152,9 +158,12 @@ def _check_buttons(rules: Sequence[Rule], catalog: Catalog) -> Iterator[Diagnost
 
 
 def mute_problem(arg: str | None) -> str | None:
-    """Why `mute ARG` cannot be a Mute button (the engine mutes for ARG when it is pressed), or None."""
+    """Why `mute ARG` cannot be a Mute button (the engine mutes for ARG when it is pressed, or until the alert
+    resolves: `mute until resolved`), or None."""
     if arg is None:
-        return "a mute button needs a duration, such as 'mute 1h'"
+        return "a mute button needs a duration, such as 'mute 1h', or 'mute until resolved'"
+    if arg == MUTE_UNTIL_RESOLVED:
+        return None
     seconds = duration_seconds(arg)
     if not MUTE_MIN_S <= seconds <= MUTE_MAX_S:
         return f"a mute lasts from {format_duration(MUTE_MIN_S)} to {format_duration(MUTE_MAX_S)}, not {arg}"

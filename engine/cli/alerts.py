@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from dsl.checks import MUTE_UNTIL_RESOLVED
 from engine.cli.common import EXIT_FAILED, EXIT_OK, EngineAddress, add_client_args, engine_url, load_for, read_token
 from engine.client.remote import parse_frame, stream_url
 from engine.client.snapshots import AlertView, Snapshot
@@ -41,7 +42,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ack = kinds.add_parser("ack", help="acknowledge an alert (as the API token's person)")
     unack = kinds.add_parser("unack", help="return an acknowledged alert to open: its escalation resumes")
     mute = kinds.add_parser("mute", help="mute an alert with one of the Mute buttons it was sent with")
-    mute.add_argument("--for", dest="duration", metavar="D", help="which Mute button: 1h, 4h... (default: the first)")
+    mute.add_argument("--for", dest="duration", metavar="D",
+                      help="which Mute button: 1h, 4h... or resolved (`mute until resolved`); default: the first")
     kinds.add_parser("silences", help="the alerts muted now, and until when")
     for parser in (show, ack, unack, mute):
         parser.add_argument("alert", help="a fingerprint (or its start) or an alert name")
@@ -128,6 +130,8 @@ def _find(alerts: Sequence[AlertView], wanted: str) -> AlertView:
 
 
 async def _press(ws: aiohttp.ClientWebSocketResponse, alert: AlertView, action: str, duration: str | None) -> int:
+    if duration == "resolved":
+        duration = MUTE_UNTIL_RESOLVED
     buttons = [b for b in alert.buttons if b.action == action and (duration is None or b.arg == duration)]
     name = alert.name or alert.fingerprint
     if not buttons and alert.status == "firing" and action in ("ack", "unack"):

@@ -54,6 +54,7 @@ class AlertStatus:
     muted_by: str | None = None
     muted_until: datetime | None = None
     muted_in: str | None = None  # where the silence lives when it is not Herald's own ("Alertmanager")
+    muted_until_resolved: bool = False  # a `mute until resolved`: the resolve ends it (muted_until: at the latest)
     resolved_at: datetime | None = None
     escalations: tuple[Escalated, ...] = ()
 

@@ -93,6 +93,8 @@ def status_lines(status: AlertStatus) -> list[str]:
     if status.muted_until is not None and status.muted_in:
         lines.append(f"🔕 Silenced in {status.muted_in} by {status.muted_by or 'someone'} "
                      f"until {status.muted_until:%H:%M} UTC")
+    elif status.muted_until is not None and status.muted_until_resolved:
+        lines.append(f"🔕 Muted by {status.muted_by or 'someone'} until resolved")
     elif status.muted_until is not None:
         lines.append(f"🔕 Muted by {status.muted_by or 'someone'} until {status.muted_until:%H:%M} UTC")
     for step in status.escalations:

@@ -60,9 +60,10 @@ CREATE INDEX IF NOT EXISTS escalation_paused_alert ON escalation_paused(fingerpr
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Give a store made before mutes could come from Alertmanager its `muted_in` column (None: muted in Herald),
-    and one made before unacknowledgements its two columns."""
+    one made before unacknowledgements its two columns, and one made before `mute until resolved` its `mute_ends`
+    ("resolved": the resolve ends the mute; None: its time does)."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(alert_state)")}
-    for column in ("muted_in", "unacknowledged_by", "unacknowledged_at"):
+    for column in ("muted_in", "unacknowledged_by", "unacknowledged_at", "mute_ends"):
         if column not in have:
             conn.execute(f"ALTER TABLE alert_state ADD COLUMN {column} TEXT")
 
@@ -186,18 +187,22 @@ class AlertState:
 
         return await self._db.write(_take)
 
-    async def mute(self, fingerprint: str, by: str, duration: timedelta) -> datetime:
-        return await self.mute_until(fingerprint, by, datetime.now(UTC) + duration)
+    async def mute(self, fingerprint: str, by: str, duration: timedelta, *, until_resolved: bool = False) -> datetime:
+        """Mute the alert for `duration`; `until_resolved`: the alert's resolve ends it (`duration` is the most it
+        lasts, for a source that never says the alert resolved), and its messages say "until resolved"."""
+        return await self.mute_until(fingerprint, by, datetime.now(UTC) + duration,
+                                     ends="resolved" if until_resolved else None)
 
-    async def mute_until(self, fingerprint: str, by: str, until: datetime, *, muted_in: str | None = None) -> datetime:
+    async def mute_until(self, fingerprint: str, by: str, until: datetime, *, muted_in: str | None = None,
+                         ends: str | None = None) -> datetime:
         """Mute the alert until `until`; `muted_in` names where the silence lives when it is not Herald's own
         ("Alertmanager": a silence made there, which Herald follows)."""
         await self._db.write(
             lambda conn: conn.execute(
-                "INSERT INTO alert_state (fingerprint, muted_until, muted_by, muted_in) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(fingerprint) DO UPDATE SET muted_until = excluded.muted_until, "
-                "muted_by = excluded.muted_by, muted_in = excluded.muted_in",
-                (fingerprint, until.isoformat(), by, muted_in),
+                "INSERT INTO alert_state (fingerprint, muted_until, muted_by, muted_in, mute_ends) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(fingerprint) DO UPDATE SET muted_until = excluded.muted_until, "
+                "muted_by = excluded.muted_by, muted_in = excluded.muted_in, mute_ends = excluded.mute_ends",
+                (fingerprint, until.isoformat(), by, muted_in, ends),
             )
         )
         self._muted[fingerprint] = until
@@ -207,7 +212,8 @@ class AlertState:
         """The silence ended before its time (expired in Alertmanager): the alert is heard again."""
         self._muted.pop(fingerprint, None)
         await self._db.write(lambda conn: conn.execute(
-            "UPDATE alert_state SET muted_until = NULL, muted_by = NULL, muted_in = NULL WHERE fingerprint = ?",
+            "UPDATE alert_state SET muted_until = NULL, muted_by = NULL, muted_in = NULL, mute_ends = NULL "
+            "WHERE fingerprint = ?",
             (fingerprint,)))
 
     async def load(self) -> None:
@@ -239,7 +245,8 @@ class AlertState:
                            unacknowledged_by=row["unacknowledged_by"],
                            unacknowledged_at=_when(row["unacknowledged_at"]),
                            muted_by=row["muted_by"] if muted else None, muted_until=until if muted else None,
-                           muted_in=row["muted_in"] if muted else None, escalations=escalations)
+                           muted_in=row["muted_in"] if muted else None,
+                           muted_until_resolved=muted and row["mute_ends"] == "resolved", escalations=escalations)
 
     async def resolved(self, fingerprint: str) -> AlertStatus:
         """A resolved alert forgets its acknowledgement, mute and stopped escalations, so the next firing is news

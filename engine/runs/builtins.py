@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from dsl import EventGraph
-from dsl.checks import mute_problem
+from dsl.checks import MUTE_MAX_S, MUTE_UNTIL_RESOLVED, mute_problem
 from dsl.values import duration_seconds
 from engine.core.events import ButtonData, CommandData, Event
 from engine.delivery.delivery import HERALD_CHAT, person_chat
@@ -213,9 +213,12 @@ async def press(event: Event, data: ButtonData, services: Services) -> None:
     elif data.action == "unack":
         text = await unacknowledge(data.alert_fingerprint, presser, services)
     elif (problem := mute_problem(data.arg)) is None:  # the compiler checked it; the binding is signed
-        until = await services.alerts.mute(data.alert_fingerprint, presser,
-                                           timedelta(seconds=duration_seconds(data.arg or "")))
-        text = f"Muted by {presser} until {until.isoformat(timespec='minutes')}."
+        until_resolved = data.arg == MUTE_UNTIL_RESOLVED
+        seconds = MUTE_MAX_S if until_resolved else duration_seconds(data.arg or "")
+        until = await services.alerts.mute(data.alert_fingerprint, presser, timedelta(seconds=seconds),
+                                           until_resolved=until_resolved)
+        text = (f"Muted by {presser} until the alert resolves (at the latest {until.isoformat(timespec='minutes')})."
+                if until_resolved else f"Muted by {presser} until {until.isoformat(timespec='minutes')}.")
         if services.upstream is not None:
             text += await services.upstream.mirror(data.source_event, until, presser)
         services.board.pressed(data.alert_fingerprint, "mute", muted_until=until)

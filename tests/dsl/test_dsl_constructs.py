@@ -289,8 +289,18 @@ def test_self_emit_is_a_loop() -> None:
 def test_mute_buttons_offer_any_duration_from_a_minute_to_a_week() -> None:
     result = compile_text("on alert notify ops with buttons ack, mute 30m, mute 4h, mute 7d")
     assert result.graph is not None and result.diagnostics == ()
-    for text, message in [("mute", "a mute button needs a duration, such as 'mute 1h'"),
+    for text, message in [("mute", "a mute button needs a duration, such as 'mute 1h', or 'mute until resolved'"),
                           ("mute 30s", "a mute lasts from 1m to 7d, not 30s"),
                           ("mute 8d", "a mute lasts from 1m to 7d, not 8d")]:
         result = compile_text(f"on alert notify ops with buttons ack, {text}")
         assert result.graph is None and [d.message for d in result.diagnostics] == [message], text
+
+
+def test_a_mute_button_may_last_until_the_alert_resolves() -> None:
+    graph = compile_ok("on alert notify ops with buttons ack, mute until resolved, mute 4h").graph
+    assert graph is not None
+    [rule] = graph.rules
+    assert [(b.name, b.arg) for b in rule.button_specs] == [("ack", None), ("mute", "until resolved"), ("mute", "4h")]
+    result = compile_text("on alert notify ops with buttons ack until resolved, mute 1h")
+    assert result.graph is None
+    assert [d.message for d in result.diagnostics] == ["only a mute button can last 'until resolved', not 'ack'"]

@@ -156,3 +156,37 @@ async def _room_says(server: LoopchatServer, text: str) -> Any:
 
 def _payload(posted: Any, label: str) -> str:
     return next(b["callback_data"] for b in posted.buttons if b["text"] == label)
+
+
+async def test_a_mute_until_resolved_lasts_until_the_resolve(tmp_path: Path, platform_server: LoopchatServer) -> None:
+    """`with buttons ack, mute until resolved`: the press mutes the alert with no end of its own ("until resolved" on
+    every message, a week at most in the alert's record); the resolve ends it, and the next firing is heard."""
+    with installed_plugin(tmp_path, "loopchat", "tests.connectors.loopchat:integration"):
+        config = _config(tmp_path, platform_server)
+        (config.rules_dir / "ops.rules").write_text("on alert notify ops with buttons ack, mute until resolved\n")
+        async with running_engine(config, integrations=discover()) as engine, \
+                ChatClient.connect(f"ws://127.0.0.1:{engine.port}/chat", ALICE_TOKEN) as alice:
+            await _post(engine, "firing")
+            note = await alice.wait_for(lambda f: f["type"] == "notification")
+            assert [b["label"] for b in note["buttons"]] == ["Acknowledge", "Mute until resolved"]
+            pid = await alice.press(note["buttons"][1]["id"])
+            answer = await alice.wait_for(lambda f: f.get("in_reply_to") == pid and f["type"] == "reply")
+            assert answer["text"].startswith("Muted by alice until the alert resolves (at the latest "), answer
+            muted = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Muted" in f["text"])
+            assert "🔕 Muted by alice until resolved" in muted["text"]
+            assert [b["label"] for b in muted["buttons"]] == ["Acknowledge"]
+            await eventually(lambda: _room_says(platform_server, "Muted by alice until resolved"), "the room's edit")
+
+            async with aiohttp.ClientSession() as http, http.get(
+                    f"http://127.0.0.1:{engine.port}/api/v1/alerts/fp-disk",
+                    headers={"Authorization": f"Bearer {engine.api_token}"}) as response:
+                record = await response.json()
+            assert record["muted_until_resolved"] is True, record
+
+            await _post(engine, "resolved")
+            done = await alice.wait_for(lambda f: f["type"] == "notification_edit" and "Resolved" in f["text"])
+            assert "Muted by alice until resolved" in done["text"] and done["buttons"] == []
+            assert not (await engine.alerts.status("fp-disk")).muted_until_resolved
+            await _post(engine, "firing", starts="2026-01-01T03:00:00Z")  # heard again: the mute ended
+            again = await alice.wait_for(lambda f: f["type"] == "notification" and f["seq"] != note["seq"])
+            assert "muted" not in again["text"].lower(), again["text"]

@@ -121,7 +121,7 @@ async def silence_where(action: SilenceWhereAction, run: RuleRun, services: Serv
     await state.timers.schedule(END, silence.until, f"{END}:{silence.id}", {"id": silence.id})
     await services.audit_publish("silence.created", by or "system", rule=run.rule.name, silence=silence.id,
                                  matchers=silence.matcher_text(), until=silence.until.isoformat(timespec="seconds"))
-    silence = await _mirror(services, silence)
+    silence = await _mirror(services, silence, by or "system")
     muted = 0
     for alert in services.board.firing_alerts():
         if silence.covers(alert.labels):
@@ -131,7 +131,7 @@ async def silence_where(action: SilenceWhereAction, run: RuleRun, services: Serv
                                  f"({muted} firing now)")
 
 
-async def _mirror(services: Services, silence: HeraldSilence) -> HeraldSilence:
+async def _mirror(services: Services, silence: HeraldSilence, actor: str) -> HeraldSilence:
     """Make the silence in Alertmanager too, when one is configured; Herald's holds whatever it answers."""
     if services.upstream is None or services.config.alerts.alertmanager_url is None:  # (read at each use)
         return silence
@@ -152,7 +152,7 @@ async def _mirror(services: Services, silence: HeraldSilence) -> HeraldSilence:
     await services.db.write(lambda conn: conn.execute(
         "UPDATE herald_silences SET upstream_id = ?, upstream_until = ? WHERE id = ?",
         (upstream_id, ends.isoformat(), silence.id)))
-    await services.audit_publish("silence.upstream", silence.created_by, silence=silence.id, upstream=upstream_id,
+    await services.audit_publish("silence.upstream", actor, silence=silence.id, upstream=upstream_id,
                                  until=silence.until.isoformat(timespec="seconds"))
     return dataclasses.replace(silence, upstream_id=upstream_id, upstream_until=ends)
 

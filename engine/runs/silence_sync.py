@@ -10,6 +10,8 @@ Every `alertmanager_sync_s` (30 s by default) Herald reads `GET /api/v2/silences
   muted in Herald as "Silenced in Alertmanager by X until T" (audited `silence.upstream_seen`), so Herald's own
   notifications and escalation steps for it stop too, as Alertmanager's do; when that silence ends, expires or stops
   covering the alert, so does the mute (`silence.upstream_ended`). A longer mute of Herald's own is left as it is.
+- a Herald silence by labels (`silence alert where ...`, engine.runs.herald_silences) is Herald's own too: its
+  Alertmanager twin is never taken for one made there, and expired there before its time, Herald's silence ends.
 
 Each change edits the alert's messages (Delivery.follow). Matchers follow Alertmanager's semantics: a missing label
 is the empty string; `isRegex` is anchored at both ends (Python's `re.fullmatch` stands in for Go's RE2: see
@@ -169,14 +171,14 @@ class SilenceSync:
         silences = await self._db.call(herald_silences.active)
         for ours in silences:
             twin = by_id.get(ours.upstream_id or "")
-            if ours.upstream_id is None or (twin is not None and twin.state != "expired"):
-                continue
-            if twin is not None and ours.upstream_until is not None and twin.ends_at >= ours.upstream_until - SAME_END:
+            if twin is None or twin.state != "expired":
+                continue  # in force there (or forgotten by Alertmanager long after, as _follow_ours takes it)
+            if ours.upstream_until is not None and twin.ends_at >= ours.upstream_until - SAME_END:
                 continue  # ended at its time: Herald's own timer ends Herald's
             if self._end_silence is None:
                 continue
             await self._audit("silence.upstream_changed", "alertmanager", silence=ours.id, upstream=ours.upstream_id,
-                              change="expired", created_by=twin.created_by if twin else "")
+                              change="expired", created_by=twin.created_by)
             await self._end_silence(ours.id, "expired in Alertmanager")
 
     async def _moved(self, fingerprint: str, silence: Silence, until: datetime) -> None:

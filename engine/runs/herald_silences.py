@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import sqlite3
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +31,7 @@ from dsl.plan import SilenceWhereAction
 from dsl.values import duration_seconds, format_duration, is_duration
 from engine.core.events import AlertData, Event
 from engine.core.ids import new_id
+from engine.core.store import Database
 from engine.core.timers import Timer
 from engine.runs import actions
 from engine.runs.run import RuleRun, Services
@@ -94,6 +96,35 @@ def active(conn: sqlite3.Connection) -> list[HeraldSilence]:
         "SELECT * FROM herald_silences WHERE ended_at IS NULL ORDER BY created_at, id")]
 
 
+class _Active:
+    """The active silences of one engine, read once and re-read after this module (their only writer) changed
+    them: every firing alert asks, and a database trip per alert cost 7% of end-to-end throughput."""
+
+    def __init__(self) -> None:
+        self.silences: list[HeraldSilence] | None = None
+        self.generation = 0
+
+    async def get(self, db: Database) -> list[HeraldSilence]:
+        if self.silences is None:
+            generation = self.generation
+            silences = await db.call(active)
+            if generation != self.generation:  # changed meanwhile: what was read may miss it
+                return silences
+            self.silences = silences
+        return self.silences
+
+    def changed(self) -> None:
+        self.silences = None
+        self.generation += 1
+
+
+_ACTIVE: weakref.WeakKeyDictionary[Database, _Active] = weakref.WeakKeyDictionary()
+
+
+def _active(db: Database) -> _Active:
+    return _ACTIVE.setdefault(db, _Active())
+
+
 # -- making one ------------------------------------------------------------------------------------------------
 
 
@@ -118,6 +149,7 @@ async def silence_where(action: SilenceWhereAction, run: RuleRun, services: Serv
         "INSERT INTO herald_silences (id, matchers, created_by, rule, created_at, until) VALUES (?, ?, ?, ?, ?, ?)",
         (silence.id, json.dumps(matchers), silence.created_by, silence.rule, now.isoformat(),
          silence.until.isoformat())))
+    _active(services.db).changed()
     await state.timers.schedule(END, silence.until, f"{END}:{silence.id}", {"id": silence.id})
     await services.audit_publish("silence.created", by or "system", rule=run.rule.name, silence=silence.id,
                                  matchers=silence.matcher_text(), until=silence.until.isoformat(timespec="seconds"))
@@ -180,7 +212,7 @@ async def alert_arrived(state: Stateful, event: Event, data: AlertData) -> bool:
     """A firing alert that an active silence covers is muted before any rule sees it (so no notification)."""
     if data.status != "firing":
         return False
-    silences = await state.services.db.call(active)
+    silences = await _active(state.services.db).get(state.services.db)
     covering = [s for s in silences if s.covers(data.labels) and s.until > state.now()]
     if covering:
         await _mute(state, max(covering, key=lambda s: s.until), data.fingerprint)
@@ -204,6 +236,7 @@ async def end(services: Services, silence_id: str, *, reason: str) -> None:
         return fingerprints
 
     fingerprints = await services.db.write(_close)
+    _active(services.db).changed()
     for fingerprint in fingerprints:
         status = await services.alerts.status(fingerprint)
         if status.muted_in == HERALD:  # not a later Mute or an Alertmanager silence that replaced it

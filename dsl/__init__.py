@@ -45,6 +45,7 @@ from dsl.plan import (
     RunAction,
     ScheduleSpec,
     SilenceAction,
+    SilenceWhereAction,
 )
 from dsl.templates import render_template
 
@@ -76,6 +77,7 @@ __all__ = [
     "RunAction",
     "ScheduleSpec",
     "SilenceAction",
+    "SilenceWhereAction",
     "compile_sources",
     "format_source",
     "parse",

@@ -454,6 +454,32 @@ class Silence:
 
 @quick_init
 @dataclass(frozen=True, slots=True)
+class SilenceMatcher:
+    """`LABEL = "template"` or `LABEL = {field}` in a `silence alert where`; `quoted` keeps how it was written."""
+
+    label: str
+    template: str
+    quoted: bool
+    span: Span
+    label_span: Span | None = None
+    value_span: Span | None = None
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
+class SilenceWhere:
+    """`silence alert where L1 = V1 [and L2 = V2 ...] for D`: every alert whose labels match, now and arriving
+    later, is muted until the silence ends (an Alertmanager silence of equality matchers)."""
+
+    matchers: tuple[SilenceMatcher, ...]
+    for_s: float | None
+    for_field: str | None
+    span: Span
+    for_span: Span | None = None
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
 class EscalationStep:
     """`to TARGET after D` in an `escalate`: D counts from when the escalation was armed (the alert's firing)."""
 
@@ -477,7 +503,7 @@ class Escalate:
     repeat_span: Span | None = None
 
 
-Action: TypeAlias = Notify | Reply | RunScript | Emit | Silence | Escalate
+Action: TypeAlias = Notify | Reply | RunScript | Emit | Silence | SilenceWhere | Escalate
 
 
 @quick_init

@@ -18,6 +18,7 @@ sets the file and line offset and empties the results, and the parser module run
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from lark import Token, Transformer
@@ -50,6 +51,8 @@ from dsl.ast import (
     RunScript,
     ScheduleTrigger,
     Silence,
+    SilenceMatcher,
+    SilenceWhere,
     Span,
     TaskTrigger,
     TeamDecl,
@@ -64,6 +67,7 @@ from dsl.values import duration_seconds, size_bytes, unquote, unslash
 __all__ = ["AstBuilder", "duration_seconds"]
 
 NETWORKS = NETWORK_WORDS
+LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Prometheus' and Alertmanager's label names
 _CLAUSES = frozenset({When, RequireRole, RequireConfirmation, Dedupe, Group, RateLimit, CheckDisk})
 _ALERT_FILTERS = {"status": "the alert status", "severity": "'severity'", "service": "'from'"}
 _RUN_OPTIONS = {
@@ -495,6 +499,35 @@ class AstBuilder(ConditionCallbacks, Transformer[Token, Any]):
             self.span(by),
             self.span(last),
         )
+
+    def silence_matcher(self, children: list[Token]) -> SilenceMatcher:
+        label, value = children[0], children[2]
+        if not LABEL_NAME.fullmatch(str(label)):
+            self.error(self.span(label), f"'{label}' is not a label name",
+                       hint="a label name is letters, digits and _ and does not start with a digit, "
+                            "as Alertmanager's: service, env, alertname")
+        quoted = value.type == "STRING"
+        return SilenceMatcher(str(label), unquote(value) if quoted else str(value), quoted,
+                              self.cover(label, value), self.span(label), self.span(value))
+
+    def silence_where(self, children: list[Any]) -> SilenceWhere:
+        span = self.cover(children[0], children[-1])
+        matchers = tuple(c for c in children if isinstance(c, SilenceMatcher))
+        example = 'silence alert where service = "{command.service}" for 1h'
+        if not matchers:
+            self.error(span, "'silence alert where' needs at least one LABEL = VALUE", hint=example)
+        for i, matcher in enumerate(matchers):
+            if any(m.label == matcher.label for m in matchers[:i]):
+                self.error(matcher.label_span or matcher.span,
+                           f"label '{matcher.label}' is matched twice in this silence")
+        last = children[-1]
+        if not (isinstance(last, Token) and last.type in ("DURATION", "PLACEHOLDER")):
+            self.error(span, "a silence needs an end: add 'for D' (30m, 1h, or a {field} such as {button.arg})",
+                       hint=example)
+            return SilenceWhere(matchers, None, None, span)
+        is_field = last.type == "PLACEHOLDER"
+        return SilenceWhere(matchers, None if is_field else duration_seconds(last),
+                            str(last)[1:-1] if is_field else None, span, self.span(last))
 
     def escalate(self, children: list[Any]) -> Escalate:
         """Steps, then at most one repeat, last; the order of the delays is the checks' (dsl.checks_rule)."""

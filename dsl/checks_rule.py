@@ -39,6 +39,8 @@ from dsl.ast import (
     RunScript,
     ScheduleTrigger,
     Silence,
+    SilenceMatcher,
+    SilenceWhere,
     Span,
     TaskTrigger,
     When,
@@ -361,6 +363,13 @@ def _check_action(action: object, kind: str, known: Mapping[str, str], ctx: Rule
             yield from _field_used(action.for_field, action.for_span or span, kind, known)
         elif not action.for_s:
             yield Diagnostic(action.for_span or span, "a silence of zero seconds silences nothing")
+    elif isinstance(action, SilenceWhere):
+        for matcher in action.matchers:
+            yield from check_template(matcher.template, _template_span(matcher), known, kind)
+        if action.for_field is not None:
+            yield from _field_used(action.for_field, action.for_span or span, kind, known)
+        elif action.for_span is not None and not action.for_s:
+            yield Diagnostic(action.for_span, "a silence of zero seconds silences nothing")
     elif isinstance(action, Escalate):
         yield from _check_escalate(action, ctx)
         if kind != "alert":
@@ -441,6 +450,14 @@ def _size(n: int) -> str:
         if n % size == 0:
             return f"{n // size}{unit}"
     return str(n)
+
+
+def _template_span(matcher: SilenceMatcher) -> Span | None:
+    """Where check_template counts columns from: the opening quote; a bare {field} starts one column later."""
+    at = matcher.value_span
+    if at is None or matcher.quoted:
+        return at
+    return Span(at.path, at.line, at.col - 1, at.end_line, at.end_col)
 
 
 def _field_used(name: str, span: Span, kind: str, known: Mapping[str, str]) -> tuple[Diagnostic, ...]:

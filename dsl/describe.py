@@ -25,6 +25,7 @@ from dsl.plan import (
     RequireRoleStage,
     RunAction,
     SilenceAction,
+    SilenceWhereAction,
 )
 from dsl.printer import escalation_text
 from dsl.values import format_duration, quote
@@ -105,6 +106,13 @@ def _emit(action: EmitAction) -> str:
 def _silence(action: SilenceAction) -> str:
     duration = f"{{{action.duration_field}}}" if action.duration_field else format_duration(action.duration_s or 0)
     return f"silence alert by {action.by_field} for {duration}"
+
+
+@_describes(SilenceWhereAction)
+def _silence_where(action: SilenceWhereAction) -> str:
+    duration = f"{{{action.duration_field}}}" if action.duration_field else format_duration(action.duration_s or 0)
+    matchers = " and ".join(f"{label} = {quote(value)}" for label, value in action.matchers)
+    return f"silence alert where {matchers} for {duration}"
 
 
 @_describes(EscalateAction)

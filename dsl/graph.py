@@ -34,6 +34,7 @@ from dsl.plan import (
     RunAction,
     ScheduleSpec,
     SilenceAction,
+    SilenceWhereAction,
     Stage,
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "ReplyAction",
     "RunAction",
     "SilenceAction",
+    "SilenceWhereAction",
     "compile_conditions",
 ]
 

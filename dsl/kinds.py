@@ -22,6 +22,7 @@ from dsl.ast import (
     RunScript,
     ScheduleTrigger,
     Silence,
+    SilenceWhere,
     TaskTrigger,
     Trigger,
 )
@@ -42,6 +43,7 @@ _ACTIONS: dict[type, str] = {
     RunScript: "run",
     Emit: "emit",
     Silence: "silence",
+    SilenceWhere: "silence",
     Escalate: "escalate",
 }
 _STAGES: dict[type, str] = {

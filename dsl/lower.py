@@ -33,6 +33,7 @@ from dsl.ast import (
     RunScript,
     ScheduleTrigger,
     Silence,
+    SilenceWhere,
     TaskTrigger,
     Value,
     When,
@@ -62,6 +63,7 @@ from dsl.plan import (
     RunAction,
     ScheduleSpec,
     SilenceAction,
+    SilenceWhereAction,
     Stage,
 )
 from dsl.printer import body_lines, print_action, print_clause, print_param, print_trigger
@@ -222,6 +224,9 @@ def _action(action: object, text: str) -> Action:
         return EmitAction(action.event)
     if isinstance(action, Silence):
         return SilenceAction(action.field, action.for_s, action.for_field, _hash(text))
+    if isinstance(action, SilenceWhere):
+        return SilenceWhereAction(tuple((m.label, m.template) for m in action.matchers), action.for_s,
+                                  action.for_field, _hash(text))
     assert isinstance(action, Escalate)
     steps = tuple(EscalateStep(step.target, step.after_s) for step in action.steps)
     return EscalateAction(steps, action.repeat_s, _hash(text))

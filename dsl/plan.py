@@ -89,6 +89,18 @@ class SilenceAction:
 
 @quick_init
 @dataclass(frozen=True, slots=True)
+class SilenceWhereAction:
+    """Silence every alert whose labels equal `matchers` (label, value template), now and arriving later, for
+    `duration_s` or the duration in `duration_field`: a Herald silence, mirrored into Alertmanager."""
+
+    matchers: tuple[tuple[str, str], ...]
+    duration_s: float | None
+    duration_field: str | None
+    fingerprint: str = ""
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
 class EscalateStep:
     """Notify `target` once `after_s` has passed since the escalation was armed."""
 
@@ -107,7 +119,8 @@ class EscalateAction:
     fingerprint: str = ""
 
 
-Action: TypeAlias = NotifyAction | ReplyAction | RunAction | EmitAction | SilenceAction | EscalateAction
+Action: TypeAlias = (NotifyAction | ReplyAction | RunAction | EmitAction | SilenceAction | SilenceWhereAction
+                     | EscalateAction)
 
 # ---- stages -------------------------------------------------------------------------------------------------
 

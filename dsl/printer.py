@@ -43,6 +43,7 @@ from dsl.ast import (
     RunScript,
     ScheduleTrigger,
     Silence,
+    SilenceWhere,
     TaskTrigger,
     TeamDecl,
     Trigger,
@@ -199,6 +200,11 @@ def print_action(action: object) -> str:
     if isinstance(action, Silence):
         duration = f"{{{action.for_field}}}" if action.for_field else _d(action.for_s or 0)
         return f"silence alert by {action.field} for {duration}"
+    if isinstance(action, SilenceWhere):
+        duration = f"{{{action.for_field}}}" if action.for_field else _d(action.for_s or 0)
+        matchers = " and ".join(f"{m.label} = {quote(m.template) if m.quoted else m.template}"
+                                for m in action.matchers)
+        return f"silence alert where {matchers} for {duration}"
     assert isinstance(action, Escalate)
     return escalation_text([(step.target, step.after_s) for step in action.steps], action.repeat_s)
 

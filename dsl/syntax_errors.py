@@ -25,7 +25,7 @@ KEYWORDS = (
     "require", "role", "confirmation", "by", "another", "within", "dedupe", "for", "group", "most", "per",
     "check", "disk", "has", "free", "notify", "saying", "with", "buttons", "reply", "run", "sandboxed",
     "timeout", "retry", "times", "backoff", "memory", "network", "args", "emit", "silence", "escalate", "to",
-    "after", "unless", "acknowledged", "until", "repeat", "missing",
+    "after", "unless", "acknowledged", "until", "repeat", "missing", "where",
 )  # fmt: skip
 
 # What a NAME stands for depends on the word before it.
@@ -44,6 +44,7 @@ _NAME_AFTER = {
     "notify": "a team name",
     "to": "a team name",
     "missing": "an alert name such as Watchdog",
+    "where": "a label name such as service",
     "network": "'none', 'default' or 'allow'",
     ":": "a type such as word, text, int, duration, user or a|b|c",
 }

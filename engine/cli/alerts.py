@@ -44,7 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     mute = kinds.add_parser("mute", help="mute an alert with one of the Mute buttons it was sent with")
     mute.add_argument("--for", dest="duration", metavar="D",
                       help="which Mute button: 1h, 4h... or resolved (`mute until resolved`); default: the first")
-    kinds.add_parser("silences", help="the alerts muted now, and until when")
+    kinds.add_parser("silences", help="the alerts muted now, and until when, and Herald's silences by labels")
     for parser in (show, ack, unack, mute):
         parser.add_argument("alert", help="a fingerprint (or its start) or an alert name")
     for parser in (listing, show, ack, unack, mute, kinds.choices["silences"]):
@@ -68,6 +68,7 @@ async def _act(address: EngineAddress, token: str, args: argparse.Namespace) -> 
                     return EXIT_OK
                 if kind == "silences":
                     print(_table([a for a in snapshot.alerts if a.muted_until]))
+                    print(_silences(await _fetch(http, address.url, token, "/api/v1/silences")))
                     return EXIT_OK
                 alert = _find(snapshot.alerts, args.alert)
                 if kind == "show":
@@ -92,6 +93,29 @@ async def _fetch_history(http: aiohttp.ClientSession, url: str, token: str, fing
         if response.status != 200:
             raise HeraldError(f"the alert's history: {body.get('error', response.status)}")
         return list(body["history"])
+
+
+async def _fetch(http: aiohttp.ClientSession, url: str, token: str, path: str) -> dict[str, Any]:
+    async with http.get(f"{url.rstrip('/')}{path}", headers={"Authorization": f"Bearer {token}"}) as response:
+        body = await response.json()
+        if response.status != 200:
+            raise HeraldError(f"{path}: {body.get('error', response.status)}")
+        return dict(body)
+
+
+def _silences(body: dict[str, Any]) -> str:
+    """Herald's silences by labels (`silence alert where ...`), each with whom and until when."""
+    found = body.get("silences") or []
+    if not found:
+        return "\nno silences by labels"
+    rows = [("SILENCE", "MATCHERS", "BY", "RULE", "UNTIL", "ALERTMANAGER")]
+    for s in found:
+        matchers = ", ".join(f'{m["name"]}="{m["value"]}"' for m in s["matchers"])
+        rows.append((s["id"][-12:], matchers, s["created_by"], s["rule"], s["until"][:16].replace("T", " "),
+                     s.get("alertmanager_id") or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n" + "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                             for row in rows)
 
 
 # What a history line shows of an audit entry's data, in this order (the alert itself is the line's subject).

@@ -90,7 +90,9 @@ def status_lines(status: AlertStatus) -> list[str]:
         lines.append(f"↩ Unacknowledged by {status.unacknowledged_by}{_at(status.unacknowledged_at)}")
     if status.acknowledged_by:
         lines.append(f"✅ Acknowledged by {status.acknowledged_by}{_at(status.acknowledged_at)}")
-    if status.muted_until is not None and status.muted_in:
+    if status.muted_until is not None and status.muted_in == "Herald":  # a silence by labels (herald_silences)
+        lines.append(f"🔕 Silenced by {status.muted_by or 'someone'} until {status.muted_until:%H:%M} UTC")
+    elif status.muted_until is not None and status.muted_in:
         lines.append(f"🔕 Silenced in {status.muted_in} by {status.muted_by or 'someone'} "
                      f"until {status.muted_until:%H:%M} UTC")
     elif status.muted_until is not None and status.muted_until_resolved:

@@ -109,6 +109,10 @@ class AlertBoard:
     def firing(self) -> list[str]:
         return [fingerprint for fingerprint, alert in self._alerts.items() if alert.data.status == "firing"]
 
+    def firing_alerts(self) -> list[AlertData]:
+        """Every alert firing now, from any source (what a Herald silence by labels may cover)."""
+        return [alert.data for alert in self._alerts.values() if alert.data.status == "firing"]
+
     def firing_from(self, source: str) -> list[AlertData]:
         """The alerts from `source` that are firing now (what an Alertmanager silence may cover)."""
         return [alert.data for alert in self._alerts.values()

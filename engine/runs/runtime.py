@@ -99,6 +99,8 @@ class Runtime:
         elif isinstance(data, AlertData):
             heard = services.stateful is not None and await services.stateful.alert_arrived(event, data)
             services.board.seen(event)  # "who was paged, when" starts here; notification.sent says where it went
+            if data.status == "firing" and (until := await services.alerts.muted_until(data.fingerprint)):
+                services.board.muted(data.fingerprint, until)  # e.g. a Herald silence muted it on arrival
             services.audit_soon("alert.received", who(event), event=event.id, alert=data.fingerprint,
                                 name=data.name, status=data.status, severity=data.severity)
             if data.status == "resolved":

@@ -10,6 +10,8 @@ Every `alertmanager_sync_s` (30 s by default) Herald reads `GET /api/v2/silences
   muted in Herald as "Silenced in Alertmanager by X until T" (audited `silence.upstream_seen`), so Herald's own
   notifications and escalation steps for it stop too, as Alertmanager's do; when that silence ends, expires or stops
   covering the alert, so does the mute (`silence.upstream_ended`). A longer mute of Herald's own is left as it is.
+- a Herald silence by labels (`silence alert where ...`, engine.runs.herald_silences) is Herald's own too: its
+  Alertmanager twin is never taken for one made there, and expired there before its time, Herald's silence ends.
 
 Each change edits the alert's messages (Delivery.follow). Matchers follow Alertmanager's semantics: a missing label
 is the empty string; `isRegex` is anchored at both ends (Python's `re.fullmatch` stands in for Go's RE2: see
@@ -31,6 +33,7 @@ import aiohttp
 
 from engine.core.store import Database
 from engine.delivery.outlets import AlertStatus
+from engine.runs import herald_silences
 from engine.runs.alert_board import AlertBoard
 from engine.runs.alerts import AlertState
 from engine.runs.upstream_silences import Audit, UpstreamSilences
@@ -97,7 +100,8 @@ def parse_silence(raw: Any) -> Silence | None:
 
 class SilenceSync:
     def __init__(self, *, db: Database, upstream: UpstreamSilences, alerts: AlertState, board: AlertBoard,
-                 follow: Follow, audit: Audit, url: Callable[[], str | None], every_s: Callable[[], float]) -> None:
+                 follow: Follow, audit: Audit, url: Callable[[], str | None], every_s: Callable[[], float],
+                 end: Callable[[str, str], Awaitable[None]] | None = None) -> None:
         self._db = db
         self._upstream = upstream
         self._alerts = alerts
@@ -106,6 +110,7 @@ class SilenceSync:
         self._audit = audit
         self._url = url  # both read at each round: a config reload may change them
         self._every_s = every_s
+        self._end_silence = end  # ends a Herald silence by labels (engine.runs.herald_silences.end)
         self.reachable: bool | None = None  # None: not asked yet (or no Alertmanager configured)
 
     async def run(self) -> None:
@@ -134,8 +139,10 @@ class SilenceSync:
         self.reachable = True
         silences = [s for s in map(parse_silence, raw) if s is not None]
         await self._follow_ours({s.id: s for s in silences})
+        await self._follow_herald_silences({s.id: s for s in silences})
         ours = set(await self._db.call(lambda conn: [r[0] for r in conn.execute(
-            "SELECT silence_id FROM upstream_silences")]))
+            "SELECT silence_id FROM upstream_silences UNION "
+            "SELECT upstream_id FROM herald_silences WHERE upstream_id IS NOT NULL")]))
         await self._follow_theirs([s for s in silences if s.state == "active" and s.id not in ours])
 
     async def _follow_ours(self, by_id: dict[str, Silence]) -> None:
@@ -158,6 +165,21 @@ class SilenceSync:
             await self._audit("silence.upstream_changed", "alertmanager", alert=fingerprint, silence=silence.id,
                               change="expired", created_by=silence.created_by)
             await self._follow(fingerprint, await self._alerts.status(fingerprint), reshow=True)
+
+    async def _follow_herald_silences(self, by_id: dict[str, Silence]) -> None:
+        """A Herald silence by labels whose Alertmanager twin was expired there before its time ends too."""
+        silences = await self._db.call(herald_silences.active)
+        for ours in silences:
+            twin = by_id.get(ours.upstream_id or "")
+            if twin is None or twin.state != "expired":
+                continue  # in force there (or forgotten by Alertmanager long after, as _follow_ours takes it)
+            if ours.upstream_until is not None and twin.ends_at >= ours.upstream_until - SAME_END:
+                continue  # ended at its time: Herald's own timer ends Herald's
+            if self._end_silence is None:
+                continue
+            await self._audit("silence.upstream_changed", "alertmanager", silence=ours.id, upstream=ours.upstream_id,
+                              change="expired", created_by=twin.created_by)
+            await self._end_silence(ours.id, "expired in Alertmanager")
 
     async def _moved(self, fingerprint: str, silence: Silence, until: datetime) -> None:
         """The end of a silence Herald made was moved in Alertmanager: Herald's mute ends then too."""

@@ -148,13 +148,13 @@ class UpstreamSilences:
         event = Event.model_validate_json(row["body"])
         return event.data if isinstance(event.data, AlertData) and event.source == "alertmanager" else None
 
-    async def call(self, method: str, path: str) -> Any:
-        """A call to Alertmanager's API (`path` after its address); aiohttp.ClientError or TimeoutError when it is
-        away, ValueError when it is not configured."""
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """A call to Alertmanager's API (`path` after its address, with a JSON `body`); aiohttp.ClientError or
+        TimeoutError when it is away, ValueError when it is not configured."""
         base = self._url()
         if base is None:
             raise ValueError("no alertmanager_url")
-        return await self._call(method, f"{base}{path}", None)
+        return await self._call(method, f"{base}{path}", body)
 
     async def _call(self, method: str, url: str, body: dict[str, Any] | None) -> Any:
         async with self._http().request(method, url, json=body, raise_for_status=True,

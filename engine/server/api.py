@@ -39,7 +39,7 @@ from engine.delivery.connector import AddressError
 from engine.delivery.message import Capabilities, Conversation, Message, MessageRef
 from engine.intake.decoding import UnreadableInput, ascii_header, load_json
 from engine.intake.intake import Incoming, Intake, Outcome
-from engine.runs import trace
+from engine.runs import herald_silences, trace
 from engine.runs.alerts import AlertState
 from engine.security import keys
 from engine.security.audit import AuditLog
@@ -190,6 +190,14 @@ def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -
         status = await engine.alerts.status(fingerprint)
         return web.json_response({"fingerprint": fingerprint, **status.as_json(), "history": history})
 
+    async def silences(request: web.Request) -> web.Response:
+        """Herald's active silences by labels (`silence alert where ...`): matchers, who, until (any API token)."""
+        claims = await authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
+        found = await engine.db.call(herald_silences.active)
+        return web.json_response({"silences": [s.as_json() for s in found]})
+
     async def event_detail(request: web.Request) -> web.Response:
         claims = await authenticate(request)
         if isinstance(claims, web.Response):
@@ -226,6 +234,7 @@ def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -
     app.router.add_get("/api/v1/stream", stream)
     app.router.add_post("/api/v1/reload", reload)
     app.router.add_get("/api/v1/alerts/{fingerprint}", alert)
+    app.router.add_get("/api/v1/silences", silences)
     app.router.add_get("/api/v1/events/{id}", event_detail)  # what the TUI's Enter shows
     app.router.add_get("/api/v1/tasks/{id}", task_detail)
 

@@ -55,6 +55,7 @@ from engine.runs import (
     confirm,
     escalation,
     heartbeats,
+    herald_silences,
     runtime,
     schedules,
     stateful,
@@ -94,7 +95,7 @@ SCHEMAS: list[str | Callable[[sqlite3.Connection], None]] = [
     journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA, alerts.migrate,
     keys.SCHEMA, actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA, confirm.SCHEMA, outbox.SCHEMA,
     outbox.migrate, kv.SCHEMA, kv.migrate, upstream_silences.SCHEMA,
-    heartbeats.SCHEMA, storm.SCHEMA]
+    heartbeats.SCHEMA, storm.SCHEMA, herald_silences.SCHEMA]
 
 
 def declared_audiences(teams: Sequence[TeamDecl], connectors: Mapping[str, ConnectorSpec]) -> dict[str, Audience]:
@@ -170,7 +171,9 @@ class Engine:
         self.silence_sync = SilenceSync(db=self.db, upstream=upstream, alerts=self.alerts, board=board,
                                         follow=self.delivery.follow, audit=self.audit_publish,
                                         url=self._alertmanager_url,
-                                        every_s=lambda: self.config.alerts.alertmanager_sync_s)
+                                        every_s=lambda: self.config.alerts.alertmanager_sync_s,
+                                        end=lambda silence, reason: herald_silences.end(
+                                            self.runtime.services, silence, reason=reason))
         self.runtime = Runtime(graph=graph, services=services, journal=self.journal,
                                declared_teams=declared_audiences(teams, self.connectors))
         # Accepted events wait in lanes (engine/server/dispatch.py). Unbounded as data structures, bounded by
@@ -188,7 +191,7 @@ class Engine:
         self.timers = timers.Timers(self.db, clock=clock)  # `clock`: tests move time instead of sleeping
         self.stateful = stateful.Stateful(runtime=self.runtime, timers=self.timers,
                                           parts=(confirm.PART, schedules.PART, escalation.PART,
-                                                 heartbeats.PART))
+                                                 heartbeats.PART, herald_silences.PART))
         self._detach_stateful: Callable[[], None] | None = None
         self._watch = watch
 

@@ -10,8 +10,10 @@ import pytest
 
 from engine.cli.main import main as herald
 from engine.core.config import Config
-from engine.testing import running_engine
+from engine.server.app import Engine
+from engine.testing import ChatClient, running_engine
 from engine.testing.conformance import eventually, post_alert
+from tests.support import ALICE_TOKEN, chat_url
 
 
 async def _herald(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -110,3 +112,23 @@ async def test_unacknowledge_from_the_cli_and_the_state_after_a_restart(
         assert (code, out.strip()) == (0, "Acknowledged by alice.")
         status = await engine.alerts.status("fp-DiskFull")
     assert (status.acknowledged_by, status.unacknowledged_by) == ("alice", "alice")
+
+
+async def test_silences_lists_herald_silences_by_labels(
+        config: Config, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (config.rules_dir / "hush.rules").write_text(
+        'rule hush:\n  on command hush <service: word>\n  silence alert where service = {command.service} for 1h\n')
+    async with running_engine(config.model_copy(update={"api_principal": "alice"})) as engine, \
+            ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        where = ("--config", str(config_file), "--url", f"http://127.0.0.1:{engine.port}")
+        code, out, _ = await _herald(capsys, "alerts", "silences", *where)
+        assert code == 0 and "no silences by labels" in out
+        await alice.say("/hush shop")
+        await eventually(lambda: _made(engine), "the silence")
+        code, out, _ = await _herald(capsys, "alerts", "silences", *where)
+        [row] = [line for line in out.splitlines() if 'service="shop"' in line]
+        assert code == 0 and "alice" in row and "hush" in row
+
+
+async def _made(engine: Engine) -> int:
+    return int(await engine.db.call(lambda c: c.execute("SELECT count(*) FROM herald_silences").fetchone()[0]))

@@ -55,8 +55,13 @@ HEAD_LOG_EVERY_S = 60.0  # how often at most the engine logs the head (an outsid
 log = logging.getLogger("herald.audit")
 
 
+# Built once: json.dumps with options builds a new encoder per call, a fifth of an entry's cost. Same output.
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_BODY = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def _canonical(prev_hash: str, seq: int, time: str, action: str, actor: str, data: str) -> bytes:
-    return json.dumps([prev_hash, seq, time, action, actor, data], separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode([prev_hash, seq, time, action, actor, data]).encode()
 
 
 def _digest(prev_hash: str, seq: int, time: str, action: str, actor: str, data: str) -> str:
@@ -65,7 +70,7 @@ def _digest(prev_hash: str, seq: int, time: str, action: str, actor: str, data: 
 
 
 def _mac(key: bytes, prev_hash: str, seq: int, time: str, action: str, actor: str, data: str) -> str:
-    return KEYED + hmac.new(key, _canonical(prev_hash, seq, time, action, actor, data), hashlib.sha256).hexdigest()
+    return KEYED + hmac.digest(key, _canonical(prev_hash, seq, time, action, actor, data), "sha256").hex()
 
 
 def _summary(data: dict[str, Any]) -> str:
@@ -106,13 +111,14 @@ def _append(conn: sqlite3.Connection, anchor: Anchor, action: str, actor: str,
 def _insert(conn: sqlite3.Connection, key: bytes, seq: int, prev: str, action: str, actor: str,
             data: dict[str, Any]) -> tuple[AuditView, Head]:
     time = datetime.now(UTC).isoformat(timespec="microseconds")
-    body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    body = _BODY.encode(data)
     digest = _mac(key, prev, seq, time, action, actor, body)
     conn.execute(
         "INSERT INTO audit_log (seq, time, action, actor, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (seq, time, action, actor, body, prev, digest),
     )
-    return AuditView(seq=seq, time=time, action=action, actor=actor, summary=_summary(data)), Head(seq, digest)
+    view = AuditView.model_construct(seq=seq, time=time, action=action, actor=actor, summary=_summary(data))
+    return view, Head(seq, digest)
 
 
 class AuditLog:

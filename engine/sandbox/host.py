@@ -74,6 +74,7 @@ class Connection:
 def connect(cfg: SandboxConfig, service: PodmanService, *, parallel_runs: int) -> Connection:
     """Blocking: reach the service (maybe starting it), learn who it runs as, check the image."""
     url = cfg.podman_url or socket_url_for(cfg.user)
+    Libpod(url, CONTROL_TIMEOUT_S)  # a URL of a kind it cannot reach is refused now, naming the kinds it can
     if cfg.autostart:
         url = service.start(cfg.user, url)
     elif not ping(url):

@@ -16,7 +16,7 @@ import socket
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from engine.core.errors import SandboxError
+from engine.core.errors import SandboxError, SandboxUnavailable
 
 PREFIX = "/v4.0.0/libpod"  # the libpod API of Podman 4 and 5 (Debian 12 ships 4.3)
 
@@ -60,7 +60,7 @@ class Libpod:
         self._timeout = timeout_s
         parts = urlsplit(url)
         if parts.scheme not in ("unix", "tcp", "http"):
-            raise SandboxError(f"podman_url {url!r}: use unix:///path/to/podman.sock or tcp://host:port")
+            raise SandboxUnavailable(f"podman_url {url!r}: use unix:///path/to/podman.sock or tcp://host:port")
         self._parts = parts
 
     def json(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:

@@ -370,3 +370,15 @@ def test_podman_py_is_loaded_with_the_first_run_not_at_start(podman_url: str, sc
     assert probe.returncode == 0, probe.stderr[-2000:]
     seen = json.loads(probe.stdout.strip().splitlines()[-1])
     assert seen == {"problem": None, "at_start": [], "after_run": ["podman", "requests"], "exit_code": 0}, seen
+
+
+async def test_a_podman_url_of_a_kind_herald_cannot_reach_is_named_at_start(scripts_dir: Path) -> None:
+    sandbox = Sandbox(config=_config("ssh://core@host/run/podman/podman.sock"), scripts_dir=scripts_dir)
+    await sandbox.start()
+    try:
+        assert sandbox.problem == ("podman_url 'ssh://core@host/run/podman/podman.sock': use "
+                                   "unix:///path/to/podman.sock or tcp://host:port")
+        with pytest.raises(SandboxUnavailable, match="use unix:///path/to/podman.sock"):
+            await sandbox.run("exit.sh", ["0"], timeout_s=5, task_id="t-url")
+    finally:
+        await sandbox.close()

@@ -7,6 +7,7 @@ import time
 
 from engine.core.config import Config
 from engine.core.timers import ManualClock
+from engine.server.app import Engine
 from engine.testing import ChatClient
 from tests.e2e.stateful.support import (
     DAVE_TOKEN,
@@ -172,6 +173,17 @@ async def _button(client: ChatClient, action: str) -> str:
     return str(next(b["id"] for b in frame["buttons"] if b["action"] == action))
 
 
+async def _acknowledged_before_step_1(engine: Engine, clock: ManualClock, alice: ChatClient) -> str:
+    """The alert Sticky, acknowledged by alice at once, then 12:06: step 1 skipped and the policy stopped there.
+    Returns the Unacknowledge button she was shown."""
+    await post_alert(engine, "Sticky")
+    await settle(engine)
+    assert (await press(alice, await _button(alice, "ack")))["text"] == "Acknowledged by alice."
+    unack = await _button(alice, "unack")
+    await tick(engine, clock, 6 * 60)
+    return unack
+
+
 async def test_an_unacknowledgement_resumes_the_policy_where_the_acknowledgement_stopped_it(config: Config) -> None:
     """Acknowledged at 12:06, so step 2 (managers, due 12:15) is skipped and the policy stops there. Unacknowledged
     at 12:20: step 2 comes due again its gap later (15m - 5m = 10m, at 12:30), then the repeat every 30m applies
@@ -221,11 +233,7 @@ async def test_a_stopped_policy_survives_a_restart_and_resumes_after_it(config: 
     clock = ManualClock(START)
     async with engine_for(config, POLICY_RULES, clock) as engine, \
             ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
-        await post_alert(engine, "Sticky")
-        await settle(engine)
-        assert (await press(alice, await _button(alice, "ack")))["text"] == "Acknowledged by alice."
-        unack = await _button(alice, "unack")
-        await tick(engine, clock, 6 * 60)  # 12:06: step 1 skipped, the policy kept aside
+        unack = await _acknowledged_before_step_1(engine, clock, alice)
         [skipped] = await audit(engine, "escalation.skipped")
         assert skipped["step"] == 1
     async with engine_for(config, POLICY_RULES, clock) as engine, \
@@ -245,11 +253,7 @@ async def test_a_stopped_policy_whose_rule_changed_is_not_resumed(config: Config
     clock = ManualClock(START)
     async with engine_for(config, POLICY_RULES, clock) as engine, \
             ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
-        await post_alert(engine, "Sticky")
-        await settle(engine)
-        assert (await press(alice, await _button(alice, "ack")))["text"] == "Acknowledged by alice."
-        unack = await _button(alice, "unack")
-        await tick(engine, clock, 6 * 60)
+        unack = await _acknowledged_before_step_1(engine, clock, alice)
     changed = POLICY_RULES.replace("to managers after 15m", "to managers after 20m")
     async with engine_for(config, changed, clock) as engine, \
             ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:

@@ -3,7 +3,6 @@ small helpers for describing events."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from dsl import CompiledRule, EventGraph
-from engine.client.snapshots import AuditView, EventView
+from engine.client.snapshots import EventView
 from engine.core.bus import Bus
 from engine.core.config import Config
 from engine.core.events import (
@@ -97,15 +96,11 @@ class Services:
     upstream: UpstreamSilences | None = None
 
     async def audit_publish(self, action: str, actor: str, **data: Any) -> None:
-        self.bus.publish(await self.audit.append(action, actor, **data))
+        await self.audit.append(action, actor, **data)
 
     def audit_soon(self, action: str, actor: str, **data: Any) -> None:
         """Audit without waiting for a commit of its own; see AuditLog.append_soon for when that is right."""
-        def _publish(entry: asyncio.Future[AuditView]) -> None:
-            if not entry.cancelled() and entry.exception() is None:
-                self.bus.publish(entry.result())
-
-        self.audit.append_soon(action, actor, **data).add_done_callback(_publish)
+        self.audit.append_soon(action, actor, **data)
 
 
 def who(event: Event) -> str:

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.client.snapshots import AuditView
+from engine.core.bus import Bus
 from engine.core.errors import AuditError
 from engine.core.store import Database, transaction
 from engine.security.audit_anchor import Anchor, Head, anchor_for, read_head, read_key
@@ -97,62 +98,106 @@ def _append(conn: sqlite3.Connection, anchor: Anchor, action: str, actor: str,
             data: dict[str, Any]) -> tuple[AuditView, Head]:
     """Append one entry within the caller's transaction (reading the head and writing the next link together).
     Returns the entry and the new head, which the caller records once the transaction is durable."""
+    written, head = _append_many(conn, anchor, [(action, actor, data)])
+    return written[-1].view(), head  # the last: an `audit.keyed` entry may come first
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """An entry as written; its view (for the bus) is built only when somebody asks for it."""
+
+    seq: int
+    time: str
+    action: str
+    actor: str
+    data: dict[str, Any]
+
+    def view(self) -> AuditView:
+        return AuditView.model_construct(seq=self.seq, time=self.time, action=self.action, actor=self.actor,
+                                         summary=_summary(self.data))
+
+
+def _append_many(conn: sqlite3.Connection, anchor: Anchor,
+                 entries: list[tuple[str, str, dict[str, Any]]]) -> tuple[list[_Written], Head]:
+    """Append `entries` in order within the caller's transaction: the chain's last link is read once, and the rows
+    go in one statement. Returns what was written and the new head (recorded once the transaction is durable)."""
     anchor.check(conn)
     key = anchor.key()
     last = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-    if last is not None and not last["hash"].startswith(KEYED):  # an older log: say where keying starts
-        _insert(conn, key, last["seq"] + 1, last["hash"], KEYING_STARTED, "system",
-                {"unkeyed_entries": last["seq"], "note": "entries before this one have unkeyed SHA-256 hashes"})
-        last = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-    seq, prev = (last["seq"] + 1, last["hash"]) if last else (1, GENESIS)
-    return _insert(conn, key, seq, prev, action, actor, data)
+    seq, prev = (last["seq"], last["hash"]) if last else (0, GENESIS)
+    rows: list[tuple[int, str, str, str, str, str, str]] = []
+    written: list[_Written] = []
+    if last is not None and not prev.startswith(KEYED):  # an older log: say where keying starts
+        entries = [(KEYING_STARTED, "system", {"unkeyed_entries": seq, "note": "entries before this one have "
+                                               "unkeyed SHA-256 hashes"}), *entries]
+    for action, actor, data in entries:
+        seq += 1
+        time = datetime.now(UTC).isoformat(timespec="microseconds")
+        body = _BODY.encode(data)
+        digest = _mac(key, prev, seq, time, action, actor, body)
+        rows.append((seq, time, action, actor, body, prev, digest))
+        written.append(_Written(seq, time, action, actor, data))
+        prev = digest
+    conn.executemany(
+        "INSERT INTO audit_log (seq, time, action, actor, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    return written, Head(seq, prev)
 
 
-def _insert(conn: sqlite3.Connection, key: bytes, seq: int, prev: str, action: str, actor: str,
-            data: dict[str, Any]) -> tuple[AuditView, Head]:
-    time = datetime.now(UTC).isoformat(timespec="microseconds")
-    body = _BODY.encode(data)
-    digest = _mac(key, prev, seq, time, action, actor, body)
-    conn.execute(
-        "INSERT INTO audit_log (seq, time, action, actor, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (seq, time, action, actor, body, prev, digest),
-    )
-    view = AuditView.model_construct(seq=seq, time=time, action=action, actor=actor, summary=_summary(data))
-    return view, Head(seq, digest)
+class _Batch:
+    """The entries `append_soon` gathered for one commit, in the order they came. Once its write has run, later
+    entries start the next batch; a write retried after a rollback appends the same entries again."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str, dict[str, Any]]] = []
 
 
 class AuditLog:
-    def __init__(self, db: Database) -> None:
+    """The engine's audit log: entries are appended in group commits and, once durable, published on the bus (the
+    TUI's and the API stream's audit pane) and their head written to the head file."""
+
+    def __init__(self, db: Database, bus: Bus) -> None:
         self._db = db
+        self._bus = bus
         self._anchor = Anchor(db.path.parent)
         self._head: Head | None = None  # the newest durable head, to be written to the head file
         self._written: Head | None = None
         self._writing: asyncio.Future[None] | None = None
         self._logged = 0.0
+        self._batch: _Batch | None = None  # entries of `append_soon` waiting for their commit
 
     async def append(self, action: str, actor: str, **data: Any) -> AuditView:
+        """Append an entry and return it once it is durable (published on the bus by then)."""
         view, head = await self._db.write(_append, self._anchor, action, actor, data)
         self._advance(head)
+        self._bus.publish(view)
         return view
 
-    def append_soon(self, action: str, actor: str, **data: Any) -> asyncio.Future[AuditView]:
+    def append_soon(self, action: str, actor: str, **data: Any) -> None:
         """Queue an entry for the next group commit without waiting for it. Commits keep their order, so the entry
         is durable no later than any write awaited after this call (use it when an awaited write follows before
-        anything leaves the engine)."""
-        entry: asyncio.Future[AuditView] = asyncio.get_running_loop().create_future()
+        anything leaves the engine). The entries queued before one commit are appended together, in order: one
+        read of the chain's last link and one statement for all of them (an alert's entries are the engine's most
+        frequent write). A failure is logged by the store."""
+        batch = self._batch
+        if batch is None:
+            self._batch = batch = _Batch()
+            self._db.write_soon(self._append_batch, batch).add_done_callback(self._batch_committed)
+        batch.entries.append((action, actor, data))
 
-        def _committed(done: asyncio.Future[tuple[AuditView, Head]]) -> None:
-            if done.cancelled():
-                entry.cancel()
-            elif done.exception() is not None:
-                entry.set_exception(done.exception())  # type: ignore[arg-type]
-            else:
-                view, head = done.result()
-                self._advance(head)
-                entry.set_result(view)
+    def _append_batch(self, conn: sqlite3.Connection, batch: _Batch) -> tuple[list[_Written], Head]:
+        if self._batch is batch:
+            self._batch = None
+        return _append_many(conn, self._anchor, batch.entries)
 
-        self._db.write_soon(_append, self._anchor, action, actor, data).add_done_callback(_committed)
-        return entry
+    def _batch_committed(self, done: asyncio.Future[tuple[list[_Written], Head]]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return  # logged by the store
+        written, head = done.result()
+        self._advance(head)
+        for entry in written:
+            self._bus.publish_lazy(AuditView, entry.seq, entry.view)
 
     async def of_alert(self, fingerprint: str, limit: int = 500) -> list[dict[str, Any]]:
         """An alert's history as the audit holds it, oldest first (the newest `limit`): received, notified where,

@@ -157,7 +157,7 @@ class Engine:
         self._runner: web.AppRunner | None = None
         self._redis: RemoteTasks | None = None
         self.journal = Journal(self.db, SecretIntake(self.directory))  # /link is redeemed as it is journaled
-        self.audit = AuditLog(self.db)
+        self.audit = AuditLog(self.db, self.bus)
         self.alerts = AlertState(self.db)
         self.tasks = TaskQueue(self.db, on_change=lambda task: self.bus.publish(task.view()))
         owner = "engine-" + hashlib.sha256(str(config.data_dir).encode()).hexdigest()[:12]  # one per data folder
@@ -276,7 +276,7 @@ class Engine:
                 await self.alerts.redeem(button_id)  # used up now (a concurrent press of the same button loses here)
             # an alert-state button is not used up: it works again after the state turns back (engine.runs.alerts)
         except AuthError as exc:  # unknown, altered, expired, replayed, or not this person's to press
-            self.bus.publish(await self.audit.append("button.refused", who, reason=str(exc)))
+            await self.audit.append("button.refused", who, reason=str(exc))
             raise
         await self.submit([event], acknowledge=acknowledge)
         return event
@@ -290,11 +290,11 @@ class Engine:
             return f"Task {task_id} already {task.status}."
         cancelled = await self.tasks.cancel_pending(task_id, by)
         if cancelled is not None:
-            self.bus.publish(await self.audit.append("task.cancelled", by, task=task_id, was="pending"))
+            await self.audit.append("task.cancelled", by, task=task_id, was="pending")
             await self.runtime.task_finished(cancelled)
             return f"Cancelled task {task_id} before it started."
         if self._workers.cancel(task_id, by):
-            self.bus.publish(await self.audit.append("task.cancelled", by, task=task_id, was="running"))
+            await self.audit.append("task.cancelled", by, task=task_id, was="running")
             return f"Stopping task {task_id}: its container is being removed."
         return f"Task {task_id} runs on {task.worker or 'another process'}; it cannot be cancelled from here yet."
 
@@ -415,8 +415,7 @@ class Engine:
             self.dispatcher.enqueue(event, body)  # accepted before a stop or crash: handle it now
         # timers that came due while Herald was down fire once, after a grace for clients to reconnect
         self._spawn("timers", functools.partial(self.timers.run, grace_s=self.config.start_grace_s))
-        self.bus.publish(await self.audit.append("engine.started", "system", rules=len(self.graph.rules),
-                                                 port=self.port))
+        await self.audit.append("engine.started", "system", rules=len(self.graph.rules), port=self.port)
         log.info("Herald is running on http://%s:%s with %d rules", self.config.http.host, self.port,
                  len(self.graph.rules))
 
@@ -485,7 +484,7 @@ class Engine:
         return version
 
     async def audit_publish(self, action: str, actor: str, **data: Any) -> None:
-        self.bus.publish(await self.audit.append(action, actor, **data))
+        await self.audit.append(action, actor, **data)
 
     async def _start_remote_tasks(self) -> None:
         from engine.tasks.redis_queue import RemoteTasks  # only with a Redis URL configured

@@ -77,6 +77,7 @@ class Session:
             self.shown.popitem(last=False)
         return True
     backlog: list[tuple[int, str]] | None = None  # frames held while the session is being caught up
+    cork: Cork | None = field(default=None, repr=False)  # its connector's, once attached
 
     @property
     def conversation(self) -> str:
@@ -94,6 +95,8 @@ class Session:
         """A frame of its own (ack, error, welcome): not from the outbox, so not held during a catch-up."""
         if self.ws.closed:
             return False
+        if self.cork is not None and self.transport is not None:
+            self.cork.flush(self.transport)  # outbox frames written before this one go first
         try:
             await self.ws.send_str(json.dumps(frame))
         except (ConnectionError, RuntimeError):
@@ -113,9 +116,42 @@ class Session:
             log.warning("chat session %s reads too slowly; dropping it (it catches up when it reconnects)", self.id)
             transport.abort()  # its frames are in the outbox: a reconnect with `since` gets them
             return False
-        transport.write(frame if frame is not None else ws_frame(text))
+        frame = frame if frame is not None else ws_frame(text)
+        if self.cork is not None:
+            self.cork.write(transport, frame)
+        else:
+            transport.write(frame)
         self.last_seq = max(self.last_seq, seq)
         return True
+
+
+class Cork:
+    """Frames written to one session in one turn of the event loop leave in one write (one system call), not one
+    each: a burst of alerts is hundreds of frames to the same client, and a send call per frame cost more than
+    building them. The turn's frames are written at the end of it, in order."""
+
+    def __init__(self) -> None:
+        self._held: dict[asyncio.WriteTransport, list[bytes]] = {}
+
+    def write(self, transport: asyncio.WriteTransport, frame: bytes) -> None:
+        held = self._held.get(transport)
+        if held is not None:
+            held.append(frame)
+            return
+        if not self._held:
+            asyncio.get_running_loop().call_soon(self.flush_all)
+        self._held[transport] = [frame]
+
+    def flush(self, transport: asyncio.WriteTransport) -> None:
+        frames = self._held.pop(transport, None)
+        if frames and not transport.is_closing():
+            transport.write(b"".join(frames))
+
+    def flush_all(self) -> None:
+        held, self._held = self._held, {}
+        for transport, frames in held.items():
+            if not transport.is_closing():  # a session dropped meanwhile catches up when it reconnects
+                transport.write(b"".join(frames))
 
 
 class ChatConnector:
@@ -128,6 +164,7 @@ class ChatConnector:
         self._cursors: KeyValue = ctx.store("chat")
         self.sessions: dict[str, Session] = {}
         self._by_chat: dict[str, set[Session]] = {}
+        self._cork = Cork()
 
     def parse_address(self, text: str) -> str:
         return parse_address(text)
@@ -140,6 +177,7 @@ class ChatConnector:
             stored = await self._cursors.get(f"cursor/{session.account}")
             since = int(stored) if stored else None
         session.backlog = []  # frames sent while the catch-up is read are held, then given in order
+        session.cork = self._cork
         self.sessions[session.id] = session
         self._index(session)
         missed = []

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 
 NETWORK_WORDS = ("none", "default", "allow")
 
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")  # RFC 1123: 1-63 letters, digits, inner hyphens
 _MAX_NAME = 253
+# A part the C resolver's inet_aton reads as a number (decimal, octal, 0x hex): "0x7f.1" is 127.0.0.1 to it.
+_NUMBER = re.compile(r"(0x[0-9a-f]*|[0-9]+)\Z", re.IGNORECASE)
 
 
 def parse_allow_entry(text: str) -> tuple[str, int]:
@@ -67,7 +68,7 @@ def _host_name(text: str, host: str) -> str:
         raise ValueError(f"'{text}': '{host}' is not a valid IPv4 address")
     # The C resolver reads "0x7f.1" or "2130706433" as 127.0.0.1 without a lookup: such a "name" is an address in
     # disguise. An all-digit last label cannot be a name either (RFC 3696 2).
-    if _inet_aton(host) or labels[-1].isdigit():
+    if all(_NUMBER.match(label) for label in labels) or labels[-1].isdigit():
         raise ValueError(f"'{text}': '{host}' is not a valid IPv4 address (write it as four numbers, e.g. "
                          "192.0.2.10) nor a host name")
     if host.endswith("."):
@@ -80,14 +81,6 @@ def _host_name(text: str, host: str) -> str:
             raise ValueError(f"'{text}': '{host}' is not a valid host name: each dot-separated part is 1-63 letters, "
                              "digits or inner hyphens (e.g. db.example.org)")
     return name
-
-
-def _inet_aton(host: str) -> bool:
-    try:
-        socket.inet_aton(host)  # parsing only: no lookup
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def canonical_entry(text: str) -> str:

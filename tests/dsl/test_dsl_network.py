@@ -106,6 +106,7 @@ def test_the_parser_accepts_addresses_and_host_names(text: str, parsed: tuple[st
     ("2001:db8::1:443", "IPv6 addresses are not supported"),
     # The C resolver reads these as addresses without a lookup (127.0.0.1, 10.0.0.1): not names, and not valid.
     ("0x7f.1:80", "'0x7f.1' is not a valid IPv4 address"),
+    ("0X7F.0x0.0.01:80", "'0X7F.0x0.0.01' is not a valid IPv4 address"),
     ("2130706433:80", "'2130706433' is not a valid IPv4 address"),
     ("10.1:80", "'10.1' is not a valid IPv4 address"),
     ("db.123:80", "'db.123' is not a valid IPv4 address"),  # an all-digit last label is never a name

@@ -419,7 +419,7 @@ class RunScript:
     memory_bytes: int | None = None
     memory_text: str | None = None
     network: str | None = None
-    network_allow: tuple[str, ...] = ()  # `network allow "A:P", ...`: each "ADDRESS:PORT" as written
+    network_allow: tuple[str, ...] = ()  # `network allow "A:P", ...`: each "HOST:PORT" as written
     args: tuple[str, ...] = ()
     args_spans: tuple[Span, ...] = ()
     retries: int = 0

@@ -458,16 +458,16 @@ class AstBuilder(ConditionCallbacks, Transformer[Token, Any]):
                 self.span(word),
                 f"expected 'none', 'default' or 'allow' after 'network', found '{word}'",
                 hint="'network none' (the default) gives the script no network; 'network default' gives it one "
-                     "(the host's own addresses blocked); 'network allow \"ADDRESS:PORT\", ...' only those",
+                     "(the host's own addresses blocked); 'network allow \"HOST:PORT\", ...' only those",
             )
             return ()
         if str(word) != "allow":
             if entries:
                 self.error(self.span(entries[0]), f"'network {word}' takes no addresses",
-                           hint="to allow only some destinations, write 'network allow \"ADDRESS:PORT\", ...'")
+                           hint="to allow only some destinations, write 'network allow \"HOST:PORT\", ...'")
             return ()
         if not entries:
-            self.error(self.span(word), "'network allow' needs at least one \"ADDRESS:PORT\"",
+            self.error(self.span(word), "'network allow' needs at least one \"HOST:PORT\"",
                        hint='e.g. network allow "192.0.2.10:443"; no network at all is \'network none\'')
             return ()
         allowed: list[str] = []
@@ -476,7 +476,8 @@ class AstBuilder(ConditionCallbacks, Transformer[Token, Any]):
             try:
                 parse_allow_entry(text)
             except ValueError as exc:
-                self.error(self.span(token), str(exc), hint='each entry is "ADDRESS:PORT", e.g. "192.0.2.10:443"')
+                self.error(self.span(token), str(exc),
+                           hint='each entry is "HOST:PORT", e.g. "192.0.2.10:443" or "db.example.org:5432"')
                 continue
             allowed.append(text)
         return tuple(allowed)

@@ -65,7 +65,7 @@ class RunAction:
     args: tuple[str, ...] = ()
     retries: int = 0
     backoff_s: float | None = None
-    network_allow: tuple[str, ...] = ()  # with network "allow": the "ADDRESS:PORT" entries, canonical
+    network_allow: tuple[str, ...] = ()  # with network "allow": the "HOST:PORT" entries, canonical
 
 
 @quick_init

@@ -6,7 +6,8 @@ only hides 127.0.0.1. So every run with a network gets netfilter rules in its ow
 
 - `network default`: everything out, except the host's own addresses (read from /proc/net/fib_trie when the run
   is created), slirp4netns' gateway 10.0.2.2 (the host) and link-local 169.254.0.0/16 (cloud metadata services);
-- `network allow "A:P", ...`: only those addresses and ports (TCP and UDP), even when one is the host's;
+- `network allow "A:P", ...`: only those addresses and ports (TCP and UDP), even when one is the host's (a host
+  name's addresses are resolved before: engine/sandbox/resolve.py);
 - IPv6: nothing but loopback, in both.
 
 How: the runner creates the container, `init`s it (Podman sets up the namespace and slirp4netns, runc waits before
@@ -70,6 +71,12 @@ def rulesets(network: str, allow: Sequence[tuple[str, int]], blocked: Sequence[s
     rules = ["-A OUTPUT -o lo -j ACCEPT"]
     if network == "allow":
         for address, port in allow:
+            # Only addresses: iptables would resolve a name itself, with the host's DNS, to whatever it says then.
+            try:
+                ipaddress.IPv4Address(address)
+            except ValueError:
+                raise SandboxError(f"network allow '{address}:{port}' reached the filter unresolved; "
+                                   "refusing to run") from None
             for proto in ("tcp", "udp"):
                 rules.append(f"-A OUTPUT -d {address}/32 -p {proto} -m {proto} --dport {port} -j ACCEPT")
         rules += [f"-A OUTPUT {_RESET}", f"-A OUTPUT {_REJECT}"]

@@ -145,7 +145,10 @@ class RunLimits:
     cpu_seconds: int  # per process (RLIMIT_CPU); the wall-clock timeout is the real bound
     network: Network
     budget: MemoryBudget  # used where the host has no memory cgroup
-    allow: tuple[tuple[str, int], ...] = ()  # network "allow": the only destinations
+    allow: tuple[tuple[str, int], ...] = ()  # network "allow": the only destinations (names too, until resolved)
+    # Each name of `allow` with an address it resolved to (engine/sandbox/resolve.py `pin`, when the run is created,
+    # which also puts the addresses in `allow`): the container's /etc/hosts entries.
+    hosts: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def for_run(cls, config: SandboxConfig, *, timeout_s: float, memory: str | int | None,
@@ -154,10 +157,10 @@ class RunLimits:
         if net not in NETWORKS:
             raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
         if isinstance(network_allow, str):
-            raise ValueError("network_allow must be a sequence of \"ADDRESS:PORT\" strings, not one string")
+            raise ValueError("network_allow must be a sequence of \"HOST:PORT\" strings, not one string")
         allow = tuple(parse_allow_entry(entry) for entry in network_allow)
         if net == "allow" and not allow:
-            raise ValueError("network \"allow\" needs at least one \"ADDRESS:PORT\" in network_allow")
+            raise ValueError("network \"allow\" needs at least one \"HOST:PORT\" in network_allow")
         if net != "allow" and allow:
             raise ValueError(f"network_allow is only for network \"allow\", not {net!r}")
         size = check_memory(config.memory if memory is None else memory)
@@ -379,6 +382,10 @@ def build_spec(
         # sandbox user's disk; the output itself is read (and counted) from the attach stream.
         "log_configuration": {"size": log_size(config)},
     }
+    if limits.hosts:
+        # The allow-list's names, pinned to the addresses they had when the run was created: the script looks them
+        # up in /etc/hosts, with no DNS (it stays blocked).
+        spec["hostadd"] = [f"{name}:{address}" for name, address in limits.hosts]
     resources: dict[str, Any] = {}
     if plan.memory_cgroup:
         resources["memory"] = {"limit": limits.memory, "swap": limits.memory}
@@ -435,6 +442,8 @@ def verify_applied(
         (f"user={spec['user']} ({who})", cfg.get("User") == spec["user"]),
         (f"/dev/shm size={format_size(spec['shm_size'])}", hc.get("ShmSize") == spec["shm_size"]),
     ]
+    if spec.get("hostadd"):
+        checks.append(("/etc/hosts " + ", ".join(spec["hostadd"]), hc.get("ExtraHosts") == spec["hostadd"]))
     if "memory" in resources:
         limit = resources["memory"]["limit"]
         checks.append((f"memory cgroup={limit}", hc.get("Memory") == limit))

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.core.errors import SandboxError, SandboxUnavailable
-from engine.sandbox import leftovers, netfilter
+from engine.sandbox import leftovers, netfilter, resolve
 from engine.sandbox.host import Connection, connect
 from engine.sandbox.leftovers import Leftover
 from engine.sandbox.libpod import PodmanFailure
@@ -272,7 +272,8 @@ class Sandbox:
 
         `memory` (bytes, or a size such as "512m"; default `[sandbox] memory`) and `network` apply to this run
         only. `network` is "none" (the default), "default" (the rootless user-mode network, slirp4netns, with the
-        host's own addresses blocked) or "allow" (only the "ADDRESS:PORT" entries of `network_allow`); a run with a
+        host's own addresses blocked) or "allow" (only the "HOST:PORT" entries of `network_allow`; a host name is
+        resolved here, once, and pinned in the container's /etc/hosts: engine/sandbox/resolve.py); a run with a
         network starts only once its packet filter is set and read back (engine/sandbox/netfilter.py).
         The script sees `HERALD_TASK_ID` and `HERALD_ATTEMPT` (1, then 2... when a rule retries it).
 
@@ -292,6 +293,10 @@ class Sandbox:
                                    network_allow=network_allow)
         if limits.network != "none":
             netfilter.tools()  # before anything is created: a host without iptables refuses networked runs
+        if limits.network == "allow":
+            # Host names become the addresses they have now, for the filter and the container's /etc/hosts; a name
+            # that gives none refuses the run here (engine/sandbox/resolve.py). Off the event loop: getaddrinfo blocks.
+            limits = await self._call(resolve.pin, limits)
         folder = self._scripts_folder()
         script_rel = resolve_script(folder, script)
         argv = ["/bin/sh", f"/scripts/{script_rel}", *argv_args]

@@ -30,7 +30,7 @@ class TaskParams(BaseModel):
     timeout: float
     memory_bytes: int | None = None  # None: the sandbox's default
     network: Literal["none", "default", "allow"] = "none"
-    network_allow: list[str] = Field(default_factory=list)  # with "allow": "ADDRESS:PORT" (the sandbox checks them)
+    network_allow: list[str] = Field(default_factory=list)  # with "allow": "HOST:PORT" (the sandbox checks them)
     retries: int = Field(default=0, ge=0, le=10)  # further attempts after a failed or timed-out one
     backoff_s: float = DEFAULT_BACKOFF_S
 

@@ -1,5 +1,6 @@
 """A rule's `network allow` reaches the sandbox: `/probe` from chat runs a script that may connect to one service of
-the host and not to another (issue 18 item 11), through the whole path (rule, task record, sandbox)."""
+the host and not to another, and a host name that does not resolve fails the task with the entry named (issue 18
+item 11), through the whole path (rule, task record, sandbox)."""
 
 from __future__ import annotations
 
@@ -71,3 +72,25 @@ async def test_a_rules_allow_list_is_what_the_script_can_reach(probe_rule: tuple
     assert task is not None
     assert (task.params.network, task.params.network_allow) == ("allow", [f"{ip}:{allowed}"])
     assert f"netfilter: only {ip}:{allowed} (tcp, udp); IPv6 none" in task.enforced
+
+
+@pytest.fixture
+def unresolvable_rule(rules_dir: Path) -> None:
+    script = rules_dir / "scripts" / "fetch.sh"
+    script.write_text("echo started\n")
+    script.chmod(0o644)
+    (rules_dir / "fetch.rules").write_text(
+        'on command fetch require role admin run fetch.sh sandboxed timeout 30s network allow "nothing.invalid:443"\n')
+
+
+async def test_a_host_name_that_does_not_resolve_fails_the_task_with_the_entry_named(unresolvable_rule: None,
+                                                                                      engine: Engine) -> None:
+    # The rule compiles (the name is well formed; nothing is looked up then); the run is refused when it is created.
+    async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+        msg = await alice.say("/fetch")
+        result = await alice.wait_for(lambda f: f["type"] == "result" and f["in_reply_to"] == msg, timeout=120)
+    assert result["ok"] is False and result["text"].startswith(
+        "fetch.sh failed: network allow 'nothing.invalid:443': the name does not resolve ("), result
+    task = await engine.tasks.get(result["task"])
+    assert task is not None and task.status == "failed"
+    assert task.container is None and task.output == ""  # no container was made: the script never started

@@ -82,6 +82,15 @@ ATTACKS: dict[str, str] = {
         "done\n"
         "ls /sys/class/net\n"
     ),
+    # A DNS lookup of $1 (busybox nslookup asks the container's resolvers, never /etc/hosts), then TCP to each further
+    # HOST:PORT, as connect.sh.
+    "lookup.sh": (
+        "nslookup \"$1\" 2>&1; echo \"nslookup $1 rc=$?\"\n"
+        "shift\n"
+        "for target in \"$@\"; do\n"
+        "  nc -w 2 \"${target%:*}\" \"${target##*:}\" </dev/null 2>&1; echo \"nc $target rc=$?\"\n"
+        "done\n"
+    ),
     # $1 children, each holding a string of 2^$2 bytes for 10 s. The parent waits (a while at most) for each child's
     # mark, left once it holds its string, before the next fork; a failed fork ends the script and every child with
     # it, so the "held" lines are what the children held at the same time.

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from podman import PodmanClient
 
+from engine.core.errors import SandboxError
 from engine.sandbox.policy import TASK_LABEL
 from engine.sandbox.runner import Sandbox, SandboxResult
 
@@ -124,8 +125,10 @@ async def test_bad_allow_entries_are_refused_before_anything_runs(sandbox: Sandb
         await _connect(sandbox, network="allow")
     with pytest.raises(ValueError, match="only for network \"allow\""):
         await _connect(sandbox, network="default", network_allow=["192.0.2.10:80"])
-    with pytest.raises(ValueError, match="host names are not supported"):
-        await _connect(sandbox, network="allow", network_allow=["db.example:5432"])
+    with pytest.raises(ValueError, match="'db_1.example' is not a valid host name"):
+        await _connect(sandbox, network="allow", network_allow=["db_1.example:5432"])
+    with pytest.raises(ValueError, match="IPv6 addresses are not supported"):
+        await _connect(sandbox, network="allow", network_allow=["[2001:db8::1]:443"])
 
 
 _CHILD = """
@@ -134,11 +137,11 @@ from pathlib import Path
 from engine.sandbox.runner import Sandbox, SandboxConfig
 
 async def main() -> None:
-    url, folder, task, network, allow, targets = json.loads(sys.argv[1])
+    url, folder, task, network, allow, targets, script = json.loads(sys.argv[1])
     sb = Sandbox(config=SandboxConfig(podman_url=url, autostart=False), scripts_dir=Path(folder))
     await sb.start()
     try:
-        r = await sb.run("connect.sh", targets, timeout_s=30, task_id=task, network=network, network_allow=allow)
+        r = await sb.run(script, targets, timeout_s=30, task_id=task, network=network, network_allow=allow)
         print(json.dumps({"output": r.output, "enforced": r.enforced}))
     except Exception as exc:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
@@ -150,10 +153,10 @@ asyncio.run(main())
 
 
 def _run_child(prefix: list[str], user: str | None, podman_url: str, folder: Path, network: str, allow: list[str],
-               targets: list[str]) -> tuple[str, dict[str, object]]:
+               targets: list[str], script: str = "connect.sh") -> tuple[str, dict[str, object]]:
     """A Herald process of its own (run as `user`, under `prefix`): its task id and what its run returned."""
     task = f"net-child-{uuid.uuid4().hex[:8]}"
-    arg = json.dumps([podman_url, str(folder), task, network, allow, targets])
+    arg = json.dumps([podman_url, str(folder), task, network, allow, targets, script])
     # HOME=/tmp: podman-py reads ~/.config, and root's home is closed to the sandbox user.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO), "HOME": "/tmp"}
     done = subprocess.run([*prefix, sys.executable, "-c", _CHILD, arg], capture_output=True, text=True,
@@ -208,3 +211,85 @@ async def test_the_sandbox_user_itself_can_set_the_filter(
         outcome["output"])
     assert allowed.accepted == 1 and other.accepted == 0
     record("network allow, Herald as the sandbox user", "A connected, B refused", "nsenter --user --net")
+
+
+# --- host names: resolved on the host when the run is created, pinned in the container's /etc/hosts -----------------
+
+
+def _own_files(tmp: Path, **files: str) -> list[str]:
+    """A prefix that runs a command in a mount namespace of its own where /etc/FILE reads `files[FILE]`: a name the
+    test controls, resolved by the real resolver, without touching the machine's /etc/hosts."""
+    binds = []
+    for name, text in files.items():
+        (tmp / name).write_text(text)
+        binds.append(f'mount --bind {tmp / name} /etc/{name}')
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", " && ".join([*binds, 'exec "$@"']),
+            "own-etc"]
+
+
+async def test_network_allow_by_name_reaches_its_addresses_with_dns_blocked(
+    podman_url: str, attack_dir: Path, tmp_path: Path, services: tuple[_Service, _Service], record: Record
+) -> None:
+    allowed, other = services
+    ip = _host_ip()
+    prefix = _own_files(tmp_path, hosts=f"127.0.0.1 localhost\n{ip} db.herald.test\n")
+    _, outcome = _run_child(prefix, None, podman_url, attack_dir, "allow", [f"DB.herald.test:{allowed.port}"],
+                            ["other.herald.test", f"db.herald.test:{allowed.port}", f"db.herald.test:{other.port}"],
+                            script="lookup.sh")
+    assert "error" not in outcome, outcome
+    output, enforced = str(outcome["output"]), list(outcome["enforced"])  # type: ignore[call-overload]
+    # Reached by name through the pinned /etc/hosts entry; the other port of the same address stays closed.
+    assert f"nc db.herald.test:{allowed.port} rc=0" in output, output
+    assert f"nc db.herald.test:{other.port} rc=1" in output
+    assert allowed.accepted == 1 and other.accepted == 0
+    # DNS is not let out: the lookup of another name never leaves the container (the filter refuses the packet).
+    assert "nslookup other.herald.test rc=1" in output
+    assert "write to '10.0.2.3': Operation not permitted" in output
+    assert f"/etc/hosts db.herald.test:{ip}" in enforced
+    assert f"netfilter: only {ip}:{allowed.port} (tcp, udp); IPv6 none" in enforced
+    record("network allow by host name (resolved on the host)", "name reached via /etc/hosts; other port refused; "
+           "DNS lookup refused", f"/etc/hosts db.herald.test:{ip}, netfilter: only {ip}:{allowed.port}")
+
+
+async def test_a_name_that_does_not_resolve_fails_the_run_before_it_starts(
+    sandbox: Sandbox, podman_url: str, record: Record
+) -> None:
+    task = f"net-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(SandboxError) as failed:
+        await sandbox.run("connect.sh", ["192.0.2.10:443"], timeout_s=30, task_id=task, network="allow",
+                          network_allow=["192.0.2.10:443", "nothing.invalid:5432"])
+    assert str(failed.value).startswith("network allow 'nothing.invalid:5432': the name does not resolve (")
+    assert "refusing to run" in str(failed.value)
+    assert _containers_of(podman_url, task) == []  # refused before a container existed
+    record("network allow with a name that does not resolve", "run refused before it started",
+           "fail closed: resolved on the host first")
+
+
+async def test_a_name_that_resolves_to_loopback_is_refused(sandbox: Sandbox) -> None:
+    # localhost is 127.0.0.1 on every host: inside the container that is the script's own loopback, never the host's.
+    with pytest.raises(SandboxError, match="network allow 'localhost:80': the name resolves to 127.0.0.1, which is "
+                                           "not an address a script can connect out to"):
+        await _connect(sandbox, network="allow", network_allow=["localhost:80"])
+
+
+async def test_a_resolver_that_does_not_answer_fails_the_run_in_bounded_time(
+    podman_url: str, attack_dir: Path, tmp_path: Path, record: Record
+) -> None:
+    # The child's resolver is a UDP socket of ours that reads queries and never answers.
+    try:
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        silent.bind(("127.83.17.53", 53))
+    except OSError as exc:
+        pytest.skip(f"cannot listen on 127.83.17.53:53 for a silent resolver: {exc}")
+    try:
+        prefix = _own_files(tmp_path, hosts="127.0.0.1 localhost\n", **{"resolv.conf": "nameserver 127.83.17.53\n"})
+        task, outcome = _run_child(prefix, None, podman_url, attack_dir, "allow", ["db.herald.test:5432"],
+                                   ["db.herald.test:5432"])
+    finally:
+        silent.close()
+    assert str(outcome.get("error")).startswith(
+        "SandboxError: network allow 'db.herald.test:5432': the name does not resolve (no answer from the host's "
+        "resolver within 5 s)"), outcome
+    assert _containers_of(podman_url, task) == []
+    record("network allow with a resolver that never answers", "run refused after the bound, never started",
+           "resolve.RESOLVE_TIMEOUT_S")

@@ -35,10 +35,10 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from engine.core.errors import SandboxError, SandboxUnavailable
 from engine.sandbox import leftovers, netfilter, resolve
@@ -90,6 +90,12 @@ class SandboxResult:
     container_id: str = ""  # still there only after a run with keep=True, or an adoption: `remove()` it
     stdout_tail: str = ""  # the end of stdout alone, and of stderr alone (`output` has both, interleaved)
     stderr_tail: str = ""
+
+
+class Blocking(Protocol):
+    """The sandbox's one door to blocking code (`Sandbox._call`): runs `fn` on its thread pool."""
+
+    def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]: ...
 
 
 @dataclass(frozen=True)
@@ -220,7 +226,9 @@ class Sandbox:
             done = False
             try:
                 ctr = await self._call(container.get, conn, left.container_id)
-                result = await self._await_adopted(conn, ctr, left.started_at, timeout_s)
+                result = await self._await_adopted(conn, ctr, started_at=left.started_at, timeout_s=timeout_s,
+                                                   output_limit=self._config.output_limit_bytes, call=self._call,
+                                                   pool=self._pool)
                 done = True
                 return result
             except PodmanFailure as exc:
@@ -310,7 +318,9 @@ class Sandbox:
             try:
                 if on_started is not None:
                     await on_started(RunStart(ctr.id, enforced, plan.missing, plan.note))
-                result = await self._execute(conn, ctr, enforced, plan, timeout_s, on_output)
+                result = await self._execute(conn, ctr, enforced=enforced, plan=plan, timeout_s=timeout_s,
+                                             on_output=on_output, output_limit=self._config.output_limit_bytes,
+                                             call=self._call, pool=self._pool)
                 exited = True
                 return result
             except PodmanFailure as exc:
@@ -353,22 +363,23 @@ class Sandbox:
         except PodmanFailure as exc:
             log.warning("could not remove sandbox container %s: %s", container_id[:12], exc)
 
-    async def _await_adopted(self, conn: Connection, ctr: Container, started_at: float,
-                             timeout_s: float) -> SandboxResult:
+    @staticmethod
+    async def _await_adopted(conn: Connection, ctr: Container, *, started_at: float, timeout_s: float,
+                             output_limit: int, call: Blocking, pool: Executor) -> SandboxResult:
         from engine.sandbox import container
 
         loop = asyncio.get_running_loop()
         remaining = max(0.0, timeout_s - (time.time() - started_at))
-        waiter = loop.run_in_executor(self._pool, container.wait, ctr, remaining + WAIT_SLACK_S)
+        waiter = loop.run_in_executor(pool, container.wait, ctr, remaining + WAIT_SLACK_S)
         waiter.add_done_callback(_consume_result)
         done, _ = await asyncio.wait({waiter}, timeout=remaining)
         timed_out = False
         if not done:
-            timed_out = await self._call(container.kill, ctr)
+            timed_out = await call(container.kill, ctr)
         exit_code = await waiter
-        attrs = await self._call(container.reload, ctr)
-        sink = OutputSink(self._config.output_limit_bytes, None)
-        feed_log(sink, await self._call(read_log, conn.api, ctr.id, self._config.output_limit_bytes))
+        attrs = await call(container.reload, ctr)
+        sink = OutputSink(output_limit, None)
+        feed_log(sink, await call(read_log, conn.api, ctr.id, output_limit))
         output = sink.head.decode(errors="replace")
         if sink.truncated:
             output += "\n" + sink.truncation_note()
@@ -473,14 +484,18 @@ class Sandbox:
                 raise
         raise AssertionError("unreachable")
 
+    @staticmethod
     async def _execute(
-        self,
         conn: Connection,
         ctr: Container,
+        *,
         enforced: tuple[str, ...],
         plan: LimitPlan,
         timeout_s: float,
         on_output: Callable[[str], None] | None,
+        output_limit: int,
+        call: Blocking,
+        pool: Executor,
     ) -> SandboxResult:
         loop = asyncio.get_running_loop()
         emit: Callable[[str], None] | None = None
@@ -492,21 +507,21 @@ class Sandbox:
 
         from engine.sandbox import container
 
-        sink = OutputSink(self._config.output_limit_bytes, emit)
-        sock = await self._call(open_attach, conn.url, ctr.id, timeout_s)
+        sink = OutputSink(output_limit, emit)
+        sock = await call(open_attach, conn.url, ctr.id, timeout_s)
         pump: asyncio.Future[None] | None = None
         try:
             if sock is not None:
-                pump = loop.run_in_executor(self._pool, pump_stream, sock, sink)
+                pump = loop.run_in_executor(pool, pump_stream, sock, sink)
             started = time.perf_counter()
-            await self._call(container.start, ctr)
-            waiter = loop.run_in_executor(self._pool, container.wait, ctr, timeout_s + WAIT_SLACK_S)
+            await call(container.start, ctr)
+            waiter = loop.run_in_executor(pool, container.wait, ctr, timeout_s + WAIT_SLACK_S)
             # If this run is cancelled, nobody awaits the waiter; its late error must not be logged as lost.
             waiter.add_done_callback(_consume_result)
             done, _ = await asyncio.wait({waiter}, timeout=timeout_s)
             timed_out = False
             if not done:
-                timed_out = await self._call(container.kill, ctr)
+                timed_out = await call(container.kill, ctr)
             exit_code: int | None = await waiter
             duration = time.perf_counter() - started
             if pump is not None:
@@ -515,7 +530,7 @@ class Sandbox:
                 if pending:
                     log.warning("attach stream of %s did not end %.0f s after exit", ctr.id[:12], _DRAIN_S)
             else:
-                feed_log(sink, await self._call(read_log, conn.api, ctr.id, self._config.output_limit_bytes))
+                feed_log(sink, await call(read_log, conn.api, ctr.id, output_limit))
         finally:
             if sock is not None:
                 sock.close()  # also ends a pump still blocked on it (a cancelled or stuck run)

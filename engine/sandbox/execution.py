@@ -52,7 +52,7 @@ class Blocking(Protocol):
     def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]: ...
 
 
-async def _execute(
+async def execute(
     conn: Connection,
     ctr: Container,
     *,
@@ -125,8 +125,8 @@ async def _execute(
     )
 
 
-async def _await_adopted(conn: Connection, ctr: Container, *, started_at: float, timeout_s: float,
-                         output_limit: int, call: Blocking, pool: Executor) -> SandboxResult:
+async def await_adopted(conn: Connection, ctr: Container, *, started_at: float, timeout_s: float,
+                        output_limit: int, call: Blocking, pool: Executor) -> SandboxResult:
     from engine.sandbox import container
 
     loop = asyncio.get_running_loop()

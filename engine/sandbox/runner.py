@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.core.errors import SandboxError, SandboxUnavailable
 from engine.sandbox import leftovers, netfilter, resolve
-from engine.sandbox.execution import SandboxResult, _await_adopted, _execute
+from engine.sandbox.execution import SandboxResult, await_adopted, execute
 from engine.sandbox.host import Connection, connect
 from engine.sandbox.leftovers import Leftover
 from engine.sandbox.libpod import PodmanFailure
@@ -197,9 +197,9 @@ class Sandbox:
             done = False
             try:
                 ctr = await self._call(container.get, conn, left.container_id)
-                result = await _await_adopted(conn, ctr, started_at=left.started_at, timeout_s=timeout_s,
-                                              output_limit=self._config.output_limit_bytes, call=self._call,
-                                              pool=self._pool)
+                result = await await_adopted(conn, ctr, started_at=left.started_at, timeout_s=timeout_s,
+                                             output_limit=self._config.output_limit_bytes, call=self._call,
+                                             pool=self._pool)
                 done = True
                 return result
             except PodmanFailure as exc:
@@ -289,9 +289,9 @@ class Sandbox:
             try:
                 if on_started is not None:
                     await on_started(RunStart(ctr.id, enforced, plan.missing, plan.note))
-                result = await _execute(conn, ctr, enforced=enforced, plan=plan, timeout_s=timeout_s,
-                                        on_output=on_output, output_limit=self._config.output_limit_bytes,
-                                        call=self._call, pool=self._pool)
+                result = await execute(conn, ctr, enforced=enforced, plan=plan, timeout_s=timeout_s,
+                                       on_output=on_output, output_limit=self._config.output_limit_bytes,
+                                       call=self._call, pool=self._pool)
                 exited = True
                 return result
             except PodmanFailure as exc:

@@ -1,5 +1,11 @@
 """Seeing a created container through to its end, and what it did: a run's, or an adopted one's.
 
+`execute` starts a run's container, relays its output live, SIGKILLs it at its timeout and builds its
+`SandboxResult`; `await_adopted` waits for a container an earlier process started (after a crash: see
+engine/sandbox/leftovers.py) and reads its output from Podman's log. engine/sandbox/runner.py checks a run, creates
+its container and removes it; these functions only watch one to its end, calling blocking code through the
+sandbox's one door (`Blocking`) and its thread pool.
+
 Output comes from the container's attach stream, which carries every byte the script writes: the
 first `output_limit_bytes` are kept (and streamed line by line to `on_output`), the rest is counted.
 """
@@ -64,6 +70,11 @@ async def execute(
     call: Blocking,
     pool: Executor,
 ) -> SandboxResult:
+    """Start `ctr` (created, not started), relay its output lines to `on_output` as they are printed, SIGKILL it
+    `timeout_s` after it started, and collect what it did; every line has been delivered when this returns.
+
+    `call` runs blocking code on `pool`; `pool` also holds what runs alongside (the attach reader, the exit wait).
+    """
     loop = asyncio.get_running_loop()
     emit: Callable[[str], None] | None = None
     if on_output is not None:
@@ -127,6 +138,8 @@ async def execute(
 
 async def await_adopted(conn: Connection, ctr: Container, *, started_at: float, timeout_s: float,
                         output_limit: int, call: Blocking, pool: Executor) -> SandboxResult:
+    """Wait for a container an earlier process started (at `started_at`, epoch seconds) to exit, SIGKILL it
+    `timeout_s` after it started, and read its exit code and output from Podman's log (lines are not streamed)."""
     from engine.sandbox import container
 
     loop = asyncio.get_running_loop()

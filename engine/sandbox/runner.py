@@ -9,6 +9,9 @@ under an unprivileged host user (`sandboxer`), and within it as a uid of its own
 subordinate range), so even an escape lands in an account that owns nothing, and a fork bomb counts against
 its run only.
 
+This module checks a run, creates its container and keeps track of it until it is removed; starting it and seeing
+it to its end (live output, the timeout's SIGKILL, the result) is engine/sandbox/execution.py.
+
 Podman is reached in two ways, both synchronous: engine/sandbox/libpod.py for what every engine does at start
 (the service, its host, the image, leftovers), and podman-py, imported with the first run, for the run itself
 (engine/sandbox/container.py). Every call goes through `Sandbox._call`, which runs it on the sandbox's own small

@@ -53,7 +53,7 @@ class SandboxResult:
 
 
 class Blocking(Protocol):
-    """The sandbox's one door to blocking code (`Sandbox._call`): runs `fn` on its thread pool."""
+    """The sandbox's one door to blocking code (`PodmanSession.call`): runs `fn` on its thread pool."""
 
     def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]: ...
 

@@ -4,7 +4,7 @@
 `SandboxResult`; `await_adopted` waits for a container an earlier process started (after a crash: see
 engine/sandbox/leftovers.py) and reads its output from Podman's log. engine/sandbox/runner.py checks a run, creates
 its container and removes it; these functions only watch one to its end, calling blocking code through the
-sandbox's one door (`Blocking`) and its thread pool.
+sandbox's one door (`PodmanSession.call`, engine/sandbox/session.py).
 
 Output comes from the container's attach stream, which carries every byte the script writes: the
 first `output_limit_bytes` are kept (and streamed line by line to `on_output`), the rest is counted.
@@ -15,22 +15,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from engine.sandbox import leftovers
 from engine.sandbox.host import Connection
 from engine.sandbox.output import STDERR, STDOUT, WAIT_SLACK_S, OutputSink, feed_log, open_attach, read_log
 from engine.sandbox.output import pump as pump_stream
 from engine.sandbox.policy import LimitPlan
+from engine.sandbox.session import PodmanSession
 
 if TYPE_CHECKING:
     from engine.sandbox.container import Container
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 _DRAIN_S = 5.0  # after exit, how long the attach stream may take to deliver its last bytes
 
@@ -52,12 +51,6 @@ class SandboxResult:
     stderr_tail: str = ""
 
 
-class Blocking(Protocol):
-    """The sandbox's one door to blocking code (`PodmanSession.call`): runs `fn` on its thread pool."""
-
-    def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]: ...
-
-
 async def execute(
     conn: Connection,
     ctr: Container,
@@ -67,13 +60,12 @@ async def execute(
     timeout_s: float,
     on_output: Callable[[str], None] | None,
     output_limit: int,
-    call: Blocking,
-    pool: Executor,
+    podman: PodmanSession,
 ) -> SandboxResult:
     """Start `ctr` (created, not started), relay its output lines to `on_output` as they are printed, SIGKILL it
     `timeout_s` after it started, and collect what it did; every line has been delivered when this returns.
 
-    `call` runs blocking code on `pool`; `pool` also holds what runs alongside (the attach reader, the exit wait).
+    Blocking calls go through `podman`, whose pool also holds what runs alongside (the attach reader, the exit wait).
     """
     loop = asyncio.get_running_loop()
     emit: Callable[[str], None] | None = None
@@ -86,20 +78,20 @@ async def execute(
     from engine.sandbox import container
 
     sink = OutputSink(output_limit, emit)
-    sock = await call(open_attach, conn.url, ctr.id, timeout_s)
+    sock = await podman.call(open_attach, conn.url, ctr.id, timeout_s)
     pump: asyncio.Future[None] | None = None
     try:
         if sock is not None:
-            pump = loop.run_in_executor(pool, pump_stream, sock, sink)
+            pump = loop.run_in_executor(podman.pool, pump_stream, sock, sink)
         started = time.perf_counter()
-        await call(container.start, ctr)
-        waiter = loop.run_in_executor(pool, container.wait, ctr, timeout_s + WAIT_SLACK_S)
+        await podman.call(container.start, ctr)
+        waiter = loop.run_in_executor(podman.pool, container.wait, ctr, timeout_s + WAIT_SLACK_S)
         # If this run is cancelled, nobody awaits the waiter; its late error must not be logged as lost.
         waiter.add_done_callback(_consume_result)
         done, _ = await asyncio.wait({waiter}, timeout=timeout_s)
         timed_out = False
         if not done:
-            timed_out = await call(container.kill, ctr)
+            timed_out = await podman.call(container.kill, ctr)
         exit_code: int | None = await waiter
         duration = time.perf_counter() - started
         if pump is not None:
@@ -108,7 +100,7 @@ async def execute(
             if pending:
                 log.warning("attach stream of %s did not end %.0f s after exit", ctr.id[:12], _DRAIN_S)
         else:
-            feed_log(sink, await call(read_log, conn.api, ctr.id, output_limit))
+            feed_log(sink, await podman.call(read_log, conn.api, ctr.id, output_limit))
     finally:
         if sock is not None:
             sock.close()  # also ends a pump still blocked on it (a cancelled or stuck run)
@@ -137,23 +129,23 @@ async def execute(
 
 
 async def await_adopted(conn: Connection, ctr: Container, *, started_at: float, timeout_s: float,
-                        output_limit: int, call: Blocking, pool: Executor) -> SandboxResult:
+                        output_limit: int, podman: PodmanSession) -> SandboxResult:
     """Wait for a container an earlier process started (at `started_at`, epoch seconds) to exit, SIGKILL it
     `timeout_s` after it started, and read its exit code and output from Podman's log (lines are not streamed)."""
     from engine.sandbox import container
 
     loop = asyncio.get_running_loop()
     remaining = max(0.0, timeout_s - (time.time() - started_at))
-    waiter = loop.run_in_executor(pool, container.wait, ctr, remaining + WAIT_SLACK_S)
+    waiter = loop.run_in_executor(podman.pool, container.wait, ctr, remaining + WAIT_SLACK_S)
     waiter.add_done_callback(_consume_result)
     done, _ = await asyncio.wait({waiter}, timeout=remaining)
     timed_out = False
     if not done:
-        timed_out = await call(container.kill, ctr)
+        timed_out = await podman.call(container.kill, ctr)
     exit_code = await waiter
-    attrs = await call(container.reload, ctr)
+    attrs = await podman.call(container.reload, ctr)
     sink = OutputSink(output_limit, None)
-    feed_log(sink, await call(read_log, conn.api, ctr.id, output_limit))
+    feed_log(sink, await podman.call(read_log, conn.api, ctr.id, output_limit))
     output = sink.head.decode(errors="replace")
     if sink.truncated:
         output += "\n" + sink.truncation_note()

@@ -193,8 +193,7 @@ class Sandbox:
             try:
                 ctr = await self._podman.call(container.get, conn, left.container_id)
                 result = await await_adopted(conn, ctr, started_at=left.started_at, timeout_s=timeout_s,
-                                             output_limit=self._config.output_limit_bytes, call=self._podman.call,
-                                             pool=self._podman.pool)
+                                             output_limit=self._config.output_limit_bytes, podman=self._podman)
                 done = True
                 return result
             except PodmanFailure as exc:
@@ -286,7 +285,7 @@ class Sandbox:
                     await on_started(RunStart(ctr.id, enforced, plan.missing, plan.note))
                 result = await execute(conn, ctr, enforced=enforced, plan=plan, timeout_s=timeout_s,
                                        on_output=on_output, output_limit=self._config.output_limit_bytes,
-                                       call=self._podman.call, pool=self._podman.pool)
+                                       podman=self._podman)
                 exited = True
                 return result
             except PodmanFailure as exc:

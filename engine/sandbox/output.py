@@ -1,6 +1,7 @@
 """Capturing a sandboxed run's output: attach to the container before it starts, keep the head, count the rest.
 
-Blocking helpers for the sandbox's worker threads (engine/sandbox/runner.py runs them through its thread pool).
+Blocking helpers for the sandbox's worker threads (engine/sandbox/execution.py runs them on the
+sandbox's thread pool).
 """
 
 from __future__ import annotations

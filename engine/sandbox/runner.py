@@ -9,13 +9,13 @@ under an unprivileged host user (`sandboxer`), and within it as a uid of its own
 subordinate range), so even an escape lands in an account that owns nothing, and a fork bomb counts against
 its run only.
 
-Output comes from the container's attach stream, which carries every byte the script writes: the
-first `output_limit_bytes` are kept (and streamed line by line to `on_output`), the rest is counted.
+This module checks a run, creates its container and keeps track of it until it is removed; starting it and seeing
+it to its end (live output, the timeout's SIGKILL, the result) is engine/sandbox/execution.py.
 
 Podman is reached in two ways, both synchronous: engine/sandbox/libpod.py for what every engine does at start
 (the service, its host, the image, leftovers), and podman-py, imported with the first run, for the run itself
-(engine/sandbox/container.py). Every call goes through `Sandbox._call`, which runs it on the sandbox's own small
-thread pool; the event loop never blocks on Podman.
+(engine/sandbox/container.py). Every call goes through `PodmanSession.call` (engine/sandbox/session.py, which also
+keeps the connection live), on the sandbox's own small thread pool; the event loop never blocks on Podman.
 
 Crash recovery (engine/sandbox/leftovers.py): a caller that must not run a script twice passes `on_started`, which
 records the container durably before it starts, and `keep=True`, which leaves the exited container in place until
@@ -30,24 +30,19 @@ failed mid-run), `ValueError` (bad script name or arguments, from the caller).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 from engine.core.errors import SandboxError, SandboxUnavailable
 from engine.sandbox import leftovers, netfilter, resolve
-from engine.sandbox.host import Connection, connect
+from engine.sandbox.execution import SandboxResult, await_adopted, execute
+from engine.sandbox.host import Connection
 from engine.sandbox.leftovers import Leftover
 from engine.sandbox.libpod import PodmanFailure
-from engine.sandbox.output import STDERR, STDOUT, WAIT_SLACK_S, OutputSink, feed_log, open_attach, read_log
-from engine.sandbox.output import pump as pump_stream
-from engine.sandbox.podman_service import PodmanService
 from engine.sandbox.policy import (
     DEFAULT_IMAGE,
     HostLimits,
@@ -60,6 +55,7 @@ from engine.sandbox.policy import (
     plan_limits,
     resolve_script,
 )
+from engine.sandbox.session import PodmanSession
 
 if TYPE_CHECKING:
     from engine.sandbox.container import Container
@@ -67,29 +63,10 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_IMAGE", "Leftover", "RunStart", "Sandbox", "SandboxConfig", "SandboxResult"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-# Each run holds up to three pool threads (wait, attach reader, kill); the semaphore keeps the pool from
+# Each run holds up to three pool threads (wait, attach reader, kill); the semaphore keeps the session's pool from
 # starving. Two cores gain nothing from more containers starting at once.
 _MAX_PARALLEL_RUNS = 8
-_DRAIN_S = 5.0  # after exit, how long the attach stream may take to deliver its last bytes
-
-
-@dataclass(frozen=True)
-class SandboxResult:
-    """What one run did. `exit_code` is None when the run timed out and was killed."""
-
-    exit_code: int | None
-    output: str  # stdout and stderr interleaved, capped at output_limit_bytes (+ a truncation note)
-    timed_out: bool
-    duration_s: float  # container start to exit
-    enforced: tuple[str, ...]  # protections read back from the created container, and each limit's mechanism
-    output_bytes: int = 0  # everything the script printed, kept or not
-    not_enforced: tuple[str, ...] = ()  # limits this host could not apply, and why
-    limits_note: str = ""  # one line for people: each limit's mechanism, then what the host could not enforce
-    container_id: str = ""  # still there only after a run with keep=True, or an adoption: `remove()` it
-    stdout_tail: str = ""  # the end of stdout alone, and of stderr alone (`output` has both, interleaved)
-    stderr_tail: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,13 +94,8 @@ class Sandbox:
         self._mine: set[str] = set()  # containers this process created or adopted and has not removed yet
         self._kept: dict[str, int | None] = {}  # kept or adopted container -> its run uid, held until `remove()`
         self._scripts_dir = Path(scripts_dir).absolute()
-        self._pool = ThreadPoolExecutor(max_workers=3 * _MAX_PARALLEL_RUNS + 2,
-                                        thread_name_prefix="herald-sandbox")
+        self._podman = PodmanSession(config, parallel_runs=_MAX_PARALLEL_RUNS)
         self._slots = asyncio.Semaphore(_MAX_PARALLEL_RUNS)
-        self._connect_lock = asyncio.Lock()
-        self._service = PodmanService(idle_timeout_s=config.service_idle_s)
-        self._conn: Connection | None = None
-        self._problem: str | None = "not started"
         self._uids_in_use: set[int] = set()
         self._closed = False
 
@@ -135,7 +107,7 @@ class Sandbox:
     @property
     def problem(self) -> str | None:
         """Why the sandbox cannot run scripts (with the fix), as of the last check; None when it can."""
-        return self._problem
+        return self._podman.problem
 
     async def start(self) -> None:
         """Connect (starting the Podman service if allowed) and check the host; never raises.
@@ -144,17 +116,17 @@ class Sandbox:
         `problem`, and raised by `run()`, which checks again each time.
         """
         try:
-            conn = await self._ensure_connected()
+            conn = await self._podman.connection()
             folder = self._scripts_folder()
             first = conn.run_uids[0] if conn.run_uids else None
-            self._problem = access_problem(folder, None, *conn.reader(first))
+            self._podman.problem = access_problem(folder, None, *conn.reader(first))
         except SandboxUnavailable as exc:
-            self._problem = str(exc)
+            self._podman.problem = str(exc)
         except Exception as exc:  # never let a broken host stop herald from starting
             log.exception("sandbox start-up check failed")
-            self._problem = f"sandbox check failed unexpectedly: {exc!r}"
-        if self._problem:
-            log.warning("sandbox unavailable: %s", self._problem)
+            self._podman.problem = f"sandbox check failed unexpectedly: {exc!r}"
+        if self._podman.problem:
+            log.warning("sandbox unavailable: %s", self._podman.problem)
 
     async def leftovers(self) -> list[Leftover]:
         """This owner's containers that this process did not make: left by an earlier one (a crash, a stop).
@@ -163,21 +135,21 @@ class Sandbox:
         """
         if not self._owner:
             return []
-        conn = await self._ensure_connected()
+        conn = await self._podman.connection()
         try:
-            found = await self._call(leftovers.find, conn.api, self._owner)
+            found = await self._podman.call(leftovers.find, conn.api, self._owner)
         except PodmanFailure as exc:
-            raise await self._classify(conn, exc) from exc
+            raise await self._podman.classify(conn, exc) from exc
         return [left for left in found if left.container_id not in self._mine]
 
     async def containers_of_task(self, task_id: str) -> list[Leftover]:
         """The containers of one task on this machine, whoever made them (a worker that died mid-task); raises
         SandboxUnavailable when Podman cannot be asked."""
-        conn = await self._ensure_connected()
+        conn = await self._podman.connection()
         try:
-            return await self._call(leftovers.find_task, conn.api, task_id)
+            return await self._podman.call(leftovers.find_task, conn.api, task_id)
         except PodmanFailure as exc:
-            raise await self._classify(conn, exc) from exc
+            raise await self._podman.classify(conn, exc) from exc
 
     async def remove_leftovers(self, found: Iterable[Leftover] | None = None, *, keep_started: bool = False) -> int:
         """Remove leftovers (by default all of `leftovers()`; with `keep_started`, only those that never started),
@@ -185,7 +157,7 @@ class Sandbox:
         try:
             found = [left for left in (await self.leftovers() if found is None else found)
                      if not (keep_started and left.started)]
-            conn = await self._ensure_connected() if found else None
+            conn = await self._podman.connection() if found else None
         except SandboxError as exc:
             log.warning("could not look for containers left behind by an earlier run: %s", exc)
             return 0
@@ -193,7 +165,7 @@ class Sandbox:
         for left in found:
             assert conn is not None
             try:
-                if await self._call(leftovers.remove, conn.api, left.container_id):
+                if await self._podman.call(leftovers.remove, conn.api, left.container_id):
                     removed += 1
                     log.warning("removed container %s, left behind by an earlier run of this %s", left.describe(),
                                 "worker" if (self._owner or "").startswith("worker-") else "engine")
@@ -213,31 +185,32 @@ class Sandbox:
         from engine.sandbox import container  # podman-py, loaded with the first run or adoption
 
         async with self._slots:
-            conn = await self._ensure_connected()
+            conn = await self._podman.connection()
             self._mine.add(left.container_id)
             if left.run_uid is not None:
                 self._uids_in_use.add(left.run_uid)
             done = False
             try:
-                ctr = await self._call(container.get, conn, left.container_id)
-                result = await self._await_adopted(conn, ctr, left.started_at, timeout_s)
+                ctr = await self._podman.call(container.get, conn, left.container_id)
+                result = await await_adopted(conn, ctr, started_at=left.started_at, timeout_s=timeout_s,
+                                             output_limit=self._config.output_limit_bytes, podman=self._podman)
                 done = True
                 return result
             except PodmanFailure as exc:
-                raise await self._classify(conn, exc) from exc
+                raise await self._podman.classify(conn, exc) from exc
             finally:
                 if done:
                     self._kept[left.container_id] = left.run_uid
                 else:  # failed or cancelled: like a run's container, it must not stay
-                    await asyncio.shield(self._call(self._remove_quietly, conn, left.container_id))
+                    await asyncio.shield(self._podman.call(self._remove_quietly, conn, left.container_id))
                     self._release(left.container_id, left.run_uid)
 
     async def remove(self, container_id: str) -> None:
         """Remove a container kept after its run (keep=True) or adopted, once its result is stored; never raises."""
         run_uid = self._kept.pop(container_id, None)
         try:
-            conn = await self._ensure_connected()
-            await self._call(self._remove_quietly, conn, container_id)
+            conn = await self._podman.connection()
+            await self._podman.call(self._remove_quietly, conn, container_id)
         except SandboxError as exc:
             log.warning("could not remove sandbox container %s: %s", container_id[:12], exc)
         finally:
@@ -245,7 +218,7 @@ class Sandbox:
 
     async def host_limits(self) -> tuple[HostLimits, LimitPlan]:
         """What this host lets Podman limit, and how a run with the configured defaults is limited on it."""
-        conn = await self._ensure_connected()
+        conn = await self._podman.connection()
         limits = RunLimits.for_run(self._config, timeout_s=self._config.default_timeout_s, memory=None, network=None)
         return conn.host, plan_limits(limits, conn.host)
 
@@ -296,7 +269,7 @@ class Sandbox:
         if limits.network == "allow":
             # Host names become the addresses they have now, for the filter and the container's /etc/hosts; a name
             # that gives none refuses the run here (engine/sandbox/resolve.py). Off the event loop: getaddrinfo blocks.
-            limits = await self._call(resolve.pin, limits)
+            limits = await self._podman.call(resolve.pin, limits)
         folder = self._scripts_folder()
         script_rel = resolve_script(folder, script)
         argv = ["/bin/sh", f"/scripts/{script_rel}", *argv_args]
@@ -310,18 +283,20 @@ class Sandbox:
             try:
                 if on_started is not None:
                     await on_started(RunStart(ctr.id, enforced, plan.missing, plan.note))
-                result = await self._execute(conn, ctr, enforced, plan, timeout_s, on_output)
+                result = await execute(conn, ctr, enforced=enforced, plan=plan, timeout_s=timeout_s,
+                                       on_output=on_output, output_limit=self._config.output_limit_bytes,
+                                       podman=self._podman)
                 exited = True
                 return result
             except PodmanFailure as exc:
-                raise await self._classify(conn, exc) from exc
+                raise await self._podman.classify(conn, exc) from exc
             finally:
                 if exited and keep:
                     self._kept[ctr.id] = run_uid
                 else:
                     # Shielded: a cancelled run must still not leave its container behind; the pool
                     # thread finishes the removal even if nobody awaits it any more.
-                    await asyncio.shield(self._call(container.discard, ctr, not exited))
+                    await asyncio.shield(self._podman.call(container.discard, ctr, not exited))
                     self._release(ctr.id, run_uid)  # only once its container (and processes) are gone
 
     async def close(self) -> None:
@@ -333,11 +308,7 @@ class Sandbox:
         if self._closed:
             return
         self._closed = True
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await self._call(conn.close)
-        await self._call(self._service.stop)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        await self._podman.close()
 
     # --- internals --------------------------------------------------------------------------------
 
@@ -353,76 +324,11 @@ class Sandbox:
         except PodmanFailure as exc:
             log.warning("could not remove sandbox container %s: %s", container_id[:12], exc)
 
-    async def _await_adopted(self, conn: Connection, ctr: Container, started_at: float,
-                             timeout_s: float) -> SandboxResult:
-        from engine.sandbox import container
-
-        loop = asyncio.get_running_loop()
-        remaining = max(0.0, timeout_s - (time.time() - started_at))
-        waiter = loop.run_in_executor(self._pool, container.wait, ctr, remaining + WAIT_SLACK_S)
-        waiter.add_done_callback(_consume_result)
-        done, _ = await asyncio.wait({waiter}, timeout=remaining)
-        timed_out = False
-        if not done:
-            timed_out = await self._call(container.kill, ctr)
-        exit_code = await waiter
-        attrs = await self._call(container.reload, ctr)
-        sink = OutputSink(self._config.output_limit_bytes, None)
-        feed_log(sink, await self._call(read_log, conn.api, ctr.id, self._config.output_limit_bytes))
-        output = sink.head.decode(errors="replace")
-        if sink.truncated:
-            output += "\n" + sink.truncation_note()
-        duration = leftovers.finished_after_s(attrs)
-        log.info("adopted container %s: it %s", ctr.id[:12],
-                 "timed out and was killed" if timed_out else f"exited with {exit_code}")
-        return SandboxResult(
-            exit_code=None if timed_out else exit_code, output=output, timed_out=timed_out,
-            duration_s=duration if duration is not None else time.time() - started_at, enforced=(),
-            output_bytes=sink.total, container_id=ctr.id, stdout_tail=sink.tail(STDOUT),
-            stderr_tail=sink.tail(STDERR),
-        )
-
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """The one door to blocking code (podman-py, the service start): run it on our pool."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
-
     def _scripts_folder(self) -> Path:
         folder = self._scripts_dir.resolve()
         if not folder.is_dir():
             raise SandboxUnavailable(f"the scripts folder {folder} does not exist: create it (mode 755)")
         return folder
-
-    async def _ensure_connected(self) -> Connection:
-        async with self._connect_lock:
-            if self._conn is not None and self._service.exited:
-                # The service we started ended (normally: its idle timeout): connect again, which starts a new one.
-                conn, self._conn = self._conn, None
-                await self._call(conn.close)
-            if self._conn is None:
-                try:
-                    self._conn = await self._call(self._connect)
-                except SandboxUnavailable as exc:
-                    self._problem = str(exc)
-                    raise
-                self._problem = None
-            return self._conn
-
-    def _connect(self) -> Connection:
-        """Blocking: reach the service (maybe starting it), learn who it runs as, check the image."""
-        return connect(self._config, self._service, parallel_runs=_MAX_PARALLEL_RUNS)
-
-    async def _classify(self, conn: Connection, exc: PodmanFailure) -> SandboxError:
-        """What a failed Podman call means for the run; a dead service is dropped so the next run reconnects."""
-        if exc.unreachable:
-            if self._conn is conn:
-                self._conn = None
-                await self._call(conn.close)
-            fix = "it is restarted on the next run" if self._config.autostart else "start it again"
-            problem = f"the podman service at {conn.url} stopped answering ({exc.__cause__ or exc!r}): {fix}"
-            self._problem = problem
-            return SandboxUnavailable(problem)
-        return SandboxError(f"podman failed during the run: {exc}")
 
     def _take_uid(self, conn: Connection) -> int | None:
         """A container uid no other run of ours is using (rootless), or None (rootful: nobody)."""
@@ -442,12 +348,12 @@ class Sandbox:
         from engine.sandbox import container
 
         for attempt in (1, 2):
-            conn = await self._ensure_connected()
+            conn = await self._podman.connection()
             run_uid = self._take_uid(conn)
             try:
                 problem = access_problem(folder, script_rel, *conn.reader(run_uid))
                 if problem:
-                    self._problem = problem
+                    self._podman.problem = problem
                     raise SandboxUnavailable(problem)
                 if limits.network != "none":
                     refused = netfilter.can_enter(conn.podman_uid)
@@ -458,11 +364,11 @@ class Sandbox:
                                   attempt=task_attempt, limits=limits, plan=plan, host=conn.host, run_uid=run_uid)
                 if self._owner:
                     spec["labels"][leftovers.OWNER_LABEL] = self._owner
-                ctr, enforced = await self._call(container.create, conn, spec, plan, run_uid, limits)
+                ctr, enforced = await self._podman.call(container.create, conn, spec, plan, run_uid, limits)
                 return conn, ctr, enforced, plan, run_uid
             except PodmanFailure as exc:
                 self._uids_in_use.discard(run_uid)
-                error = await self._classify(conn, exc)
+                error = await self._podman.classify(conn, exc)
                 # Nothing was created yet, so trying again on a fresh connection is safe.
                 if attempt == 1 and isinstance(error, SandboxUnavailable) and self._config.autostart:
                     log.warning("%s; reconnecting", error)
@@ -472,84 +378,3 @@ class Sandbox:
                 self._uids_in_use.discard(run_uid)
                 raise
         raise AssertionError("unreachable")
-
-    async def _execute(
-        self,
-        conn: Connection,
-        ctr: Container,
-        enforced: tuple[str, ...],
-        plan: LimitPlan,
-        timeout_s: float,
-        on_output: Callable[[str], None] | None,
-    ) -> SandboxResult:
-        loop = asyncio.get_running_loop()
-        emit: Callable[[str], None] | None = None
-        if on_output is not None:
-            callback = on_output
-
-            def emit(line: str) -> None:  # called from the attach thread, and from finish() here
-                loop.call_soon_threadsafe(_deliver, callback, line)
-
-        from engine.sandbox import container
-
-        sink = OutputSink(self._config.output_limit_bytes, emit)
-        sock = await self._call(open_attach, conn.url, ctr.id, timeout_s)
-        pump: asyncio.Future[None] | None = None
-        try:
-            if sock is not None:
-                pump = loop.run_in_executor(self._pool, pump_stream, sock, sink)
-            started = time.perf_counter()
-            await self._call(container.start, ctr)
-            waiter = loop.run_in_executor(self._pool, container.wait, ctr, timeout_s + WAIT_SLACK_S)
-            # If this run is cancelled, nobody awaits the waiter; its late error must not be logged as lost.
-            waiter.add_done_callback(_consume_result)
-            done, _ = await asyncio.wait({waiter}, timeout=timeout_s)
-            timed_out = False
-            if not done:
-                timed_out = await self._call(container.kill, ctr)
-            exit_code: int | None = await waiter
-            duration = time.perf_counter() - started
-            if pump is not None:
-                # conmon closes the stream once the container's stdio is drained: normally at once.
-                _, pending = await asyncio.wait({pump}, timeout=_DRAIN_S)
-                if pending:
-                    log.warning("attach stream of %s did not end %.0f s after exit", ctr.id[:12], _DRAIN_S)
-            else:
-                feed_log(sink, await self._call(read_log, conn.api, ctr.id, self._config.output_limit_bytes))
-        finally:
-            if sock is not None:
-                sock.close()  # also ends a pump still blocked on it (a cancelled or stuck run)
-        sink.finish()
-        if emit is not None:
-            # call_soon_threadsafe keeps FIFO order: once this sentinel runs, every line has been delivered.
-            flushed = loop.create_future()
-            loop.call_soon_threadsafe(flushed.set_result, None)
-            await flushed
-        output = sink.head.decode(errors="replace")
-        if sink.truncated:
-            output += "\n" + sink.truncation_note()
-        return SandboxResult(
-            exit_code=None if timed_out else exit_code,
-            output=output,
-            timed_out=timed_out,
-            duration_s=duration,
-            enforced=enforced,
-            output_bytes=sink.total,
-            not_enforced=plan.missing,
-            limits_note=plan.note,
-            container_id=ctr.id,
-            stdout_tail=sink.tail(STDOUT),
-            stderr_tail=sink.tail(STDERR),
-        )
-
-
-def _consume_result(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-def _deliver(on_output: Callable[[str], None], line: str) -> None:
-    try:
-        on_output(line)
-    except Exception:  # a broken listener must not break the run
-        log.exception("on_output callback failed")

@@ -36,10 +36,15 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.alerts",
 )
 COMMANDS_GROUP = "herald.commands"  # entry points: functions taking the sub-parsers, adding their commands
+# `herald run` parses with this module's own commands only: the long-running engine then never loads the other
+# command groups (the TUI's, the remote client's, ...: about 0.7 MiB it would keep resident for nothing).
+# Every other command line, `herald --help` included, sees every group.
+SELF_CONTAINED_COMMANDS = frozenset({"run"})
 GC_GEN0_THRESHOLD = 50_000  # allocations between young-generation collections (CPython's default: 700)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, groups: bool = True) -> argparse.ArgumentParser:
+    """The `herald` parser; `groups=False` leaves out the command groups of COMMAND_MODULES and entry points."""
     parser = argparse.ArgumentParser(
         prog="herald",
         description="Herald turns rule files into a running automation: alerts and chat commands in, "
@@ -119,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--timeout", type=float, default=600, help="seconds to wait for the result")
     for kind in (alert, command):  # `herald send alert ... --url U` reads as naturally as `herald send --url U alert`
         add_client_args(kind, suppress=True)
+    if not groups:
+        return parser
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_parsers(sub)
     for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):  # `herald tui`, plugins' own
@@ -139,7 +146,8 @@ def tune_gc_for_serving() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(groups=not words or words[0] not in SELF_CONTAINED_COMMANDS).parse_args(words)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

@@ -76,3 +76,19 @@ async def test_an_engine_that_does_not_watch_never_imports_the_file_watcher(tmp_
 async def test_an_engine_that_watches_imports_the_file_watcher(tmp_path: Path) -> None:
     modules = await _modules_at_start(tmp_path)
     assert _loaded(modules, {"watchfiles"}) == ["watchfiles"]
+
+
+@pytest.mark.timeout(120)
+async def test_a_running_engine_never_imports_the_other_command_groups(tmp_path: Path) -> None:
+    """`herald run` parses its own command only: the TUI's command group and the remote client (with the CLI's
+    other groups, about 0.2 MiB) stay out of the engine."""
+    modules = await _modules_at_start(tmp_path, "--no-watch")
+    assert _loaded(modules, {"tui"}) == []
+    assert sorted(modules & {"engine.client.remote", "engine.cli.alerts", "engine.cli.sandbox", "engine.cli.worker",
+                             "engine.cli.security", "engine.cli.rules"}) == []
+
+
+def test_every_other_command_line_still_sees_every_command_group(tmp_path: Path) -> None:
+    listed = subprocess.run([sys.executable, "-m", "engine.cli", "--help"], cwd=tmp_path, capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True).stdout
+    assert all(command in listed for command in ("tui", "worker", "sandbox", "token", "fmt", "alerts")), listed

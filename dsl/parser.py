@@ -123,6 +123,15 @@ def _quick_lalr() -> QuickLALR | None:
 _PARSING = threading.Lock()
 
 
+def release_parser() -> None:
+    """Let go of this process's parser (about 2-3 MiB: lark's grammar, LALR table, contextual lexers and their
+    regular expressions); the next parse builds it again (~0.15 s). For a long-running process that parses at
+    start and then seldom: `herald run` after its start-up compile."""
+    with _PARSING:
+        _quick_lalr.cache_clear()
+        _parser.cache_clear()
+
+
 @dataclass(frozen=True, slots=True)
 class _Chunk:
     """Consecutive lines of a file from line `first` (1-based): a rule, or text that failed to be one."""

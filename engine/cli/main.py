@@ -8,6 +8,7 @@ import errno
 import gc
 import importlib
 import logging
+import re
 import signal
 import sqlite3
 import sys
@@ -141,6 +142,7 @@ def tune_gc_for_serving() -> None:
     schemas) and then allocates many short-lived objects per request. Freezing what exists keeps the collector from
     walking it again and again, and a larger first generation collects less often: at 100 alerts per POST about
     +15% throughput, with no change in what is kept (measured in benchmarks/webhook_ingest.py)."""
+    re.purge()  # the start-up compile's patterns (the released parser's lexers) would stay in re's cache of 512
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])

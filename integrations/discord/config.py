@@ -14,7 +14,8 @@ DEFAULT_API_URL = "https://discord.com/api/v10"
 
 
 class DiscordConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built when a config with [integrations.discord] is validated: never in an engine without it.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     # The bot token (Developer Portal > the application > Bot > Reset Token): inline, by variable, or by file.
     token: SecretStr | None = None

@@ -14,7 +14,8 @@ WEBHOOK_PATH = "/hooks/telegram"
 
 
 class TelegramConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built when a config with [integrations.telegram] is validated: never in an engine without it.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     # The token BotFather gave (123456:ABC-DEF...): inline, by environment variable, or in a file only Herald reads.
     token: SecretStr | None = None

@@ -30,7 +30,8 @@ chat_rooms = ["ops"]
 
 
 def _imported(log: Path) -> set[str]:
-    """The modules `-X importtime` reported in `log` so far (each line: `import time: self | cumulative | name`)."""
+    """The modules `-X importtime` reported in `log` so far (each line: `import time: self | cumulative | name`).
+    A module loaded by importlib.import_module (an entry point's own module) is not reported; what it imports is."""
     names = set()
     for line in log.read_text(errors="replace").splitlines():
         if line.startswith("import time:") and line.count("|") == 2:
@@ -92,3 +93,16 @@ def test_every_other_command_line_still_sees_every_command_group(tmp_path: Path)
     listed = subprocess.run([sys.executable, "-m", "engine.cli", "--help"], cwd=tmp_path, capture_output=True,
                             text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True).stdout
     assert all(command in listed for command in ("tui", "worker", "sandbox", "token", "fmt", "alerts")), listed
+
+
+@pytest.mark.timeout(120)
+async def test_a_platform_that_is_not_configured_loads_only_what_discovery_reads(tmp_path: Path) -> None:
+    """Discovery reads every installed integration's manifest (its name, config model, address form and
+    capabilities); the connector, the Gateway or polling loop and the rest load only with the platform's config."""
+    modules = await _modules_at_start(tmp_path, "--no-watch")
+    packages = {f"integrations.{platform}" for platform in ("telegram", "discord", "slack", "matrix")}
+    loaded = {name for name in modules if ".".join(name.split(".")[:2]) in packages}
+    # (Slack's and Telegram's render: the message length limits in their capabilities)
+    read = packages | {f"{package}.config" for package in packages} | {f"{package}.render" for package in packages}
+    assert sorted(loaded - read) == []
+    assert {f"{package}.config" for package in packages} <= loaded  # their manifests were read

@@ -106,3 +106,12 @@ async def test_a_platform_that_is_not_configured_loads_only_what_discovery_reads
     read = packages | {f"{package}.config" for package in packages} | {f"{package}.render" for package in packages}
     assert sorted(loaded - read) == []
     assert {f"{package}.config" for package in packages} <= loaded  # their manifests were read
+
+
+@pytest.mark.timeout(120)
+async def test_an_engine_whose_rules_compile_never_imports_what_only_errors_and_image_builds_use(
+        tmp_path: Path) -> None:
+    """difflib serves "did you mean" in a rule's diagnostic; tarfile, `herald sandbox image build`."""
+    modules = await _modules_at_start(tmp_path, "--no-watch")
+    assert "dsl.diagnostics" in modules and "engine.sandbox.podman_service" in modules
+    assert sorted(modules & {"difflib", "tarfile"}) == []

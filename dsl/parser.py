@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import lark.lexer as lark_lexer
+import lark.load_grammar as lark_load_grammar
 from lark import Lark, Token, UnexpectedInput
 from lark.lark import PostLex
 
@@ -130,6 +131,10 @@ def release_parser() -> None:
     with _PARSING:
         _quick_lalr.cache_clear()
         _parser.cache_clear()
+        # lark keeps the parser of its own grammar language (for reading grammar.lark) on a function attribute,
+        # ~0.2 MiB; it builds it again when it next reads a grammar. (A no-op if a lark version keeps it elsewhere.)
+        if hasattr(lark_load_grammar._get_parser, "cache"):
+            del lark_load_grammar._get_parser.cache
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ carets sit under the whole span (its first line, when it covers several).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -62,6 +61,8 @@ def render_many(diags: Iterable[Diagnostic], sources: dict[str, str] | None = No
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """The choice closest to a near-miss `word` (a typo), or None when nothing is close enough to suggest."""
+    import difflib  # here, not at the top: only a near-miss needs it, never an engine whose rules compile
+
     options = sorted(set(choices))
     by_lower = {c.lower(): c for c in options}
     found = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import lark.lexer as lark_lexer
+import lark.load_grammar as lark_load_grammar
 from lark import Lark, Token, UnexpectedInput
 from lark.lark import PostLex
 
@@ -121,6 +122,19 @@ def _quick_lalr() -> QuickLALR | None:
 
 # The parser's AstBuilder holds the results of the parse under way, so parses take turns.
 _PARSING = threading.Lock()
+
+
+def release_parser() -> None:
+    """Let go of this process's parser (about 2-3 MiB: lark's grammar, LALR table, contextual lexers and their
+    regular expressions); the next parse builds it again (~0.15 s). For a long-running process that parses at
+    start and then seldom: `herald run` after its start-up compile."""
+    with _PARSING:
+        _quick_lalr.cache_clear()
+        _parser.cache_clear()
+        # lark keeps the parser of its own grammar language (for reading grammar.lark) on a function attribute,
+        # ~0.2 MiB; it builds it again when it next reads a grammar. (A no-op if a lark version keeps it elsewhere.)
+        if hasattr(lark_load_grammar._get_parser, "cache"):
+            del lark_load_grammar._get_parser.cache
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ import errno
 import gc
 import importlib
 import logging
+import re
 import signal
 import sqlite3
 import sys
@@ -36,10 +37,15 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.alerts",
 )
 COMMANDS_GROUP = "herald.commands"  # entry points: functions taking the sub-parsers, adding their commands
+# `herald run` parses with this module's own commands only: the long-running engine then never loads the other
+# command groups (the TUI's, the remote client's, ...: about 0.7 MiB it would keep resident for nothing).
+# Every other command line, `herald --help` included, sees every group.
+SELF_CONTAINED_COMMANDS = frozenset({"run"})
 GC_GEN0_THRESHOLD = 50_000  # allocations between young-generation collections (CPython's default: 700)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, groups: bool = True) -> argparse.ArgumentParser:
+    """The `herald` parser; `groups=False` leaves out the command groups of COMMAND_MODULES and entry points."""
     parser = argparse.ArgumentParser(
         prog="herald",
         description="Herald turns rule files into a running automation: alerts and chat commands in, "
@@ -119,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--timeout", type=float, default=600, help="seconds to wait for the result")
     for kind in (alert, command):  # `herald send alert ... --url U` reads as naturally as `herald send --url U alert`
         add_client_args(kind, suppress=True)
+    if not groups:
+        return parser
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_parsers(sub)
     for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):  # `herald tui`, plugins' own
@@ -134,12 +142,15 @@ def tune_gc_for_serving() -> None:
     schemas) and then allocates many short-lived objects per request. Freezing what exists keeps the collector from
     walking it again and again, and a larger first generation collects less often: at 100 alerts per POST about
     +15% throughput, with no change in what is kept (measured in benchmarks/webhook_ingest.py)."""
+    re.purge()  # the start-up compile's patterns (the released parser's lexers) would stay in re's cache of 512
+    gc.collect()
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(groups=not words or words[0] not in SELF_CONTAINED_COMMANDS).parse_args(words)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
@@ -219,6 +230,7 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from dsl.parser import release_parser
     from engine.plugin.discovery import discover, validate_integrations
     from engine.reload.reloader import ConfigSource
     from engine.reload.rules import compile_paths
@@ -241,6 +253,9 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_FAILED
     graph = result.graph
     assert graph is not None
+    # The rules are compiled: the engine parses again only when a reload finds a changed file, so the parser's
+    # memory goes back to the allocator for the sessions to use (the first such reload builds it again, ~0.15 s).
+    release_parser()
     if not result.sources:
         print(f"herald: warning: no *.rules files in {config.rules_dir}: Herald will do nothing until you add "
               "some (they load as they are saved)", file=sys.stderr)

@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict
 
 
 class _View(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # Validators are built on first use (pydantic's defer_build): an engine no client streams from never builds
+    # most of these views.
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 class EventView(_View):

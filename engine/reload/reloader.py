@@ -27,10 +27,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ValidationError
-from watchfiles import Change, awatch
 
 from dsl import CompileCache, CompiledRule, CompileResult, EventGraph, compile_sources
 from dsl.ast import TeamDecl
@@ -48,6 +47,9 @@ from engine.runs.run import Services
 from engine.runs.runtime import Runtime
 from engine.runs.stateful import Stateful
 from engine.security.identity import Directory
+
+if TYPE_CHECKING:
+    from watchfiles import Change
 
 log = logging.getLogger("herald.reload")
 
@@ -286,6 +288,10 @@ class Reloader:
         await asyncio.gather(*watchers)
 
     async def _watch(self, roots: list[Path], *, recursive: bool, paths: WatchedPaths) -> None:
+        # Imported here, not at the top: an engine run with --no-watch never loads watchfiles (its Rust
+        # extension, anyio, multiprocessing: about 1 MiB of an idle engine).
+        from watchfiles import awatch
+
         def wanted(change: Change, path: str) -> bool:
             return paths.wants(path)
 

@@ -22,7 +22,6 @@ import shutil
 import socket
 import stat
 import subprocess
-import tarfile
 import tempfile
 import threading
 import time
@@ -349,6 +348,8 @@ def build_image(user: str | None, image: str, *, force: bool = False) -> str:
         raise SandboxUnavailable(f"building the image in the store of {info.name!r} needs root: {IMAGE_HINT}")
     if not force and image_exists(user, image):
         return f"image {image} exists in the store of {info.name} (use --force to rebuild it)"
+    import tarfile  # here, not at the top: only building the image needs it, never a running engine
+
     with open(BUSYBOX, "rb") as fh:
         busybox = fh.read()
     buf = io.BytesIO()

@@ -24,7 +24,7 @@ def retry_delay_s(backoff_s: float, attempt: int) -> float:
 
 
 class TaskParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built with the first task, not at start
     script: str
     args: list[str] = Field(default_factory=list)
     timeout: float
@@ -36,7 +36,7 @@ class TaskParams(BaseModel):
 
 
 class TaskRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built with the first task, not at start
     task_id: str = Field(default_factory=new_id)
     platform: str
     command: str

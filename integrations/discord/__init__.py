@@ -1,7 +1,7 @@
 """Discord: a bot on the Gateway (a WebSocket the bot opens; nothing inbound to expose), with slash commands, buttons
 and interaction answers edited in place. docs/platforms/discord.md says how to create the bot.
 
-    config.py        `[integrations.discord]`
+    config.py        `[integrations.discord]`, addresses and capabilities (all discovery reads)
     rest.py          the REST API: one call, failures classified, a per-route rate-limit gate
     render.py        a Message as content or an embed, with action rows of buttons
     connector.py     send and edit (channel messages, interaction answers, direct messages)
@@ -15,15 +15,14 @@ and interaction answers edited in place. docs/platforms/discord.md says how to c
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from engine.plugin import ConnectorSpec, IntegrationContext, Manifest, Unload, read_secret
-from integrations.discord.commands import CommandRegistrar
-from integrations.discord.config import DiscordConfig
-from integrations.discord.connector import CAPABILITIES, PLATFORM, DiscordConnector, parse_address
-from integrations.discord.gateway import Gateway, intents
-from integrations.discord.inbound import Inbound
-from integrations.discord.interactions import Interactions
-from integrations.discord.rest import DiscordRest
+from integrations.discord.config import CAPABILITIES, PLATFORM, DiscordConfig, parse_address
+
+if TYPE_CHECKING:
+    from integrations.discord.commands import CommandRegistrar
+    from integrations.discord.gateway import Gateway
 
 log = logging.getLogger("herald.discord")
 
@@ -40,6 +39,15 @@ class DiscordIntegration:
         self.registrar: CommandRegistrar | None = None  # keeps the slash commands equal to the rules' commands
 
     async def setup(self, ctx: IntegrationContext) -> Unload:
+        # The rest of the integration is imported only when Discord is configured: discovery reads the manifest
+        # above in every engine.
+        from integrations.discord.commands import CommandRegistrar
+        from integrations.discord.connector import DiscordConnector
+        from integrations.discord.gateway import Gateway, intents
+        from integrations.discord.inbound import Inbound
+        from integrations.discord.interactions import Interactions
+        from integrations.discord.rest import DiscordRest
+
         config = ctx.integration_config(PLATFORM)
         assert isinstance(config, DiscordConfig)  # validated when the config loaded
         token = read_secret(config, "token")

@@ -1,4 +1,5 @@
-"""`[integrations.discord]`: the bot's credentials, where Discord's API is, and what the bot asks the Gateway for."""
+"""`[integrations.discord]`: the bot's credentials, where Discord's API is, and what the bot asks the Gateway for;
+and what every engine reads from the manifest: the address form and the capabilities."""
 
 from __future__ import annotations
 
@@ -7,14 +8,26 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
-from engine.plugin import check_secret
+from engine.plugin import AddressError, Capabilities, check_secret
 
+PLATFORM = "discord"
+CAPABILITIES = Capabilities(buttons=True, edits=True, formatting="plain", max_text=2000, max_button_bytes=64,
+                            edit_interval_s=1.0)
+_ADDRESS = re.compile(r"[0-9]{15,21}")
 SNOWFLAKE = re.compile(r"[0-9]{1,20}")  # Discord ids: 64-bit integers written in decimal
 DEFAULT_API_URL = "https://discord.com/api/v10"
 
 
+def parse_address(text: str) -> str:
+    if not _ADDRESS.fullmatch(text):
+        raise AddressError("a Discord address is a channel or user id, a number of 17-20 digits (enable Developer "
+                           "Mode, then right click the channel or person > Copy ID), e.g. discord:1100000000000000001")
+    return text
+
+
 class DiscordConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built when a config with [integrations.discord] is validated: never in an engine without it.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     # The bot token (Developer Portal > the application > Bot > Reset Token): inline, by variable, or by file.
     token: SecretStr | None = None

@@ -13,27 +13,16 @@ Rejected with Discord's error code.
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
 
-from engine.plugin import AddressError, Capabilities, Conversation, KeyValue, Message, MessageRef
+from engine.plugin import Conversation, KeyValue, Message, MessageRef
+from integrations.discord.config import CAPABILITIES, PLATFORM, parse_address
 from integrations.discord.interactions import Interactions, interaction_of
 from integrations.discord.render import message_body
 from integrations.discord.rest import DiscordRejected, DiscordRest
 
-PLATFORM = "discord"
-CAPABILITIES = Capabilities(buttons=True, edits=True, formatting="plain", max_text=2000, max_button_bytes=64,
-                            edit_interval_s=1.0)
-_SNOWFLAKE = re.compile(r"[0-9]{15,21}")
 UNKNOWN_CHANNEL = 10003
 NONCE_CHARS = 25  # Discord's limit for a nonce
-
-
-def parse_address(text: str) -> str:
-    if not _SNOWFLAKE.fullmatch(text):
-        raise AddressError("a Discord address is a channel or user id, a number of 17-20 digits (enable Developer "
-                           "Mode, then right click the channel or person > Copy ID), e.g. discord:1100000000000000001")
-    return text
 
 
 def nonce(key: str) -> str:

@@ -24,7 +24,8 @@ from typing import Any
 
 from engine.plugin import Actor, DeliveryError, Incoming, IntegrationContext, Outcome, ReplyTo
 from integrations.discord.commands import SlashProblem, command_text
-from integrations.discord.connector import PLATFORM, DiscordConnector
+from integrations.discord.config import PLATFORM
+from integrations.discord.connector import DiscordConnector
 from integrations.discord.interactions import (
     CHANNEL_MESSAGE,
     DEFERRED_CHANNEL_MESSAGE,

@@ -44,7 +44,8 @@ def parse_address(text: str) -> str:
 
 
 class MatrixConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built when a config with [integrations.matrix] is validated: never in an engine without it.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     homeserver: str  # the client-server API's base URL, e.g. https://matrix.example.org
     user_id: str  # the bot's own account, @herald:example.org

@@ -32,7 +32,8 @@ DEFAULT_API_URL = "https://slack.com/api/"
 
 
 class SlackConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built when a config with [integrations.slack] is validated: never in an engine without it.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     # The bot token (xoxb-...). With token rotation configured it may be left out: the first refresh makes one.
     bot_token: SecretStr | None = None

@@ -7,12 +7,7 @@ Updates arrive by long polling (default) or by webhook (`mode = "webhook"`); bot
 from __future__ import annotations
 
 from engine.plugin import ConnectorSpec, IntegrationContext, Manifest, Unload
-from integrations.telegram.api import BotApi
-from integrations.telegram.config import WEBHOOK_PATH, TelegramConfig
-from integrations.telegram.connector import CAPABILITIES, PLATFORM, TelegramConnector, parse_address
-from integrations.telegram.polling import Poller
-from integrations.telegram.updates import Receiver
-from integrations.telegram.webhook import hook, register, webhook_secret
+from integrations.telegram.config import CAPABILITIES, PLATFORM, WEBHOOK_PATH, TelegramConfig, parse_address
 
 
 class TelegramIntegration:
@@ -23,6 +18,14 @@ class TelegramIntegration:
                                                 capabilities=CAPABILITIES))
 
     async def setup(self, ctx: IntegrationContext) -> Unload:
+        # The rest of the integration is imported only when Telegram is configured: discovery reads the manifest
+        # above in every engine.
+        from integrations.telegram.api import BotApi
+        from integrations.telegram.connector import TelegramConnector
+        from integrations.telegram.polling import Poller
+        from integrations.telegram.updates import Receiver
+        from integrations.telegram.webhook import hook, register, webhook_secret
+
         config = ctx.integration_config(PLATFORM)
         assert isinstance(config, TelegramConfig)  # validated when the config loaded
         api = BotApi(ctx.http, config.api_url, config.bot_token())

@@ -1,20 +1,38 @@
-"""`[integrations.telegram]`: the bot's token, where the Bot API is, and how updates arrive (polling or webhook)."""
+"""`[integrations.telegram]`: the bot's token, where the Bot API is, and how updates arrive (polling or webhook);
+and what every engine reads from the manifest: the address form and the capabilities."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from engine.plugin import check_secret, read_secret
+from engine.plugin import AddressError, Capabilities, check_secret, read_secret
+from integrations.telegram.render import MAX_TEXT
 
 WEBHOOK_PATH = "/hooks/telegram"
+PLATFORM = "telegram"
+# One edit a second per message stays within Telegram's limits (about 1 message a second per chat, 20 a minute
+# per group); a burst beyond them is answered 429 and waited out.
+CAPABILITIES = Capabilities(buttons=True, edits=True, formatting="html", max_text=MAX_TEXT, max_button_bytes=64,
+                            edit_interval_s=1.0)
+_CHAT_ID = re.compile(r"-?[1-9][0-9]{0,19}")
+
+
+def parse_address(text: str) -> str:
+    if not _CHAT_ID.fullmatch(text):
+        raise AddressError("a Telegram address is a numeric chat id: a person's user id (telegram:123456789) or a "
+                           "group's id, which is negative (telegram:-1001234567890); docs/platforms/telegram.md "
+                           "shows how to find it")
+    return text
 
 
 class TelegramConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Built when a config with [integrations.telegram] is validated: never in an engine without it.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     # The token BotFather gave (123456:ABC-DEF...): inline, by environment variable, or in a file only Herald reads.
     token: SecretStr | None = None

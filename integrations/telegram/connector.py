@@ -7,27 +7,12 @@ message sent durably before the next one goes out (`dedupes=False`).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from engine.plugin import AddressError, Capabilities, Conversation, Message, MessageRef, Rejected
+from engine.plugin import Conversation, Message, MessageRef, Rejected
 from integrations.telegram.api import BotApi
-from integrations.telegram.render import MAX_TEXT, keyboard, links_in_text, opens, to_html
-
-PLATFORM = "telegram"
-# One edit a second per message stays within Telegram's limits (about 1 message a second per chat, 20 a minute
-# per group); a burst beyond them is answered 429 and waited out.
-CAPABILITIES = Capabilities(buttons=True, edits=True, formatting="html", max_text=MAX_TEXT, max_button_bytes=64,
-                            edit_interval_s=1.0)
-_CHAT_ID = re.compile(r"-?[1-9][0-9]{0,19}")
-
-
-def parse_address(text: str) -> str:
-    if not _CHAT_ID.fullmatch(text):
-        raise AddressError("a Telegram address is a numeric chat id: a person's user id (telegram:123456789) or a "
-                           "group's id, which is negative (telegram:-1001234567890); docs/platforms/telegram.md "
-                           "shows how to find it")
-    return text
+from integrations.telegram.config import CAPABILITIES, PLATFORM, parse_address
+from integrations.telegram.render import keyboard, links_in_text, opens, to_html
 
 
 class TelegramConnector:

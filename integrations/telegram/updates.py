@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.plugin import Actor, Busy, Incoming, IntegrationContext, Outcome, ReplyTo
 from integrations.telegram.api import BotApi
-from integrations.telegram.connector import PLATFORM
+from integrations.telegram.config import PLATFORM
 
 log = logging.getLogger("herald.telegram")
 MAX_TOAST = 200  # answerCallbackQuery's text: 0-200 characters

@@ -22,7 +22,8 @@ EXTRA_LINKS = ("silenceURL", "dashboardURL", "panelURL", "imageURL")
 
 
 class GrafanaAlert(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # `values`, `valueString` and whatever Grafana adds later
+    # Ignored: `values`, `valueString` and whatever Grafana adds later. Built with the first Grafana POST.
+    model_config = ConfigDict(extra="ignore", defer_build=True)
     status: Literal["firing", "resolved"]
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
@@ -37,7 +38,7 @@ class GrafanaAlert(BaseModel):
 
 
 class GrafanaPayload(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)  # built with the first Grafana POST
     version: str = Field(pattern="^1$")
     status: str = Field(pattern="^(firing|resolved)$")
     receiver: str = ""

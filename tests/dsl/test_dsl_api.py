@@ -14,6 +14,7 @@ import pytest
 
 import dsl
 from dsl import CompileResult, compile_sources
+from dsl.parser import release_parser
 from tests.dsl.support import CATALOG, CUSTOMER_ALERT_LINE, CUSTOMER_COMMAND_LINE, compile_ok, compile_text
 
 
@@ -168,3 +169,12 @@ def test_quick_init_builds_what_the_dataclass_init_builds() -> None:
             setattr(node, next(iter(values)), None)
         todo.extend(values.values())
     assert {ast.Span, ast.Rule, ast.RunScript, ast.When, ast.Compare, plan.RunAction, dsl.CompiledRule} <= seen
+
+
+def test_a_released_parser_is_built_again_by_the_next_compile() -> None:
+    """`herald run` releases the parser after its start-up compile; a reload then compiles as before."""
+    compile_ok(CUSTOMER_ALERT_LINE)
+    release_parser()
+    result = compile_text("on alert notify ops\non alert from\n")
+    assert result.graph is None and [d.span.line for d in result.diagnostics] == [2], result.render_all()
+    compile_ok(CUSTOMER_ALERT_LINE)

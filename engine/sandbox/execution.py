@@ -85,14 +85,7 @@ async def execute(
             pump = loop.run_in_executor(podman.pool, pump_stream, sock, sink)
         started = time.perf_counter()
         await podman.call(container.start, ctr)
-        waiter = loop.run_in_executor(podman.pool, container.wait, ctr, timeout_s + WAIT_SLACK_S)
-        # If this run is cancelled, nobody awaits the waiter; its late error must not be logged as lost.
-        waiter.add_done_callback(_consume_result)
-        done, _ = await asyncio.wait({waiter}, timeout=timeout_s)
-        timed_out = False
-        if not done:
-            timed_out = await podman.call(container.kill, ctr)
-        exit_code: int | None = await waiter
+        exit_code, timed_out = await _wait_or_kill(ctr, timeout_s, podman)
         duration = time.perf_counter() - started
         if pump is not None:
             # conmon closes the stream once the container's stdio is drained: normally at once.
@@ -134,15 +127,7 @@ async def await_adopted(conn: Connection, ctr: Container, *, started_at: float, 
     `timeout_s` after it started, and read its exit code and output from Podman's log (lines are not streamed)."""
     from engine.sandbox import container
 
-    loop = asyncio.get_running_loop()
-    remaining = max(0.0, timeout_s - (time.time() - started_at))
-    waiter = loop.run_in_executor(podman.pool, container.wait, ctr, remaining + WAIT_SLACK_S)
-    waiter.add_done_callback(_consume_result)
-    done, _ = await asyncio.wait({waiter}, timeout=remaining)
-    timed_out = False
-    if not done:
-        timed_out = await podman.call(container.kill, ctr)
-    exit_code = await waiter
+    exit_code, timed_out = await _wait_or_kill(ctr, max(0.0, timeout_s - (time.time() - started_at)), podman)
     attrs = await podman.call(container.reload, ctr)
     sink = OutputSink(output_limit, None)
     feed_log(sink, await podman.call(read_log, conn.api, ctr.id, output_limit))
@@ -158,6 +143,21 @@ async def await_adopted(conn: Connection, ctr: Container, *, started_at: float, 
         output_bytes=sink.total, container_id=ctr.id, stdout_tail=sink.tail(STDOUT),
         stderr_tail=sink.tail(STDERR),
     )
+
+
+async def _wait_or_kill(ctr: Container, timeout_s: float, podman: PodmanSession) -> tuple[int | None, bool]:
+    """Wait for a started container to exit; SIGKILL it if it still runs after `timeout_s`. Returns its exit code
+    and whether it was killed for its time."""
+    from engine.sandbox import container
+
+    waiter = asyncio.get_running_loop().run_in_executor(podman.pool, container.wait, ctr, timeout_s + WAIT_SLACK_S)
+    # If the run is cancelled, nobody awaits the waiter; its late error must not be logged as lost.
+    waiter.add_done_callback(_consume_result)
+    done, _ = await asyncio.wait({waiter}, timeout=timeout_s)
+    timed_out = False
+    if not done:
+        timed_out = await podman.call(container.kill, ctr)
+    return await waiter, timed_out
 
 
 def _consume_result(future: asyncio.Future[Any]) -> None:

@@ -125,7 +125,7 @@ _HISTORY_FIELDS = ("status", "severity", "button", "arg", "platform", "chat", "r
 
 def _history(entries: Sequence[dict[str, Any]]) -> str:
     if not entries:
-        return "  history       none in the audit"
+        return "  history       none"
     lines = ["  history"]
     for entry in entries:
         data = entry["data"]

@@ -3,6 +3,10 @@
 Events are stored whole (JSON) with a status: `accepted` until every rule run it started has been handed off, then
 `handled`. On start, events still `accepted` are replayed. Events that carry a secret are settled by the intake inside
 the journal's transaction and stored without it (engine/intake/secrets.py).
+
+The journal is also the record of what arrived: an alert's row carries its fingerprint (`alert`), so its arrivals
+(firing, resolved) are found by fingerprint without a second, audited copy of each (`arrivals`). The audit keeps
+what Herald and people did about it (engine.security.audit).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Protocol
 
-from engine.core.events import Event
+from engine.core.events import AlertData, Event
 from engine.core.store import Database
 
 SCHEMA = """
@@ -23,10 +27,19 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'accepted',
     handled_time TEXT,
-    graph_version INTEGER  -- the rules version that handled it (hot reload swaps versions)
+    graph_version INTEGER,  -- the rules version that handled it (hot reload swaps versions)
+    alert TEXT  -- an alert's fingerprint
 );
 CREATE INDEX IF NOT EXISTS events_status ON events(status) WHERE status = 'accepted';
 """
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Give a journal made before it recorded arrivals by fingerprint its `alert` column, and index it. Older alerts
+    keep NULL there: their arrivals are in the audit (`alert.received` entries)."""
+    if "alert" not in {row[1] for row in conn.execute("PRAGMA table_info(events)")}:
+        conn.execute("ALTER TABLE events ADD COLUMN alert TEXT")
+    conn.execute("CREATE INDEX IF NOT EXISTS events_alert ON events(alert, id) WHERE alert IS NOT NULL")
 
 
 class Intake(Protocol):
@@ -39,11 +52,12 @@ class Intake(Protocol):
         ...
 
 
-_INSERT = "INSERT OR IGNORE INTO events (id, kind, source, time, body) VALUES (?, ?, ?, ?, ?)"
+_INSERT = "INSERT OR IGNORE INTO events (id, kind, source, time, body, alert) VALUES (?, ?, ?, ?, ?, ?)"
 
 
-def _row(e: Event) -> tuple[str, str, str, str, str]:
-    return (e.id, e.kind, e.source, e.time.isoformat(), e.model_dump_json())
+def _row(e: Event) -> tuple[str, str, str, str, str, str | None]:
+    return (e.id, e.kind, e.source, e.time.isoformat(), e.model_dump_json(),
+            e.data.fingerprint if isinstance(e.data, AlertData) else None)
 
 
 class Journal:
@@ -89,6 +103,12 @@ class Journal:
             lambda conn: conn.execute("SELECT body FROM events WHERE status = 'accepted' ORDER BY id").fetchall()
         )
         return [(Event.model_validate_json(row["body"]), row["body"]) for row in rows]
+
+    async def arrivals(self, fingerprint: str, limit: int) -> list[Event]:
+        """The newest `limit` arrivals of one alert (each firing or resolved notice journaled), oldest first."""
+        rows = await self._db.call(lambda conn: conn.execute(
+            "SELECT body FROM events WHERE alert = ? ORDER BY id DESC LIMIT ?", (fingerprint, limit)).fetchall())
+        return [Event.model_validate_json(row["body"]) for row in reversed(rows)]
 
     async def recent(self, limit: int) -> list[Event]:
         rows = await self._db.call(

@@ -98,11 +98,10 @@ class Runtime:
             await press(event, data, services)
         elif isinstance(data, AlertData):
             heard = services.stateful is not None and await services.stateful.alert_arrived(event, data)
-            services.board.seen(event)  # "who was paged, when" starts here; notification.sent says where it went
+            # "who was paged, when" starts here (the journal holds the arrival); notification.sent says where it went
+            services.board.seen(event)
             if data.status == "firing" and (until := await services.alerts.muted_until(data.fingerprint)):
                 services.board.muted(data.fingerprint, until)  # e.g. a Herald silence muted it on arrival
-            services.audit_soon("alert.received", who(event), event=event.id, alert=data.fingerprint,
-                                name=data.name, status=data.status, severity=data.severity)
             if data.status == "resolved":
                 last = await services.alerts.resolved(data.fingerprint)
                 if services.upstream is not None:

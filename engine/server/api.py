@@ -35,11 +35,13 @@ from engine.core.bus import Subscription
 from engine.core.errors import AuthError
 from engine.core.events import Actor, ReplyTo
 from engine.core.ids import new_id
+from engine.core.journal import Journal
 from engine.delivery.connector import AddressError
 from engine.delivery.message import Capabilities, Conversation, Message, MessageRef
 from engine.intake.decoding import UnreadableInput, ascii_header, load_json
 from engine.intake.intake import Incoming, Intake, Outcome
 from engine.runs import herald_silences, trace
+from engine.runs.alert_history import alert_history
 from engine.runs.alerts import AlertState
 from engine.security import keys
 from engine.security.audit import AuditLog
@@ -108,6 +110,8 @@ class ApiHost(Observed, Protocol):
     def alerts(self) -> AlertState: ...
     @property
     def audit(self) -> AuditLog: ...
+    @property
+    def journal(self) -> Journal: ...
 
     async def reload(self, *, trigger: str = "api", actor: str = "system") -> ReloadView: ...
 
@@ -179,14 +183,15 @@ def add_routes(app: web.Application, engine: ApiHost, outlet: StreamConnector) -
         return ws
 
     async def alert(request: web.Request) -> web.Response:
-        """One alert: who acknowledged and muted it, and its history from the audit (any valid API token)."""
+        """One alert: who acknowledged and muted it, and its history (engine.runs.alert_history; any valid API
+        token)."""
         claims = await authenticate(request)
         if isinstance(claims, web.Response):
             return claims
         fingerprint = request.match_info["fingerprint"]
-        history = await engine.audit.of_alert(fingerprint)
+        history = await alert_history(engine.journal, engine.audit, fingerprint)
         if not history:
-            return json_error(404, f"no alert {fingerprint!r} in the audit (give its whole fingerprint)")
+            return json_error(404, f"no alert {fingerprint!r} (give its whole fingerprint)")
         status = await engine.alerts.status(fingerprint)
         return web.json_response({"fingerprint": fingerprint, **status.as_json(), "history": history})
 

@@ -92,9 +92,9 @@ STOP_GRACE_S = 10.0  # how long stopping waits for background tasks to end after
 
 
 SCHEMAS: list[str | Callable[[sqlite3.Connection], None]] = [
-    journal.SCHEMA, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA, alerts.migrate,
-    keys.SCHEMA, actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA, confirm.SCHEMA, outbox.SCHEMA,
-    outbox.migrate, kv.SCHEMA, kv.migrate, upstream_silences.SCHEMA,
+    journal.SCHEMA, journal.migrate, audit.SCHEMA, tasks.SCHEMA, tasks.migrate, runtime.SCHEMA, alerts.SCHEMA,
+    alerts.migrate, keys.SCHEMA, actions.EFFECTS_SCHEMA, identity.SCHEMA, timers.SCHEMA, stateful.SCHEMA,
+    confirm.SCHEMA, outbox.SCHEMA, outbox.migrate, kv.SCHEMA, kv.migrate, upstream_silences.SCHEMA,
     heartbeats.SCHEMA, storm.SCHEMA, herald_silences.SCHEMA]
 
 

@@ -3,7 +3,6 @@ acknowledged, muted and resolved, with only the buttons that still apply; the ne
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import aiohttp
 
 from engine.core.config import Config
 from engine.plugin import discover
+from engine.runs.alert_history import alert_history
 from engine.server.app import Engine
 from engine.testing import ChatClient, running_engine
 from engine.testing.conformance import eventually
@@ -85,12 +85,12 @@ async def test_every_platforms_message_follows_ack_mute_and_resolve(
             first = platform_server.chat_messages(ROOM)[0]
             assert "Resolved" in first.text and first.text.count("Acknowledged") == 1
 
-            # the audit answers "who was paged, when, where"
-            rows = await engine.db.call(lambda c: c.execute(
-                "SELECT action, data FROM audit_log WHERE action IN ('alert.received', 'notification.sent') "
-                "ORDER BY seq").fetchall())
-            trail = [(r["action"], *(json.loads(r["data"]).get(k) for k in ("status", "platform", "chat")))
-                     for r in rows]
+            # the alert's history answers "who was paged, when, where": arrivals from the journal, deliveries
+            # from the audit
+            await engine.db.flush()
+            history = await alert_history(engine.journal, engine.audit, "fp-disk")
+            trail = [(entry["action"], *(entry["data"].get(k) for k in ("status", "platform", "chat")))
+                     for entry in history if entry["action"] in ("alert.received", "notification.sent")]
             # alice is paged on Herald's chat and on Loopchat (her account there), and the team's room too
             assert trail[0] == ("alert.received", "firing", None, None), trail
             assert sorted(trail[1:4]) == [("notification.sent", None, "chat", "@alice"),

@@ -1,9 +1,11 @@
 """Rule runs: what happens to one accepted event.
 
 For each rule the compiled graph matches, a RuleRun walks INIT -> CHECK_PERMISSION -> VALIDATE_PARAMS -> [stages,
-CONFIRM] -> EXECUTE -> REPORT_RESULT, or stops at DENIED, REJECTED or SKIPPED. Every transition is stored in
-`run_trace`, published to observers and, for commands, sent back to the conversation as progress. Actions and stages
-are dispatched by type (engine.actions, engine.stages). A `run` action hands a task to the queue; the run reaches
+CONFIRM] -> EXECUTE -> REPORT_RESULT, or stops at DENIED, REJECTED or SKIPPED. Every transition is published to
+observers and, for commands, sent back to the conversation as progress. `run_trace` stores each one except the checks
+a run passes through (`PASSED_THROUGH`): the state it reached next implies them, and they were three of the five rows
+of a notification's run (a check that stops the run stores its outcome, DENIED or REJECTED, with why). Actions and
+stages are dispatched by type (engine.actions, engine.stages). A `run` action hands a task to the queue; the run reaches
 REPORT_RESULT when a worker reports the task finished, from the task record itself, so a restart in between still
 reports; the finished task is then an event of its own (`on task ...`).
 """
@@ -29,6 +31,8 @@ from engine.runs.run import RuleRun, RunState, Services, event_view, now_iso, wh
 from engine.runs.unmatched import Unmatched
 from engine.tasks.queue import TaskRecord
 
+# Observed live, not stored: any later state of the run implies them.
+PASSED_THROUGH = frozenset({RunState.INIT, RunState.CHECK_PERMISSION, RunState.VALIDATE_PARAMS})
 log = logging.getLogger("herald.runtime")
 
 SCHEMA = """
@@ -201,9 +205,10 @@ class Runtime:
 
     async def _trace(self, run_id: str, event_id: str, rule: str, state: RunState, detail: str) -> None:
         time = now_iso()
-        row = (run_id, state.value, time, event_id, rule, detail)
-        # A trace is a record, not an effect: it rides along with the next commit instead of waiting for one.
-        self.services.db.defer_row("INSERT INTO run_trace VALUES (?, ?, ?, ?, ?, ?)", row)
+        if state not in PASSED_THROUGH:
+            # A trace is a record, not an effect: it rides along with the next commit instead of waiting for one.
+            self.services.db.defer_row("INSERT INTO run_trace VALUES (?, ?, ?, ?, ?, ?)",
+                                       (run_id, state.value, time, event_id, rule, detail))
         self.services.bus.publish_lazy(RunView, run_id, functools.partial(
             RunView, run_id=run_id, event_id=event_id, rule=rule, state=state.value, time=time, detail=detail))
 
@@ -268,6 +273,6 @@ def recent_runs(conn: sqlite3.Connection, limit: int) -> list[RunView]:
 
 
 def trace_of(conn: sqlite3.Connection, run_id: str) -> list[str]:
-    """The states a run went through, in order (for tests and the API)."""
+    """The states stored for a run, in order (the checks it passed through are implied, not stored)."""
     return [row["state"] for row in conn.execute("SELECT state FROM run_trace WHERE run_id = ? ORDER BY rowid",
                                                  (run_id,))]

@@ -11,6 +11,7 @@ import pytest
 
 from engine.core.config import Config
 from engine.core.store import DB_NAME
+from engine.runs.runtime import trace_of
 from engine.server.app import Engine
 from engine.testing import ChatClient, running_engine
 from tests.support import ALICE_TOKEN, BOB_TOKEN, chat_url
@@ -30,6 +31,10 @@ async def test_admin_runs_backup_in_the_sandbox_and_sees_each_state(engine: Engi
 
     states = [f["state"] for f in alice.replies_to(msg) if f["type"] == "progress"]
     assert [s for i, s in enumerate(states) if s not in states[:i]] == STATES
+    # stored: where the run went; the checks it passed through are implied
+    run_id = next(f["run"] for f in alice.replies_to(msg) if f["type"] == "progress")
+    stored = await engine.db.call(trace_of, run_id)
+    assert stored[0] == "EXECUTE" and stored[-1] == "REPORT_RESULT" and set(stored) == {"EXECUTE", "REPORT_RESULT"}
     assert alice.frames.index(ack) < alice.frames.index(next(f for f in alice.frames if f["type"] == "progress"))
     assert result["ok"] is True and result["exit_code"] == 0, result
     assert "backup (now) started" in result["output"] and "backup finished" in result["output"]
@@ -48,6 +53,9 @@ async def test_caller_without_the_role_is_denied_and_nothing_runs(engine: Engine
     assert reply["text"] == "Denied: /backup requires role admin, which bob does not have."
     states = [f["state"] for f in bob.replies_to(msg) if f["type"] == "progress"]
     assert states == ["INIT", "CHECK_PERMISSION", "DENIED"]
+    run_id = next(f["run"] for f in bob.replies_to(msg) if f["type"] == "progress")
+    await engine.db.flush()
+    assert await engine.db.call(trace_of, run_id) == ["DENIED"]
     assert await engine.tasks.recent(10) == []
     denied = await engine.db.call(
         lambda conn: conn.execute("SELECT actor FROM audit_log WHERE action = 'command.denied'").fetchall())

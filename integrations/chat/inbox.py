@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -75,7 +74,8 @@ class Inbox:
     """The frames between a session's reader and the intake, and the one task that hands them on in order.
 
     The task exists only while there are frames to hand on: an idle session (most of them) holds no task and no
-    queue, just an empty deque."""
+    queue, just an empty list (56 bytes; an empty deque allocates its first block of 64 slots at once, about 700
+    bytes, which was 7 MiB of 10,000 idle sessions)."""
 
     __slots__ = ("_session", "_ctx", "_connector", "_items", "_task", "_allowance", "_since")
 
@@ -83,7 +83,7 @@ class Inbox:
         self._session = session
         self._ctx = ctx
         self._connector = connector
-        self._items: deque[Item] = deque()
+        self._items: list[Item] = []
         self._task: asyncio.Task[None] | None = None
         self._allowance = float(UNLINKED_BURST)
         self._since = time.monotonic()
@@ -120,8 +120,7 @@ class Inbox:
     async def _run(self) -> None:
         try:
             while self._items:
-                items = list(self._items)
-                self._items.clear()
+                items, self._items = self._items, []
                 try:
                     await self._hand_on(items)
                 except Exception:  # a bug; the session must keep working for the next frames

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import secrets
+import sys
 
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.plugin import CONFIG_ACCOUNT_PREFIX, ConnectorSpec, IntegrationContext, Manifest, Unload, device_account
-from integrations.chat.connector import CAPABILITIES, PLATFORM, ROOM, ChatConnector, Session, parse_address
+from integrations.chat.connector import CAPABILITIES, PLATFORM, ROOM, ChatConnector, Session, parse_address, room_set
 from integrations.chat.inbox import Inbox, error_frame, parse_frame
 
 AUTH_TIMEOUT_S = 10.0
@@ -54,20 +55,26 @@ class ChatIntegration:
             hello = await _authenticate(ws, ctx, request)
             if hello is None:
                 return ws
+            # What an idle session holds, it holds 10,000 times: no tuple kept past this, no Inbox before a frame.
             session, since = hello
+            del hello
             caught_up = await connector.attach(session, since)
             if caught_up:
                 await session.send_json({"type": "caught_up", "count": caught_up})
-            inbox = Inbox(session, ctx, connector)
+            inbox: Inbox | None = None
             try:
                 async for msg in ws:
                     if msg.type == WSMsgType.TEXT:
+                        if inbox is None:
+                            inbox = Inbox(session, ctx, connector)
                         await inbox.put(parse_frame(msg.data))
             except BaseException:
-                inbox.abort()
+                if inbox is not None:
+                    inbox.abort()
                 raise
             else:
-                await inbox.close()
+                if inbox is not None:
+                    await inbox.close()
             finally:
                 await connector.detach(session)
             return ws
@@ -124,13 +131,14 @@ async def _authenticate(ws: web.WebSocketResponse, ctx: IntegrationContext,
         return None
     # A configured token is that principal's account; any other secret (where allowed) is a device account of its
     # own, which can /link itself to a person.
-    account = CONFIG_ACCOUNT_PREFIX + configured if configured else device_account(token)
+    # (interned: the sessions of one configured token share its account's string)
+    account = sys.intern(CONFIG_ACCOUNT_PREFIX + configured) if configured else device_account(token)
     principal = await ctx.directory.resolve(PLATFORM, account)
     roles = ctx.directory.roles_of(principal)
     room_roles = config.room_roles if isinstance(config, ChatConfig) else ChatConfig().room_roles
     may_join = principal is not None and bool(roles.intersection(room_roles))
     joined = sorted(set(rooms)) if may_join else []
-    session = Session(id=secrets.token_hex(8), account=account, principal=principal, rooms=frozenset(joined), ws=ws,
+    session = Session(id=secrets.token_hex(8), account=account, principal=principal, rooms=room_set(joined), ws=ws,
                       transport=request.transport)
     welcome = {"type": "welcome", "session": session.id, "account": account, "principal": principal,
                "roles": sorted(roles), "rooms": joined}

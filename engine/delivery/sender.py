@@ -32,7 +32,7 @@ log = logging.getLogger("herald.delivery")
 PARALLEL = 8  # conversations of one platform in flight at once
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
-REFS_KEPT = 10_000  # recent message references kept in memory (older ones are read from the outbox)
+REFS_KEPT = 1_000  # recent message references kept in memory (older ones are read from the outbox when edited)
 
 
 def backoff(first_s: float = BACKOFF_FIRST_S, cap_s: float = BACKOFF_MAX_S) -> Iterator[float]:

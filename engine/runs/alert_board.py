@@ -14,6 +14,7 @@ import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from engine.client.snapshots import AlertView, ButtonView, EscalationView
 from engine.core.bus import Bus
@@ -36,17 +37,18 @@ class _Alert:
     source: str = ""  # where the alert came from ("alertmanager", "grafana", ...)
     escalations: tuple[Escalated, ...] = ()
 
-    def view(self) -> AlertView:
-        data = self.data
-        hidden = hidden_actions(acknowledged=bool(self.acknowledged_by), muted=self.muted_until is not None)
-        return AlertView(fingerprint=data.fingerprint, status=data.status, time=self.time.isoformat(),
-                         name=data.name or "", severity=data.severity or "", service=data.service or "",
-                         summary=data.summary or "", event_id=self.event_id, acknowledged_by=self.acknowledged_by,
-                         muted_until=self.muted_until,
-                         buttons=[ButtonView(id=b.id, label=b.label, action=b.action, arg=b.arg)
-                                  for b in self.buttons if b.action not in hidden],
-                         escalations=[EscalationView(target=s.target, at=s.at.isoformat(), times=s.times)
-                                      for s in self.escalations])
+
+def _view(fingerprint: str, status: Literal["firing", "resolved"], name: str | None, severity: str | None,
+          service: str | None, summary: str | None, time: datetime, event_id: str, acknowledged_by: str | None,
+          muted_until: str | None, buttons: tuple[Button, ...], escalations: tuple[Escalated, ...]) -> AlertView:
+    hidden = hidden_actions(acknowledged=bool(acknowledged_by), muted=muted_until is not None)
+    return AlertView(fingerprint=fingerprint, status=status, time=time.isoformat(), name=name or "",
+                     severity=severity or "", service=service or "", summary=summary or "", event_id=event_id,
+                     acknowledged_by=acknowledged_by, muted_until=muted_until,
+                     buttons=[ButtonView(id=b.id, label=b.label, action=b.action, arg=b.arg)
+                              for b in buttons if b.action not in hidden],
+                     escalations=[EscalationView(target=s.target, at=s.at.isoformat(), times=s.times)
+                                  for s in escalations])
 
 
 class AlertBoard:
@@ -140,5 +142,10 @@ class AlertBoard:
         self._publish(alert)
 
     def _publish(self, alert: _Alert) -> None:
-        # Built only when an observer looks: with nobody watching, a busy engine pays nothing per alert for it.
-        self._bus.publish_lazy(AlertView, alert.data.fingerprint, functools.partial(alert.view))
+        # Built only when an observer looks: with nobody watching, a busy engine pays nothing per alert for it. The
+        # bus keeps the newest 5,000 alerts' views (engine.core.bus.KEEP_ALERTS), the board only its 500: so the view
+        # is made from what it shows, not the alert's whole data (labels, annotations), which is then let go.
+        data = alert.data
+        self._bus.publish_lazy(AlertView, data.fingerprint, functools.partial(
+            _view, data.fingerprint, data.status, data.name, data.severity, data.service, data.summary, alert.time,
+            alert.event_id, alert.acknowledged_by, alert.muted_until, alert.buttons, alert.escalations))

@@ -129,9 +129,8 @@ async def _authenticate(ws: web.WebSocketResponse, ctx: IntegrationContext,
                                                        "[integrations.chat] device_accounts = true turns them on)"))
         await ws.close(code=4401, message=b"unauthorized")
         return None
-    # A configured token is that principal's account; any other secret (where allowed) is a device account of its
-    # own, which can /link itself to a person.
-    # (interned: the sessions of one configured token share its account's string)
+    # A configured token is that principal's account (interned: its sessions share one string); any other secret
+    # (where allowed) is a device account of its own, which can /link itself to a person.
     account = sys.intern(CONFIG_ACCOUNT_PREFIX + configured) if configured else device_account(token)
     principal = await ctx.directory.resolve(PLATFORM, account)
     roles = ctx.directory.roles_of(principal)

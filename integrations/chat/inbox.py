@@ -73,9 +73,9 @@ def parse_frame(raw: str) -> Item:
 class Inbox:
     """The frames between a session's reader and the intake, and the one task that hands them on in order.
 
-    The task exists only while there are frames to hand on: an idle session (most of them) holds no task and no
-    queue, just an empty list (56 bytes; an empty deque allocates its first block of 64 slots at once, about 700
-    bytes, which was 7 MiB of 10,000 idle sessions)."""
+    A session gets its Inbox with its first frame, and the task exists only while there are frames to hand on: an
+    idle session (most of them) holds no task and no queue, at most an empty list (an empty deque would allocate its
+    first block of 64 slots at once, about 700 bytes, 7 MiB of 10,000 sessions)."""
 
     __slots__ = ("_session", "_ctx", "_connector", "_items", "_task", "_allowance", "_since")
 

@@ -35,10 +35,11 @@ CREATE INDEX IF NOT EXISTS events_status ON events(status) WHERE status = 'accep
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Give a journal made before it recorded arrivals by fingerprint its `alert` column, and index it. Older alerts
-    keep NULL there: their arrivals are in the audit (`alert.received` entries)."""
+    """Give a journal made before it recorded arrivals by fingerprint its `alert` column, filled in for the alerts it
+    holds (once: a scan of the journal), and index it, so an alert's latest state is found without a scan."""
     if "alert" not in {row[1] for row in conn.execute("PRAGMA table_info(events)")}:
         conn.execute("ALTER TABLE events ADD COLUMN alert TEXT")
+        conn.execute("UPDATE events SET alert = json_extract(body, '$.data.fingerprint') WHERE kind = 'alert'")
     conn.execute("CREATE INDEX IF NOT EXISTS events_alert ON events(alert, id) WHERE alert IS NOT NULL")
 
 

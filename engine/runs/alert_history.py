@@ -2,8 +2,8 @@
 did about it from the audit (notified where, pressed, muted, escalated, silenced).
 
 Arrivals are not audit entries: the journal already holds each one durably, by fingerprint (engine.core.journal), and
-a keyed entry per alert doubled the cost of taking one in. Alerts journaled before that have `alert.received` entries
-in the audit instead, and show the same.
+a keyed entry per alert doubled the cost of taking one in. Alerts journaled before that also have `alert.received`
+entries in the audit: each arrival shows once.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ async def alert_history(journal: Journal, audit: AuditLog, fingerprint: str, lim
     """The newest `limit` entries of the alert's history, oldest first; empty when Herald never heard of it.
     An arrival has no audit `seq` (None)."""
     entries = [_arrival(event) for event in await journal.arrivals(fingerprint, limit)]
-    entries += await audit.of_alert(fingerprint, limit)
+    journaled = {entry["data"]["event"] for entry in entries}
+    entries += [entry for entry in await audit.of_alert(fingerprint, limit)  # an older arrival is in both: once
+                if entry["action"] != RECEIVED or entry["data"].get("event") not in journaled]
     entries.sort(key=lambda entry: datetime.fromisoformat(entry["time"]))  # stable: an arrival before what followed
     return entries[-limit:]
 

@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS run_trace (
     rule TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS run_trace_run ON run_trace(run_id);
+DROP INDEX IF EXISTS run_trace_run;  -- the trace is read by event (engine.runs.trace), never by run
+CREATE INDEX IF NOT EXISTS run_trace_event ON run_trace(event_id);
 """
 
 TAIL_CHARS = 2000
@@ -271,8 +272,3 @@ def recent_runs(conn: sqlite3.Connection, limit: int) -> list[RunView]:
                                             state=row["state"], time=row["time"], detail=row["detail"])
     return list(reversed(latest.values()))
 
-
-def trace_of(conn: sqlite3.Connection, run_id: str) -> list[str]:
-    """The states stored for a run, in order (the checks it passed through are implied, not stored)."""
-    return [row["state"] for row in conn.execute("SELECT state FROM run_trace WHERE run_id = ? ORDER BY rowid",
-                                                 (run_id,))]

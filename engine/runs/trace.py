@@ -15,6 +15,7 @@ from dsl import CompiledRule, EventGraph
 from dsl.describe import describe
 from engine.client.snapshots import EventTrace, RuleTrace, TraceStep
 from engine.core.events import CommandData, Event
+from engine.core.ids import time_prefix
 from engine.runs import decide
 from engine.runs.run import event_view
 
@@ -37,7 +38,7 @@ def event_trace(conn: sqlite3.Connection, event_id: str, graph: EventGraph) -> E
     rules = {rule.name: rule for rule in graph.rules}
     traces = [RuleTrace(rule=name, location=rules[name].location if name in rules else "(no longer loaded)",
                         matched=True, run_id=run_id, steps=states,
-                        effects=_effects(conn, run_id, rules.get(name)))
+                        effects=_effects(conn, run_id, rules.get(name), time_prefix(event.time)))
               for (name, run_id), states in steps.items()]
     ran = {name for name, _ in steps}
     traces += [RuleTrace(rule=rule.name, location=rule.location, matched=False,
@@ -47,16 +48,18 @@ def event_trace(conn: sqlite3.Connection, event_id: str, graph: EventGraph) -> E
                       rules=traces)
 
 
-def _effects(conn: sqlite3.Connection, run_id: str, rule: CompiledRule | None) -> list[str]:
+def _effects(conn: sqlite3.Connection, run_id: str, rule: CompiledRule | None, ids_from: str) -> list[str]:
     """What a run did: its messages (the outbox rows it queued, with their delivery status), its tasks, and the
-    actions claimed once (engine.runs.actions) in the rule's words."""
+    actions claimed once (engine.runs.actions) in the rule's words. A task's id is derived from its event's time, so
+    `ids_from` (that time's id prefix) narrows the tasks to read to that millisecond's."""
     done = [f"{row['key'].split('/', 1)[0]} to {row['platform']}:{row['chat']} ({row['status']})"
             for row in conn.execute("SELECT key, platform, chat, status FROM outbox WHERE key >= ? AND key < ? "
                                     "OR key >= ? AND key < ? ORDER BY seq",
                                     (f"notify/{run_id}/", f"notify/{run_id}0", f"reply/{run_id}/",
                                      f"reply/{run_id}0"))]
     done += [f"task {row['task_id']} ({row['status']})" for row in conn.execute(
-        "SELECT task_id, status FROM tasks WHERE json_extract(body, '$.run_id') = ?", (run_id,))]
+        "SELECT task_id, status FROM tasks WHERE task_id >= ? AND task_id < ? AND json_extract(body, '$.run_id') = ?",
+        (ids_from, ids_from + "~", run_id))]
     for row in conn.execute("SELECT key, time FROM effects WHERE key >= ? AND key < ? ORDER BY key",
                             (f"{run_id}/", f"{run_id}0")):
         index = int(row["key"].rsplit("/", 1)[1])

@@ -66,8 +66,7 @@ class UpstreamSilences:
         if not self._url():
             return
         row = await self._db.call(lambda conn: conn.execute(
-            "SELECT id FROM events WHERE kind = 'alert' AND json_extract(body, '$.data.fingerprint') = ? "
-            "ORDER BY id DESC LIMIT 1", (fingerprint,)).fetchone())
+            "SELECT id FROM events WHERE alert = ? ORDER BY id DESC LIMIT 1", (fingerprint,)).fetchone())
         alert = await self._alert(row["id"]) if row is not None else None
         if alert is not None:
             await self.mirror_alert(alert, until, by, comment=f"Silenced by Herald rule {rule}")

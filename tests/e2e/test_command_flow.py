@@ -11,12 +11,16 @@ import pytest
 
 from engine.core.config import Config
 from engine.core.store import DB_NAME
-from engine.runs.runtime import trace_of
 from engine.server.app import Engine
 from engine.testing import ChatClient, running_engine
 from tests.support import ALICE_TOKEN, BOB_TOKEN, chat_url
 
 STATES = ["INIT", "CHECK_PERMISSION", "VALIDATE_PARAMS", "EXECUTE", "REPORT_RESULT"]
+
+
+def trace_of(conn: sqlite3.Connection, run_id: str) -> list[str]:
+    """The states stored for a run, in order."""
+    return [row[0] for row in conn.execute("SELECT state FROM run_trace WHERE run_id = ? ORDER BY rowid", (run_id,))]
 
 
 def _herald(*args: str) -> subprocess.CompletedProcess[str]:

@@ -1,6 +1,6 @@
 """An alert's history on a real SQLite file: its arrivals come from the journal, what was done about it from the audit,
-merged in time order; a journal made before arrivals were kept by fingerprint is migrated, and its alerts' older
-`alert.received` audit entries still show."""
+merged in time order; a journal made before arrivals were kept by fingerprint is migrated (its alerts found by
+fingerprint), and an arrival that is also an older `alert.received` audit entry shows once."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from engine.core.events import AlertData, Event
 from engine.core.journal import Journal
 from engine.core.store import Database
 from engine.runs.alert_history import alert_history
+from engine.runs.stateful import latest_status
 from engine.security import audit
 from engine.security.audit import AuditLog
 
@@ -51,22 +52,33 @@ async def test_arrivals_and_deeds_are_merged_in_time_order(tmp_path: Path) -> No
         await db.close()
 
 
-async def test_an_older_journal_is_migrated_and_its_audited_arrivals_still_show(tmp_path: Path) -> None:
+async def test_an_older_journal_is_migrated_and_each_arrival_shows_once(tmp_path: Path) -> None:
     tmp_path.chmod(0o700)
     db = Database(tmp_path)
-    await db.open([OLD_EVENTS, audit.SCHEMA])  # a data folder from before: arrivals were audit entries
+    await db.open([OLD_EVENTS, audit.SCHEMA])  # a data folder from before: arrivals were journaled and audited
+    fired = _alert("firing", datetime.now(UTC))
+    await db.write(lambda conn: conn.execute("INSERT INTO events (id, kind, source, time, body) VALUES (?, ?, ?, ?, ?)",
+                                             (fired.id, "alert", "alertmanager", fired.time.isoformat(),
+                                              fired.model_dump_json())))
     log = AuditLog(db, Bus())
-    await log.append("alert.received", "alertmanager", alert="fp-disk", status="firing")
+    await log.append("alert.received", "alertmanager", event=fired.id, alert="fp-disk", status="firing")
+    await log.append("alert.received", "alertmanager", event="01OLDERTHANTHEJOURNAL00000", alert="fp-disk",
+                     status="firing")
     await db.close()
 
     db = Database(tmp_path)
     await db.open([journal.SCHEMA, journal.migrate, audit.SCHEMA])
     try:
         events, log = Journal(db), AuditLog(db, Bus())
+        assert await db.call(latest_status, "fp-disk") == "firing"  # the older alert is found by its fingerprint
         await events.accept([_alert("resolved", datetime.now(UTC) + timedelta(seconds=1))])
+        assert await db.call(latest_status, "fp-disk") == "resolved"
+
         history = await alert_history(events, log, "fp-disk")
-        assert [(e["action"], e["data"]["status"]) for e in history] == [
-            ("alert.received", "firing"), ("alert.received", "resolved")]
-        assert [e["seq"] is None for e in history] == [False, True]  # the first from the audit, the second journaled
+        assert [(e["action"], e["data"]["status"], e["seq"] is None) for e in history] == [
+            ("alert.received", "firing", True),  # journaled and audited: shown once, from the journal
+            ("alert.received", "firing", False),  # only in the audit: still shown
+            ("alert.received", "resolved", True)]
+        assert history[0]["data"]["event"] == fired.id
     finally:
         await db.close()

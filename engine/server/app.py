@@ -72,7 +72,7 @@ from engine.sandbox.runner import Sandbox
 from engine.security import audit, identity, keys
 from engine.security.audit import AuditLog
 from engine.security.identity import Directory
-from engine.server import full_disk, restore
+from engine.server import full_disk, restore, retention
 from engine.server.api import API_PURPOSE, StreamConnector, add_routes
 from engine.server.dispatch import Dispatcher
 from engine.server.local_token import LocalToken
@@ -495,10 +495,16 @@ class Engine:
             self._spawn(name, loop)
 
     async def _housekeeping(self) -> None:
-        """Forget what is no longer needed, once an hour: finished outbox rows past their keep, expired buttons."""
+        """Forget what is no longer needed, once an hour: finished outbox rows past their keep, expired buttons,
+        history past `keep_history_days`."""
         while True:
             self.outbox.prune()
             self.alerts.prune_buttons()
+            if self.config.keep_history_days:
+                try:
+                    await retention.forget_history(self.db, self.config.keep_history_days)
+                except DurabilityError as exc:  # a full or failing disk: the next hour tries again
+                    log.warning("history past its keep was not forgotten this time: %s", exc)
             await asyncio.sleep(HOUSEKEEPING_EVERY_S)
 
     def _spawn(self, name: str, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -60,6 +60,7 @@ def migrate(conn: sqlite3.Connection) -> None:
 Op = Literal["send", "edit"]
 Status = Literal["pending", "sent", "failed", "superseded"]
 KEEP_DONE_S = 7 * 24 * 3600  # sent rows are kept this long: their references let alerts edit their messages
+PRUNE_CHUNK = 2_000  # rows per delete when pruning: a few ms on the loop
 
 
 @dataclass
@@ -179,11 +180,22 @@ class Outbox:
             "SELECT platform, count(*) AS n FROM outbox WHERE status = 'pending' GROUP BY platform").fetchall())
         return {row["platform"]: int(row["n"]) for row in rows}
 
-    def prune(self, now: float | None = None) -> None:
-        """Forget finished rows older than `KEEP_DONE_S` (nothing pending is ever pruned)."""
+    async def prune(self, now: float | None = None, *, chunk: int = PRUNE_CHUNK) -> int:
+        """Forget finished rows older than `KEEP_DONE_S` (nothing pending is ever pruned); how many went. Rows are
+        numbered in the order they were made, so only the rows made before the cut-off are read (no scan of the
+        week kept), and they go `chunk` at a time, each delete its own short transaction on the loop."""
         cutoff = (now or time.time()) - KEEP_DONE_S
-        self._db.write_soon(lambda conn: conn.execute(
-            "DELETE FROM outbox WHERE status != 'pending' AND done < ?", (cutoff,)))
+        newer = await self._db.call(lambda conn: conn.execute(
+            "SELECT seq FROM outbox WHERE created >= ? ORDER BY seq LIMIT 1", (cutoff,)).fetchone())
+        below = newer[0] if newer else 1 << 62
+        gone = 0
+        while True:
+            count = await self._db.call(lambda conn: conn.execute(
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE seq < ? AND status != 'pending' "
+                "AND done < ? LIMIT ?)", (below, cutoff, chunk)).rowcount)
+            gone += count
+            if count < chunk:
+                return gone
 
 
 _FINISH = "UPDATE outbox SET status = ?, ref = ?, error = ?, attempts = ?, done = ? WHERE seq = ?"

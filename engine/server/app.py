@@ -498,13 +498,13 @@ class Engine:
         """Forget what is no longer needed, once an hour: finished outbox rows past their keep, expired buttons,
         history past `keep_history_days`."""
         while True:
-            self.outbox.prune()
             self.alerts.prune_buttons()
-            if self.config.keep_history_days:
-                try:
+            try:
+                await self.outbox.prune()
+                if self.config.keep_history_days:
                     await retention.forget_history(self.db, self.config.keep_history_days)
-                except DurabilityError as exc:  # a full or failing disk: the next hour tries again
-                    log.warning("history past its keep was not forgotten this time: %s", exc)
+            except DurabilityError as exc:  # a full or failing disk: the next hour tries again
+                log.warning("what is past its keep was not forgotten this time: %s", exc)
             await asyncio.sleep(HOUSEKEEPING_EVERY_S)
 
     def _spawn(self, name: str, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:

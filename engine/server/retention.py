@@ -6,9 +6,9 @@ keys and task ids are all made or derived from it), so one id prefix is the cut-
 a range of a primary key or an index, never a scan. The deletes go in chunks of their own small commits, each
 a few milliseconds on the event loop, however much a first pass after an upgrade finds.
 
-Never forgotten: an event not yet handled (and everything of anything newer than it, so a replay after a crash still
-finds the effects it claimed), a task that is not finished or whose result is not reported yet, and the audit log,
-which is the lasting record (engine.security.audit). Sent outbox rows have a keep of their own (engine.delivery.outbox).
+Never forgotten: an event not yet handled and everything from its time on (a replay after a crash still finds the
+effects its runs claimed), a task that is not finished or whose result is not reported yet, and the audit log, which
+is the lasting record (engine.security.audit). Sent outbox rows have a keep of their own (engine.delivery.outbox).
 """
 
 from __future__ import annotations

@@ -38,9 +38,9 @@ async def forget_history(db: Database, keep_days: int, *, now: datetime | None =
     """Delete what is older than `keep_days` (see the module docstring); how many rows of each table went."""
     cutoff = time_prefix((now or datetime.now(UTC)) - timedelta(days=keep_days))
     oldest = await db.call(lambda conn: conn.execute(
-        "SELECT min(id) FROM events WHERE status = 'accepted'").fetchone()[0])
-    if oldest is not None:
-        cutoff = min(cutoff, oldest[:len(cutoff)])
+        "SELECT time FROM events WHERE status = 'accepted' ORDER BY id LIMIT 1").fetchone())
+    if oldest is not None:  # its runs' ids come from its time, which may be a millisecond before its own id's
+        cutoff = min(cutoff, time_prefix(datetime.fromisoformat(oldest[0]) - timedelta(seconds=1)))
     gone = dict.fromkeys(FORGET, 0)
     for table, sql in FORGET.items():
         while True:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -172,3 +174,64 @@ async def test_an_overdue_timer_fires_once_after_a_restart(tmp_path: Path) -> No
         assert await timers.fired("escalation") == [T0 + timedelta(minutes=15)]
         await db.close()
     assert counts == {"escalation": 1}
+
+
+async def test_firing_forgets_fired_records_past_their_week_without_reading_the_week(tmp_path: Path) -> None:
+    """What fired is remembered a week (`FIRED_KEPT_S`); forgetting the older records at each firing must read only
+    them: SQLite's VM instructions for a firing are about the same with 100 and with 20,000 recent records."""
+    db = await _open(tmp_path)
+    clock = ManualClock(T0)
+    timers = Timers(db, clock=clock)
+    fired: list[str] = []
+
+    async def record(timer: Timer) -> None:
+        fired.append(timer.key)
+
+    timers.on("t", record)
+    now = time.time()
+
+    def remember(conn: sqlite3.Connection, count: int, at: float) -> None:
+        conn.executemany("INSERT INTO timers_fired (key, kind, due, fired) VALUES (?, 't', 0, ?)",
+                         [(f"old-{at}-{n}", at) for n in range(count)])
+
+    instructions = 0
+
+    def count() -> int:
+        nonlocal instructions
+        instructions += 1
+        return 0
+
+    async def fire_one(key: str) -> int:
+        nonlocal instructions
+        await timers.schedule("t", T0, key, {})
+        instructions = 0
+        await db.call(lambda conn: conn.set_progress_handler(count, 100))
+        loop = asyncio.create_task(timers.run())
+        try:
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if key in fired:
+                    break
+        finally:
+            loop.cancel()
+            await db.call(lambda conn: conn.set_progress_handler(None, 100))
+        assert key in fired
+        return instructions
+
+    def kept(conn: sqlite3.Connection) -> tuple[int, int]:
+        old, recent = conn.execute("SELECT sum(fired < ?), sum(fired >= ?) FROM timers_fired",
+                                   (now - timers_module.FIRED_KEPT_S, now - timers_module.FIRED_KEPT_S)).fetchone()
+        return int(old or 0), int(recent or 0)
+
+    try:
+        await db.write(remember, 30, now - timers_module.FIRED_KEPT_S - 3600)
+        await db.write(remember, 100, now - 3600)
+        few = await fire_one("first")
+        assert await db.call(kept) == (0, 101)  # the old records went, the week and the new one stayed
+
+        await db.write(remember, 20_000, now - 60)
+        many = await fire_one("second")
+        assert await db.call(kept) == (0, 20_102)
+        assert many <= 2 * few + 50, f"{few * 100} instructions with 100 records, {many * 100} with 20,000"
+    finally:
+        await db.close()

@@ -6,9 +6,10 @@ keys and task ids are all made or derived from it), so one id prefix is the cut-
 a range of a primary key or an index, never a scan. The deletes go in chunks of their own small commits, each
 a few milliseconds on the event loop, however much a first pass after an upgrade finds.
 
-Never forgotten: an event not yet handled and everything from its time on (a replay after a crash still finds the
-effects its runs claimed), a task that is not finished or whose result is not reported yet, and the audit log, which
-is the lasting record (engine.security.audit). Sent outbox rows have a keep of their own (engine.delivery.outbox).
+Never forgotten: an event still needed and everything from its time on: one not yet handled (a replay after a crash
+still finds the effects its runs claimed), or one a group or a confirmation will run on from later; a task that is
+not finished or whose result is not reported yet; and the audit log, which is the lasting record
+(engine.security.audit). Sent outbox rows have a keep of their own (engine.delivery.outbox).
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from engine.tasks.record import FINAL
 
 CHUNK = 2_000  # rows per commit: a few ms on the loop
 log = logging.getLogger("herald.retention")
+
+# The time of the oldest event still needed: one not yet handled (a restart replays it), and the first event of a
+# group waiting for its window or of a command waiting for its second confirmation (both run on from it later).
+NEEDED = ("SELECT min(time) FROM events WHERE id = (SELECT min(id) FROM events WHERE status = 'accepted') OR id IN "
+          "(SELECT event_id FROM group_state UNION SELECT event_id FROM confirmations WHERE status = 'pending')")
 
 # Each statement deletes at most `?` (CHUNK) rows whose id sorts before `?` (the cut-off prefix).
 FORGET = {
@@ -37,10 +43,9 @@ async def forget_history(db: Database, keep_days: int, *, now: datetime | None =
                          chunk: int = CHUNK) -> dict[str, int]:
     """Delete what is older than `keep_days` (see the module docstring); how many rows of each table went."""
     cutoff = time_prefix((now or datetime.now(UTC)) - timedelta(days=keep_days))
-    oldest = await db.call(lambda conn: conn.execute(
-        "SELECT time FROM events WHERE status = 'accepted' ORDER BY id LIMIT 1").fetchone())
+    oldest = await db.call(lambda conn: conn.execute(NEEDED).fetchone()[0])
     if oldest is not None:  # its runs' ids come from its time, which may be a millisecond before its own id's
-        cutoff = min(cutoff, time_prefix(datetime.fromisoformat(oldest[0]) - timedelta(seconds=1)))
+        cutoff = min(cutoff, time_prefix(datetime.fromisoformat(oldest) - timedelta(seconds=1)))
     gone = dict.fromkeys(FORGET, 0)
     for table, sql in FORGET.items():
         while True:

@@ -1,6 +1,6 @@
 """History past `keep_history_days` is forgotten, on a real SQLite file with the engine's schemas: handled events with
-their trace rows, claimed effects and finished tasks go, in chunks; an event not yet handled keeps itself and
-everything newer, an unfinished or unreported task stays, and the audit log is never touched."""
+their trace rows, claimed effects and finished tasks go, in chunks; an event not yet handled, or that a group still
+runs on from, keeps itself and everything newer; an unfinished or unreported task stays; the audit log is untouched."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ async def test_handled_history_past_its_keep_is_forgotten_in_chunks_and_the_rest
         await db.close()
 
 
-async def test_an_event_not_yet_handled_keeps_everything_from_its_time_on(tmp_path: Path) -> None:
+async def test_an_event_still_needed_keeps_everything_from_its_time_on(tmp_path: Path) -> None:
     tmp_path.chmod(0o700)
     db = Database(tmp_path)
     await db.open(SCHEMAS)
@@ -111,6 +111,17 @@ async def test_an_event_not_yet_handled_keeps_everything_from_its_time_on(tmp_pa
         assert gone == {"events": 1, "run_trace": 2, "effects": 1, "tasks": 1}
         assert left["events"] == left["run_trace"] == {waiting[0].id, after[0].id}
         assert len(left["effects"]) == 2  # the replay of `waiting` finds what its runs claimed
+
+        await db.write(lambda conn: conn.execute("UPDATE events SET status = 'handled' WHERE id = ?",
+                                                 (waiting[0].id,)))
+        grouped = [_alert(4, days_ago=42)]  # handled, the first of a group whose window is still open
+        await _journal(db, grouped, handled=True)
+        await db.write(lambda conn: conn.execute(
+            "INSERT INTO group_state (rule, clause, value, batch, event_id, fields, stage, count, due) "
+            "VALUES (?, 'group', 'db', 'batch-1', ?, '{}', 0, 3, 0)", (RULE, grouped[0].id)))
+
+        assert (await forget_history(db, 30))["events"] == 1  # `waiting`, now handled; the group's event stays
+        assert (await _left(db))["events"] == {grouped[0].id, after[0].id}
     finally:
         await db.close()
 

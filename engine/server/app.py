@@ -500,9 +500,10 @@ class Engine:
         while True:
             self.alerts.prune_buttons()
             try:
-                await self.outbox.prune()
+                self.metrics.forgotten["outbox"] += await self.outbox.prune()
                 if self.config.keep_history_days:
-                    await retention.forget_history(self.db, self.config.keep_history_days)
+                    self.metrics.forgotten.update(
+                        await retention.forget_history(self.db, self.config.keep_history_days))
             except DurabilityError as exc:  # a full or failing disk: the next hour tries again
                 log.warning("what is past its keep was not forgotten this time: %s", exc)
             await asyncio.sleep(HOUSEKEEPING_EVERY_S)

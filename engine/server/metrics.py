@@ -22,6 +22,7 @@ from engine.delivery.delivery import Delivery
 from engine.delivery.outbox import Outbox
 from engine.runs.runtime import Runtime
 from engine.runs.silence_sync import SilenceSync
+from engine.server.retention import FORGET as FORGOTTEN_TABLES
 from engine.tasks.queue import TaskQueue
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -39,6 +40,8 @@ class Metrics:
         self.stalled = 0  # accepted events whose rule runs hit a full disk and waited for it (engine.server.dispatch)
         self.refused = 0  # events refused with "busy" (503 / a busy reply): the queue was full or Herald stopping
         self.unknown_severities = 0  # alerts that arrived with a severity neither on the scale nor an alias
+        # rows forgotten past their keep (engine.server.retention, the outbox's prune), by table
+        self.forgotten: Counter[str] = Counter(dict.fromkeys((*FORGOTTEN_TABLES, "outbox"), 0))
 
     def count_accepted(self, kinds: Iterable[str]) -> None:
         self.accepted.update(kinds)
@@ -155,6 +158,9 @@ async def render(engine: Observed) -> str:
                  {(p, o): n for (p, o), n in delivery.counts.items()}, ("platform", "outcome")),
         *_family("herald_outbox_pending", "gauge", "Outgoing messages journaled and not yet delivered, by platform.",
                  pending, "platform"),
+        *_family("herald_history_forgotten_total", "counter",
+                 "Rows forgotten past their keep since start (keep_history_days; the outbox's 7 days), by table.",
+                 dict(metrics.forgotten), "table"),
         *_family("herald_notifications_unreached_total", "counter",
                  "Notifications that reached nobody (no conversation, or no one connected to see it) since start.",
                  delivery.unreached),

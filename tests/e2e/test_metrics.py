@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
 
 from engine.cli.client import alert_payload
 from engine.core.config import Config
-from engine.server.app import Engine
+from engine.core.events import AlertData, Event
+from engine.core.ids import derived_id
+from engine.core.journal import Journal
+from engine.core.store import Database
+from engine.server.app import SCHEMAS, Engine
+from engine.testing import running_engine
 from tests.support import http_url, stalled_engine
 
 # One sample line of the text format: a name, at most one label here, and a number.
@@ -80,3 +86,28 @@ async def test_metrics_count_accepted_waiting_and_refused_events(stalled: tuple[
             break
         await asyncio.sleep(0.05)
     assert (await scrape(engine))["herald_events_waiting"] == 0
+
+
+async def test_history_past_its_keep_is_forgotten_at_start_and_counted(config: Config) -> None:
+    """A data folder holding handled alerts from 40 days ago: the engine's housekeeping forgets them once it runs,
+    and `/metrics` says how many rows of each table went."""
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = Database(config.data_dir)
+    await db.open(SCHEMAS)
+    old = datetime.now(UTC) - timedelta(days=40)
+    events = [Event(id=derived_id(old, "old", str(n)), source="alertmanager", time=old + timedelta(seconds=n),
+                    data=AlertData(fingerprint=f"fp-{n}", status="firing", name="DiskFull", severity="warning"))
+              for n in range(3)]
+    await Journal(db).accept(events)
+    await db.write(lambda conn: conn.execute("UPDATE events SET status = 'handled'"))
+    await db.close()
+
+    async with running_engine(config) as engine:
+        for _ in range(100):
+            samples = await scrape(engine)
+            if samples['herald_history_forgotten_total{table="events"}']:
+                break
+            await asyncio.sleep(0.05)
+        assert samples['herald_history_forgotten_total{table="events"}'] == 3
+        assert samples['herald_history_forgotten_total{table="outbox"}'] == 0
+        assert await engine.journal.recent(10) == []

@@ -39,7 +39,12 @@ def migrate(conn: sqlite3.Connection) -> None:
     holds (once: a scan of the journal), and index it, so an alert's latest state is found without a scan."""
     if "alert" not in {row[1] for row in conn.execute("PRAGMA table_info(events)")}:
         conn.execute("ALTER TABLE events ADD COLUMN alert TEXT")
-        conn.execute("UPDATE events SET alert = json_extract(body, '$.data.fingerprint') WHERE kind = 'alert'")
+    # Builds of 2026-12-07 added the column without filling it in. Rows journaled before a build kept it are older
+    # than all rows after, so the oldest alert says whether a fill is due: one row read at each start.
+    oldest = conn.execute("SELECT alert FROM events WHERE kind = 'alert' ORDER BY id LIMIT 1").fetchone()
+    if oldest is not None and oldest[0] is None:
+        conn.execute("UPDATE events SET alert = json_extract(body, '$.data.fingerprint') "
+                     "WHERE kind = 'alert' AND alert IS NULL")
     conn.execute("CREATE INDEX IF NOT EXISTS events_alert ON events(alert, id) WHERE alert IS NOT NULL")
 
 

@@ -82,3 +82,23 @@ async def test_an_older_journal_is_migrated_and_each_arrival_shows_once(tmp_path
         assert history[0]["data"]["event"] == fired.id
     finally:
         await db.close()
+
+
+async def test_a_journal_given_the_column_but_not_its_values_is_filled_in_at_the_next_start(tmp_path: Path) -> None:
+    """Builds of 2026-12-07 added `events.alert` without filling it in for the alerts already journaled."""
+    tmp_path.chmod(0o700)
+    db = Database(tmp_path)
+    await db.open([OLD_EVENTS, "ALTER TABLE events ADD COLUMN alert TEXT;"])
+    fired = _alert("firing", datetime.now(UTC))
+    await db.write(lambda conn: conn.execute("INSERT INTO events (id, kind, source, time, body) VALUES (?, ?, ?, ?, ?)",
+                                             (fired.id, "alert", "alertmanager", fired.time.isoformat(),
+                                              fired.model_dump_json())))
+    await db.close()
+
+    db = Database(tmp_path)
+    await db.open([journal.SCHEMA, journal.migrate])
+    try:
+        assert await db.call(latest_status, "fp-disk") == "firing"
+        assert [event.id for event in await Journal(db).arrivals("fp-disk", 10)] == [fired.id]
+    finally:
+        await db.close()

@@ -121,9 +121,8 @@ async def _open(path: Path) -> Database:
     return db
 
 
-async def test_timers_fire_in_order_once_and_can_be_cancelled(tmp_path: Path) -> None:
-    db = await _open(tmp_path)
-    clock = ManualClock(T0)
+def _recording(db: Database, clock: ManualClock) -> tuple[Timers, list[str]]:
+    """Timers whose kind "t" records the key of each timer it fires, in order."""
     timers = Timers(db, clock=clock)
     fired: list[str] = []
 
@@ -131,6 +130,13 @@ async def test_timers_fire_in_order_once_and_can_be_cancelled(tmp_path: Path) ->
         fired.append(timer.key)
 
     timers.on("t", record)
+    return timers, fired
+
+
+async def test_timers_fire_in_order_once_and_can_be_cancelled(tmp_path: Path) -> None:
+    db = await _open(tmp_path)
+    clock = ManualClock(T0)
+    timers, fired = _recording(db, clock)
     for n, seconds in enumerate((30, 10, 20, 40)):
         await timers.schedule("t", T0 + timedelta(seconds=seconds), state_key("t", "rule", n), {"n": n})
     await timers.cancel(state_key("t", "rule", 3))
@@ -180,14 +186,7 @@ async def test_firing_forgets_fired_records_past_their_week_without_reading_the_
     """What fired is remembered a week (`FIRED_KEPT_S`); forgetting the older records at each firing must read only
     them: SQLite's VM instructions for a firing are about the same with 100 and with 20,000 recent records."""
     db = await _open(tmp_path)
-    clock = ManualClock(T0)
-    timers = Timers(db, clock=clock)
-    fired: list[str] = []
-
-    async def record(timer: Timer) -> None:
-        fired.append(timer.key)
-
-    timers.on("t", record)
+    timers, fired = _recording(db, ManualClock(T0))
     now = time.time()
 
     def remember(conn: sqlite3.Connection, count: int, at: float) -> None:

@@ -39,10 +39,9 @@ FORGET = {
 }
 
 
-async def forget_history(db: Database, keep_days: int, *, now: datetime | None = None,
-                         chunk: int = CHUNK) -> dict[str, int]:
+async def forget_history(db: Database, keep_days: int, *, chunk: int = CHUNK) -> dict[str, int]:
     """Delete what is older than `keep_days` (see the module docstring); how many rows of each table went."""
-    cutoff = time_prefix((now or datetime.now(UTC)) - timedelta(days=keep_days))
+    cutoff = time_prefix(datetime.now(UTC) - timedelta(days=keep_days))
     oldest = await db.call(lambda conn: conn.execute(NEEDED).fetchone()[0])
     if oldest is not None:  # its runs' ids come from its time, which may be a millisecond before its own id's
         cutoff = min(cutoff, time_prefix(datetime.fromisoformat(oldest) - timedelta(seconds=1)))

@@ -406,8 +406,8 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace, conn: sqlite3.Connection) -> int:
-    from engine.security.audit import verify
     from engine.security.audit_anchor import anchor_for, read_key
+    from engine.security.audit_verify import verify
 
     key = read_key(args.key_file) if args.key_file is not None else None
     result = verify(conn, anchor_for(conn), key=key, expect=args.expect_head)

@@ -12,7 +12,8 @@ import pytest
 from engine.client.snapshots import AuditView
 from engine.core.bus import Bus
 from engine.core.store import Database
-from engine.security.audit import SCHEMA, AuditLog, verify_chain
+from engine.security.audit import SCHEMA, AuditLog
+from engine.security.audit_verify import verify_chain
 
 
 @pytest.fixture

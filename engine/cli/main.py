@@ -10,10 +10,8 @@ import importlib
 import logging
 import re
 import signal
-import sqlite3
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.sandbox",
     "engine.cli.rules",
     "engine.cli.alerts",
+    "engine.cli.audit",
 )
 COMMANDS_GROUP = "herald.commands"  # entry points: functions taking the sub-parsers, adding their commands
 # `herald run` parses with this module's own commands only: the long-running engine then never loads the other
@@ -86,26 +85,6 @@ def build_parser(*, groups: bool = True) -> argparse.ArgumentParser:
     init.add_argument("--config", type=Path, default=Path("herald.toml"), metavar="FILE",
                       help="where to write the starter config (default: herald.toml)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
-
-    audit = sub.add_parser("audit", help="inspect the audit log")
-    audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
-    verify = audit_sub.add_parser(
-        "verify", help="check the hash chain; exit 1 naming the first bad entry",
-        description="Check every entry's link and keyed hash, that the log still reaches the head recorded in "
-                    "<data>/audit.head, and optionally a head kept elsewhere (the engine logs `audit head SEQ:HASH`).")
-    add_config_args(verify)
-    verify.add_argument("--expect-head", metavar="SEQ:HASH",
-                        help="a head copied earlier (from this command's output or the engine's log): it must be on "
-                             "the chain, so entries up to it were neither deleted nor rewritten")
-    verify.add_argument("--key-file", type=Path, metavar="FILE",
-                        help="check with this copy of the audit key instead of <data>/audit.key (a copy kept "
-                             "elsewhere also catches a chain recomputed with a replaced key)")
-    show = audit_sub.add_parser("show", help="print the audit log")
-    add_config_args(show)
-    show.add_argument("--limit", "--last", dest="limit", type=int, default=50, metavar="N",
-                      help="show the newest N entries (default: 50; 0: all)")
-    show.add_argument("--since", type=_since, metavar="WHEN",
-                      help="only entries from this time on: an ISO time (2026-11-27T10:00) or an age (30m, 2h, 7d)")
 
     send = sub.add_parser("send", help="send a test alert or command to a running engine",
                           description="Examples:  herald send alert severity=critical service=database\n"
@@ -164,8 +143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             from engine.cli.scaffold import write_starter_config
             print(write_starter_config(args.config, force=args.force))
             return EXIT_OK
-        if args.command == "audit":
-            return _audit(args)
         if args.command == "send":
             from engine.cli.client import send
             return send(load_for(args), args)
@@ -364,62 +341,6 @@ def _reload(args: argparse.Namespace) -> int:
         print(body["message"], file=sys.stderr)
         return EXIT_FAILED
     raise HeraldError(f"Herald refused the reload ({status}): {body.get('error', body)}")
-
-
-def _since(text: str) -> str:
-    """An ISO time or an age like 30m / 2h / 7d, as the UTC ISO string audit times compare against."""
-    from engine.cli.security import parse_duration
-
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        when = datetime.now(UTC) - timedelta(seconds=parse_duration(text))
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _audit(args: argparse.Namespace) -> int:
-    from engine.core.store import DB_NAME, connect
-
-    config = load_for(args)
-    path = config.data_dir / DB_NAME
-    if not path.exists():
-        print(f"no Herald database at {path}", file=sys.stderr)
-        return EXIT_FAILED
-    conn = connect(path)
-    try:
-        if args.audit_command == "verify":
-            return _audit_verify(args, conn)
-        since = args.since or "0000"
-        total = conn.execute("SELECT count(*) FROM audit_log WHERE time >= ?", (since,)).fetchone()[0]
-        rows = conn.execute("SELECT * FROM audit_log WHERE time >= ? ORDER BY seq DESC LIMIT ?",
-                            (since, args.limit if args.limit > 0 else -1)).fetchall()
-        for row in reversed(rows):
-            print(f"{row['seq']:>6} {row['time']} {row['action']:<18} {row['actor']:<14} {row['data']}")
-        which = f" since {args.since}" if args.since else ""
-        more = "; --limit N shows more, --limit 0 all" if len(rows) < total else ""
-        print(f"{len(rows)} of {total} entries{which} shown (the newest){more}", file=sys.stderr)
-        return EXIT_OK
-    finally:
-        conn.close()
-
-
-def _audit_verify(args: argparse.Namespace, conn: sqlite3.Connection) -> int:
-    from engine.security.audit_anchor import anchor_for, read_key
-    from engine.security.audit_verify import verify
-
-    key = read_key(args.key_file) if args.key_file is not None else None
-    result = verify(conn, anchor_for(conn), key=key, expect=args.expect_head)
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    if result.ok:
-        keyed = f", keyed from entry {result.keyed_from}" if result.keyed_from else ", none keyed"
-        print(f"audit log intact: {result.entries} entries{keyed}; head {result.head or 'none'}")
-        return EXIT_OK
-    print(f"audit log BROKEN at entry {result.first_bad_seq}: {result.reason} "
-          f"({result.entries} entries verified before it)", file=sys.stderr)
-    return EXIT_FAILED
 
 
 if __name__ == "__main__":

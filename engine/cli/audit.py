@@ -25,6 +25,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     verify.add_argument("--key-file", type=Path, metavar="FILE",
                         help="check with this copy of the audit key instead of <data>/audit.key (a copy kept "
                              "elsewhere also catches a chain recomputed with a replaced key)")
+    verify.add_argument("--archive", type=Path, nargs="+", default=[], metavar="FILE",
+                        help="archive files written by `herald audit archive`, oldest first: the walk starts at the "
+                             "first one's first entry and goes on through the database")
+    archive = audit_sub.add_parser(
+        "archive", help="move entries older than a time to a gzipped file; the chain keeps verifying",
+        description="Check the whole chain, write every entry older than --before to a gzipped JSON Lines file "
+                    "(0600), then delete them from the database and append an `audit.archived` entry naming the "
+                    "file and its SHA-256. Safe while the engine runs. Check an archive later with "
+                    "`herald audit verify --archive FILE...`. Entries are never deleted otherwise: without "
+                    "archiving the log grows by about 400 bytes per notification.")
+    add_config_args(archive)
+    archive.add_argument("--before", type=_since, required=True, metavar="WHEN",
+                         help="archive the entries older than this: an ISO time (2026-11-01), an age (90d) or now")
+    archive.add_argument("--to", type=Path, metavar="DIR",
+                         help="where to write the file (default: <data>/audit-archive); move it off this machine "
+                              "afterwards, with the audit key kept apart from it")
     show = audit_sub.add_parser("show", help="print the audit log")
     add_config_args(show)
     show.add_argument("--limit", "--last", dest="limit", type=int, default=50, metavar="N",
@@ -35,11 +51,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _since(text: str) -> str:
-    """An ISO time or an age like 30m / 2h / 7d, as the UTC ISO string audit times compare against."""
+    """An ISO time, an age like 30m / 2h / 7d, or `now`, as the UTC ISO string audit times compare against."""
     from engine.cli.security import parse_duration
 
     try:
-        when = datetime.fromisoformat(text)
+        when = datetime.now(UTC) if text == "now" else datetime.fromisoformat(text)
     except ValueError:
         when = datetime.now(UTC) - timedelta(seconds=parse_duration(text))
     if when.tzinfo is None:
@@ -59,6 +75,8 @@ def _audit(args: argparse.Namespace) -> int:
     try:
         if args.audit_command == "verify":
             return _audit_verify(args, conn)
+        if args.audit_command == "archive":
+            return _audit_archive(args, conn, config.data_dir / "audit-archive")
         since = args.since or "0000"
         total = conn.execute("SELECT count(*) FROM audit_log WHERE time >= ?", (since,)).fetchone()[0]
         rows = conn.execute("SELECT * FROM audit_log WHERE time >= ? ORDER BY seq DESC LIMIT ?",
@@ -75,16 +93,40 @@ def _audit(args: argparse.Namespace) -> int:
 
 def _audit_verify(args: argparse.Namespace, conn: sqlite3.Connection) -> int:
     from engine.security.audit_anchor import anchor_for, read_key
+    from engine.security.audit_archive import read_archive
     from engine.security.audit_verify import verify
 
     key = read_key(args.key_file) if args.key_file is not None else None
-    result = verify(conn, anchor_for(conn), key=key, expect=args.expect_head)
+    archives = [read_archive(path) for path in args.archive]
+    result = verify(conn, anchor_for(conn), key=key, expect=args.expect_head, archives=archives)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if result.ok:
         keyed = f", keyed from entry {result.keyed_from}" if result.keyed_from else ", none keyed"
-        print(f"audit log intact: {result.entries} entries{keyed}; head {result.head or 'none'}")
+        older = (f" (from entry {result.first}; entries before it are archived)"
+                 if result.first is not None and result.first > 1 else "")
+        files = f", {len(archives)} archive file(s) included" if archives else ""
+        print(f"audit log intact: {result.entries} entries{older}{files}{keyed}; head {result.head or 'none'}")
         return EXIT_OK
     print(f"audit log BROKEN at entry {result.first_bad_seq}: {result.reason} "
           f"({result.entries} entries verified before it)", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _audit_archive(args: argparse.Namespace, conn: sqlite3.Connection, default_folder: Path) -> int:
+    from engine.security.audit_anchor import anchor_for
+    from engine.security.audit_archive import archive
+
+    done = archive(conn, anchor_for(conn), before=args.before, folder=args.to or default_folder)
+    if done is None:
+        print(f"nothing to archive: no entry is older than {args.before}")
+        return EXIT_OK
+    print(f"archived entries {done.first}-{done.last} ({done.last - done.first + 1}) to {done.path} "
+          f"({_size(done.size)}, sha256 {done.sha256}); the log now starts at entry {done.last + 1}; head "
+          f"{done.head}")
+    print(f"check it with: herald audit verify --archive {done.path} (older archives first)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB"

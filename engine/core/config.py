@@ -206,7 +206,7 @@ class Config(_Strict):
     # so that what was accepted can still be handled; 0 refuses only once writes fail.
     min_free_disk_mb: int = Field(default=64, ge=0)
     # Handled events, their run traces and effects, and finished tasks older than this are forgotten (once an hour);
-    # 0 keeps them for ever. The audit log is always kept (engine.server.retention).
+    # 0 keeps them for ever. The audit log is kept until archived (engine.security.audit_archive).
     keep_history_days: int = Field(default=30, ge=0)
     # Who may press the built-in Acknowledge and Mute buttons: a person with any one of these roles (a rule
     # `on button mute require role admin` tightens it further). Checked before the button is used up.

@@ -51,6 +51,7 @@ CREATE INDEX IF NOT EXISTS audit_alert ON audit_log(json_extract(data, '$.alert'
 GENESIS = "0" * 64
 KEYED = "hmac-sha256:"  # the prefix of a keyed entry's hash (an unkeyed one is 64 hex digits)
 KEYING_STARTED = "audit.keyed"
+ARCHIVED = "audit.archived"  # entries up to `last` moved to an archive file (engine.security.audit_archive)
 HEAD_LOG_EVERY_S = 60.0  # how often at most the engine logs the head (an outside copy wherever the logs go)
 log = logging.getLogger("herald.audit")
 
@@ -64,12 +65,12 @@ def _canonical(prev_hash: str, seq: int, time: str, action: str, actor: str, dat
     return _CANONICAL.encode([prev_hash, seq, time, action, actor, data]).encode()
 
 
-def _digest(prev_hash: str, seq: int, time: str, action: str, actor: str, data: str) -> str:
+def unkeyed_hash(prev_hash: str, seq: int, time: str, action: str, actor: str, data: str) -> str:
     """An unkeyed entry's hash (logs written before keying)."""
     return hashlib.sha256(_canonical(prev_hash, seq, time, action, actor, data)).hexdigest()
 
 
-def _mac(key: bytes, prev_hash: str, seq: int, time: str, action: str, actor: str, data: str) -> str:
+def keyed_hash(key: bytes, prev_hash: str, seq: int, time: str, action: str, actor: str, data: str) -> str:
     return KEYED + hmac.digest(key, _canonical(prev_hash, seq, time, action, actor, data), "sha256").hex()
 
 
@@ -97,7 +98,7 @@ def _append(conn: sqlite3.Connection, anchor: Anchor, action: str, actor: str,
             data: dict[str, Any]) -> tuple[AuditView, Head]:
     """Append one entry within the caller's transaction (reading the head and writing the next link together).
     Returns the entry and the new head, which the caller records once the transaction is durable."""
-    written, head = _append_many(conn, anchor, [(action, actor, data)])
+    written, head = append_entries(conn, anchor, [(action, actor, data)])
     return written[-1].view(), head  # the last: an `audit.keyed` entry may come first
 
 
@@ -116,7 +117,7 @@ class _Written:
                                          summary=_summary(self.data))
 
 
-def _append_many(conn: sqlite3.Connection, anchor: Anchor,
+def append_entries(conn: sqlite3.Connection, anchor: Anchor,
                  entries: list[tuple[str, str, dict[str, Any]]]) -> tuple[list[_Written], Head]:
     """Append `entries` in order within the caller's transaction: the chain's last link is read once, and the rows
     go in one statement. Returns what was written and the new head (recorded once the transaction is durable)."""
@@ -133,7 +134,7 @@ def _append_many(conn: sqlite3.Connection, anchor: Anchor,
         seq += 1
         time = datetime.now(UTC).isoformat(timespec="microseconds")
         body = _BODY.encode(data)
-        digest = _mac(key, prev, seq, time, action, actor, body)
+        digest = keyed_hash(key, prev, seq, time, action, actor, body)
         rows.append((seq, time, action, actor, body, prev, digest))
         written.append(_Written(seq, time, action, actor, data))
         prev = digest
@@ -188,7 +189,7 @@ class AuditLog:
     def _append_batch(self, conn: sqlite3.Connection, batch: _Batch) -> tuple[list[_Written], Head]:
         if self._batch is batch:
             self._batch = None
-        return _append_many(conn, self._anchor, batch.entries)
+        return append_entries(conn, self._anchor, batch.entries)
 
     def _batch_committed(self, done: asyncio.Future[tuple[list[_Written], Head]]) -> None:
         if done.cancelled() or done.exception() is not None:

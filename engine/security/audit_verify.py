@@ -5,11 +5,14 @@ engine.security.audit; what stays undetectable, and why, in docs/security.md."""
 from __future__ import annotations
 
 import hmac
+import json
 import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from engine.core.errors import AuditError
-from engine.security.audit import GENESIS, KEYED, _digest, _mac
+from engine.security.audit import ARCHIVED, GENESIS, KEYED, keyed_hash, unkeyed_hash
 from engine.security.audit_anchor import Anchor, Head, anchor_for, read_head, read_key
 
 
@@ -22,6 +25,17 @@ class Verification:
     reason: str = ""
     keyed_from: int | None = None  # the first keyed entry, if any
     warnings: tuple[str, ...] = ()
+    first: int | None = None  # the first entry walked (after 1 when older ones are archived)
+
+
+@dataclass(frozen=True)
+class ArchivedPart:
+    """One archive file (engine.security.audit_archive reads it): its name and SHA-256 as its `audit.archived`
+    entry records them, and its entries, oldest first, read anew on each call."""
+
+    name: str
+    sha256: str
+    entries: Callable[[], Iterator[Mapping[str, Any]]]
 
 
 def verify_chain(conn: sqlite3.Connection) -> Verification:
@@ -29,51 +43,83 @@ def verify_chain(conn: sqlite3.Connection) -> Verification:
     return verify(conn, anchor_for(conn))
 
 
-def verify(conn: sqlite3.Connection, anchor: Anchor, *, key: bytes | None = None,
-           expect: str | None = None) -> Verification:
+def verify(conn: sqlite3.Connection, anchor: Anchor, *, key: bytes | None = None, expect: str | None = None,
+           archives: Sequence[ArchivedPart] = ()) -> Verification:
     """Walk the whole chain and report the first thing wrong: a missing, unlinked or altered entry (keyed entries
     checked with `key`, by default the folder's audit key), an unkeyed entry after keyed ones, no keyed entry at all
     although a key exists, a head file the chain no longer reaches, or an expected head (`SEQ:HASH`) not on it.
+
+    The walk starts at the oldest entry it is given: the first of `archives` (archive files, oldest first, which
+    continue into the database), else the database's first. When that is not entry 1, an `audit.archived` entry
+    further on (keyed, so nobody without the key can write one) must say the entries before it were archived and
+    end with the hash it links to; each archive file's SHA-256 must be the one its `audit.archived` entry records.
     AuditError when the key or head file cannot be read, or `expect` is not a head."""
     if key is None and anchor.key_path.exists():
         key = read_key(anchor.key_path)
     recorded = read_head(anchor.head_path)
     wanted = _parse_head(expect) if expect is not None else None
     prev, next_seq, count = GENESIS, 1, 0
+    first: tuple[int, str] | None = None  # the first entry walked: its seq and the hash it links to
     keyed_from: int | None = None
     last: Head | None = None
     wanted_seen = False
+    archived: dict[int, dict[str, Any]] = {}  # what each `audit.archived` entry says, by the last entry it archived
+    parts_end: list[tuple[ArchivedPart, Head | None]] = []
 
     def broken(seq: int, reason: str) -> Verification:
-        return Verification(False, count, last, seq, reason, keyed_from)
+        return Verification(False, count, last, seq, reason, keyed_from, first=first[0] if first else None)
 
-    for row in conn.execute("SELECT * FROM audit_log ORDER BY seq"):
-        seq, stored = row["seq"], row["hash"]
-        if seq != next_seq:
-            return broken(next_seq, f"entry {next_seq} is missing (next is {seq})")
-        if row["prev_hash"] != prev:
-            return broken(seq, f"entry {seq} does not link to entry {seq - 1}")
-        fields = (prev, seq, row["time"], row["action"], row["actor"], row["data"])
-        if stored.startswith(KEYED):
-            if key is None:
-                return broken(seq, f"entries from {seq} on are keyed, but there is no key to check them: "
-                                   f"{anchor.key_path} is missing (give a copy with --key-file)")
-            keyed_from = keyed_from or seq
-            if not hmac.compare_digest(stored, _mac(key, *fields)):
-                return broken(seq, f"entry {seq} was altered (its HMAC does not match the audit key)")
-        elif keyed_from is not None:
-            return broken(seq, f"entry {seq} is not keyed, but entries from {keyed_from} on are: it was rewritten "
-                               "without the key")
-        elif stored != _digest(*fields):
-            return broken(seq, f"entry {seq} was altered (its hash does not match)")
-        if recorded is not None and recorded.seq == seq and recorded.hash != stored:
-            return broken(seq, f"entry {seq} is not the one {anchor.head_path} records: the chain was rewritten")
-        if wanted is not None and (wanted[0] is None or wanted[0] == seq) and \
-                stored.removeprefix(KEYED).startswith(wanted[1]):
-            wanted_seen = True
-        prev, next_seq, count, last = stored, seq + 1, count + 1, Head(seq, stored)
+    sources: list[tuple[ArchivedPart | None, Iterable[Mapping[str, Any]]]] = [
+        (part, part.entries()) for part in archives]
+    sources.append((None, conn.execute("SELECT * FROM audit_log ORDER BY seq")))
+    for part, rows in sources:
+        for row in rows:
+            seq, stored = row["seq"], row["hash"]
+            if first is None:
+                first = (seq, row["prev_hash"])
+                if seq != 1:  # older entries archived (or deleted): checked once the walk has seen what follows
+                    prev, next_seq = row["prev_hash"], seq
+            if seq != next_seq:
+                where = "; give every archive file, oldest first" if archives else ""
+                return broken(next_seq, f"entry {next_seq} is missing (next is {seq}){where}")
+            if row["prev_hash"] != prev:
+                return broken(seq, f"entry {seq} does not link to entry {seq - 1}")
+            fields = (prev, seq, row["time"], row["action"], row["actor"], row["data"])
+            if stored.startswith(KEYED):
+                if key is None:
+                    return broken(seq, f"entries from {seq} on are keyed, but there is no key to check them: "
+                                       f"{anchor.key_path} is missing (give a copy with --key-file)")
+                keyed_from = keyed_from or seq
+                if not hmac.compare_digest(stored, keyed_hash(key, *fields)):
+                    return broken(seq, f"entry {seq} was altered (its HMAC does not match the audit key)")
+            elif keyed_from is not None:
+                return broken(seq, f"entry {seq} is not keyed, but entries from {keyed_from} on are: it was "
+                                   "rewritten without the key")
+            elif stored != unkeyed_hash(*fields):
+                return broken(seq, f"entry {seq} was altered (its hash does not match)")
+            if part is None and recorded is not None and recorded.seq == seq and recorded.hash != stored:
+                return broken(seq, f"entry {seq} is not the one {anchor.head_path} records: the chain was rewritten")
+            if wanted is not None and (wanted[0] is None or wanted[0] == seq) and \
+                    stored.removeprefix(KEYED).startswith(wanted[1]):
+                wanted_seen = True
+            if row["action"] == ARCHIVED:
+                said = json.loads(row["data"])
+                archived[said.get("last")] = said
+            prev, next_seq, count, last = stored, seq + 1, count + 1, Head(seq, stored)
+        if part is not None:
+            parts_end.append((part, last))
 
     end = next_seq - 1
+    if first is not None and first[0] != 1:
+        said = archived.get(first[0] - 1)
+        if said is None or said.get("last_hash") != first[1]:
+            return broken(first[0], f"entries 1-{first[0] - 1} are gone, and no audit.archived entry says they "
+                                    "were archived: they were deleted")
+    for part, part_last in parts_end:
+        said = archived.get(part_last.seq) if part_last is not None else None
+        if said is None or said.get("sha256") != part.sha256:
+            return broken(part_last.seq if part_last else 1, f"{part.name} is not the file its audit.archived entry "
+                          "records (its SHA-256 differs)" if said else f"no audit.archived entry records {part.name}")
     if key is not None and keyed_from is None:
         return broken(next_seq, f"no entry is keyed, but an audit key exists: the log was emptied or its keyed "
                                 f"entries were deleted ({count} entries left)")
@@ -81,6 +127,9 @@ def verify(conn: sqlite3.Connection, anchor: Anchor, *, key: bytes | None = None
         return broken(end + 1, f"the log ends at entry {end}, but {anchor.head_path} records entry "
                                f"{recorded.seq}: the newest entries were deleted")
     if wanted is not None and not wanted_seen:
+        if first is not None and wanted[0] is not None and wanted[0] < first[0]:
+            return broken(end + 1, f"the expected head {expect} is entry {wanted[0]}, which is archived (this walk "
+                                   f"starts at entry {first[0]}): give the archive files with --archive")
         return broken(end + 1, f"the expected head {expect} is not on the chain (it ends at entry {end}): entries "
                                "up to it were deleted or rewritten")
     warnings: tuple[str, ...] = ()
@@ -88,7 +137,8 @@ def verify(conn: sqlite3.Connection, anchor: Anchor, *, key: bytes | None = None
         warnings = (f"there is no head file ({anchor.head_path}), so deleting the newest entries cannot be ruled "
                     "out here: compare with a head kept elsewhere (--expect-head, or the engine's `audit head` log "
                     "lines)",)
-    return Verification(True, count, last, keyed_from=keyed_from, warnings=warnings)
+    return Verification(True, count, last, keyed_from=keyed_from, warnings=warnings,
+                        first=first[0] if first else None)
 
 
 def _parse_head(text: str) -> tuple[int | None, str]:

@@ -6,6 +6,7 @@ engine's log) catches that too. An older unkeyed log is keyed from its next entr
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -15,6 +16,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,34 @@ async def test_writing_after_a_truncation_keeps_the_evidence(
     broken = _verify(config_file)
     assert broken.returncode == 1 and "is not the one" in broken.stderr and "records: the chain was rewritten" \
         in broken.stderr
+
+
+async def test_archiving_while_the_engine_writes_keeps_one_chain(config: Config, config_file: Path) -> None:
+    """`herald audit archive` (another process) moves the older entries to a file while the engine appends; the log
+    verifies alone and through the archive, and a copy of the head from before the archive is found in the file."""
+    async with running_engine(config) as engine:
+        async with ChatClient.connect(chat_url(engine), ALICE_TOKEN) as alice:
+            for text in ("/help", "/whoami"):
+                msg = await alice.say(text)
+                await alice.wait_for(lambda f, m=msg: f.get("in_reply_to") == m and f["type"] == "reply")
+            before = HEAD.search(_verify(config_file).stdout).group(1)  # type: ignore[union-attr]
+            cut = datetime.now(UTC).isoformat()
+            archived = await asyncio.to_thread(_herald, "audit", "archive", "--before", cut, "--config",
+                                               str(config_file))
+            assert archived.returncode == 0, archived.stderr
+            msg = await alice.say("/whoami")  # the engine goes on appending after the archive's entry
+            await alice.wait_for(lambda f: f.get("in_reply_to") == msg and f["type"] == "reply")
+    [path] = (config.data_dir / "audit-archive").iterdir()
+    assert f"to {path}" in archived.stdout
+    first = int(re.search(r"the log now starts at entry (\d+)", archived.stdout).group(1))  # type: ignore[union-attr]
+    alone = _verify(config_file)
+    assert alone.returncode == 0, alone.stderr
+    assert f"(from entry {first}; entries before it are archived)" in alone.stdout
+    assert "which is archived" in _verify(config_file, "--expect-head", before).stderr  # not in the db any more
+    whole = _verify(config_file, "--archive", str(path), "--expect-head", before)
+    assert whole.returncode == 0, whole.stderr
+    assert "1 archive file(s) included" in whole.stdout
+    with _db(config) as conn:
+        assert conn.execute("SELECT min(seq) FROM audit_log").fetchone()[0] == first
+        assert conn.execute("SELECT count(*) FROM audit_log WHERE action = 'command.received' AND seq > ?",
+                            (first,)).fetchone()[0] >= 1

@@ -117,7 +117,8 @@ def _audit_archive(args: argparse.Namespace, conn: sqlite3.Connection, default_f
     from engine.security.audit_anchor import anchor_for
     from engine.security.audit_archive import archive
 
-    done = archive(conn, anchor_for(conn), before=args.before, folder=args.to or default_folder)
+    done = archive(conn, anchor_for(conn), before=args.before, folder=args.to or default_folder,
+                   progress=lambda step: print(f"{step}...", file=sys.stderr, flush=True))
     if done is None:
         print(f"nothing to archive: no entry is older than {args.before}")
         return EXIT_OK

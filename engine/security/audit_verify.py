@@ -110,9 +110,15 @@ def verify(conn: sqlite3.Connection, anchor: Anchor, *, key: bytes | None = None
             parts_end.append((part, last))
 
     end = next_seq - 1
+    warnings: list[str] = []
     if first is not None and first[0] != 1:
         said = archived.get(first[0] - 1)
-        if said is None or said.get("last_hash") != first[1]:
+        # An archive interrupted while deleting left its newest archived rows: they are in its file as well.
+        unfinished = [s for s in archived.values() if s.get("first", first[0]) < first[0] <= s.get("last", 0)]
+        if unfinished:
+            warnings.append(f"entries {first[0]}-{unfinished[0]['last']} are archived but still in the database (an "
+                            "archive was interrupted): `herald audit archive` deletes them first")
+        elif said is None or said.get("last_hash") != first[1]:
             return broken(first[0], f"entries 1-{first[0] - 1} are gone, and no audit.archived entry says they "
                                     "were archived: they were deleted")
     for part, part_last in parts_end:
@@ -132,12 +138,11 @@ def verify(conn: sqlite3.Connection, anchor: Anchor, *, key: bytes | None = None
                                    f"starts at entry {first[0]}): give the archive files with --archive")
         return broken(end + 1, f"the expected head {expect} is not on the chain (it ends at entry {end}): entries "
                                "up to it were deleted or rewritten")
-    warnings: tuple[str, ...] = ()
     if recorded is None and keyed_from is not None:
-        warnings = (f"there is no head file ({anchor.head_path}), so deleting the newest entries cannot be ruled "
-                    "out here: compare with a head kept elsewhere (--expect-head, or the engine's `audit head` log "
-                    "lines)",)
-    return Verification(True, count, last, keyed_from=keyed_from, warnings=warnings,
+        warnings.append(f"there is no head file ({anchor.head_path}), so deleting the newest entries cannot be "
+                        "ruled out here: compare with a head kept elsewhere (--expect-head, or the engine's `audit "
+                        "head` log lines)")
+    return Verification(True, count, last, keyed_from=keyed_from, warnings=tuple(warnings),
                         first=first[0] if first else None)
 
 

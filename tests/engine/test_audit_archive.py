@@ -1,7 +1,8 @@
 """Archiving the audit log on a real SQLite file with the engine's schema and real gzip files: archived entries
 leave the database, the chain still verifies from the database alone and from the archives through the database,
 and what archiving must not hide is still detected: entries deleted without an archive entry, an archive entry
-forged without the key, an altered or replaced archive file, a gap between archives. A broken log is not archived."""
+forged without the key, an altered or replaced archive file, a gap between archives. A broken log is not archived;
+an archive interrupted while deleting still verifies, and the next one finishes it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from engine.core.errors import AuditError
 from engine.core.store import connect
+from engine.security import audit_archive
 from engine.security.audit import SCHEMA, append_row
 from engine.security.audit_anchor import Anchor
 from engine.security.audit_archive import archive, read_archive
@@ -112,12 +114,13 @@ def test_entries_deleted_without_an_archive_entry_are_detected(conn: sqlite3.Con
     assert not more.ok and more.reason.startswith("entries 1-3 are gone"), more.reason
 
 
-def test_an_archive_entry_forged_without_the_key_is_detected(conn: sqlite3.Connection) -> None:
+def test_an_archive_entry_forged_without_the_key_is_detected(conn: sqlite3.Connection, tmp_path: Path) -> None:
     _append(conn, 5)
     last = conn.execute("SELECT seq, hash, prev_hash FROM audit_log WHERE seq = 2").fetchone()
     conn.execute("DELETE FROM audit_log WHERE seq <= 2")
     top = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-    data = json.dumps({"first": 1, "last": 2, "last_hash": last["hash"], "entries": 2, "file": "x", "sha256": "0"})
+    # It also claims entries 3-5 are archived: the next archive would delete them if it trusted the claim.
+    data = json.dumps({"first": 1, "last": 5, "last_hash": last["hash"], "entries": 5, "file": "x", "sha256": "0"})
     canonical = json.dumps([top["hash"], top["seq"] + 1, "2026-12-07T00:00:00+00:00", "audit.archived", "cli",
                             data], separators=(",", ":")).encode()
     forged = "hmac-sha256:" + hmac.new(b"guess" * 8, canonical, hashlib.sha256).hexdigest()
@@ -126,6 +129,9 @@ def test_an_archive_entry_forged_without_the_key_is_detected(conn: sqlite3.Conne
     result = verify(conn, _anchor(conn))
     assert not result.ok
     assert result.reason == f"entry {top['seq'] + 1} was altered (its HMAC does not match the audit key)"
+    with pytest.raises(AuditError, match="does not verify"):
+        archive(conn, _anchor(conn), before="2000-01-01T00:00:00+00:00", folder=tmp_path)
+    assert _seqs(conn) == [3, 4, 5, 6]
 
 
 def _rewrite(path: Path, change) -> None:  # type: ignore[no-untyped-def]
@@ -162,3 +168,33 @@ def test_a_log_that_does_not_verify_is_not_archived(conn: sqlite3.Connection, tm
         archive(conn, _anchor(conn), before=_time_of(conn, 4), folder=tmp_path / "a")
     assert _seqs(conn) == [1, 2, 3, 4, 5]
     assert not (tmp_path / "a").exists()
+
+
+def test_an_archive_interrupted_while_deleting_verifies_and_is_finished_next_time(
+        conn: sqlite3.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _append(conn, 8)
+    monkeypatch.setattr(audit_archive, "DELETE_CHUNK", 2)
+    deletes = 0
+    real_delete = audit_archive._delete_up_to
+
+    def crash_on_the_second(c: sqlite3.Connection, high: int) -> None:
+        nonlocal deletes
+        deletes += 1
+        if deletes == 2:
+            raise KeyboardInterrupt  # the process stops here
+        real_delete(c, high)
+
+    monkeypatch.setattr(audit_archive, "_delete_up_to", crash_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        archive(conn, _anchor(conn), before=_time_of(conn, 6), folder=tmp_path)
+    assert _seqs(conn) == [3, 4, 5, 6, 7, 8, 9]  # 1-2 deleted, 3-5 archived but still here, 9: audit.archived
+    halfway = verify(conn, _anchor(conn))
+    assert halfway.ok, halfway.reason
+    assert halfway.warnings == ("entries 3-5 are archived but still in the database (an archive was interrupted): "
+                                "`herald audit archive` deletes them first",)
+
+    monkeypatch.setattr(audit_archive, "_delete_up_to", real_delete)
+    assert archive(conn, _anchor(conn), before="2000-01-01T00:00:00+00:00", folder=tmp_path) is None
+    assert _seqs(conn) == [6, 7, 8, 9]
+    done = verify(conn, _anchor(conn), archives=[read_archive(tmp_path / "audit-000000001-000000005.jsonl.gz")])
+    assert done.ok and not done.warnings and done.entries == 9, done

@@ -192,6 +192,8 @@ def test_an_archive_interrupted_while_deleting_verifies_and_is_finished_next_tim
     assert halfway.ok, halfway.reason
     assert halfway.warnings == ("entries 3-5 are archived but still in the database (an archive was interrupted): "
                                 "`herald audit archive` deletes them first",)
+    with_file = verify(conn, _anchor(conn), archives=[read_archive(tmp_path / "audit-000000001-000000005.jsonl.gz")])
+    assert with_file.ok and with_file.entries == 9, with_file.reason
 
     monkeypatch.setattr(audit_archive, "_delete_up_to", real_delete)
     assert archive(conn, _anchor(conn), before="2000-01-01T00:00:00+00:00", folder=tmp_path) is None

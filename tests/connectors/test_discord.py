@@ -406,6 +406,10 @@ async def test_an_account_links_itself_by_direct_message_or_slash_command(
 async def test_an_engine_restart_resumes_the_stored_session(tmp_path: Path, discord: DiscordServer) -> None:
     async with discord_engine(tmp_path, discord):
         session = discord.current
+        # The fake counts the session ready once it has sent READY; the engine stores the session once it has handled
+        # READY. An answer to a later message shows it has (a stop in between identifies afresh, as it should).
+        said = await discord.say(ADMIN, ROOM, "/whoami")
+        await eventually(lambda: _answered(discord, said), "an answer before the restart")
     async with discord_engine(tmp_path, discord):
         said = await discord.say(ADMIN, ROOM, "/whoami")
         await eventually(lambda: _answered(discord, said), "an answer after the restart")

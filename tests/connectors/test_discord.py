@@ -403,13 +403,17 @@ async def test_an_account_links_itself_by_direct_message_or_slash_command(
     assert answer.flags & 64, "a link token's answer was shown to the whole channel"
 
 
+async def _session_stored(discord: DiscordServer) -> None:
+    """The fake counts a session ready once it has sent READY; the engine stores it once it has handled READY. An
+    answer to a later message shows it has (a stop in between identifies afresh next time, as it should)."""
+    said = await discord.say(ADMIN, ROOM, "/whoami")
+    await eventually(lambda: _answered(discord, said), "an answer before the restart")
+
+
 async def test_an_engine_restart_resumes_the_stored_session(tmp_path: Path, discord: DiscordServer) -> None:
     async with discord_engine(tmp_path, discord):
         session = discord.current
-        # The fake counts the session ready once it has sent READY; the engine stores the session once it has handled
-        # READY. An answer to a later message shows it has (a stop in between identifies afresh, as it should).
-        said = await discord.say(ADMIN, ROOM, "/whoami")
-        await eventually(lambda: _answered(discord, said), "an answer before the restart")
+        await _session_stored(discord)
     async with discord_engine(tmp_path, discord):
         said = await discord.say(ADMIN, ROOM, "/whoami")
         await eventually(lambda: _answered(discord, said), "an answer after the restart")
@@ -432,6 +436,7 @@ async def test_a_spent_session_start_limit_is_waited_out(tmp_path: Path, discord
 async def test_a_restart_whose_session_is_gone_identifies_afresh(tmp_path: Path, discord: DiscordServer) -> None:
     async with discord_engine(tmp_path, discord):
         first = discord.current
+        await _session_stored(discord)
     assert first is not None
     first.invalid = True  # Discord forgot it meanwhile: the RESUME is answered with INVALID_SESSION
     async with discord_engine(tmp_path, discord):

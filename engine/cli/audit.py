@@ -106,7 +106,8 @@ def _audit_verify(args: argparse.Namespace, conn: sqlite3.Connection) -> int:
         older = (f" (from entry {result.first}; entries before it are archived)"
                  if result.first is not None and result.first > 1 else "")
         files = f", {len(archives)} archive file(s) included" if archives else ""
-        print(f"audit log intact: {result.entries} entries{older}{files}{keyed}; head {result.head or 'none'}")
+        entries = f"{result.entries} entr{'y' if result.entries == 1 else 'ies'}"
+        print(f"audit log intact: {entries}{older}{files}{keyed}; head {result.head or 'none'}")
         return EXIT_OK
     print(f"audit log BROKEN at entry {result.first_bad_seq}: {result.reason} "
           f"({result.entries} entries verified before it)", file=sys.stderr)

@@ -106,11 +106,10 @@ def _audit_verify(args: argparse.Namespace, conn: sqlite3.Connection) -> int:
         older = (f" (from entry {result.first}; entries before it are archived)"
                  if result.first is not None and result.first > 1 else "")
         files = f", {len(archives)} archive file(s) included" if archives else ""
-        entries = f"{result.entries} entr{'y' if result.entries == 1 else 'ies'}"
-        print(f"audit log intact: {entries}{older}{files}{keyed}; head {result.head or 'none'}")
+        print(f"audit log intact: {_entries(result.entries)}{older}{files}{keyed}; head {result.head or 'none'}")
         return EXIT_OK
     print(f"audit log BROKEN at entry {result.first_bad_seq}: {result.reason} "
-          f"({result.entries} entries verified before it)", file=sys.stderr)
+          f"({_entries(result.entries)} verified before it)", file=sys.stderr)
     return EXIT_FAILED
 
 
@@ -132,3 +131,7 @@ def _audit_archive(args: argparse.Namespace, conn: sqlite3.Connection, default_f
 
 def _size(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB"
+
+
+def _entries(count: int) -> str:
+    return f"{count} entr{'y' if count == 1 else 'ies'}"

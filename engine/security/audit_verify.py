@@ -64,7 +64,7 @@ def verify(conn: sqlite3.Connection, anchor: Anchor, *, key: bytes | None = None
     last: Head | None = None
     wanted_seen = False
     archived: dict[int, dict[str, Any]] = {}  # what each `audit.archived` entry says, by the last entry it archived
-    parts_end: list[tuple[ArchivedPart, Head | None]] = []
+    parts_end: list[tuple[ArchivedPart, Head]] = []  # each archive file and its last entry
 
     def broken(seq: int, reason: str) -> Verification:
         return Verification(False, count, last, seq, reason, keyed_from, first=first[0] if first else None)
@@ -73,6 +73,7 @@ def verify(conn: sqlite3.Connection, anchor: Anchor, *, key: bytes | None = None
         (part, part.entries()) for part in archives]
     sources.append((None, conn.execute("SELECT * FROM audit_log ORDER BY seq")))
     for part, rows in sources:
+        walked = count
         for row in rows:
             seq, stored = row["seq"], row["hash"]
             if part is None and archives and seq < next_seq:
@@ -109,6 +110,8 @@ def verify(conn: sqlite3.Connection, anchor: Anchor, *, key: bytes | None = None
                 archived[said.get("last")] = said
             prev, next_seq, count, last = stored, seq + 1, count + 1, Head(seq, stored)
         if part is not None:
+            if count == walked or last is None:
+                return broken(next_seq, f"{part.name} holds no audit entries")
             parts_end.append((part, last))
 
     end = next_seq - 1
@@ -124,10 +127,12 @@ def verify(conn: sqlite3.Connection, anchor: Anchor, *, key: bytes | None = None
             return broken(first[0], f"entries 1-{first[0] - 1} are gone, and no audit.archived entry says they "
                                     "were archived: they were deleted")
     for part, part_last in parts_end:
-        said = archived.get(part_last.seq) if part_last is not None else None
-        if said is None or said.get("sha256") != part.sha256:
-            return broken(part_last.seq if part_last else 1, f"{part.name} is not the file its audit.archived entry "
-                          "records (its SHA-256 differs)" if said else f"no audit.archived entry records {part.name}")
+        said = archived.get(part_last.seq)
+        if said is None:
+            return broken(part_last.seq, f"no audit.archived entry records {part.name}")
+        if said.get("sha256") != part.sha256:
+            return broken(part_last.seq, f"{part.name} is not the file its audit.archived entry records (its SHA-256 "
+                                         "differs)")
     if key is not None and keyed_from is None:
         return broken(next_seq, f"no entry is keyed, but an audit key exists: the log was emptied or its keyed "
                                 f"entries were deleted ({count} entries left)")

@@ -156,6 +156,10 @@ def test_an_altered_or_replaced_archive_file_is_detected(conn: sqlite3.Connectio
     altered = verify(conn, _anchor(conn), archives=[read_archive(done.path)])
     assert not altered.ok and altered.reason == "entry 2 was altered (its HMAC does not match the audit key)"
 
+    done.path.write_bytes(gzip.compress(b""))
+    empty = verify(conn, _anchor(conn), archives=[read_archive(done.path)])
+    assert not empty.ok and empty.reason == f"{done.path.name} holds no audit entries"
+
     done.path.write_bytes(b"not gzip")
     with pytest.raises(AuditError, match="cannot read the archive"):
         verify(conn, _anchor(conn), archives=[read_archive(done.path)])
